@@ -1,0 +1,105 @@
+"""The seam between the worker process and a model: plain dataclasses and a small Protocol.
+
+Nothing here imports torch, FastAPI or the wire schemas; backends receive service-internal
+dataclasses and raise plain exceptions (or the typed ones below), which the worker turns into
+messages for the API process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class EditJob:
+    job_id: str
+    image: bytes  # the client's encoded image, already validated by the API process
+    instruction: str
+    negative_prompt: str
+    num_inference_steps: int
+    true_cfg_scale: float
+    seed: int
+    width: int | None
+    height: int | None
+    output_format: str  # png | jpeg | webp
+
+
+@dataclass(frozen=True, slots=True)
+class EditOutput:
+    image: bytes  # encoded in the job's output_format
+    width: int
+    height: int
+    pipeline_s: float  # the pipeline call alone, for overhead accounting
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """What a backend reports once loaded; becomes the wire ModelInfo in the API process."""
+
+    id: str
+    source: str  # hub | local | tiny | random-full
+    revision: str | None
+    model_class: str
+    dtype: str
+    meaningful: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Everything a worker needs to build its backend; picklable, cheap, no weights.
+
+    ``backend`` is ``diffusers`` (the Qwen-Image-Edit backend) or ``module:Class`` naming any
+    class that implements EditBackend and takes the spec as its only argument.
+    """
+
+    backend: str
+    model: str
+    revision: str | None
+    dtype: str
+    cache_dir: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class InvalidJob(Exception):
+    """The job's input cannot be edited (for example an unreadable image): a 4xx, not a 5xx."""
+
+
+class JobCancelled(Exception):
+    """The job was stopped at a step boundary because its client went away."""
+
+
+class DeviceOutOfMemory(Exception):
+    """The device ran out of memory for this job; the backend has freed what it could."""
+
+
+class EditBackend(Protocol):
+    def load(self, device: str) -> LoadedModel:
+        """Load weights onto ``device``; runs once, inside the worker process."""
+        ...
+
+    def edit(self, job: EditJob, should_stop: Callable[[], bool]) -> EditOutput:
+        """Run one edit. Poll ``should_stop`` between steps; raise JobCancelled if it is true."""
+        ...
+
+    def release(self) -> None:
+        """Free the device memory the model holds; ``load`` may be called again later."""
+        ...
+
+
+def make_backend(spec: BackendSpec) -> EditBackend:
+    """Build the backend named by the spec; heavy modules are imported only here."""
+    if spec.backend == "diffusers":
+        from editor_service.backends.diffusers_backend import DiffusersEditBackend
+
+        return DiffusersEditBackend(spec)
+    module_name, sep, class_name = spec.backend.partition(":")
+    if not sep:
+        raise ValueError(f"backend must be 'diffusers' or 'module:Class', not {spec.backend!r}")
+    import importlib
+
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    backend: EditBackend = backend_class(spec)
+    return backend

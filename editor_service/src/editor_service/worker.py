@@ -1,0 +1,149 @@
+"""The worker process: one per device, one job at a time, model touched by this thread only.
+
+Spawned by the pool. It pins itself to its GPU through CUDA_VISIBLE_DEVICES before anything
+imports torch, loads the backend, reports ready (or why it could not load), then serves jobs from
+its own queue until it receives None.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from editor_service.backends.base import (
+    BackendSpec,
+    DeviceOutOfMemory,
+    EditBackend,
+    EditJob,
+    InvalidJob,
+    JobCancelled,
+    make_backend,
+)
+from editor_service.messages import (
+    JobDone,
+    JobFailed,
+    LoadModel,
+    ReleaseModel,
+    WorkerEvent,
+    WorkerLoadFailed,
+    WorkerReady,
+    WorkerReleased,
+)
+from service_kit.logs import configure_logging
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.sharedctypes import Synchronized
+
+logger = logging.getLogger(__name__)
+
+
+def pin_device(device: str) -> str:
+    """Make ``cuda:N`` the only GPU this process sees; returns the device name to use inside.
+
+    N indexes the GPUs visible to the service (its own CUDA_VISIBLE_DEVICES, if set).
+    """
+    if not device.startswith("cuda:"):
+        return device
+    index = int(device.split(":", 1)[1])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    physical = visible.split(",")[index].strip() if visible else str(index)
+    os.environ["CUDA_VISIBLE_DEVICES"] = physical
+    return "cuda:0"
+
+
+def limit_cpu_threads(threads: int | None) -> None:
+    """Share the cores among CPU workers (set before torch is imported, which reads these)."""
+    if threads is not None:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(threads)
+
+
+def worker_main(
+    worker: int,
+    device: str,
+    cpu_threads: int | None,
+    spec: BackendSpec,
+    jobs: Connection,
+    events: Connection,
+    cancel_job: Synchronized[int],
+    log_level: str,
+) -> None:
+    """Entry point of a spawned worker.
+
+    ``jobs`` brings EditJob, ReleaseModel, LoadModel or None (stop); ``events`` carries every
+    WorkerEvent back. ``cancel_job`` holds the sequence number of a job to stop early.
+    """
+    configure_logging(log_level)
+    local_device = pin_device(device)
+    limit_cpu_threads(cpu_threads)
+    pid = os.getpid()
+    try:
+        backend = make_backend(spec)
+        started = time.perf_counter()
+        model = backend.load(local_device)
+    except Exception as exc:
+        logger.exception("worker %d could not load %s on %s", worker, spec.model, device)
+        events.send(WorkerLoadFailed(worker, pid, f"{type(exc).__name__}: {exc}"))
+        return
+    events.send(WorkerReady(worker, pid, model, time.perf_counter() - started))
+    logger.info("worker %d ready on %s", worker, device)
+
+    while True:
+        try:
+            message = jobs.recv()
+        except EOFError:  # the API process is gone
+            break
+        if message is None:
+            break
+        if isinstance(message, ReleaseModel):
+            started = time.perf_counter()
+            backend.release()
+            events.send(WorkerReleased(worker, time.perf_counter() - started))
+            continue
+        if isinstance(message, LoadModel):
+            started = time.perf_counter()
+            try:
+                model = backend.load(local_device)
+            except Exception as exc:
+                logger.exception("worker %d could not reload %s", worker, spec.model)
+                events.send(WorkerLoadFailed(worker, pid, f"{type(exc).__name__}: {exc}"))
+                return
+            events.send(WorkerReady(worker, pid, model, time.perf_counter() - started))
+            continue
+        events.send(_run_job(worker, backend, message, cancel_job))
+    logger.info("worker %d stopping", worker)
+
+
+def _run_job(
+    worker: int, backend: EditBackend, job: EditJob, cancel_job: Synchronized[int]
+) -> WorkerEvent:
+    started = time.perf_counter()
+    sequence = _sequence(job.job_id)
+
+    def should_stop() -> bool:
+        return bool(cancel_job.value == sequence)
+
+    try:
+        output = backend.edit(job, should_stop)
+    except InvalidJob as exc:
+        return JobFailed(worker, job.job_id, "invalid_input", str(exc))
+    except JobCancelled:
+        logger.info("job %s cancelled on worker %d", job.job_id, worker)
+        return JobFailed(worker, job.job_id, "cancelled", "the client went away")
+    except DeviceOutOfMemory as exc:
+        logger.warning("job %s: %s", job.job_id, exc)
+        return JobFailed(worker, job.job_id, "out_of_memory", str(exc))
+    except Exception:
+        logger.exception("job %s failed on worker %d", job.job_id, worker)
+        return JobFailed(worker, job.job_id, "backend_error", "the edit failed inside the model")
+    edit_s = time.perf_counter() - started
+    logger.info("job %s done on worker %d in %.2fs", job.job_id, worker, edit_s)
+    return JobDone(worker, job.job_id, output, edit_s)
+
+
+def _sequence(job_id: str) -> int:
+    """Job ids are ``<sequence>-<hex>``; the sequence number is what cancellation compares."""
+    return int(job_id.split("-", 1)[0])

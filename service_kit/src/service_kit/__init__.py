@@ -1,0 +1,1 @@
+"""Plumbing both editbench services share: errors, images, limits, probes, metrics, settings."""

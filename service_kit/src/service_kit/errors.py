@@ -1,0 +1,185 @@
+"""Domain errors and their one mapping to HTTP.
+
+Pools, batchers and decoders raise these; routes never catch them. `install_exception_handlers`
+turns every error, including FastAPI's validation errors and anything unexpected, into the shared
+`ErrorResponse` envelope. Unexpected exceptions are logged with their traceback and answered with
+a generic message: no exception text reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared_schemas import ErrorInfo, ErrorResponse
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base of the errors a service answers with; subclasses fix the status and type."""
+
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidInput(ServiceError):
+    status_code = 400
+    error_type = "invalid_input"
+
+
+class InvalidImage(InvalidInput):
+    error_type = "invalid_image"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class ImageTooLarge(PayloadTooLarge):
+    error_type = "image_too_large"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    error_type = "not_found"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    error_type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class _RetryableError(ServiceError):
+    """An error a client should retry later; carries Retry-After."""
+
+    def __init__(
+        self, message: str, *, retry_after_s: float = 1.0, param: str | None = None
+    ) -> None:
+        super().__init__(message, param=param)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+class QueueFull(_RetryableError):
+    status_code = 429
+    error_type = "queue_full"
+
+
+class NotReady(_RetryableError):
+    status_code = 503
+    error_type = "not_ready"
+
+
+class WorkerDied(_RetryableError):
+    status_code = 503
+    error_type = "worker_died"
+
+
+class DeadlineExceeded(ServiceError):
+    status_code = 504
+    error_type = "deadline_exceeded"
+
+
+class OutOfMemory(_RetryableError):
+    status_code = 507
+    error_type = "out_of_memory"
+
+
+class BackendError(ServiceError):
+    status_code = 500
+    error_type = "backend_error"
+
+
+def error_response(
+    status_code: int,
+    error_type: str,
+    message: str,
+    *,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorInfo(type=error_type, message=message, param=param))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
+
+
+def _validation_param(loc: tuple[object, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """One readable line (and the field at fault) from pydantic's list of errors."""
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    param = _validation_param(tuple(first.get("loc", ())))
+    msg = str(first.get("msg", "invalid value"))
+    # pydantic prefixes messages from our own validators with "Value error, ".
+    msg = msg.removeprefix("Value error, ")
+    text = f"{param}: {msg}" if param else msg
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return text, param
+
+
+_HTTP_ERROR_TYPES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    """Map every error to the shared envelope; call once in each app factory."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(
+            exc.status_code, exc.error_type, exc.message, param=exc.param, headers=exc.headers()
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(exc.errors())
+        return error_response(422, "invalid_request", message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
+        return error_response(
+            exc.status_code, error_type, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "server_error", "internal server error")

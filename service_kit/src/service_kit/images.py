@@ -1,0 +1,97 @@
+"""Decoding client images safely, and encoding results.
+
+Only PNG, JPEG and WebP decoders are ever tried; the pixel count is checked from the header before
+any pixel is decoded (a few-hundred-byte PNG can declare 20000x20000); truncated files raise
+instead of decoding half grey.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from service_kit.errors import ImageTooLarge, InvalidImage
+from shared_schemas import ImageFormat, sniff_format
+
+_PIL_FORMATS: dict[ImageFormat, str] = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+
+# Keep Pillow's own guard on as a backstop, and never decode truncated files.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    format: ImageFormat
+    width: int
+    height: int
+
+
+def read_header(data: bytes, *, max_pixels: int, param: str = "image") -> ImageHeader:
+    """Format and size from the header alone; raises InvalidImage or ImageTooLarge."""
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise InvalidImage("not a PNG, JPEG or WebP image", param=param)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as img:
+                width, height = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"{param} has too many pixels", param=param) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise InvalidImage(f"{param} is not a readable {fmt.upper()} image", param=param) from None
+    if width < 1 or height < 1:
+        raise InvalidImage(f"{param} has no pixels", param=param)
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{param} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+            param=param,
+        )
+    return ImageHeader(fmt, width, height)
+
+
+def decode_image(data: bytes, *, max_pixels: int, param: str = "image") -> Image.Image:
+    """Fully decode to RGB after the header checks; raises InvalidImage or ImageTooLarge."""
+    header = read_header(data, max_pixels=max_pixels, param=param)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[header.format]])
+            img.load()  # first frame only, for animated WebP
+            return _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"{param} has too many pixels", param=param) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise InvalidImage(
+            f"{param} is truncated or corrupt ({header.format.upper()})", param=param
+        ) from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def encode_image(img: Image.Image, fmt: ImageFormat) -> bytes:
+    """Encode losslessly for PNG and WebP, at quality 95 for JPEG.
+
+    PNG uses zlib level 1: several times faster than the default for ~10% larger files, which
+    matters when the service's overhead is held to a few percent of a 4-second edit.
+    """
+    buffer = io.BytesIO()
+    if fmt == "png":
+        img.save(buffer, format="PNG", compress_level=1)
+    elif fmt == "jpeg":
+        img.convert("RGB").save(buffer, format="JPEG", quality=95)
+    else:
+        img.save(buffer, format="WEBP", lossless=True)
+    return buffer.getvalue()

@@ -1,0 +1,65 @@
+"""Prometheus metrics: one registry per app (so several apps can live in one test process)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["CONTENT_TYPE_LATEST", "HttpMetricsMiddleware", "ServiceMetrics", "generate_latest"]
+
+
+class ServiceMetrics:
+    """The registry and the HTTP metrics every service has; services add their own to it."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            f"{prefix}_http_requests_total",
+            "HTTP requests answered, by route template and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            f"{prefix}_http_request_duration_seconds",
+            "Time from request start to the end of the response.",
+            ["method", "route"],
+            buckets=(0.005, 0.02, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HttpMetricsMiddleware:
+    """Counts every HTTP response by its route template (not the raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.http_requests.labels(method, template, str(status)).inc()
+            self.metrics.http_seconds.labels(method, template).observe(time.perf_counter() - start)

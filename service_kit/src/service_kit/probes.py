@@ -1,0 +1,49 @@
+"""/health (liveness), /ready (readiness) and /metrics, the same on every service.
+
+The app's state provides ``readiness`` (anything with a ``readiness() -> ReadyResponse`` method)
+and ``metrics`` (a ServiceMetrics). Probes never touch a model or a queue.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastapi import APIRouter, Request, Response
+
+from service_kit.errors import NotReady
+from service_kit.metrics import CONTENT_TYPE_LATEST
+from shared_schemas import ErrorResponse, HealthResponse, ReadyResponse
+
+
+class ReadinessSource(Protocol):
+    def readiness(self) -> ReadyResponse: ...
+
+
+def probe_router() -> APIRouter:
+    router = APIRouter(tags=["probes"])
+
+    @router.get("/health", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        """Liveness: the process answers."""
+        return HealthResponse()
+
+    @router.get(
+        "/ready",
+        response_model=ReadyResponse,
+        responses={503: {"model": ErrorResponse, "description": "Not ready (yet)."}},
+    )
+    async def ready(request: Request) -> ReadyResponse:
+        """Readiness: 200 once every worker has loaded its model and the service is not draining."""
+        source: ReadinessSource = request.app.state.readiness
+        state = source.readiness()
+        if not state.ready:
+            raise NotReady(state.detail, retry_after_s=5)
+        return state
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics."""
+        body = request.app.state.metrics.render()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,78 @@
+"""Settings both services share. Subclasses set the environment prefix (EDITOR_, REWARD_).
+
+Only a service's ``__main__`` reads the environment and command line (``load_settings``); tests
+construct settings directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, CliApp, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny models live; HF_HOME-style override through the settings."""
+    return Path.home() / ".cache" / "editbench"
+
+
+def split_list(value: object) -> object:
+    """Accept ``a,b,c`` (and JSON-style lists from Python) for list settings."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: LogLevel = "info"
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir, description="Folder for locally built tiny models."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens accepted on every route but /health, /ready and /metrics "
+        "(comma-separated). Empty: no authentication.",
+    )
+    max_body_mb: float = Field(default=64.0, gt=0, description="Largest request body accepted.")
+    max_image_pixels: int = Field(
+        default=4096 * 4096, gt=0, description="Largest image accepted, checked from its header."
+    )
+    queue_capacity: int = Field(default=16, ge=1, description="Jobs that may wait to run.")
+    request_timeout_s: float = Field(
+        default=900.0, gt=0, description="A job still waiting after this long is refused (504)."
+    )
+    drain_timeout_s: float = Field(
+        default=120.0, ge=0, description="On SIGTERM, how long in-flight jobs may take to finish."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        return split_list(value)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S], prog: str, argv: list[str] | None = None) -> S:
+    """Environment variables, overridden by command-line flags (``--port 8001 --model tiny``)."""
+    return CliApp.run(
+        cls,
+        cli_args=sys.argv[1:] if argv is None else argv,
+        cli_prog_name=prog,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )

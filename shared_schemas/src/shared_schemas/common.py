@@ -1,0 +1,59 @@
+"""Models every service shares: the wire base, the error envelope, health, readiness, model info."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API_PREFIX = "/v1"
+
+
+class WireModel(BaseModel):
+    """Base of every request and response: unknown fields are rejected, instances are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorInfo(WireModel):
+    type: str = Field(
+        description="Stable machine-readable reason, e.g. invalid_image, queue_full, not_ready."
+    )
+    message: str = Field(description="What went wrong, for a person.")
+    param: str | None = Field(
+        default=None, description="The request field at fault, when there is one."
+    )
+
+
+class ErrorResponse(WireModel):
+    """The body of every non-2xx answer from every service."""
+
+    error: ErrorInfo
+
+
+class HealthResponse(WireModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(WireModel):
+    ready: bool
+    detail: str = Field(description="Why the service is or is not ready.")
+    workers_ready: int = Field(ge=0)
+    workers_total: int = Field(ge=0)
+
+
+ModelSourceKind = Literal["hub", "local", "tiny", "random-full"]
+
+
+class ModelInfo(WireModel):
+    id: str = Field(description="Hugging Face id, local folder, or the built-in name.")
+    source: ModelSourceKind
+    revision: str | None = Field(
+        default=None,
+        description="Commit of the hub snapshot, or a content hash of a local/built-in folder.",
+    )
+    model_class: str = Field(description="Pipeline or model class that was loaded.")
+    dtype: str
+    meaningful: bool = Field(
+        description="False for random-weight models (tiny, random-full): outputs mean nothing."
+    )

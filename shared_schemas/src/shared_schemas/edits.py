@@ -1,0 +1,121 @@
+"""Requests and responses of the editor service (Qwen-Image-Edit)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from shared_schemas.common import ModelInfo, WireModel
+from shared_schemas.images import ImageData, ImageFormat
+
+MAX_SEED = 2**63 - 1
+# Output sides must be multiples of 16 (VAE factor 8 x patch 2) for Qwen-Image.
+SIZE_MULTIPLE = 16
+MAX_SIDE = 4096
+
+
+class EditParameters(WireModel):
+    """How to edit. Defaults are Qwen-Image-Edit's published settings (50 steps, true CFG 4)."""
+
+    negative_prompt: str = Field(
+        default=" ",
+        max_length=4000,
+        description="Used only with true CFG (true_cfg_scale > 1).",
+    )
+    num_inference_steps: int = Field(default=50, ge=1, le=200)
+    true_cfg_scale: float = Field(
+        default=4.0, ge=1.0, le=20.0, description="1 turns classifier-free guidance off."
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_SEED,
+        description="Same inputs and seed give the same image on the same device. "
+        "Omitted: the service picks one and returns it.",
+    )
+    width: int | None = Field(
+        default=None,
+        ge=SIZE_MULTIPLE,
+        le=MAX_SIDE,
+        multiple_of=SIZE_MULTIPLE,
+        description="Output width. Omitted (with height): ~1 megapixel at the source's aspect.",
+    )
+    height: int | None = Field(
+        default=None, ge=SIZE_MULTIPLE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE
+    )
+    output_format: ImageFormat = "png"
+
+    @model_validator(mode="after")
+    def _size_given_together(self) -> Self:
+        if (self.width is None) != (self.height is None):
+            raise ValueError("width and height must be given together")
+        return self
+
+
+class EditRequest(EditParameters):
+    """POST /v1/edits."""
+
+    image: ImageData
+    instruction: str = Field(min_length=1, max_length=4000, description="The edit to make.")
+
+
+class EditTimings(WireModel):
+    queue_wait_s: float = Field(ge=0, description="From acceptance to a worker picking it up.")
+    edit_s: float = Field(ge=0, description="Inside the worker: decode, pipeline, encode.")
+    total_s: float = Field(ge=0, description="From acceptance to the answer.")
+
+
+class EditResponse(WireModel):
+    image: ImageData
+    output_format: ImageFormat
+    width: int
+    height: int
+    seed: int
+    num_inference_steps: int
+    true_cfg_scale: float
+    negative_prompt: str
+    worker: int = Field(description="Index of the worker process that ran the edit.")
+    device: str
+    model: ModelInfo
+    timings: EditTimings
+
+
+WorkerState = Literal["starting", "ready", "busy", "failed", "restarting", "stopped", "released"]
+
+
+class WorkerInfo(WireModel):
+    index: int
+    device: str
+    state: WorkerState
+    pid: int | None
+    jobs_done: int = Field(ge=0)
+    restarts: int = Field(ge=0)
+
+
+class EditorInfo(WireModel):
+    """GET /v1/info on the editor."""
+
+    service: Literal["editor"] = "editor"
+    version: str
+    model: ModelInfo | None = Field(description="None until the first worker has loaded.")
+    devices: list[str]
+    workers: list[WorkerInfo]
+    queue_capacity: int = Field(description="Jobs that may wait beyond those running.")
+    queue_depth: int
+    max_in_flight: int = Field(
+        description="Requests a client may keep outstanding without being refused: "
+        "one running per worker plus the queue."
+    )
+
+
+class OpenAIImage(WireModel):
+    b64_json: str
+    revised_prompt: str | None = None
+
+
+class OpenAIImagesResponse(WireModel):
+    """The answer of POST /v1/images/edits, in OpenAI's images API shape."""
+
+    created: int
+    data: list[OpenAIImage]

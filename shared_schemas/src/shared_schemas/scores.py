@@ -1,0 +1,123 @@
+"""Requests and responses of the reward service (a Qwen3-VL judge)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared_schemas.common import ModelInfo, WireModel
+from shared_schemas.images import ImageData
+
+ScoreMode = Literal["expected", "generate"]
+ImageRole = Literal["source", "edited"]
+QuestionGroup = Literal["sc", "pq", "overall"]
+
+MAX_ITEMS_PER_REQUEST = 64
+SCORE_MIN = 0.0
+SCORE_MAX = 10.0
+
+
+class ScoreItem(WireModel):
+    id: str | None = Field(default=None, max_length=512, description="Echoed back unchanged.")
+    source_image: ImageData
+    edited_image: ImageData
+    instruction: str = Field(min_length=1, max_length=4000)
+    category: str | None = Field(
+        default=None, max_length=200, description="Selects per-category prompts where defined."
+    )
+    hints: str | None = Field(
+        default=None, max_length=4000, description="Per-item guidance for the judge, if any."
+    )
+
+
+class ScoreRequest(WireModel):
+    """POST /v1/scores."""
+
+    items: list[ScoreItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
+    protocol: str = Field(default="viescore", min_length=1, max_length=200)
+    mode: ScoreMode = Field(
+        default="expected",
+        description="expected: probability-weighted mean over the score tokens, from one forward "
+        "pass (never fails to parse). generate: the judge writes reasoning and a score, which is "
+        "parsed; unparseable answers are returned unscored with the raw text.",
+    )
+    max_new_tokens: int = Field(default=512, ge=8, le=4096, description="generate mode only.")
+
+
+class QuestionScore(WireModel):
+    name: str
+    group: QuestionGroup | None
+    score: float | None = Field(
+        ge=SCORE_MIN, le=SCORE_MAX, description="None when the answer could not be scored."
+    )
+    distribution: list[float] | None = Field(
+        default=None,
+        description="expected mode: P(score = 0..10), renormalised over the 11 scores.",
+    )
+    score_mass: float | None = Field(
+        default=None,
+        description="expected mode: probability the judge gave to answering with a score at all, "
+        "before renormalisation (low values mean it wanted to say something else).",
+    )
+    raw_text: str | None = Field(default=None, description="generate mode: the judge's answer.")
+    error: str | None = Field(default=None, description="Why the question is unscored.")
+
+
+class ScoreTimings(WireModel):
+    queue_wait_s: float = Field(ge=0)
+    inference_s: float = Field(ge=0, description="Wall time of the batches this item was in.")
+    total_s: float = Field(ge=0)
+
+
+class ItemScore(WireModel):
+    id: str | None
+    protocol: str
+    protocol_hash: str
+    mode: ScoreMode
+    questions: list[QuestionScore]
+    sc: float | None = Field(description="Semantic consistency (viescore): min of its questions.")
+    pq: float | None = Field(description="Perceptual quality (viescore): min of its questions.")
+    overall: float | None = Field(description="viescore: sqrt(sc * pq); single: the score.")
+    scored: bool = Field(description="False when any question could not be scored.")
+    timings: ScoreTimings
+
+
+class ScoreResponse(WireModel):
+    results: list[ItemScore]
+    model: ModelInfo
+
+
+class ProtocolQuestion(WireModel):
+    name: str
+    group: QuestionGroup | None
+    images: list[ImageRole]
+
+
+class ProtocolInfo(WireModel):
+    name: str
+    hash: str = Field(description="sha256 of the protocol's full definition (prompts included).")
+    description: str
+    questions: list[ProtocolQuestion]
+    categories: list[str] = Field(
+        default_factory=list, description="Categories with their own prompts, if any."
+    )
+    source: Literal["builtin", "file"]
+
+
+class ProtocolsResponse(WireModel):
+    protocols: list[ProtocolInfo]
+
+
+class RewardInfo(WireModel):
+    """GET /v1/info on the reward service."""
+
+    service: Literal["reward"] = "reward"
+    version: str
+    model: ModelInfo | None
+    devices: list[str]
+    max_batch_size: int
+    max_wait_s: float
+    queue_capacity: int
+    queue_depth: int
+    protocols: list[str]
