@@ -32,6 +32,8 @@ def create_app(settings: EditorSettings) -> FastAPI:
             queue_capacity=settings.queue_capacity,
             request_timeout_s=settings.request_timeout_s,
             log_level=settings.log_level,
+            max_restarts=settings.max_worker_restarts,
+            restart_window_s=settings.restart_window_s,
         )
         pool = WorkerPool(settings.backend_spec(), config, metrics)
         app.state.pool = pool

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -36,6 +36,18 @@ class EditorSettings(ServiceSettings):
         "Empty: every visible GPU, else one CPU worker.",
     )
     dtype: Dtype = Field(default="auto", description="auto: bfloat16 on GPUs, float32 on CPU.")
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options for a custom backend, as JSON (EDITOR_BACKEND_OPTIONS='{...}').",
+    )
+
+    max_worker_restarts: int = Field(
+        default=5,
+        ge=0,
+        description="A worker that exits more often than this within restart_window_s is given "
+        "up on, and the service reports not ready.",
+    )
+    restart_window_s: float = Field(default=300.0, gt=0)
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -49,4 +61,5 @@ class EditorSettings(ServiceSettings):
             revision=self.revision,
             dtype=self.dtype,
             cache_dir=str(self.cache_dir),
+            options=dict(self.backend_options),
         )

@@ -215,11 +215,14 @@ class WorkerPool:
             raise NotReady("the model is still loading", retry_after_s=10)
         if all(w.state == "failed" for w in self.workers):
             raise NotReady("no worker could start; see the service log", retry_after_s=30)
-        waiting = len(self._queue) + self._reserved
-        if waiting >= self.config.queue_capacity:
+        # One job running per serving worker, plus the queue: what /v1/info calls max_in_flight.
+        in_flight = len(self._queue) + self._reserved + len(self._busy_workers())
+        serving = sum(w.state in ("ready", "busy") for w in self.workers)
+        if in_flight >= serving + self.config.queue_capacity:
             self.metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
-                f"{waiting} jobs are waiting, the queue holds {self.config.queue_capacity}",
+                f"{in_flight} jobs are running or waiting; the service takes "
+                f"{serving} running + {self.config.queue_capacity} waiting",
                 retry_after_s=self.retry_after_s(),
             )
 

@@ -23,7 +23,13 @@ class EditParameters(WireModel):
         max_length=4000,
         description="Used only with true CFG (true_cfg_scale > 1).",
     )
-    num_inference_steps: int = Field(default=50, ge=1, le=200)
+    num_inference_steps: int = Field(
+        default=50,
+        ge=2,
+        le=200,
+        description="At least 2: with Qwen-Image's scheduler (shift_terminal) one step divides "
+        "by zero and the output is NaN.",
+    )
     true_cfg_scale: float = Field(
         default=4.0, ge=1.0, le=20.0, description="1 turns classifier-free guidance off."
     )

@@ -1,0 +1,15 @@
+# The two commands of the README, and the checks behind them.
+.PHONY: setup demo test lint typecheck
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	.venv/bin/python -m orchestrator.demo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint
+	.venv/bin/pytest

@@ -1,0 +1,88 @@
+"""The diffusers backend in-process, on the tiny models of both pipeline classes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from editor_service.backends.base import BackendSpec, EditJob, JobCancelled
+from editor_service.backends.diffusers_backend import DiffusersEditBackend
+from tests.support.images import image_bytes
+
+pytestmark = pytest.mark.tiny
+
+
+def job(**changes: object) -> EditJob:
+    fields: dict[str, object] = {
+        "job_id": "1-test",
+        "image": image_bytes(40, 56, seed=1),
+        "instruction": "add a hat",
+        "negative_prompt": " ",
+        "num_inference_steps": 2,
+        "true_cfg_scale": 4.0,
+        "seed": 3,
+        "width": 32,
+        "height": 48,
+        "output_format": "png",
+    }
+    fields.update(changes)
+    return EditJob(**fields)  # type: ignore[arg-type]
+
+
+def never() -> bool:
+    return False
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny-plus"])
+def backend(request: pytest.FixtureRequest, model_cache: Path) -> DiffusersEditBackend:
+    spec = BackendSpec("diffusers", request.param, None, "auto", str(model_cache))
+    backend = DiffusersEditBackend(spec)
+    backend.load("cpu")
+    return backend
+
+
+def test_both_pipeline_classes_load_from_their_folder(backend: DiffusersEditBackend) -> None:
+    expected = (
+        "QwenImageEditPlusPipeline"
+        if backend.source.name == "tiny-plus"
+        else ("QwenImageEditPipeline")
+    )
+    assert type(backend.pipe).__name__ == expected
+
+
+def test_edit_output_has_the_requested_size_and_is_deterministic(
+    backend: DiffusersEditBackend,
+) -> None:
+    first = backend.edit(job(), never)
+    second = backend.edit(job(), never)
+    assert (first.width, first.height) == (32, 48)
+    assert np.array_equal(pixels(first.image), pixels(second.image))
+    assert np.isfinite(pixels(first.image)).all()
+
+
+def test_true_cfg_changes_the_output(backend: DiffusersEditBackend) -> None:
+    with_cfg = backend.edit(job(), never)
+    without_cfg = backend.edit(job(true_cfg_scale=1.0), never)
+    assert not np.array_equal(pixels(with_cfg.image), pixels(without_cfg.image))
+
+
+def test_default_size_follows_the_source_aspect_at_about_a_megapixel(
+    backend: DiffusersEditBackend,
+) -> None:
+    output = backend.edit(job(width=None, height=None), never)
+    assert output.width % 16 == 0 and output.height % 16 == 0
+    assert 0.8e6 < output.width * output.height < 1.2e6
+    assert output.height > output.width  # the source is 40x56
+
+
+def test_a_stop_request_cancels_the_job(backend: DiffusersEditBackend) -> None:
+    with pytest.raises(JobCancelled):
+        backend.edit(job(), lambda: True)

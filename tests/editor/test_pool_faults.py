@@ -1,0 +1,163 @@
+"""Queueing, readiness and faults of the worker pool: real worker processes, fake model.
+
+These tests are about the pool, not the model, so the workers run a fake backend (the backend seam).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from editor_service.app import create_app
+from editor_service.config import EditorSettings
+from shared_schemas import EditorInfo, ErrorResponse
+from tests.support.images import b64, image_bytes
+
+pytestmark = pytest.mark.anyio
+
+FAKE = "tests.support.fake_editors:MirrorEditBackend"
+SOURCE = b64(image_bytes(32, 32))
+
+
+def settings(tmp_path: Path, **changes: Any) -> EditorSettings:
+    options = changes.pop("backend_options", {})
+    return EditorSettings(
+        backend=FAKE,
+        devices=changes.pop("devices", ["cpu"]),
+        cache_dir=tmp_path,
+        backend_options=options,
+        **changes,
+    )
+
+
+def payload(instruction: str = "mirror", steps: int = 2) -> dict[str, Any]:
+    return {"image": SOURCE, "instruction": instruction, "num_inference_steps": steps, "seed": 1}
+
+
+async def client_for(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://editor") as client:
+            yield client
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 60) -> None:
+    for _ in range(int(timeout_s / 0.1)):
+        if (await client.get("/ready")).status_code == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError((await client.get("/ready")).text)
+
+
+async def test_ready_is_503_until_every_worker_has_loaded(tmp_path: Path) -> None:
+    app = create_app(
+        settings(tmp_path, devices=["cpu", "cpu"], backend_options={"load_delay_s": 3})
+    )
+    async for client in client_for(app):
+        early = await client.get("/ready")
+        assert early.status_code == 503
+        assert ErrorResponse.model_validate(early.json()).error.type == "not_ready"
+        refused = await client.post("/v1/edits", json=payload())
+        assert refused.status_code == 503 and "Retry-After" in refused.headers
+        await wait_ready(client)
+        assert (await client.post("/v1/edits", json=payload())).status_code == 200
+
+
+async def test_edit_returns_429_with_retry_after_when_queue_is_full(tmp_path: Path) -> None:
+    app = create_app(settings(tmp_path, queue_capacity=1, backend_options={"edit_delay_s": 2.0}))
+    async for client in client_for(app):
+        await wait_ready(client)
+        responses = await asyncio.gather(
+            *(client.post("/v1/edits", json=payload()) for _ in range(4))
+        )
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [200, 200, 429, 429]
+        refused = next(r for r in responses if r.status_code == 429)
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert ErrorResponse.model_validate(refused.json()).error.type == "queue_full"
+        metrics = (await client.get("/metrics")).text
+        assert 'editor_rejected_total{reason="queue_full"} 2.0' in metrics
+
+
+async def test_job_that_waits_past_its_deadline_gets_504_and_never_runs(tmp_path: Path) -> None:
+    app = create_app(
+        settings(tmp_path, request_timeout_s=1.0, backend_options={"edit_delay_s": 3.0})
+    )
+    async for client in client_for(app):
+        await wait_ready(client)
+        first, second = await asyncio.gather(
+            client.post("/v1/edits", json=payload()), client.post("/v1/edits", json=payload())
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 504]
+        metrics = (await client.get("/metrics")).text
+        assert 'editor_jobs_total{outcome="ok"} 1.0' in metrics
+        assert 'editor_rejected_total{reason="deadline"} 1.0' in metrics
+
+
+async def test_killed_worker_fails_only_its_job_and_comes_back(tmp_path: Path) -> None:
+    app = create_app(
+        settings(tmp_path, devices=["cpu", "cpu"], backend_options={"edit_delay_s": 4.0})
+    )
+    async for client in client_for(app):
+        await wait_ready(client)
+        info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+        victim = info.workers[0].pid
+        assert victim is not None
+        jobs = [asyncio.create_task(client.post("/v1/edits", json=payload())) for _ in range(2)]
+        await asyncio.sleep(1.5)  # both jobs are running, one per worker
+        os.kill(victim, signal.SIGKILL)
+        responses = await asyncio.gather(*jobs)
+        assert sorted(r.status_code for r in responses) == [200, 503]
+        died = next(r for r in responses if r.status_code == 503)
+        assert ErrorResponse.model_validate(died.json()).error.type == "worker_died"
+        await wait_ready(client)
+        for _ in range(60):
+            info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+            if info.workers[0].state == "ready":
+                break
+            await asyncio.sleep(0.2)
+        assert info.workers[0].restarts == 1 and info.workers[0].pid != victim
+        fast = await asyncio.gather(
+            *(client.post("/v1/edits", json=payload(steps=2)) for _ in range(4))
+        )
+        assert [r.status_code for r in fast] == [200] * 4
+
+
+async def test_out_of_memory_and_model_errors_fail_the_job_and_the_worker_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    app = create_app(settings(tmp_path))
+    async for client in client_for(app):
+        await wait_ready(client)
+        oom = await client.post("/v1/edits", json=payload("oom"))
+        assert oom.status_code == 507
+        assert ErrorResponse.model_validate(oom.json()).error.type == "out_of_memory"
+        crash = await client.post("/v1/edits", json=payload("crash"))
+        assert crash.status_code == 500
+        error = ErrorResponse.model_validate(crash.json()).error
+        assert error.type == "backend_error" and "fake crash" not in error.message
+        assert (await client.post("/v1/edits", json=payload())).status_code == 200
+        info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+        assert info.workers[0].restarts == 0
+
+
+async def test_worker_that_cannot_load_makes_the_service_not_ready(tmp_path: Path) -> None:
+    app = create_app(settings(tmp_path, max_worker_restarts=1, backend_options={"fail_load": True}))
+    async for client in client_for(app):
+        for _ in range(100):
+            info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+            if info.workers[0].state == "failed":
+                break
+            await asyncio.sleep(0.1)
+        assert info.workers[0].state == "failed"
+        ready = await client.get("/ready")
+        assert ready.status_code == 503
+        assert "failing" in ErrorResponse.model_validate(ready.json()).error.message

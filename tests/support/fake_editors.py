@@ -1,0 +1,66 @@
+"""Fake editing backends, for tests about queueing, HTTP and faults (never about models).
+
+Selected like any custom backend: ``EditorSettings(backend="tests.support.fake_editors:Class")``.
+Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s``, ``fail_load``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable
+
+from PIL import Image, ImageOps
+
+from editor_service.backends.base import (
+    BackendSpec,
+    DeviceOutOfMemory,
+    EditJob,
+    EditOutput,
+    JobCancelled,
+    LoadedModel,
+)
+
+
+class MirrorEditBackend:
+    """Mirrors the image after a configurable delay; honours cancellation between 'steps'."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self.options = spec.options
+        self.model = spec.model
+
+    def load(self, device: str) -> LoadedModel:
+        time.sleep(float(self.options.get("load_delay_s", 0)))
+        if self.options.get("fail_load"):
+            raise RuntimeError("configured to fail while loading")
+        return LoadedModel(
+            id=f"fake:{self.model}",
+            source="local",
+            revision="fake",
+            model_class=type(self).__name__,
+            dtype="none",
+            meaningful=False,
+            details={"device": device, "pid": os.getpid()},
+        )
+
+    def edit(self, job: EditJob, should_stop: Callable[[], bool]) -> EditOutput:
+        if job.instruction == "oom":
+            raise DeviceOutOfMemory("fake out of memory")
+        if job.instruction == "crash":
+            raise RuntimeError("fake crash inside the model")
+        steps = max(1, job.num_inference_steps)
+        delay = float(self.options.get("edit_delay_s", 0))
+        for _ in range(steps):
+            time.sleep(delay / steps)
+            if should_stop():
+                raise JobCancelled(job.job_id)
+        img = ImageOps.mirror(Image.open(io.BytesIO(job.image)).convert("RGB"))
+        if job.width and job.height:
+            img = img.resize((job.width, job.height))
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        return EditOutput(buffer.getvalue(), img.width, img.height, pipeline_s=delay)
+
+    def release(self) -> None:
+        pass
