@@ -161,3 +161,38 @@ async def test_worker_that_cannot_load_makes_the_service_not_ready(tmp_path: Pat
         ready = await client.get("/ready")
         assert ready.status_code == 503
         assert "failing" in ErrorResponse.model_validate(ready.json()).error.message
+
+
+async def test_release_and_load_hand_the_device_over_and_back(tmp_path: Path) -> None:
+    app = create_app(settings(tmp_path, devices=["cpu", "cpu"]))
+    async for client in client_for(app):
+        await wait_ready(client)
+        released = await client.post("/v1/model/release")
+        assert released.status_code == 200
+        assert released.json()["loaded"] is False
+        info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+        assert {w.state for w in info.workers} == {"released"}
+        refused = await client.post("/v1/edits", json=payload())
+        assert refused.status_code == 503
+        assert "released" in ErrorResponse.model_validate(refused.json()).error.message
+        assert (await client.get("/ready")).status_code == 503
+        loaded = await client.post("/v1/model/load")
+        assert loaded.status_code == 200 and loaded.json()["loaded"] is True
+        assert (await client.post("/v1/edits", json=payload())).status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert 'editor_handover_seconds_count{action="load"} 1.0' in metrics
+
+
+async def test_service_started_without_loading_waits_for_a_load_request(tmp_path: Path) -> None:
+    app = create_app(settings(tmp_path, load_on_start=False))
+    async for client in client_for(app):
+        for _ in range(100):
+            info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+            if info.workers[0].state == "released":
+                break
+            await asyncio.sleep(0.1)
+        assert info.workers[0].state == "released" and info.model is None
+        assert (await client.get("/ready")).status_code == 503
+        assert (await client.post("/v1/model/load")).status_code == 200
+        await wait_ready(client)
+        assert (await client.post("/v1/edits", json=payload())).status_code == 200

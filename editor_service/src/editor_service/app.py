@@ -34,6 +34,7 @@ def create_app(settings: EditorSettings) -> FastAPI:
             log_level=settings.log_level,
             max_restarts=settings.max_worker_restarts,
             restart_window_s=settings.restart_window_s,
+            load_on_start=settings.load_on_start,
         )
         pool = WorkerPool(settings.backend_spec(), config, metrics)
         app.state.pool = pool

@@ -36,6 +36,36 @@ class EditorSettings(ServiceSettings):
         "Empty: every visible GPU, else one CPU worker.",
     )
     dtype: Dtype = Field(default="auto", description="auto: bfloat16 on GPUs, float32 on CPU.")
+    compile: bool = Field(
+        default=False,
+        description="Regional torch.compile of the transformer blocks, once at worker start "
+        "(with a warm-up edit), never per request. GPU only.",
+    )
+    attention_backend: str | None = Field(
+        default=None,
+        description="diffusers attention backend for the transformer, e.g. _native_cudnn, "
+        "_native_flash, flash, _flash_3 (default: PyTorch's choice).",
+    )
+    lora: str | None = Field(
+        default=None,
+        description="A LoRA to fuse into the transformer: a local folder or file, or a hub id "
+        "(e.g. lightx2v/Qwen-Image-Lightning for few-step editing).",
+    )
+    lora_weight_name: str | None = Field(
+        default=None, description="The .safetensors file inside the LoRA folder or repo."
+    )
+    lora_scale: float = Field(default=1.0, description="Strength of the fused LoRA.")
+    step_cache: float | None = Field(
+        default=None,
+        gt=0,
+        description="First-block cache threshold (e.g. 0.05-0.12): skip the rest of the "
+        "transformer on steps whose first block barely changed. Faster, slightly different output.",
+    )
+    load_on_start: bool = Field(
+        default=True,
+        description="Load the model when workers start. Off: workers wait for POST "
+        "/v1/model/load (one GPU shared with the judge).",
+    )
     backend_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Options for a custom backend, as JSON (EDITOR_BACKEND_OPTIONS='{...}').",
@@ -61,5 +91,13 @@ class EditorSettings(ServiceSettings):
             revision=self.revision,
             dtype=self.dtype,
             cache_dir=str(self.cache_dir),
-            options=dict(self.backend_options),
+            options={
+                **self.backend_options,
+                "compile": self.compile,
+                "attention_backend": self.attention_backend,
+                "lora": self.lora,
+                "lora_weight_name": self.lora_weight_name,
+                "lora_scale": self.lora_scale,
+                "step_cache": self.step_cache,
+            },
         )

@@ -59,6 +59,8 @@ class PoolConfig:
     queue_capacity: int
     request_timeout_s: float
     log_level: str = "info"
+    load_on_start: bool = True
+    load_timeout_s: float = 3600.0
     max_restarts: int = 5  # exits within restart_window_s before a worker is given up on
     restart_window_s: float = 300.0
     restart_backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -131,7 +133,7 @@ class WorkerPool:
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._draining = False
-        self._released = False
+        self._released = not config.load_on_start
         self._edit_s_ema: float | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -358,7 +360,8 @@ class WorkerPool:
             # The process exits next; the monitor restarts it with backoff.
         elif isinstance(event, WorkerReleased):
             worker.state = "released"
-            self.metrics.handover_seconds.labels("release").observe(event.release_s)
+            if event.release_s:
+                self.metrics.handover_seconds.labels("release").observe(event.release_s)
         elif isinstance(event, JobDone):
             self._finish(worker, event)
         elif isinstance(event, JobFailed):
@@ -505,6 +508,7 @@ class WorkerPool:
                 worker.device,
                 self._cpu_threads() if worker.device == "cpu" else None,
                 self.spec,
+                not self._released,
                 jobs_recv,
                 events_send,
                 worker.cancel,
@@ -544,32 +548,42 @@ class WorkerPool:
     # ----------------------------------------------------------------- GPU hand-over
 
     async def release(self) -> float:
-        """Free every worker's device memory (after running jobs finish); returns seconds."""
+        """Free every worker's device memory (after running jobs finish); returns seconds.
+
+        New requests are refused (503) from the moment this is called.
+        """
         started = time.monotonic()
         self._released = True
         while self._queue or self._busy_workers():
             await asyncio.sleep(0.05)
-        await self._broadcast(ReleaseModel(), until=lambda w: w.state == "released")
+        targets = [w for w in self.workers if w.state in ("ready", "starting")]
+        for worker in targets:
+            self._send(worker, ReleaseModel())
+        await self._wait_for(targets, lambda w: w.state in ("released", "failed", "restarting"))
         return time.monotonic() - started
 
     async def load(self) -> float:
-        """Load the model again on every released worker; returns seconds until all are ready."""
+        """Load the model on every released worker; returns seconds until all are serving."""
         started = time.monotonic()
-        for worker in self.workers:
-            if worker.state == "released":
-                worker.state = "starting"
-        await self._broadcast(LoadModel(), until=lambda w: w.state in ("ready", "failed"))
         self._released = False
-        return time.monotonic() - started
-
-    async def _broadcast(self, message: Any, until: Callable[[_Worker], bool]) -> float:
-        started = time.monotonic()
-        targets = [w for w in self.workers if w.state not in ("failed", "stopped", "restarting")]
+        targets = [w for w in self.workers if w.state == "released"]
         for worker in targets:
-            self._send(worker, message)
-        while not all(until(w) for w in targets):
+            worker.state = "starting"
+            self.metrics.set_worker_state(worker.index, "starting")
+            self._send(worker, LoadModel())
+        await self._wait_for(targets, lambda w: w.state in ("ready", "busy", "failed"))
+        seconds = time.monotonic() - started
+        self.metrics.handover_seconds.labels("load").observe(seconds)
+        return seconds
+
+    async def _wait_for(self, targets: list[_Worker], done: Callable[[_Worker], bool]) -> None:
+        deadline = time.monotonic() + self.config.load_timeout_s
+        while not all(done(w) for w in targets) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        return time.monotonic() - started
+
+    @property
+    def loaded(self) -> bool:
+        return not self._released and any(w.state in ("ready", "busy") for w in self.workers)
 
     # ----------------------------------------------------------------- views
 

@@ -29,6 +29,7 @@ from shared_schemas import (
     EditTimings,
     ErrorResponse,
     ModelInfo,
+    ModelStateResponse,
     OpenAIImage,
     OpenAIImagesResponse,
     sniff_format,
@@ -64,6 +65,7 @@ def model_info(model: LoadedModel) -> ModelInfo:
         model_class=model.model_class,
         dtype=model.dtype,
         meaningful=model.meaningful,
+        options=dict(model.details),
     )
 
 
@@ -173,6 +175,20 @@ def _parse_size(size: str) -> tuple[int | None, int | None]:
     if not sep or not width.isdigit() or not height.isdigit():
         raise InvalidInput("size must be WIDTHxHEIGHT (e.g. 1024x1024) or auto", param="size")
     return int(width), int(height)
+
+
+@router.post("/model/release", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
+async def release_model(pool: PoolDep) -> ModelStateResponse:
+    """Free the GPU memory of every worker (after running jobs finish), e.g. for the judge."""
+    seconds = await pool.release()
+    return ModelStateResponse(action="release", seconds=seconds, loaded=pool.loaded)
+
+
+@router.post("/model/load", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
+async def load_model(pool: PoolDep) -> ModelStateResponse:
+    """Load the model onto every worker's device again; answers once all are serving."""
+    seconds = await pool.load()
+    return ModelStateResponse(action="load", seconds=seconds, loaded=pool.loaded)
 
 
 @router.get("/info", response_model=EditorInfo, tags=["service"])

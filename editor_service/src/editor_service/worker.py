@@ -66,6 +66,7 @@ def worker_main(
     device: str,
     cpu_threads: int | None,
     spec: BackendSpec,
+    load_on_start: bool,
     jobs: Connection,
     events: Connection,
     cancel_job: Synchronized[int],
@@ -74,22 +75,19 @@ def worker_main(
     """Entry point of a spawned worker.
 
     ``jobs`` brings EditJob, ReleaseModel, LoadModel or None (stop); ``events`` carries every
-    WorkerEvent back. ``cancel_job`` holds the sequence number of a job to stop early.
+    WorkerEvent back. ``cancel_job`` holds the sequence number of a job to stop early. A worker
+    whose model cannot load reports why and exits; the pool decides whether to try again.
     """
     configure_logging(log_level)
     local_device = pin_device(device)
     limit_cpu_threads(cpu_threads)
     pid = os.getpid()
-    try:
-        backend = make_backend(spec)
-        started = time.perf_counter()
-        model = backend.load(local_device)
-    except Exception as exc:
-        logger.exception("worker %d could not load %s on %s", worker, spec.model, device)
-        events.send(WorkerLoadFailed(worker, pid, f"{type(exc).__name__}: {exc}"))
-        return
-    events.send(WorkerReady(worker, pid, model, time.perf_counter() - started))
-    logger.info("worker %d ready on %s", worker, device)
+    backend = make_backend(spec)
+    if load_on_start:
+        if not _load(worker, pid, backend, local_device, events):
+            return
+    else:
+        events.send(WorkerReleased(worker, 0.0))
 
     while True:
         try:
@@ -102,19 +100,25 @@ def worker_main(
             started = time.perf_counter()
             backend.release()
             events.send(WorkerReleased(worker, time.perf_counter() - started))
-            continue
-        if isinstance(message, LoadModel):
-            started = time.perf_counter()
-            try:
-                model = backend.load(local_device)
-            except Exception as exc:
-                logger.exception("worker %d could not reload %s", worker, spec.model)
-                events.send(WorkerLoadFailed(worker, pid, f"{type(exc).__name__}: {exc}"))
+        elif isinstance(message, LoadModel):
+            if not _load(worker, pid, backend, local_device, events):
                 return
-            events.send(WorkerReady(worker, pid, model, time.perf_counter() - started))
-            continue
-        events.send(_run_job(worker, backend, message, cancel_job))
+        else:
+            events.send(_run_job(worker, backend, message, cancel_job))
     logger.info("worker %d stopping", worker)
+
+
+def _load(worker: int, pid: int, backend: EditBackend, device: str, events: Connection) -> bool:
+    started = time.perf_counter()
+    try:
+        model = backend.load(device)
+    except Exception as exc:
+        logger.exception("worker %d could not load its model on %s", worker, device)
+        events.send(WorkerLoadFailed(worker, pid, f"{type(exc).__name__}: {exc}"))
+        return False
+    events.send(WorkerReady(worker, pid, model, time.perf_counter() - started))
+    logger.info("worker %d ready on %s", worker, device)
+    return True
 
 
 def _run_job(

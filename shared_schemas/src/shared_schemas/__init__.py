@@ -7,6 +7,7 @@ from shared_schemas.common import (
     HealthResponse,
     ModelInfo,
     ModelSourceKind,
+    ModelStateResponse,
     ReadyResponse,
     WireModel,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "ItemScore",
     "ModelInfo",
     "ModelSourceKind",
+    "ModelStateResponse",
     "OpenAIImage",
     "OpenAIImagesResponse",
     "ProtocolInfo",

@@ -42,6 +42,14 @@ class ReadyResponse(WireModel):
     workers_total: int = Field(ge=0)
 
 
+class ModelStateResponse(WireModel):
+    """POST /v1/model/release and /v1/model/load: hand a GPU between the editor and the judge."""
+
+    action: Literal["release", "load"]
+    seconds: float = Field(ge=0, description="How long the hand-over took.")
+    loaded: bool = Field(description="Whether the model is on its device(s) now.")
+
+
 ModelSourceKind = Literal["hub", "local", "tiny", "random-full"]
 
 
@@ -56,4 +64,9 @@ class ModelInfo(WireModel):
     dtype: str
     meaningful: bool = Field(
         description="False for random-weight models (tiny, random-full): outputs mean nothing."
+    )
+    options: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict,
+        description="How the model was set up beyond its weights (a fused LoRA, a step cache, "
+        "compilation, the attention backend): results made otherwise are another configuration.",
     )
