@@ -1,0 +1,62 @@
+"""Benchmarks the runner reads: manifests (JSONL/CSV/YAML), GEdit-Bench, the bundled sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.benchmarks.base import (
+    Benchmark,
+    BenchmarkError,
+    Item,
+    item_relpath,
+    normalize_text,
+    select_items,
+)
+from orchestrator.benchmarks.gedit import GEditBenchmark, is_gedit_path, load_gedit
+from orchestrator.benchmarks.manifest import MANIFEST_SUFFIXES, ManifestBenchmark, load_manifest
+from orchestrator.benchmarks.sample import bundled_sample
+
+__all__ = [
+    "Benchmark",
+    "BenchmarkError",
+    "GEditBenchmark",
+    "Item",
+    "ManifestBenchmark",
+    "item_relpath",
+    "load_benchmark",
+    "normalize_text",
+    "resolve_benchmark_path",
+    "select_items",
+]
+
+_MANIFEST_NAMES = tuple(f"manifest{suffix}" for suffix in MANIFEST_SUFFIXES)
+
+
+def resolve_benchmark_path(spec: str | Path) -> Path:
+    """``sample`` names the bundled sample; anything else is a path (made absolute)."""
+    if str(spec) == "sample":
+        return bundled_sample()
+    return Path(spec).expanduser().resolve()
+
+
+def load_benchmark(spec: str | Path, *, split: str | None = None) -> Benchmark:
+    """A manifest file or a folder holding one, or GEdit-Bench (parquet / save_to_disk)."""
+    path = resolve_benchmark_path(spec)
+    if str(spec) == "sample":
+        sample = load_manifest(path)
+        sample.name = "sample"
+        return sample
+    if not path.exists():
+        raise BenchmarkError(f"benchmark not found: {path}")
+    if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+        return load_manifest(path)
+    if path.is_dir():
+        for name in _MANIFEST_NAMES:
+            if (path / name).is_file():
+                return load_manifest(path / name)
+    if is_gedit_path(path):
+        return load_gedit(path, split=split)
+    raise BenchmarkError(
+        f"{path}: not a benchmark: expected a manifest ({', '.join(MANIFEST_SUFFIXES)}), "
+        "a folder with manifest.jsonl, or GEdit-Bench parquet / save_to_disk files"
+    )

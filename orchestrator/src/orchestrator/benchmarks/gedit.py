@@ -1,0 +1,190 @@
+"""GEdit-Bench as published: its parquet files, or a ``datasets.save_to_disk`` folder.
+
+Columns: ``key``, ``task_type`` (the category), ``instruction``, ``instruction_language`` (en/cn)
+and ``input_image``, an image struct ``{bytes, path}``. Read with pyarrow alone (no ``datasets``).
+A save_to_disk folder holds Arrow IPC *stream* files listed in ``state.json`` beside
+``dataset_info.json``; a DatasetDict has one such folder per split and a ``dataset_dict.json``.
+
+Item ids are ``task_type/language/key``: GEdit's own scripts save edits at
+``fullset/<task_type>/<language>/<key>.png``, so ``--edited-dir .../fullset`` matches as it is.
+Images are streamed: metadata columns are read whole (small), the image column one small batch at
+a time (parquet) or through a memory map (Arrow), so a 1 GB benchmark never sits in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orchestrator.benchmarks.base import Benchmark, BenchmarkError, Item, normalize_text
+
+REQUIRED = ("key", "task_type", "instruction", "input_image")
+_META = ("key", "task_type", "instruction", "instruction_language", "intersection_exist")
+_BATCH_ROWS = 8
+
+
+def is_gedit_path(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() in {".parquet", ".arrow"}
+    return (
+        bool(_parquet_files(path))
+        or (path / "state.json").is_file()
+        or (path / "dataset_dict.json").is_file()
+    )
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*.parquet") if p.is_file())
+
+
+def _arrow_files(folder: Path) -> list[Path]:
+    """The data files of one save_to_disk split, in order (from state.json when present)."""
+    state = folder / "state.json"
+    if state.is_file():
+        files = json.loads(state.read_text())["_data_files"]
+        return [folder / entry["filename"] for entry in files]
+    return sorted(folder.glob("*.arrow"))
+
+
+def _split_folder(path: Path, split: str | None) -> Path:
+    dict_file = path / "dataset_dict.json"
+    if not dict_file.is_file():
+        return path
+    splits: list[str] = json.loads(dict_file.read_text())["splits"]
+    chosen = split or ("train" if "train" in splits else splits[0])
+    if chosen not in splits:
+        raise BenchmarkError(f"{path}: no split {chosen!r}; it has {', '.join(splits)}")
+    return path / chosen
+
+
+class _Source:
+    """One data file: how to read its metadata table and stream its image column."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path = path
+        self.kind = kind
+
+    def schema(self) -> pa.Schema:
+        if self.kind == "parquet":
+            return pq.read_schema(self.path)
+        with pa.memory_map(str(self.path)) as source:
+            return pa.ipc.open_stream(source).schema
+
+    def metadata(self, columns: list[str]) -> pa.Table:
+        if self.kind == "parquet":
+            return pq.read_table(self.path, columns=columns)
+        with pa.memory_map(str(self.path)) as source:
+            return pa.ipc.open_stream(source).read_all().select(columns)
+
+    def image_batches(self) -> Iterator[pa.Array]:
+        if self.kind == "parquet":
+            parquet = pq.ParquetFile(self.path)
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=["input_image"]):
+                yield batch.column(0)
+            return
+        # Memory-mapped: batches reference the page cache, not the heap.
+        with pa.memory_map(str(self.path)) as source:
+            reader = pa.ipc.open_stream(source)
+            for batch in reader:
+                yield batch.column(batch.schema.get_field_index("input_image"))
+
+
+class GEditBenchmark(Benchmark):
+    format = "gedit"
+
+    def __init__(
+        self,
+        path: Path,
+        items: list[Item],
+        rows: dict[str, tuple[int, int]],
+        sources: list[_Source],
+    ) -> None:
+        super().__init__(path, items)
+        self._rows = rows  # item id -> (source index, row within source)
+        self._sources = sources
+
+    def iter_images(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes]]:
+        wanted: dict[tuple[int, int], Item] = {self._rows[item.id]: item for item in items}
+        remaining = len(wanted)
+        for index, source in enumerate(self._sources):
+            if remaining == 0:
+                return
+            if not any(key[0] == index for key in wanted):
+                continue
+            row = 0
+            for column in source.image_batches():
+                for offset in range(len(column)):
+                    item = wanted.get((index, row + offset))
+                    if item is not None:
+                        yield item, self._image_bytes(item, column[offset].as_py())
+                        remaining -= 1
+                row += len(column)
+
+    def _image_bytes(self, item: Item, value: Any) -> bytes:
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                return bytes(value["bytes"])
+            if value.get("path"):
+                candidate = Path(value["path"])
+                if not candidate.is_absolute():
+                    candidate = (self.path if self.path.is_dir() else self.path.parent) / candidate
+                if candidate.is_file():
+                    return candidate.read_bytes()
+        elif isinstance(value, bytes | bytearray):
+            return bytes(value)
+        raise BenchmarkError(f"item {item.id!r}: input_image has neither bytes nor a readable path")
+
+
+def load_gedit(path: Path, split: str | None = None) -> GEditBenchmark:
+    """Load a GEdit-Bench parquet file or folder, or a save_to_disk folder."""
+    if path.is_file():
+        kind = "parquet" if path.suffix.lower() == ".parquet" else "arrow"
+        sources = [_Source(path, kind)]
+    elif _parquet_files(path):
+        sources = [_Source(p, "parquet") for p in _parquet_files(path)]
+    else:
+        folder = _split_folder(path, split)
+        sources = [_Source(p, "arrow") for p in _arrow_files(folder)]
+    if not sources:
+        raise BenchmarkError(f"{path}: no parquet or arrow files found")
+    items: list[Item] = []
+    rows: dict[str, tuple[int, int]] = {}
+    for index, source in enumerate(sources):
+        names = set(source.schema().names)
+        missing = [c for c in REQUIRED if c not in names]
+        if missing:
+            raise BenchmarkError(
+                f"{source.path}: not GEdit-Bench: missing column(s) {', '.join(missing)}"
+            )
+        table = source.metadata([c for c in _META if c in names]).to_pylist()
+        for row_index, row in enumerate(table):
+            language = (
+                normalize_text(str(row["instruction_language"]))
+                if row.get("instruction_language")
+                else None
+            )
+            category = normalize_text(str(row["task_type"]))
+            key = str(row["key"])
+            item_id = "/".join(part for part in (category, language, key) if part)
+            extra = {"key": key}
+            if "intersection_exist" in row:
+                extra["intersection_exist"] = row["intersection_exist"]
+            items.append(
+                Item(
+                    id=item_id,
+                    category=category,
+                    instruction=str(row["instruction"]).strip(),
+                    source=f"{source.path.name}#{row_index}",
+                    language=language,
+                    extra=extra,
+                )
+            )
+            rows[item_id] = (index, row_index)
+    if not items:
+        raise BenchmarkError(f"{path}: no rows")
+    return GEditBenchmark(path, items, rows, sources)

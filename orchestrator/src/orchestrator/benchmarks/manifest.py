@@ -1,0 +1,115 @@
+"""Manifests: JSONL, CSV or YAML lists of items whose images are files next to the manifest.
+
+Fields: ``id``, ``category``, ``instruction``, ``image`` (path relative to the manifest; ``source``
+and ``source_image`` are accepted too), optional ``language`` and ``hints`` (per-item guidance
+for the judge). Other fields are kept in ``Item.extra``. A YAML manifest is either a list of items
+or a mapping with an ``items`` list.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.benchmarks.base import Benchmark, BenchmarkError, Item, normalize_text
+
+MANIFEST_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
+_IMAGE_KEYS = ("image", "source_image", "source")
+_KNOWN = {"id", "category", "instruction", "language", "hints", *_IMAGE_KEYS}
+
+
+class ManifestBenchmark(Benchmark):
+    format = "manifest"
+
+    def __init__(self, path: Path, items: list[Item], image_paths: dict[str, Path]) -> None:
+        super().__init__(path, items)
+        self._image_paths = image_paths
+
+    def image_path(self, item: Item) -> Path:
+        return self._image_paths[item.id]
+
+    def iter_images(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes]]:
+        for item in items:
+            path = self._image_paths[item.id]
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise BenchmarkError(f"item {item.id!r}: cannot read image {path}: {exc}") from exc
+            yield item, data
+
+
+def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) pairs; ``where`` names the line for error messages."""
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8-sig")
+    if suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BenchmarkError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise BenchmarkError(f"{path}:{number}: each line must be a JSON object")
+            yield f"{path}:{number}", row
+    elif suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        for number, row in enumerate(reader, 2):
+            yield f"{path}:{number}", {k: v for k, v in row.items() if k is not None and v != ""}
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise BenchmarkError(f"{path}: not valid YAML ({exc})") from None
+        if isinstance(data, dict):
+            data = data.get("items")
+        if not isinstance(data, list):
+            raise BenchmarkError(f"{path}: expected a list of items (or a mapping with 'items')")
+        for number, row in enumerate(data, 1):
+            if not isinstance(row, dict):
+                raise BenchmarkError(f"{path}: item {number} is not a mapping")
+            yield f"{path} item {number}", row
+
+
+def _required(row: dict[str, Any], key: str, where: str) -> str:
+    value = row.get(key)
+    if value is None or str(value).strip() == "":
+        raise BenchmarkError(f"{where}: missing required field {key!r}")
+    return str(value)
+
+
+def load_manifest(path: Path) -> ManifestBenchmark:
+    """Read a manifest; every image path is checked to exist (images themselves are not read)."""
+    items: list[Item] = []
+    image_paths: dict[str, Path] = {}
+    for where, row in _rows(path):
+        item_id = normalize_text(_required(row, "id", where))
+        image_key = next((k for k in _IMAGE_KEYS if row.get(k)), None)
+        if image_key is None:
+            raise BenchmarkError(f"{where}: missing the image path (field 'image')")
+        image = (path.parent / str(row[image_key])).resolve()
+        if not image.is_file():
+            raise BenchmarkError(f"{where}: image not found: {image}")
+        language = row.get("language")
+        hints = row.get("hints")
+        items.append(
+            Item(
+                id=item_id,
+                category=normalize_text(_required(row, "category", where)),
+                instruction=_required(row, "instruction", where).strip(),
+                source=str(row[image_key]),
+                language=normalize_text(str(language)) if language else None,
+                hints=str(hints) if hints else None,
+                extra={k: v for k, v in row.items() if k not in _KNOWN},
+            )
+        )
+        image_paths[item_id] = image
+    if not items:
+        raise BenchmarkError(f"{path}: no items")
+    return ManifestBenchmark(path, items, image_paths)

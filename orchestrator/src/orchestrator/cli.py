@@ -1,0 +1,435 @@
+"""The ``editbench`` command line: thin. Parse, resolve settings, call the runner, show results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from orchestrator import __version__
+from orchestrator.benchmarks import BenchmarkError, resolve_benchmark_path
+from orchestrator.benchmarks.sample import write_sample
+from orchestrator.clients import (
+    EditorClient,
+    RewardClient,
+    ServiceCallError,
+    make_http_client,
+)
+from orchestrator.config import ConfigError, RunSettings, resolve_settings
+from orchestrator.phases import ServiceNotReady
+from orchestrator.progress import RichProgress
+from orchestrator.report.tables import summary_table
+from orchestrator.runner import read_saved_identity, rerender_report, run_benchmark
+from orchestrator.store import RunFolderBusy
+from shared_schemas import ScoreItem, ScoreRequest
+
+app = typer.Typer(
+    name="editbench",
+    help="Benchmark instruction-based image editing: edit with the editor service, judge with "
+    "the reward service, report per category.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML or YAML settings file (also EDITBENCH_CONFIG).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+EditorUrlOpt = Annotated[
+    str | None, typer.Option("--editor-url", help="Editor service (env EDITBENCH_EDITOR_URL).")
+]
+RewardUrlOpt = Annotated[
+    str | None, typer.Option("--reward-url", help="Reward service (env EDITBENCH_REWARD_URL).")
+]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")]
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+def _parse_size(size: str | None) -> dict[str, int]:
+    if size is None or size == "auto":
+        return {}
+    width, sep, height = size.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise _fail("--size must be WIDTHxHEIGHT (multiples of 16), e.g. 512x512", 2)
+    return {"width": int(width), "height": int(height)}
+
+
+def _settings(cli: dict[str, Any], config: Path | None, out: Path | None = None) -> RunSettings:
+    given = {k: v for k, v in cli.items() if v is not None and v != [] and v is not False}
+    saved = read_saved_identity(out) if out is not None else None
+    try:
+        return resolve_settings(given, environ=os.environ, config_file=config, saved_identity=saved)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+@app.command()
+def run(
+    benchmark: Annotated[
+        str | None,
+        typer.Option(
+            "--benchmark",
+            "-b",
+            help="Manifest (.jsonl/.csv/.yaml), folder, GEdit-Bench parquet or "
+            "save_to_disk folder, or 'sample'. Optional with --resume.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/NAME-TIME).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out with its saved settings.")
+    ] = False,
+    phase: Annotated[
+        str | None, typer.Option("--phase", help="edit, score or all (default: all).")
+    ] = None,
+    edited_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--edited-dir",
+            help="Score-only: edited images made elsewhere, named <item id>.png/.jpg/.webp.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    categories: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--categories",
+            "--category",
+            "-c",
+            help="Only these categories (repeat, or comma-separated), e.g. 物理.",
+        ),
+    ] = None,
+    language: Annotated[
+        list[str] | None, typer.Option("--language", help="Only these instruction languages.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most N items.")] = None,
+    limit_per_category: Annotated[
+        int | None, typer.Option("--limit-per-category", help="At most N items per category.")
+    ] = None,
+    editor_url: EditorUrlOpt = None,
+    reward_url: RewardUrlOpt = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Inference steps (50).")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="True CFG scale (4.0).")] = None,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    seed_policy: Annotated[
+        str | None, typer.Option("--seed-policy", help="per-item (default), fixed or random.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Base seed (42).")] = None,
+    size: Annotated[
+        str | None, typer.Option("--size", help="Output WIDTHxHEIGHT (auto: ~1 MP).")
+    ] = None,
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="Judge protocol (viescore).")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="Judge mode: expected (default) or generate.")
+    ] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
+    edit_concurrency: Annotated[
+        int | None,
+        typer.Option("--edit-concurrency", help="Edits in flight (2 per editor worker)."),
+    ] = None,
+    score_concurrency: Annotated[int | None, typer.Option("--score-concurrency")] = None,
+    items_per_request: Annotated[
+        int | None, typer.Option("--items-per-request", help="Items per judge request (4).")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also redo jobs that failed permanently.")
+    ] = False,
+    ready_timeout_s: Annotated[
+        float | None, typer.Option("--ready-timeout-s", help="Wait this long for /ready (600).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 if any job failed or went unscored.")
+    ] = False,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run a benchmark: every edit, then every score, then the report. Resumable."""
+    _setup_logging(verbose)
+    if resume and out is None:
+        raise _fail("--resume needs --out RUN_FOLDER", 2)
+    if resume and not (out and (out / "run.json").is_file()):
+        raise _fail(f"--resume: {out} is not a run folder (no run.json)", 2)
+    if benchmark is not None and benchmark != "sample":
+        benchmark = str(resolve_benchmark_path(benchmark))
+    cli = {
+        "benchmark": benchmark,
+        "out": out,
+        "phase": phase,
+        "edited_dir": str(edited_dir.resolve()) if edited_dir else None,
+        "categories": [c for arg in categories or [] for c in arg.split(",") if c.strip()],
+        "languages": language or [],
+        "limit": limit,
+        "limit_per_category": limit_per_category,
+        "editor_url": editor_url,
+        "reward_url": reward_url,
+        "steps": steps,
+        "cfg": cfg,
+        "negative_prompt": negative_prompt,
+        "seed_policy": seed_policy,
+        "seed": seed,
+        "protocol": protocol,
+        "mode": mode,
+        "max_new_tokens": max_new_tokens,
+        "edit_concurrency": edit_concurrency,
+        "score_concurrency": score_concurrency,
+        "items_per_request": items_per_request,
+        "retry_failed": retry_failed,
+        "ready_timeout_s": ready_timeout_s,
+        **_parse_size(size),
+    }
+    settings = _settings(cli, config, out)
+    progress = RichProgress(err_console)
+    try:
+        outcome = asyncio.run(run_benchmark(settings, progress))
+    except KeyboardInterrupt:
+        target = settings.out or "RUN_FOLDER"
+        err_console.print(
+            f"\n[yellow]interrupted.[/] Finished jobs are saved; continue with:\n"
+            f"  editbench run --resume --out {target}"
+        )
+        raise typer.Exit(130) from None
+    except (BenchmarkError, ServiceNotReady, ServiceCallError, RunFolderBusy) as exc:
+        raise _fail(str(exc)) from None
+    if outcome.summary is not None:
+        out_console.print(summary_table(outcome.summary, title=f"editbench · {outcome.out}"))
+        for note in outcome.summary["warnings"]:
+            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    if outcome.report is not None:
+        out_console.print(f"report: {outcome.report.html.resolve()}", highlight=False)
+    if strict and outcome.summary is not None:
+        micro = outcome.summary["overall"]["micro"]
+        if micro["edit_failed"] or micro["judge_failed"] or micro["unscored"]:
+            raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.", exists=True, file_okay=False)],
+) -> None:
+    """Re-render a run folder's summary.json, results and report.html from its records."""
+    try:
+        paths, summary = rerender_report(run_dir)
+    except (BenchmarkError, RunFolderBusy) as exc:
+        raise _fail(str(exc)) from None
+    out_console.print(summary_table(summary, title=f"editbench · {run_dir}"))
+    out_console.print(f"report: {paths.html.resolve()}", highlight=False)
+
+
+@app.command()
+def edit(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image to edit.")],
+    instruction: Annotated[str, typer.Argument(help='The edit, e.g. "make the sky red".')],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the edit.")],
+    editor_url: EditorUrlOpt = None,
+    steps: Annotated[int | None, typer.Option("--steps")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="(random)")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT (auto).")] = None,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Edit one image with one instruction."""
+    _setup_logging(verbose)
+    cli = {
+        "editor_url": editor_url,
+        "steps": steps,
+        "cfg": cfg,
+        "negative_prompt": negative_prompt,
+        "seed_policy": "fixed" if seed is not None else "random",
+        "seed": seed,
+        **_parse_size(size),
+    }
+    settings = _settings(cli, config)
+    request = settings.edit_settings().request("single", source.read_bytes(), instruction)
+
+    async def call() -> Any:
+        async with make_http_client() as http:
+            return await EditorClient(http, settings.editor_url).edit(request)
+
+    try:
+        response = asyncio.run(call())
+    except ServiceCallError as exc:
+        raise _fail(str(exc)) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(response.image)
+    out_console.print(
+        f"{output} ({response.width}x{response.height}) seed {response.seed}, "
+        f"{response.timings.total_s:.1f} s, {response.model.id} on {response.device}",
+        highlight=False,
+    )
+    if not response.model.meaningful:
+        err_console.print("[yellow]note:[/] a random-weight model made this edit: it means nothing")
+
+
+@app.command()
+def score(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    edited: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    instruction: Annotated[str, typer.Argument()],
+    reward_url: RewardUrlOpt = None,
+    protocol: Annotated[str | None, typer.Option("--protocol")] = None,
+    mode: Annotated[str | None, typer.Option("--mode")] = None,
+    category: Annotated[str | None, typer.Option("--category")] = None,
+    hints: Annotated[str | None, typer.Option("--hints")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ItemScore as JSON.")] = False,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Judge one edit: SC, PQ and overall, with each question's score."""
+    _setup_logging(verbose)
+    settings = _settings({"reward_url": reward_url, "protocol": protocol, "mode": mode}, config)
+    request = ScoreRequest(
+        items=[
+            ScoreItem(
+                id="single",
+                source_image=source.read_bytes(),
+                edited_image=edited.read_bytes(),
+                instruction=instruction,
+                category=category,
+                hints=hints,
+            )
+        ],
+        protocol=settings.protocol,
+        mode=settings.mode,
+        max_new_tokens=settings.max_new_tokens,
+    )
+
+    async def call() -> Any:
+        async with make_http_client() as http:
+            return await RewardClient(http, settings.reward_url).score(request)
+
+    try:
+        response = asyncio.run(call())
+    except ServiceCallError as exc:
+        raise _fail(str(exc)) from None
+    result = response.results[0]
+    if as_json:
+        out_console.print_json(result.model_dump_json())
+        return
+    table = Table(
+        title=f"{result.protocol} ({result.mode}) · judge {response.model.id}", title_justify="left"
+    )
+    table.add_column("question")
+    table.add_column("score", justify="right")
+    for q in result.questions:
+        table.add_row(q.name, "unscored" if q.score is None else f"{q.score:.2f}")
+    for name, value in (("SC", result.sc), ("PQ", result.pq), ("overall", result.overall)):
+        table.add_row(f"[bold]{name}", "-" if value is None else f"[bold]{value:.2f}")
+    out_console.print(table)
+    if not response.model.meaningful:
+        err_console.print(
+            "[yellow]note:[/] a random-weight judge gave this score: it means nothing"
+        )
+
+
+@app.command()
+def status(
+    editor_url: EditorUrlOpt = None,
+    reward_url: RewardUrlOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Readiness and info of both services. Exits 1 unless both are ready."""
+    settings = _settings({"editor_url": editor_url, "reward_url": reward_url}, config)
+
+    async def probe() -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        async with make_http_client() as http:
+            for client in (
+                EditorClient(http, settings.editor_url),
+                RewardClient(http, settings.reward_url),
+            ):
+                entry: dict[str, Any] = {"url": client.base_url}
+                try:
+                    entry["ready"] = (await client.ready()).model_dump(mode="json")
+                except ServiceCallError as exc:
+                    entry["ready"] = None
+                    entry["error"] = exc.message
+                try:
+                    entry["info"] = (await client.info()).model_dump(mode="json")
+                except ServiceCallError as exc:
+                    entry.setdefault("error", exc.message)
+                found[client.service] = entry
+        return found
+
+    found = asyncio.run(probe())
+    if as_json:
+        out_console.print_json(json.dumps(found))
+    else:
+        table = Table(title="editbench services", title_justify="left")
+        for column in ("service", "url", "ready", "model", "capacity"):
+            table.add_column(column)
+        for name, entry in found.items():
+            info = entry.get("info") or {}
+            model = info.get("model") or {}
+            capacity = (
+                f"{len(info.get('workers', []))} workers, max_in_flight {info.get('max_in_flight')}"
+                if name == "editor" and info
+                else f"batch {info.get('max_batch_size')}, queue {info.get('queue_capacity')}"
+                if info
+                else "-"
+            )
+            ready = (
+                "[green]ready[/]"
+                if entry["ready"]
+                else f"[red]not ready[/] {escape(entry.get('error', ''))}"
+            )
+            label = f"{model.get('id')}@{model.get('revision')}" if model else "-"
+            if model and not model.get("meaningful", True):
+                label += " [yellow](random weights)[/]"
+            table.add_row(name, entry["url"], ready, label, capacity)
+        out_console.print(table)
+    if not all(entry["ready"] for entry in found.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def sample(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the sample benchmark into.")],
+) -> None:
+    """Write the sample benchmark (3 categories x 4 items, drawn images) into a folder."""
+    manifest = write_sample(out_dir)
+    out_console.print(f"sample benchmark: {manifest}", highlight=False)
+
+
+@app.command()
+def version() -> None:
+    """Print editbench's version."""
+    out_console.print(__version__)

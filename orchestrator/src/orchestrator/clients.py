@@ -1,0 +1,239 @@
+"""Typed clients of the editor and reward services over one shared ``httpx.AsyncClient``.
+
+Every method returns a shared_schemas model or raises a `ServiceCallError`: a non-2xx answer is
+parsed from the shared `ErrorResponse` envelope into status, type, message and Retry-After; a
+transport failure becomes `ServiceUnreachable`; a 2xx body that does not validate becomes
+`InvalidResponse` (version skew between client and service). Retrying is not done here (see
+retry.py): a client method is one attempt.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from shared_schemas import (
+    EditorInfo,
+    EditRequest,
+    EditResponse,
+    ErrorResponse,
+    ProtocolsResponse,
+    ReadyResponse,
+    RewardInfo,
+    ScoreRequest,
+    ScoreResponse,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ServiceCallError(Exception):
+    """One failed call to a service: what it answered (or that it did not answer)."""
+
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        *,
+        status: int | None = None,
+        error_type: str = "error",
+        retry_after_s: float | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(f"{service}: {message}")
+        self.service = service
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.retry_after_s = retry_after_s
+        self.param = param
+
+    def as_record(self) -> dict[str, object]:
+        """The ``error`` field of a failed result record."""
+        return {
+            "service": self.service,
+            "type": self.error_type,
+            "message": self.message,
+            "status": self.status,
+            "param": self.param,
+        }
+
+
+class ServiceUnreachable(ServiceCallError):
+    """No HTTP answer: connection refused or reset, DNS, or a timeout."""
+
+
+class InvalidResponse(ServiceCallError):
+    """A 2xx answer whose body is not what shared_schemas says (client and service disagree)."""
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_from_response(service: str, response: httpx.Response) -> ServiceCallError:
+    """A non-2xx answer as a typed error; tolerant of bodies that are not our envelope (proxies)."""
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    try:
+        envelope = ErrorResponse.model_validate_json(response.content)
+    except ValidationError:
+        text = response.text.strip().replace("\n", " ")[:300] or response.reason_phrase
+        return ServiceCallError(
+            service,
+            f"HTTP {response.status_code}: {text}",
+            status=response.status_code,
+            error_type="http_error",
+            retry_after_s=retry_after,
+        )
+    return ServiceCallError(
+        service,
+        envelope.error.message,
+        status=response.status_code,
+        error_type=envelope.error.type,
+        retry_after_s=retry_after,
+        param=envelope.error.param,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-attempt limits. ``read_s`` must exceed the service's slowest answer (a 50-step edit)."""
+
+    connect_s: float = 10.0
+    read_s: float = 900.0
+    write_s: float = 120.0
+
+    def httpx(self) -> httpx.Timeout:
+        # pool=None: our own semaphores bound concurrency, so waiting for a pooled connection is
+        # never the limiting step and must not count as a failure.
+        return httpx.Timeout(
+            connect=self.connect_s, read=self.read_s, write=self.write_s, pool=None
+        )
+
+
+def make_http_client(timeouts: Timeouts | None = None, **kwargs: object) -> httpx.AsyncClient:
+    """The one AsyncClient a run shares between both services (kwargs: transport, for tests)."""
+    return httpx.AsyncClient(
+        timeout=(timeouts or Timeouts()).httpx(),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+        follow_redirects=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+class _ServiceClient:
+    service = "service"
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str | None = None) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        body: BaseModel | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> M:
+        all_headers = dict(self._headers)
+        if body is not None:
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        content = body.model_dump_json().encode() if body is not None else None
+        try:
+            response = await self.http.request(
+                method,
+                f"{self.base_url}{path}",
+                content=content,
+                headers=all_headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TransportError as exc:
+            kind = type(exc).__name__
+            raise ServiceUnreachable(
+                self.service,
+                f"{kind} on {method} {self.base_url}{path}: {exc}".rstrip(": "),
+                error_type="timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable",
+            ) from exc
+        if not response.is_success:
+            raise error_from_response(self.service, response)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise InvalidResponse(
+                self.service,
+                f"answer to {method} {path} does not match the shared schema: "
+                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}",
+                status=response.status_code,
+                error_type="invalid_response",
+            ) from exc
+
+    async def ready(self) -> ReadyResponse:
+        """GET /ready: returns when ready, raises ServiceCallError (503 not_ready) otherwise."""
+        return await self._request("GET", "/ready", ReadyResponse, timeout=httpx.Timeout(10.0))
+
+    async def is_ready(self) -> bool:
+        try:
+            await self.ready()
+        except ServiceCallError:
+            return False
+        return True
+
+
+class EditorClient(_ServiceClient):
+    """POST /v1/edits, GET /v1/info and /ready of the editor service."""
+
+    service = "editor"
+
+    async def info(self) -> EditorInfo:
+        return await self._request("GET", "/v1/info", EditorInfo, timeout=httpx.Timeout(30.0))
+
+    async def edit(
+        self, request: EditRequest, *, idempotency_key: str | None = None
+    ) -> EditResponse:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return await self._request("POST", "/v1/edits", EditResponse, body=request, headers=headers)
+
+
+class RewardClient(_ServiceClient):
+    """POST /v1/scores, GET /v1/info, /v1/protocols and /ready of the reward service."""
+
+    service = "reward"
+
+    async def info(self) -> RewardInfo:
+        return await self._request("GET", "/v1/info", RewardInfo, timeout=httpx.Timeout(30.0))
+
+    async def protocols(self) -> ProtocolsResponse:
+        return await self._request(
+            "GET", "/v1/protocols", ProtocolsResponse, timeout=httpx.Timeout(30.0)
+        )
+
+    async def score(
+        self, request: ScoreRequest, *, idempotency_key: str | None = None
+    ) -> ScoreResponse:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return await self._request(
+            "POST", "/v1/scores", ScoreResponse, body=request, headers=headers
+        )

@@ -1,0 +1,193 @@
+"""Settings of ``editbench run``: CLI flags > EDITBENCH_* environment > config file > run folder >
+defaults.
+
+A config file is TOML (an ``[editbench]`` table or top-level keys) or YAML, named with ``--config``
+or EDITBENCH_CONFIG, with the same keys as the fields below (``editor_url = "http://gpu1:8001"``).
+The environment is passed in explicitly (the CLI passes ``os.environ``), so tests never touch it.
+
+Settings that define what a job *is* (`IDENTITY`) are saved in the run folder's run.json; a rerun
+into that folder reuses them and refuses an explicit value that disagrees, because one folder
+must never mix results made with different settings. Everything else (URLs, concurrency,
+categories, limits) may change from one invocation to the next.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from orchestrator.jobs import EditSettings, SeedPolicy
+
+ENV_PREFIX = "EDITBENCH_"
+Phase = Literal["edit", "score", "all"]
+ScoreModeName = Literal["expected", "generate"]
+
+IDENTITY = (
+    "benchmark",
+    "split",
+    "steps",
+    "cfg",
+    "negative_prompt",
+    "seed_policy",
+    "seed",
+    "width",
+    "height",
+    "protocol",
+    "mode",
+    "max_new_tokens",
+    "edited_dir",
+)
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used, with a message that says which and why."""
+
+
+class RunSettings(BaseModel):
+    """Everything an ``editbench run`` needs; units in names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # What to run
+    benchmark: str | None = Field(default=None, description="Manifest, GEdit-Bench, or 'sample'.")
+    split: str | None = None
+    out: Path | None = None
+    phase: Phase = "all"
+    edited_dir: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1)
+    limit_per_category: int | None = Field(default=None, ge=1)
+    # Services
+    editor_url: str = "http://127.0.0.1:8001"
+    reward_url: str = "http://127.0.0.1:8002"
+    editor_api_key: SecretStr | None = None
+    reward_api_key: SecretStr | None = None
+    # Edit parameters (Qwen-Image-Edit's published defaults)
+    steps: int = Field(default=50, ge=1, le=200)
+    cfg: float = Field(default=4.0, ge=1.0, le=20.0)
+    negative_prompt: str = " "
+    seed_policy: SeedPolicy = "per-item"
+    seed: int = Field(default=42, ge=0, le=2**63 - 1)
+    width: int | None = Field(default=None, ge=16, le=4096, multiple_of=16)
+    height: int | None = Field(default=None, ge=16, le=4096, multiple_of=16)
+    # Judge
+    protocol: str = "viescore"
+    mode: ScoreModeName = "expected"
+    max_new_tokens: int = Field(default=512, ge=8, le=4096)
+    # Execution
+    edit_concurrency: int | None = Field(default=None, ge=1)
+    score_concurrency: int | None = Field(default=None, ge=1)
+    items_per_request: int = Field(default=4, ge=1, le=64)
+    retry_failed: bool = False
+    job_deadline_s: float = Field(default=1800.0, gt=0)
+    request_timeout_s: float = Field(default=900.0, gt=0)
+    ready_timeout_s: float = Field(default=600.0, ge=0)
+
+    @field_validator("categories", "languages", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def edit_settings(self) -> EditSettings:
+        return EditSettings(
+            steps=self.steps,
+            cfg=self.cfg,
+            negative_prompt=self.negative_prompt,
+            seed_policy=self.seed_policy,
+            seed=self.seed,
+            width=self.width,
+            height=self.height,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        return {key: _plain(getattr(self, key)) for key in IDENTITY}
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML or YAML config file as a flat dict of settings."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(text)
+            data = data.get("editbench", data)
+        else:
+            data = yaml.safe_load(text) or {}
+            if isinstance(data, dict) and isinstance(data.get("editbench"), dict):
+                data = data["editbench"]
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} does not parse: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/mapping of settings")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """EDITBENCH_* variables (empty ones ignored) for the fields that exist."""
+    fields = set(RunSettings.model_fields)
+    found = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and value != "":
+            key = name[len(ENV_PREFIX) :].lower()
+            if key in fields:
+                found[key] = value
+    return found
+
+
+def resolve_settings(
+    cli: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str],
+    config_file: Path | None = None,
+    saved_identity: Mapping[str, Any] | None = None,
+) -> RunSettings:
+    """Merge the sources (CLI > env > file > saved run identity > defaults) and validate.
+
+    ``cli`` holds only the flags the user gave. A given identity setting that disagrees with the
+    run folder's saved one is a ConfigError naming both values.
+    """
+    config_path = config_file or (
+        Path(environ["EDITBENCH_CONFIG"]) if environ.get("EDITBENCH_CONFIG") else None
+    )
+    from_file = read_config_file(config_path) if config_path else {}
+    unknown = sorted(set(from_file) - set(RunSettings.model_fields))
+    if unknown:
+        raise ConfigError(f"config file {config_path}: unknown setting(s) {', '.join(unknown)}")
+    explicit: dict[str, Any] = {**from_file, **env_settings(environ), **dict(cli)}
+    merged: dict[str, Any] = {**dict(saved_identity or {}), **explicit}
+    try:
+        settings = RunSettings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    if saved_identity:
+        explicit_settings = RunSettings.model_validate({**dict(saved_identity), **explicit})
+        conflicts = [
+            f"{key}: the run folder has {saved_identity.get(key)!r}, "
+            f"you asked for {explicit_settings.identity()[key]!r}"
+            for key in IDENTITY
+            if key in explicit
+            and key in saved_identity
+            and explicit_settings.identity()[key] != saved_identity[key]
+        ]
+        if conflicts:
+            raise ConfigError(
+                "these settings differ from the ones this run folder was made with (use a new "
+                "--out for a run with other settings):\n  " + "\n  ".join(conflicts)
+            )
+    return settings

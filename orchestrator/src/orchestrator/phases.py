@@ -1,0 +1,630 @@
+"""The two phases of a run: every edit, then every score. Both stream, resume and never stop.
+
+Each phase reads images one at a time from the benchmark (in a worker thread), gives every job its
+stable id, skips the ids already finished in the run folder, and keeps a bounded number of requests
+in flight: enough to keep every editor worker (or the judge's batches) busy, never more than the
+service says it can hold. Each finished job is one fsynced line in the phase's log; a job that
+fails, even with a bug of ours, becomes a failed record and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.benchmarks import Benchmark, Item, item_relpath
+from orchestrator.clients import EditorClient, RewardClient, ServiceCallError
+from orchestrator.jobs import EditSettings, edit_job_id, score_job_id, sha256_hex
+from orchestrator.progress import PhaseProgress
+from orchestrator.retry import (
+    CallStats,
+    ReadinessGate,
+    Retry,
+    RetryPolicy,
+    call_with_retry,
+    classify,
+)
+from orchestrator.store import Record, RunStore, latest_by
+from orchestrator.thumbs import make_thumbnail
+from shared_schemas import (
+    EditorInfo,
+    ItemScore,
+    ModelInfo,
+    ProtocolInfo,
+    RewardInfo,
+    ScoreItem,
+    ScoreMode,
+    ScoreRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+EDITED_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class ServiceNotReady(RuntimeError):
+    """A service did not become ready within the allowed time; the phase cannot start."""
+
+
+@dataclass(slots=True)
+class PhaseCounts:
+    """What one phase did in this invocation."""
+
+    planned: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    unscored: int = 0
+    missing_edit: int = 0
+    retries: int = 0
+    requests: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(slots=True)
+class PhaseContext:
+    benchmark: Benchmark
+    items: Sequence[Item]
+    store: RunStore
+    progress: PhaseProgress
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_failed: bool = False
+    ready_timeout_s: float = 600.0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def is_finished(record: Record | None, retry_failed: bool) -> bool:
+    """A job is finished when it succeeded, or failed permanently (unless asked to retry those)."""
+    if record is None:
+        return False
+    if record.get("status") == "ok":
+        return True
+    return not record.get("retryable", True) and not retry_failed
+
+
+async def stream_images(
+    benchmark: Benchmark, items: Sequence[Item]
+) -> AsyncIterator[tuple[Item, bytes]]:
+    """The benchmark's image stream, read in a worker thread so the event loop never blocks."""
+    iterator = benchmark.iter_images(items)
+    sentinel = object()
+    while True:
+        pair: Any = await asyncio.to_thread(next, iterator, sentinel)
+        if pair is sentinel:
+            return
+        yield pair
+
+
+async def wait_until_ready(
+    client: EditorClient | RewardClient, timeout_s: float, progress: PhaseProgress
+) -> None:
+    """Poll /ready (every 2 s) until it answers 200; ServiceNotReady after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    told = False
+    while True:
+        try:
+            await client.ready()
+            return
+        except ServiceCallError as exc:
+            if time.monotonic() >= deadline:
+                raise ServiceNotReady(
+                    f"the {client.service} at {client.base_url} is not ready: {exc.message}"
+                ) from None
+            if not told:
+                progress.note(
+                    f"waiting for the {client.service} at {client.base_url}: {exc.message}"
+                )
+                told = True
+        await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+
+def _error_record(exc: BaseException) -> tuple[dict[str, Any], bool]:
+    """(error field, retryable) of a failed job."""
+    if isinstance(exc, ServiceCallError):
+        return exc.as_record(), classify(exc) is not Retry.NEVER
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return {
+            "service": None,
+            "type": "invalid_input",
+            "message": f"{where}: {first['msg']}" if where else first["msg"],
+            "status": None,
+            "param": where or None,
+        }, False
+    return {
+        "service": None,
+        "type": "client_error",
+        "message": f"{type(exc).__name__}: {exc}",
+        "status": None,
+        "param": None,
+    }, True
+
+
+def _item_fields(item: Item) -> dict[str, Any]:
+    return {
+        "item_id": item.id,
+        "category": item.category,
+        "language": item.language,
+        "instruction": item.instruction,
+    }
+
+
+class _Phase:
+    name = "phase"
+
+    def __init__(self, ctx: PhaseContext) -> None:
+        self.ctx = ctx
+        self.counts = PhaseCounts()
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _dispatch(self, job: Awaitable[None]) -> None:
+        """Start ``job`` once a slot is free; at most `concurrency` run at once."""
+        assert self._slots is not None
+        await self._slots.acquire()
+        task = asyncio.create_task(self._run_slot(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_slot(self, job: Awaitable[None]) -> None:
+        assert self._slots is not None
+        try:
+            await job
+        finally:
+            self._slots.release()
+
+    async def _drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    async def _cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _ensure_thumb(self, kind: str, item: Item, data: bytes) -> None:
+        relpath = self.ctx.store.thumb_relpath(kind, item.id)
+        if self.ctx.store.path(relpath).exists():
+            return
+        thumb = await asyncio.to_thread(make_thumbnail, data)
+        if thumb is not None:
+            await asyncio.to_thread(self.ctx.store.write_file, relpath, thumb)
+
+    def _finish(self, ok: bool) -> None:
+        if ok:
+            self.counts.ok += 1
+        else:
+            self.counts.failed += 1
+        self.ctx.progress.advance(ok=ok)
+
+
+class EditPhase(_Phase):
+    """Phase 1: every selected item through POST /v1/edits."""
+
+    name = "edit"
+
+    def __init__(
+        self,
+        ctx: PhaseContext,
+        client: EditorClient,
+        settings: EditSettings,
+        concurrency: int | None = None,
+    ) -> None:
+        super().__init__(ctx)
+        self.client = client
+        self.settings = settings
+        self.concurrency_override = concurrency
+        self.info: EditorInfo | None = None
+        self.gate = ReadinessGate("editor", client.is_ready, ctx.policy.probe_interval_s)
+
+    @staticmethod
+    def default_concurrency(info: EditorInfo) -> int:
+        """Two requests per ready worker (one running, one queued to start the moment it ends),
+        never more than the service accepts without refusing."""
+        workers = sum(1 for w in info.workers if w.state in ("ready", "busy")) or len(info.workers)
+        return max(1, min(info.max_in_flight, 2 * max(1, workers)))
+
+    async def prepare(self) -> EditorInfo:
+        await wait_until_ready(self.client, self.ctx.ready_timeout_s, self.ctx.progress)
+        self.info = await call_with_retry(
+            self.client.info, policy=self.ctx.policy, label="editor /v1/info", sleep=self.ctx.sleep
+        )
+        return self.info
+
+    async def run(self) -> PhaseCounts:
+        info = self.info or await self.prepare()
+        concurrency = self.concurrency_override or self.default_concurrency(info)
+        logger.info(
+            "edit phase: %d items, %d in flight (editor: %d workers, max_in_flight %d)",
+            len(self.ctx.items),
+            concurrency,
+            len(info.workers),
+            info.max_in_flight,
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        done = latest_by(await asyncio.to_thread(self.ctx.store.edits.read), "job_id")
+        self.counts.planned = len(self.ctx.items)
+        self.ctx.progress.start("edit", len(self.ctx.items))
+        try:
+            async for item, image in stream_images(self.ctx.benchmark, self.ctx.items):
+                await self._ensure_thumb("source", item, image)
+                source_sha = sha256_hex(image)
+                job_id = edit_job_id(
+                    item_id=item.id,
+                    source_sha256=source_sha,
+                    instruction=item.instruction,
+                    settings=self.settings,
+                    editor_model=info.model,
+                )
+                if is_finished(done.get(job_id), self.ctx.retry_failed):
+                    self.counts.skipped += 1
+                    self.ctx.progress.advance(skipped=True)
+                    continue
+                await self._dispatch(self._edit_one(item, image, source_sha, job_id))
+            await self._drain()
+        except BaseException:
+            await self._cancel_all()
+            raise
+        finally:
+            await self.gate.close()
+            self.ctx.progress.finish()
+        return self.counts
+
+    async def _edit_one(self, item: Item, image: bytes, source_sha: str, job_id: str) -> None:
+        stats = CallStats()
+        base: Record = {
+            "schema": 1,
+            "phase": "edit",
+            "job_id": job_id,
+            **_item_fields(item),
+            "source_sha256": source_sha,
+            "params": {**self.settings.as_dict(), "seed": self.settings.item_seed(item.id)},
+        }
+        try:
+            request = self.settings.request(item.id, image, item.instruction)
+            self.counts.requests += 1
+            response = await call_with_retry(
+                lambda: self.client.edit(request, idempotency_key=job_id),
+                policy=self.ctx.policy,
+                gate=self.gate,
+                label=f"edit {job_id} ({item.id})",
+                stats=stats,
+                sleep=self.ctx.sleep,
+            )
+            relpath = self.ctx.store.edit_image_relpath(item.id, response.output_format)
+            await asyncio.to_thread(self.ctx.store.write_file, relpath, response.image)
+            await self._ensure_thumb("edited", item, response.image)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error, retryable = _error_record(exc)
+            if error["type"] == "client_error":
+                logger.exception("edit %s (%s): unexpected error", job_id, item.id)
+            else:
+                logger.warning("edit %s (%s) failed: %s", job_id, item.id, error["message"])
+            record = {**base, "status": "failed", "retryable": retryable, "error": error}
+            ok = False
+        else:
+            meta = response.model_dump(mode="json", exclude={"image"})
+            record = {
+                **base,
+                "status": "ok",
+                "image": relpath,
+                "image_sha256": sha256_hex(response.image),
+                "seed": response.seed,
+                "model": meta.pop("model"),
+                "response": meta,
+            }
+            ok = True
+        record.update(attempts=stats.attempts, retries=stats.retries, finished_at=now_iso())
+        self.counts.retries += stats.retries
+        await asyncio.to_thread(self.ctx.store.edits.append, record)
+        self._finish(ok)
+
+
+@dataclass(slots=True)
+class _ScoreJob:
+    item: Item
+    job_id: str
+    source: bytes
+    edited: bytes
+    source_sha256: str
+    edited_sha256: str
+    edited_ref: str
+    edit_job_id: str | None
+
+
+def find_edited_file(edited_dir: Path, item: Item) -> Path | None:
+    """``DIR/<item id>.png`` (or .jpg/.jpeg/.webp), else the run folder's safe name for the id."""
+    for stem in dict.fromkeys((item.id, item_relpath(item.id))):
+        for suffix in EDITED_SUFFIXES:
+            candidate = edited_dir / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+class ScorePhase(_Phase):
+    """Phase 2: every (source, edited, instruction) through POST /v1/scores, in small batches."""
+
+    name = "score"
+
+    def __init__(
+        self,
+        ctx: PhaseContext,
+        client: RewardClient,
+        *,
+        protocol: str,
+        mode: ScoreMode,
+        max_new_tokens: int,
+        items_per_request: int = 4,
+        concurrency: int | None = None,
+        edited_dir: Path | None = None,
+    ) -> None:
+        super().__init__(ctx)
+        self.client = client
+        self.protocol = protocol
+        self.mode = mode
+        self.max_new_tokens = max_new_tokens
+        self.items_per_request = items_per_request
+        self.concurrency_override = concurrency
+        self.edited_dir = edited_dir
+        self.info: RewardInfo | None = None
+        self.protocol_info: ProtocolInfo | None = None
+        self.gate = ReadinessGate("reward", client.is_ready, ctx.policy.probe_interval_s)
+
+    def default_concurrency(self, info: RewardInfo) -> int:
+        """Enough requests in flight to fill two of the judge's batches, within its queue."""
+        wanted = math.ceil(2 * info.max_batch_size / self.items_per_request)
+        room = max(1, (info.queue_capacity + info.max_batch_size) // self.items_per_request)
+        return max(1, min(wanted, room))
+
+    async def prepare(self) -> tuple[RewardInfo, ProtocolInfo | None]:
+        await wait_until_ready(self.client, self.ctx.ready_timeout_s, self.ctx.progress)
+        self.info = await call_with_retry(
+            self.client.info, policy=self.ctx.policy, label="reward /v1/info", sleep=self.ctx.sleep
+        )
+        if self.info.protocols and self.protocol not in self.info.protocols:
+            raise ServiceCallError(
+                "reward",
+                f"unknown judge protocol {self.protocol!r}; the service has: "
+                f"{', '.join(self.info.protocols)}",
+                error_type="unknown_protocol",
+            )
+        try:
+            protocols = await call_with_retry(
+                self.client.protocols,
+                policy=self.ctx.policy,
+                label="reward /v1/protocols",
+                sleep=self.ctx.sleep,
+            )
+        except ServiceCallError as exc:
+            logger.warning("reward /v1/protocols unavailable (%s): protocol hash from answers", exc)
+        else:
+            self.protocol_info = next(
+                (p for p in protocols.protocols if p.name == self.protocol), None
+            )
+        return self.info, self.protocol_info
+
+    def _edited_sources(self) -> dict[str, tuple[Path, str, str | None]]:
+        """item id -> (edited file, reference for records, edit job id)."""
+        found: dict[str, tuple[Path, str, str | None]] = {}
+        if self.edited_dir is not None:
+            for item in self.ctx.items:
+                path = find_edited_file(self.edited_dir, item)
+                if path is not None:
+                    found[item.id] = (path, str(path), None)
+            return found
+        latest_ok = latest_by(
+            (r for r in self.ctx.store.edits.read() if r.get("status") == "ok"), "item_id"
+        )
+        for item in self.ctx.items:
+            record = latest_ok.get(item.id)
+            if record is not None and self.ctx.store.path(record["image"]).is_file():
+                found[item.id] = (
+                    self.ctx.store.path(record["image"]),
+                    record["image"],
+                    record["job_id"],
+                )
+        return found
+
+    async def run(self) -> PhaseCounts:
+        if self.info is None:
+            await self.prepare()
+        assert self.info is not None
+        info = self.info
+        concurrency = self.concurrency_override or self.default_concurrency(info)
+        self._slots = asyncio.Semaphore(concurrency)
+        edited = await asyncio.to_thread(self._edited_sources)
+        items = [item for item in self.ctx.items if item.id in edited]
+        self.counts.missing_edit = len(self.ctx.items) - len(items)
+        if self.counts.missing_edit:
+            self.ctx.progress.note(
+                f"{self.counts.missing_edit} item(s) have no edited image and are not scored"
+            )
+        logger.info(
+            "score phase: %d items, %d per request, %d requests in flight",
+            len(items),
+            self.items_per_request,
+            concurrency,
+        )
+        done = latest_by(await asyncio.to_thread(self.ctx.store.scores.read), "job_id")
+        protocol_hash = self.protocol_info.hash if self.protocol_info else None
+        self.counts.planned = len(items)
+        self.ctx.progress.start("score", len(items))
+        batch: list[_ScoreJob] = []
+        try:
+            async for item, source in stream_images(self.ctx.benchmark, items):
+                await self._ensure_thumb("source", item, source)
+                path, ref, edit_job = edited[item.id]
+                edited_bytes = await asyncio.to_thread(path.read_bytes)
+                if self.edited_dir is not None:
+                    await self._ensure_thumb("edited", item, edited_bytes)
+                job = _ScoreJob(
+                    item=item,
+                    job_id="",
+                    source=source,
+                    edited=edited_bytes,
+                    source_sha256=sha256_hex(source),
+                    edited_sha256=sha256_hex(edited_bytes),
+                    edited_ref=ref,
+                    edit_job_id=edit_job,
+                )
+                job.job_id = score_job_id(
+                    item_id=item.id,
+                    source_sha256=job.source_sha256,
+                    edited_sha256=job.edited_sha256,
+                    instruction=item.instruction,
+                    category=item.category,
+                    hints=item.hints,
+                    protocol=self.protocol,
+                    protocol_hash=protocol_hash,
+                    mode=self.mode,
+                    max_new_tokens=self.max_new_tokens,
+                    judge_model=info.model,
+                )
+                if is_finished(done.get(job.job_id), self.ctx.retry_failed):
+                    self.counts.skipped += 1
+                    self.ctx.progress.advance(skipped=True)
+                    continue
+                batch.append(job)
+                if len(batch) >= self.items_per_request:
+                    await self._dispatch(self._score_batch(batch))
+                    batch = []
+            if batch:
+                await self._dispatch(self._score_batch(batch))
+            await self._drain()
+        except BaseException:
+            await self._cancel_all()
+            raise
+        finally:
+            await self.gate.close()
+            self.ctx.progress.finish()
+        return self.counts
+
+    async def _score_batch(self, batch: list[_ScoreJob]) -> None:
+        stats = CallStats()
+        try:
+            request = ScoreRequest(
+                items=[
+                    ScoreItem(
+                        id=job.job_id,
+                        source_image=job.source,
+                        edited_image=job.edited,
+                        instruction=job.item.instruction,
+                        category=job.item.category,
+                        hints=job.item.hints,
+                    )
+                    for job in batch
+                ],
+                protocol=self.protocol,
+                mode=self.mode,
+                max_new_tokens=self.max_new_tokens,
+            )
+            self.counts.requests += 1
+            response = await call_with_retry(
+                lambda: self.client.score(request, idempotency_key=_batch_key(batch)),
+                policy=self.ctx.policy,
+                gate=self.gate,
+                label=f"score {len(batch)} item(s) [{batch[0].job_id}...]",
+                stats=stats,
+                sleep=self.ctx.sleep,
+            )
+            by_id = {result.id: result for result in response.results}
+            if len(response.results) != len(batch) or set(by_id) != {j.job_id for j in batch}:
+                raise ServiceCallError(
+                    "reward",
+                    f"answered {len(response.results)} result(s) for {len(batch)} item(s), "
+                    "or with ids that were not asked for",
+                    error_type="invalid_response",
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error, retryable = _error_record(exc)
+            if len(batch) > 1 and not retryable:
+                # One bad item must not fail its neighbours: ask for each one alone.
+                logger.warning(
+                    "a batch of %d failed permanently (%s); scoring its items one by one",
+                    len(batch),
+                    error["message"],
+                )
+                for job in batch:
+                    await self._score_batch([job])
+                return
+            if error["type"] == "client_error":
+                logger.exception("score %s: unexpected error", batch[0].job_id)
+            for job in batch:
+                logger.warning(
+                    "score %s (%s) failed: %s", job.job_id, job.item.id, error["message"]
+                )
+                await self._append(job, stats, status="failed", retryable=retryable, error=error)
+            return
+        for job in batch:
+            await self._append(
+                job, stats, status="ok", result=by_id[job.job_id], model=response.model
+            )
+
+    async def _append(
+        self,
+        job: _ScoreJob,
+        stats: CallStats,
+        *,
+        status: str,
+        retryable: bool = False,
+        error: dict[str, Any] | None = None,
+        result: ItemScore | None = None,
+        model: ModelInfo | None = None,
+    ) -> None:
+        record: Record = {
+            "schema": 1,
+            "phase": "score",
+            "job_id": job.job_id,
+            **_item_fields(job.item),
+            "hints": job.item.hints,
+            "edit_job_id": job.edit_job_id,
+            "edited_image": job.edited_ref,
+            "edited_sha256": job.edited_sha256,
+            "source_sha256": job.source_sha256,
+            "protocol": self.protocol,
+            "mode": self.mode,
+            "status": status,
+        }
+        if status == "ok" and result is not None:
+            record.update(
+                protocol_hash=result.protocol_hash,
+                scored=result.scored,
+                sc=result.sc,
+                pq=result.pq,
+                overall=result.overall,
+                score=result.model_dump(mode="json"),
+                model=model.model_dump(mode="json") if model else None,
+            )
+            if not result.scored:
+                self.counts.unscored += 1
+        else:
+            record.update(retryable=retryable, error=error)
+        record.update(attempts=stats.attempts, retries=stats.retries, finished_at=now_iso())
+        self.counts.retries += stats.retries
+        await asyncio.to_thread(self.ctx.store.scores.append, record)
+        self._finish(status == "ok")
+
+
+def _batch_key(batch: Sequence[_ScoreJob]) -> str:
+    return "b-" + sha256_hex("\n".join(job.job_id for job in batch).encode())[:32]

@@ -1,0 +1,141 @@
+"""Aggregation: per category, per language and overall; micro (items) and macro (categories).
+
+Never substitutes a number for a missing score: failed edits, failed judge calls and unscored
+answers are counted, reported, and left out of the means.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+METRICS = ("sc", "pq", "overall")
+
+DEFINITIONS = {
+    "sc": "semantic consistency (viescore: min of its questions), 0-10",
+    "pq": "perceptual quality (viescore: min of its questions), 0-10",
+    "overall": "per item, as the judge returns it (viescore: sqrt(SC*PQ)), 0-10",
+    "micro": "mean over every scored item, whatever its category",
+    "macro": "unweighted mean over categories of each category's mean (GEdit-Bench's headline)",
+    "ci95": "normal-approximation 95% interval of the mean: mean +/- 1.96*std/sqrt(n)",
+    "judge_error_rate": "(unscored + judge_failed) / (scored + unscored + judge_failed)",
+    "unscored": "the judge answered but the score could not be read (generate mode)",
+}
+
+
+def describe(values: Sequence[float]) -> dict[str, Any]:
+    """n, mean, std (sample), min, max and a 95% interval of the mean; Nones when empty."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None, "ci95": None}
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if n > 1 else None
+    half = 1.96 * std / math.sqrt(n) if std is not None else None
+    return {
+        "n": n,
+        "mean": round(mean, 4),
+        "std": round(std, 4) if std is not None else None,
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "ci95": [round(mean - half, 4), round(mean + half, 4)] if half is not None else None,
+    }
+
+
+def group_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    edited = sum(1 for r in rows if r["edit_status"] == "ok" or r["edited_image"])
+    judged = [r for r in rows if r["score_status"] == "ok"]
+    scored = [r for r in judged if r["scored"]]
+    unscored = len(judged) - len(scored)
+    judge_failed = sum(1 for r in rows if r["score_status"] == "failed")
+    attempts = len(scored) + unscored + judge_failed
+    stats: dict[str, Any] = {
+        "n_items": len(rows),
+        "edited": edited,
+        "edit_failed": sum(1 for r in rows if r["edit_status"] == "failed"),
+        "edit_pending": sum(
+            1 for r in rows if r["edit_status"] == "pending" and not r["edited_image"]
+        ),
+        "scored": len(scored),
+        "unscored": unscored,
+        "judge_failed": judge_failed,
+        "score_pending": sum(
+            1
+            for r in rows
+            if r["score_status"] == "pending" and (r["edit_status"] == "ok" or r["edited_image"])
+        ),
+        "judge_error_rate": round((unscored + judge_failed) / attempts, 4) if attempts else None,
+    }
+    for metric in METRICS:
+        stats[metric] = describe([r[metric] for r in scored if r[metric] is not None])
+    return stats
+
+
+def macro(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean of category means, over the categories that have at least one score."""
+    result: dict[str, Any] = {}
+    for metric in METRICS:
+        means = [c[metric]["mean"] for c in categories.values() if c[metric]["mean"] is not None]
+        result[metric] = round(statistics.fmean(means), 4) if means else None
+    counted = [name for name, c in categories.items() if c["overall"]["n"] > 0]
+    result["categories_counted"] = len(counted)
+    result["categories_without_scores"] = sorted(set(categories) - set(counted))
+    return result
+
+
+def _by(rows: Iterable[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(str(row[key]), []).append(row)
+    return dict(sorted(grouped.items()))
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's body (without provenance, which the caller adds)."""
+    categories = {name: group_stats(group) for name, group in _by(rows, "category").items()}
+    summary: dict[str, Any] = {
+        "definitions": DEFINITIONS,
+        "categories": categories,
+        "overall": {"micro": group_stats(rows), "macro": macro(categories)},
+    }
+    languages = {r["language"] for r in rows if r["language"]}
+    if len(languages) > 1:
+        summary["languages"] = {}
+        for language, group in _by([r for r in rows if r["language"]], "language").items():
+            cats = {name: group_stats(g) for name, g in _by(group, "category").items()}
+            summary["languages"][language] = {"micro": group_stats(group), "macro": macro(cats)}
+    summary["models"] = {
+        "editor": sorted({r["editor_model"] for r in rows if r["editor_model"]}),
+        "judge": sorted({r["judge_model"] for r in rows if r["judge_model"]}),
+        "protocol_hash": sorted({r["protocol_hash"] for r in rows if r["protocol_hash"]}),
+    }
+    summary["warnings"] = warnings_for(rows, summary)
+    return summary
+
+
+def warnings_for(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    notes = []
+    models = summary["models"]
+    for kind in ("editor", "judge", "protocol_hash"):
+        if len(models[kind]) > 1:
+            notes.append(
+                f"{len(models[kind])} different {kind.replace('_', ' ')}s in this run "
+                f"({', '.join(models[kind])}): results are not comparable across them"
+            )
+    if any(r["editor_meaningful"] is False for r in rows) or any(
+        r["judge_meaningful"] is False for r in rows
+    ):
+        notes.append("random-weight models (e.g. tiny) made these results: the scores mean nothing")
+    micro = summary["overall"]["micro"]
+    if micro["edit_failed"]:
+        notes.append(f"{micro['edit_failed']} edit(s) failed: see results.jsonl for the errors")
+    if micro["judge_failed"] or micro["unscored"]:
+        notes.append(
+            f"{micro['judge_failed']} judge call(s) failed and {micro['unscored']} answer(s) "
+            "were unscored: they are left out of the means"
+        )
+    pending = micro["edit_pending"] + micro["score_pending"]
+    if pending:
+        notes.append(f"{pending} job(s) not finished yet: run again with --resume")
+    return notes

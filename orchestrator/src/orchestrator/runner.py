@@ -1,0 +1,219 @@
+"""``editbench run`` without the CLI: load, select, plan, edit, score, report.
+
+`run_benchmark` is what the CLI and the tests call. Everything it needs comes in as arguments
+(settings, a progress view, optionally an httpx transport and a sleep function), so a test can
+drive a whole run against scripted services without touching the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.benchmarks import (
+    Benchmark,
+    BenchmarkError,
+    load_benchmark,
+    select_items,
+)
+from orchestrator.clients import EditorClient, RewardClient, Timeouts, make_http_client
+from orchestrator.config import RunSettings
+from orchestrator.phases import EditPhase, PhaseContext, PhaseCounts, ScorePhase, now_iso
+from orchestrator.progress import PhaseProgress
+from orchestrator.provenance import software
+from orchestrator.report import ReportPaths, write_report
+from orchestrator.retry import RetryPolicy
+from orchestrator.store import RunStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    out: Path
+    items: int
+    edit: PhaseCounts | None
+    score: PhaseCounts | None
+    report: ReportPaths | None
+    summary: dict[str, Any] | None
+
+
+def default_out(benchmark: str | None) -> Path:
+    name = Path(benchmark).stem if benchmark and benchmark != "sample" else (benchmark or "run")
+    if name == "manifest" and benchmark:
+        name = Path(benchmark).parent.name
+    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def read_saved_identity(out: Path) -> dict[str, Any] | None:
+    """The identity settings saved in a run folder, or None for a new folder."""
+    store = RunStore(out)
+    data = store.read_json("run.json")
+    return dict(data["identity"]) if isinstance(data, dict) and "identity" in data else None
+
+
+def _selection(settings: RunSettings, benchmark: Benchmark) -> list[Any]:
+    return select_items(
+        benchmark.items,
+        categories=settings.categories,
+        languages=settings.languages,
+        limit=settings.limit,
+        limit_per_category=settings.limit_per_category,
+    )
+
+
+def _plan_rows(items: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": item.id,
+            "category": item.category,
+            "instruction": item.instruction,
+            "language": item.language,
+            "hints": item.hints,
+            "source": item.source,
+            "extra": item.extra,
+        }
+        for item in items
+    ]
+
+
+async def run_benchmark(
+    settings: RunSettings,
+    progress: PhaseProgress,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> RunOutcome:
+    """Run the phases ``settings.phase`` asks for into ``settings.out``, then write the report."""
+    if settings.benchmark is None:
+        raise BenchmarkError("no benchmark given (--benchmark PATH, or 'sample')")
+    out = settings.out or default_out(settings.benchmark)
+    policy = policy or RetryPolicy(job_deadline_s=settings.job_deadline_s)
+    benchmark = await asyncio.to_thread(load_benchmark, settings.benchmark, split=settings.split)
+    items = _selection(settings, benchmark)
+    if not items:
+        raise BenchmarkError("no items selected: check --categories, --language and --limit")
+
+    with RunStore(out) as store:
+        if not store.exists():
+            store.write_json("run.json", {"identity": settings.identity(), "created_at": now_iso()})
+        await asyncio.to_thread(store.write_plan, _plan_rows(items))
+        provenance = _start_provenance(store, settings, benchmark, len(items))
+        invocation: dict[str, Any] = provenance["invocations"][-1]
+        edit_counts: PhaseCounts | None = None
+        score_counts: PhaseCounts | None = None
+        ctx = PhaseContext(
+            benchmark=benchmark,
+            items=items,
+            store=store,
+            progress=progress,
+            policy=policy,
+            retry_failed=settings.retry_failed,
+            ready_timeout_s=settings.ready_timeout_s,
+            sleep=sleep,
+        )
+        extra = {"transport": transport} if transport is not None else {}
+        report: ReportPaths | None = None
+        summary: dict[str, Any] | None = None
+        try:
+            async with make_http_client(
+                Timeouts(read_s=settings.request_timeout_s), **extra
+            ) as http:
+                if settings.phase in ("edit", "all"):
+                    editor = EditorClient(
+                        http, settings.editor_url, _secret(settings.editor_api_key)
+                    )
+                    edit_phase = EditPhase(
+                        ctx, editor, settings.edit_settings(), settings.edit_concurrency
+                    )
+                    info = await edit_phase.prepare()
+                    provenance["services"]["editor"] = {
+                        "url": settings.editor_url,
+                        **info.model_dump(mode="json"),
+                    }
+                    store.write_json("provenance.json", provenance)
+                    edit_counts = await edit_phase.run()
+                    invocation["edit"] = edit_counts.as_dict()
+                if settings.phase in ("score", "all"):
+                    reward = RewardClient(
+                        http, settings.reward_url, _secret(settings.reward_api_key)
+                    )
+                    score_phase = ScorePhase(
+                        ctx,
+                        reward,
+                        protocol=settings.protocol,
+                        mode=settings.mode,
+                        max_new_tokens=settings.max_new_tokens,
+                        items_per_request=settings.items_per_request,
+                        concurrency=settings.score_concurrency,
+                        edited_dir=Path(settings.edited_dir) if settings.edited_dir else None,
+                    )
+                    reward_info, protocol_info = await score_phase.prepare()
+                    provenance["services"]["reward"] = {
+                        "url": settings.reward_url,
+                        **reward_info.model_dump(mode="json"),
+                    }
+                    if protocol_info is not None:
+                        provenance["services"]["protocol"] = protocol_info.model_dump(mode="json")
+                    store.write_json("provenance.json", provenance)
+                    score_counts = await score_phase.run()
+                    invocation["score"] = score_counts.as_dict()
+        finally:
+            invocation["finished_at"] = provenance["finished_at"] = now_iso()
+            store.write_json("provenance.json", provenance)
+            try:
+                report, summary = await asyncio.to_thread(write_report, store, provenance)
+            except Exception:
+                logger.exception("could not write the report of %s", out)
+    return RunOutcome(out, len(items), edit_counts, score_counts, report, summary)
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _start_provenance(
+    store: RunStore, settings: RunSettings, benchmark: Benchmark, selected: int
+) -> dict[str, Any]:
+    previous = store.read_json("provenance.json")
+    provenance: dict[str, Any] = previous if isinstance(previous, dict) else {}
+    started = now_iso()
+    provenance.setdefault("started_at", started)
+    provenance.setdefault("invocations", [])
+    provenance.setdefault("services", {})
+    provenance["editbench"] = software()
+    provenance["benchmark"] = {
+        "name": benchmark.name,
+        "path": str(benchmark.path),
+        "format": benchmark.format,
+        "items": len(benchmark.items),
+        "selected": selected,
+        "categories": benchmark.categories,
+        "fingerprint": benchmark.fingerprint(),
+    }
+    provenance["settings"] = settings.model_dump(
+        mode="json", exclude={"editor_api_key", "reward_api_key"}
+    )
+    provenance["invocations"].append(
+        {"started_at": started, "phase": settings.phase, "selected": selected}
+    )
+    store.write_json("provenance.json", provenance)
+    return provenance
+
+
+def rerender_report(out: Path) -> tuple[ReportPaths, dict[str, Any]]:
+    """``editbench report``: rebuild the reports of a run folder from its files."""
+    store = RunStore(out)
+    if not store.exists():
+        raise BenchmarkError(f"{out} is not a run folder (no run.json)")
+    provenance = store.read_json("provenance.json") or {}
+    with store:
+        return write_report(store, provenance)

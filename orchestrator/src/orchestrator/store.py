@@ -1,0 +1,244 @@
+"""The run folder: durable, append-only records and atomically written files.
+
+Layout (paths in records are relative to the run folder, so it can be moved or shared)::
+
+    run.json          settings that define the run's jobs (a rerun must agree with them)
+    plan.jsonl        the selected items of the latest invocation (metadata, no images)
+    edits.jsonl       one line per finished edit job, appended + fsynced as it arrives
+    scores.jsonl      one line per finished score job, likewise
+    edits/<id>.png    edited images, written atomically (temp file + os.replace)
+    thumbs/           small JPEGs for report.html
+    results.jsonl     one row per item, edits and scores joined (rewritten by each report)
+    results.csv, summary.json, report.html, provenance.json
+
+A crash can leave at most a torn last line in a log: the reader ignores it and the writer cuts it
+off before appending, so the next record starts on a line of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from orchestrator.benchmarks import item_relpath
+
+logger = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+class RunFolderBusy(RuntimeError):
+    """Another editbench process holds this run folder."""
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` so ``path`` holds either its old content or all of the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps(record: Record) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[Record]) -> None:
+    atomic_write_text(path, "".join(dumps(r) + "\n" for r in records))
+
+
+class JsonlLog:
+    """An append-only JSON Lines file: each append is one fsynced write of one whole line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._handle: IO[bytes] | None = None
+
+    def read(self) -> list[Record]:
+        """Every complete record. A torn last line (a crash mid-write) is skipped with a warning."""
+        return list(self._iter())
+
+    def _iter(self) -> Iterator[Record]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        lines = data.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                torn = number == len(lines)  # no newline after it: the write never finished
+                logger.warning(
+                    "%s:%d: skipping %s line (%d bytes)",
+                    self.path,
+                    number,
+                    "a torn last" if torn else "an unreadable",
+                    len(line),
+                )
+                continue
+            if isinstance(record, dict):
+                yield record
+
+    def _open(self) -> IO[bytes]:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._cut_torn_tail()
+            self._handle = self.path.open("ab")
+        return self._handle
+
+    def _cut_torn_tail(self) -> None:
+        try:
+            with self.path.open("rb+") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                if size == 0:
+                    return
+                handle.seek(size - 1)
+                if handle.read(1) == b"\n":
+                    return
+                # Find the last newline; everything after it is a torn record.
+                keep = size
+                while keep > 0:
+                    step = min(65536, keep)
+                    handle.seek(keep - step)
+                    chunk = handle.read(step)
+                    index = chunk.rfind(b"\n")
+                    if index >= 0:
+                        keep = keep - step + index + 1
+                        break
+                    keep -= step
+                logger.warning("%s: cutting a torn last line (%d bytes)", self.path, size - keep)
+                handle.truncate(keep)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except FileNotFoundError:
+            return
+
+    def append(self, record: Record) -> None:
+        line = (dumps(record) + "\n").encode("utf-8")
+        with self._lock:
+            handle = self._open()
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+
+
+def latest_by(records: Iterable[Record], key: str) -> dict[str, Record]:
+    """The last record for each value of ``key`` (later records supersede earlier ones)."""
+    latest: dict[str, Record] = {}
+    for record in records:
+        value = record.get(key)
+        if isinstance(value, str):
+            latest[value] = record
+    return latest
+
+
+class RunStore:
+    """One run folder. Holds an exclusive lock while open, so two runs never interleave writes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.edits = JsonlLog(root / "edits.jsonl")
+        self.scores = JsonlLog(root / "scores.jsonl")
+        self._lock_handle: IO[bytes] | None = None
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def open(self) -> RunStore:
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = (self.root / ".lock").open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RunFolderBusy(
+                f"{self.root} is in use by another editbench process; wait for it or use "
+                "another --out"
+            ) from None
+        self._lock_handle = handle
+        return self
+
+    def close(self) -> None:
+        self.edits.close()
+        self.scores.close()
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self) -> RunStore:
+        return self.open()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- files ------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.root / "run.json").is_file()
+
+    def read_json(self, name: str) -> Any:
+        path = self.root / name
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def write_json(self, name: str, data: Any) -> None:
+        atomic_write_text(
+            self.root / name, json.dumps(data, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+        )
+
+    def edit_image_relpath(self, item_id: str, fmt: str) -> str:
+        suffix = "jpg" if fmt == "jpeg" else fmt
+        return f"edits/{item_relpath(item_id)}.{suffix}"
+
+    def thumb_relpath(self, kind: str, item_id: str) -> str:
+        return f"thumbs/{kind}/{item_relpath(item_id)}.jpg"
+
+    def path(self, relpath: str) -> Path:
+        return self.root / relpath
+
+    def write_file(self, relpath: str, data: bytes) -> None:
+        atomic_write_bytes(self.root / relpath, data)
+
+    def read_plan(self) -> list[Record]:
+        return JsonlLog(self.root / "plan.jsonl").read()
+
+    def write_plan(self, rows: Iterable[Record]) -> None:
+        write_jsonl_atomic(self.root / "plan.jsonl", rows)
