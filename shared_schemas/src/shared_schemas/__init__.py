@@ -25,6 +25,7 @@ from shared_schemas.edits import (
 from shared_schemas.images import ImageData, ImageFormat, decode_image_b64, sniff_format
 from shared_schemas.scores import (
     ItemScore,
+    ProtocolDefinition,
     ProtocolInfo,
     ProtocolQuestion,
     ProtocolsResponse,
@@ -55,6 +56,7 @@ __all__ = [
     "ModelStateResponse",
     "OpenAIImage",
     "OpenAIImagesResponse",
+    "ProtocolDefinition",
     "ProtocolInfo",
     "ProtocolQuestion",
     "ProtocolsResponse",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -107,6 +107,16 @@ class ProtocolInfo(WireModel):
 
 class ProtocolsResponse(WireModel):
     protocols: list[ProtocolInfo]
+
+
+class ProtocolDefinition(WireModel):
+    """GET /v1/protocols/{name}: a protocol's full definition, prompts included."""
+
+    info: ProtocolInfo
+    definition: dict[str, Any] = Field(
+        description="The validated definition with defaults filled in. info.hash is the sha256 of "
+        "its canonical JSON: sorted keys, separators (',', ':'), UTF-8, non-ASCII kept."
+    )
 
 
 class RewardInfo(WireModel):

@@ -1,0 +1,27 @@
+"""``python -m reward_service``: read REWARD_* settings and flags, serve with uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from reward_service.app import create_app
+from reward_service.config import RewardSettings
+from service_kit.logs import configure_logging
+from service_kit.settings import load_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings(RewardSettings, "python -m reward_service", argv)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The reward app factory: settings in, FastAPI app out; the judge loads in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from reward_service import __version__
+from reward_service.backends.base import JudgeQuestion, QuestionOutput, make_backend
+from reward_service.batcher import MicroBatcher
+from reward_service.config import RewardSettings
+from reward_service.judge import Judge
+from reward_service.metrics import RewardMetrics
+from reward_service.protocols import ProtocolRegistry
+from reward_service.routes import router
+from service_kit.wiring import install_common
+
+logger = logging.getLogger(__name__)
+
+
+def batch_key(question: JudgeQuestion) -> tuple[str, int]:
+    """Questions share a batch only with questions read the same way."""
+    return question.mode, question.max_new_tokens if question.mode == "generate" else 0
+
+
+def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = None) -> FastAPI:
+    """The app; protocols are loaded (and a bad protocol file refused) here, before serving."""
+    metrics = RewardMetrics()
+    registry = protocols if protocols is not None else ProtocolRegistry.load(settings.protocols_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        device = await asyncio.to_thread(settings.resolve_device)
+        logger.info("reward: judge %s on %s", settings.model, device)
+        judge = Judge(make_backend(settings.backend_spec()), device)
+        batcher: MicroBatcher[JudgeQuestion, QuestionOutput] = MicroBatcher(
+            judge.run,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_s,
+            capacity=settings.queue_capacity,
+            timeout_s=settings.request_timeout_s,
+            key=batch_key,
+            observer=metrics,
+        )
+        app.state.judge = app.state.readiness = judge
+        app.state.batcher = batcher
+        batcher.start()
+        loading = asyncio.create_task(_load(judge, metrics), name="judge-load")
+        try:
+            yield
+        finally:
+            await batcher.stop(settings.drain_timeout_s)
+            await judge.close()
+            await loading
+
+    app = FastAPI(
+        title="editbench reward",
+        version=__version__,
+        summary="A Qwen3-VL judge for image edits: expected or generated 0-10 scores, batched.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.protocols = registry
+    install_common(app, settings, metrics)
+    app.include_router(router)
+    return app
+
+
+async def _load(judge: Judge, metrics: RewardMetrics) -> None:
+    await judge.load()
+    if judge.load_s is not None:
+        metrics.model_load_seconds.set(judge.load_s)

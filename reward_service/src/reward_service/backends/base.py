@@ -1,0 +1,135 @@
+"""The seam between the service and a judge model: plain dataclasses and a small Protocol.
+
+Nothing here imports torch, FastAPI or the wire schemas. A backend receives questions (a system
+prompt and one user turn of text and decoded images) and returns, per question, either the
+log-probabilities of the score tokens (expected mode) or the generated text (generate mode).
+Turning those into scores is the service's job (``reward_service.scoring``), the same for every
+backend.
+
+Work is split in two so that a later version can overlap CPU preprocessing with the model:
+``prepare`` (chat template, image processing, tokenization; must not touch the model) and
+``score`` (the forward passes; always called from the one model thread).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from PIL.Image import Image
+
+Mode = Literal["expected", "generate"]
+
+# The score scale. Qwen tokenizes numbers digit by digit, so 0..9 are one token each and 10 is
+# the two tokens "1", "0".
+SCORE_DIGITS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeQuestion:
+    """One question: a system prompt and a user turn, and how the answer is to be read."""
+
+    key: str  # "<request id>/<item index>/<question name>", for logs
+    system: str | None
+    content: tuple[str | Image, ...]  # the user turn in order: text and images
+    mode: Mode
+    max_new_tokens: int = 0  # generate mode only
+
+    @property
+    def images(self) -> list[Image]:
+        return [part for part in self.content if isinstance(part, Image)]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreTokenLogprobs:
+    """expected mode: natural-log probabilities of the digit tokens at the answer's start.
+
+    ``first[d]`` is log P(first answer token is digit d). ``after_one[d]`` is
+    log P(next token is digit d | answer so far is "1"), which tells 1 from 10 (and from 11..19).
+    """
+
+    first: tuple[float, ...]
+    after_one: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedText:
+    """generate mode: the judge's answer (greedy), special tokens removed."""
+
+    text: str
+    new_tokens: int
+
+
+QuestionOutput = ScoreTokenLogprobs | GeneratedText
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """What a backend reports once loaded; becomes the wire ModelInfo."""
+
+    id: str
+    source: str  # hub | local | tiny | random-full
+    revision: str | None
+    model_class: str
+    dtype: str
+    meaningful: bool
+    # How the model was set up beyond its weights (attention backend...): the wire options.
+    details: dict[str, str | int | float | bool | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Everything needed to build a backend; cheap, no weights.
+
+    ``backend`` is ``transformers`` (the built-in backend) or ``module:Class`` naming any class
+    that implements JudgeBackend and takes the spec as its only argument.
+    """
+
+    backend: str
+    model: str
+    revision: str | None
+    dtype: str
+    cache_dir: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class DeviceOutOfMemory(Exception):
+    """The device ran out of memory for this batch; the backend has freed what it could."""
+
+
+class JudgeBackend(Protocol):
+    def load(self, device: str) -> LoadedModel:
+        """Load weights onto ``device``. Called once, from the model thread."""
+        ...
+
+    def prepare(self, batch: Sequence[JudgeQuestion]) -> object:
+        """CPU preprocessing of a batch (templates, images, tokens). Never touches the model."""
+        ...
+
+    def score(self, prepared: object) -> Sequence[QuestionOutput]:
+        """Run the model on a prepared batch: one output per question, in order.
+
+        Called from the model thread only. Batched outputs must equal unbatched ones (up to
+        floating-point noise): padding must not leak into any question's answer.
+        """
+        ...
+
+    def release(self) -> None:
+        """Free the device memory the model holds."""
+        ...
+
+
+def make_backend(spec: BackendSpec) -> JudgeBackend:
+    """Build the backend the spec names; heavy modules are imported only here."""
+    if spec.backend == "transformers":
+        from reward_service.backends.transformers_backend import TransformersJudgeBackend
+
+        return TransformersJudgeBackend(spec)
+    module_name, sep, class_name = spec.backend.partition(":")
+    if not sep:
+        raise ValueError(f"backend must be 'transformers' or 'module:Class', not {spec.backend!r}")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    backend: JudgeBackend = backend_class(spec)
+    return backend

@@ -1,0 +1,352 @@
+"""Dynamic micro-batching: work units from every client gathered into one call of the model.
+
+One consumer task owns the queue. A batch holds units of one kind (``key``) and closes when it
+has ``max_batch_size`` units or when its oldest unit has waited ``max_wait_s``; while the model is
+busy, units pile up and the next batch leaves as soon as the model is free. A submission (one
+client request) may span several batches; it is answered when its last unit is.
+
+Admission is two-step: ``reserve(n)`` holds ``n`` slots of the bounded queue (or refuses with
+QueueFull) before the caller does any expensive validation, and ``Reservation.submit`` enqueues.
+Every unit of a failed batch fails its submission; a batch whose results do not match its length
+fails as a whole. A submission whose client has gone (its awaiting task was cancelled) or whose
+deadline has passed is dropped before it reaches the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from service_kit.errors import (
+    BackendError,
+    DeadlineExceeded,
+    NotReady,
+    PayloadTooLarge,
+    QueueFull,
+    ServiceError,
+)
+
+logger = logging.getLogger(__name__)
+
+I = TypeVar("I")  # noqa: E741 - the unit of work
+O = TypeVar("O")  # noqa: E741 - its result
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRun:
+    """One call of the model, as seen by each unit it carried."""
+
+    number: int
+    size: int
+    started: float  # time.monotonic()
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Completed(Generic[O]):
+    output: O
+    batch: BatchRun
+    queued_s: float  # from submission to the start of its batch
+
+
+class BatchObserver(Protocol):
+    """What the batcher reports (metrics); every method must be cheap and never raise."""
+
+    def batch_done(self, size: int, submissions: int, seconds: float, ok: bool) -> None: ...
+    def queue_depth(self, depth: int) -> None: ...
+    def queue_wait(self, seconds: float) -> None: ...
+    def rejected(self, reason: str) -> None: ...
+    def abandoned(self) -> None: ...
+
+
+class _NullObserver:
+    def batch_done(self, size: int, submissions: int, seconds: float, ok: bool) -> None: ...
+    def queue_depth(self, depth: int) -> None: ...
+    def queue_wait(self, seconds: float) -> None: ...
+    def rejected(self, reason: str) -> None: ...
+    def abandoned(self) -> None: ...
+
+
+@dataclass(eq=False)
+class _Submission(Generic[O]):
+    label: str
+    future: asyncio.Future[list[Completed[O]]]
+    results: list[Completed[O] | None]
+    submitted_at: float
+    deadline: float
+    remaining: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.remaining = len(self.results)
+
+
+@dataclass(eq=False, slots=True)
+class _Unit(Generic[I, O]):
+    item: I
+    key: Hashable
+    submission: _Submission[O]
+    index: int
+
+
+class Reservation(Generic[I, O]):
+    """Queue slots held while a request is validated; released if it is never submitted."""
+
+    def __init__(self, batcher: MicroBatcher[I, O], count: int) -> None:
+        self._batcher = batcher
+        self.count = count
+        self.used = False
+
+    async def submit(self, items: Sequence[I], label: str = "") -> list[Completed[O]]:
+        """Enqueue the items and wait for all their results, in order."""
+        if self.used:
+            raise RuntimeError("a reservation is submitted once")
+        self.used = True
+        self._batcher._reserved -= self.count
+        return await self._batcher._submit(items, label)
+
+
+class MicroBatcher(Generic[I, O]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[I]], Awaitable[Sequence[O]]],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        capacity: int,
+        timeout_s: float,
+        key: Callable[[I], Hashable] = lambda _item: None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or capacity < 1:
+            raise ValueError("max_batch_size and capacity must be at least 1")
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.capacity = capacity
+        self.timeout_s = timeout_s
+        self._key = key
+        self._observer: BatchObserver = observer or _NullObserver()
+        self._queue: collections.deque[_Unit[I, O]] = collections.deque()
+        self._reserved = 0
+        self._wakeup = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._running = 0  # units in the batch the model is working on
+        self._numbers = itertools.count(1)
+        self._batch_s_ema: float | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._consumer = asyncio.create_task(self._consume(), name="micro-batcher")
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Refuse new work, let queued work finish (up to the timeout), fail what is left."""
+        self._accepting = False
+        deadline = time.monotonic() + drain_timeout_s
+        while (self._queue or self._running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for unit in list(self._queue):
+            _fail(unit.submission, NotReady("the service is shutting down", retry_after_s=10))
+        self._queue.clear()
+        self._observer.queue_depth(0)
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer
+
+    @property
+    def depth(self) -> int:
+        """Units waiting for a batch (not counting the one running)."""
+        return len(self._queue)
+
+    # ----------------------------------------------------------------- admission
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, count: int) -> AsyncIterator[Reservation[I, O]]:
+        """Hold ``count`` queue slots; raises before any work is done if they are not free."""
+        if not self._accepting:
+            raise NotReady("the service is shutting down", retry_after_s=30)
+        if count > self.capacity:
+            raise PayloadTooLarge(
+                f"the request needs {count} judge questions; the queue holds at most "
+                f"{self.capacity}: send fewer items per request",
+                param="items",
+            )
+        waiting = len(self._queue) + self._reserved
+        if waiting + count > self.capacity:
+            self._observer.rejected("queue_full")
+            raise QueueFull(
+                f"{waiting} questions are waiting and the queue holds {self.capacity}",
+                retry_after_s=self.retry_after_s(),
+            )
+        self._reserved += count
+        reservation: Reservation[I, O] = Reservation(self, count)
+        try:
+            yield reservation
+        finally:
+            if not reservation.used:
+                self._reserved -= count
+
+    def retry_after_s(self) -> float:
+        """A guess at when a slot frees up: the batches ahead times the recent batch time."""
+        per_batch = self._batch_s_ema or 1.0
+        batches_ahead = len(self._queue) / self.max_batch_size + 1
+        return min(60.0, max(1.0, per_batch * batches_ahead))
+
+    async def _submit(self, items: Sequence[I], label: str) -> list[Completed[O]]:
+        if not self._accepting:
+            raise NotReady("the service is shutting down", retry_after_s=30)
+        if not items:
+            return []
+        now = time.monotonic()
+        submission: _Submission[O] = _Submission(
+            label=label,
+            future=asyncio.get_running_loop().create_future(),
+            results=[None] * len(items),
+            submitted_at=now,
+            deadline=now + self.timeout_s,
+        )
+        self._queue.extend(
+            _Unit(item, self._key(item), submission, i) for i, item in enumerate(items)
+        )
+        self._observer.queue_depth(len(self._queue))
+        self._wakeup.set()
+        try:
+            return await asyncio.shield(submission.future)
+        except asyncio.CancelledError:
+            if not submission.future.done():
+                # The client went away: its queued units are dropped at the next batch.
+                submission.future.cancel()
+                self._observer.abandoned()
+                logger.info("%s: client went away; dropping its queued questions", label)
+            raise
+
+    # ----------------------------------------------------------------- the consumer
+
+    async def _consume(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            self._running = len(batch)
+            try:
+                await self._run(batch)
+            finally:
+                self._running = 0
+
+    async def _next_batch(self) -> list[_Unit[I, O]]:
+        while True:
+            self._wakeup.clear()
+            now = time.monotonic()
+            self._drop_dead(now)
+            if self._queue:
+                oldest = self._queue[0]
+                same_kind = sum(1 for u in self._queue if u.key == oldest.key)
+                wait_s = oldest.submission.submitted_at + self.max_wait_s - now
+                if same_kind >= self.max_batch_size or wait_s <= 0:
+                    return self._take(oldest.key)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=wait_s)
+            else:
+                await self._wakeup.wait()
+
+    def _drop_dead(self, now: float) -> None:
+        """Drop units whose submission is answered (failed, cancelled) or past its deadline."""
+        live: collections.deque[_Unit[I, O]] = collections.deque()
+        for unit in self._queue:
+            submission = unit.submission
+            if submission.future.done():
+                continue
+            if now > submission.deadline:
+                self._observer.rejected("deadline")
+                waited = now - submission.submitted_at
+                _fail(submission, DeadlineExceeded(f"the request waited {waited:.0f}s unscored"))
+                continue
+            live.append(unit)
+        if len(live) != len(self._queue):
+            self._queue = live
+            self._observer.queue_depth(len(live))
+
+    def _take(self, key: Hashable) -> list[_Unit[I, O]]:
+        batch: list[_Unit[I, O]] = []
+        rest: collections.deque[_Unit[I, O]] = collections.deque()
+        for unit in self._queue:
+            if unit.key == key and len(batch) < self.max_batch_size:
+                batch.append(unit)
+            else:
+                rest.append(unit)
+        self._queue = rest
+        self._observer.queue_depth(len(rest))
+        return batch
+
+    async def _run(self, batch: list[_Unit[I, O]]) -> None:
+        number = next(self._numbers)
+        started = time.monotonic()
+        submissions = {id(u.submission): u.submission for u in batch}
+        labels = ", ".join(s.label for s in submissions.values())
+        for unit in batch:
+            self._observer.queue_wait(started - unit.submission.submitted_at)
+        try:
+            outputs = await self._run_batch([u.item for u in batch])
+            if len(outputs) != len(batch):
+                raise BackendError(
+                    f"the model returned {len(outputs)} results for a batch of {len(batch)}"
+                )
+        except asyncio.CancelledError:  # stopped while the model ran: nobody may hang
+            error = NotReady("the service is shutting down", retry_after_s=10)
+            self._finish_failed(batch, number, started, error, labels)
+            raise
+        except ServiceError as exc:
+            self._finish_failed(batch, number, started, exc, labels)
+            return
+        except Exception:
+            logger.exception("batch %d (%s) failed", number, labels)
+            self._finish_failed(batch, number, started, BackendError("the judge failed"), labels)
+            return
+        duration = time.monotonic() - started
+        self._record(len(batch), len(submissions), duration, ok=True)
+        logger.debug("batch %d: %d questions (%s) in %.3fs", number, len(batch), labels, duration)
+        run = BatchRun(number=number, size=len(batch), started=started, duration_s=duration)
+        for unit, output in zip(batch, outputs, strict=True):
+            _deliver(unit, Completed(output, run, started - unit.submission.submitted_at))
+
+    def _finish_failed(
+        self,
+        batch: list[_Unit[I, O]],
+        number: int,
+        started: float,
+        error: ServiceError,
+        labels: str,
+    ) -> None:
+        duration = time.monotonic() - started
+        submissions = {id(u.submission): u.submission for u in batch}
+        self._record(len(batch), len(submissions), duration, ok=False)
+        logger.error("batch %d (%s) failed: %s", number, labels, error.message)
+        for submission in submissions.values():
+            _fail(submission, error)
+
+    def _record(self, size: int, submissions: int, duration: float, *, ok: bool) -> None:
+        ema = self._batch_s_ema
+        self._batch_s_ema = duration if ema is None else 0.8 * ema + 0.2 * duration
+        self._observer.batch_done(size, submissions, duration, ok)
+
+
+def _deliver(unit: _Unit[I, O], completed: Completed[O]) -> None:
+    submission = unit.submission
+    if submission.future.done():
+        return  # failed or abandoned meanwhile
+    submission.results[unit.index] = completed
+    submission.remaining -= 1
+    if submission.remaining == 0:
+        submission.future.set_result([r for r in submission.results if r is not None])
+
+
+def _fail(submission: _Submission[O], error: ServiceError) -> None:
+    if not submission.future.done():
+        submission.future.set_exception(error)

@@ -1,0 +1,100 @@
+"""The reward service's Prometheus metrics, on top of the HTTP metrics every service has."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from service_kit.metrics import ServiceMetrics
+
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class RewardMetrics(ServiceMetrics):
+    """Also the batcher's observer (reward_service.batcher.BatchObserver)."""
+
+    def __init__(self) -> None:
+        super().__init__("reward")
+        r = self.registry
+        self.batch_size = Histogram(
+            "reward_batch_size",
+            "Questions per model call (forward pass or greedy generation).",
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "reward_batch_requests",
+            "Distinct client requests per model call.",
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "reward_batch_seconds",
+            "Wall time of one model call, preprocessing included.",
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.batches = Counter(
+            "reward_batches_total", "Model calls, by outcome (ok, failed).", ["outcome"], registry=r
+        )
+        self.queue_depth_gauge = Gauge(
+            "reward_queue_depth", "Questions waiting for a batch.", registry=r
+        )
+        self.queue_wait_seconds = Histogram(
+            "reward_queue_wait_seconds",
+            "Time questions waited for their batch to start.",
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.items = Counter(
+            "reward_items_total",
+            "Items answered, by protocol, mode and outcome (scored, unscored).",
+            ["protocol", "mode", "outcome"],
+            registry=r,
+        )
+        self.questions = Counter(
+            "reward_questions_total",
+            "Questions answered, by mode and outcome (scored, unscored).",
+            ["mode", "outcome"],
+            registry=r,
+        )
+        self.score_mass = Histogram(
+            "reward_score_mass",
+            "expected mode: the probability the judge gave to answering with a score at all.",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0),
+            registry=r,
+        )
+        self.rejected_requests = Counter(
+            "reward_rejected_total",
+            "Requests refused or dropped before the model, by reason (queue_full, deadline).",
+            ["reason"],
+            registry=r,
+        )
+        self.client_disconnects = Counter(
+            "reward_client_disconnects_total",
+            "Requests whose client went away before the answer.",
+            registry=r,
+        )
+        self.model_load_seconds = Gauge(
+            "reward_model_load_seconds", "Time the judge model took to load.", registry=r
+        )
+
+    # BatchObserver
+
+    def batch_done(self, size: int, submissions: int, seconds: float, ok: bool) -> None:
+        self.batch_size.observe(size)
+        self.batch_requests.observe(submissions)
+        self.batch_seconds.observe(seconds)
+        self.batches.labels("ok" if ok else "failed").inc()
+
+    def queue_depth(self, depth: int) -> None:
+        self.queue_depth_gauge.set(depth)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.queue_wait_seconds.observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        self.rejected_requests.labels(reason).inc()
+
+    def abandoned(self) -> None:
+        self.client_disconnects.inc()

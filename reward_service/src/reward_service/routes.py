@@ -1,0 +1,161 @@
+"""Reward HTTP routes: thin. Validate, reserve queue slots, submit, shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from reward_service import __version__
+from reward_service.backends.base import JudgeQuestion, LoadedModel, QuestionOutput
+from reward_service.batcher import MicroBatcher
+from reward_service.config import RewardSettings
+from reward_service.judge import Judge
+from reward_service.metrics import RewardMetrics
+from reward_service.protocols import ProtocolRegistry
+from reward_service.scorer import assemble, build_questions, decode_items, record
+from service_kit.disconnect import cancel_on_disconnect
+from service_kit.errors import NotFound
+from shared_schemas import (
+    ErrorResponse,
+    ModelInfo,
+    ProtocolDefinition,
+    ProtocolsResponse,
+    RewardInfo,
+    ScoreRequest,
+    ScoreResponse,
+)
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 500, 503, 504, 507)
+}
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+Batcher = MicroBatcher[JudgeQuestion, QuestionOutput]
+
+
+def get_judge(request: Request) -> Judge:
+    judge: Judge = request.app.state.judge
+    return judge
+
+
+def get_batcher(request: Request) -> Batcher:
+    batcher: Batcher = request.app.state.batcher
+    return batcher
+
+
+def get_protocols(request: Request) -> ProtocolRegistry:
+    protocols: ProtocolRegistry = request.app.state.protocols
+    return protocols
+
+
+def get_settings(request: Request) -> RewardSettings:
+    settings: RewardSettings = request.app.state.settings
+    return settings
+
+
+JudgeDep = Annotated[Judge, Depends(get_judge)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+ProtocolsDep = Annotated[ProtocolRegistry, Depends(get_protocols)]
+SettingsDep = Annotated[RewardSettings, Depends(get_settings)]
+
+
+def model_info(model: LoadedModel) -> ModelInfo:
+    return ModelInfo(
+        id=model.id,
+        source=model.source,
+        revision=model.revision,
+        model_class=model.model_class,
+        dtype=model.dtype,
+        meaningful=model.meaningful,
+        options=dict(model.details),
+    )
+
+
+def request_id(request: Request) -> str:
+    """The client's X-Request-ID when it is a sane token, else a fresh one."""
+    given = request.headers.get("x-request-id", "")
+    return given if _CLIENT_REQUEST_ID.match(given) else f"req-{uuid.uuid4().hex[:12]}"
+
+
+@router.post("/scores", response_model=ScoreResponse, responses=ERRORS, tags=["scores"])
+async def create_scores(
+    body: ScoreRequest,
+    request: Request,
+    response: Response,
+    judge: JudgeDep,
+    batcher: BatcherDep,
+    protocols: ProtocolsDep,
+    settings: SettingsDep,
+) -> ScoreResponse:
+    """Score edited images with a judge protocol; one result per item, in order."""
+    accepted_at = time.monotonic()
+    rid = request_id(request)
+    response.headers["X-Request-ID"] = rid
+    protocol = protocols.get(body.protocol)
+    model = judge.ensure_ready()
+    count = len(body.items) * len(protocol.spec.questions)
+    async with batcher.reserve(count) as slot:
+        # Decoding off the event loop, after the slot is held: a refused request costs nothing,
+        # and a bad image is refused with a 4xx before it reaches the model.
+        images = await asyncio.to_thread(decode_items, body.items, settings.max_image_pixels)
+        questions = build_questions(protocol, body, images, rid)
+        completed = await cancel_on_disconnect(request, slot.submit(questions, label=rid))
+    results = assemble(protocol, body, completed, accepted_at)
+    metrics: RewardMetrics = request.app.state.metrics
+    record(metrics, body, results)
+    logger.info(
+        "request %s: %d items, %s/%s, %d unscored, %.2fs",
+        rid,
+        len(results),
+        protocol.name,
+        body.mode,
+        sum(not r.scored for r in results),
+        time.monotonic() - accepted_at,
+    )
+    return ScoreResponse(results=results, model=model_info(model))
+
+
+@router.get("/protocols", response_model=ProtocolsResponse, tags=["protocols"])
+async def list_protocols(protocols: ProtocolsDep) -> ProtocolsResponse:
+    """Every protocol this service offers, with its hash."""
+    return ProtocolsResponse(protocols=[p.info() for p in protocols])
+
+
+@router.get(
+    "/protocols/{name}", response_model=ProtocolDefinition, responses=ERRORS, tags=["protocols"]
+)
+async def get_protocol(name: str, protocols: ProtocolsDep) -> ProtocolDefinition:
+    """One protocol's full definition (its prompts); its hash is the sha256 of this document."""
+    protocol = protocols.find(name)
+    if protocol is None:
+        raise NotFound(f"no protocol named {name!r}; see GET /v1/protocols", param="name")
+    return ProtocolDefinition(
+        info=protocol.info(), definition=protocol.spec.model_dump(mode="json")
+    )
+
+
+@router.get("/info", response_model=RewardInfo, tags=["service"])
+async def info(
+    judge: JudgeDep, batcher: BatcherDep, protocols: ProtocolsDep, settings: SettingsDep
+) -> RewardInfo:
+    """The judge model, device, batching limits and queue."""
+    return RewardInfo(
+        version=__version__,
+        model=model_info(judge.model) if judge.model is not None else None,
+        devices=[judge.device],
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_wait_s,
+        queue_capacity=settings.queue_capacity,
+        queue_depth=batcher.depth,
+        protocols=protocols.names,
+    )
