@@ -4,8 +4,9 @@ A protocol names its questions (each with a score group and the images it shows)
 prompt, the prompt of each question, per-category overrides of both, and the sentence that asks
 for the answer in each mode. Templates may use ``{instruction}``, ``{category}`` and ``{hints}``;
 any other ``{name}`` is refused when the file is loaded (so a typo cannot silently reach the
-judge), while other braces, such as a JSON example, are left alone. A rendered template is
-stripped and its runs of blank lines collapse to one, so an absent hint leaves no gap.
+judge), while other braces, such as a JSON example, are left alone. A line holding only a
+variable that is empty (no hints, say) is dropped, runs of blank lines collapse to one and the
+result is stripped, so an absent hint leaves no gap.
 
 A question's user turn is: for each of its images, the image's label (if any) and the image;
 then the rendered prompt, a blank line, and the mode's answer instruction.
@@ -148,6 +149,9 @@ class RenderedQuestion:
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        if not value:  # a line holding only an empty variable goes away with it
+            template = re.sub(rf"(?m)^[ \t]*\{{{name}\}}[ \t]*(?:\n|$)", "", template)
     text = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
     return _BLANK_RUNS.sub("\n\n", text).strip()
 

@@ -1,0 +1,363 @@
+"""The HTTP service in process, with a fake judge at the backend seam: routes, errors, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from reward_service.app import create_app
+from reward_service.config import RewardSettings
+from shared_schemas import (
+    ErrorResponse,
+    ProtocolDefinition,
+    ProtocolsResponse,
+    RewardInfo,
+    ScoreResponse,
+)
+from tests.support.fake_judges import GATES
+from tests.support.images import b64, image_bytes
+
+pytestmark = pytest.mark.anyio
+
+FAKE = "tests.support.fake_judges:FakeJudge"
+SOURCE = b64(image_bytes(32, 32, seed=1))
+EDITED = b64(image_bytes(32, 32, seed=2))
+
+
+def settings(tmp_path: Path, **changes: Any) -> RewardSettings:
+    return RewardSettings(
+        backend=FAKE,
+        device="cpu",
+        cache_dir=tmp_path,
+        backend_options=changes.pop("backend_options", {}),
+        **changes,
+    )
+
+
+def item(instruction: str = "score=7", **changes: Any) -> dict[str, Any]:
+    return {"source_image": SOURCE, "edited_image": EDITED, "instruction": instruction, **changes}
+
+
+@asynccontextmanager
+async def client_for(
+    config: RewardSettings, *, ready: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(config)
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://reward") as client:
+            client.app = app  # type: ignore[attr-defined]
+            if ready:
+                await wait_ready(client)
+            yield client
+
+
+async def wait_ready(client: httpx.AsyncClient) -> None:
+    for _ in range(300):
+        if (await client.get("/ready")).status_code == 200:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError((await client.get("/ready")).text)
+
+
+def error_of(response: httpx.Response) -> ErrorResponse:
+    return ErrorResponse.model_validate(response.json())
+
+
+def new_gate() -> str:
+    name = uuid.uuid4().hex
+    GATES[name] = threading.Event()
+    return name
+
+
+async def test_ready_is_503_until_the_judge_has_loaded(tmp_path: Path) -> None:
+    gate = new_gate()
+    config = settings(tmp_path, backend_options={"load_gate": gate})
+    async with client_for(config, ready=False) as client:
+        response = await client.get("/ready")
+        assert response.status_code == 503
+        assert error_of(response).error.type == "not_ready"
+        assert response.headers["Retry-After"]
+        refused = await client.post("/v1/scores", json={"items": [item()]})
+        assert refused.status_code == 503
+        assert (await client.get("/health")).status_code == 200
+        GATES[gate].set()
+        await wait_ready(client)
+        assert (await client.post("/v1/scores", json={"items": [item()]})).status_code == 200
+
+
+async def test_a_judge_that_fails_to_load_keeps_the_service_up_and_says_why(
+    tmp_path: Path,
+) -> None:
+    async with client_for(
+        settings(tmp_path, backend_options={"fail_load": True}), ready=False
+    ) as client:
+        for _ in range(300):
+            detail = error_of(await client.get("/ready")).error.message
+            if "failed" in detail:
+                break
+            await asyncio.sleep(0.02)
+        assert "failed to load: RuntimeError: configured to fail while loading" in detail
+        refused = await client.post("/v1/scores", json={"items": [item()]})
+        assert refused.status_code == 503
+        assert "failed to load" in error_of(refused).error.message
+
+
+async def test_viescore_result_carries_sub_scores_sc_pq_overall_and_the_protocol_hash(
+    tmp_path: Path,
+) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        response = await client.post(
+            "/v1/scores", json={"items": [item("score=8", id="a"), item("score=10", id="b")]}
+        )
+        protocols = ProtocolsResponse.model_validate((await client.get("/v1/protocols")).json())
+    assert response.status_code == 200, response.text
+    body = ScoreResponse.model_validate(response.json())
+    viescore_hash = next(p.hash for p in protocols.protocols if p.name == "viescore")
+    first, second = body.results
+    assert (first.id, second.id) == ("a", "b")
+    assert [q.name for q in first.questions] == [
+        "editing_success",
+        "over_editing",
+        "naturalness",
+        "artifacts",
+    ]
+    assert first.protocol == "viescore" and first.protocol_hash == viescore_hash
+    assert first.mode == "expected" and first.scored
+    assert all(q.distribution is not None and len(q.distribution) == 11 for q in first.questions)
+    assert first.sc is not None and first.pq is not None and first.overall is not None
+    assert 7.5 < first.sc < 8.5 and first.overall == pytest.approx((first.sc * first.pq) ** 0.5)
+    assert second.sc is not None and second.sc > 9  # "10": the two-token path
+    assert first.timings.total_s >= first.timings.inference_s > 0
+    assert body.model.model_class == "FakeJudge" and body.model.meaningful is False
+
+
+async def test_single_protocol_gives_one_overall_score(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        response = await client.post(
+            "/v1/scores", json={"items": [item("score=3")], "protocol": "single"}
+        )
+    assert response.status_code == 200
+    [result] = ScoreResponse.model_validate(response.json()).results
+    assert [q.name for q in result.questions] == ["overall"]
+    assert result.sc is None and result.pq is None
+    assert result.overall == pytest.approx(result.questions[0].score)
+
+
+async def test_generate_mode_reads_the_score_and_keeps_the_raw_text(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        response = await client.post(
+            "/v1/scores",
+            json={"items": [item("score=9")], "mode": "generate", "protocol": "single"},
+        )
+    [result] = ScoreResponse.model_validate(response.json()).results
+    assert result.scored and result.overall == 9.0
+    [question] = result.questions
+    assert question.raw_text is not None and question.raw_text.endswith("Score: 9")
+    assert question.distribution is None and question.score_mass is None
+
+
+async def test_unparseable_generate_answers_are_unscored_never_guessed(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        response = await client.post(
+            "/v1/scores",
+            json={"items": [item("fake-junk"), item("score=6")], "mode": "generate"},
+        )
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 200
+    junk, fine = ScoreResponse.model_validate(response.json()).results
+    # Only the SC questions see the instruction, so only they get the junk answer.
+    assert not junk.scored
+    assert junk.sc is None and junk.overall is None and junk.pq == 5.0
+    for question in junk.questions[:2]:
+        assert question.score is None
+        assert question.raw_text == "gogh</tool_response> painting ir ir"
+        assert question.error == "no score found in the answer"
+    assert fine.scored and fine.sc == 6.0 and fine.pq == 5.0
+    assert (
+        'reward_items_total{mode="generate",outcome="unscored",protocol="viescore"} 1.0' in metrics
+    )
+    assert 'reward_questions_total{mode="generate",outcome="unscored"} 2.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error_type", "param"),
+    [
+        ({"items": [item()], "protocol": "gedit"}, 400, "unknown_protocol", "protocol"),
+        ({"items": [item(), item(edited_image=b64(b"GIF89a...."))]}, 422, "invalid_request", None),
+        ({"items": [item(source_image=b64(image_bytes()[:60]))]}, 400, "invalid_image", None),
+        ({"items": []}, 422, "invalid_request", "items"),
+        ({"items": [item()], "mode": "sample"}, 422, "invalid_request", "mode"),
+        ({"items": [item(instruction="")]}, 422, "invalid_request", None),
+    ],
+)
+async def test_bad_input_is_a_4xx_in_the_shared_envelope(
+    tmp_path: Path, body: dict[str, Any], status: int, error_type: str, param: str | None
+) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        response = await client.post("/v1/scores", json=body)
+        assert response.status_code == status, response.text
+        error = error_of(response).error
+        assert error.type == error_type
+        if param is not None:
+            assert error.param == param
+        assert (await client.post("/v1/scores", json={"items": [item()]})).status_code == 200
+
+
+async def test_a_truncated_image_is_refused_naming_its_field(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        broken = b64(image_bytes(32, 32)[:80])
+        response = await client.post(
+            "/v1/scores", json={"items": [item(), item(edited_image=broken)]}
+        )
+    assert response.status_code == 400
+    assert error_of(response).error.param == "items[1].edited_image"
+
+
+async def test_an_image_with_too_many_pixels_is_413(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path, max_image_pixels=32 * 32)) as client:
+        big = b64(image_bytes(64, 64))
+        response = await client.post("/v1/scores", json={"items": [item(edited_image=big)]})
+    assert response.status_code == 413
+    error = error_of(response).error
+    assert error.type == "image_too_large" and error.param == "items[0].edited_image"
+
+
+async def test_scores_return_429_with_retry_after_when_the_queue_is_full(tmp_path: Path) -> None:
+    gate = new_gate()
+    config = settings(tmp_path, queue_capacity=4, backend_options={"batch_gate": gate})
+    async with client_for(config) as client:
+        running = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
+        while not client.app.state.judge.backend.batch_sizes:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+        queued = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
+        while client.app.state.batcher.depth < 4:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+        refused = await client.post("/v1/scores", json={"items": [item()]})
+        assert refused.status_code == 429
+        assert error_of(refused).error.type == "queue_full"
+        assert int(refused.headers["Retry-After"]) >= 1
+        GATES[gate].set()
+        assert (await running).status_code == (await queued).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert 'reward_rejected_total{reason="queue_full"} 1.0' in metrics
+
+
+async def test_a_request_needing_more_questions_than_the_queue_holds_is_413(
+    tmp_path: Path,
+) -> None:
+    async with client_for(settings(tmp_path, queue_capacity=6)) as client:
+        response = await client.post("/v1/scores", json={"items": [item(), item()]})
+    assert response.status_code == 413
+    assert "8 judge questions" in error_of(response).error.message
+
+
+@pytest.mark.parametrize(
+    ("instruction", "status", "error_type"),
+    [
+        ("fake-crash", 500, "backend_error"),
+        ("fake-oom", 507, "out_of_memory"),
+        ("fake-short", 500, "backend_error"),
+    ],
+)
+async def test_a_failed_batch_answers_its_request_and_the_service_keeps_serving(
+    tmp_path: Path, instruction: str, status: int, error_type: str
+) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        failed = await client.post("/v1/scores", json={"items": [item(instruction)]})
+        assert failed.status_code == status
+        assert error_of(failed).error.type == error_type
+        assert "Traceback" not in failed.text
+        assert (await client.post("/v1/scores", json={"items": [item()]})).status_code == 200
+
+
+async def test_the_model_is_only_ever_touched_from_one_thread(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path, max_batch_size=3)) as client:
+        requests = (
+            client.post("/v1/scores", json={"items": [item(f"score={i % 11}")]}) for i in range(12)
+        )
+        responses = await asyncio.gather(*requests)
+        backend = client.app.state.judge.backend  # type: ignore[attr-defined]
+    assert all(r.status_code == 200 for r in responses)
+    assert len(backend.threads) == 1 and backend.overlapping_calls == 0
+    assert max(backend.batch_sizes) == 3
+
+
+async def test_protocols_are_listed_and_each_definition_hashes_to_its_hash(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "protocols"
+    folder.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "physics_judge.yaml", folder)
+    async with client_for(settings(tmp_path, protocols_dir=folder)) as client:
+        listed = ProtocolsResponse.model_validate((await client.get("/v1/protocols")).json())
+        definitions = [
+            ProtocolDefinition.model_validate((await client.get(f"/v1/protocols/{p.name}")).json())
+            for p in listed.protocols
+        ]
+        missing = await client.get("/v1/protocols/nope")
+    assert [p.name for p in listed.protocols] == ["physics-judge", "single", "viescore"]
+    for definition in definitions:
+        canonical = json.dumps(
+            definition.definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        assert hashlib.sha256(canonical.encode()).hexdigest() == definition.info.hash
+    assert missing.status_code == 404
+
+
+async def test_info_reports_the_model_limits_queue_and_protocols(tmp_path: Path) -> None:
+    config = settings(tmp_path, max_batch_size=5, max_wait_s=0.2, queue_capacity=50)
+    async with client_for(config) as client:
+        info = RewardInfo.model_validate((await client.get("/v1/info")).json())
+    assert info.service == "reward" and info.devices == ["cpu"]
+    assert info.model is not None and info.model.id == "fake:tiny"
+    assert (info.max_batch_size, info.max_wait_s, info.queue_capacity) == (5, 0.2, 50)
+    assert info.queue_depth == 0 and info.protocols == ["single", "viescore"]
+
+
+async def test_metrics_count_batches_items_and_queue(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        await client.post("/v1/scores", json={"items": [item()]})
+        metrics = (await client.get("/metrics")).text
+    assert "reward_batch_size_count" in metrics and "reward_batch_size_sum 4.0" in metrics
+    assert 'reward_items_total{mode="expected",outcome="scored",protocol="viescore"} 1.0' in metrics
+    assert "reward_queue_depth 0.0" in metrics
+    assert "reward_score_mass_count 4.0" in metrics
+
+
+async def test_openapi_docs_are_served(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        docs = await client.get("/docs")
+        schema = (await client.get("/openapi.json")).json()
+    assert docs.status_code == 200
+    paths = {
+        "/v1/scores",
+        "/v1/protocols",
+        "/v1/protocols/{name}",
+        "/v1/info",
+        "/ready",
+        "/metrics",
+    }
+    assert paths <= schema["paths"].keys()
+
+
+async def test_a_client_request_id_is_echoed_and_a_missing_one_is_made(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        given = await client.post(
+            "/v1/scores", json={"items": [item()]}, headers={"X-Request-ID": "job-42"}
+        )
+        made = await client.post("/v1/scores", json={"items": [item()]})
+    assert given.headers["X-Request-ID"] == "job-42"
+    assert made.headers["X-Request-ID"].startswith("req-")

@@ -1,0 +1,227 @@
+"""The transformers backend on the tiny random Qwen3-VL judges (CPU): the numbers themselves.
+
+Random weights judge nothing; these tests check the machinery: the two-token reading of 10
+against explicit full-sequence scoring, batched equals unbatched, and honest generate mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from reward_service.backends.base import (
+    BackendSpec,
+    GeneratedText,
+    JudgeQuestion,
+    Mode,
+    ScoreTokenLogprobs,
+)
+from reward_service.backends.transformers_backend import PreparedBatch, TransformersJudgeBackend
+from reward_service.models.qwen3_vl import chat_template
+from reward_service.parsing import parse_score
+from reward_service.scorer import read_output
+from reward_service.scoring import expected_score, score_log_probs
+from tests.support.images import make_image
+
+pytestmark = pytest.mark.tiny
+
+
+def load(cache: Path, model: str) -> TransformersJudgeBackend:
+    backend = TransformersJudgeBackend(BackendSpec("transformers", model, None, "auto", str(cache)))
+    backend.load("cpu")
+    return backend
+
+
+@pytest.fixture(scope="module")
+def judge(model_cache: Path) -> Iterator[TransformersJudgeBackend]:
+    backend = load(model_cache, "tiny")
+    yield backend
+    backend.release()
+
+
+def question(seed: int, mode: Mode = "expected", words: int = 0, **changes: Any) -> JudgeQuestion:
+    """Questions that differ in images (sizes too), prompt length and so in padding."""
+    fields: dict[str, Any] = {
+        "key": f"test/{seed}",
+        "system": "You are a professional digital artist.",
+        "content": (
+            "Source image:",
+            make_image(64, 64, seed),
+            "Edited image:",
+            make_image(48 + 16 * (seed % 3), 64, seed + 50),
+            "Editing instruction: make the sky red. "
+            + "Be strict. " * words
+            + "Answer with one integer from 0 to 10 and nothing else.",
+        ),
+        "mode": mode,
+        "max_new_tokens": 12 if mode == "generate" else 0,
+    }
+    fields.update(changes)
+    return JudgeQuestion(**fields)
+
+
+def run(judge: TransformersJudgeBackend, batch: list[JudgeQuestion]) -> list[Any]:
+    return list(judge.score(judge.prepare(batch)))
+
+
+def last_token_logprobs(judge: TransformersJudgeBackend, inputs: Any, append: list[int]) -> Any:
+    """log P(next token) after the prompt plus ``append``: one full prefill, no cache reuse."""
+    extra = torch.tensor([append], dtype=inputs["input_ids"].dtype)
+    full = dict(inputs)
+    full["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
+    full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
+    full["mm_token_type_ids"] = torch.cat(
+        [
+            inputs["mm_token_type_ids"],
+            torch.zeros_like(extra, dtype=inputs["mm_token_type_ids"].dtype),
+        ],
+        dim=1,
+    )
+    with torch.inference_mode():
+        logits = judge.model(**full, use_cache=False).logits[0, -1]
+    return logits.float().log_softmax(-1)
+
+
+def test_expected_scores_lie_in_0_to_10_and_differ_between_inputs(
+    judge: TransformersJudgeBackend,
+) -> None:
+    outputs = run(judge, [question(seed, words=seed) for seed in range(4)])
+    scores = [read_output("q", None, output) for output in outputs]
+    for score in scores:
+        assert score.score is not None and 0.0 <= score.score <= 10.0
+        assert score.distribution is not None and sum(score.distribution) == pytest.approx(1.0)
+        assert score.score_mass is not None and 0.0 < score.score_mass <= 1.0
+    assert len({round(s.score or 0, 6) for s in scores}) > 1
+
+
+def test_the_second_digit_comes_from_the_kv_cache_exactly_as_from_a_full_prefill(
+    judge: TransformersJudgeBackend,
+) -> None:
+    # Batched with prompts of other lengths: the decode step must place "1" after each row's
+    # own (left-padded) prompt.
+    batch = [question(seed, words=3 * seed) for seed in range(3)]
+    outputs = run(judge, batch)
+    one, zero = judge.digit_ids[1], judge.digit_ids[0]
+    end = judge.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for q, output in zip(batch, outputs, strict=True):
+        assert isinstance(output, ScoreTokenLogprobs)
+        prepared = judge.prepare([q])
+        assert isinstance(prepared, PreparedBatch)
+        inputs = prepared.groups[0].inputs
+        first = last_token_logprobs(judge, inputs, [])
+        after_one = last_token_logprobs(judge, inputs, [one])
+        digits = judge.digit_ids
+        assert output.first == pytest.approx(first[digits].tolist(), abs=2e-4)
+        assert output.after_one == pytest.approx(after_one[digits].tolist(), abs=2e-4)
+        # P(10) is the probability of the full sequence "1","0"; P(1) covers "1", end.
+        log_probs = score_log_probs(output.first, output.after_one)
+        assert log_probs[10] == pytest.approx(float(first[one] + after_one[zero]), abs=2e-4)
+        one_then_end = float(first[one] + after_one[end])
+        assert log_probs[1] >= one_then_end - 1e-4
+        assert math.exp(log_probs[1]) <= math.exp(float(first[one])) + 1e-9
+
+
+def test_batched_expected_scores_equal_unbatched(judge: TransformersJudgeBackend) -> None:
+    batch = [question(seed, words=2 * seed) for seed in range(4)]
+    together = run(judge, batch)
+    alone = [run(judge, [q])[0] for q in batch]
+    for batched, single in zip(together, alone, strict=True):
+        assert batched.first == pytest.approx(single.first, abs=1e-3)
+        assert batched.after_one == pytest.approx(single.after_one, abs=1e-3)
+        a = expected_score(batched.first, batched.after_one)
+        b = expected_score(single.first, single.after_one)
+        assert a is not None and b is not None
+        assert a.score == pytest.approx(b.score, abs=1e-3)
+
+
+def test_batched_generation_equals_unbatched(judge: TransformersJudgeBackend) -> None:
+    batch = [question(seed, "generate", words=seed) for seed in range(3)]
+    together = run(judge, batch)
+    alone = [run(judge, [q])[0] for q in batch]
+    assert [o.text for o in together] == [o.text for o in alone]
+    assert all(isinstance(o, GeneratedText) and 0 < o.new_tokens <= 12 for o in together)
+
+
+def test_junk_from_the_tiny_judge_is_recorded_unscored_with_its_text(
+    judge: TransformersJudgeBackend,
+) -> None:
+    outputs = run(judge, [question(seed, "generate", max_new_tokens=24) for seed in range(4)])
+    scores = [read_output("q", None, output) for output in outputs]
+    for output, score in zip(outputs, scores, strict=True):
+        assert score.raw_text == output.text
+        assert score.score == parse_score(output.text).score
+        assert (score.score is None) == (score.error is not None)
+    assert any(score.score is None for score in scores)  # random weights write no score
+
+
+def test_a_mixed_batch_answers_each_question_in_its_own_mode(
+    judge: TransformersJudgeBackend,
+) -> None:
+    batch = [question(0), question(1, "generate"), question(2), question(3, "generate")]
+    outputs = run(judge, batch)
+    kinds = [type(o) for o in outputs]
+    assert kinds == [ScoreTokenLogprobs, GeneratedText, ScoreTokenLogprobs, GeneratedText]
+    assert outputs[0].first == pytest.approx(run(judge, [batch[0]])[0].first, abs=1e-3)
+
+
+def test_the_tiny_folder_is_built_once_and_loaded_back_the_same(
+    judge: TransformersJudgeBackend, model_cache: Path
+) -> None:
+    folders = sorted(p.name for p in model_cache.glob("tiny-qwen3-vl-dense-*") if p.is_dir())
+    assert folders == ["tiny-qwen3-vl-dense-v1"]
+    again = load(model_cache, "tiny")
+    assert type(again.model).__name__ == "Qwen3VLForConditionalGeneration"
+    q = question(5)
+    assert run(again, [q])[0].first == pytest.approx(run(judge, [q])[0].first, abs=1e-5)
+
+
+def test_config_token_ids_are_the_tokenizers(judge: TransformersJudgeBackend) -> None:
+    config, tokenizer = judge.model.config, judge.processor.tokenizer
+    for name, attribute in [
+        ("<|image_pad|>", "image_token_id"),
+        ("<|vision_start|>", "vision_start_token_id"),
+        ("<|vision_end|>", "vision_end_token_id"),
+    ]:
+        assert getattr(config, attribute) == tokenizer.convert_tokens_to_ids(name)
+    assert config.text_config.vocab_size >= len(tokenizer)
+    assert [tokenizer.decode([i]) for i in judge.digit_ids] == [str(d) for d in range(10)]
+
+
+def test_our_chat_template_renders_like_qwen3_vl(judge: TransformersJudgeBackend) -> None:
+    assert judge.processor.chat_template == chat_template()
+    messages = [
+        {"role": "system", "content": "Judge."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "A:"},
+                {"type": "image"},
+                {"type": "text", "text": "Rate it."},
+            ],
+        },
+    ]
+    rendered = judge.processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False
+    )
+    assert rendered == (
+        "<|im_start|>system\nJudge.<|im_end|>\n"
+        "<|im_start|>user\nA:<|vision_start|><|image_pad|><|vision_end|>Rate it.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_the_moe_tiny_judge_loads_and_scores(model_cache: Path) -> None:
+    moe = load(model_cache, "tiny-moe")
+    assert type(moe.model).__name__ == "Qwen3VLMoeForConditionalGeneration"
+    batch = [question(0), question(1, words=5)]
+    together = run(moe, batch)
+    alone = [run(moe, [q])[0] for q in batch]
+    for batched, single in zip(together, alone, strict=True):
+        assert batched.first == pytest.approx(single.first, abs=1e-3)
+        result = expected_score(batched.first, batched.after_one)
+        assert result is not None and 0.0 <= result.score <= 10.0

@@ -1,0 +1,247 @@
+"""The micro-batcher on its own, with a scripted model: batching, admission, faults."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from reward_service.batcher import MicroBatcher
+from service_kit.errors import (
+    BackendError,
+    DeadlineExceeded,
+    NotReady,
+    PayloadTooLarge,
+    QueueFull,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class ScriptedModel:
+    """Doubles its inputs; can be held busy, made to fail or to return too few results."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.started = asyncio.Event()
+        self.running = 0
+        self.overlaps = 0
+
+    async def __call__(self, batch: list[Any]) -> Sequence[Any]:
+        self.running += 1
+        self.overlaps += self.running > 1
+        try:
+            self.batches.append(batch)
+            self.started.set()
+            await self.gate.wait()
+            if any(item == "boom" for item in batch):
+                raise RuntimeError("model crashed")
+            if any(item == "short" for item in batch):
+                return [2 * i for i in batch if isinstance(i, int)]
+            return [item * 2 for item in batch]
+        finally:
+            self.running -= 1
+
+    async def hold(self) -> None:
+        """Block the model on its next batch, and wait until that batch has started."""
+        self.gate.clear()
+        self.started.clear()
+
+
+@asynccontextmanager
+async def batcher_for(
+    model: ScriptedModel, **options: Any
+) -> AsyncIterator[MicroBatcher[Any, Any]]:
+    settings: dict[str, Any] = {
+        "max_batch_size": 4,
+        "max_wait_s": 0.0,
+        "capacity": 32,
+        "timeout_s": 60.0,
+    }
+    settings.update(options)
+    batcher: MicroBatcher[Any, Any] = MicroBatcher(model, **settings)
+    batcher.start()
+    try:
+        yield batcher
+    finally:
+        model.gate.set()
+        await batcher.stop(drain_timeout_s=5)
+
+
+async def submit(batcher: MicroBatcher[Any, Any], items: list[Any]) -> list[Any]:
+    async with batcher.reserve(len(items)) as slot:
+        return [done.output for done in await slot.submit(items, label="test")]
+
+
+async def occupy(model: ScriptedModel, batcher: MicroBatcher[Any, Any]) -> asyncio.Task[list[Any]]:
+    """Start a one-item request that holds the model until ``model.gate`` is set."""
+    await model.hold()
+    task = asyncio.create_task(submit(batcher, [0]))
+    await model.started.wait()
+    return task
+
+
+async def test_results_come_back_in_order_for_each_request() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model) as batcher:
+        assert await submit(batcher, [1, 2, 3]) == [2, 4, 6]
+
+
+async def test_concurrent_requests_share_one_batch() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, max_batch_size=8, max_wait_s=30.0) as batcher:
+        results = await asyncio.gather(*(submit(batcher, [i, i]) for i in range(4)))
+    assert results == [[0, 0], [2, 2], [4, 4], [6, 6]]
+    assert [len(b) for b in model.batches] == [8]  # closed at max size, not after 30 s
+
+
+async def test_a_batch_closes_after_max_wait_with_fewer_questions() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, max_batch_size=8, max_wait_s=0.05) as batcher:
+        assert await submit(batcher, [5]) == [10]
+    assert [len(b) for b in model.batches] == [1]
+
+
+async def test_requests_that_wait_while_the_model_is_busy_go_together() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, max_batch_size=16) as batcher:
+        first = await occupy(model, batcher)
+        waiting = [asyncio.create_task(submit(batcher, [i])) for i in range(1, 6)]
+        while batcher.depth < 5:
+            await asyncio.sleep(0.01)
+        model.gate.set()
+        assert await first == [0]
+        assert [await t for t in waiting] == [[2], [4], [6], [8], [10]]
+    assert [len(b) for b in model.batches] == [1, 5]
+    assert model.overlaps == 0
+
+
+async def test_a_large_request_spans_several_batches_and_keeps_its_order() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, max_batch_size=4) as batcher:
+        assert await submit(batcher, list(range(10))) == [2 * i for i in range(10)]
+    assert [len(b) for b in model.batches] == [4, 4, 2]
+
+
+async def test_a_batch_holds_one_kind_of_question() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, max_batch_size=8, key=lambda item: item % 2) as batcher:
+        first = await occupy(model, batcher)
+        mixed = asyncio.create_task(submit(batcher, [1, 2, 3, 4]))
+        while batcher.depth < 4:
+            await asyncio.sleep(0.01)
+        model.gate.set()
+        await first
+        assert await mixed == [2, 4, 6, 8]
+    assert model.batches[1:] == [[1, 3], [2, 4]]
+
+
+async def test_a_full_queue_refuses_with_retry_after_before_any_work() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, capacity=3) as batcher:
+        first = await occupy(model, batcher)  # running: not counted as waiting
+        queued = asyncio.create_task(submit(batcher, [1, 2, 3]))
+        while batcher.depth < 3:
+            await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull) as refused:
+            async with batcher.reserve(1):
+                pytest.fail("a full queue must refuse before the body runs")
+        assert refused.value.status_code == 429
+        assert int(refused.value.headers()["Retry-After"]) >= 1
+        model.gate.set()
+        await first
+        assert await queued == [2, 4, 6]
+        assert await submit(batcher, [4]) == [8]  # room again
+
+
+async def test_reserved_slots_count_as_taken_until_released() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, capacity=2) as batcher:
+        async with batcher.reserve(2):
+            with pytest.raises(QueueFull):
+                async with batcher.reserve(1):
+                    pass
+        async with batcher.reserve(2):  # released without being submitted
+            pass
+        assert await submit(batcher, [1, 2]) == [2, 4]
+
+
+async def test_a_request_larger_than_the_queue_is_refused_as_too_large() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, capacity=3) as batcher:
+        with pytest.raises(PayloadTooLarge, match="at most 3"):
+            async with batcher.reserve(4):
+                pass
+
+
+async def test_every_request_of_a_failed_batch_gets_the_error() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, max_batch_size=8) as batcher:
+        first = await occupy(model, batcher)
+        doomed = [asyncio.create_task(submit(batcher, items)) for items in ([1], ["boom"], [3])]
+        while batcher.depth < 3:
+            await asyncio.sleep(0.01)
+        model.gate.set()
+        await first
+        outcomes = await asyncio.gather(*doomed, return_exceptions=True)
+        assert all(isinstance(o, BackendError) for o in outcomes), outcomes
+        assert await submit(batcher, [7]) == [14]  # and the batcher keeps serving
+
+
+async def test_a_result_count_that_does_not_match_the_batch_fails_it() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model) as batcher:
+        with pytest.raises(BackendError, match="returned 1 results for a batch of 2"):
+            await submit(batcher, [1, "short"])
+
+
+async def test_a_cancelled_request_never_reaches_the_model() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model) as batcher:
+        first = await occupy(model, batcher)
+        gone = asyncio.create_task(submit(batcher, [41, 42]))
+        while batcher.depth < 2:
+            await asyncio.sleep(0.01)
+        gone.cancel()
+        model.gate.set()
+        await first
+        assert await submit(batcher, [1]) == [2]
+    assert 41 not in [item for batch in model.batches for item in batch]
+
+
+async def test_a_request_past_its_deadline_is_answered_504_not_run() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, timeout_s=0.05) as batcher:
+        first = await occupy(model, batcher)
+        late = asyncio.create_task(submit(batcher, [9]))
+        await asyncio.sleep(0.1)
+        model.gate.set()
+        with pytest.raises(DeadlineExceeded):
+            await late
+        first.cancel()
+    assert 9 not in [item for batch in model.batches for item in batch]
+
+
+async def test_stopping_answers_queued_requests_with_not_ready() -> None:
+    model = ScriptedModel()
+    batcher: MicroBatcher[Any, Any] = MicroBatcher(
+        model, max_batch_size=4, max_wait_s=0.0, capacity=8, timeout_s=60
+    )
+    batcher.start()
+    first = await occupy(model, batcher)
+    queued = asyncio.create_task(submit(batcher, [1]))
+    while batcher.depth < 1:
+        await asyncio.sleep(0.01)
+    await batcher.stop(drain_timeout_s=0.05)
+    with pytest.raises(NotReady):
+        await queued
+    with pytest.raises(NotReady):
+        await first  # its batch was still running when the batcher stopped
+    with pytest.raises(NotReady):
+        async with batcher.reserve(1):
+            pass

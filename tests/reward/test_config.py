@@ -1,0 +1,46 @@
+"""REWARD_* settings and command-line flags."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from reward_service.config import RewardSettings
+from service_kit.settings import load_settings
+
+
+def test_defaults_serve_the_tiny_judge_on_port_8002() -> None:
+    settings = load_settings(RewardSettings, "reward", [])
+    assert (settings.host, settings.port, settings.model) == ("127.0.0.1", 8002, "tiny")
+    assert (settings.backend, settings.device, settings.dtype) == ("transformers", "auto", "auto")
+    assert settings.max_batch_size >= 1 and settings.max_wait_s >= 0
+
+
+def test_flags_set_batching_and_model_settings() -> None:
+    argv = ["--model", "tiny-moe", "--max-batch-size", "8", "--max-wait-s", "0.05"]
+    argv += ["--device", "0", "--protocols-dir", "/srv/protocols", "--queue-capacity", "64"]
+    settings = load_settings(RewardSettings, "reward", argv)
+    assert settings.model == "tiny-moe"
+    assert (settings.max_batch_size, settings.max_wait_s, settings.queue_capacity) == (8, 0.05, 64)
+    assert settings.device == "cuda:0"
+    assert str(settings.protocols_dir) == "/srv/protocols"
+
+
+def test_backend_options_come_as_json_and_reach_the_backend_spec() -> None:
+    argv = ["--backend-options", '{"attn_implementation": "eager"}', "--revision", "abc"]
+    settings = load_settings(RewardSettings, "reward", argv)
+    spec = settings.backend_spec()
+    assert spec.options == {"attn_implementation": "eager"} and spec.revision == "abc"
+
+
+def test_an_explicit_device_is_used_without_probing() -> None:
+    assert RewardSettings(device="cpu").resolve_device() == "cpu"
+    assert RewardSettings(device="cuda:1").resolve_device() == "cuda:1"
+
+
+@pytest.mark.parametrize(
+    "bad", [{"device": "tpu"}, {"max_batch_size": 0}, {"max_wait_s": -1}, {"dtype": "int8"}]
+)
+def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        RewardSettings.model_validate(bad)

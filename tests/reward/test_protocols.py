@@ -1,0 +1,171 @@
+"""Judge protocols as data: built-ins, user files, validation, rendering and content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from reward_service.protocols import (
+    ProtocolFileError,
+    ProtocolRegistry,
+    UnknownProtocol,
+    canonical_json,
+    render,
+)
+from reward_service.protocols.definition import ImageSlot
+from reward_service.protocols.registry import builtin_protocols, parse_protocol
+
+CUSTOM = (Path(__file__).parent / "data" / "physics_judge.yaml").read_text()
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_builtin_protocols_are_viescore_and_single() -> None:
+    registry = ProtocolRegistry.load()
+    assert registry.names == ["single", "viescore"]
+    assert all(p.source == "builtin" for p in registry)
+
+
+def test_viescore_asks_two_questions_on_both_images_and_two_on_the_edit() -> None:
+    info = ProtocolRegistry.load().get("viescore").info()
+    asked = [(q.name, q.group, q.images) for q in info.questions]
+    assert asked == [
+        ("editing_success", "sc", ["source", "edited"]),
+        ("over_editing", "sc", ["source", "edited"]),
+        ("naturalness", "pq", ["edited"]),
+        ("artifacts", "pq", ["edited"]),
+    ]
+
+
+def test_hash_is_the_sha256_of_the_canonical_definition() -> None:
+    for protocol in builtin_protocols():
+        assert protocol.hash == hashlib.sha256(canonical_json(protocol.spec)).hexdigest()
+        document = json.loads(canonical_json(protocol.spec))
+        assert document["questions"][0]["prompt"]  # prompts are part of what is hashed
+
+
+def test_hash_changes_when_a_prompt_changes() -> None:
+    original = parse_protocol(CUSTOM, "a.yaml", "file")
+    reworded = parse_protocol(
+        CUSTOM.replace("How good is the edit?", "How good is this edit?"), "b.yaml", "file"
+    )
+    assert original.hash != reworded.hash
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("You judge edits.", "You judge images."),  # system prompt
+        ("Is the edit physically", "Is this edit physically"),  # a category prompt
+        ("and nothing else.", "and nothing more."),  # the answer instruction
+        ('"Before:"', '"Original:"'),  # an image label
+    ],
+)
+def test_hash_changes_with_every_part_that_reaches_the_judge(change: tuple[str, str]) -> None:
+    changed = parse_protocol(CUSTOM.replace(*change), "b.yaml", "file")
+    assert changed.hash != parse_protocol(CUSTOM, "a.yaml", "file").hash
+
+
+def test_hash_ignores_yaml_formatting_and_key_order() -> None:
+    document = parse_protocol(CUSTOM, "a.yaml", "file").spec.model_dump(mode="json")
+    as_json = json.dumps(dict(reversed(list(document.items()))), indent=4)  # JSON is YAML
+    assert (
+        parse_protocol(as_json, "b.yaml", "file").hash
+        == parse_protocol(CUSTOM, "a.yaml", "file").hash
+    )
+
+
+def test_user_folder_protocols_are_offered_beside_the_builtins(tmp_path: Path) -> None:
+    write(tmp_path, "physics.yaml", CUSTOM)
+    write(tmp_path, "notes.txt", "not a protocol")
+    registry = ProtocolRegistry.load(tmp_path)
+    assert registry.names == ["physics-judge", "single", "viescore"]
+    info = registry.get("physics-judge").info()
+    assert info.source == "file" and info.categories == ["physics"]
+
+
+def test_a_user_protocol_cannot_shadow_a_builtin(tmp_path: Path) -> None:
+    write(tmp_path, "mine.yaml", CUSTOM.replace("name: physics-judge", "name: viescore"))
+    with pytest.raises(ProtocolFileError, match=r"mine\.yaml.*'viescore' is already defined"):
+        ProtocolRegistry.load(tmp_path)
+
+
+def test_a_missing_protocols_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ProtocolFileError, match="does not exist"):
+        ProtocolRegistry.load(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (CUSTOM.replace("{instruction}\\n{hints}", "{instuction}"), "unknown template variable"),
+        (CUSTOM.replace("combine: single", "combine: viescore"), "groups sc and pq"),
+        (CUSTOM.replace("      overall: ", "      other: "), "unknown questions"),
+        (CUSTOM.replace("images: [source, edited]", "images: []"), "images"),
+        (CUSTOM.replace("images: [source, edited]", "images: [edited, edited]"), "once"),
+        (CUSTOM.replace("combine: single", "combine: mean"), "combine"),
+        (CUSTOM + "extra_field: 1\n", "extra_field"),
+        ("name: [unclosed", "not valid YAML"),
+        ("- a list", "one mapping"),
+    ],
+)
+def test_bad_protocol_files_are_refused_naming_the_file(text: str, problem: str) -> None:
+    with pytest.raises(ProtocolFileError, match=problem) as raised:
+        parse_protocol(text, "/protocols/bad.yaml", "file")
+    assert str(raised.value).startswith("/protocols/bad.yaml: ")
+
+
+def test_unknown_protocol_error_names_it_and_the_choices() -> None:
+    with pytest.raises(UnknownProtocol) as raised:
+        ProtocolRegistry.load().get("gedit")
+    assert "'gedit'" in raised.value.message and "single, viescore" in raised.value.message
+    assert raised.value.status_code == 400 and raised.value.param == "protocol"
+
+
+def test_rendering_fills_variables_and_leaves_other_braces_alone() -> None:
+    spec = parse_protocol(CUSTOM, "a.yaml", "file").spec
+    [question] = render(
+        spec, instruction="add a hat", category="style", hints="a red hat", mode="generate"
+    )
+    assert question.system == "You judge edits. Category style."
+    assert question.parts[:4] == ("Before:", ImageSlot("source"), "After:", ImageSlot("edited"))
+    text = question.parts[-1]
+    assert isinstance(text, str)
+    assert text.startswith("Instruction: add a hat\nAdditional guidance for this item: a red hat")
+    assert text.endswith('end with "Score: N". Reply as {"score": N} if you prefer.')
+
+
+def test_absent_hints_leave_no_gap() -> None:
+    spec = parse_protocol(CUSTOM, "a.yaml", "file").spec
+    [question] = render(spec, instruction="add a hat", category=None, hints=None, mode="expected")
+    assert question.parts[-1] == (
+        "Instruction: add a hat\nHow good is the edit?\n\n"
+        "Answer with one integer from 0 to 10 and nothing else."
+    )
+
+
+def test_a_category_selects_its_own_system_and_question_prompts() -> None:
+    spec = parse_protocol(CUSTOM, "a.yaml", "file").spec
+    [question] = render(
+        spec, instruction="drop the ball", category="physics", hints=None, mode="expected"
+    )
+    assert question.system == "You are a physicist judging edits."
+    assert "Is the edit physically plausible?" in str(question.parts[-1])
+
+
+def test_expected_mode_questions_end_with_the_answer_instruction() -> None:
+    spec = ProtocolRegistry.load().get("viescore").spec
+    questions = render(spec, instruction="x", category=None, hints=None, mode="expected")
+    for question in questions:
+        assert str(question.parts[-1]).endswith(
+            "Answer with one integer from 0 to 10 and nothing else."
+        )
+    assert [sum(isinstance(p, ImageSlot) for p in q.parts) for q in questions] == [2, 2, 1, 1]
