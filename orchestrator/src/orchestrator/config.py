@@ -175,6 +175,14 @@ def resolve_settings(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    try:
+        settings.edit_settings().check()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"the editor refuses these edit settings: {where}: {first['msg']}"
+        ) from None
     if saved_identity:
         explicit_settings = RunSettings.model_validate({**dict(saved_identity), **explicit})
         conflicts = [

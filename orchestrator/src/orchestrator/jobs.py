@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from shared_schemas import EditRequest, ModelInfo
+from shared_schemas import EditParameters, EditRequest, ModelInfo
 
 SeedPolicy = Literal["fixed", "per-item", "random"]
 JOB_ID_CHARS = 32
@@ -73,6 +73,19 @@ class EditSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def check(self) -> None:
+        """Raise pydantic's ValidationError now if the editor's schema refuses these settings,
+        rather than once per item."""
+        EditParameters(
+            negative_prompt=self.negative_prompt,
+            num_inference_steps=self.steps,
+            true_cfg_scale=self.cfg,
+            seed=self.seed if self.seed_policy == "fixed" else None,
+            width=self.width,
+            height=self.height,
+            output_format=self.output_format,
+        )
 
 
 def edit_job_id(

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,10 +174,14 @@ class _Phase:
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _dispatch(self, job: Awaitable[None]) -> None:
+    async def _dispatch(self, job: Coroutine[Any, Any, None]) -> None:
         """Start ``job`` once a slot is free; at most `concurrency` run at once."""
         assert self._slots is not None
-        await self._slots.acquire()
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            job.close()  # cancelled while waiting: the job never started
+            raise
         task = asyncio.create_task(self._run_slot(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -90,6 +90,8 @@ def load_manifest(path: Path) -> ManifestBenchmark:
     image_paths: dict[str, Path] = {}
     for where, row in _rows(path):
         item_id = normalize_text(_required(row, "id", where))
+        category = normalize_text(_required(row, "category", where))
+        instruction = _required(row, "instruction", where).strip()
         image_key = next((k for k in _IMAGE_KEYS if row.get(k)), None)
         if image_key is None:
             raise BenchmarkError(f"{where}: missing the image path (field 'image')")
@@ -101,8 +103,8 @@ def load_manifest(path: Path) -> ManifestBenchmark:
         items.append(
             Item(
                 id=item_id,
-                category=normalize_text(_required(row, "category", where)),
-                instruction=_required(row, "instruction", where).strip(),
+                category=category,
+                instruction=instruction,
                 source=str(row[image_key]),
                 language=normalize_text(str(language)) if language else None,
                 hints=str(hints) if hints else None,

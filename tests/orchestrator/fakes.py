@@ -1,0 +1,230 @@
+"""Scripted editor and reward services behind one ``httpx.MockTransport``, counting every call.
+
+For tests about the orchestrator's HTTP behaviour (retries, resume, batching, concurrency); the
+real services on tiny models are exercised in the ``tiny`` tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from shared_schemas import (
+    EditorInfo,
+    EditRequest,
+    EditResponse,
+    EditTimings,
+    ErrorInfo,
+    ErrorResponse,
+    ItemScore,
+    ModelInfo,
+    ProtocolInfo,
+    ProtocolQuestion,
+    ProtocolsResponse,
+    QuestionScore,
+    ReadyResponse,
+    RewardInfo,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreTimings,
+    WorkerInfo,
+)
+
+EDITOR = "http://editor.test"
+REWARD = "http://reward.test"
+
+EDITOR_MODEL = ModelInfo(
+    id="fake-editor",
+    source="local",
+    revision="rev1",
+    model_class="Fake",
+    dtype="none",
+    meaningful=False,
+)
+JUDGE_MODEL = ModelInfo(
+    id="fake-judge",
+    source="local",
+    revision="rev1",
+    model_class="Fake",
+    dtype="none",
+    meaningful=False,
+)
+PROTOCOL = ProtocolInfo(
+    name="viescore",
+    hash="sha256:protocol-v1",
+    description="fake",
+    questions=[
+        ProtocolQuestion(name="editing_success", group="sc", images=["source", "edited"]),
+        ProtocolQuestion(name="naturalness", group="pq", images=["edited"]),
+    ],
+    source="builtin",
+)
+
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response | None]]
+
+
+def error(
+    status: int, error_type: str, message: str, retry_after: str | None = None
+) -> httpx.Response:
+    body = ErrorResponse(error=ErrorInfo(type=error_type, message=message)).model_dump(mode="json")
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def fake_score(key: str) -> float:
+    return round(int(hashlib.sha256(key.encode()).hexdigest()[:4], 16) / 65535 * 10, 3)
+
+
+@dataclass
+class FakeServices:
+    """Both services. ``before_edit``/``before_score`` may answer instead (return a Response)."""
+
+    workers: int = 2
+    max_in_flight: int = 6
+    max_batch_size: int = 8
+    edit_delay_s: float = 0.0
+    before_edit: Handler | None = None
+    before_score: Handler | None = None
+    ready: bool = True
+    calls: Counter[str] = field(default_factory=Counter)
+    edited_instructions: list[str] = field(default_factory=list)
+    scored_batches: list[list[str]] = field(default_factory=list)
+    in_flight: int = 0
+    max_seen_in_flight: int = 0
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        service = "editor" if request.url.host == "editor.test" else "reward"
+        self.calls[f"{service} {request.method} {path}"] += 1
+        if path == "/ready":
+            if not self.ready:
+                return error(503, "not_ready", "loading")
+            return httpx.Response(
+                200,
+                json=ReadyResponse(
+                    ready=True, detail="ok", workers_ready=self.workers, workers_total=self.workers
+                ).model_dump(mode="json"),
+            )
+        if service == "editor" and path == "/v1/info":
+            return httpx.Response(200, json=self.editor_info().model_dump(mode="json"))
+        if service == "reward" and path == "/v1/info":
+            return httpx.Response(
+                200,
+                json=RewardInfo(
+                    version="0",
+                    model=JUDGE_MODEL,
+                    devices=["cpu"],
+                    max_batch_size=self.max_batch_size,
+                    max_wait_s=0.01,
+                    queue_capacity=16,
+                    queue_depth=0,
+                    protocols=["viescore"],
+                ).model_dump(mode="json"),
+            )
+        if service == "reward" and path == "/v1/protocols":
+            return httpx.Response(
+                200, json=ProtocolsResponse(protocols=[PROTOCOL]).model_dump(mode="json")
+            )
+        if path == "/v1/edits":
+            return await self._edit(request)
+        if path == "/v1/scores":
+            return await self._score(request)
+        return error(404, "not_found", path)
+
+    def editor_info(self) -> EditorInfo:
+        return EditorInfo(
+            version="0",
+            model=EDITOR_MODEL,
+            devices=["cpu"] * self.workers,
+            workers=[
+                WorkerInfo(index=i, device="cpu", state="ready", pid=1, jobs_done=0, restarts=0)
+                for i in range(self.workers)
+            ],
+            queue_capacity=self.max_in_flight - self.workers,
+            queue_depth=0,
+            max_in_flight=self.max_in_flight,
+        )
+
+    async def _edit(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.max_seen_in_flight = max(self.max_seen_in_flight, self.in_flight)
+        try:
+            if self.before_edit is not None:
+                answer = await self.before_edit(request)
+                if answer is not None:
+                    return answer
+            body = EditRequest.model_validate_json(request.content)
+            if self.edit_delay_s:
+                await asyncio.sleep(self.edit_delay_s)
+            self.edited_instructions.append(body.instruction)
+            response = EditResponse(
+                image=body.image,
+                output_format="png",
+                width=64,
+                height=64,
+                seed=body.seed if body.seed is not None else 7,
+                num_inference_steps=body.num_inference_steps,
+                true_cfg_scale=body.true_cfg_scale,
+                negative_prompt=body.negative_prompt,
+                worker=0,
+                device="cpu",
+                model=EDITOR_MODEL,
+                timings=EditTimings(queue_wait_s=0, edit_s=0.01, pipeline_s=0.01, total_s=0.01),
+            )
+            return httpx.Response(200, content=response.model_dump_json())
+        finally:
+            self.in_flight -= 1
+
+    async def _score(self, request: httpx.Request) -> httpx.Response:
+        if self.before_score is not None:
+            answer = await self.before_score(request)
+            if answer is not None:
+                return answer
+        body = ScoreRequest.model_validate_json(request.content)
+        self.scored_batches.append([item.instruction for item in body.items])
+        results = []
+        for item in body.items:
+            unscored = "unparseable" in item.instruction
+            sc = None if unscored else fake_score("sc" + item.instruction)
+            pq = None if unscored else fake_score("pq" + item.instruction)
+            results.append(
+                ItemScore(
+                    id=item.id,
+                    protocol=body.protocol,
+                    protocol_hash=PROTOCOL.hash,
+                    mode=body.mode,
+                    questions=[
+                        QuestionScore(
+                            name="editing_success",
+                            group="sc",
+                            score=sc,
+                            error="no score in the answer" if unscored else None,
+                        ),
+                        QuestionScore(name="naturalness", group="pq", score=pq),
+                    ],
+                    sc=sc,
+                    pq=pq,
+                    overall=None if unscored else round((sc * pq) ** 0.5, 4),
+                    scored=not unscored,
+                    timings=ScoreTimings(queue_wait_s=0, inference_s=0.01, total_s=0.01),
+                )
+            )
+        return httpx.Response(
+            200, content=ScoreResponse(results=results, model=JUDGE_MODEL).model_dump_json()
+        )
+
+    def count(self, key: str) -> int:
+        return self.calls[key]
+
+
+def instruction_of(request: httpx.Request) -> str:
+    return str(json.loads(request.content)["instruction"])

@@ -1,0 +1,70 @@
+"""Settings precedence: CLI > EDITBENCH_* environment > config file > run folder > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ConfigError, resolve_settings
+
+
+def test_defaults_point_at_local_services() -> None:
+    settings = resolve_settings({}, environ={})
+    assert settings.editor_url == "http://127.0.0.1:8001"
+    assert settings.reward_url == "http://127.0.0.1:8002"
+    assert (settings.steps, settings.cfg, settings.protocol, settings.mode) == (
+        50,
+        4.0,
+        "viescore",
+        "expected",
+    )
+
+
+def test_cli_beats_env_beats_file(tmp_path: Path) -> None:
+    config = tmp_path / "editbench.toml"
+    config.write_text(
+        '[editbench]\neditor_url = "http://file:1"\nreward_url = "http://file:2"\nsteps = 8\n'
+        'categories = ["物理"]\n',
+        encoding="utf-8",
+    )
+    env = {"EDITBENCH_EDITOR_URL": "http://env:1", "EDITBENCH_STEPS": "", "OTHER": "x"}
+    settings = resolve_settings({"steps": 2}, environ=env, config_file=config)
+    assert settings.editor_url == "http://env:1"
+    assert settings.reward_url == "http://file:2"
+    assert settings.steps == 2
+    assert settings.categories == ["物理"]
+
+
+def test_yaml_config_and_env_named_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("reward-url: http://judge:9\ncategories: color, 物理\n", encoding="utf-8")
+    settings = resolve_settings({}, environ={"EDITBENCH_CONFIG": str(config)})
+    assert settings.reward_url == "http://judge:9"
+    assert settings.categories == ["color", "物理"]
+
+
+def test_unknown_config_keys_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("stpes = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown setting.*stpes"):
+        resolve_settings({}, environ={}, config_file=config)
+
+
+def test_invalid_values_name_the_setting() -> None:
+    with pytest.raises(ConfigError, match="steps"):
+        resolve_settings({}, environ={"EDITBENCH_STEPS": "many"})
+
+
+def test_a_run_folder_supplies_its_settings_and_refuses_others() -> None:
+    saved = resolve_settings({"benchmark": "sample", "steps": 2}, environ={}).identity()
+    resumed = resolve_settings({}, environ={}, saved_identity=saved)
+    assert (resumed.benchmark, resumed.steps) == ("sample", 2)
+    # URLs, categories and concurrency may change between invocations...
+    moved = resolve_settings(
+        {"editor_url": "http://gpu:8001", "categories": ["物理"]}, environ={}, saved_identity=saved
+    )
+    assert moved.steps == 2
+    # ...what a job is may not.
+    with pytest.raises(ConfigError, match="steps: the run folder has 2, you asked for 8"):
+        resolve_settings({"steps": 8}, environ={}, saved_identity=saved)

@@ -1,0 +1,76 @@
+"""Stable job ids: the same inputs give the same id; any input that changes a result changes it."""
+
+from __future__ import annotations
+
+from orchestrator.jobs import EditSettings, edit_job_id, score_job_id
+from shared_schemas import ModelInfo
+
+MODEL = ModelInfo(
+    id="m", source="hub", revision="r1", model_class="P", dtype="bf16", meaningful=True
+)
+
+
+def edit_id(**changes: object) -> str:
+    args: dict[str, object] = {
+        "item_id": "a",
+        "source_sha256": "s",
+        "instruction": "i",
+        "settings": EditSettings(),
+        "editor_model": MODEL,
+    }
+    args.update(changes)
+    return edit_job_id(**args)  # type: ignore[arg-type]
+
+
+def test_edit_job_id_is_stable() -> None:
+    assert edit_id() == edit_id()
+    assert edit_id().startswith("e-") and len(edit_id()) == 34
+
+
+def test_edit_job_id_changes_with_every_input() -> None:
+    variants = {
+        edit_id(item_id="b"),
+        edit_id(source_sha256="t"),
+        edit_id(instruction="j"),
+        edit_id(settings=EditSettings(steps=8)),
+        edit_id(settings=EditSettings(cfg=1.0)),
+        edit_id(settings=EditSettings(seed=1)),
+        edit_id(settings=EditSettings(width=512, height=512)),
+        edit_id(editor_model=MODEL.model_copy(update={"revision": "r2"})),
+    }
+    assert edit_id() not in variants
+    assert len(variants) == 8
+
+
+def test_per_item_seeds_are_reproducible_and_differ_between_items() -> None:
+    settings = EditSettings(seed_policy="per-item", seed=42)
+    assert settings.item_seed("a") == settings.item_seed("a")
+    assert settings.item_seed("a") != settings.item_seed("b")
+    assert EditSettings(seed_policy="fixed", seed=42).item_seed("a") == 42
+    assert EditSettings(seed_policy="random").item_seed("a") is None
+
+
+def test_score_job_id_depends_on_edit_protocol_and_judge() -> None:
+    args: dict[str, object] = {
+        "item_id": "a",
+        "source_sha256": "s",
+        "edited_sha256": "e",
+        "instruction": "i",
+        "category": "c",
+        "hints": None,
+        "protocol": "viescore",
+        "protocol_hash": "h",
+        "mode": "expected",
+        "max_new_tokens": 512,
+        "judge_model": MODEL,
+    }
+    base = score_job_id(**args)  # type: ignore[arg-type]
+    for key, value in (
+        ("edited_sha256", "f"),
+        ("protocol_hash", "h2"),
+        ("mode", "generate"),
+        ("judge_model", MODEL.model_copy(update={"id": "other"})),
+    ):
+        assert score_job_id(**{**args, key: value}) != base  # type: ignore[arg-type]
+    # max_new_tokens matters only when the judge generates.
+    assert score_job_id(**{**args, "max_new_tokens": 64}) == base  # type: ignore[arg-type]

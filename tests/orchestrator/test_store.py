@@ -1,0 +1,64 @@
+"""The run folder's durability: torn lines, atomic files, one writer at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.store import JsonlLog, RunFolderBusy, RunStore, atomic_write_bytes, latest_by
+
+
+def test_reader_skips_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "edits.jsonl"
+    path.write_bytes(b'{"job_id": "a", "status": "ok"}\n{"job_id": "b", "sta')
+    assert JsonlLog(path).read() == [{"job_id": "a", "status": "ok"}]
+
+
+def test_append_after_a_crash_starts_on_a_fresh_line(tmp_path: Path) -> None:
+    path = tmp_path / "edits.jsonl"
+    path.write_bytes(b'{"job_id": "a"}\n{"job_id": "b", "sta')
+    log = JsonlLog(path)
+    log.append({"job_id": "b", "status": "ok"})
+    log.close()
+    assert path.read_bytes() == b'{"job_id": "a"}\n{"job_id":"b","status":"ok"}\n'
+    assert [r["job_id"] for r in JsonlLog(path).read()] == ["a", "b"]
+
+
+def test_appends_keep_unicode_and_every_line_parses(tmp_path: Path) -> None:
+    log = JsonlLog(tmp_path / "scores.jsonl")
+    for index in range(50):
+        log.append({"job_id": str(index), "category": "物理"})
+    log.close()
+    records = JsonlLog(tmp_path / "scores.jsonl").read()
+    assert len(records) == 50
+    assert "物理" in (tmp_path / "scores.jsonl").read_text(encoding="utf-8")
+
+
+def test_latest_record_per_job_wins() -> None:
+    records = [{"job_id": "a", "status": "failed"}, {"job_id": "a", "status": "ok"}]
+    assert latest_by(records, "job_id")["a"]["status"] == "ok"
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "edits" / "x.png"
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert [p.name for p in target.parent.iterdir()] == ["x.png"]
+
+
+def test_a_run_folder_has_one_writer_at_a_time(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "run"), pytest.raises(RunFolderBusy):
+        RunStore(tmp_path / "run").open()
+    with RunStore(tmp_path / "run"):  # released on exit
+        pass
+
+
+def test_unsafe_item_ids_stay_inside_the_run_folder(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    for item_id in ("../../etc/passwd", "/abs/path", "a/../../b", ".hidden", "物理/1"):
+        path = (tmp_path / store.edit_image_relpath(item_id, "png")).resolve()
+        assert path.is_relative_to(tmp_path.resolve())
+    assert store.edit_image_relpath("物理-1", "png") == "edits/物理-1.png"
+    assert store.edit_image_relpath("a b", "png") != store.edit_image_relpath("a_b", "png")
