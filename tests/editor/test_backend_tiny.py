@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from editor_service.backends.base import BackendSpec, EditJob, JobCancelled
+from editor_service.backends.base import BackendSpec, EditJob, JobCancelled, RGBImage
 from editor_service.backends.diffusers_backend import DiffusersEditBackend
-from tests.support.images import image_bytes
+from tests.support.images import make_image
 
 pytestmark = pytest.mark.tiny
 
@@ -19,7 +17,7 @@ pytestmark = pytest.mark.tiny
 def job(**changes: object) -> EditJob:
     fields: dict[str, object] = {
         "job_id": "1-test",
-        "image": image_bytes(40, 56, seed=1),
+        "image": RGBImage.from_pil(make_image(40, 56, seed=1)),
         "instruction": "add a hat",
         "negative_prompt": " ",
         "num_inference_steps": 2,
@@ -27,7 +25,6 @@ def job(**changes: object) -> EditJob:
         "seed": 3,
         "width": 32,
         "height": 48,
-        "output_format": "png",
     }
     fields.update(changes)
     return EditJob(**fields)  # type: ignore[arg-type]
@@ -37,8 +34,8 @@ def never() -> bool:
     return False
 
 
-def pixels(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+def pixels(image: RGBImage) -> np.ndarray:
+    return np.asarray(image.to_pil())
 
 
 @pytest.fixture(scope="module", params=["tiny", "tiny-plus"])
@@ -63,7 +60,7 @@ def test_edit_output_has_the_requested_size_and_is_deterministic(
 ) -> None:
     first = backend.edit(job(), never)
     second = backend.edit(job(), never)
-    assert (first.width, first.height) == (32, 48)
+    assert (first.image.width, first.image.height) == (32, 48)
     assert np.array_equal(pixels(first.image), pixels(second.image))
     assert np.isfinite(pixels(first.image)).all()
 
@@ -78,9 +75,10 @@ def test_default_size_follows_the_source_aspect_at_about_a_megapixel(
     backend: DiffusersEditBackend,
 ) -> None:
     output = backend.edit(job(width=None, height=None), never)
-    assert output.width % 16 == 0 and output.height % 16 == 0
-    assert 0.8e6 < output.width * output.height < 1.2e6
-    assert output.height > output.width  # the source is 40x56
+    width, height = output.image.width, output.image.height
+    assert width % 16 == 0 and height % 16 == 0
+    assert 0.8e6 < width * height < 1.2e6
+    assert height > width  # the source is 40x56
 
 
 def test_a_stop_request_cancels_the_job(backend: DiffusersEditBackend) -> None:

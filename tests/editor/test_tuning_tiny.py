@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from editor_service.backends.base import BackendSpec, EditJob
+from editor_service.backends.base import BackendSpec, EditJob, RGBImage
 from editor_service.backends.diffusers_backend import DiffusersEditBackend
 from editor_service.models.qwen_image import ensure_tiny_folder
-from tests.support.images import image_bytes
+from tests.support.images import make_image
 from tests.support.tiny_lora import make_tiny_lora
 
 pytestmark = pytest.mark.tiny
 
 JOB = EditJob(
     job_id="1-tuning",
-    image=image_bytes(32, 32, seed=4),
+    image=RGBImage.from_pil(make_image(32, 32, seed=4)),
     instruction="make it snowy",
     negative_prompt=" ",
     num_inference_steps=4,
@@ -28,7 +26,6 @@ JOB = EditJob(
     seed=9,
     width=32,
     height=32,
-    output_format="png",
 )
 
 
@@ -37,7 +34,7 @@ def run(model_cache: Path, **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
     backend = DiffusersEditBackend(spec)
     loaded = backend.load("cpu")
     output = backend.edit(JOB, lambda: False)
-    return np.asarray(Image.open(io.BytesIO(output.image))), loaded.details
+    return np.asarray(output.image.to_pil()), loaded.details
 
 
 @pytest.fixture(scope="module")

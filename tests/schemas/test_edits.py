@@ -76,7 +76,7 @@ def test_edit_response_round_trips_through_json() -> None:
         worker=0,
         device="cpu",
         model=MODEL,
-        timings=EditTimings(queue_wait_s=0.0, edit_s=1.0, total_s=1.0),
+        timings=EditTimings(queue_wait_s=0.0, edit_s=1.0, pipeline_s=0.9, total_s=1.0),
     )
     assert EditResponse.model_validate_json(response.model_dump_json()) == response
 

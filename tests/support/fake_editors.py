@@ -6,12 +6,11 @@ Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s``, ``fai
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable
 
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
 from editor_service.backends.base import (
     BackendSpec,
@@ -20,6 +19,7 @@ from editor_service.backends.base import (
     EditOutput,
     JobCancelled,
     LoadedModel,
+    RGBImage,
 )
 
 
@@ -55,12 +55,10 @@ class MirrorEditBackend:
             time.sleep(delay / steps)
             if should_stop():
                 raise JobCancelled(job.job_id)
-        img = ImageOps.mirror(Image.open(io.BytesIO(job.image)).convert("RGB"))
+        img = ImageOps.mirror(job.image.to_pil())
         if job.width and job.height:
             img = img.resize((job.width, job.height))
-        buffer = io.BytesIO()
-        img.save(buffer, format="PNG")
-        return EditOutput(buffer.getvalue(), img.width, img.height, pipeline_s=delay)
+        return EditOutput(RGBImage.from_pil(img), pipeline_s=delay)
 
     def release(self) -> None:
         pass

@@ -71,6 +71,12 @@ class EditorMetrics(ServiceMetrics):
             buckets=(1, 5, 15, 30, 60, 120, 300, 600),
             registry=r,
         )
+        self.device_memory_peak = Gauge(
+            "editor_device_memory_peak_bytes",
+            "Peak device memory allocated by a worker's model since it loaded.",
+            ["worker"],
+            registry=r,
+        )
         self.handover_seconds = Histogram(
             "editor_handover_seconds",
             "GPU hand-over time, by action (release, load).",

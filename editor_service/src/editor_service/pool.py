@@ -374,6 +374,9 @@ class WorkerPool:
         worker.jobs_done += 1
         self.metrics.jobs.labels("ok").inc()
         self.metrics.edit_seconds.observe(event.edit_s)
+        if event.output.device_memory_peak_bytes is not None:
+            peak = event.output.device_memory_peak_bytes
+            self.metrics.device_memory_peak.labels(str(worker.index)).set(peak)
         ema = self._edit_s_ema
         self._edit_s_ema = event.edit_s if ema is None else 0.8 * ema + 0.2 * event.edit_s
         if pending is None or pending.future.done() or worker.model is None:

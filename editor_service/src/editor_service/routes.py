@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pydantic import ValidationError
 
 from editor_service import __version__
-from editor_service.backends.base import EditJob, LoadedModel
+from editor_service.backends.base import EditJob, LoadedModel, RGBImage
 from editor_service.config import EditorSettings
 from editor_service.pool import EditResult, WorkerPool
 from service_kit.disconnect import cancel_on_disconnect
@@ -21,13 +21,14 @@ from service_kit.errors import (
     UnsupportedMediaType,
     validation_message,
 )
-from service_kit.images import decode_image
+from service_kit.images import decode_image, encode_image
 from shared_schemas import (
     EditorInfo,
     EditRequest,
     EditResponse,
     EditTimings,
     ErrorResponse,
+    ImageFormat,
     ModelInfo,
     ModelStateResponse,
     OpenAIImage,
@@ -69,16 +70,24 @@ def model_info(model: LoadedModel) -> ModelInfo:
     )
 
 
+def _decode(data: bytes, max_pixels: int) -> RGBImage:
+    return RGBImage.from_pil(decode_image(data, max_pixels=max_pixels))
+
+
+def _encode(image: RGBImage, fmt: ImageFormat) -> bytes:
+    return encode_image(image.to_pil(), fmt)
+
+
 async def _edit(
     request: Request, pool: WorkerPool, settings: EditorSettings, body: EditRequest
-) -> tuple[EditJob, EditResult]:
+) -> tuple[EditJob, EditResult, bytes]:
+    """Reserve a slot (refusals cost nothing), decode, run, encode: codecs run in threads here,
+    so a worker's GPU goes straight on to its next job."""
     async with pool.reserve() as slot:
-        # Full decode off the event loop: a truncated or oversized image is refused here, with a
-        # 4xx, and never occupies a worker.
-        await asyncio.to_thread(decode_image, body.image, max_pixels=settings.max_image_pixels)
+        pixels = await asyncio.to_thread(_decode, body.image, settings.max_image_pixels)
         job = EditJob(
             job_id=pool.new_job_id(),
-            image=body.image,
+            image=pixels,
             instruction=body.instruction,
             negative_prompt=body.negative_prompt,
             num_inference_steps=body.num_inference_steps,
@@ -86,10 +95,10 @@ async def _edit(
             seed=body.seed if body.seed is not None else secrets.randbelow(2**32),
             width=body.width,
             height=body.height,
-            output_format=body.output_format,
         )
         result = await cancel_on_disconnect(request, slot.run(job))
-    return job, result
+    encoded = await asyncio.to_thread(_encode, result.output.image, body.output_format)
+    return job, result, encoded
 
 
 @router.post("/edits", response_model=EditResponse, responses=ERRORS)
@@ -97,12 +106,12 @@ async def create_edit(
     body: EditRequest, request: Request, pool: PoolDep, settings: SettingsDep
 ) -> EditResponse:
     """Edit one image with one instruction."""
-    job, result = await _edit(request, pool, settings, body)
+    job, result, encoded = await _edit(request, pool, settings, body)
     return EditResponse(
-        image=result.output.image,
+        image=encoded,
         output_format=body.output_format,
-        width=result.output.width,
-        height=result.output.height,
+        width=result.output.image.width,
+        height=result.output.image.height,
         seed=job.seed,
         num_inference_steps=job.num_inference_steps,
         true_cfg_scale=job.true_cfg_scale,
@@ -111,7 +120,10 @@ async def create_edit(
         device=result.device,
         model=model_info(result.model),
         timings=EditTimings(
-            queue_wait_s=result.queue_wait_s, edit_s=result.edit_s, total_s=result.total_s
+            queue_wait_s=result.queue_wait_s,
+            edit_s=result.edit_s,
+            pipeline_s=result.output.pipeline_s,
+            total_s=result.total_s,
         ),
     )
 
@@ -162,9 +174,9 @@ async def create_openai_edit(
     except ValidationError as exc:
         message, param = validation_message(exc.errors())
         raise InvalidInput(message, param=param) from None
-    _, result = await _edit(request, pool, settings, body)
+    _, _, encoded = await _edit(request, pool, settings, body)
     return OpenAIImagesResponse(
-        created=int(time.time()), data=[OpenAIImage(b64_json=encode_image_b64(result.output.image))]
+        created=int(time.time()), data=[OpenAIImage(b64_json=encode_image_b64(encoded))]
     )
 
 

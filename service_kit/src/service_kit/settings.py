@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, CliApp, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    CliApp,
+    CliSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+)
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -29,7 +35,13 @@ def split_list(value: object) -> object:
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True,
+        extra="ignore",
+        # Flags, when a service's __main__ parses the command line: --max-body-mb, --compile.
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
 
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
     port: int = Field(default=8000, ge=0, le=65535)
@@ -69,10 +81,7 @@ S = TypeVar("S", bound=ServiceSettings)
 
 def load_settings(cls: type[S], prog: str, argv: list[str] | None = None) -> S:
     """Environment variables, overridden by command-line flags (``--port 8001 --model tiny``)."""
+    source: CliSettingsSource[S] = CliSettingsSource(cls, cli_prog_name=prog)
     return CliApp.run(
-        cls,
-        cli_args=sys.argv[1:] if argv is None else argv,
-        cli_prog_name=prog,
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
+        cls, cli_args=sys.argv[1:] if argv is None else argv, cli_settings_source=source
     )

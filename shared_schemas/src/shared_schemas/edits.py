@@ -69,6 +69,7 @@ class EditRequest(EditParameters):
 class EditTimings(WireModel):
     queue_wait_s: float = Field(ge=0, description="From acceptance to a worker picking it up.")
     edit_s: float = Field(ge=0, description="Inside the worker: decode, pipeline, encode.")
+    pipeline_s: float = Field(ge=0, description="The model alone (the diffusers pipeline call).")
     total_s: float = Field(ge=0, description="From acceptance to the answer.")
 
 

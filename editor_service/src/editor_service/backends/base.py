@@ -11,27 +11,48 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from PIL import Image
+
+
+@dataclass(frozen=True, slots=True)
+class RGBImage:
+    """8-bit RGB pixels, row-major: how images cross between the API process and a worker.
+
+    The API process decodes and encodes (in threads, off the GPU's critical path); workers only
+    ever see pixels.
+    """
+
+    width: int
+    height: int
+    pixels: bytes
+
+    @classmethod
+    def from_pil(cls, image: Image.Image) -> RGBImage:
+        rgb = image.convert("RGB")
+        return cls(rgb.width, rgb.height, rgb.tobytes())
+
+    def to_pil(self) -> Image.Image:
+        return Image.frombytes("RGB", (self.width, self.height), self.pixels)
+
 
 @dataclass(frozen=True, slots=True)
 class EditJob:
     job_id: str
-    image: bytes  # the client's encoded image, already validated by the API process
+    image: RGBImage
     instruction: str
     negative_prompt: str
     num_inference_steps: int
     true_cfg_scale: float
     seed: int
-    width: int | None
+    width: int | None  # output size; None: the model's default for the source
     height: int | None
-    output_format: str  # png | jpeg | webp
 
 
 @dataclass(frozen=True, slots=True)
 class EditOutput:
-    image: bytes  # encoded in the job's output_format
-    width: int
-    height: int
+    image: RGBImage
     pipeline_s: float  # the pipeline call alone, for overhead accounting
+    device_memory_peak_bytes: int | None = None  # since the model loaded, if the device tells
 
 
 @dataclass(frozen=True, slots=True)

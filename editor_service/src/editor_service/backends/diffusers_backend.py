@@ -19,12 +19,10 @@ from editor_service.backends.base import (
     DeviceOutOfMemory,
     EditJob,
     EditOutput,
-    InvalidJob,
     JobCancelled,
     LoadedModel,
+    RGBImage,
 )
-from service_kit.errors import ServiceError
-from service_kit.images import decode_image, encode_image
 from service_kit.model_source import (
     ModelSource,
     SourceKind,
@@ -46,9 +44,6 @@ BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
     "random-full": ("random-full", "edit"),
     "random-full-plus": ("random-full", "edit-plus"),
 }
-
-# The API process has already checked the image against its own limit.
-_NO_PIXEL_LIMIT = 2**40
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
@@ -163,7 +158,7 @@ class DiffusersEditBackend:
         from PIL import Image
 
         started = time.perf_counter()
-        source = encode_image(Image.new("RGB", (512, 512), (120, 140, 160)), "png")
+        source = RGBImage.from_pil(Image.new("RGB", (512, 512), (120, 140, 160)))
         for i, (instruction, side) in enumerate(
             [("make it red", 1024), ("replace the background with a quiet beach at sunset", 768)]
         ):
@@ -177,7 +172,6 @@ class DiffusersEditBackend:
                 seed=0,
                 width=side,
                 height=1024,
-                output_format="png",
             )
             self.edit(warm, lambda: False)
         logger.info("compiled and warmed up in %.1fs", time.perf_counter() - started)
@@ -188,10 +182,7 @@ class DiffusersEditBackend:
 
         if self.pipe is None:
             raise RuntimeError("edit() before load()")
-        try:
-            image = decode_image(job.image, max_pixels=_NO_PIXEL_LIMIT)
-        except ServiceError as exc:
-            raise InvalidJob(exc.message) from None
+        image = job.image.to_pil()
 
         def on_step_end(
             pipe: Any, _step: int, _timestep: Any, callback_kwargs: dict[str, Any]
@@ -227,10 +218,11 @@ class DiffusersEditBackend:
         if getattr(self.pipe, "_interrupt", False):
             raise JobCancelled(job.job_id)
         return EditOutput(
-            image=encode_image(result, job.output_format),  # type: ignore[arg-type]
-            width=result.width,
-            height=result.height,
+            image=RGBImage.from_pil(result),
             pipeline_s=pipeline_s,
+            device_memory_peak_bytes=(
+                torch.cuda.max_memory_allocated() if self.device.startswith("cuda") else None
+            ),
         )
 
     def release(self) -> None:
