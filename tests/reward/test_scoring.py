@@ -78,6 +78,10 @@ def test_no_probability_on_any_score_gives_no_score() -> None:
     assert expected_score([-math.inf] * 10, [-math.inf] * 10) is None
 
 
+def test_nan_log_probabilities_give_no_score() -> None:
+    assert expected_score([math.nan, *UNIFORM[1:]], UNIFORM) is None
+
+
 def test_score_log_probs_needs_ten_digits_per_position() -> None:
     with pytest.raises(ValueError, match="10 digit"):
         score_log_probs([0.0] * 9, UNIFORM)

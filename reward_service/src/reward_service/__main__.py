@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
 from reward_service.app import create_app
 from reward_service.config import RewardSettings
+from reward_service.protocols import ProtocolFileError
 from service_kit.logs import configure_logging
 from service_kit.settings import load_settings
 
@@ -13,8 +16,12 @@ from service_kit.settings import load_settings
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(RewardSettings, "python -m reward_service", argv)
     configure_logging(settings.log_level)
+    try:
+        app = create_app(settings)
+    except ProtocolFileError as exc:  # a user's protocol file: say which and why, no traceback
+        sys.exit(f"reward_service: {exc}")
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 I = TypeVar("I")  # noqa: E741 - the unit of work
 O = TypeVar("O")  # noqa: E741 - its result
+O_co = TypeVar("O_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,8 @@ class BatchRun:
 
 
 @dataclass(frozen=True, slots=True)
-class Completed(Generic[O]):
-    output: O
+class Completed(Generic[O_co]):
+    output: O_co
     batch: BatchRun
     queued_s: float  # from submission to the start of its batch
 

@@ -6,6 +6,7 @@ laid out item by item, in the protocol's question order, and read back in the sa
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,12 +86,14 @@ def read_output(name: str, group: QuestionGroup | None, output: QuestionOutput) 
     if isinstance(output, ScoreTokenLogprobs):
         expected = expected_score(output.first, output.after_one)
         if expected is None:
+            broken = any(math.isnan(v) for v in (*output.first, *output.after_one))
             return QuestionScore(
                 name=name,
                 group=group,
                 score=None,
-                score_mass=0.0,
-                error="the judge gave no probability to any score",
+                error="the model's probabilities are NaN"
+                if broken
+                else "the judge gave no probability to any score",
             )
         return QuestionScore(
             name=name,

@@ -61,8 +61,10 @@ def score_log_probs(first: Sequence[float], after_one: Sequence[float]) -> list[
 
 
 def expected_score(first: Sequence[float], after_one: Sequence[float]) -> ExpectedScore | None:
-    """The probability-weighted score, or None if the judge gave every score probability 0."""
+    """The probability-weighted score; None if every score has probability 0 or any is NaN."""
     log_probs = score_log_probs(first, after_one)
+    if any(math.isnan(lp) for lp in log_probs):
+        return None
     total = _logsumexp(log_probs)
     if total == -math.inf or math.isnan(total):
         return None

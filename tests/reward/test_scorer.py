@@ -1,0 +1,87 @@
+"""From a request to judge questions and back: layout, shared images, readings, timings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from reward_service.backends.base import GeneratedText, ScoreTokenLogprobs
+from reward_service.batcher import BatchRun, Completed
+from reward_service.protocols import ProtocolRegistry
+from reward_service.scorer import assemble, build_questions, decode_items, read_output
+from shared_schemas import ScoreItem, ScoreRequest
+from tests.support.fake_judges import peaked_logprobs
+from tests.support.images import image_bytes
+
+VIESCORE = ProtocolRegistry.load().get("viescore")
+
+
+def request(count: int, mode: str = "expected") -> ScoreRequest:
+    items = [
+        ScoreItem(
+            id=f"i{n}",
+            source_image=image_bytes(16, 16, seed=n),
+            edited_image=image_bytes(16, 16, seed=n + 10),
+            instruction=f"edit {n}",
+        )
+        for n in range(count)
+    ]
+    return ScoreRequest.model_validate({"items": items, "mode": mode})
+
+
+def test_questions_go_item_by_item_in_protocol_order_and_share_each_items_images() -> None:
+    body = request(2)
+    images = decode_items(body.items, max_pixels=10_000)
+    questions = build_questions(VIESCORE, body, images, "req-1")
+    assert [q.key for q in questions[:4]] == [
+        "req-1/0/editing_success",
+        "req-1/0/over_editing",
+        "req-1/0/naturalness",
+        "req-1/0/artifacts",
+    ]
+    assert len(questions) == 8 and questions[4].key == "req-1/1/editing_success"
+    first_item = questions[:4]
+    assert [len(q.images) for q in first_item] == [2, 2, 1, 1]
+    # One decoded image object per item image, shared by every question that shows it.
+    assert first_item[0].images[1] is first_item[1].images[1] is first_item[2].images[0]
+    assert first_item[0].images[0] is images[0].source
+    assert all("edit 0" in str(q.content[-1]) for q in first_item[:2])
+
+
+def test_items_are_assembled_from_their_own_answers_with_batch_timings() -> None:
+    body = request(2)
+    batch_a = BatchRun(number=1, size=4, started=0.0, duration_s=0.5)
+    batch_b = BatchRun(number=2, size=4, started=0.5, duration_s=0.25)
+    answers = [Completed(peaked_logprobs(t), batch_a, 0.1) for t in (8, 6, 9, 4)]
+    answers += [Completed(peaked_logprobs(10), batch_a, 0.1)] * 2
+    answers += [Completed(peaked_logprobs(10), batch_b, 0.6)] * 2
+    first, second = assemble(VIESCORE, body, answers, accepted_at=0.0)
+    assert first.id == "i0" and first.protocol_hash == VIESCORE.hash
+    assert first.sc is not None and first.pq is not None and first.overall is not None
+    assert round(first.sc) == 6 and round(first.pq) == 4
+    assert first.timings.inference_s == pytest.approx(0.5)
+    assert second.timings.inference_s == pytest.approx(0.75)  # two batches
+    assert second.timings.queue_wait_s == pytest.approx(0.1)
+    assert second.sc is not None and second.sc > 9
+
+
+def test_a_count_of_answers_that_does_not_fit_the_items_is_an_error() -> None:
+    with pytest.raises(ValueError, match="3 answers for 1 items"):
+        run = BatchRun(1, 3, 0.0, 0.1)
+        assemble(VIESCORE, request(1), [Completed(peaked_logprobs(1), run, 0.0)] * 3, 0.0)
+
+
+def test_a_generated_answer_is_parsed_and_kept() -> None:
+    scored = read_output("q", "sc", GeneratedText("Fine.\nScore: 7", 5))
+    unscored = read_output("q", "sc", GeneratedText("I cannot tell.", 4))
+    assert (scored.score, scored.raw_text, scored.error) == (7.0, "Fine.\nScore: 7", None)
+    assert unscored.score is None and unscored.raw_text == "I cannot tell."
+    assert unscored.error == "no score found in the answer"
+
+
+def test_read_output_says_why_an_expected_answer_has_no_score() -> None:
+    nothing = read_output("q", None, ScoreTokenLogprobs((-math.inf,) * 10, (-math.inf,) * 10))
+    broken = read_output("q", None, ScoreTokenLogprobs((math.nan,) * 10, (0.0,) * 10))
+    assert nothing.score is None and nothing.error == "the judge gave no probability to any score"
+    assert broken.score is None and broken.error == "the model's probabilities are NaN"
