@@ -429,6 +429,16 @@ def sample(
     out_console.print(f"sample benchmark: {manifest}", highlight=False)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def demo(ctx: typer.Context) -> None:
+    """Start both services on tiny models, run the sample benchmark into runs/demo, stop them.
+
+    Options are passed on to ``python -m orchestrator.demo`` (--out, --steps, --size, --limit)."""
+    from orchestrator.demo import main as demo_main
+
+    raise typer.Exit(demo_main(list(ctx.args)))
+
+
 @app.command()
 def version() -> None:
     """Print editbench's version."""

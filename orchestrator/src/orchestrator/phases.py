@@ -394,9 +394,14 @@ class ScorePhase(_Phase):
         self.gate = ReadinessGate("reward", client.is_ready, ctx.policy.probe_interval_s)
 
     def default_concurrency(self, info: RewardInfo) -> int:
-        """Enough requests in flight to fill two of the judge's batches, within its queue."""
-        wanted = math.ceil(2 * info.max_batch_size / self.items_per_request)
-        room = max(1, (info.queue_capacity + info.max_batch_size) // self.items_per_request)
+        """Enough requests in flight to fill two of the judge's batches, within its queue.
+
+        The judge counts questions (one per sub-score), so an item weighs as many questions as
+        the protocol asks."""
+        questions = len(self.protocol_info.questions) if self.protocol_info else 1
+        per_request = max(1, questions) * self.items_per_request
+        wanted = math.ceil(2 * info.max_batch_size / per_request)
+        room = max(1, (info.queue_capacity + info.max_batch_size) // per_request)
         return max(1, min(wanted, room))
 
     async def prepare(self) -> tuple[RewardInfo, ProtocolInfo | None]:

@@ -9,11 +9,11 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -52,15 +52,18 @@ class NullProgress:
         pass
 
 
-class _RateColumn(TextColumn):
-    def __init__(self) -> None:
-        super().__init__("")
+class _RateColumn(ProgressColumn):
+    """Jobs per minute and time left, averaged over the whole phase: per-job times of seconds
+    to minutes make rich's 30-second speed window useless."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        if not speed:
-            return Text("  -  /min", style="progress.data.speed")
-        return Text(f"{speed * 60:5.1f}/min", style="progress.data.speed")
+        elapsed = task.elapsed or 0.0
+        if not task.completed or elapsed <= 0:
+            return Text("  -  /min  ETA -", style="progress.data.speed")
+        rate = task.completed / elapsed
+        left = max(0.0, (task.total or 0) - task.completed) / rate
+        eta = f"{int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+        return Text(f"{rate * 60:5.1f}/min  ETA {eta}", style="progress.data.speed")
 
 
 class RichProgress:
@@ -82,10 +85,8 @@ class RichProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
-            _RateColumn(),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            _RateColumn(),
             console=self.console,
             transient=False,
         )

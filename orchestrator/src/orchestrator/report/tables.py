@@ -22,14 +22,21 @@ def _rate(value: float | None) -> str:
 
 
 def summary_table(summary: dict[str, Any], title: str = "editbench") -> Table:
-    table = Table(title=title, title_justify="left", show_lines=False)
+    """Means per category, then micro (over items) and macro (over categories); the spread is
+    in summary.json and report.html."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption="micro: mean over scored items · macro: mean of the category means",
+        caption_justify="left",
+    )
     for name, justify in (
         ("category", "left"),
         ("n", "right"),
         ("SC", "right"),
         ("PQ", "right"),
         ("Overall", "right"),
-        ("edit failed", "right"),
+        ("edit fail", "right"),
         ("unscored", "right"),
         ("judge err", "right"),
     ):
@@ -40,9 +47,9 @@ def summary_table(summary: dict[str, Any], title: str = "editbench") -> Table:
             name,
             str(stats["overall"]["n"])
             + (f"/{stats['n_items']}" if stats["overall"]["n"] != stats["n_items"] else ""),
-            _fmt(stats["sc"]["mean"], stats["sc"]["std"]),
-            _fmt(stats["pq"]["mean"], stats["pq"]["std"]),
-            _fmt(stats["overall"]["mean"], stats["overall"]["std"]),
+            _fmt(stats["sc"]["mean"]),
+            _fmt(stats["pq"]["mean"]),
+            _fmt(stats["overall"]["mean"]),
             str(stats["edit_failed"]),
             str(stats["unscored"]),
             _rate(stats["judge_error_rate"]),
@@ -54,9 +61,9 @@ def summary_table(summary: dict[str, Any], title: str = "editbench") -> Table:
     micro = summary["overall"]["micro"]
     macro = summary["overall"]["macro"]
     table.add_section()
-    add("all items (micro)", micro, style="bold")
+    add("micro", micro, style="bold")
     table.add_row(
-        f"categories (macro, {macro['categories_counted']})",
+        "macro",
         "",
         _fmt(macro["sc"]),
         _fmt(macro["pq"]),

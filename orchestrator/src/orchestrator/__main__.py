@@ -1,0 +1,5 @@
+"""``python -m orchestrator``: the editbench CLI."""
+
+from orchestrator.cli import app
+
+app()
