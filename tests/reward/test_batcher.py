@@ -245,3 +245,12 @@ async def test_stopping_answers_queued_requests_with_not_ready() -> None:
     with pytest.raises(NotReady):
         async with batcher.reserve(1):
             pass
+
+
+async def test_a_reservation_takes_exactly_the_items_it_reserved_for() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model) as batcher:
+        async with batcher.reserve(1) as slot:
+            with pytest.raises(ValueError, match="1 slots were reserved for 3 items"):
+                await slot.submit([1, 2, 3])
+        assert await submit(batcher, [1]) == [2]

@@ -108,6 +108,8 @@ class Reservation(Generic[I, O]):
         """Enqueue the items and wait for all their results, in order."""
         if self.used:
             raise RuntimeError("a reservation is submitted once")
+        if len(items) != self.count:
+            raise ValueError(f"{self.count} slots were reserved for {len(items)} items")
         self.used = True
         self._batcher._reserved -= self.count
         return await self._batcher._submit(items, label)

@@ -101,4 +101,5 @@ class Judge:
                 await self._on_model_thread(self.backend.release)
             except Exception:
                 logger.exception("releasing the judge model failed")
-        self._thread.shutdown(wait=True)
+        # Waits for a load still in progress, off the event loop.
+        await asyncio.to_thread(self._thread.shutdown, wait=True)

@@ -1,0 +1,75 @@
+"""The full-size random judge (Qwen3-VL-30B-A3B's architecture) on a GPU: builds and scores.
+
+Run on a GPU machine: ``pytest -m gpu tests/reward``. Skipped where CUDA is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from reward_service.backends.base import (
+    BackendSpec,
+    GeneratedText,
+    JudgeQuestion,
+    Mode,
+    ScoreTokenLogprobs,
+)
+from reward_service.backends.transformers_backend import TransformersJudgeBackend
+from reward_service.scoring import expected_score
+from tests.support.images import make_image
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+@pytest.fixture(scope="module")
+def judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersJudgeBackend]:
+    cache = str(tmp_path_factory.mktemp("cache"))
+    backend = TransformersJudgeBackend(
+        BackendSpec("transformers", "random-full", None, "auto", cache)
+    )
+    backend.load("cuda:0")
+    yield backend
+    backend.release()
+
+
+def question(seed: int, mode: Mode = "expected") -> JudgeQuestion:
+    text = f"Editing instruction: make the sky red {'and the grass blue ' * seed}\n\n"
+    text += "Answer with one integer from 0 to 10 and nothing else."
+    images = (make_image(1024, 1024, seed), make_image(1024, 768, seed + 50))
+    return JudgeQuestion(f"gpu/{seed}", "You are a judge.", (*images, text), mode, 8)
+
+
+def test_random_full_has_the_real_architecture(judge: TransformersJudgeBackend) -> None:
+    config = judge.model.config
+    assert type(judge.model).__name__ == "Qwen3VLMoeForConditionalGeneration"
+    assert (config.text_config.num_hidden_layers, config.text_config.num_experts) == (48, 128)
+    assert config.vision_config.deepstack_visual_indexes == [8, 16, 24]
+    params = sum(p.numel() for p in judge.model.parameters())
+    assert 30.5e9 < params < 31.5e9
+    assert next(judge.model.parameters()).dtype == torch.bfloat16
+
+
+def test_a_batch_scores_like_its_questions_alone_within_bf16_noise(
+    judge: TransformersJudgeBackend,
+) -> None:
+    batch = [question(seed) for seed in range(3)]
+    together = judge.score(judge.prepare(batch))
+    alone = [judge.score(judge.prepare([q]))[0] for q in batch]
+    for batched, single in zip(together, alone, strict=True):
+        assert isinstance(batched, ScoreTokenLogprobs) and isinstance(single, ScoreTokenLogprobs)
+        a = expected_score(batched.first, batched.after_one)
+        b = expected_score(single.first, single.after_one)
+        assert a is not None and b is not None
+        assert 0.0 <= a.score <= 10.0
+        assert a.score == pytest.approx(b.score, abs=0.1)
+
+
+def test_generate_mode_runs_greedily(judge: TransformersJudgeBackend) -> None:
+    outputs = judge.score(judge.prepare([question(0, "generate"), question(1, "generate")]))
+    assert all(isinstance(o, GeneratedText) and 0 < o.new_tokens <= 8 for o in outputs)
