@@ -225,3 +225,17 @@ def test_the_moe_tiny_judge_loads_and_scores(model_cache: Path) -> None:
         assert batched.first == pytest.approx(single.first, abs=1e-3)
         result = expected_score(batched.first, batched.after_one)
         assert result is not None and 0.0 <= result.score <= 10.0
+
+
+def test_a_local_model_folder_loads_through_the_same_path(
+    judge: TransformersJudgeBackend, model_cache: Path
+) -> None:
+    folder = model_cache / "tiny-qwen3-vl-dense-v1"
+    local = TransformersJudgeBackend(
+        BackendSpec("transformers", str(folder), None, "auto", str(model_cache))
+    )
+    info = local.load("cpu")
+    assert (info.source, info.id, info.meaningful) == ("local", str(folder), True)
+    assert info.revision is not None and info.revision.startswith("sha256:")
+    q = question(6)
+    assert run(local, [q])[0].first == pytest.approx(run(judge, [q])[0].first, abs=1e-5)
