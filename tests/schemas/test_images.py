@@ -45,3 +45,15 @@ def test_image_data_serialises_back_to_plain_base64() -> None:
 def test_image_data_rejects_what_is_not_an_image(value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ADAPTER.validate_python(value)
+
+
+def test_image_data_accepts_line_wrapped_base64() -> None:
+    raw = image_bytes(8, 8)
+    wrapped = base64.encodebytes(raw).decode()  # a newline every 76 characters
+    assert "\n" in wrapped
+    assert ADAPTER.validate_python(wrapped) == raw
+
+
+def test_image_data_rejects_non_ascii_text() -> None:
+    with pytest.raises(ValidationError, match="not valid base64"):
+        ADAPTER.validate_python("iVBORw0KGgo€")

@@ -7,11 +7,12 @@ import secrets
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import ValidationError
 
 from editor_service import __version__
-from editor_service.backends.base import EditJob, LoadedModel, RGBImage
+from editor_service.backends.base import EditJob, LoadedModel
+from editor_service.codecs import decode_to_rgb, encode_rgb
 from editor_service.config import EditorSettings
 from editor_service.pool import EditResult, WorkerPool
 from service_kit.disconnect import cancel_on_disconnect
@@ -21,14 +22,13 @@ from service_kit.errors import (
     UnsupportedMediaType,
     validation_message,
 )
-from service_kit.images import decode_image, encode_image
+from service_kit.responses import json_response
 from shared_schemas import (
     EditorInfo,
     EditRequest,
     EditResponse,
     EditTimings,
     ErrorResponse,
-    ImageFormat,
     ModelInfo,
     ModelStateResponse,
     OpenAIImage,
@@ -70,21 +70,13 @@ def model_info(model: LoadedModel) -> ModelInfo:
     )
 
 
-def _decode(data: bytes, max_pixels: int) -> RGBImage:
-    return RGBImage.from_pil(decode_image(data, max_pixels=max_pixels))
-
-
-def _encode(image: RGBImage, fmt: ImageFormat) -> bytes:
-    return encode_image(image.to_pil(), fmt)
-
-
 async def _edit(
     request: Request, pool: WorkerPool, settings: EditorSettings, body: EditRequest
 ) -> tuple[EditJob, EditResult, bytes]:
     """Reserve a slot (refusals cost nothing), decode, run, encode: codecs run in threads here,
     so a worker's GPU goes straight on to its next job."""
     async with pool.reserve() as slot:
-        pixels = await asyncio.to_thread(_decode, body.image, settings.max_image_pixels)
+        pixels = await asyncio.to_thread(decode_to_rgb, body.image, settings.max_image_pixels)
         job = EditJob(
             job_id=pool.new_job_id(),
             image=pixels,
@@ -97,17 +89,19 @@ async def _edit(
             height=body.height,
         )
         result = await cancel_on_disconnect(request, slot.run(job))
-    encoded = await asyncio.to_thread(_encode, result.output.image, body.output_format)
+    encoded = await asyncio.to_thread(
+        encode_rgb, result.output.image, body.output_format, body.compress_level
+    )
     return job, result, encoded
 
 
 @router.post("/edits", response_model=EditResponse, responses=ERRORS)
 async def create_edit(
     body: EditRequest, request: Request, pool: PoolDep, settings: SettingsDep
-) -> EditResponse:
+) -> Response:
     """Edit one image with one instruction."""
     job, result, encoded = await _edit(request, pool, settings, body)
-    return EditResponse(
+    answer = EditResponse(
         image=encoded,
         output_format=body.output_format,
         width=result.output.image.width,
@@ -126,6 +120,7 @@ async def create_edit(
             total_s=result.total_s,
         ),
     )
+    return json_response(answer)
 
 
 @router.post(
@@ -149,7 +144,8 @@ async def create_openai_edit(
     true_cfg_scale: Annotated[float, Form()] = 4.0,
     seed: Annotated[int | None, Form()] = None,
     output_format: Annotated[str, Form()] = "png",
-) -> OpenAIImagesResponse:
+    compress_level: Annotated[int, Form()] = 1,
+) -> Response:
     """Multipart image + prompt, answered with ``data[0].b64_json``: OpenAI clients and curl -F."""
     if response_format != "b64_json":
         raise UnsupportedMediaType(
@@ -170,14 +166,16 @@ async def create_openai_edit(
             width=width,
             height=height,
             output_format=output_format,  # type: ignore[arg-type]
+            compress_level=compress_level,
         )
     except ValidationError as exc:
         message, param = validation_message(exc.errors())
         raise InvalidInput(message, param=param) from None
     _, _, encoded = await _edit(request, pool, settings, body)
-    return OpenAIImagesResponse(
+    answer = OpenAIImagesResponse(
         created=int(time.time()), data=[OpenAIImage(b64_json=encode_image_b64(encoded))]
     )
+    return json_response(answer)
 
 
 def _parse_size(size: str) -> tuple[int | None, int | None]:

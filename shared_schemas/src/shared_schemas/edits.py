@@ -51,6 +51,13 @@ class EditParameters(WireModel):
         default=None, ge=SIZE_MULTIPLE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE
     )
     output_format: ImageFormat = "png"
+    compress_level: int = Field(
+        default=1,
+        ge=0,
+        le=9,
+        description="PNG only: zlib level of the answer. 0 stores the pixels uncompressed "
+        "(fastest to produce, ~3 MB per megapixel); higher is smaller and slower. Lossless always.",
+    )
 
     @model_validator(mode="after")
     def _size_given_together(self) -> Self:
@@ -70,7 +77,9 @@ class EditTimings(WireModel):
     queue_wait_s: float = Field(ge=0, description="From acceptance to a worker picking it up.")
     edit_s: float = Field(ge=0, description="Inside the worker: decode, pipeline, encode.")
     pipeline_s: float = Field(ge=0, description="The model alone (the diffusers pipeline call).")
-    total_s: float = Field(ge=0, description="From acceptance to the answer.")
+    total_s: float = Field(
+        ge=0, description="From acceptance (after decoding) to the worker's result."
+    )
 
 
 class EditResponse(WireModel):

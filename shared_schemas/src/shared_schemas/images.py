@@ -16,8 +16,8 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 
-_DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
-_WHITESPACE = re.compile(rb"\s+")
+_DATA_URL = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
+_WHITESPACE = re.compile(r"\s+")
 
 
 def sniff_format(data: bytes) -> ImageFormat | None:
@@ -37,11 +37,18 @@ def decode_image_b64(value: object) -> bytes:
         return bytes(value)  # already decoded (constructing models in Python)
     if not isinstance(value, str):
         raise ValueError("must be a base64-encoded PNG, JPEG or WebP image")
-    text = _DATA_URL.sub("", value, count=1)
+    text = value
+    if text.startswith("data:"):
+        prefix = _DATA_URL.match(text)
+        text = text[prefix.end() :] if prefix else text
     try:
-        raw = base64.b64decode(_WHITESPACE.sub(b"", text.encode("ascii")), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise ValueError("is not valid base64") from None
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        # Wrapped base64 (line breaks every 76 characters) is common; strip and try once more.
+        try:
+            raw = base64.b64decode(_WHITESPACE.sub("", text), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("is not valid base64") from None
     if not raw:
         raise ValueError("is empty")
     if sniff_format(raw) is None:

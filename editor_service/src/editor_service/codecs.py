@@ -1,0 +1,35 @@
+"""Images in and out of the editor: decode a client's file to pixels, encode pixels to a file.
+
+Both run in the API process, in threads, so a worker's GPU never waits on them. PNG goes through
+libspng (imagecodecs): at level 0 it stores a megapixel in ~3 ms, where Pillow's encoder filters
+every row first (~50 ms per megapixel even uncompressed).
+"""
+
+from __future__ import annotations
+
+import io
+
+import imagecodecs
+import numpy as np
+
+from editor_service.backends.base import RGBImage
+from service_kit.images import decode_image
+from shared_schemas import ImageFormat
+
+
+def decode_to_rgb(data: bytes, max_pixels: int) -> RGBImage:
+    """A client's PNG, JPEG or WebP to RGB pixels; raises InvalidImage or ImageTooLarge."""
+    return RGBImage.from_pil(decode_image(data, max_pixels=max_pixels))
+
+
+def encode_rgb(image: RGBImage, fmt: ImageFormat, compress_level: int = 1) -> bytes:
+    """Lossless PNG (zlib ``compress_level``, 0 = stored) or WebP; JPEG at quality 95."""
+    if fmt == "png":
+        pixels = np.frombuffer(image.pixels, dtype=np.uint8).reshape(image.height, image.width, 3)
+        return bytes(imagecodecs.spng_encode(pixels, level=compress_level))
+    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        image.to_pil().save(buffer, format="JPEG", quality=95)
+    else:
+        image.to_pil().save(buffer, format="WEBP", lossless=True)
+    return buffer.getvalue()
