@@ -193,5 +193,6 @@ def test_bundled_sample_is_what_the_generator_draws() -> None:
     assert len(bench.items) == 12
     folder = bundled_sample().parent
     for spec in ITEMS:
-        shipped = np.asarray(Image.open(folder / "images" / f"{spec.id}.png").convert("RGB"))
+        with Image.open(folder / "images" / f"{spec.id}.png") as image:
+            shipped = np.asarray(image.convert("RGB"))
         assert np.array_equal(shipped, np.asarray(render(spec)))

@@ -68,3 +68,11 @@ def test_a_run_folder_supplies_its_settings_and_refuses_others() -> None:
     # ...what a job is may not.
     with pytest.raises(ConfigError, match="steps: the run folder has 2, you asked for 8"):
         resolve_settings({"steps": 8}, environ={}, saved_identity=saved)
+
+
+def test_a_resume_keeps_the_saved_selection_unless_given_again() -> None:
+    first = resolve_settings({"benchmark": "sample", "limit_per_category": 1}, environ={})
+    saved = {**first.selection(), **first.identity()}
+    assert resolve_settings({}, environ={}, saved_identity=saved).limit_per_category == 1
+    widened = resolve_settings({"limit_per_category": 3}, environ={}, saved_identity=saved)
+    assert widened.limit_per_category == 3

@@ -73,7 +73,7 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -221,7 +221,8 @@ def run(
         target = settings.out or "RUN_FOLDER"
         err_console.print(
             f"\n[yellow]interrupted.[/] Finished jobs are saved; continue with:\n"
-            f"  editbench run --resume --out {target}"
+            f"  editbench run --resume --out {target}",
+            soft_wrap=True,
         )
         raise typer.Exit(130) from None
     except (BenchmarkError, ServiceNotReady, ServiceCallError, RunFolderBusy) as exc:
@@ -231,7 +232,9 @@ def run(
         for note in outcome.summary["warnings"]:
             err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if outcome.report is not None:
-        out_console.print(f"report: {outcome.report.html.resolve()}", highlight=False)
+        out_console.print(
+            f"report: {outcome.report.html.resolve()}", highlight=False, soft_wrap=True
+        )
     if strict and outcome.summary is not None:
         micro = outcome.summary["overall"]["micro"]
         if micro["edit_failed"] or micro["judge_failed"] or micro["unscored"]:
@@ -248,7 +251,7 @@ def report(
     except (BenchmarkError, RunFolderBusy) as exc:
         raise _fail(str(exc)) from None
     out_console.print(summary_table(summary, title=f"editbench · {run_dir}"))
-    out_console.print(f"report: {paths.html.resolve()}", highlight=False)
+    out_console.print(f"report: {paths.html.resolve()}", highlight=False, soft_wrap=True)
 
 
 @app.command()

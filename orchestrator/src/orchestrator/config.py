@@ -42,6 +42,8 @@ IDENTITY = (
     "max_new_tokens",
     "edited_dir",
 )
+# What the latest invocation selected: reused by a resume unless given again, never a conflict.
+SELECTION = ("categories", "languages", "limit", "limit_per_category")
 
 
 class ConfigError(ValueError):
@@ -109,6 +111,9 @@ class RunSettings(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         return {key: _plain(getattr(self, key)) for key in IDENTITY}
+
+    def selection(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in SELECTION}
 
 
 def _plain(value: Any) -> Any:

@@ -29,7 +29,7 @@ _err = Console(highlight=False, stderr=True)
 
 
 def _say(message: str, *, err: bool = False) -> None:
-    (_err if err else _out).print(message, markup=False)
+    (_err if err else _out).print(message, markup=False, soft_wrap=True)
 
 
 def free_port() -> int:

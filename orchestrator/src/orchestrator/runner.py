@@ -53,10 +53,11 @@ def default_out(benchmark: str | None) -> Path:
 
 
 def read_saved_identity(out: Path) -> dict[str, Any] | None:
-    """The identity settings saved in a run folder, or None for a new folder."""
-    store = RunStore(out)
-    data = store.read_json("run.json")
-    return dict(data["identity"]) if isinstance(data, dict) and "identity" in data else None
+    """The settings saved in a run folder (identity and latest selection), or None if new."""
+    data = RunStore(out).read_json("run.json")
+    if not isinstance(data, dict) or "identity" not in data:
+        return None
+    return {**dict(data.get("selection") or {}), **dict(data["identity"])}
 
 
 def _selection(settings: RunSettings, benchmark: Benchmark) -> list[Any]:
@@ -103,8 +104,15 @@ async def run_benchmark(
         raise BenchmarkError("no items selected: check --categories, --language and --limit")
 
     with RunStore(out) as store:
-        if not store.exists():
-            store.write_json("run.json", {"identity": settings.identity(), "created_at": now_iso()})
+        previous = store.read_json("run.json") or {}
+        store.write_json(
+            "run.json",
+            {
+                "identity": previous.get("identity", settings.identity()),
+                "selection": settings.selection(),
+                "created_at": previous.get("created_at", now_iso()),
+            },
+        )
         await asyncio.to_thread(store.write_plan, _plan_rows(items))
         provenance = _start_provenance(store, settings, benchmark, len(items))
         invocation: dict[str, Any] = provenance["invocations"][-1]
