@@ -35,6 +35,7 @@ from shared_schemas import (
     ScoreTimings,
     WorkerInfo,
 )
+from shared_schemas.scores import ProtocolDefinition
 
 EDITOR = "http://editor.test"
 REWARD = "http://reward.test"
@@ -134,6 +135,9 @@ class FakeServices:
             return httpx.Response(
                 200, json=ProtocolsResponse(protocols=[PROTOCOL]).model_dump(mode="json")
             )
+        if service == "reward" and path == "/v1/protocols/viescore":
+            definition = ProtocolDefinition(info=PROTOCOL, definition={"system": "You judge."})
+            return httpx.Response(200, json=definition.model_dump(mode="json"))
         if path == "/v1/edits":
             return await self._edit(request)
         if path == "/v1/scores":

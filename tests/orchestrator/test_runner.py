@@ -109,6 +109,18 @@ def test_a_run_writes_every_result_and_the_reports(small_benchmark: Path, tmp_pa
     assert provenance["services"]["protocol"]["hash"] == "sha256:protocol-v1"
     assert provenance["settings"]["steps"] == 2
     assert provenance["invocations"][-1]["finished_at"]
+    protocol = json.loads((out / "protocol.json").read_text(encoding="utf-8"))
+    assert protocol["definition"] == {"system": "You judge."}
+    assert summary["jobs"]["edit"] == {
+        "planned": 6,
+        "ok": 6,
+        "failed_permanent": 0,
+        "failed_transient_exhausted": 0,
+        "pending": 0,
+        "retries": 0,
+        "max_attempts": 1,
+    }
+    assert summary["integrity"]["score"]["duplicate_ok_records"] == 0
 
 
 async def _interrupt_after(
@@ -226,6 +238,7 @@ def test_a_refused_item_is_recorded_and_the_run_goes_on(
     assert failed[0]["retryable"] is False
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["categories"]["color"]["edit_failed"] == 1
+    assert summary["jobs"]["edit"]["failed_permanent"] == 1
     assert summary["categories"]["color"]["overall"]["n"] == 1
     assert summary["overall"]["micro"]["scored"] == 5
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -29,6 +30,7 @@ from shared_schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+from shared_schemas.scores import ProtocolDefinition
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -228,6 +230,15 @@ class RewardClient(_ServiceClient):
     async def protocols(self) -> ProtocolsResponse:
         return await self._request(
             "GET", "/v1/protocols", ProtocolsResponse, timeout=httpx.Timeout(30.0)
+        )
+
+    async def protocol(self, name: str) -> ProtocolDefinition:
+        """GET /v1/protocols/{name}: the full definition, prompts included (for provenance)."""
+        return await self._request(
+            "GET",
+            f"/v1/protocols/{quote(name, safe='')}",
+            ProtocolDefinition,
+            timeout=httpx.Timeout(30.0),
         )
 
     async def score(

@@ -45,6 +45,7 @@ from shared_schemas import (
     ScoreMode,
     ScoreRequest,
 )
+from shared_schemas.scores import ProtocolDefinition
 
 logger = logging.getLogger(__name__)
 
@@ -391,6 +392,7 @@ class ScorePhase(_Phase):
         self.edited_dir = edited_dir
         self.info: RewardInfo | None = None
         self.protocol_info: ProtocolInfo | None = None
+        self.protocol_definition: ProtocolDefinition | None = None
         self.gate = ReadinessGate("reward", client.is_ready, ctx.policy.probe_interval_s)
 
     def default_concurrency(self, info: RewardInfo) -> int:
@@ -429,6 +431,10 @@ class ScorePhase(_Phase):
             self.protocol_info = next(
                 (p for p in protocols.protocols if p.name == self.protocol), None
             )
+        try:
+            self.protocol_definition = await self.client.protocol(self.protocol)
+        except ServiceCallError as exc:
+            logger.info("no protocol definition from the reward service (%s)", exc)
         return self.info, self.protocol_info
 
     def _edited_sources(self) -> dict[str, tuple[Path, str, str | None]]:

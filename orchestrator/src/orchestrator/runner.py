@@ -171,6 +171,12 @@ async def run_benchmark(
                     }
                     if protocol_info is not None:
                         provenance["services"]["protocol"] = protocol_info.model_dump(mode="json")
+                    if score_phase.protocol_definition is not None:
+                        # The judge's prompts, verbatim: what the protocol hash stands for.
+                        store.write_json(
+                            "protocol.json",
+                            score_phase.protocol_definition.model_dump(mode="json"),
+                        )
                     store.write_json("provenance.json", provenance)
                     score_counts = await score_phase.run()
                     invocation["score"] = score_counts.as_dict()

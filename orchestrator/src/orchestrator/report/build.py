@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report.html import render_html
-from orchestrator.report.results import build_rows
+from orchestrator.report.results import build_rows, integrity
 from orchestrator.report.summary import summarize
 from orchestrator.report.tables import rows_csv
 from orchestrator.store import RunStore, atomic_write_text, write_jsonl_atomic
@@ -51,6 +51,7 @@ def write_report(store: RunStore, provenance: dict[str, Any]) -> tuple[ReportPat
     rows = build_rows(store)
     _fill_edited_thumbs(store, rows)
     summary = summarize(rows)
+    summary["integrity"] = integrity(store)
     summary_doc = {
         **summary,
         "run": {

@@ -34,6 +34,20 @@ def _model_name(model: Any) -> str | None:
     return f"{model.get('id')}@{revision}" if revision else str(model.get("id"))
 
 
+def integrity(store: RunStore) -> dict[str, Any]:
+    """What the logs hold: records, and ok records beyond one per job (must be 0)."""
+    found: dict[str, Any] = {}
+    for name, log in (("edit", store.edits), ("score", store.scores)):
+        records = log.read()
+        ok = [r.get("job_id") for r in records if r.get("status") == "ok"]
+        found[name] = {
+            "records": len(records),
+            "jobs": len({r.get("job_id") for r in records}),
+            "duplicate_ok_records": len(ok) - len(set(ok)),
+        }
+    return found
+
+
 def build_rows(store: RunStore) -> list[dict[str, Any]]:
     """The joined per-item view of a run folder (what results.jsonl holds)."""
     plan = store.read_plan()
@@ -63,6 +77,9 @@ def build_rows(store: RunStore) -> list[dict[str, Any]]:
                 "edit_status": edit["status"] if edit else "pending",
                 "edit_job_id": edit.get("job_id") if edit else None,
                 "edit_error": edit.get("error") if edit and edit["status"] != "ok" else None,
+                "edit_retryable": edit.get("retryable") if edit else None,
+                "edit_attempts": edit.get("attempts") if edit else None,
+                "edit_retries": edit.get("retries") if edit else None,
                 "edited_image": (
                     edit.get("image")
                     if edit and edit["status"] == "ok"
@@ -78,6 +95,9 @@ def build_rows(store: RunStore) -> list[dict[str, Any]]:
                 "score_status": score["status"] if score else "pending",
                 "score_job_id": score.get("job_id") if score else None,
                 "score_error": score.get("error") if score and score["status"] != "ok" else None,
+                "score_retryable": score.get("retryable") if score else None,
+                "score_attempts": score.get("attempts") if score else None,
+                "score_retries": score.get("retries") if score else None,
                 "scored": bool(result and result.get("scored")),
                 "sc": result.get("sc") if result else None,
                 "pq": result.get("pq") if result else None,

@@ -110,8 +110,25 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "judge": sorted({r["judge_model"] for r in rows if r["judge_model"]}),
         "protocol_hash": sorted({r["protocol_hash"] for r in rows if r["protocol_hash"]}),
     }
+    summary["jobs"] = {phase: job_counts(rows, phase) for phase in ("edit", "score")}
     summary["warnings"] = warnings_for(rows, summary)
     return summary
+
+
+def job_counts(rows: Sequence[dict[str, Any]], phase: str) -> dict[str, Any]:
+    """Planned, succeeded, failed permanently or after exhausting retries, and retries."""
+    status = [r[f"{phase}_status"] for r in rows]
+    failed = [r for r in rows if r[f"{phase}_status"] == "failed"]
+    attempts = [r[f"{phase}_attempts"] or 0 for r in rows]
+    return {
+        "planned": len(rows),
+        "ok": status.count("ok"),
+        "failed_permanent": sum(1 for r in failed if r[f"{phase}_retryable"] is False),
+        "failed_transient_exhausted": sum(1 for r in failed if r[f"{phase}_retryable"]),
+        "pending": status.count("pending"),
+        "retries": sum(r[f"{phase}_retries"] or 0 for r in rows),
+        "max_attempts": max(attempts, default=0),
+    }
 
 
 def warnings_for(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
