@@ -215,7 +215,8 @@ def test_an_interrupted_edit_phase_resumes_without_repeating(
 def test_an_interrupted_score_phase_resumes_without_repeating(
     services: tuple[str, str], tmp_path: Path
 ) -> None:
-    """Score-only over edits made elsewhere (copies of the sources), one item per request."""
+    """Score-only over edits made elsewhere (copies of the sources), one item per request,
+    one Unicode category chosen on the command line."""
     _, reward = services
     rows = [
         {"id": f"item-{i}", "category": ["物理", "color"][i % 2], "instruction": f"edit {i}"}
@@ -244,6 +245,8 @@ def test_an_interrupted_score_phase_resumes_without_repeating(
         "1",
         "--score-concurrency",
         "1",
+        "--categories",
+        "物理",
     )
     code, stderr = interrupt_after(editbench(*args), out / "scores.jsonl", 1)
     assert code in (0, 130), stderr
@@ -253,12 +256,13 @@ def test_an_interrupted_score_phase_resumes_without_repeating(
 
     code, _, stderr = finish(editbench(*args))
     assert code == 0, stderr
-    assert answered(reward, "/v1/scores") - before == 8 - finished
+    assert answered(reward, "/v1/scores") - before == 4 - finished
     scores = JsonlLog(out / "scores.jsonl").read()
-    assert len(scores) == 8 and len({r["job_id"] for r in scores}) == 8
+    assert len(scores) == 4 and len({r["job_id"] for r in scores}) == 4
+    assert {r["category"] for r in scores} == {"物理"}
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["categories"]["物理"]["n_items"] == 4
-    assert summary["overall"]["micro"]["scored"] + summary["overall"]["micro"]["unscored"] == 8
+    assert list(summary["categories"]) == ["物理"]
+    assert summary["overall"]["micro"]["scored"] + summary["overall"]["micro"]["unscored"] == 4
 
 
 def test_single_edit_score_and_status_commands(services: tuple[str, str], tmp_path: Path) -> None:

@@ -103,6 +103,7 @@ def test_a_run_writes_every_result_and_the_reports(small_benchmark: Path, tmp_pa
         src and not src.startswith(("http", "/")) and (out / src).is_file() for src in images
     )
     assert "<svg" in html and "物理" in html
+    assert "object at 0x" not in html and "Undefined" not in html
 
     provenance = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
     assert provenance["services"]["editor"]["model"]["revision"] == "rev1"
@@ -197,6 +198,16 @@ def test_a_torn_last_line_is_redone_on_resume(small_benchmark: Path, tmp_path: P
     run(settings_for(small_benchmark, out, phase="edit"), again)
     assert again.count("editor POST /v1/edits") == 1
     assert len(lines(log)) == 6
+
+
+def test_a_deleted_edited_image_is_made_again(small_benchmark: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(settings_for(small_benchmark, out, phase="edit"), FakeServices())
+    (out / lines(out / "edits.jsonl")[0]["image"]).unlink()
+    again = FakeServices()
+    run(settings_for(small_benchmark, out, phase="edit"), again)
+    assert again.count("editor POST /v1/edits") == 1
+    assert all((out / r["edited_image"]).is_file() for r in lines(out / "results.jsonl"))
 
 
 def test_rerunning_a_finished_run_sends_no_job(small_benchmark: Path, tmp_path: Path) -> None:

@@ -170,6 +170,14 @@ def run(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also redo jobs that failed permanently.")
     ] = False,
+    job_deadline_s: Annotated[
+        float | None,
+        typer.Option(
+            "--job-deadline-s",
+            help="Give a job up after this long, retries included (1800: long enough to "
+            "survive a service restart).",
+        ),
+    ] = None,
     ready_timeout_s: Annotated[
         float | None, typer.Option("--ready-timeout-s", help="Wait this long for /ready (600).")
     ] = None,
@@ -211,6 +219,7 @@ def run(
         "items_per_request": items_per_request,
         "retry_failed": retry_failed,
         "ready_timeout_s": ready_timeout_s,
+        "job_deadline_s": job_deadline_s,
         **_parse_size(size),
     }
     settings = _settings(cli, config, out)

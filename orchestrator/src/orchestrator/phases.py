@@ -277,7 +277,8 @@ class EditPhase(_Phase):
                     settings=self.settings,
                     editor_model=info.model,
                 )
-                if is_finished(done.get(job_id), self.ctx.retry_failed):
+                record = done.get(job_id)
+                if is_finished(record, self.ctx.retry_failed) and self._image_kept(record):
                     self.counts.skipped += 1
                     self.ctx.progress.advance(skipped=True)
                     continue
@@ -290,6 +291,12 @@ class EditPhase(_Phase):
             await self.gate.close()
             self.ctx.progress.finish()
         return self.counts
+
+    def _image_kept(self, record: Record | None) -> bool:
+        """A finished edit whose image was deleted since is done again."""
+        if record is None or record.get("status") != "ok":
+            return True
+        return self.ctx.store.path(str(record.get("image"))).is_file()
 
     async def _edit_one(self, item: Item, image: bytes, source_sha: str, job_id: str) -> None:
         stats = CallStats()
