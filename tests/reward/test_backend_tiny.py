@@ -30,6 +30,8 @@ from tests.support.images import make_image
 
 pytestmark = pytest.mark.tiny
 
+EXPECTED_ANSWER = "Answer with one integer from 0 to 10 and nothing else."
+
 
 def load(cache: Path, model: str) -> TransformersJudgeBackend:
     backend = TransformersJudgeBackend(BackendSpec("transformers", model, None, "auto", str(cache)))
@@ -54,9 +56,7 @@ def question(seed: int, mode: Mode = "expected", words: int = 0, **changes: Any)
             make_image(64, 64, seed),
             "Edited image:",
             make_image(48 + 16 * (seed % 3), 64, seed + 50),
-            "Editing instruction: make the sky red. "
-            + "Be strict. " * words
-            + "Answer with one integer from 0 to 10 and nothing else.",
+            "Editing instruction: make the sky red. " + "Be strict. " * words + EXPECTED_ANSWER,
         ),
         "mode": mode,
         "max_new_tokens": 12 if mode == "generate" else 0,
@@ -67,6 +67,20 @@ def question(seed: int, mode: Mode = "expected", words: int = 0, **changes: Any)
 
 def run(judge: TransformersJudgeBackend, batch: list[JudgeQuestion]) -> list[Any]:
     return list(judge.score(judge.prepare(batch)))
+
+
+def reference_inputs(judge: TransformersJudgeBackend, q: JudgeQuestion) -> Any:
+    """The question's prompt through the processor's own chat template, apart from the backend."""
+    content = [
+        {"type": "text", "text": part}
+        if isinstance(part, str)
+        else {"type": "image", "image": part}
+        for part in q.content
+    ]
+    messages = [{"role": "system", "content": q.system}, {"role": "user", "content": content}]
+    return judge.processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
 
 
 def last_token_logprobs(judge: TransformersJudgeBackend, inputs: Any, append: list[int]) -> Any:
@@ -99,20 +113,49 @@ def test_expected_scores_lie_in_0_to_10_and_differ_between_inputs(
     assert len({round(s.score or 0, 6) for s in scores}) > 1
 
 
-def test_the_second_digit_comes_from_the_kv_cache_exactly_as_from_a_full_prefill(
-    judge: TransformersJudgeBackend,
+def shared_prefix_batch() -> list[JudgeQuestion]:
+    """Two items asked two questions each on the same images, and a lone question."""
+    batch = []
+    for seed in (1, 2):
+        source, edited = make_image(64, 64, seed), make_image(48, 64, seed + 50)
+        for name, words in (("success", 0), ("overediting", 2 + seed)):
+            batch.append(
+                question(
+                    seed,
+                    key=f"test/{seed}/{name}",
+                    content=(
+                        "Source image:",
+                        source,
+                        "Edited image:",
+                        edited,
+                        f"Rate the {name}. " + "Be strict. " * words + EXPECTED_ANSWER,
+                    ),
+                )
+            )
+    batch.append(question(7, words=5))
+    return batch
+
+
+@pytest.mark.parametrize("layout", ["alone", "shared"])
+def test_the_two_digit_reading_equals_explicit_full_prefills(
+    judge: TransformersJudgeBackend, layout: str
 ) -> None:
-    # Batched with prompts of other lengths: the decode step must place "1" after each row's
-    # own (left-padded) prompt.
-    batch = [question(seed, words=3 * seed) for seed in range(3)]
-    outputs = run(judge, batch)
+    # Batched with prompts of other lengths (left padding), with and without shared prefixes:
+    # position -2 must be the answer's first token, position -1 the token after "1".
+    batch = (
+        [question(seed, words=3 * seed) for seed in range(3)]
+        if layout == "alone"
+        else shared_prefix_batch()
+    )
+    prepared = judge.prepare(batch)
+    assert isinstance(prepared, PreparedBatch)
+    assert prepared.shared_prefixes == (0 if layout == "alone" else 2)
+    outputs = list(judge.score(prepared))
     one, zero = judge.digit_ids[1], judge.digit_ids[0]
     end = judge.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     for q, output in zip(batch, outputs, strict=True):
         assert isinstance(output, ScoreTokenLogprobs)
-        prepared = judge.prepare([q])
-        assert isinstance(prepared, PreparedBatch)
-        inputs = prepared.groups[0].inputs
+        inputs = reference_inputs(judge, q)
         first = last_token_logprobs(judge, inputs, [])
         after_one = last_token_logprobs(judge, inputs, [one])
         digits = judge.digit_ids
@@ -126,8 +169,15 @@ def test_the_second_digit_comes_from_the_kv_cache_exactly_as_from_a_full_prefill
         assert math.exp(log_probs[1]) <= math.exp(float(first[one])) + 1e-9
 
 
-def test_batched_expected_scores_equal_unbatched(judge: TransformersJudgeBackend) -> None:
-    batch = [question(seed, words=2 * seed) for seed in range(4)]
+@pytest.mark.parametrize("layout", ["alone", "shared"])
+def test_batched_expected_scores_equal_unbatched(
+    judge: TransformersJudgeBackend, layout: str
+) -> None:
+    batch = (
+        [question(seed, words=2 * seed) for seed in range(4)]
+        if layout == "alone"
+        else shared_prefix_batch()
+    )
     together = run(judge, batch)
     alone = [run(judge, [q])[0] for q in batch]
     for batched, single in zip(together, alone, strict=True):

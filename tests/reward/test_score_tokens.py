@@ -7,8 +7,8 @@ import torch
 
 from reward_service.backends.score_tokens import (
     digit_token_ids,
-    next_position_ids,
     score_token_logprobs,
+    suffix_positions,
 )
 from reward_service.scoring import expected_score
 
@@ -65,14 +65,15 @@ def test_bf16_logits_are_read_in_float32() -> None:
     assert all(isinstance(v, float) for v in raw.first)
 
 
-def test_the_appended_token_is_placed_after_each_rows_own_prompt() -> None:
-    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # left padding
+def test_suffix_text_is_placed_after_each_rows_own_prefix() -> None:
+    prefix = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # left padding
+    suffix = torch.tensor([[0, 1, 1], [1, 1, 1]])  # left padding inside the suffix too
     deltas = torch.tensor([[-2], [4]])  # from the prefill's multimodal positions
-    positions = next_position_ids(mask, deltas)
-    assert positions.shape == (3, 2, 1)
-    assert positions[:, 0, 0].tolist() == [1, 1, 1]  # 3 real tokens - 2
-    assert positions[:, 1, 0].tolist() == [9, 9, 9]  # 5 real tokens + 4
-    assert next_position_ids(mask, None) is None
+    positions = suffix_positions(prefix, suffix, deltas)
+    assert positions.shape == (3, 2, 3)
+    assert positions[0, 0, 1:].tolist() == [1, 2]  # 3 real prefix tokens - 2, then on
+    assert positions[0, 1].tolist() == [9, 10, 11]  # 5 real prefix tokens + 4
+    assert (positions[0] == positions[1]).all() and (positions[1] == positions[2]).all()
 
 
 class _Tokenizer:

@@ -1,8 +1,9 @@
 """Reading score-token probabilities off a model's logits (torch; imported by backends only).
 
 Expected mode asks for the answer's first token distribution over the digits "0".."9" and, to
-tell 1 from 10, the distribution of the token after "1". The second comes from one decode step on
-the prefill's KV cache with "1" appended to every prompt of the batch, not from a second prefill.
+tell 1 from 10, the distribution of the token after "1". Both come from one forward pass over the
+prompt with "1" appended: by causality the logits before the "1" are exactly the first answer
+token's, and those at the "1" are the next token's.
 """
 
 from __future__ import annotations
@@ -45,15 +46,14 @@ def score_token_logprobs(
     ]
 
 
-def next_position_ids(attention_mask: torch.Tensor, rope_deltas: torch.Tensor | None) -> Any:
-    """Position ids of the one token appended after a left-padded prefill.
+def suffix_positions(prefix_mask: Any, suffix_mask: Any, rope_deltas: Any) -> Any:
+    """3-D multimodal RoPE positions of text that continues a cached, left-padded prefix.
 
-    Qwen-VL models use 3-D multimodal RoPE: after the prompt, position = (unpadded length) +
-    (the row's rope delta, which the model stores after the prefill). Without deltas the model
-    is asked to work the position out from its cache (returns None).
+    Qwen-VL models place text after the images at (tokens so far) + (the row's rope delta, which
+    the model stores after a prefill); every axis of M-RoPE gets the same value for text. Padding
+    inside the suffix (left) gets a position too, which the attention mask makes irrelevant.
     """
-    if rope_deltas is None:
-        return None
-    lengths = attention_mask.sum(-1, keepdim=True).to(rope_deltas.device)
-    positions = lengths + rope_deltas  # (batch, 1)
+    lengths = prefix_mask.sum(-1, keepdim=True)
+    steps = suffix_mask.long().cumsum(-1) - 1
+    positions = lengths + steps + rope_deltas.to(lengths.device)
     return positions.unsqueeze(0).expand(3, -1, -1)

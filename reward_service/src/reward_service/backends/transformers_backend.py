@@ -28,8 +28,8 @@ from reward_service.backends.base import (
 )
 from reward_service.backends.score_tokens import (
     digit_token_ids,
-    next_position_ids,
     score_token_logprobs,
+    suffix_positions,
 )
 from service_kit.model_source import (
     ModelSource,
@@ -64,9 +64,12 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     return dtype
 
 
+VISION_END = "<|vision_end|>"
+
+
 @dataclass(frozen=True, slots=True)
 class _Group:
-    """Questions of one kind (mode and length limit), run as one batch."""
+    """generate mode: questions with one length limit, run as one batch."""
 
     indices: list[int]
     mode: Mode
@@ -75,9 +78,32 @@ class _Group:
 
 
 @dataclass(frozen=True, slots=True)
+class _ExpectedGroup:
+    """expected mode. Every prompt ends with an appended "1": one forward pass reads the first
+    answer token's distribution at position -2 and the token after "1" at position -1.
+
+    Questions that show the same images after the same system prompt share that prefix:
+    ``prefixes`` holds each distinct prefix once and ``prefix_of`` says whose each question is;
+    the questions' own text (``suffix_ids``, left-padded) then runs on the prefixes' KV cache.
+    Without sharing, ``prefixes`` holds the whole prompts and ``prefix_of`` is None.
+    """
+
+    indices: list[int]
+    prefixes: Any  # BatchFeature, on the CPU
+    prefix_of: list[int] | None = None
+    suffix_ids: Any = None  # (questions, suffix length)
+    suffix_mask: Any = None
+
+    @property
+    def mode(self) -> Mode:
+        return "expected"
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedBatch:
     size: int
-    groups: list[_Group]
+    groups: list[_Group | _ExpectedGroup]
+    shared_prefixes: int = 0  # questions that did not pay for their images (for metrics)
 
 
 class TransformersJudgeBackend:
@@ -160,19 +186,27 @@ class TransformersJudgeBackend:
         for index, question in enumerate(batch):
             limit = question.max_new_tokens if question.mode == "generate" else 0
             by_kind.setdefault((question.mode, limit), []).append(index)
-        groups = [
-            _Group(indices, mode, limit, self._encode([batch[i] for i in indices]))
-            for (mode, limit), indices in by_kind.items()
-        ]
-        return PreparedBatch(size=len(batch), groups=groups)
+        groups: list[_Group | _ExpectedGroup] = []
+        shared = 0
+        for (mode, limit), indices in by_kind.items():
+            questions = [batch[i] for i in indices]
+            if mode == "expected":
+                group = self._prepare_expected(indices, questions)
+                if group.prefix_of is not None:
+                    shared += len(indices) - len(set(group.prefix_of))
+                groups.append(group)
+            else:
+                texts = [self._render(q) for q in questions]
+                groups.append(_Group(indices, mode, limit, self._process(texts, questions)))
+        return PreparedBatch(size=len(batch), groups=groups, shared_prefixes=shared)
 
-    def _encode(self, questions: list[JudgeQuestion]) -> Any:
-        texts = [
-            self.processor.apply_chat_template(
-                _messages(q), add_generation_prompt=True, tokenize=False
-            )
-            for q in questions
-        ]
+    def _render(self, question: JudgeQuestion) -> str:
+        text: str = self.processor.apply_chat_template(
+            _messages(question), add_generation_prompt=True, tokenize=False
+        )
+        return text
+
+    def _process(self, texts: list[str], questions: Sequence[JudgeQuestion]) -> Any:
         images = [image for q in questions for image in q.images]
         return self.processor(
             text=texts,
@@ -181,6 +215,42 @@ class TransformersJudgeBackend:
             padding_side="left",
             return_tensors="pt",
         )
+
+    def _prepare_expected(self, indices: list[int], questions: list[JudgeQuestion]) -> Any:
+        import torch
+
+        one = "1"  # after the generation prompt's newline: Qwen splits digits into their own token
+        texts = [self._render(q) for q in questions]
+        cuts = [text.rfind(VISION_END) for text in texts]
+        keys = [
+            (text[: cut + len(VISION_END)], tuple(id(image) for image in q.images))
+            for text, cut, q in zip(texts, cuts, questions, strict=True)
+        ]
+        distinct = list(dict.fromkeys(keys))
+        if min(cuts) < 0 or len(distinct) == len(keys):
+            inputs = self._process([text + one for text in texts], questions)
+            self._check_ends_with_one(inputs["input_ids"])
+            return _ExpectedGroup(indices, inputs)
+        row = {key: i for i, key in enumerate(distinct)}
+        owners = [keys.index(key) for key in distinct]
+        prefixes = self._process([key[0] for key in distinct], [questions[i] for i in owners])
+        tokenizer = self.processor.tokenizer
+        suffixes = tokenizer(
+            [text[cut + len(VISION_END) :] + one for text, cut in zip(texts, cuts, strict=True)],
+            add_special_tokens=False,
+        )["input_ids"]
+        width = max(len(ids) for ids in suffixes)
+        pad = tokenizer.pad_token_id
+        suffix_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in suffixes])
+        suffix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in suffixes])
+        self._check_ends_with_one(suffix_ids)
+        return _ExpectedGroup(
+            indices, prefixes, [row[key] for key in keys], suffix_ids, suffix_mask
+        )
+
+    def _check_ends_with_one(self, input_ids: Any) -> None:
+        if not bool((input_ids[:, -1] == self.digit_ids[1]).all()):
+            raise RuntimeError('the appended "1" did not tokenize as the digit token')
 
     # ----------------------------------------------------------------- inference
 
@@ -195,11 +265,10 @@ class TransformersJudgeBackend:
         try:
             with torch.inference_mode():
                 for group in prepared.groups:
-                    inputs = group.inputs.to(self.device)
                     results: Sequence[QuestionOutput] = (
-                        self._expected(inputs)
-                        if group.mode == "expected"
-                        else self._generate(inputs, group.max_new_tokens)
+                        self._expected(group)
+                        if isinstance(group, _ExpectedGroup)
+                        else self._generate(group.inputs.to(self.device), group.max_new_tokens)
                     )
                     for index, result in zip(group.indices, results, strict=True):
                         outputs[index] = result
@@ -213,23 +282,32 @@ class TransformersJudgeBackend:
             raise RuntimeError(f"no output for batch positions {missing}")
         return [output for output in outputs if output is not None]
 
-    def _expected(self, inputs: Any) -> list[ScoreTokenLogprobs]:
-        """One prefill, then one decode step of "1" on its KV cache for the whole batch."""
+    def _expected(self, group: _ExpectedGroup) -> list[ScoreTokenLogprobs]:
+        """One pass per distinct prefix and one over the questions' own text (or a single pass
+        when nothing is shared), reading the last two positions."""
         import torch
 
-        prefill = self.model(**inputs, use_cache=True, logits_to_keep=1)
-        mask = inputs["attention_mask"]
-        batch = mask.shape[0]
-        rope_deltas = getattr(getattr(self.model, "model", None), "rope_deltas", None)
-        step = self.model(
-            input_ids=torch.full((batch, 1), self.digit_ids[1], device=mask.device),
-            attention_mask=torch.cat([mask, mask.new_ones(batch, 1)], dim=1),
-            position_ids=next_position_ids(mask, rope_deltas),
-            past_key_values=prefill.past_key_values,
+        prefixes = group.prefixes.to(self.device)
+        if group.prefix_of is None:
+            logits = self.model(**prefixes, use_cache=False, logits_to_keep=2).logits
+            return score_token_logprobs(logits[:, -2], logits[:, -1], self.digit_ids)
+        prefill = self.model(**prefixes, use_cache=True, logits_to_keep=1)
+        rope_deltas = self.model.model.rope_deltas
+        owner = torch.tensor(group.prefix_of, device=self.device)
+        cache = prefill.past_key_values
+        cache.reorder_cache(owner)  # one row per question, copied from its prefix
+        prefix_mask = prefixes["attention_mask"][owner]
+        suffix_mask = group.suffix_mask.to(self.device)
+        positions = suffix_positions(prefix_mask, suffix_mask, rope_deltas[owner])
+        logits = self.model(
+            input_ids=group.suffix_ids.to(self.device),
+            attention_mask=torch.cat([prefix_mask, suffix_mask], dim=1),
+            position_ids=positions,
+            past_key_values=cache,
             use_cache=False,
-            logits_to_keep=1,
-        )
-        return score_token_logprobs(prefill.logits[:, -1], step.logits[:, -1], self.digit_ids)
+            logits_to_keep=2,
+        ).logits
+        return score_token_logprobs(logits[:, -2], logits[:, -1], self.digit_ids)
 
     def _generate(self, inputs: Any, max_new_tokens: int) -> list[GeneratedText]:
         from transformers import GenerationConfig
