@@ -1,0 +1,121 @@
+"""The compose files as Compose resolves them (``docker compose config``): no GPU, no images.
+
+The GPU override cannot run here; what it asks of Docker is checked in its resolved form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.docker.compose import CPU_FILES, GPU_FILES, Compose, duration_s
+
+pytestmark = pytest.mark.docker
+
+UVICORN_MARGIN_S = 5  # __main__: timeout_graceful_shutdown = drain_timeout_s + 5
+STOP_MARGIN_S = 10  # stopping the worker processes after the drain
+
+
+# What the files read from the environment; the tests set them, not the caller's shell.
+VARIABLES = (
+    "EDITOR_MODEL",
+    "REWARD_MODEL",
+    "EDITBENCH_EDITOR_GPUS",
+    "EDITBENCH_REWARD_GPUS",
+    "EDITBENCH_EDITOR_PORT",
+    "EDITBENCH_REWARD_PORT",
+    "TORCH_INDEX_URL",
+    "HF_TOKEN",
+    "HF_HUB_OFFLINE",
+)
+
+
+def resolved(files: tuple[str, ...], **env: str) -> dict[str, Any]:
+    return Compose(project="editbench-config", files=files, env=env, unset=VARIABLES).config()
+
+
+def gpu_requests(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(service["deploy"]["resources"]["reservations"]["devices"])
+
+
+def test_gpu_override_config_is_valid() -> None:
+    config = resolved(GPU_FILES)
+    editor, reward = config["services"]["editor"], config["services"]["reward"]
+
+    assert editor["environment"]["EDITOR_MODEL"] == "Qwen/Qwen-Image-Edit"
+    assert editor["environment"]["EDITOR_DEVICES"] == ""  # every GPU it sees: one worker each
+    assert reward["environment"]["REWARD_MODEL"] == "Qwen/Qwen3-VL-30B-A3B-Instruct"
+    assert reward["environment"]["REWARD_DEVICE"] == "auto"
+    for service in (editor, reward):
+        assert service["image"].endswith(":cuda")
+        assert "cu" in service["build"]["args"]["TORCH_INDEX_URL"].rsplit("/", 1)[-1]
+        assert service["environment"]["HF_HUB_OFFLINE"] == "0"
+        assert int(service["shm_size"]) >= 8 * 2**30
+        assert [(m["type"], m["source"], m["target"]) for m in service["volumes"]] == [
+            ("volume", "models", "/cache")
+        ]
+        [request] = gpu_requests(service)
+        assert request["driver"] == "nvidia" and request["capabilities"] == ["gpu"]
+        assert "count" not in request  # chosen GPUs, not "the first N"
+    assert gpu_requests(editor)[0]["device_ids"] != gpu_requests(reward)[0]["device_ids"]
+    # still only on the loopback interface
+    assert {p["host_ip"] for s in (editor, reward) for p in s["ports"]} == {"127.0.0.1"}
+
+
+def test_gpu_override_takes_gpus_and_models_from_the_environment() -> None:
+    config = resolved(
+        GPU_FILES,
+        EDITBENCH_EDITOR_GPUS="0,1,2",
+        EDITBENCH_REWARD_GPUS="3",
+        EDITOR_MODEL="Qwen/Qwen-Image-Edit-2509",
+        REWARD_MODEL="/cache/judges/my-judge",
+        TORCH_INDEX_URL="https://download.pytorch.org/whl/cu128",
+    )
+    editor, reward = config["services"]["editor"], config["services"]["reward"]
+    # Docker hands the ids to the NVIDIA runtime joined by commas (NVIDIA_VISIBLE_DEVICES=0,1,2).
+    assert gpu_requests(editor)[0]["device_ids"] == ["0,1,2"]
+    assert gpu_requests(reward)[0]["device_ids"] == ["3"]
+    assert editor["environment"]["EDITOR_MODEL"] == "Qwen/Qwen-Image-Edit-2509"
+    assert reward["environment"]["REWARD_MODEL"] == "/cache/judges/my-judge"
+    assert editor["build"]["args"]["TORCH_INDEX_URL"].endswith("/cu128")
+
+
+@pytest.mark.parametrize("token", [None, "hf_test_token"])
+def test_hf_token_reaches_the_services_only_when_set(token: str | None) -> None:
+    config = resolved(GPU_FILES, **({"HF_TOKEN": token} if token else {}))
+    for name in ("editor", "reward"):
+        # null: Compose leaves the variable out of the container
+        assert config["services"][name]["environment"]["HF_TOKEN"] == token
+
+
+@pytest.mark.parametrize("files", [CPU_FILES, GPU_FILES], ids=["cpu", "gpu"])
+def test_stop_grace_period_outlasts_the_drain(files: tuple[str, ...]) -> None:
+    """After SIGTERM uvicorn waits up to D + 5 s for requests, then the pool drains up to D."""
+    services = resolved(files)["services"]
+    for name, prefix in (("editor", "EDITOR"), ("reward", "REWARD")):
+        drain_s = float(services[name]["environment"][f"{prefix}_DRAIN_TIMEOUT_S"])
+        grace_s = duration_s(services[name]["stop_grace_period"])
+        assert grace_s >= 2 * drain_s + UVICORN_MARGIN_S + STOP_MARGIN_S, name
+        assert services[name]["init"] is True  # a real PID 1 forwards SIGTERM and reaps workers
+
+
+def test_cpu_compose_runs_tiny_models_offline_with_restart_and_healthchecks() -> None:
+    config = resolved(CPU_FILES)
+    services = config["services"]
+    assert services["editor"]["environment"]["EDITOR_MODEL"] == "tiny"
+    assert services["reward"]["environment"]["REWARD_MODEL"] == "tiny"
+    for name in ("editor", "reward"):
+        service = services[name]
+        assert service["environment"]["HF_HUB_OFFLINE"] == "1"
+        assert service["restart"] == "unless-stopped"
+        assert service["pull_policy"] == "never"  # built here; no registry has these images
+        assert "deploy" not in service
+        assert duration_s(service["healthcheck"]["start_period"]) > 0
+    orchestrator = services["orchestrator"]
+    assert orchestrator["profiles"] == ["cli"]
+    assert {d: c["condition"] for d, c in orchestrator["depends_on"].items()} == {
+        "editor": "service_healthy",
+        "reward": "service_healthy",
+    }
+    assert orchestrator["environment"]["EDITBENCH_EDITOR_URL"] == "http://editor:8001"
