@@ -11,7 +11,7 @@
 #    pulled; EDITBENCH_BASE_IMAGE names one made from Debian packages with debootstrap
 # 4. docker/wheelhouse/: torch, torchvision and their dependencies (the CUDA build, the only pair
 #    on this machine that imports together), downloaded once into a cache outside the checkout
-#    and hard-linked in; TORCH_INDEX_URL=none makes the build take torch from there only (the
+#    and hard-linked in; EDITBENCH_TORCH_INDEX_URL=none makes the build take torch from there only (the
 #    air-gapped route)
 # 5. docker/certs/: this machine's CA bundle, which holds the proxy's CA (the proxy route)
 #
@@ -136,4 +136,4 @@ log "wheelhouse: $(find docker/wheelhouse -name '*.whl' | wc -l) wheels ($torch_
 cp /etc/ssl/certs/ca-certificates.crt docker/certs/host-ca-bundle.crt
 log "docker/certs: this machine's CA bundle"
 
-echo "export EDITBENCH_BASE_IMAGE=$BASE_IMAGE TORCH_INDEX_URL=none"
+echo "export EDITBENCH_BASE_IMAGE=$BASE_IMAGE EDITBENCH_TORCH_INDEX_URL=none"

@@ -2,8 +2,8 @@
 
 Tests marked ``docker`` skip when no engine answers, except when EDITBENCH_REQUIRE_DOCKER=1 (CI,
 after scripts/docker-env.sh): then a missing engine fails them, so they cannot pass by skipping.
-Build arguments come from the environment as for a user (EDITBENCH_BASE_IMAGE, TORCH_INDEX_URL,
-PIP_*, proxies); CI sets them from scripts/docker-env.sh.
+Build arguments come from the environment as for a user (EDITBENCH_BASE_IMAGE,
+EDITBENCH_TORCH_INDEX_URL, PIP_*, proxies); CI sets them from scripts/docker-env.sh.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ VARIABLES = (
     "EDITBENCH_REWARD_GPUS",
     "EDITBENCH_EDITOR_PORT",
     "EDITBENCH_REWARD_PORT",
-    "TORCH_INDEX_URL",
+    "EDITBENCH_TORCH_INDEX_URL",
     "HF_TOKEN",
     "HF_HUB_OFFLINE",
 )
@@ -70,7 +70,7 @@ def test_gpu_override_takes_gpus_and_models_from_the_environment() -> None:
         EDITBENCH_REWARD_GPUS="3",
         EDITOR_MODEL="Qwen/Qwen-Image-Edit-2509",
         REWARD_MODEL="/cache/judges/my-judge",
-        TORCH_INDEX_URL="https://download.pytorch.org/whl/cu128",
+        EDITBENCH_TORCH_INDEX_URL="https://download.pytorch.org/whl/cu128",
     )
     editor, reward = config["services"]["editor"], config["services"]["reward"]
     # Docker hands the ids to the NVIDIA runtime joined by commas (NVIDIA_VISIBLE_DEVICES=0,1,2).
