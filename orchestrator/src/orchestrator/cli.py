@@ -445,7 +445,8 @@ def sample(
 def demo(ctx: typer.Context) -> None:
     """Start both services on tiny models, run the sample benchmark into runs/demo, stop them.
 
-    Options are passed on to ``python -m orchestrator.demo`` (--out, --steps, --size, --limit)."""
+    Options are passed on to ``python -m orchestrator.demo`` (--out, --steps, --size,
+    --per-category, --cache-dir)."""
     from orchestrator.demo import main as demo_main
 
     raise typer.Exit(demo_main(list(ctx.args)))

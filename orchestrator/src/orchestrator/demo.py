@@ -107,22 +107,38 @@ def running(services: list[Service], ready_timeout_s: float) -> Iterator[None]:
         _say("services stopped")
 
 
+def _prefixed(prefix: str, values: dict[str, str]) -> dict[str, str]:
+    return {prefix + key: value for key, value in values.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.demo", description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--size", default="64x64", help="output size (default: 64x64)")
-    parser.add_argument("--limit", type=int, default=None, help="at most N sample items")
+    parser.add_argument(
+        "--per-category", type=int, default=None, help="at most N sample items per category"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the services build their tiny models (default: their own, ~/.cache/editbench)",
+    )
     parser.add_argument("--ready-timeout-s", type=float, default=900.0)
     args = parser.parse_args(argv)
 
     out = Path(args.out)
     logs = out / "logs"
+    cache = {"CACHE_DIR": str(Path(args.cache_dir).resolve())} if args.cache_dir else {}
     editor = Service(
-        "editor_service", {"EDITOR_MODEL": "tiny", "EDITOR_DEVICES": "cpu"}, logs / "editor.log"
+        "editor_service",
+        {"EDITOR_MODEL": "tiny", "EDITOR_DEVICES": "cpu", **_prefixed("EDITOR_", cache)},
+        logs / "editor.log",
     )
     reward = Service(
-        "reward_service", {"REWARD_MODEL": "tiny", "REWARD_DEVICE": "cpu"}, logs / "reward.log"
+        "reward_service",
+        {"REWARD_MODEL": "tiny", "REWARD_DEVICE": "cpu", **_prefixed("REWARD_", cache)},
+        logs / "reward.log",
     )
     command = [
         sys.executable,
@@ -142,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "--size",
         args.size,
     ]
-    if args.limit:
-        command += ["--limit", str(args.limit)]
+    if args.per_category:
+        command += ["--limit-per-category", str(args.per_category)]
     started = time.monotonic()
     try:
         with running([editor, reward], args.ready_timeout_s):
