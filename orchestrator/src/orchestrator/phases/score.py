@@ -1,42 +1,36 @@
-"""The two phases of a run: every edit, then every score. Both stream, resume and never stop.
-
-Each phase reads images one at a time from the benchmark (in a worker thread), gives every job its
-stable id, skips the ids already finished in the run folder, and keeps a bounded number of requests
-in flight: enough to keep every editor worker (or the judge's batches) busy, never more than the
-service says it can hold. Each finished job is one fsynced line in the phase's log; a job that
-fails, even with a bug of ours, becomes a failed record and the run goes on.
-"""
+"""Phase 2: every (source, edited, instruction) through POST /v1/scores, in small batches."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from orchestrator.benchmarks import Benchmark, Item, item_relpath
-from orchestrator.clients import EditorClient, RewardClient, ServiceCallError
-from orchestrator.jobs import EditSettings, edit_job_id, score_job_id, sha256_hex
-from orchestrator.progress import PhaseProgress
+from orchestrator.benchmarks import Item, item_relpath
+from orchestrator.clients import RewardClient, ServiceCallError
+from orchestrator.jobs import score_job_id, sha256_hex
+from orchestrator.phases.base import (
+    Phase,
+    PhaseContext,
+    PhaseCounts,
+    error_record,
+    is_finished,
+    item_fields,
+    now_iso,
+    stream_images,
+    wait_until_ready,
+)
 from orchestrator.retry import (
     CallStats,
     ReadinessGate,
-    Retry,
-    RetryPolicy,
     call_with_retry,
-    classify,
 )
-from orchestrator.store import Record, RunStore, latest_by
-from orchestrator.thumbs import make_thumbnail
+from orchestrator.store import Record, latest_by
 from shared_schemas import (
-    EditorInfo,
     ItemScore,
     ModelInfo,
     ProtocolInfo,
@@ -50,304 +44,6 @@ from shared_schemas.scores import ProtocolDefinition
 logger = logging.getLogger(__name__)
 
 EDITED_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-class ServiceNotReady(RuntimeError):
-    """A service did not become ready within the allowed time; the phase cannot start."""
-
-
-@dataclass(slots=True)
-class PhaseCounts:
-    """What one phase did in this invocation."""
-
-    planned: int = 0
-    skipped: int = 0
-    ok: int = 0
-    failed: int = 0
-    unscored: int = 0
-    missing_edit: int = 0
-    retries: int = 0
-    requests: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
-@dataclass(slots=True)
-class PhaseContext:
-    benchmark: Benchmark
-    items: Sequence[Item]
-    store: RunStore
-    progress: PhaseProgress
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-    retry_failed: bool = False
-    ready_timeout_s: float = 600.0
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def is_finished(record: Record | None, retry_failed: bool) -> bool:
-    """A job is finished when it succeeded, or failed permanently (unless asked to retry those)."""
-    if record is None:
-        return False
-    if record.get("status") == "ok":
-        return True
-    return not record.get("retryable", True) and not retry_failed
-
-
-async def stream_images(
-    benchmark: Benchmark, items: Sequence[Item]
-) -> AsyncIterator[tuple[Item, bytes]]:
-    """The benchmark's image stream, read in a worker thread so the event loop never blocks."""
-    iterator = benchmark.iter_images(items)
-    sentinel = object()
-    while True:
-        pair: Any = await asyncio.to_thread(next, iterator, sentinel)
-        if pair is sentinel:
-            return
-        yield pair
-
-
-async def wait_until_ready(
-    client: EditorClient | RewardClient, timeout_s: float, progress: PhaseProgress
-) -> None:
-    """Poll /ready (every 2 s) until it answers 200; ServiceNotReady after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    told = False
-    while True:
-        try:
-            await client.ready()
-            return
-        except ServiceCallError as exc:
-            if time.monotonic() >= deadline:
-                raise ServiceNotReady(
-                    f"the {client.service} at {client.base_url} is not ready: {exc.message}"
-                ) from None
-            if not told:
-                progress.note(
-                    f"waiting for the {client.service} at {client.base_url}: {exc.message}"
-                )
-                told = True
-        await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-
-
-def _error_record(exc: BaseException) -> tuple[dict[str, Any], bool]:
-    """(error field, retryable) of a failed job."""
-    if isinstance(exc, ServiceCallError):
-        return exc.as_record(), classify(exc) is not Retry.NEVER
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return {
-            "service": None,
-            "type": "invalid_input",
-            "message": f"{where}: {first['msg']}" if where else first["msg"],
-            "status": None,
-            "param": where or None,
-        }, False
-    return {
-        "service": None,
-        "type": "client_error",
-        "message": f"{type(exc).__name__}: {exc}",
-        "status": None,
-        "param": None,
-    }, True
-
-
-def _item_fields(item: Item) -> dict[str, Any]:
-    return {
-        "item_id": item.id,
-        "category": item.category,
-        "language": item.language,
-        "instruction": item.instruction,
-    }
-
-
-class _Phase:
-    name = "phase"
-
-    def __init__(self, ctx: PhaseContext) -> None:
-        self.ctx = ctx
-        self.counts = PhaseCounts()
-        self._slots: asyncio.Semaphore | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def _dispatch(self, job: Coroutine[Any, Any, None]) -> None:
-        """Start ``job`` once a slot is free; at most `concurrency` run at once."""
-        assert self._slots is not None
-        try:
-            await self._slots.acquire()
-        except BaseException:
-            job.close()  # cancelled while waiting: the job never started
-            raise
-        task = asyncio.create_task(self._run_slot(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_slot(self, job: Awaitable[None]) -> None:
-        assert self._slots is not None
-        try:
-            await job
-        finally:
-            self._slots.release()
-
-    async def _drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
-
-    async def _cancel_all(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def _ensure_thumb(self, kind: str, item: Item, data: bytes) -> None:
-        relpath = self.ctx.store.thumb_relpath(kind, item.id)
-        if self.ctx.store.path(relpath).exists():
-            return
-        thumb = await asyncio.to_thread(make_thumbnail, data)
-        if thumb is not None:
-            await asyncio.to_thread(self.ctx.store.write_file, relpath, thumb)
-
-    def _finish(self, ok: bool) -> None:
-        if ok:
-            self.counts.ok += 1
-        else:
-            self.counts.failed += 1
-        self.ctx.progress.advance(ok=ok)
-
-
-class EditPhase(_Phase):
-    """Phase 1: every selected item through POST /v1/edits."""
-
-    name = "edit"
-
-    def __init__(
-        self,
-        ctx: PhaseContext,
-        client: EditorClient,
-        settings: EditSettings,
-        concurrency: int | None = None,
-    ) -> None:
-        super().__init__(ctx)
-        self.client = client
-        self.settings = settings
-        self.concurrency_override = concurrency
-        self.info: EditorInfo | None = None
-        self.gate = ReadinessGate("editor", client.is_ready, ctx.policy.probe_interval_s)
-
-    @staticmethod
-    def default_concurrency(info: EditorInfo) -> int:
-        """Two requests per ready worker (one running, one queued to start the moment it ends),
-        never more than the service accepts without refusing."""
-        workers = sum(1 for w in info.workers if w.state in ("ready", "busy")) or len(info.workers)
-        return max(1, min(info.max_in_flight, 2 * max(1, workers)))
-
-    async def prepare(self) -> EditorInfo:
-        await wait_until_ready(self.client, self.ctx.ready_timeout_s, self.ctx.progress)
-        self.info = await call_with_retry(
-            self.client.info, policy=self.ctx.policy, label="editor /v1/info", sleep=self.ctx.sleep
-        )
-        return self.info
-
-    async def run(self) -> PhaseCounts:
-        info = self.info or await self.prepare()
-        concurrency = self.concurrency_override or self.default_concurrency(info)
-        logger.info(
-            "edit phase: %d items, %d in flight (editor: %d workers, max_in_flight %d)",
-            len(self.ctx.items),
-            concurrency,
-            len(info.workers),
-            info.max_in_flight,
-        )
-        self._slots = asyncio.Semaphore(concurrency)
-        done = latest_by(await asyncio.to_thread(self.ctx.store.edits.read), "job_id")
-        self.counts.planned = len(self.ctx.items)
-        self.ctx.progress.start("edit", len(self.ctx.items))
-        try:
-            async for item, image in stream_images(self.ctx.benchmark, self.ctx.items):
-                await self._ensure_thumb("source", item, image)
-                source_sha = sha256_hex(image)
-                job_id = edit_job_id(
-                    item_id=item.id,
-                    source_sha256=source_sha,
-                    instruction=item.instruction,
-                    settings=self.settings,
-                    editor_model=info.model,
-                )
-                record = done.get(job_id)
-                if is_finished(record, self.ctx.retry_failed) and self._image_kept(record):
-                    self.counts.skipped += 1
-                    self.ctx.progress.advance(skipped=True)
-                    continue
-                await self._dispatch(self._edit_one(item, image, source_sha, job_id))
-            await self._drain()
-        except BaseException:
-            await self._cancel_all()
-            raise
-        finally:
-            await self.gate.close()
-            self.ctx.progress.finish()
-        return self.counts
-
-    def _image_kept(self, record: Record | None) -> bool:
-        """A finished edit whose image was deleted since is done again."""
-        if record is None or record.get("status") != "ok":
-            return True
-        return self.ctx.store.path(str(record.get("image"))).is_file()
-
-    async def _edit_one(self, item: Item, image: bytes, source_sha: str, job_id: str) -> None:
-        stats = CallStats()
-        base: Record = {
-            "schema": 1,
-            "phase": "edit",
-            "job_id": job_id,
-            **_item_fields(item),
-            "source_sha256": source_sha,
-            "params": {**self.settings.as_dict(), "seed": self.settings.item_seed(item.id)},
-        }
-        try:
-            request = self.settings.request(item.id, image, item.instruction)
-            self.counts.requests += 1
-            response = await call_with_retry(
-                lambda: self.client.edit(request, idempotency_key=job_id),
-                policy=self.ctx.policy,
-                gate=self.gate,
-                label=f"edit {job_id} ({item.id})",
-                stats=stats,
-                sleep=self.ctx.sleep,
-            )
-            relpath = self.ctx.store.edit_image_relpath(item.id, response.output_format)
-            await asyncio.to_thread(self.ctx.store.write_file, relpath, response.image)
-            await self._ensure_thumb("edited", item, response.image)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error, retryable = _error_record(exc)
-            if error["type"] == "client_error":
-                logger.exception("edit %s (%s): unexpected error", job_id, item.id)
-            else:
-                logger.warning("edit %s (%s) failed: %s", job_id, item.id, error["message"])
-            record = {**base, "status": "failed", "retryable": retryable, "error": error}
-            ok = False
-        else:
-            meta = response.model_dump(mode="json", exclude={"image"})
-            record = {
-                **base,
-                "status": "ok",
-                "image": relpath,
-                "image_sha256": sha256_hex(response.image),
-                "seed": response.seed,
-                "model": meta.pop("model"),
-                "response": meta,
-            }
-            ok = True
-        record.update(attempts=stats.attempts, retries=stats.retries, finished_at=now_iso())
-        self.counts.retries += stats.retries
-        await asyncio.to_thread(self.ctx.store.edits.append, record)
-        self._finish(ok)
 
 
 @dataclass(slots=True)
@@ -372,7 +68,7 @@ def find_edited_file(edited_dir: Path, item: Item) -> Path | None:
     return None
 
 
-class ScorePhase(_Phase):
+class ScorePhase(Phase):
     """Phase 2: every (source, edited, instruction) through POST /v1/scores, in small batches."""
 
     name = "score"
@@ -579,7 +275,7 @@ class ScorePhase(_Phase):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            error, retryable = _error_record(exc)
+            error, retryable = error_record(exc)
             if len(batch) > 1 and not retryable:
                 # One bad item must not fail its neighbours: ask for each one alone.
                 logger.warning(
@@ -618,7 +314,7 @@ class ScorePhase(_Phase):
             "schema": 1,
             "phase": "score",
             "job_id": job.job_id,
-            **_item_fields(job.item),
+            **item_fields(job.item),
             "hints": job.item.hints,
             "edit_job_id": job.edit_job_id,
             "edited_image": job.edited_ref,

@@ -1,0 +1,161 @@
+"""Phase 1: every selected item through POST /v1/edits, two per editor worker in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from orchestrator.benchmarks import Item
+from orchestrator.clients import EditorClient
+from orchestrator.jobs import EditSettings, edit_job_id, sha256_hex
+from orchestrator.phases.base import (
+    Phase,
+    PhaseContext,
+    PhaseCounts,
+    error_record,
+    is_finished,
+    item_fields,
+    now_iso,
+    stream_images,
+    wait_until_ready,
+)
+from orchestrator.retry import (
+    CallStats,
+    ReadinessGate,
+    call_with_retry,
+)
+from orchestrator.store import Record, latest_by
+from shared_schemas import EditorInfo
+
+logger = logging.getLogger(__name__)
+
+
+class EditPhase(Phase):
+    """Phase 1: every selected item through POST /v1/edits."""
+
+    name = "edit"
+
+    def __init__(
+        self,
+        ctx: PhaseContext,
+        client: EditorClient,
+        settings: EditSettings,
+        concurrency: int | None = None,
+    ) -> None:
+        super().__init__(ctx)
+        self.client = client
+        self.settings = settings
+        self.concurrency_override = concurrency
+        self.info: EditorInfo | None = None
+        self.gate = ReadinessGate("editor", client.is_ready, ctx.policy.probe_interval_s)
+
+    @staticmethod
+    def default_concurrency(info: EditorInfo) -> int:
+        """Two requests per ready worker (one running, one queued to start the moment it ends),
+        never more than the service accepts without refusing."""
+        workers = sum(1 for w in info.workers if w.state in ("ready", "busy")) or len(info.workers)
+        return max(1, min(info.max_in_flight, 2 * max(1, workers)))
+
+    async def prepare(self) -> EditorInfo:
+        await wait_until_ready(self.client, self.ctx.ready_timeout_s, self.ctx.progress)
+        self.info = await call_with_retry(
+            self.client.info, policy=self.ctx.policy, label="editor /v1/info", sleep=self.ctx.sleep
+        )
+        return self.info
+
+    async def run(self) -> PhaseCounts:
+        info = self.info or await self.prepare()
+        concurrency = self.concurrency_override or self.default_concurrency(info)
+        logger.info(
+            "edit phase: %d items, %d in flight (editor: %d workers, max_in_flight %d)",
+            len(self.ctx.items),
+            concurrency,
+            len(info.workers),
+            info.max_in_flight,
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        done = latest_by(await asyncio.to_thread(self.ctx.store.edits.read), "job_id")
+        self.counts.planned = len(self.ctx.items)
+        self.ctx.progress.start("edit", len(self.ctx.items))
+        try:
+            async for item, image in stream_images(self.ctx.benchmark, self.ctx.items):
+                await self._ensure_thumb("source", item, image)
+                source_sha = sha256_hex(image)
+                job_id = edit_job_id(
+                    item_id=item.id,
+                    source_sha256=source_sha,
+                    instruction=item.instruction,
+                    settings=self.settings,
+                    editor_model=info.model,
+                )
+                record = done.get(job_id)
+                if is_finished(record, self.ctx.retry_failed) and self._image_kept(record):
+                    self.counts.skipped += 1
+                    self.ctx.progress.advance(skipped=True)
+                    continue
+                await self._dispatch(self._edit_one(item, image, source_sha, job_id))
+            await self._drain()
+        except BaseException:
+            await self._cancel_all()
+            raise
+        finally:
+            await self.gate.close()
+            self.ctx.progress.finish()
+        return self.counts
+
+    def _image_kept(self, record: Record | None) -> bool:
+        """A finished edit whose image was deleted since is done again."""
+        if record is None or record.get("status") != "ok":
+            return True
+        return self.ctx.store.path(str(record.get("image"))).is_file()
+
+    async def _edit_one(self, item: Item, image: bytes, source_sha: str, job_id: str) -> None:
+        stats = CallStats()
+        base: Record = {
+            "schema": 1,
+            "phase": "edit",
+            "job_id": job_id,
+            **item_fields(item),
+            "source_sha256": source_sha,
+            "params": {**self.settings.as_dict(), "seed": self.settings.item_seed(item.id)},
+        }
+        try:
+            request = self.settings.request(item.id, image, item.instruction)
+            self.counts.requests += 1
+            response = await call_with_retry(
+                lambda: self.client.edit(request, idempotency_key=job_id),
+                policy=self.ctx.policy,
+                gate=self.gate,
+                label=f"edit {job_id} ({item.id})",
+                stats=stats,
+                sleep=self.ctx.sleep,
+            )
+            relpath = self.ctx.store.edit_image_relpath(item.id, response.output_format)
+            await asyncio.to_thread(self.ctx.store.write_file, relpath, response.image)
+            await self._ensure_thumb("edited", item, response.image)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error, retryable = error_record(exc)
+            if error["type"] == "client_error":
+                logger.exception("edit %s (%s): unexpected error", job_id, item.id)
+            else:
+                logger.warning("edit %s (%s) failed: %s", job_id, item.id, error["message"])
+            record = {**base, "status": "failed", "retryable": retryable, "error": error}
+            ok = False
+        else:
+            meta = response.model_dump(mode="json", exclude={"image"})
+            record = {
+                **base,
+                "status": "ok",
+                "image": relpath,
+                "image_sha256": sha256_hex(response.image),
+                "seed": response.seed,
+                "model": meta.pop("model"),
+                "response": meta,
+            }
+            ok = True
+        record.update(attempts=stats.attempts, retries=stats.retries, finished_at=now_iso())
+        self.counts.retries += stats.retries
+        await asyncio.to_thread(self.ctx.store.edits.append, record)
+        self._finish(ok)
