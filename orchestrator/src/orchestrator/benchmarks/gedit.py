@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.benchmarks.base import Benchmark, BenchmarkError, Item, normalize_text
+
+if TYPE_CHECKING:  # pyarrow takes a second to import: only GEdit-Bench runs pay for it
+    import pyarrow as pa
 
 REQUIRED = ("key", "task_type", "instruction", "input_image")
 _META = ("key", "task_type", "instruction", "instruction_language", "intersection_exist")
@@ -70,18 +70,27 @@ class _Source:
         self.kind = kind
 
     def schema(self) -> pa.Schema:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         if self.kind == "parquet":
             return pq.read_schema(self.path)
         with pa.memory_map(str(self.path)) as source:
             return pa.ipc.open_stream(source).schema
 
     def metadata(self, columns: list[str]) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         if self.kind == "parquet":
             return pq.read_table(self.path, columns=columns)
         with pa.memory_map(str(self.path)) as source:
             return pa.ipc.open_stream(source).read_all().select(columns)
 
     def image_batches(self) -> Iterator[pa.Array]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         if self.kind == "parquet":
             parquet = pq.ParquetFile(self.path)
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=["input_image"]):
