@@ -39,7 +39,7 @@ EDITED = b64(image_bytes(32, 32, seed=2))
 def settings(tmp_path: Path, **changes: Any) -> RewardSettings:
     return RewardSettings(
         backend=FAKE,
-        device="cpu",
+        devices=changes.pop("devices", ["cpu"]),
         cache_dir=tmp_path,
         backend_options=changes.pop("backend_options", {}),
         **changes,
@@ -239,9 +239,11 @@ async def test_scores_return_429_with_retry_after_when_the_queue_is_full(tmp_pat
     gate = new_gate()
     config = settings(tmp_path, queue_capacity=4, backend_options={"batch_gate": gate})
     async with client_for(config) as client:
+        backend = client.app.state.judge.replicas[0].backend  # type: ignore[attr-defined]
         running = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while not client.app.state.judge.backend.batch_sizes:  # type: ignore[attr-defined]
+        while not backend.batch_sizes:
             await asyncio.sleep(0.01)
+        # A partial batch waits for the busy replica (full ones would be prepared meanwhile).
         queued = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
         while client.app.state.batcher.depth < 4:  # type: ignore[attr-defined]
             await asyncio.sleep(0.01)
@@ -289,7 +291,7 @@ async def test_the_model_is_only_ever_touched_from_one_thread(tmp_path: Path) ->
             client.post("/v1/scores", json={"items": [item(f"score={i % 11}")]}) for i in range(12)
         )
         responses = await asyncio.gather(*requests)
-        backend = client.app.state.judge.backend  # type: ignore[attr-defined]
+        backend = client.app.state.judge.replicas[0].backend  # type: ignore[attr-defined]
     assert all(r.status_code == 200 for r in responses)
     assert len(backend.threads) == 1 and backend.overlapping_calls == 0
     assert max(backend.batch_sizes) == 3
@@ -361,3 +363,49 @@ async def test_a_client_request_id_is_echoed_and_a_missing_one_is_made(tmp_path:
         made = await client.post("/v1/scores", json={"items": [item()]})
     assert given.headers["X-Request-ID"] == "job-42"
     assert made.headers["X-Request-ID"].startswith("req-")
+
+
+async def test_two_replicas_share_the_questions_and_each_keeps_to_its_own_thread(
+    tmp_path: Path,
+) -> None:
+    config = settings(
+        tmp_path, devices=["cpu", "cpu"], max_batch_size=1, backend_options={"batch_delay_s": 0.2}
+    )
+    async with client_for(config) as client:
+        body = {"items": [item()], "protocol": "single"}
+        responses = await asyncio.gather(*(client.post("/v1/scores", json=body) for _ in range(8)))
+        assert {r.status_code for r in responses} == {200}
+        info = RewardInfo.model_validate((await client.get("/v1/info")).json())
+        replicas = client.app.state.judge.replicas  # type: ignore[attr-defined]
+    assert info.devices == ["cpu", "cpu"]
+    sizes = [sum(r.backend.batch_sizes) for r in replicas]
+    assert sum(sizes) == 8 and min(sizes) >= 1  # both replicas worked
+    for replica in replicas:
+        assert len(replica.backend.threads) == 1 and replica.backend.overlapping_calls == 0
+    assert replicas[0].backend.threads != replicas[1].backend.threads
+
+
+async def test_release_and_load_hand_the_device_over_and_back(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        released = await client.post("/v1/model/release")
+        assert released.status_code == 200 and released.json()["loaded"] is False
+        assert (await client.get("/ready")).status_code == 503
+        refused = await client.post("/v1/scores", json={"items": [item()]})
+        assert refused.status_code == 503
+        assert "released" in error_of(refused).error.message
+        loaded = await client.post("/v1/model/load")
+        assert loaded.status_code == 200 and loaded.json()["loaded"] is True
+        assert (await client.post("/v1/scores", json={"items": [item()]})).status_code == 200
+
+
+async def test_a_service_started_without_its_model_loads_on_request(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path, load_on_start=False), ready=False) as client:
+        for _ in range(100):
+            ready = await client.get("/ready")
+            if "released" in ready.text:
+                break
+            await asyncio.sleep(0.05)
+        assert ready.status_code == 503 and "released" in ready.text
+        assert (await client.post("/v1/model/load")).status_code == 200
+        await wait_ready(client)
+        assert (await client.post("/v1/scores", json={"items": [item()]})).status_code == 200

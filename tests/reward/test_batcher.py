@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -254,3 +255,61 @@ async def test_a_reservation_takes_exactly_the_items_it_reserved_for() -> None:
             with pytest.raises(ValueError, match="1 slots were reserved for 3 items"):
                 await slot.submit([1, 2, 3])
         assert await submit(batcher, [1]) == [2]
+
+
+class ScriptedPrepare:
+    """A prepare stage that records when it ran relative to the model."""
+
+    def __init__(self, model: ScriptedModel) -> None:
+        self.model = model
+        self.during_model_run = 0
+        self.calls = 0
+
+    async def __call__(self, batch: list[Any]) -> list[Any]:
+        self.calls += 1
+        self.during_model_run += self.model.running > 0
+        return list(batch)
+
+
+async def test_the_next_full_batch_is_prepared_while_the_model_runs() -> None:
+    model = ScriptedModel()
+    prepare = ScriptedPrepare(model)
+    async with batcher_for(model, max_batch_size=2, prepare=prepare) as batcher:
+        first = await occupy(model, batcher)
+        full = asyncio.create_task(submit(batcher, [1, 2]))
+        while prepare.calls < 2:
+            await asyncio.sleep(0.01)
+        assert prepare.during_model_run == 1  # prepared while batch 1 was on the model
+        assert len(model.batches) == 1 and model.overlaps == 0  # but not run beside it
+        model.gate.set()
+        assert await first == [0] and await full == [2, 4]
+    assert model.overlaps == 0
+
+
+async def test_with_two_replicas_two_batches_run_at_once() -> None:
+    model = ScriptedModel()
+    async with batcher_for(model, max_batch_size=1, replicas=2) as batcher:
+        await model.hold()
+        tasks = [asyncio.create_task(submit(batcher, [i])) for i in (1, 2)]
+        while model.running < 2:
+            await asyncio.sleep(0.01)
+        model.gate.set()
+        assert [await t for t in tasks] == [[2], [4]]
+    assert model.overlaps == 1
+
+
+async def test_a_prepared_batch_whose_clients_left_never_runs() -> None:
+    model = ScriptedModel()
+    prepare = ScriptedPrepare(model)
+    async with batcher_for(model, max_batch_size=1, prepare=prepare) as batcher:
+        first = await occupy(model, batcher)
+        gone = asyncio.create_task(submit(batcher, [7]))
+        while prepare.calls < 2:  # [7] was taken and prepared; it waits for the model
+            await asyncio.sleep(0.01)
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+        model.gate.set()
+        assert await first == [0]
+        assert await submit(batcher, [3]) == [6]
+    assert model.batches == [[0], [3]]

@@ -25,7 +25,7 @@ def test_creating_the_app_and_picking_the_backend_does_not_import_torch() -> Non
         "from reward_service.app import create_app\n"
         "from reward_service.backends.base import make_backend\n"
         "from reward_service.config import RewardSettings\n"
-        "settings = RewardSettings(device='cpu')\n"
+        "settings = RewardSettings(devices=['cpu'])\n"
         "create_app(settings)\n"
         "make_backend(settings.backend_spec())"
     )

@@ -12,17 +12,18 @@ from service_kit.settings import load_settings
 def test_defaults_serve_the_tiny_judge_on_port_8002() -> None:
     settings = load_settings(RewardSettings, "reward", [])
     assert (settings.host, settings.port, settings.model) == ("127.0.0.1", 8002, "tiny")
-    assert (settings.backend, settings.device, settings.dtype) == ("transformers", "auto", "auto")
+    assert (settings.backend, settings.devices, settings.dtype) == ("transformers", [], "auto")
+    assert settings.load_on_start is True
     assert settings.max_batch_size >= 1 and settings.max_wait_s >= 0
 
 
 def test_flags_set_batching_and_model_settings() -> None:
     argv = ["--model", "tiny-moe", "--max-batch-size", "8", "--max-wait-s", "0.05"]
-    argv += ["--device", "0", "--protocols-dir", "/srv/protocols", "--queue-capacity", "64"]
+    argv += ["--devices", "0,cuda:1", "--protocols-dir", "/srv/protocols", "--queue-capacity", "64"]
     settings = load_settings(RewardSettings, "reward", argv)
     assert settings.model == "tiny-moe"
     assert (settings.max_batch_size, settings.max_wait_s, settings.queue_capacity) == (8, 0.05, 64)
-    assert settings.device == "cuda:0"
+    assert settings.devices == ["cuda:0", "cuda:1"]
     assert str(settings.protocols_dir) == "/srv/protocols"
 
 
@@ -33,13 +34,13 @@ def test_backend_options_come_as_json_and_reach_the_backend_spec() -> None:
     assert spec.options == {"attn_implementation": "eager"} and spec.revision == "abc"
 
 
-def test_an_explicit_device_is_used_without_probing() -> None:
-    assert RewardSettings(device="cpu").resolve_device() == "cpu"
-    assert RewardSettings(device="cuda:1").resolve_device() == "cuda:1"
+def test_explicit_devices_are_used_without_probing() -> None:
+    assert RewardSettings(devices=["cpu"]).resolve_devices() == ["cpu"]
+    assert RewardSettings(devices="cuda:1, cuda:0").resolve_devices() == ["cuda:1", "cuda:0"]
 
 
 @pytest.mark.parametrize(
-    "bad", [{"device": "tpu"}, {"max_batch_size": 0}, {"max_wait_s": -1}, {"dtype": "int8"}]
+    "bad", [{"devices": "tpu"}, {"max_batch_size": 0}, {"max_wait_s": -1}, {"dtype": "int8"}]
 )
 def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

@@ -34,22 +34,27 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        device = await asyncio.to_thread(settings.resolve_device)
-        logger.info("reward: judge %s on %s", settings.model, device)
-        judge = Judge(make_backend(settings.backend_spec()), device)
+        devices = await asyncio.to_thread(settings.resolve_devices)
+        logger.info("reward: judge %s on %s", settings.model, ", ".join(devices))
+        spec = settings.backend_spec()
+        judge = Judge([make_backend(spec) for _ in devices], devices)
         batcher: MicroBatcher[JudgeQuestion, QuestionOutput] = MicroBatcher(
-            judge.run,
+            judge.score,
+            prepare=judge.prepare,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_s,
             capacity=settings.queue_capacity,
             timeout_s=settings.request_timeout_s,
             key=batch_key,
             observer=metrics,
+            replicas=len(devices),
         )
         app.state.judge = app.state.readiness = judge
         app.state.batcher = batcher
         batcher.start()
-        loading = asyncio.create_task(_load(judge, metrics), name="judge-load")
+        loading = asyncio.create_task(
+            _load(judge, metrics, settings.load_on_start), name="judge-load"
+        )
         try:
             yield
         finally:
@@ -70,7 +75,10 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
     return app
 
 
-async def _load(judge: Judge, metrics: RewardMetrics) -> None:
+async def _load(judge: Judge, metrics: RewardMetrics, load_model: bool) -> None:
+    if not load_model:
+        await judge.start_released()
+        return
     await judge.load()
     if judge.load_s is not None:
         metrics.model_load_seconds.set(judge.load_s)

@@ -1,15 +1,19 @@
 """Dynamic micro-batching: work units from every client gathered into one call of the model.
 
 One consumer task owns the queue. A batch holds units of one kind (``key``) and closes when it
-has ``max_batch_size`` units or when its oldest unit has waited ``max_wait_s``; while the model is
-busy, units pile up and the next batch leaves as soon as the model is free. A submission (one
-client request) may span several batches; it is answered when its last unit is.
+has ``max_batch_size`` units, or when its oldest unit has waited ``max_wait_s`` and a model replica
+is free to take it. A batch goes through two stages: ``prepare`` (CPU work, e.g. image processing)
+and ``run_batch`` (the model). Up to ``replicas`` batches run at once, and one more is prepared
+meanwhile, so CPU work overlaps the model's; while every replica is busy, units pile up into full
+batches. A submission (one client request) may span several batches; it is answered when its
+last unit is.
 
 Admission is two-step: ``reserve(n)`` holds ``n`` slots of the bounded queue (or refuses with
 QueueFull) before the caller does any expensive validation, and ``Reservation.submit`` enqueues.
 Every unit of a failed batch fails its submission; a batch whose results do not match its length
 fails as a whole. A submission whose client has gone (its awaiting task was cancelled) or whose
-deadline has passed is dropped before it reaches the model.
+deadline has passed is dropped before it reaches the model; a prepared batch whose clients have
+all gone is dropped before it runs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from service_kit.errors import (
     BackendError,
@@ -37,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 I = TypeVar("I")  # noqa: E741 - the unit of work
 O = TypeVar("O")  # noqa: E741 - its result
+P = TypeVar("P")  # a prepared batch
 O_co = TypeVar("O_co", covariant=True)
 
 
@@ -118,18 +123,22 @@ class Reservation(Generic[I, O]):
 class MicroBatcher(Generic[I, O]):
     def __init__(
         self,
-        run_batch: Callable[[list[I]], Awaitable[Sequence[O]]],
+        run_batch: Callable[[Any], Awaitable[Sequence[O]]],
         *,
+        prepare: Callable[[list[I]], Awaitable[Any]] | None = None,
         max_batch_size: int,
         max_wait_s: float,
         capacity: int,
         timeout_s: float,
         key: Callable[[I], Hashable] = lambda _item: None,
         observer: BatchObserver | None = None,
+        replicas: int = 1,
     ) -> None:
-        if max_batch_size < 1 or capacity < 1:
-            raise ValueError("max_batch_size and capacity must be at least 1")
+        if max_batch_size < 1 or capacity < 1 or replicas < 1:
+            raise ValueError("max_batch_size, capacity and replicas must be at least 1")
+        self.replicas = replicas
         self._run_batch = run_batch
+        self._prepare = prepare
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.capacity = capacity
@@ -141,7 +150,11 @@ class MicroBatcher(Generic[I, O]):
         self._wakeup = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
         self._accepting = True
-        self._running = 0  # units in the batch the model is working on
+        self._running = 0  # units in batches being prepared or run
+        self._in_flight = 0  # batches being prepared or run
+        self._slots = asyncio.Semaphore(replicas + 1)  # batches being prepared or run
+        self._model_slots = asyncio.Semaphore(replicas)  # batches on the model
+        self._tasks: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count(1)
         self._batch_s_ema: float | None = None
 
@@ -164,6 +177,9 @@ class MicroBatcher(Generic[I, O]):
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._consumer
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
     def depth(self) -> int:
@@ -236,12 +252,22 @@ class MicroBatcher(Generic[I, O]):
 
     async def _consume(self) -> None:
         while True:
+            await self._slots.acquire()
             batch = await self._next_batch()
-            self._running = len(batch)
-            try:
-                await self._run(batch)
-            finally:
-                self._running = 0
+            self._running += len(batch)
+            self._in_flight += 1
+            task = asyncio.create_task(self._run_then_free(batch), name="batch")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_then_free(self, batch: list[_Unit[I, O]]) -> None:
+        try:
+            await self._run(batch)
+        finally:
+            self._running -= len(batch)
+            self._in_flight -= 1
+            self._slots.release()
+            self._wakeup.set()  # a replica is free: a partial batch may leave now
 
     async def _next_batch(self) -> list[_Unit[I, O]]:
         while True:
@@ -252,10 +278,13 @@ class MicroBatcher(Generic[I, O]):
                 oldest = self._queue[0]
                 same_kind = sum(1 for u in self._queue if u.key == oldest.key)
                 wait_s = oldest.submission.submitted_at + self.max_wait_s - now
-                if same_kind >= self.max_batch_size or wait_s <= 0:
+                if same_kind >= self.max_batch_size:
+                    return self._take(oldest.key)
+                if wait_s <= 0 and self._in_flight < self.replicas:
                     return self._take(oldest.key)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=wait_s)
+                    # Woken by new units or by a replica coming free.
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait_s, 0.05))
             else:
                 await self._wakeup.wait()
 
@@ -290,13 +319,20 @@ class MicroBatcher(Generic[I, O]):
 
     async def _run(self, batch: list[_Unit[I, O]]) -> None:
         number = next(self._numbers)
-        started = time.monotonic()
         submissions = {id(u.submission): u.submission for u in batch}
         labels = ", ".join(s.label for s in submissions.values())
-        for unit in batch:
-            self._observer.queue_wait(started - unit.submission.submitted_at)
+        started = time.monotonic()
         try:
-            outputs = await self._run_batch([u.item for u in batch])
+            items = [u.item for u in batch]
+            prepared = await self._prepare(items) if self._prepare is not None else items
+            async with self._model_slots:
+                if all(s.future.done() for s in submissions.values()):
+                    logger.info("batch %d (%s): every client went away; not run", number, labels)
+                    return
+                started = time.monotonic()
+                for unit in batch:
+                    self._observer.queue_wait(started - unit.submission.submitted_at)
+                outputs = await self._run_batch(prepared)
             if len(outputs) != len(batch):
                 raise BackendError(
                     f"the model returned {len(outputs)} results for a batch of {len(batch)}"

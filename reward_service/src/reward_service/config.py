@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from reward_service.backends.base import BackendSpec
 from service_kit.devices import normalize_device, resolve_devices
-from service_kit.settings import ServiceSettings
+from service_kit.settings import ServiceSettings, split_list
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 
@@ -38,8 +38,10 @@ class RewardSettings(ServiceSettings):
         description="Backend options as JSON, e.g. REWARD_BACKEND_OPTIONS="
         '\'{"attn_implementation": "flash_attention_2"}\'.',
     )
-    device: str = Field(
-        default="auto", description="cuda:N, N or cpu. auto: the first visible GPU, else the CPU."
+    devices: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="One model replica per entry (cuda:N, N or cpu; comma-separated), all fed by "
+        "one batcher. Empty: the first visible GPU, else the CPU.",
     )
     dtype: Dtype = Field(default="auto", description="auto: bfloat16 on GPUs, float32 on CPU.")
     max_batch_size: int = Field(
@@ -65,16 +67,24 @@ class RewardSettings(ServiceSettings):
         "viescore and single.",
     )
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        return value if value.strip().lower() == "auto" else normalize_device(value)
+    load_on_start: bool = Field(
+        default=True,
+        description="Load the model at start. Off: wait for POST /v1/model/load (one GPU shared "
+        "with the editor).",
+    )
 
-    def resolve_device(self) -> str:
-        """The device to load on; ``auto`` asks a subprocess (the API never imports torch)."""
-        if self.device.strip().lower() == "auto":
-            return resolve_devices([])[0]
-        return self.device
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _known_devices(cls, value: object) -> object:
+        devices = split_list(value)
+        if isinstance(devices, list):
+            return [normalize_device(str(d)) for d in devices]
+        return devices
+
+    def resolve_devices(self) -> list[str]:
+        """The replicas' devices; by default the first visible GPU (a subprocess asks torch:
+        the API process never imports it), else the CPU."""
+        return self.devices or resolve_devices([])[:1]
 
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(

@@ -20,10 +20,11 @@ from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.scorer import assemble, build_questions, decode_items, record
 from service_kit.disconnect import cancel_on_disconnect
-from service_kit.errors import NotFound
+from service_kit.errors import NotFound, NotReady
 from shared_schemas import (
     ErrorResponse,
     ModelInfo,
+    ModelStateResponse,
     ProtocolDefinition,
     ProtocolsResponse,
     RewardInfo,
@@ -144,6 +145,26 @@ async def get_protocol(name: str, protocols: ProtocolsDep) -> ProtocolDefinition
     )
 
 
+@router.post("/model/release", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
+async def release_model(judge: JudgeDep) -> ModelStateResponse:
+    """Free the judge's GPU memory (after the running batch), e.g. for the editor."""
+    started = time.monotonic()
+    await judge.release()
+    return ModelStateResponse(
+        action="release", seconds=time.monotonic() - started, loaded=judge.loaded
+    )
+
+
+@router.post("/model/load", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
+async def load_model(judge: JudgeDep) -> ModelStateResponse:
+    """Load the judge onto its device(s) again; answers once every replica is ready."""
+    started = time.monotonic()
+    await judge.load()
+    if not judge.loaded:
+        raise NotReady(judge.readiness().detail, retry_after_s=30)
+    return ModelStateResponse(action="load", seconds=time.monotonic() - started, loaded=True)
+
+
 @router.get("/info", response_model=RewardInfo, tags=["service"])
 async def info(
     judge: JudgeDep, batcher: BatcherDep, protocols: ProtocolsDep, settings: SettingsDep
@@ -152,7 +173,7 @@ async def info(
     return RewardInfo(
         version=__version__,
         model=model_info(judge.model) if judge.model is not None else None,
-        devices=[judge.device],
+        devices=judge.devices,
         max_batch_size=settings.max_batch_size,
         max_wait_s=settings.max_wait_s,
         queue_capacity=settings.queue_capacity,
