@@ -1,0 +1,276 @@
+"""Judge benchmark: items per second, in-process and through the service, in one run.
+
+    # H100, Qwen3-VL-30B-A3B's architecture with random weights (timing does not depend on them):
+    python bench/judge_bench.py --out judge.json
+    # CPU smoke test of the same code path:
+    python bench/judge_bench.py --model tiny --side 64 --items 8 --generate-items 2
+
+Items carry two images (source, edited) of --side x --side. In-process, the service's own code
+builds the questions (reward_service.scorer) and the backend prepares and scores them batch by
+batch: once timing the model alone (inputs prepared beforehand), once with preparation in line.
+Then the service is started and concurrent clients send the same items over HTTP; the CPU work
+overlaps the model there. Every figure is a JSON line; a table is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS: list[dict[str, Any]] = []
+
+
+def record(**fields: Any) -> None:
+    fields["t"] = round(time.time(), 1)
+    RESULTS.append(fields)
+    print(json.dumps(fields), flush=True)
+
+
+def png(side: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side]
+    base = np.stack([(x + seed) % 256, (y * 2) % 256, (x * y) % 256], -1)
+    pixels = np.clip(base + rng.integers(0, 40, (side, side, 3)), 0, 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def items(count: int, side: int) -> list[dict[str, Any]]:
+    """Distinct items (no two share an image), cycling over 8 image pairs."""
+    pairs = [(png(side, 2 * i), png(side, 2 * i + 1)) for i in range(8)]
+    return [
+        {
+            "id": f"item-{i}",
+            "source_image": base64.b64encode(pairs[i % 8][0]).decode(),
+            "edited_image": base64.b64encode(pairs[i % 8][1]).decode(),
+            "instruction": f"make the sky red and add {i % 5 + 1} birds",
+            "category": "color",
+        }
+        for i in range(count)
+    ]
+
+
+def in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend alone, as the service's model thread drives it, batch after batch."""
+    import torch
+
+    from reward_service.backends.base import BackendSpec
+    from reward_service.backends.transformers_backend import TransformersJudgeBackend
+    from reward_service.protocols import ProtocolRegistry
+    from reward_service.scorer import build_questions, decode_items
+    from shared_schemas import ScoreRequest
+
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    backend = TransformersJudgeBackend(
+        BackendSpec("transformers", args.model, None, "auto", str(args.cache_dir))
+    )
+    started = time.perf_counter()
+    backend.load(device)
+    record(stage="load", where="in-process", seconds=time.perf_counter() - started)
+    registry = ProtocolRegistry.load(None)
+    summary: dict[str, Any] = {}
+    for protocol_name in ("single", "viescore"):
+        protocol = registry.get(protocol_name)
+        per_item = len(protocol.spec.questions)
+        request = ScoreRequest.model_validate(
+            {"items": items(args.batch_size, args.side), "protocol": protocol_name}
+        )
+        images = decode_items(request.items, max_pixels=2**40)
+        questions = build_questions(protocol, request, images, "bench")
+        batches = [
+            questions[i : i + args.batch_size] for i in range(0, len(questions), args.batch_size)
+        ]
+        backend.score(backend.prepare(batches[0]))  # warm-up
+        if device != "cpu":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        prepared = [backend.prepare(b) for b in batches]
+        began = time.perf_counter()
+        for batch in prepared:
+            backend.score(batch)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        model_s = time.perf_counter() - began
+        began = time.perf_counter()
+        for batch in batches:
+            backend.score(backend.prepare(batch))
+        if device != "cpu":
+            torch.cuda.synchronize()
+        serial_s = time.perf_counter() - began
+        count = len(questions) / per_item
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else None
+        record(
+            stage=protocol_name,
+            where="in-process",
+            items=count,
+            questions=len(questions),
+            batch_size=args.batch_size,
+            model_only_items_per_s=count / model_s,
+            prepare_then_score_items_per_s=count / serial_s,
+            prepare_share=round((serial_s - model_s) / serial_s, 3),
+            shared_prefix_questions=sum(getattr(p, "shared_prefixes", 0) for p in prepared),
+            peak_gib=round(peak, 2) if peak else None,
+        )
+        summary[f"{protocol_name}_model_only_items_per_s"] = count / model_s
+    backend.release()
+    return summary
+
+
+async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    import httpx
+
+    summary: dict[str, Any] = {}
+    runs = [
+        ("single", "expected", args.items, args.items_per_request),
+        ("viescore", "expected", args.items, args.items_per_request),
+        ("single", "generate", args.generate_items, 1),
+    ]
+    async with httpx.AsyncClient(timeout=3600) as client:
+        for protocol, mode, count, per_request in runs:
+            payloads = [
+                {
+                    "items": chunk,
+                    "protocol": protocol,
+                    "mode": mode,
+                    "max_new_tokens": args.generate_tokens,
+                }
+                for chunk in (
+                    items(count, args.side)[i : i + per_request]
+                    for i in range(0, count, per_request)
+                )
+            ]
+            gate = asyncio.Semaphore(args.clients)
+
+            async def send(
+                payload: dict[str, Any], gate: asyncio.Semaphore = gate
+            ) -> dict[str, Any]:
+                async with gate:
+                    response = await client.post(f"{url}/v1/scores", json=payload)
+                response.raise_for_status()
+                result: dict[str, Any] = response.json()
+                return result
+
+            await send(payloads[0])  # warm-up for this shape
+            began = time.perf_counter()
+            answers = await asyncio.gather(*(send(p) for p in payloads))
+            wall = time.perf_counter() - began
+            results = [r for a in answers for r in a["results"]]
+            tokens = [q for r in results for q in r["questions"]]
+            record(
+                stage=protocol,
+                where="service",
+                mode=mode,
+                items=len(results),
+                wall_s=wall,
+                items_per_s=len(results) / wall,
+                clients=args.clients,
+                items_per_request=per_request,
+                scored=sum(r["scored"] for r in results),
+                answer_chars=sum(len(q.get("raw_text") or "") for q in tokens)
+                / max(1, len(tokens)),
+            )
+            summary[f"service_{protocol}_{mode}_items_per_s"] = len(results) / wall
+        metrics = (await client.get(f"{url}/metrics")).text
+    batches = [line for line in metrics.splitlines() if line.startswith("reward_batch_size_")]
+    record(stage="batches", where="service", metrics=batches)
+    return summary
+
+
+def run_service(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    port = 8722
+    env = dict(
+        os.environ,
+        REWARD_MODEL=args.model,
+        REWARD_CACHE_DIR=str(args.cache_dir),
+        REWARD_MAX_BATCH_SIZE=str(args.batch_size),
+    )
+    log = open(args.out.with_suffix(".service.log"), "wb")  # noqa: SIM115
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reward_service", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("the reward service exited; see its log")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        record(stage="load", where="service", seconds=time.perf_counter() - started)
+        summary = asyncio.run(through_service(args, url))
+        with httpx.Client(timeout=600) as client:
+            for action in ("release", "load"):
+                began = time.perf_counter()
+                answer = client.post(f"{url}/v1/model/{action}").json()
+                record(
+                    stage="handover",
+                    where="service",
+                    client_s=time.perf_counter() - began,
+                    **answer,
+                )
+        return summary
+    finally:
+        process.terminate()
+        process.wait(120)
+        log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", default="random-full")
+    parser.add_argument("--side", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass")
+    parser.add_argument("--items", type=int, default=160, help="items per expected-mode run")
+    parser.add_argument("--items-per-request", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=16, help="requests in flight")
+    parser.add_argument("--generate-items", type=int, default=32)
+    parser.add_argument("--generate-tokens", type=int, default=64)
+    parser.add_argument(
+        "--part", nargs="+", choices=["in-process", "service"], default=["in-process", "service"]
+    )
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
+    parser.add_argument("--out", type=Path, default=Path("judge_bench.json"))
+    args = parser.parse_args()
+
+    summary: dict[str, Any] = {}
+    if "in-process" in args.part:
+        summary.update(in_process(args))
+    if "service" in args.part:
+        summary.update(run_service(args))
+        for protocol in ("single", "viescore"):
+            alone = summary.get(f"{protocol}_model_only_items_per_s")
+            served = summary[f"service_{protocol}_expected_items_per_s"]
+            if alone:
+                summary[f"{protocol}_service_overhead_pct"] = round(100 * (1 - served / alone), 2)
+    record(stage="summary", **summary)
+    args.out.write_text(json.dumps({"results": RESULTS, "summary": summary}, indent=1))
+    print("\n".join(f"{k:>40}: {v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    main()
