@@ -151,6 +151,7 @@ def test_run_writes_results_and_a_rerun_sends_no_request(
     with Image.open(out / results[0]["edited_image"]) as edited:
         assert edited.size == (32, 32)
     assert (out / "report.html").stat().st_size > 0
+    assert "edit phase: 3 items" in (out / "editbench.log").read_text(encoding="utf-8")
     protocol = json.loads((out / "protocol.json").read_text(encoding="utf-8"))
     assert protocol["info"]["hash"] == summary["models"]["protocol_hash"][0]
 

@@ -28,7 +28,7 @@ from orchestrator.config import ConfigError, RunSettings, resolve_settings
 from orchestrator.phases import ServiceNotReady
 from orchestrator.progress import RichProgress
 from orchestrator.report.tables import summary_table
-from orchestrator.runner import read_saved_identity, rerender_report, run_benchmark
+from orchestrator.runner import default_out, read_saved_identity, rerender_report, run_benchmark
 from orchestrator.store import RunFolderBusy
 from shared_schemas import ScoreItem, ScoreRequest
 
@@ -63,13 +63,21 @@ VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    console = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    console.setLevel(level)
     logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
-        force=True,
+        level=min(level, logging.INFO), format="%(message)s", handlers=[console], force=True
     )
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _log_to_run_folder(out: Path) -> None:
+    """Every INFO line of a run (retries, failures, pauses) also goes to RUN/editbench.log."""
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "editbench.log", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -223,6 +231,10 @@ def run(
         **_parse_size(size),
     }
     settings = _settings(cli, config, out)
+    if settings.out is None:
+        settings = settings.model_copy(update={"out": default_out(settings.benchmark)})
+    assert settings.out is not None
+    _log_to_run_folder(settings.out)
     progress = RichProgress(err_console)
     try:
         outcome = asyncio.run(run_benchmark(settings, progress))
@@ -414,7 +426,8 @@ def status(
             capacity = (
                 f"{len(info.get('workers', []))} workers, max_in_flight {info.get('max_in_flight')}"
                 if name == "editor" and info
-                else f"batch {info.get('max_batch_size')}, queue {info.get('queue_capacity')}"
+                else f"batch {info.get('max_batch_size')}, queue {info.get('queue_capacity')}; "
+                f"protocols {', '.join(info.get('protocols') or [])}"
                 if info
                 else "-"
             )
