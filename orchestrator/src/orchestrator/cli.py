@@ -251,7 +251,7 @@ def run(
     if outcome.summary is not None:
         out_console.print(summary_table(outcome.summary, title=f"editbench · {outcome.out}"))
         for note in outcome.summary["warnings"]:
-            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if outcome.report is not None:
         out_console.print(
             f"report: {outcome.report.html.resolve()}", highlight=False, soft_wrap=True
