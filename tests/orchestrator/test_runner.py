@@ -384,3 +384,44 @@ def test_images_are_read_only_as_requests_can_be_sent(tmp_path: Path) -> None:
                 assert counts.ok == 20
 
     asyncio.run(go())
+
+
+def test_gedit_bench_runs_as_published_with_per_language_summary(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from tests.orchestrator.test_benchmarks import gedit_table
+
+    table, _ = gedit_table(n_per_lang=4)
+    (tmp_path / "GEdit-Bench" / "data").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "GEdit-Bench" / "data" / "train-00000-of-00001.parquet")
+    out = tmp_path / "run"
+    services = FakeServices()
+    run(settings_for(tmp_path / "GEdit-Bench", out, categories=["物理"]), services)
+    results = lines(out / "results.jsonl")
+    assert sorted(r["item_id"] for r in results) == [
+        "物理/cn/k001",
+        "物理/cn/k003",
+        "物理/en/k001",
+        "物理/en/k003",
+    ]
+    # Edits are laid out like GEdit's own scripts write them: <task>/<language>/<key>.png.
+    assert (out / "edits" / "物理" / "en" / "k001.png").is_file()
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary["languages"]) == {"cn", "en"}
+    assert summary["languages"]["en"]["micro"]["scored"] == 2
+    assert "Per instruction language" in (out / "report.html").read_text(encoding="utf-8")
+
+    # The same layout scores as an outside edit folder (score-only, e.g. another model's edits).
+    again = FakeServices()
+    outcome = run(
+        settings_for(
+            tmp_path / "GEdit-Bench",
+            tmp_path / "judged",
+            phase="score",
+            edited_dir=str(out / "edits"),
+        ),
+        again,
+    )
+    assert outcome.score is not None
+    assert (outcome.score.ok, outcome.score.missing_edit) == (4, 4)  # only 物理 was edited
+    assert again.count("editor POST /v1/edits") == 0
