@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import faulthandler
 import io
 import json
 import os
@@ -43,12 +44,22 @@ INSTRUCTIONS = [
     "remove the person on the left",
 ]
 RESULTS: list[dict[str, Any]] = []
+JOURNAL: list[Path] = []  # each record is appended here at once: a killed run keeps its figures
 
 
 def record(**fields: Any) -> None:
     fields["t"] = round(time.time(), 1)
     RESULTS.append(fields)
-    print(json.dumps(fields), flush=True)
+    line = json.dumps(fields)
+    print(line, flush=True)
+    for path in JOURNAL:
+        with path.open("a") as journal:
+            journal.write(line + "\n")
+
+
+def progress(message: str) -> None:
+    """Where the run is, before each long step (stderr, unbuffered)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def source_png(side: int) -> bytes:
@@ -326,13 +337,14 @@ def run_service(args: argparse.Namespace, best: dict[str, Any]) -> dict[str, Any
     log = open(args.out.with_suffix(".service.log"), "wb")  # noqa: SIM115
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "editor_service", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "editor_service", "--port", str(port), "--log-level", "info"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,
     )
     url = f"http://127.0.0.1:{port}"
+    progress("starting the editor service")
     try:
         while True:
             if process.poll() is not None:
@@ -447,7 +459,13 @@ def main() -> None:
     parser.add_argument("--attention-backend", help="service part alone: attention backend")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
     parser.add_argument("--out", type=Path, default=Path("editor_bench.json"))
+    parser.add_argument(
+        "--stall-dump-s", type=float, default=0, help="dump every thread's stack after this long"
+    )
     args = parser.parse_args()
+    JOURNAL.append(args.out.with_suffix(".jsonl"))
+    if args.stall_dump_s:
+        faulthandler.dump_traceback_later(args.stall_dump_s, exit=False)
 
     if "in-process" in args.part:
         summary = run_in_process(args)

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import faulthandler
 import io
 import json
 import os
@@ -32,12 +33,22 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS: list[dict[str, Any]] = []
+JOURNAL: list[Path] = []  # each record is appended here at once: a killed run keeps its figures
 
 
 def record(**fields: Any) -> None:
     fields["t"] = round(time.time(), 1)
     RESULTS.append(fields)
-    print(json.dumps(fields), flush=True)
+    line = json.dumps(fields)
+    print(line, flush=True)
+    for path in JOURNAL:
+        with path.open("a") as journal:
+            journal.write(line + "\n")
+
+
+def progress(message: str) -> None:
+    """Where the run is, before each long step (stderr, unbuffered)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def png(side: int, seed: int) -> bytes:
@@ -80,6 +91,7 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
         BackendSpec("transformers", args.model, None, "auto", str(args.cache_dir))
     )
     started = time.perf_counter()
+    progress(f"loading {args.model} on {device}")
     backend.load(device)
     record(stage="load", where="in-process", seconds=time.perf_counter() - started)
     registry = ProtocolRegistry.load(None)
@@ -95,7 +107,9 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
         batches = [
             questions[i : i + args.batch_size] for i in range(0, len(questions), args.batch_size)
         ]
+        progress(f"{protocol_name}: {len(questions)} questions in {len(batches)} batches; warm-up")
         backend.score(backend.prepare(batches[0]))  # warm-up
+        progress(f"{protocol_name}: timing")
         if device != "cpu":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -165,6 +179,7 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 result: dict[str, Any] = response.json()
                 return result
 
+            progress(f"service {protocol}/{mode}: {len(payloads)} requests of {per_request}")
             await send(payloads[0])  # warm-up for this shape
             began = time.perf_counter()
             answers = await asyncio.gather(*(send(p) for p in payloads))
@@ -204,13 +219,14 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
     log = open(args.out.with_suffix(".service.log"), "wb")  # noqa: SIM115
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "reward_service", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "reward_service", "--port", str(port), "--log-level", "info"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,
     )
     url = f"http://127.0.0.1:{port}"
+    progress("starting the reward service")
     try:
         while True:
             if process.poll() is not None:
@@ -255,7 +271,13 @@ def main() -> None:
     )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
     parser.add_argument("--out", type=Path, default=Path("judge_bench.json"))
+    parser.add_argument(
+        "--stall-dump-s", type=float, default=0, help="dump every thread's stack after this long"
+    )
     args = parser.parse_args()
+    JOURNAL.append(args.out.with_suffix(".jsonl"))
+    if args.stall_dump_s:
+        faulthandler.dump_traceback_later(args.stall_dump_s, exit=False)
 
     summary: dict[str, Any] = {}
     if "in-process" in args.part:

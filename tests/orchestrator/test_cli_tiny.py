@@ -45,7 +45,7 @@ def services(
     )
     reward = ServiceProcess(
         "reward_service",
-        {"REWARD_MODEL": "tiny", "REWARD_DEVICE": "cpu", "REWARD_CACHE_DIR": str(model_cache)},
+        {"REWARD_MODEL": "tiny", "REWARD_DEVICES": "cpu", "REWARD_CACHE_DIR": str(model_cache)},
         logs / "reward.log",
     )
     editor.start()

@@ -94,3 +94,8 @@ def test_editor_info_and_error_envelope_round_trip() -> None:
     assert EditorInfo.model_validate_json(info.model_dump_json()) == info
     error = ErrorResponse.model_validate({"error": {"type": "queue_full", "message": "busy"}})
     assert error.error.param is None
+
+
+def test_a_response_with_a_field_this_client_does_not_know_still_parses() -> None:
+    newer = {"type": "queue_full", "message": "busy", "retry_hint": "later"}
+    assert ErrorResponse.model_validate({"error": newer}).error.type == "queue_full"

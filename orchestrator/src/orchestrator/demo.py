@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     reward = Service(
         "reward_service",
-        {"REWARD_MODEL": "tiny", "REWARD_DEVICE": "cpu", **_prefixed("REWARD_", cache)},
+        {"REWARD_MODEL": "tiny", "REWARD_DEVICES": "cpu", **_prefixed("REWARD_", cache)},
         logs / "reward.log",
     )
     command = [

@@ -9,6 +9,7 @@ from shared_schemas.common import (
     ModelSourceKind,
     ModelStateResponse,
     ReadyResponse,
+    RequestModel,
     WireModel,
 )
 from shared_schemas.edits import (
@@ -62,6 +63,7 @@ __all__ = [
     "ProtocolsResponse",
     "QuestionScore",
     "ReadyResponse",
+    "RequestModel",
     "RewardInfo",
     "ScoreItem",
     "ScoreMode",

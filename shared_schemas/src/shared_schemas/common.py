@@ -10,7 +10,14 @@ API_PREFIX = "/v1"
 
 
 class WireModel(BaseModel):
-    """Base of every request and response: unknown fields are rejected, instances are frozen."""
+    """Base of every response (and every model on the wire): frozen; unknown fields are ignored,
+    so a newer service can add a field without breaking an older client."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RequestModel(WireModel):
+    """Base of every request: unknown fields are refused, so a typo is an error, not a no-op."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

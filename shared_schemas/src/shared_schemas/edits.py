@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from shared_schemas.common import ModelInfo, WireModel
+from shared_schemas.common import ModelInfo, RequestModel, WireModel
 from shared_schemas.images import ImageData, ImageFormat
 
 MAX_SEED = 2**63 - 1
@@ -15,7 +15,7 @@ SIZE_MULTIPLE = 16
 MAX_SIDE = 4096
 
 
-class EditParameters(WireModel):
+class EditParameters(RequestModel):
     """How to edit. Defaults are Qwen-Image-Edit's published settings (50 steps, true CFG 4)."""
 
     negative_prompt: str = Field(

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from shared_schemas.common import ModelInfo, WireModel
+from shared_schemas.common import ModelInfo, RequestModel, WireModel
 from shared_schemas.images import ImageData
 
 ScoreMode = Literal["expected", "generate"]
@@ -18,7 +18,7 @@ SCORE_MIN = 0.0
 SCORE_MAX = 10.0
 
 
-class ScoreItem(WireModel):
+class ScoreItem(RequestModel):
     id: str | None = Field(default=None, max_length=512, description="Echoed back unchanged.")
     source_image: ImageData
     edited_image: ImageData
@@ -31,7 +31,7 @@ class ScoreItem(WireModel):
     )
 
 
-class ScoreRequest(WireModel):
+class ScoreRequest(RequestModel):
     """POST /v1/scores."""
 
     items: list[ScoreItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
