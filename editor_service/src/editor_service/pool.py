@@ -1,9 +1,9 @@
 """The worker pool, API-process side: one spawned process per device, one bounded queue.
 
 Jobs wait in this process (so a queued job can be dropped, expired or refused cheaply) and go to
-whichever worker is idle; each worker holds at most one job. Every worker has its own pipes, so a
-worker killed mid-write corrupts nothing the others use, and the pool always knows which job a dead
-worker held: that job alone fails (503) and the worker is restarted with backoff.
+whichever worker is idle; each worker holds at most one job, so the pool always knows which job a
+dead worker held: that job alone fails (503) and the worker is restarted with backoff
+(service_kit.processes.Supervisor).
 """
 
 from __future__ import annotations
@@ -13,14 +13,10 @@ import collections
 import contextlib
 import itertools
 import logging
-import multiprocessing as mp
-import os
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from editor_service.backends.base import BackendSpec, EditJob, EditOutput, LoadedModel
@@ -46,11 +42,16 @@ from service_kit.errors import (
     ServiceError,
     WorkerDied,
 )
-from shared_schemas import ReadyResponse, WorkerInfo, WorkerState
+from service_kit.processes import (
+    SPAWN,
+    RestartPolicy,
+    Supervisor,
+    WorkerHandle,
+    cpu_threads_per_worker,
+)
+from shared_schemas import ReadyResponse, WorkerInfo
 
 logger = logging.getLogger(__name__)
-
-_CTX = mp.get_context("spawn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,22 +89,12 @@ class _Pending:
 
 
 @dataclass(eq=False)
-class _Worker:
-    index: int
-    device: str
-    state: WorkerState = "starting"
-    process: Any = None  # SpawnProcess
-    jobs: Connection | None = None  # API -> worker
-    events: Connection | None = None  # worker -> API
-    cancel: Any = field(default_factory=lambda: _CTX.Value("q", -1))
+class _Worker(WorkerHandle):
+    cancel: Any = field(default_factory=lambda: SPAWN.Value("q", -1))
     current: _Pending | None = None
     model: LoadedModel | None = None
-    pid: int | None = None
     jobs_done: int = 0
-    restarts: int = 0
-    recent_exits: collections.deque[float] = field(default_factory=collections.deque)
     ever_ready: bool = False
-    restart_at: float | None = None
 
 
 class Reservation:
@@ -124,28 +115,45 @@ class WorkerPool:
         self.config = config
         self.metrics = metrics
         self.workers = [_Worker(i, d) for i, d in enumerate(config.devices)]
+        self._supervisor = Supervisor(
+            self.workers,
+            target=worker_main,
+            args=self._worker_args,
+            name="editor-worker",
+            policy=RestartPolicy(
+                config.max_restarts, config.restart_window_s, config.restart_backoff_s
+            ),
+            on_event=self._on_event,
+            on_exit=self._on_exit,
+            on_tick=self._tick,
+            interval_s=config.monitor_interval_s,
+        )
         self._queue: collections.deque[_Pending] = collections.deque()
         self._reserved = 0
         self._sequence = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._reader: threading.Thread | None = None
-        self._wakeup_recv, self._wakeup_send = _CTX.Pipe(duplex=False)
-        self._monitor: asyncio.Task[None] | None = None
-        self._closing = False
         self._draining = False
         self._released = not config.load_on_start
         self._edit_s_ema: float | None = None
+        self._restarts_counted = 0
+
+    def _worker_args(self, worker: _Worker) -> tuple[Any, ...]:
+        threads = cpu_threads_per_worker(self.config.devices) if worker.device == "cpu" else None
+        worker.cancel.value = -1
+        return (
+            worker.index,
+            worker.device,
+            threads,
+            self.spec,
+            not self._released,
+            worker.cancel,
+            self.config.log_level,
+        )
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         """Spawn every worker; returns at once (readiness says when they have loaded)."""
-        self._loop = asyncio.get_running_loop()
-        for worker in self.workers:
-            self._spawn(worker)
-        self._reader = threading.Thread(target=self._read_events, name="pool-events", daemon=True)
-        self._reader.start()
-        self._monitor = asyncio.create_task(self._monitor_loop(), name="pool-monitor")
+        await self._supervisor.start()
 
     async def drain(self, timeout_s: float) -> None:
         """Stop accepting work and wait (up to ``timeout_s``) for queued and running jobs."""
@@ -155,43 +163,16 @@ class WorkerPool:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
-        """Fail what is left, stop every worker (politely, then by force), stop the threads."""
-        self._closing = True
+        """Fail what is left, stop every worker (politely, then by force)."""
         self._draining = True
         for pending in list(self._queue):
             self._fail(pending, NotReady("the service is shutting down", retry_after_s=10))
         self._queue.clear()
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
-        await asyncio.to_thread(self._stop_processes)
+        await self._supervisor.stop()
         for worker in self.workers:
             if worker.current is not None:
                 self._fail(worker.current, NotReady("the service is shutting down"))
                 worker.current = None
-        self._wakeup_send.send(None)
-        if self._reader is not None:
-            await asyncio.to_thread(self._reader.join, 5)
-
-    def _stop_processes(self) -> None:
-        for worker in self.workers:
-            if worker.process is not None and worker.process.is_alive() and worker.jobs:
-                with contextlib.suppress(OSError):
-                    worker.jobs.send(None)
-        for worker in self.workers:
-            process = worker.process
-            if process is None:
-                continue
-            process.join(10)
-            if process.is_alive():
-                logger.warning("worker %d did not stop; terminating", worker.index)
-                process.terminate()
-                process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-            worker.state = "stopped"
             self.metrics.set_worker_state(worker.index, "stopped")
 
     # ----------------------------------------------------------------- admission
@@ -212,7 +193,7 @@ class WorkerPool:
         if self._draining:
             raise NotReady("the service is shutting down", retry_after_s=30)
         if self._released:
-            raise NotReady("the model is released from the GPU; POST /v1/admin/load first")
+            raise NotReady("the model is released from the GPU; POST /v1/model/load first")
         if not any(w.ever_ready for w in self.workers):
             raise NotReady("the model is still loading", retry_after_s=10)
         if all(w.state == "failed" for w in self.workers):
@@ -234,14 +215,13 @@ class WorkerPool:
         return min(60.0, max(1.0, per_job * (len(self._queue) + 1) / active))
 
     async def _run_reserved(self, job: EditJob) -> EditResult:
-        assert self._loop is not None
         self._reserved -= 1
         if self._draining:
             raise NotReady("the service is shutting down", retry_after_s=30)
         now = time.monotonic()
         pending = _Pending(
             job=job,
-            future=self._loop.create_future(),
+            future=asyncio.get_running_loop().create_future(),
             accepted_at=now,
             deadline=now + self.config.request_timeout_s,
         )
@@ -286,7 +266,7 @@ class WorkerPool:
             worker.state = "busy"
             self.metrics.set_worker_state(worker.index, "busy")
             self.metrics.queue_wait.observe(now - pending.accepted_at)
-            self._send(worker, pending.job)
+            self._supervisor.send(worker, pending.job)
         self.metrics.queue_depth.set(len(self._queue))
 
     def _next_pending(self, now: float) -> _Pending | None:
@@ -308,47 +288,23 @@ class WorkerPool:
             DeadlineExceeded(f"the job waited {waited:.0f}s for a worker and was not started"),
         )
 
-    def _send(self, worker: _Worker, message: Any) -> None:
-        try:
-            assert worker.jobs is not None
-            worker.jobs.send(message)
-        except (OSError, ValueError, AssertionError):
-            # The worker is gone; the monitor notices the exit and fails its job.
-            logger.warning("worker %d: could not send %s", worker.index, type(message).__name__)
+    def _tick(self, now: float) -> None:
+        """Every monitor pass: expire queued jobs past their deadline, even while every worker
+        is busy; keep the worker metrics current; hand out work."""
+        for pending in [p for p in self._queue if now > p.deadline]:
+            self._queue.remove(pending)
+            self._expire(pending, now)
+        restarts = sum(w.restarts for w in self.workers)
+        if restarts > self._restarts_counted:
+            self.metrics.worker_restarts.inc(restarts - self._restarts_counted)
+            self._restarts_counted = restarts
+        for worker in self.workers:
+            self.metrics.set_worker_state(worker.index, worker.state)  # type: ignore[arg-type]
+        self._dispatch()
 
     # ----------------------------------------------------------------- events
 
-    def _read_events(self) -> None:
-        """Thread: wait on every worker's event pipe; hand events to the loop."""
-        assert self._loop is not None
-        while not self._closing:
-            connections: list[Any] = [self._wakeup_recv]
-            connections += [w.events for w in self.workers if w.events is not None]
-            try:
-                ready = wait(connections, timeout=1.0)
-            except OSError:
-                continue
-            for conn in ready:
-                if conn is self._wakeup_recv:
-                    with contextlib.suppress(EOFError, OSError):
-                        conn.recv()
-                    continue
-                try:
-                    event = conn.recv()
-                except (EOFError, OSError):
-                    # The worker closed its end (it exited); the monitor handles the exit.
-                    self._loop.call_soon_threadsafe(self._forget_events, conn)
-                    continue
-                self._loop.call_soon_threadsafe(self._on_event, event)
-
-    def _forget_events(self, conn: Connection) -> None:
-        for worker in self.workers:
-            if worker.events is conn:
-                worker.events = None
-                conn.close()
-
-    def _on_event(self, event: WorkerEvent) -> None:
-        worker = self.workers[event.worker]
+    def _on_event(self, worker: _Worker, event: WorkerEvent) -> None:
         if isinstance(event, WorkerReady):
             worker.model, worker.pid = event.model, event.pid
             worker.ever_ready = True
@@ -357,7 +313,7 @@ class WorkerPool:
             logger.info("worker %d ready (pid %d, %.1fs)", worker.index, event.pid, event.load_s)
         elif isinstance(event, WorkerLoadFailed):
             logger.error("worker %d failed to load: %s", worker.index, event.message)
-            # The process exits next; the monitor restarts it with backoff.
+            # The process exits next; the supervisor restarts it with backoff.
         elif isinstance(event, WorkerReleased):
             worker.state = "released"
             if event.release_s:
@@ -366,8 +322,18 @@ class WorkerPool:
             self._finish(worker, event)
         elif isinstance(event, JobFailed):
             self._finish_failed(worker, event)
-        self.metrics.set_worker_state(worker.index, worker.state)
+        self.metrics.set_worker_state(worker.index, worker.state)  # type: ignore[arg-type]
         self._dispatch()
+
+    def _on_exit(self, worker: _Worker, _exitcode: int | None) -> None:
+        """A worker exited unasked: only the job it held fails, with a retryable 503."""
+        if worker.current is not None:
+            self._fail(
+                worker.current,
+                WorkerDied(f"worker {worker.index} died while running this job", retry_after_s=5),
+            )
+            self.metrics.jobs.labels("worker_died").inc()
+            worker.current = None
 
     def _finish(self, worker: _Worker, event: JobDone) -> None:
         pending = self._take_current(worker, event.job_id)
@@ -427,124 +393,6 @@ class WorkerPool:
         if not pending.future.done():
             pending.future.set_exception(error)
 
-    # ----------------------------------------------------------------- supervision
-
-    async def _monitor_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.monitor_interval_s)
-            try:
-                self._supervise(time.monotonic())
-            except Exception:
-                logger.exception("pool monitor pass failed")
-
-    def _supervise(self, now: float) -> None:
-        for worker in self.workers:
-            process = worker.process
-            if worker.state == "restarting" and worker.restart_at and now >= worker.restart_at:
-                self._spawn(worker)
-            elif (
-                process is not None
-                and not process.is_alive()
-                and worker.state
-                not in (
-                    "failed",
-                    "stopped",
-                    "restarting",
-                )
-            ):
-                self._on_worker_exit(worker, process.exitcode, now)
-        # Expire queued jobs past their deadline even while every worker is busy.
-        for pending in [p for p in self._queue if now > p.deadline]:
-            self._queue.remove(pending)
-            self._expire(pending, now)
-        self.metrics.queue_depth.set(len(self._queue))
-        self._dispatch()
-
-    def _on_worker_exit(self, worker: _Worker, exitcode: int | None, now: float) -> None:
-        was_loading = worker.state == "starting"
-        logger.error(
-            "worker %d (pid %s) exited with code %s%s",
-            worker.index,
-            worker.pid,
-            exitcode,
-            " while loading" if was_loading else "",
-        )
-        if worker.current is not None:
-            self._fail(
-                worker.current,
-                WorkerDied(f"worker {worker.index} died while running this job", retry_after_s=5),
-            )
-            self.metrics.jobs.labels("worker_died").inc()
-            worker.current = None
-        self._close_pipes(worker)
-        exits = worker.recent_exits
-        exits.append(now)
-        while exits and exits[0] < now - self.config.restart_window_s:
-            exits.popleft()
-        if len(exits) > self.config.max_restarts:
-            worker.state = "failed"
-            logger.error(
-                "worker %d exited %d times in %.0fs; giving up on it",
-                worker.index,
-                len(exits),
-                self.config.restart_window_s,
-            )
-        else:
-            backoff = self.config.restart_backoff_s
-            delay = backoff[min(len(exits) - 1, len(backoff) - 1)]
-            worker.state = "restarting"
-            worker.restart_at = now + delay
-            logger.info("restarting worker %d in %.1fs", worker.index, delay)
-        self.metrics.set_worker_state(worker.index, worker.state)
-
-    def _spawn(self, worker: _Worker) -> None:
-        if worker.process is not None:
-            worker.restarts += 1
-            self.metrics.worker_restarts.inc()
-        jobs_recv, jobs_send = _CTX.Pipe(duplex=False)
-        events_recv, events_send = _CTX.Pipe(duplex=False)
-        worker.cancel.value = -1
-        process = _CTX.Process(
-            target=worker_main,
-            args=(
-                worker.index,
-                worker.device,
-                self._cpu_threads() if worker.device == "cpu" else None,
-                self.spec,
-                not self._released,
-                jobs_recv,
-                events_send,
-                worker.cancel,
-                self.config.log_level,
-            ),
-            name=f"editor-worker-{worker.index}",
-            daemon=True,
-        )
-        process.start()
-        jobs_recv.close()
-        events_send.close()
-        worker.process, worker.jobs, worker.events = process, jobs_send, events_recv
-        worker.pid = process.pid
-        worker.state = "starting"
-        worker.restart_at = None
-        self.metrics.set_worker_state(worker.index, "starting")
-        if self._wakeup_send is not None:
-            with contextlib.suppress(OSError):
-                self._wakeup_send.send(None)  # the reader must wait on the new pipe too
-
-    def _cpu_threads(self) -> int:
-        cpu_workers = sum(w.device == "cpu" for w in self.workers)
-        return max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
-
-    @staticmethod
-    def _close_pipes(worker: _Worker) -> None:
-        for conn in (worker.jobs, worker.events):
-            if conn is not None:
-                with contextlib.suppress(OSError):
-                    conn.close()
-        worker.jobs = None
-        worker.events = None
-
     def _busy_workers(self) -> list[_Worker]:
         return [w for w in self.workers if w.current is not None]
 
@@ -561,7 +409,7 @@ class WorkerPool:
             await asyncio.sleep(0.05)
         targets = [w for w in self.workers if w.state in ("ready", "starting")]
         for worker in targets:
-            self._send(worker, ReleaseModel())
+            self._supervisor.send(worker, ReleaseModel())
         await self._wait_for(targets, lambda w: w.state in ("released", "failed", "restarting"))
         return time.monotonic() - started
 
@@ -572,8 +420,7 @@ class WorkerPool:
         targets = [w for w in self.workers if w.state == "released"]
         for worker in targets:
             worker.state = "starting"
-            self.metrics.set_worker_state(worker.index, "starting")
-            self._send(worker, LoadModel())
+            self._supervisor.send(worker, LoadModel())
         await self._wait_for(targets, lambda w: w.state in ("ready", "busy", "failed"))
         seconds = time.monotonic() - started
         self.metrics.handover_seconds.labels("load").observe(seconds)
@@ -584,23 +431,15 @@ class WorkerPool:
         while not all(done(w) for w in targets) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
+    # ----------------------------------------------------------------- views
+
     @property
     def loaded(self) -> bool:
         return not self._released and any(w.state in ("ready", "busy") for w in self.workers)
 
-    # ----------------------------------------------------------------- views
-
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
-    @property
-    def released(self) -> bool:
-        return self._released
 
     def loaded_model(self) -> LoadedModel | None:
         return next((w.model for w in self.workers if w.model is not None), None)
@@ -610,7 +449,7 @@ class WorkerPool:
             WorkerInfo(
                 index=w.index,
                 device=w.device,
-                state=w.state,
+                state=w.state,  # type: ignore[arg-type]
                 pid=w.pid,
                 jobs_done=w.jobs_done,
                 restarts=w.restarts,
@@ -622,33 +461,19 @@ class WorkerPool:
         """Ready when every worker has loaded once, none was given up on, one is serving."""
         total = len(self.workers)
         serving = sum(w.state in ("ready", "busy") for w in self.workers)
-        if self._draining:
-            return ReadyResponse(
-                ready=False, detail="draining", workers_ready=serving, workers_total=total
-            )
-        if self._released:
-            detail = "model released from the device"
-            return ReadyResponse(
-                ready=False, detail=detail, workers_ready=serving, workers_total=total
-            )
         failed = [w.index for w in self.workers if w.state == "failed"]
-        if failed:
-            detail = f"worker(s) {failed} keep failing; see the service log"
-            return ReadyResponse(
-                ready=False, detail=detail, workers_ready=serving, workers_total=total
-            )
         loading = [w.index for w in self.workers if not w.ever_ready]
-        if loading:
+        if self._draining:
+            detail = "draining"
+        elif self._released:
+            detail = "model released from the device"
+        elif failed:
+            detail = f"worker(s) {failed} keep failing; see the service log"
+        elif loading:
             detail = f"{total - len(loading)} of {total} workers loaded"
-            return ReadyResponse(
-                ready=False, detail=detail, workers_ready=serving, workers_total=total
-            )
-        if serving == 0:
+        elif serving == 0:
             detail = "every worker is restarting"
-            return ReadyResponse(ready=False, detail=detail, workers_ready=0, workers_total=total)
-        return ReadyResponse(
-            ready=True,
-            detail=f"{serving} of {total} workers serving",
-            workers_ready=serving,
-            workers_total=total,
-        )
+        else:
+            detail = f"{serving} of {total} workers serving"
+        ready = not (self._draining or self._released or failed or loading or serving == 0)
+        return ReadyResponse(ready=ready, detail=detail, workers_ready=serving, workers_total=total)

@@ -32,6 +32,7 @@ from editor_service.messages import (
     WorkerReleased,
 )
 from service_kit.logs import configure_logging
+from service_kit.processes import limit_cpu_threads, pin_device
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -40,37 +41,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def pin_device(device: str) -> str:
-    """Make ``cuda:N`` the only GPU this process sees; returns the device name to use inside.
-
-    N indexes the GPUs visible to the service (its own CUDA_VISIBLE_DEVICES, if set).
-    """
-    if not device.startswith("cuda:"):
-        return device
-    index = int(device.split(":", 1)[1])
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    physical = visible.split(",")[index].strip() if visible else str(index)
-    os.environ["CUDA_VISIBLE_DEVICES"] = physical
-    return "cuda:0"
-
-
-def limit_cpu_threads(threads: int | None) -> None:
-    """Share the cores among CPU workers (set before torch is imported, which reads these)."""
-    if threads is not None:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[name] = str(threads)
-
-
 def worker_main(
     worker: int,
     device: str,
     cpu_threads: int | None,
     spec: BackendSpec,
     load_on_start: bool,
-    jobs: Connection,
-    events: Connection,
     cancel_job: Synchronized[int],
     log_level: str,
+    jobs: Connection,
+    events: Connection,
 ) -> None:
     """Entry point of a spawned worker.
 
