@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
+import os
 import shutil
-import threading
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +28,7 @@ from shared_schemas import (
     RewardInfo,
     ScoreResponse,
 )
-from tests.support.fake_judges import GATES
+from tests.support.fake_judges import read_journal
 from tests.support.images import b64, image_bytes
 
 pytestmark = pytest.mark.anyio
@@ -76,15 +78,14 @@ def error_of(response: httpx.Response) -> ErrorResponse:
     return ErrorResponse.model_validate(response.json())
 
 
-def new_gate() -> str:
-    name = uuid.uuid4().hex
-    GATES[name] = threading.Event()
-    return name
+def new_gate(tmp_path: Path) -> Path:
+    """A gate the fake judge waits behind until the test opens it (creates the file)."""
+    return tmp_path / f"gate-{uuid.uuid4().hex}"
 
 
 async def test_ready_is_503_until_the_judge_has_loaded(tmp_path: Path) -> None:
-    gate = new_gate()
-    config = settings(tmp_path, backend_options={"load_gate": gate})
+    gate = new_gate(tmp_path)
+    config = settings(tmp_path, backend_options={"load_gate": str(gate)})
     async with client_for(config, ready=False) as client:
         response = await client.get("/ready")
         assert response.status_code == 503
@@ -93,7 +94,7 @@ async def test_ready_is_503_until_the_judge_has_loaded(tmp_path: Path) -> None:
         refused = await client.post("/v1/scores", json={"items": [item()]})
         assert refused.status_code == 503
         assert (await client.get("/health")).status_code == 200
-        GATES[gate].set()
+        gate.touch()
         await wait_ready(client)
         assert (await client.post("/v1/scores", json={"items": [item()]})).status_code == 200
 
@@ -236,12 +237,12 @@ async def test_an_image_with_too_many_pixels_is_413(tmp_path: Path) -> None:
 
 
 async def test_scores_return_429_with_retry_after_when_the_queue_is_full(tmp_path: Path) -> None:
-    gate = new_gate()
-    config = settings(tmp_path, queue_capacity=4, backend_options={"batch_gate": gate})
+    gate, journal = new_gate(tmp_path), tmp_path / "journal"
+    options = {"batch_gate": str(gate), "journal": str(journal)}
+    config = settings(tmp_path, queue_capacity=4, backend_options=options)
     async with client_for(config) as client:
-        backend = client.app.state.judge.replicas[0].backend  # type: ignore[attr-defined]
         running = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while not backend.batch_sizes:
+        while not [e for e in read_journal(journal) if e["event"] == "batch"]:
             await asyncio.sleep(0.01)
         # A partial batch waits for the busy replica (full ones would be prepared meanwhile).
         queued = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
@@ -251,7 +252,7 @@ async def test_scores_return_429_with_retry_after_when_the_queue_is_full(tmp_pat
         assert refused.status_code == 429
         assert error_of(refused).error.type == "queue_full"
         assert int(refused.headers["Retry-After"]) >= 1
-        GATES[gate].set()
+        gate.touch()
         assert (await running).status_code == (await queued).status_code == 200
         metrics = (await client.get("/metrics")).text
     assert 'reward_rejected_total{reason="queue_full"} 1.0' in metrics
@@ -286,15 +287,18 @@ async def test_a_failed_batch_answers_its_request_and_the_service_keeps_serving(
 
 
 async def test_the_model_is_only_ever_touched_from_one_thread(tmp_path: Path) -> None:
-    async with client_for(settings(tmp_path, max_batch_size=3)) as client:
+    journal = tmp_path / "journal"
+    config = settings(tmp_path, max_batch_size=3, backend_options={"journal": str(journal)})
+    async with client_for(config) as client:
         requests = (
             client.post("/v1/scores", json={"items": [item(f"score={i % 11}")]}) for i in range(12)
         )
         responses = await asyncio.gather(*requests)
-        backend = client.app.state.judge.replicas[0].backend  # type: ignore[attr-defined]
     assert all(r.status_code == 200 for r in responses)
-    assert len(backend.threads) == 1 and backend.overlapping_calls == 0
-    assert max(backend.batch_sizes) == 3
+    batches = [e for e in read_journal(journal) if e["event"] == "batch"]
+    assert len({(e["pid"], e["thread"]) for e in batches}) == 1
+    assert not any(e["overlapped"] for e in batches)
+    assert max(e["size"] for e in batches) == 3
 
 
 async def test_protocols_are_listed_and_each_definition_hashes_to_its_hash(
@@ -365,24 +369,23 @@ async def test_a_client_request_id_is_echoed_and_a_missing_one_is_made(tmp_path:
     assert made.headers["X-Request-ID"].startswith("req-")
 
 
-async def test_two_replicas_share_the_questions_and_each_keeps_to_its_own_thread(
+async def test_two_replicas_share_the_questions_each_in_its_own_process(
     tmp_path: Path,
 ) -> None:
-    config = settings(
-        tmp_path, devices=["cpu", "cpu"], max_batch_size=1, backend_options={"batch_delay_s": 0.2}
-    )
+    journal = tmp_path / "journal"
+    options = {"batch_delay_s": 0.2, "journal": str(journal)}
+    config = settings(tmp_path, devices=["cpu", "cpu"], max_batch_size=1, backend_options=options)
     async with client_for(config) as client:
         body = {"items": [item()], "protocol": "single"}
         responses = await asyncio.gather(*(client.post("/v1/scores", json=body) for _ in range(8)))
         assert {r.status_code for r in responses} == {200}
         info = RewardInfo.model_validate((await client.get("/v1/info")).json())
-        replicas = client.app.state.judge.replicas  # type: ignore[attr-defined]
     assert info.devices == ["cpu", "cpu"]
-    sizes = [sum(r.backend.batch_sizes) for r in replicas]
-    assert sum(sizes) == 8 and min(sizes) >= 1  # both replicas worked
-    for replica in replicas:
-        assert len(replica.backend.threads) == 1 and replica.backend.overlapping_calls == 0
-    assert replicas[0].backend.threads != replicas[1].backend.threads
+    batches = [e for e in read_journal(journal) if e["event"] == "batch"]
+    per_process = collections.Counter(e["pid"] for e in batches)
+    assert sum(per_process.values()) == 8 and len(per_process) == 2  # both replicas worked
+    assert len({(e["pid"], e["thread"]) for e in batches}) == 2  # one model thread each
+    assert not any(e["overlapped"] for e in batches)
 
 
 async def test_release_and_load_hand_the_device_over_and_back(tmp_path: Path) -> None:
@@ -409,3 +412,22 @@ async def test_a_service_started_without_its_model_loads_on_request(tmp_path: Pa
         assert (await client.post("/v1/model/load")).status_code == 200
         await wait_ready(client)
         assert (await client.post("/v1/scores", json={"items": [item()]})).status_code == 200
+
+
+async def test_a_killed_judge_worker_fails_its_batch_and_comes_back(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    options = {"batch_delay_s": 3, "journal": str(journal)}
+    async with client_for(settings(tmp_path, backend_options=options)) as client:
+        running = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
+        while not [e for e in read_journal(journal) if e["event"] == "batch"]:
+            await asyncio.sleep(0.01)
+        victim = client.app.state.judge.replicas[0].pid  # type: ignore[attr-defined]
+        os.kill(victim, signal.SIGKILL)
+        died = await running
+        assert died.status_code == 503
+        assert error_of(died).error.type == "worker_died" and "Retry-After" in died.headers
+        await wait_ready(client)
+        replica = client.app.state.judge.replicas[0]  # type: ignore[attr-defined]
+        assert replica.pid != victim and replica.restarts == 1
+        body = {"items": [item()], "protocol": "single"}
+        assert (await client.post("/v1/scores", json=body)).status_code == 200

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.reward.metrics_text import metric
+from tests.support.fake_judges import read_journal
 from tests.support.images import b64, image_bytes
 from tests.support.servers import ServiceProcess
 
@@ -27,7 +28,9 @@ def test_a_disconnected_clients_queued_questions_are_dropped_before_the_model(
         "REWARD_DEVICES": "cpu",
         "REWARD_CACHE_DIR": str(tmp_path),
         "REWARD_MAX_BATCH_SIZE": "1",
-        "REWARD_BACKEND_OPTIONS": json.dumps({"batch_delay_s": 3}),
+        "REWARD_BACKEND_OPTIONS": json.dumps(
+            {"batch_delay_s": 3, "journal": str(tmp_path / "journal")}
+        ),
     }
     image = b64(image_bytes(16, 16))
     body = {
@@ -47,6 +50,9 @@ def test_a_disconnected_clients_queued_questions_are_dropped_before_the_model(
         after = httpx.post(f"{reward.url}/v1/scores", json=body, timeout=30)
         assert after.status_code == 200
         assert metric(reward.url, "reward_client_disconnects_total") == 2
-        # The running one finished for nobody; the waiting one never ran.
-        assert metric(reward.url, 'reward_batches_total{outcome="ok"}') == 2
+        # The model ran the first batch (for nobody) and the last; the waiting one never ran,
+        # though it had already been handed to the worker.
+        ran = [e for e in read_journal(tmp_path / "journal") if e["event"] == "batch"]
+        assert len(ran) == 2
+        assert metric(reward.url, 'reward_batches_total{outcome="ok"}') == 1
         assert metric(reward.url, "reward_queue_depth") == 0

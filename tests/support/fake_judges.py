@@ -8,17 +8,24 @@ The item's instruction steers the fake (it appears in every rendered question):
 "Score: N"); ``fake-junk`` makes generate mode answer without a score; ``fake-crash`` raises
 inside the model; ``fake-oom`` runs out of device memory; ``fake-short`` returns one output too
 few.
-Options (``backend_options``): ``load_delay_s``, ``batch_delay_s``, ``fail_load``, ``load_gate``
-and ``batch_gate`` (names of threading.Events in GATES, for in-process tests to hold the model).
+Options (``backend_options``): ``load_delay_s``, ``batch_delay_s``, ``fail_load``; ``load_gate``
+and ``batch_gate``: paths of files the fake waits for (up to 30 s) before loading / scoring, so a
+test can hold the model; ``journal``: a file where each load and batch is recorded as a JSON line
+(pid, thread, batch size, whether another batch was running), since the judge runs in its own
+process.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from reward_service.backends.base import (
     BackendSpec,
@@ -30,8 +37,23 @@ from reward_service.backends.base import (
     ScoreTokenLogprobs,
 )
 
-GATES: dict[str, threading.Event] = {}
 _SCORE = re.compile(r"score=(\d+)")
+
+
+def wait_for_gate(path: object) -> None:
+    """Block until the file exists (a test opens the gate by creating it), 30 s at most."""
+    if not path:
+        return
+    gate = Path(str(path))
+    deadline = time.monotonic() + 30
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def peaked_logprobs(target: int, peak: float = 0.9) -> ScoreTokenLogprobs:
@@ -59,16 +81,18 @@ class FakeJudge:
     def __init__(self, spec: BackendSpec) -> None:
         self.options = spec.options
         self.model = spec.model
-        self.threads: set[str] = set()
-        self.batch_sizes: list[int] = []
-        self.overlapping_calls = 0
         self._busy = threading.Lock()
 
+    def _record(self, event: str, **fields: Any) -> None:
+        journal = self.options.get("journal")
+        if journal:
+            entry = {"event": event, "pid": os.getpid(), "thread": threading.get_ident()}
+            with open(str(journal), "a") as out:
+                out.write(json.dumps({**entry, **fields}) + "\n")
+
     def load(self, device: str) -> LoadedModel:
-        self.threads.add(threading.current_thread().name)
-        gate = self.options.get("load_gate")
-        if gate:
-            GATES[str(gate)].wait(30)
+        self._record("load", device=device)
+        wait_for_gate(self.options.get("load_gate"))
         time.sleep(float(self.options.get("load_delay_s", 0)))
         if self.options.get("fail_load"):
             raise RuntimeError("configured to fail while loading")
@@ -86,10 +110,12 @@ class FakeJudge:
         return list(batch)
 
     def score(self, prepared: object) -> Sequence[QuestionOutput]:
-        if not self._busy.acquire(blocking=False):
-            self.overlapping_calls += 1
+        overlapped = not self._busy.acquire(blocking=False)
+        if overlapped:
             self._busy.acquire()
         try:
+            assert isinstance(prepared, list)
+            self._record("batch", size=len(prepared), overlapped=overlapped)
             return self._score(prepared)
         finally:
             self._busy.release()
@@ -97,11 +123,7 @@ class FakeJudge:
     def _score(self, prepared: object) -> Sequence[QuestionOutput]:
         assert isinstance(prepared, list)
         batch: list[JudgeQuestion] = prepared
-        self.threads.add(threading.current_thread().name)
-        self.batch_sizes.append(len(batch))
-        gate = self.options.get("batch_gate")
-        if gate:
-            GATES[str(gate)].wait(30)
+        wait_for_gate(self.options.get("batch_gate"))
         time.sleep(float(self.options.get("batch_delay_s", 0)))
         texts = [_text(q) for q in batch]
         if any("fake-crash" in t for t in texts):

@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from reward_service import __version__
-from reward_service.backends.base import JudgeQuestion, QuestionOutput, make_backend
+from reward_service.backends.base import JudgeQuestion, QuestionOutput
 from reward_service.batcher import MicroBatcher
 from reward_service.config import RewardSettings
-from reward_service.judge import Judge
+from reward_service.judge import PIPELINE_DEPTH, Judge
 from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
@@ -36,8 +36,13 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         devices = await asyncio.to_thread(settings.resolve_devices)
         logger.info("reward: judge %s on %s", settings.model, ", ".join(devices))
-        spec = settings.backend_spec()
-        judge = Judge([make_backend(spec) for _ in devices], devices)
+        judge = Judge(
+            settings.backend_spec(),
+            devices,
+            log_level=settings.log_level,
+            load_on_start=settings.load_on_start,
+        )
+        metrics.model_load_seconds.set_function(lambda: judge.load_s or 0.0)
         batcher: MicroBatcher[JudgeQuestion, QuestionOutput] = MicroBatcher(
             judge.score,
             prepare=judge.prepare,
@@ -47,20 +52,17 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             timeout_s=settings.request_timeout_s,
             key=batch_key,
             observer=metrics,
-            replicas=len(devices),
+            replicas=len(devices) * PIPELINE_DEPTH,
         )
         app.state.judge = app.state.readiness = judge
         app.state.batcher = batcher
+        await judge.start()
         batcher.start()
-        loading = asyncio.create_task(
-            _load(judge, metrics, settings.load_on_start), name="judge-load"
-        )
         try:
             yield
         finally:
             await batcher.stop(settings.drain_timeout_s)
-            await judge.close()
-            await loading
+            await judge.stop()
 
     app = FastAPI(
         title="editbench reward",
@@ -73,12 +75,3 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
     install_common(app, settings, metrics)
     app.include_router(router)
     return app
-
-
-async def _load(judge: Judge, metrics: RewardMetrics, load_model: bool) -> None:
-    if not load_model:
-        await judge.start_released()
-        return
-    await judge.load()
-    if judge.load_s is not None:
-        metrics.model_load_seconds.set(judge.load_s)

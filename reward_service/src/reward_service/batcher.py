@@ -332,7 +332,10 @@ class MicroBatcher(Generic[I, O]):
                 started = time.monotonic()
                 for unit in batch:
                     self._observer.queue_wait(started - unit.submission.submitted_at)
-                outputs = await self._run_batch(prepared)
+                outputs = await self._unless_abandoned(self._run_batch(prepared), submissions)
+                if outputs is None:
+                    logger.info("batch %d (%s): every client went away; cancelled", number, labels)
+                    return
             if len(outputs) != len(batch):
                 raise BackendError(
                     f"the model returned {len(outputs)} results for a batch of {len(batch)}"
@@ -354,6 +357,26 @@ class MicroBatcher(Generic[I, O]):
         run = BatchRun(number=number, size=len(batch), started=started, duration_s=duration)
         for unit, output in zip(batch, outputs, strict=True):
             _deliver(unit, Completed(output, run, started - unit.submission.submitted_at))
+
+    @staticmethod
+    async def _unless_abandoned(
+        work: Awaitable[Sequence[O]], submissions: dict[int, _Submission[O]]
+    ) -> Sequence[O] | None:
+        """Await the model, or cancel it (None) once every client of the batch has gone."""
+        running = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(asyncio.wait([s.future for s in submissions.values()]))
+        try:
+            await asyncio.wait({running, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if running.done():
+            return running.result()
+        if all(s.future.cancelled() for s in submissions.values()):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            return None
+        return await running  # answered or failed elsewhere: let this batch finish
 
     def _finish_failed(
         self,

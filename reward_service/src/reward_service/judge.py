@@ -1,96 +1,230 @@
-"""The judge: one model replica per device, each touched by its own thread only.
+"""The judge, API-process side: one worker process per device, each holding one model replica.
 
-A batch is prepared on the CPU (chat template, image processing, tokens) in a worker thread, then
-scored on whichever replica is free. The batcher prepares one batch more than there are replicas,
-so the next batch is ready when a GPU frees up: CPU preprocessing overlaps the forward passes, and
-several GPUs are fed by one queue (data parallelism).
+The batcher hands a batch to ``prepare`` (here: pack its images as pixels, once each, in a thread)
+and then to ``score``, which sends it to the replica with the least work and awaits its answer.
+Each replica takes two batches at a time: one runs on the model while the next is prepared (image
+processing, tokens) in the worker, so CPU work overlaps the GPU's. A replica that dies fails only
+the batches it held (503, retryable) and is restarted with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from reward_service.backends.base import (
-    DeviceOutOfMemory,
-    JudgeBackend,
-    JudgeQuestion,
-    LoadedModel,
-    QuestionOutput,
+from reward_service.backends.base import BackendSpec, JudgeQuestion, LoadedModel, QuestionOutput
+from reward_service.messages import (
+    BatchDone,
+    BatchFailed,
+    CancelBatch,
+    JudgeEvent,
+    LoadModel,
+    ReleaseModel,
+    ReplicaLoadFailed,
+    ReplicaReady,
+    ReplicaReleased,
+    ScoreBatch,
+    pack,
 )
-from service_kit.errors import BackendError, NotReady, OutOfMemory
+from reward_service.worker import judge_worker_main
+from service_kit.errors import BackendError, NotReady, OutOfMemory, WorkerDied
+from service_kit.processes import RestartPolicy, Supervisor, WorkerHandle, cpu_threads_per_worker
 from shared_schemas import ReadyResponse
 
 logger = logging.getLogger(__name__)
 
-ReplicaState = Literal["loading", "ready", "failed", "released", "stopped"]
-T = TypeVar("T")
+PIPELINE_DEPTH = 2  # batches a replica holds: one on the model, one being prepared
 
 
-class Replica:
-    """One copy of the model on one device, with the one thread that may touch it."""
-
-    def __init__(self, index: int, device: str, backend: JudgeBackend) -> None:
-        self.index = index
-        self.device = device
-        self.backend = backend
-        self.state: ReplicaState = "loading"
-        self.model: LoadedModel | None = None
-        self.load_s: float | None = None
-        self.failure = ""
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"judge-{index}")
-
-    async def call(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
-
-    async def load(self) -> None:
-        started = time.perf_counter()
-        self.state = "loading"
-        try:
-            self.model = await self.call(lambda: self.backend.load(self.device))
-        except Exception as exc:
-            self.state, self.failure = "failed", f"{type(exc).__name__}: {exc}"
-            logger.exception("the judge model could not be loaded on %s", self.device)
-            return
-        self.state, self.load_s = "ready", time.perf_counter() - started
-        logger.info("judge replica %d ready on %s (%.1fs)", self.index, self.device, self.load_s)
-
-    async def release(self) -> None:
-        if self.state == "ready":
-            await self.call(self.backend.release)
-            self.state = "released"
-
-    async def close(self) -> None:
-        previous, self.state = self.state, "stopped"
-        if previous == "ready":
-            try:
-                await self.call(self.backend.release)
-            except Exception:
-                logger.exception("releasing the judge model on %s failed", self.device)
-        await asyncio.to_thread(self._thread.shutdown, wait=True)
+@dataclass(eq=False)
+class _Replica(WorkerHandle):
+    model: LoadedModel | None = None
+    load_s: float | None = None
+    failure: str = ""
+    ever_ready: bool = False
+    outstanding: dict[int, asyncio.Future[BatchDone]] = field(default_factory=dict)
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Judge:
-    def __init__(self, backends: Sequence[JudgeBackend], devices: Sequence[str]) -> None:
-        if not backends or len(backends) != len(devices):
-            raise ValueError("one backend per device, at least one")
-        self.replicas = [
-            Replica(i, d, b) for i, (d, b) in enumerate(zip(devices, backends, strict=True))
-        ]
-        self._idle: asyncio.Queue[Replica] = asyncio.Queue()
-        # Each replica's backend also prepares batches (its processor is its own), one at a time.
-        self._preparers: asyncio.Queue[Replica] = asyncio.Queue()
-        self._prepare_threads = ThreadPoolExecutor(
-            max_workers=len(self.replicas), thread_name_prefix="judge-prepare"
+    def __init__(
+        self,
+        spec: BackendSpec,
+        devices: Sequence[str],
+        *,
+        log_level: str = "info",
+        load_on_start: bool = True,
+        policy: RestartPolicy | None = None,
+        load_timeout_s: float = 3600.0,
+    ) -> None:
+        if not devices:
+            raise ValueError("the judge needs at least one device")
+        self.spec = spec
+        self.replicas = [_Replica(i, d) for i, d in enumerate(devices)]
+        self._log_level = log_level
+        self._released = not load_on_start
+        self._load_timeout_s = load_timeout_s
+        self._batch_ids = itertools.count(1)
+        self._changed = asyncio.Event()  # a batch finished or a replica changed state
+        self._background: set[asyncio.Task[None]] = set()
+        self._supervisor = Supervisor(
+            self.replicas,
+            target=judge_worker_main,
+            args=self._worker_args,
+            name="judge-worker",
+            policy=policy or RestartPolicy(),
+            on_event=self._on_event,
+            on_exit=self._on_exit,
         )
-        self._started = False
 
-    # ----------------------------------------------------------------- state
+    def _worker_args(self, replica: _Replica) -> tuple[Any, ...]:
+        devices = [r.device for r in self.replicas]
+        threads = cpu_threads_per_worker(devices) if replica.device == "cpu" else None
+        return (
+            replica.index,
+            replica.device,
+            threads,
+            self.spec,
+            not self._released,
+            self._log_level,
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Spawn every replica's worker; they load their model on their own."""
+        await self._supervisor.start()
+
+    async def stop(self) -> None:
+        await self._supervisor.stop()
+        for replica in self.replicas:
+            self._fail_outstanding(replica, NotReady("the service is shutting down"))
+
+    async def release(self) -> None:
+        """Free every replica's device memory once the batches it holds are answered."""
+        self._released = True
+        while any(r.outstanding for r in self.replicas):
+            await self._wait_change()
+        targets = [r for r in self.replicas if r.state in ("ready", "starting")]
+        for replica in targets:
+            self._supervisor.send(replica, ReleaseModel())
+        await self._until(targets, ("released", "failed", "restarting"))
+
+    async def load(self) -> None:
+        """Load the model on every released replica; returns once they answer."""
+        self._released = False
+        # A worker that has just started says first whether it loaded or waits for this call.
+        await self._until(self.replicas, ("ready", "released", "failed"))
+        targets = [r for r in self.replicas if r.state == "released"]
+        for replica in targets:
+            replica.state = "starting"
+            self._supervisor.send(replica, LoadModel())
+        await self._until(targets, ("ready", "failed"))
+
+    async def _until(self, targets: list[_Replica], states: tuple[str, ...]) -> None:
+        deadline = time.monotonic() + self._load_timeout_s
+        while any(r.state not in states for r in targets) and time.monotonic() < deadline:
+            await self._wait_change(timeout_s=0.5)
+
+    async def _wait_change(self, timeout_s: float | None = None) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
+
+    # ----------------------------------------------------------------- work
+
+    async def prepare(self, batch: list[JudgeQuestion]) -> ScoreBatch:
+        """Images to pixels, each once (in a thread); the worker does the rest of preparation."""
+        self.ensure_ready()
+        return await asyncio.to_thread(pack, next(self._batch_ids), batch)
+
+    async def score(self, batch: ScoreBatch) -> Sequence[QuestionOutput]:
+        """Send a batch to the replica with the least work; its outputs, in order."""
+        replica = await self._replica_with_room()
+        future: asyncio.Future[BatchDone] = asyncio.get_running_loop().create_future()
+        replica.outstanding[batch.batch_id] = future
+        try:
+            async with replica.sending:  # one writer per pipe at a time
+                sent = await asyncio.to_thread(self._supervisor.send, replica, batch)
+            if not sent:
+                raise WorkerDied(f"judge replica {replica.index} is gone", retry_after_s=5)
+            try:
+                done = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # Nobody wants the answer: have the worker skip the batch if it has not begun.
+                cancel = asyncio.create_task(self._send(replica, CancelBatch(batch.batch_id)))
+                self._background.add(cancel)
+                cancel.add_done_callback(self._background.discard)
+                raise
+        finally:
+            replica.outstanding.pop(batch.batch_id, None)
+            self._changed.set()
+        if len(done.outputs) != len(batch.questions):
+            raise BackendError(
+                f"the judge answered {len(done.outputs)} of {len(batch.questions)} questions"
+            )
+        return list(done.outputs)
+
+    async def _send(self, replica: _Replica, message: object) -> None:
+        async with replica.sending:
+            await asyncio.to_thread(self._supervisor.send, replica, message)
+
+    async def _replica_with_room(self) -> _Replica:
+        while True:
+            self.ensure_ready()
+            ready = [
+                r
+                for r in self.replicas
+                if r.state == "ready" and len(r.outstanding) < PIPELINE_DEPTH
+            ]
+            if ready:
+                return min(ready, key=lambda r: len(r.outstanding))
+            await self._wait_change(timeout_s=1.0)
+
+    # ----------------------------------------------------------------- events
+
+    def _on_event(self, replica: _Replica, event: JudgeEvent) -> None:
+        if isinstance(event, ReplicaReady):
+            replica.model, replica.pid, replica.load_s = event.model, event.pid, event.load_s
+            replica.state, replica.ever_ready = "ready", True
+            logger.info(
+                "judge replica %d ready on %s (%.1fs)", replica.index, replica.device, event.load_s
+            )
+        elif isinstance(event, ReplicaLoadFailed):
+            replica.failure = event.message
+            logger.error("judge replica %d failed to load: %s", replica.index, event.message)
+        elif isinstance(event, ReplicaReleased):
+            replica.state = "released"
+        elif isinstance(event, BatchDone | BatchFailed):
+            future = replica.outstanding.get(event.batch_id)
+            if future is not None and not future.done():
+                if isinstance(event, BatchDone):
+                    future.set_result(event)
+                elif event.kind == "out_of_memory":
+                    future.set_exception(OutOfMemory(event.message, retry_after_s=5))
+                else:
+                    future.set_exception(BackendError(event.message))
+        self._changed.set()
+
+    def _on_exit(self, replica: _Replica, _exitcode: int | None) -> None:
+        self._fail_outstanding(
+            replica, WorkerDied(f"judge replica {replica.index} died", retry_after_s=5)
+        )
+        self._changed.set()
+
+    @staticmethod
+    def _fail_outstanding(replica: _Replica, error: Exception) -> None:
+        for future in replica.outstanding.values():
+            if not future.done():
+                future.set_exception(error)
+
+    # ----------------------------------------------------------------- views
 
     @property
     def devices(self) -> list[str]:
@@ -107,115 +241,35 @@ class Judge:
 
     @property
     def loaded(self) -> bool:
-        return all(r.state == "ready" for r in self.replicas)
+        return not self._released and all(r.state == "ready" for r in self.replicas)
 
     def ensure_ready(self) -> LoadedModel:
-        states = {r.state for r in self.replicas}
-        if states == {"ready"} and self.model is not None:
+        state = self.readiness()
+        if state.ready and self.model is not None:
             return self.model
-        if "failed" in states:
-            raise NotReady("the judge model failed to load; see the service log", retry_after_s=60)
-        if "loading" in states:
-            raise NotReady("the judge model is still loading", retry_after_s=10)
-        if "released" in states:
+        if self._released:
             raise NotReady("the judge model is released; POST /v1/model/load first")
-        raise NotReady("the service is shutting down", retry_after_s=30)
+        raise NotReady(state.detail, retry_after_s=10)
 
     def readiness(self) -> ReadyResponse:
-        ready = [r for r in self.replicas if r.state == "ready"]
+        """Ready when every replica has loaded once, none was given up on, one is serving."""
         total = len(self.replicas)
+        serving = sum(r.state == "ready" for r in self.replicas)
         failed = [r for r in self.replicas if r.state == "failed"]
-        if failed:
-            detail = f"the judge model failed to load: {failed[0].failure}"
-        elif len(ready) == total:
-            detail = f"judge ready on {', '.join(self.devices)}"
-        elif any(r.state == "released" for r in self.replicas):
+        loading = [r for r in self.replicas if not r.ever_ready]
+        if self._released:
             detail = "the judge model is released from its device"
-        elif any(r.state == "loading" for r in self.replicas):
-            detail = f"loading the judge model: {len(ready)} of {total} replicas ready"
+        elif failed:
+            reason = failed[0].failure or "it keeps exiting"
+            detail = f"the judge model failed to load on {failed[0].device}: {reason}"
+        elif loading:
+            detail = f"loading the judge model: {total - len(loading)} of {total} replicas ready"
+            tried = [r.failure for r in loading if r.failure]
+            if tried:
+                detail = f"the judge model failed to load: {tried[0]} (trying again)"
+        elif serving == 0:
+            detail = "every judge replica is restarting"
         else:
-            detail = "stopped"
-        return ReadyResponse(
-            ready=len(ready) == total,
-            detail=detail,
-            workers_ready=len(ready),
-            workers_total=total,
-        )
-
-    # ----------------------------------------------------------------- lifecycle
-
-    async def load(self) -> None:
-        """Load every replica (at once); on failure the service stays up and says why."""
-        await asyncio.gather(*(r.load() for r in self.replicas if r.state != "ready"))
-        self._register()
-
-    async def start_released(self) -> None:
-        """Serve without a model until ``load`` (the GPU starts with someone else)."""
-        for replica in self.replicas:
-            replica.state = "released"
-        self._register()
-
-    def _register(self) -> None:
-        if not self._started:
-            for replica in self.replicas:
-                self._preparers.put_nowait(replica)
-                self._idle.put_nowait(replica)
-            self._started = True
-
-    async def release(self) -> None:
-        """Free every replica's device memory once its running batch is done."""
-        held = [await self._idle.get() for _ in self.replicas]
-        try:
-            await asyncio.gather(*(r.release() for r in self.replicas))
-        finally:
-            for replica in held:
-                self._idle.put_nowait(replica)
-
-    async def close(self) -> None:
-        await asyncio.gather(*(r.close() for r in self.replicas))
-        await asyncio.to_thread(self._prepare_threads.shutdown, wait=True)
-
-    # ----------------------------------------------------------------- work
-
-    async def prepare(self, batch: list[JudgeQuestion]) -> Prepared:
-        """CPU work for a batch (templates, images, tokens), on a worker thread; never the GPU."""
-        self.ensure_ready()
-        preparer = await self._preparers.get()
-        try:
-            work = await asyncio.get_running_loop().run_in_executor(
-                self._prepare_threads, _guarded, lambda: preparer.backend.prepare(batch), batch
-            )
-        finally:
-            self._preparers.put_nowait(preparer)
-        return Prepared(batch, work)
-
-    async def score(self, prepared: Prepared) -> Sequence[QuestionOutput]:
-        """Run a prepared batch on the first free replica, on that replica's own thread."""
-        replica = await self._idle.get()
-        try:
-            if replica.state != "ready":
-                raise NotReady("the judge model is not loaded")
-            batch = prepared.batch
-            return await replica.call(
-                lambda: _guarded(lambda: replica.backend.score(prepared.work), batch)
-            )
-        finally:
-            self._idle.put_nowait(replica)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    batch: list[JudgeQuestion]
-    work: object  # what the backend's prepare returned
-
-
-def _guarded(work: Callable[[], T], batch: Sequence[JudgeQuestion]) -> T:
-    """Run backend work, mapping its failures to the service's errors (with the batch logged)."""
-    try:
-        return work()
-    except DeviceOutOfMemory as exc:
-        logger.warning("batch of %d (%s...): %s", len(batch), batch[0].key, exc)
-        raise OutOfMemory(str(exc), retry_after_s=5) from None
-    except Exception:
-        logger.exception("batch of %d failed (first %s)", len(batch), batch[0].key)
-        raise BackendError("the judge failed on this batch") from None
+            detail = f"judge ready on {', '.join(self.devices)}"
+        ready = not (self._released or failed or loading or serving == 0)
+        return ReadyResponse(ready=ready, detail=detail, workers_ready=serving, workers_total=total)

@@ -23,6 +23,26 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 @dataclass(frozen=True, slots=True)
+class RGBImage:
+    """8-bit RGB pixels, row-major: how images cross between an API process and its workers.
+
+    The API process decodes (in threads, off the GPU's critical path); workers only see pixels.
+    """
+
+    width: int
+    height: int
+    pixels: bytes
+
+    @classmethod
+    def from_pil(cls, image: Image.Image) -> RGBImage:
+        rgb = image.convert("RGB")
+        return cls(rgb.width, rgb.height, rgb.tobytes())
+
+    def to_pil(self) -> Image.Image:
+        return Image.frombytes("RGB", (self.width, self.height), self.pixels)
+
+
+@dataclass(frozen=True, slots=True)
 class ImageHeader:
     format: ImageFormat
     width: int

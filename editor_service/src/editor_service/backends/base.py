@@ -11,28 +11,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from PIL import Image
+from service_kit.images import RGBImage
 
-
-@dataclass(frozen=True, slots=True)
-class RGBImage:
-    """8-bit RGB pixels, row-major: how images cross between the API process and a worker.
-
-    The API process decodes and encodes (in threads, off the GPU's critical path); workers only
-    ever see pixels.
-    """
-
-    width: int
-    height: int
-    pixels: bytes
-
-    @classmethod
-    def from_pil(cls, image: Image.Image) -> RGBImage:
-        rgb = image.convert("RGB")
-        return cls(rgb.width, rgb.height, rgb.tobytes())
-
-    def to_pil(self) -> Image.Image:
-        return Image.frombytes("RGB", (self.width, self.height), self.pixels)
+__all__ = [
+    "BackendSpec",
+    "DeviceOutOfMemory",
+    "EditBackend",
+    "EditJob",
+    "EditOutput",
+    "InvalidJob",
+    "JobCancelled",
+    "LoadedModel",
+    "RGBImage",
+    "make_backend",
+]
 
 
 @dataclass(frozen=True, slots=True)
