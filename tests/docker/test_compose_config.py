@@ -21,6 +21,7 @@ STOP_MARGIN_S = 10  # stopping the worker processes after the drain
 VARIABLES = (
     "EDITOR_MODEL",
     "REWARD_MODEL",
+    "REWARD_DEVICES",
     "EDITBENCH_EDITOR_GPUS",
     "EDITBENCH_REWARD_GPUS",
     "EDITBENCH_EDITOR_PORT",
@@ -46,7 +47,7 @@ def test_gpu_override_config_is_valid() -> None:
     assert editor["environment"]["EDITOR_MODEL"] == "Qwen/Qwen-Image-Edit"
     assert editor["environment"]["EDITOR_DEVICES"] == ""  # every GPU it sees: one worker each
     assert reward["environment"]["REWARD_MODEL"] == "Qwen/Qwen3-VL-30B-A3B-Instruct"
-    assert reward["environment"]["REWARD_DEVICE"] == "auto"
+    assert reward["environment"]["REWARD_DEVICES"] == ""  # the first GPU it sees
     for service in (editor, reward):
         assert service["image"].endswith(":cuda")
         assert "cu" in service["build"]["args"]["TORCH_INDEX_URL"].rsplit("/", 1)[-1]
@@ -67,7 +68,8 @@ def test_gpu_override_takes_gpus_and_models_from_the_environment() -> None:
     config = resolved(
         GPU_FILES,
         EDITBENCH_EDITOR_GPUS="0,1,2",
-        EDITBENCH_REWARD_GPUS="3",
+        EDITBENCH_REWARD_GPUS="3,4",
+        REWARD_DEVICES="0,1",
         EDITOR_MODEL="Qwen/Qwen-Image-Edit-2509",
         REWARD_MODEL="/cache/judges/my-judge",
         EDITBENCH_TORCH_INDEX_URL="https://download.pytorch.org/whl/cu128",
@@ -75,7 +77,8 @@ def test_gpu_override_takes_gpus_and_models_from_the_environment() -> None:
     editor, reward = config["services"]["editor"], config["services"]["reward"]
     # Docker hands the ids to the NVIDIA runtime joined by commas (NVIDIA_VISIBLE_DEVICES=0,1,2).
     assert gpu_requests(editor)[0]["device_ids"] == ["0,1,2"]
-    assert gpu_requests(reward)[0]["device_ids"] == ["3"]
+    assert gpu_requests(reward)[0]["device_ids"] == ["3,4"]
+    assert reward["environment"]["REWARD_DEVICES"] == "0,1"
     assert editor["environment"]["EDITOR_MODEL"] == "Qwen/Qwen-Image-Edit-2509"
     assert reward["environment"]["REWARD_MODEL"] == "/cache/judges/my-judge"
     assert editor["build"]["args"]["TORCH_INDEX_URL"].endswith("/cu128")
@@ -105,6 +108,8 @@ def test_cpu_compose_runs_tiny_models_offline_with_restart_and_healthchecks() ->
     services = config["services"]
     assert services["editor"]["environment"]["EDITOR_MODEL"] == "tiny"
     assert services["reward"]["environment"]["REWARD_MODEL"] == "tiny"
+    assert services["editor"]["environment"]["EDITOR_DEVICES"] == "cpu"
+    assert services["reward"]["environment"]["REWARD_DEVICES"] == "cpu"
     for name in ("editor", "reward"):
         service = services[name]
         assert service["environment"]["HF_HUB_OFFLINE"] == "1"
