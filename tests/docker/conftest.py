@@ -50,7 +50,7 @@ def images(docker_engine: None, docker_logs: Path) -> Iterator[dict[str, str]]:
     builds nothing.
     """
     compose = Compose(project="editbench-build")
-    compose("build", "--progress", "plain", cli=True, timeout=3600, log=docker_logs / "build.log")
+    compose("--progress", "plain", "build", cli=True, timeout=3600, log=docker_logs / "build.log")
     services = compose.config()["services"]
     yield {name: services[name]["image"] for name in (*SERVICES, "orchestrator")}
     docker(
