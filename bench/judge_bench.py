@@ -100,13 +100,16 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
         protocol = registry.get(protocol_name)
         per_item = len(protocol.spec.questions)
         request = ScoreRequest.model_validate(
-            {"items": items(args.batch_size, args.side), "protocol": protocol_name}
+            {"items": items(args.in_process_items, args.side), "protocol": protocol_name}
         )
         images = decode_items(request.items, max_pixels=2**40)
-        questions = build_questions(protocol, request, images, "bench")
+        by_item = build_questions(protocol, request, images, "bench")
+        per_batch = max(1, args.batch_images // protocol.spec.images_per_item)
         batches = [
-            questions[i : i + args.batch_size] for i in range(0, len(questions), args.batch_size)
+            [q for item in by_item[i : i + per_batch] for q in item]
+            for i in range(0, len(by_item), per_batch)
         ]
+        questions = [q for batch in batches for q in batch]
         progress(f"{protocol_name}: {len(questions)} questions in {len(batches)} batches; warm-up")
         backend.score(backend.prepare(batches[0]))  # warm-up
         progress(f"{protocol_name}: timing")
@@ -133,7 +136,7 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
             where="in-process",
             items=count,
             questions=len(questions),
-            batch_size=args.batch_size,
+            items_per_batch=per_batch,
             model_only_items_per_s=count / model_s,
             prepare_then_score_items_per_s=count / serial_s,
             prepare_share=round((serial_s - model_s) / serial_s, 3),
@@ -156,17 +159,15 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
     ]
     async with httpx.AsyncClient(timeout=3600) as client:
         for protocol, mode, count, per_request in runs:
+            pool = items(count, args.side)  # made once: PNG encoding is slow
             payloads = [
                 {
-                    "items": chunk,
+                    "items": pool[i : i + per_request],
                     "protocol": protocol,
                     "mode": mode,
                     "max_new_tokens": args.generate_tokens,
                 }
-                for chunk in (
-                    items(count, args.side)[i : i + per_request]
-                    for i in range(0, count, per_request)
-                )
+                for i in range(0, count, per_request)
             ]
             gate = asyncio.Semaphore(args.clients)
 
@@ -214,7 +215,7 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
         os.environ,
         REWARD_MODEL=args.model,
         REWARD_CACHE_DIR=str(args.cache_dir),
-        REWARD_MAX_BATCH_SIZE=str(args.batch_size),
+        REWARD_MAX_BATCH_IMAGES=str(args.batch_images),
     )
     log = open(args.out.with_suffix(".service.log"), "wb")  # noqa: SIM115
     started = time.perf_counter()
@@ -260,8 +261,9 @@ def main() -> None:
     )
     parser.add_argument("--model", default="random-full")
     parser.add_argument("--side", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass")
+    parser.add_argument("--batch-images", type=int, default=32, help="images per forward pass")
     parser.add_argument("--items", type=int, default=160, help="items per expected-mode run")
+    parser.add_argument("--in-process-items", type=int, default=32)
     parser.add_argument("--items-per-request", type=int, default=4)
     parser.add_argument("--clients", type=int, default=16, help="requests in flight")
     parser.add_argument("--generate-items", type=int, default=32)

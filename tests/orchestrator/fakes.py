@@ -88,7 +88,7 @@ class FakeServices:
 
     workers: int = 2
     max_in_flight: int = 6
-    max_batch_size: int = 8
+    max_batch_images: int = 16
     edit_delay_s: float = 0.0
     before_edit: Handler | None = None
     before_score: Handler | None = None
@@ -124,7 +124,7 @@ class FakeServices:
                     version="0",
                     model=JUDGE_MODEL,
                     devices=["cpu"],
-                    max_batch_size=self.max_batch_size,
+                    max_batch_images=self.max_batch_images,
                     max_wait_s=0.01,
                     queue_capacity=16,
                     queue_depth=0,

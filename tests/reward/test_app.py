@@ -239,32 +239,34 @@ async def test_an_image_with_too_many_pixels_is_413(tmp_path: Path) -> None:
 async def test_scores_return_429_with_retry_after_when_the_queue_is_full(tmp_path: Path) -> None:
     gate, journal = new_gate(tmp_path), tmp_path / "journal"
     options = {"batch_gate": str(gate), "journal": str(journal)}
-    config = settings(tmp_path, queue_capacity=4, backend_options=options)
+    config = settings(tmp_path, queue_capacity=1, backend_options=options)
     async with client_for(config) as client:
         running = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
         while not [e for e in read_journal(journal) if e["event"] == "batch"]:
             await asyncio.sleep(0.01)
-        # A partial batch waits for the busy replica (full ones would be prepared meanwhile).
+        # The replica takes a second batch (prepared while the first runs); the third waits.
+        prepared = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
+        while client.app.state.batcher._in_flight < 2:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
         queued = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while client.app.state.batcher.depth < 4:  # type: ignore[attr-defined]
+        while client.app.state.batcher.depth < 1:  # type: ignore[attr-defined]
             await asyncio.sleep(0.01)
         refused = await client.post("/v1/scores", json={"items": [item()]})
         assert refused.status_code == 429
         assert error_of(refused).error.type == "queue_full"
         assert int(refused.headers["Retry-After"]) >= 1
         gate.touch()
-        assert (await running).status_code == (await queued).status_code == 200
+        statuses = [(await task).status_code for task in (running, prepared, queued)]
+        assert statuses == [200, 200, 200]
         metrics = (await client.get("/metrics")).text
     assert 'reward_rejected_total{reason="queue_full"} 1.0' in metrics
 
 
-async def test_a_request_needing_more_questions_than_the_queue_holds_is_413(
-    tmp_path: Path,
-) -> None:
-    async with client_for(settings(tmp_path, queue_capacity=6)) as client:
+async def test_a_request_with_more_items_than_the_queue_holds_is_413(tmp_path: Path) -> None:
+    async with client_for(settings(tmp_path, queue_capacity=1)) as client:
         response = await client.post("/v1/scores", json={"items": [item(), item()]})
     assert response.status_code == 413
-    assert "8 judge questions" in error_of(response).error.message
+    assert "2 items" in error_of(response).error.message
 
 
 @pytest.mark.parametrize(
@@ -288,7 +290,7 @@ async def test_a_failed_batch_answers_its_request_and_the_service_keeps_serving(
 
 async def test_the_model_is_only_ever_touched_from_one_thread(tmp_path: Path) -> None:
     journal = tmp_path / "journal"
-    config = settings(tmp_path, max_batch_size=3, backend_options={"journal": str(journal)})
+    config = settings(tmp_path, max_batch_images=9, backend_options={"journal": str(journal)})
     async with client_for(config) as client:
         requests = (
             client.post("/v1/scores", json={"items": [item(f"score={i % 11}")]}) for i in range(12)
@@ -298,7 +300,7 @@ async def test_the_model_is_only_ever_touched_from_one_thread(tmp_path: Path) ->
     batches = [e for e in read_journal(journal) if e["event"] == "batch"]
     assert len({(e["pid"], e["thread"]) for e in batches}) == 1
     assert not any(e["overlapped"] for e in batches)
-    assert max(e["size"] for e in batches) == 3
+    assert max(e["size"] for e in batches) == 12  # 3 viescore items of 3 images: 12 questions
 
 
 async def test_protocols_are_listed_and_each_definition_hashes_to_its_hash(
@@ -324,12 +326,12 @@ async def test_protocols_are_listed_and_each_definition_hashes_to_its_hash(
 
 
 async def test_info_reports_the_model_limits_queue_and_protocols(tmp_path: Path) -> None:
-    config = settings(tmp_path, max_batch_size=5, max_wait_s=0.2, queue_capacity=50)
+    config = settings(tmp_path, max_batch_images=5, max_wait_s=0.2, queue_capacity=50)
     async with client_for(config) as client:
         info = RewardInfo.model_validate((await client.get("/v1/info")).json())
     assert info.service == "reward" and info.devices == ["cpu"]
     assert info.model is not None and info.model.id == "fake:tiny"
-    assert (info.max_batch_size, info.max_wait_s, info.queue_capacity) == (5, 0.2, 50)
+    assert (info.max_batch_images, info.max_wait_s, info.queue_capacity) == (5, 0.2, 50)
     assert info.queue_depth == 0 and info.protocols == ["single", "viescore"]
 
 
@@ -337,7 +339,7 @@ async def test_metrics_count_batches_items_and_queue(tmp_path: Path) -> None:
     async with client_for(settings(tmp_path)) as client:
         await client.post("/v1/scores", json={"items": [item()]})
         metrics = (await client.get("/metrics")).text
-    assert "reward_batch_size_count" in metrics and "reward_batch_size_sum 4.0" in metrics
+    assert "reward_batch_size_count" in metrics and "reward_batch_size_sum 1.0" in metrics
     assert 'reward_items_total{mode="expected",outcome="scored",protocol="viescore"} 1.0' in metrics
     assert "reward_queue_depth 0.0" in metrics
     assert "reward_score_mass_count 4.0" in metrics
@@ -374,7 +376,7 @@ async def test_two_replicas_share_the_questions_each_in_its_own_process(
 ) -> None:
     journal = tmp_path / "journal"
     options = {"batch_delay_s": 0.2, "journal": str(journal)}
-    config = settings(tmp_path, devices=["cpu", "cpu"], max_batch_size=1, backend_options=options)
+    config = settings(tmp_path, devices=["cpu", "cpu"], max_batch_images=1, backend_options=options)
     async with client_for(config) as client:
         body = {"items": [item()], "protocol": "single"}
         responses = await asyncio.gather(*(client.post("/v1/scores", json=body) for _ in range(8)))

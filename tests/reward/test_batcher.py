@@ -59,7 +59,7 @@ async def batcher_for(
     model: ScriptedModel, **options: Any
 ) -> AsyncIterator[MicroBatcher[Any, Any]]:
     settings: dict[str, Any] = {
-        "max_batch_size": 4,
+        "max_batch_cost": 4,
         "max_wait_s": 0.0,
         "capacity": 32,
         "timeout_s": 60.0,
@@ -95,7 +95,7 @@ async def test_results_come_back_in_order_for_each_request() -> None:
 
 async def test_concurrent_requests_share_one_batch() -> None:
     model = ScriptedModel()
-    async with batcher_for(model, max_batch_size=8, max_wait_s=30.0) as batcher:
+    async with batcher_for(model, max_batch_cost=8, max_wait_s=30.0) as batcher:
         results = await asyncio.gather(*(submit(batcher, [i, i]) for i in range(4)))
     assert results == [[0, 0], [2, 2], [4, 4], [6, 6]]
     assert [len(b) for b in model.batches] == [8]  # closed at max size, not after 30 s
@@ -103,14 +103,14 @@ async def test_concurrent_requests_share_one_batch() -> None:
 
 async def test_a_batch_closes_after_max_wait_with_fewer_questions() -> None:
     model = ScriptedModel()
-    async with batcher_for(model, max_batch_size=8, max_wait_s=0.05) as batcher:
+    async with batcher_for(model, max_batch_cost=8, max_wait_s=0.05) as batcher:
         assert await submit(batcher, [5]) == [10]
     assert [len(b) for b in model.batches] == [1]
 
 
 async def test_requests_that_wait_while_the_model_is_busy_go_together() -> None:
     model = ScriptedModel()
-    async with batcher_for(model, max_batch_size=16) as batcher:
+    async with batcher_for(model, max_batch_cost=16) as batcher:
         first = await occupy(model, batcher)
         waiting = [asyncio.create_task(submit(batcher, [i])) for i in range(1, 6)]
         while batcher.depth < 5:
@@ -124,14 +124,14 @@ async def test_requests_that_wait_while_the_model_is_busy_go_together() -> None:
 
 async def test_a_large_request_spans_several_batches_and_keeps_its_order() -> None:
     model = ScriptedModel()
-    async with batcher_for(model, max_batch_size=4) as batcher:
+    async with batcher_for(model, max_batch_cost=4) as batcher:
         assert await submit(batcher, list(range(10))) == [2 * i for i in range(10)]
     assert [len(b) for b in model.batches] == [4, 4, 2]
 
 
 async def test_a_batch_holds_one_kind_of_question() -> None:
     model = ScriptedModel()
-    async with batcher_for(model, max_batch_size=8, key=lambda item: item % 2) as batcher:
+    async with batcher_for(model, max_batch_cost=8, key=lambda item: item % 2) as batcher:
         first = await occupy(model, batcher)
         mixed = asyncio.create_task(submit(batcher, [1, 2, 3, 4]))
         while batcher.depth < 4:
@@ -182,7 +182,7 @@ async def test_a_request_larger_than_the_queue_is_refused_as_too_large() -> None
 
 async def test_every_request_of_a_failed_batch_gets_the_error() -> None:
     model = ScriptedModel()
-    async with batcher_for(model, max_batch_size=8) as batcher:
+    async with batcher_for(model, max_batch_cost=8) as batcher:
         first = await occupy(model, batcher)
         doomed = [asyncio.create_task(submit(batcher, items)) for items in ([1], ["boom"], [3])]
         while batcher.depth < 3:
@@ -231,7 +231,7 @@ async def test_a_request_past_its_deadline_is_answered_504_not_run() -> None:
 async def test_stopping_answers_queued_requests_with_not_ready() -> None:
     model = ScriptedModel()
     batcher: MicroBatcher[Any, Any] = MicroBatcher(
-        model, max_batch_size=4, max_wait_s=0.0, capacity=8, timeout_s=60
+        model, max_batch_cost=4, max_wait_s=0.0, capacity=8, timeout_s=60
     )
     batcher.start()
     first = await occupy(model, batcher)
@@ -274,7 +274,7 @@ class ScriptedPrepare:
 async def test_the_next_full_batch_is_prepared_while_the_model_runs() -> None:
     model = ScriptedModel()
     prepare = ScriptedPrepare(model)
-    async with batcher_for(model, max_batch_size=2, prepare=prepare) as batcher:
+    async with batcher_for(model, max_batch_cost=2, prepare=prepare) as batcher:
         first = await occupy(model, batcher)
         full = asyncio.create_task(submit(batcher, [1, 2]))
         while prepare.calls < 2:
@@ -288,7 +288,7 @@ async def test_the_next_full_batch_is_prepared_while_the_model_runs() -> None:
 
 async def test_with_two_replicas_two_batches_run_at_once() -> None:
     model = ScriptedModel()
-    async with batcher_for(model, max_batch_size=1, replicas=2) as batcher:
+    async with batcher_for(model, max_batch_cost=1, replicas=2) as batcher:
         await model.hold()
         tasks = [asyncio.create_task(submit(batcher, [i])) for i in (1, 2)]
         while model.running < 2:
@@ -301,7 +301,7 @@ async def test_with_two_replicas_two_batches_run_at_once() -> None:
 async def test_a_prepared_batch_whose_clients_left_never_runs() -> None:
     model = ScriptedModel()
     prepare = ScriptedPrepare(model)
-    async with batcher_for(model, max_batch_size=1, prepare=prepare) as batcher:
+    async with batcher_for(model, max_batch_cost=1, prepare=prepare) as batcher:
         first = await occupy(model, batcher)
         gone = asyncio.create_task(submit(batcher, [7]))
         while prepare.calls < 2:  # [7] was taken and prepared; it waits for the model

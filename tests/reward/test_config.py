@@ -14,15 +14,19 @@ def test_defaults_serve_the_tiny_judge_on_port_8002() -> None:
     assert (settings.host, settings.port, settings.model) == ("127.0.0.1", 8002, "tiny")
     assert (settings.backend, settings.devices, settings.dtype) == ("transformers", [], "auto")
     assert settings.load_on_start is True
-    assert settings.max_batch_size >= 1 and settings.max_wait_s >= 0
+    assert settings.max_batch_images >= 1 and settings.max_wait_s >= 0
 
 
 def test_flags_set_batching_and_model_settings() -> None:
-    argv = ["--model", "tiny-moe", "--max-batch-size", "8", "--max-wait-s", "0.05"]
+    argv = ["--model", "tiny-moe", "--max-batch-images", "8", "--max-wait-s", "0.05"]
     argv += ["--devices", "0,cuda:1", "--protocols-dir", "/srv/protocols", "--queue-capacity", "64"]
     settings = load_settings(RewardSettings, "reward", argv)
     assert settings.model == "tiny-moe"
-    assert (settings.max_batch_size, settings.max_wait_s, settings.queue_capacity) == (8, 0.05, 64)
+    assert (settings.max_batch_images, settings.max_wait_s, settings.queue_capacity) == (
+        8,
+        0.05,
+        64,
+    )
     assert settings.devices == ["cuda:0", "cuda:1"]
     assert str(settings.protocols_dir) == "/srv/protocols"
 
@@ -40,7 +44,7 @@ def test_explicit_devices_are_used_without_probing() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"devices": "tpu"}, {"max_batch_size": 0}, {"max_wait_s": -1}, {"dtype": "int8"}]
+    "bad", [{"devices": "tpu"}, {"max_batch_images": 0}, {"max_wait_s": -1}, {"dtype": "int8"}]
 )
 def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

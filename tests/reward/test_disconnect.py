@@ -27,7 +27,7 @@ def test_a_disconnected_clients_queued_questions_are_dropped_before_the_model(
         "REWARD_BACKEND": FAKE,
         "REWARD_DEVICES": "cpu",
         "REWARD_CACHE_DIR": str(tmp_path),
-        "REWARD_MAX_BATCH_SIZE": "1",
+        "REWARD_MAX_BATCH_IMAGES": "1",
         "REWARD_BACKEND_OPTIONS": json.dumps(
             {"batch_delay_s": 3, "journal": str(tmp_path / "journal")}
         ),

@@ -9,7 +9,13 @@ import pytest
 from reward_service.backends.base import GeneratedText, ScoreTokenLogprobs
 from reward_service.batcher import BatchRun, Completed
 from reward_service.protocols import ProtocolRegistry
-from reward_service.scorer import assemble, build_questions, decode_items, read_output
+from reward_service.scorer import (
+    assemble,
+    build_questions,
+    decode_items,
+    item_cost,
+    read_output,
+)
 from shared_schemas import ScoreItem, ScoreRequest
 from tests.support.fake_judges import peaked_logprobs
 from tests.support.images import image_bytes
@@ -33,16 +39,18 @@ def request(count: int, mode: str = "expected") -> ScoreRequest:
 def test_questions_go_item_by_item_in_protocol_order_and_share_each_items_images() -> None:
     body = request(2)
     images = decode_items(body.items, max_pixels=10_000)
-    questions = build_questions(VIESCORE, body, images, "req-1")
-    assert [q.key for q in questions[:4]] == [
+    items = build_questions(VIESCORE, body, images, "req-1")
+    assert [q.key for q in items[0]] == [
         "req-1/0/editing_success",
         "req-1/0/over_editing",
         "req-1/0/naturalness",
         "req-1/0/artifacts",
     ]
-    assert len(questions) == 8 and questions[4].key == "req-1/1/editing_success"
-    first_item = questions[:4]
+    assert len(items) == 2 and items[1][0].key == "req-1/1/editing_success"
+    first_item = items[0]
     assert [len(q.images) for q in first_item] == [2, 2, 1, 1]
+    # The item puts 3 images through the model: (source, edited) once, and edited once more.
+    assert item_cost(first_item) == 3 == VIESCORE.spec.images_per_item
     # One decoded image object per item image, shared by every question that shows it.
     assert first_item[0].images[1] is first_item[1].images[1] is first_item[2].images[0]
     assert first_item[0].images[0] is images[0].source
@@ -51,25 +59,27 @@ def test_questions_go_item_by_item_in_protocol_order_and_share_each_items_images
 
 def test_items_are_assembled_from_their_own_answers_with_batch_timings() -> None:
     body = request(2)
-    batch_a = BatchRun(number=1, size=4, started=0.0, duration_s=0.5)
-    batch_b = BatchRun(number=2, size=4, started=0.5, duration_s=0.25)
-    answers = [Completed(peaked_logprobs(t), batch_a, 0.1) for t in (8, 6, 9, 4)]
-    answers += [Completed(peaked_logprobs(10), batch_a, 0.1)] * 2
-    answers += [Completed(peaked_logprobs(10), batch_b, 0.6)] * 2
+    batch_a = BatchRun(number=1, size=1, started=0.0, duration_s=0.5)
+    batch_b = BatchRun(number=2, size=1, started=0.5, duration_s=0.25)
+    answers = [
+        Completed(tuple(peaked_logprobs(t) for t in (8, 6, 9, 4)), batch_a, 0.1),
+        Completed(tuple(peaked_logprobs(10) for _ in range(4)), batch_b, 0.6),
+    ]
     first, second = assemble(VIESCORE, body, answers, accepted_at=0.0)
     assert first.id == "i0" and first.protocol_hash == VIESCORE.hash
     assert first.sc is not None and first.pq is not None and first.overall is not None
     assert round(first.sc) == 6 and round(first.pq) == 4
     assert first.timings.inference_s == pytest.approx(0.5)
-    assert second.timings.inference_s == pytest.approx(0.75)  # two batches
-    assert second.timings.queue_wait_s == pytest.approx(0.1)
+    assert second.timings.inference_s == pytest.approx(0.25)
+    assert second.timings.queue_wait_s == pytest.approx(0.6)
     assert second.sc is not None and second.sc > 9
 
 
 def test_a_count_of_answers_that_does_not_fit_the_items_is_an_error() -> None:
     with pytest.raises(ValueError, match="3 answers for 1 items"):
         run = BatchRun(1, 3, 0.0, 0.1)
-        assemble(VIESCORE, request(1), [Completed(peaked_logprobs(1), run, 0.0)] * 3, 0.0)
+        answer = Completed(tuple(peaked_logprobs(1) for _ in range(4)), run, 0.0)
+        assemble(VIESCORE, request(1), [answer] * 3, 0.0)
 
 
 def test_a_generated_answer_is_parsed_and_kept() -> None:

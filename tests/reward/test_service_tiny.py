@@ -27,7 +27,7 @@ def reward(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "REWARD_MODEL": "tiny",
         "REWARD_CACHE_DIR": str(model_cache),
         "REWARD_DEVICES": "cpu",
-        "REWARD_MAX_BATCH_SIZE": "16",
+        "REWARD_MAX_BATCH_IMAGES": "32",
         "REWARD_MAX_WAIT_S": "0.05",
         "REWARD_PROTOCOLS_DIR": str(DATA),
     }

@@ -426,7 +426,8 @@ def status(
             capacity = (
                 f"{len(info.get('workers', []))} workers, max_in_flight {info.get('max_in_flight')}"
                 if name == "editor" and info
-                else f"batch {info.get('max_batch_size')}, queue {info.get('queue_capacity')}; "
+                else f"{len(info.get('devices', []))} replicas, batch "
+                f"{info.get('max_batch_images')} images, queue {info.get('queue_capacity')} items; "
                 f"protocols {', '.join(info.get('protocols') or [])}"
                 if info
                 else "-"

@@ -10,21 +10,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from reward_service import __version__
-from reward_service.backends.base import JudgeQuestion, QuestionOutput
+from reward_service.backends.base import QuestionOutput
 from reward_service.batcher import MicroBatcher
 from reward_service.config import RewardSettings
 from reward_service.judge import PIPELINE_DEPTH, Judge
 from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
+from reward_service.scorer import ItemQuestions, item_cost
 from service_kit.wiring import install_common
 
 logger = logging.getLogger(__name__)
 
 
-def batch_key(question: JudgeQuestion) -> tuple[str, int]:
-    """Questions share a batch only with questions read the same way."""
-    return question.mode, question.max_new_tokens if question.mode == "generate" else 0
+def batch_key(item: ItemQuestions) -> tuple[str, int]:
+    """Items share a batch only with items read the same way (a request has one mode)."""
+    first = item[0]
+    return first.mode, first.max_new_tokens if first.mode == "generate" else 0
 
 
 def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = None) -> FastAPI:
@@ -43,14 +45,15 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             load_on_start=settings.load_on_start,
         )
         metrics.model_load_seconds.set_function(lambda: judge.load_s or 0.0)
-        batcher: MicroBatcher[JudgeQuestion, QuestionOutput] = MicroBatcher(
+        batcher: MicroBatcher[ItemQuestions, tuple[QuestionOutput, ...]] = MicroBatcher(
             judge.score,
             prepare=judge.prepare,
-            max_batch_size=settings.max_batch_size,
+            max_batch_cost=settings.max_batch_images,
             max_wait_s=settings.max_wait_s,
             capacity=settings.queue_capacity,
             timeout_s=settings.request_timeout_s,
             key=batch_key,
+            cost=item_cost,
             observer=metrics,
             replicas=len(devices) * PIPELINE_DEPTH,
         )

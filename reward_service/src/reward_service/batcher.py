@@ -1,12 +1,12 @@
 """Dynamic micro-batching: work units from every client gathered into one call of the model.
 
-One consumer task owns the queue. A batch holds units of one kind (``key``) and closes when it
-has ``max_batch_size`` units, or when its oldest unit has waited ``max_wait_s`` and a model replica
-is free to take it. A batch goes through two stages: ``prepare`` (CPU work, e.g. image processing)
-and ``run_batch`` (the model). Up to ``replicas`` batches run at once, and one more is prepared
-meanwhile, so CPU work overlaps the model's; while every replica is busy, units pile up into full
-batches. A submission (one client request) may span several batches; it is answered when its
-last unit is.
+One consumer task owns the queue. A batch holds units of one kind (``key``) and closes when its
+units' ``cost`` adds up to ``max_batch_cost`` (the judge: images to prefill), or when its oldest
+unit has waited ``max_wait_s`` and a model replica is free to take it. A batch goes through two
+stages: ``prepare`` (CPU work, e.g. image processing) and ``run_batch`` (the model). Up to
+``replicas`` batches run at once, and one more is prepared meanwhile, so CPU work overlaps the
+model's; while every replica is busy, units pile up into full batches. A submission (one client
+request) may span several batches; it is answered when its last unit is.
 
 Admission is two-step: ``reserve(n)`` holds ``n`` slots of the bounded queue (or refuses with
 QueueFull) before the caller does any expensive validation, and ``Reservation.submit`` enqueues.
@@ -99,6 +99,7 @@ class _Unit(Generic[I, O]):
     key: Hashable
     submission: _Submission[O]
     index: int
+    cost: int
 
 
 class Reservation(Generic[I, O]):
@@ -126,24 +127,26 @@ class MicroBatcher(Generic[I, O]):
         run_batch: Callable[[Any], Awaitable[Sequence[O]]],
         *,
         prepare: Callable[[list[I]], Awaitable[Any]] | None = None,
-        max_batch_size: int,
+        max_batch_cost: int,
         max_wait_s: float,
         capacity: int,
         timeout_s: float,
         key: Callable[[I], Hashable] = lambda _item: None,
+        cost: Callable[[I], int] = lambda _item: 1,
         observer: BatchObserver | None = None,
         replicas: int = 1,
     ) -> None:
-        if max_batch_size < 1 or capacity < 1 or replicas < 1:
-            raise ValueError("max_batch_size, capacity and replicas must be at least 1")
+        if max_batch_cost < 1 or capacity < 1 or replicas < 1:
+            raise ValueError("max_batch_cost, capacity and replicas must be at least 1")
         self.replicas = replicas
         self._run_batch = run_batch
         self._prepare = prepare
-        self.max_batch_size = max_batch_size
+        self.max_batch_cost = max_batch_cost
         self.max_wait_s = max_wait_s
         self.capacity = capacity
         self.timeout_s = timeout_s
         self._key = key
+        self._cost = cost
         self._observer: BatchObserver = observer or _NullObserver()
         self._queue: collections.deque[_Unit[I, O]] = collections.deque()
         self._reserved = 0
@@ -195,7 +198,7 @@ class MicroBatcher(Generic[I, O]):
             raise NotReady("the service is shutting down", retry_after_s=30)
         if count > self.capacity:
             raise PayloadTooLarge(
-                f"the request needs {count} judge questions; the queue holds at most "
+                f"the request has {count} items; the queue holds at most "
                 f"{self.capacity}: send fewer items per request",
                 param="items",
             )
@@ -203,7 +206,7 @@ class MicroBatcher(Generic[I, O]):
         if waiting + count > self.capacity:
             self._observer.rejected("queue_full")
             raise QueueFull(
-                f"{waiting} questions are waiting and the queue holds {self.capacity}",
+                f"{waiting} items are waiting and the queue holds {self.capacity}",
                 retry_after_s=self.retry_after_s(),
             )
         self._reserved += count
@@ -217,7 +220,8 @@ class MicroBatcher(Generic[I, O]):
     def retry_after_s(self) -> float:
         """A guess at when a slot frees up: the batches ahead times the recent batch time."""
         per_batch = self._batch_s_ema or 1.0
-        batches_ahead = len(self._queue) / self.max_batch_size + 1
+        waiting = sum(u.cost for u in self._queue)
+        batches_ahead = waiting / self.max_batch_cost + 1
         return min(60.0, max(1.0, per_batch * batches_ahead))
 
     async def _submit(self, items: Sequence[I], label: str) -> list[Completed[O]]:
@@ -234,7 +238,8 @@ class MicroBatcher(Generic[I, O]):
             deadline=now + self.timeout_s,
         )
         self._queue.extend(
-            _Unit(item, self._key(item), submission, i) for i, item in enumerate(items)
+            _Unit(item, self._key(item), submission, i, max(1, self._cost(item)))
+            for i, item in enumerate(items)
         )
         self._observer.queue_depth(len(self._queue))
         self._wakeup.set()
@@ -276,9 +281,9 @@ class MicroBatcher(Generic[I, O]):
             self._drop_dead(now)
             if self._queue:
                 oldest = self._queue[0]
-                same_kind = sum(1 for u in self._queue if u.key == oldest.key)
+                same_kind = sum(u.cost for u in self._queue if u.key == oldest.key)
                 wait_s = oldest.submission.submitted_at + self.max_wait_s - now
-                if same_kind >= self.max_batch_size:
+                if same_kind >= self.max_batch_cost:
                     return self._take(oldest.key)
                 if wait_s <= 0 and self._in_flight < self.replicas:
                     return self._take(oldest.key)
@@ -308,9 +313,13 @@ class MicroBatcher(Generic[I, O]):
     def _take(self, key: Hashable) -> list[_Unit[I, O]]:
         batch: list[_Unit[I, O]] = []
         rest: collections.deque[_Unit[I, O]] = collections.deque()
+        cost = 0
         for unit in self._queue:
-            if unit.key == key and len(batch) < self.max_batch_size:
+            # Oldest first, while the budget allows (one unit always goes, even if over it).
+            fits = not batch or cost + unit.cost <= self.max_batch_cost
+            if unit.key == key and fits and cost < self.max_batch_cost:
                 batch.append(unit)
+                cost += unit.cost
             else:
                 rest.append(unit)
         self._queue = rest

@@ -44,11 +44,13 @@ class RewardSettings(ServiceSettings):
         "one batcher. Empty: the first visible GPU, else the CPU.",
     )
     dtype: Dtype = Field(default="auto", description="auto: bfloat16 on GPUs, float32 on CPU.")
-    max_batch_size: int = Field(
-        default=16,
+    max_batch_images: int = Field(
+        default=32,
         ge=1,
         le=4096,
-        description="Most questions (one per sub-score of an item) in one forward pass.",
+        description="Most images in one forward pass. An item costs the images it shows once "
+        "(questions on the same images share them): 2 for single, 3 for viescore. The default "
+        "fits Qwen3-VL-30B-A3B with 1024x1024 images on an 80 GB GPU.",
     )
     max_wait_s: float = Field(
         default=0.01,
@@ -57,9 +59,9 @@ class RewardSettings(ServiceSettings):
         description="Longest a question waits for others to share its forward pass.",
     )
     queue_capacity: int = Field(
-        default=1024,
+        default=256,
         ge=1,
-        description="Questions that may wait for the model; beyond it requests get 429.",
+        description="Items that may wait for the model; beyond it requests get 429.",
     )
     protocols_dir: Path | None = Field(
         default=None,

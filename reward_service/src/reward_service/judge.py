@@ -42,6 +42,14 @@ logger = logging.getLogger(__name__)
 PIPELINE_DEPTH = 2  # batches a replica holds: one on the model, one being prepared
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A batch ready for a worker, and how many of its questions belong to each item."""
+
+    batch: ScoreBatch
+    sizes: list[int]
+
+
 @dataclass(eq=False)
 class _Replica(WorkerHandle):
     model: LoadedModel | None = None
@@ -139,13 +147,19 @@ class Judge:
 
     # ----------------------------------------------------------------- work
 
-    async def prepare(self, batch: list[JudgeQuestion]) -> ScoreBatch:
+    async def prepare(self, items: list[tuple[JudgeQuestion, ...]]) -> Packed:
         """Images to pixels, each once (in a thread); the worker does the rest of preparation."""
         self.ensure_ready()
-        return await asyncio.to_thread(pack, next(self._batch_ids), batch)
+        questions = [q for item in items for q in item]
+        batch = await asyncio.to_thread(pack, next(self._batch_ids), questions)
+        return Packed(batch, [len(item) for item in items])
 
-    async def score(self, batch: ScoreBatch) -> Sequence[QuestionOutput]:
-        """Send a batch to the replica with the least work; its outputs, in order."""
+    async def score(self, packed: Packed) -> list[tuple[QuestionOutput, ...]]:
+        """Run a batch on the replica with the least work; each item's outputs, in order."""
+        outputs = iter(await self._score(packed.batch))
+        return [tuple(itertools.islice(outputs, size)) for size in packed.sizes]
+
+    async def _score(self, batch: ScoreBatch) -> Sequence[QuestionOutput]:
         replica = await self._replica_with_room()
         future: asyncio.Future[BatchDone] = asyncio.get_running_loop().create_future()
         replica.outstanding[batch.batch_id] = future

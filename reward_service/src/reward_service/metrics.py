@@ -18,7 +18,7 @@ class RewardMetrics(ServiceMetrics):
         r = self.registry
         self.batch_size = Histogram(
             "reward_batch_size",
-            "Questions per model call (forward pass or greedy generation).",
+            "Items (each with all its questions) per model call.",
             buckets=_SIZE_BUCKETS,
             registry=r,
         )

@@ -104,8 +104,7 @@ async def create_scores(
     response.headers["X-Request-ID"] = rid
     protocol = protocols.get(body.protocol)
     model = judge.ensure_ready()
-    count = len(body.items) * len(protocol.spec.questions)
-    async with batcher.reserve(count) as slot:
+    async with batcher.reserve(len(body.items)) as slot:
         # Decoding off the event loop, after the slot is held: a refused request costs nothing,
         # and a bad image is refused with a 4xx before it reaches the model.
         images = await asyncio.to_thread(decode_items, body.items, settings.max_image_pixels)
@@ -174,7 +173,7 @@ async def info(
         version=__version__,
         model=model_info(judge.model) if judge.model is not None else None,
         devices=judge.devices,
-        max_batch_size=settings.max_batch_size,
+        max_batch_images=settings.max_batch_images,
         max_wait_s=settings.max_wait_s,
         queue_capacity=settings.queue_capacity,
         queue_depth=batcher.depth,

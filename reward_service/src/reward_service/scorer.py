@@ -51,12 +51,16 @@ def decode_items(items: Sequence[ScoreItem], max_pixels: int) -> list[ItemImages
     ]
 
 
+ItemQuestions = tuple[JudgeQuestion, ...]
+
+
 def build_questions(
     protocol: Protocol, request: ScoreRequest, images: Sequence[ItemImages], request_id: str
-) -> list[JudgeQuestion]:
-    """Every question of every item, item by item, in the protocol's order."""
-    questions = []
+) -> list[ItemQuestions]:
+    """Every item's questions, in the protocol's order; an item is judged in one batch."""
+    items = []
     for index, (item, item_images) in enumerate(zip(request.items, images, strict=True)):
+        questions = []
         rendered = render(
             protocol.spec,
             instruction=item.instruction,
@@ -78,7 +82,14 @@ def build_questions(
                     max_new_tokens=request.max_new_tokens,
                 )
             )
-    return questions
+        items.append(tuple(questions))
+    return items
+
+
+def item_cost(questions: ItemQuestions) -> int:
+    """Images one item puts through the model: questions showing the same images share them."""
+    shown = {tuple(id(image) for image in q.images) for q in questions}
+    return max(1, sum(len(images) for images in shown))
 
 
 def read_output(name: str, group: QuestionGroup | None, output: QuestionOutput) -> QuestionScore:
@@ -113,24 +124,21 @@ def read_output(name: str, group: QuestionGroup | None, output: QuestionOutput) 
 def assemble(
     protocol: Protocol,
     request: ScoreRequest,
-    completed: Sequence[Completed[QuestionOutput]],
+    completed: Sequence[Completed[Sequence[QuestionOutput]]],
     accepted_at: float,
 ) -> list[ItemScore]:
-    """Item scores from the completed questions (laid out as build_questions made them)."""
+    """Item scores from each item's answers (one per question, in the protocol's order)."""
     spec = protocol.spec
-    per_item = len(spec.questions)
-    if len(completed) != per_item * len(request.items):
+    if len(completed) != len(request.items):
         raise ValueError(f"{len(completed)} answers for {len(request.items)} items")
     now = time.monotonic()
     results = []
-    for index, item in enumerate(request.items):
-        answers = completed[index * per_item : (index + 1) * per_item]
+    for item, answer in zip(request.items, completed, strict=True):
         questions = [
-            read_output(q.name, q.group, answer.output)
-            for q, answer in zip(spec.questions, answers, strict=True)
+            read_output(q.name, q.group, output)
+            for q, output in zip(spec.questions, answer.output, strict=True)
         ]
         combined = combine(spec.combine, [(q.group, q.score) for q in questions])
-        batches = {answer.batch.number: answer.batch.duration_s for answer in answers}
         results.append(
             ItemScore(
                 id=item.id,
@@ -143,8 +151,8 @@ def assemble(
                 overall=combined.overall,
                 scored=all(q.score is not None for q in questions),
                 timings=ScoreTimings(
-                    queue_wait_s=min(answer.queued_s for answer in answers),
-                    inference_s=sum(batches.values()),
+                    queue_wait_s=answer.queued_s,
+                    inference_s=answer.batch.duration_s,
                     total_s=now - accepted_at,
                 ),
             )

@@ -103,6 +103,11 @@ class ProtocolInfo(WireModel):
         default_factory=list, description="Categories with their own prompts, if any."
     )
     source: Literal["builtin", "file"]
+    images_per_item: int = Field(
+        default=1,
+        description="Images one item puts through the model (questions on the same images "
+        "share them); batches are sized in images.",
+    )
 
 
 class ProtocolsResponse(WireModel):
@@ -125,9 +130,11 @@ class RewardInfo(WireModel):
     service: Literal["reward"] = "reward"
     version: str
     model: ModelInfo | None
-    devices: list[str]
-    max_batch_size: int
+    devices: list[str] = Field(description="One model replica per device, fed by one batcher.")
+    max_batch_images: int = Field(
+        description="Images per forward pass; an item costs its protocol's images_per_item."
+    )
     max_wait_s: float
-    queue_capacity: int
-    queue_depth: int
+    queue_capacity: int = Field(description="Items that may wait; more are refused with 429.")
+    queue_depth: int = Field(description="Items waiting now.")
     protocols: list[str]

@@ -99,14 +99,15 @@ class ScorePhase(Phase):
         self.gate = ReadinessGate("reward", client.is_ready, ctx.policy.probe_interval_s)
 
     def default_concurrency(self, info: RewardInfo) -> int:
-        """Enough requests in flight to fill two of the judge's batches, within its queue.
+        """Enough requests in flight to keep every judge replica's two batches (one running, one
+        being prepared) full, plus one more batch forming, within the judge's queue.
 
-        The judge counts questions (one per sub-score), so an item weighs as many questions as
-        the protocol asks."""
-        questions = len(self.protocol_info.questions) if self.protocol_info else 1
-        per_request = max(1, questions) * self.items_per_request
-        wanted = math.ceil(2 * info.max_batch_size / per_request)
-        room = max(1, (info.queue_capacity + info.max_batch_size) // per_request)
+        The judge sizes batches in images; an item costs its protocol's images_per_item."""
+        cost = self.protocol_info.images_per_item if self.protocol_info else 2
+        per_batch = max(1, info.max_batch_images // max(1, cost))
+        batches = 2 * max(1, len(info.devices)) + 1
+        wanted = math.ceil(batches * per_batch / self.items_per_request)
+        room = max(1, (info.queue_capacity + 2 * per_batch) // self.items_per_request)
         return max(1, min(wanted, room))
 
     async def prepare(self) -> tuple[RewardInfo, ProtocolInfo | None]:

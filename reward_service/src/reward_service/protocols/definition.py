@@ -114,6 +114,13 @@ class ProtocolSpec(_Spec):
     def _hints_variables(cls, text: str) -> str:
         return _check_template(text, frozenset({"hints"}))
 
+    @property
+    def images_per_item(self) -> int:
+        """Images one item puts through the model: questions showing the same images (after
+        the same system prompt) share one prefill of them."""
+        shown = {tuple(q.images) for q in self.questions}
+        return max(1, sum(len(images) for images in shown))
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         names = [q.name for q in self.questions]

@@ -68,6 +68,7 @@ class Protocol:
             ],
             categories=sorted(self.spec.categories),
             source=self.source,
+            images_per_item=self.spec.images_per_item,
         )
 
 
