@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,65 @@ def test_append_after_a_crash_starts_on_a_fresh_line(tmp_path: Path) -> None:
     log.close()
     assert path.read_bytes() == b'{"job_id": "a"}\n{"job_id":"b","status":"ok"}\n'
     assert [r["job_id"] for r in JsonlLog(path).read()] == ["a", "b"]
+
+
+def test_each_append_is_one_write_of_a_whole_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write(2) per record, even one larger than any buffer: a kill cannot split it."""
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def spy(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", spy)
+    log = JsonlLog(tmp_path / "scores.jsonl")
+    big = {"job_id": "big", "detail": "x" * 200_000}
+    log.append({"job_id": "small"})
+    log.append(big)
+    log.close()
+    assert len(writes) == 2
+    assert all(w.endswith(b"\n") and w.count(b"\n") == 1 for w in writes)
+    assert json.loads(writes[1]) == big
+
+
+def test_a_failed_append_leaves_nothing_glued_to_the_next_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that stops half-way (disk full) and raises: the next append cuts the torn part."""
+    path = tmp_path / "edits.jsonl"
+    log = JsonlLog(path)
+    log.append({"job_id": "a"})
+    real_write = os.write
+
+    def half_then_fail(fd: int, data: bytes) -> int:
+        if len(data) > 20:
+            return real_write(fd, data[:20])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_fail)
+    with pytest.raises(OSError):
+        log.append({"job_id": "b", "status": "ok", "pad": "y" * 40})
+    monkeypatch.setattr(os, "write", real_write)
+    assert not path.read_bytes().endswith(b"\n")  # what the failed write left
+    log.append({"job_id": "c"})
+    log.close()
+    lines = path.read_bytes().splitlines()
+    assert [json.loads(line)["job_id"] for line in lines] == ["a", "c"]
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None:
+    """The reader counts it as done, so the writer must not cut it off."""
+    path = tmp_path / "edits.jsonl"
+    path.write_bytes(b'{"job_id": "a"}\n{"job_id": "b"}')
+    assert [r["job_id"] for r in JsonlLog(path).read()] == ["a", "b"]
+    log = JsonlLog(path)
+    log.append({"job_id": "c"})
+    log.close()
+    assert [r["job_id"] for r in JsonlLog(path).read()] == ["a", "b", "c"]
+    assert all(json.loads(line) for line in path.read_bytes().splitlines())
 
 
 def test_appends_keep_unicode_and_every_line_parses(tmp_path: Path) -> None:

@@ -77,12 +77,17 @@ def write_jsonl_atomic(path: Path, records: Iterable[Record]) -> None:
 
 
 class JsonlLog:
-    """An append-only JSON Lines file: each append is one fsynced write of one whole line."""
+    """An append-only JSON Lines file: each append is one fsynced write of one whole line.
+
+    The file is opened with O_APPEND and a record goes down in a single ``os.write``, so a killed
+    process leaves whole lines behind. Should a line still end up torn (a short write that then
+    failed, a power cut), the reader skips it and the writer cuts it off before its next append.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._handle: IO[bytes] | None = None
+        self._fd: int | None = None
 
     def read(self) -> list[Record]:
         """Every complete record. A torn last line (a crash mid-write) is skipped with a warning."""
@@ -112,14 +117,21 @@ class JsonlLog:
             if isinstance(record, dict):
                 yield record
 
-    def _open(self) -> IO[bytes]:
-        if self._handle is None:
+    def _open(self) -> int:
+        if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._cut_torn_tail()
-            self._handle = self.path.open("ab")
-        return self._handle
+            self._repair_tail()
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+        return self._fd
 
-    def _cut_torn_tail(self) -> None:
+    def _repair_tail(self) -> None:
+        """Make the file end with a newline: cut a torn last line off, or end a whole one.
+
+        A last line without its newline that still parses is a whole record (the reader counts
+        it), so it is kept; anything else after the last newline is what a crash left.
+        """
         try:
             with self.path.open("rb+") as handle:
                 size = handle.seek(0, os.SEEK_END)
@@ -128,7 +140,7 @@ class JsonlLog:
                 handle.seek(size - 1)
                 if handle.read(1) == b"\n":
                     return
-                # Find the last newline; everything after it is a torn record.
+                # Find the last newline; everything after it is the unfinished last line.
                 keep = size
                 while keep > 0:
                     step = min(65536, keep)
@@ -139,8 +151,15 @@ class JsonlLog:
                         keep = keep - step + index + 1
                         break
                     keep -= step
-                logger.warning("%s: cutting a torn last line (%d bytes)", self.path, size - keep)
-                handle.truncate(keep)
+                handle.seek(keep)
+                if _is_record(handle.read()):
+                    logger.warning("%s: ending a last record that had no newline", self.path)
+                    handle.write(b"\n")
+                else:
+                    logger.warning(
+                        "%s: cutting a torn last line (%d bytes)", self.path, size - keep
+                    )
+                    handle.truncate(keep)
                 handle.flush()
                 os.fsync(handle.fileno())
         except FileNotFoundError:
@@ -149,16 +168,33 @@ class JsonlLog:
     def append(self, record: Record) -> None:
         line = (dumps(record) + "\n").encode("utf-8")
         with self._lock:
-            handle = self._open()
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+            fd = self._open()
+            try:
+                written = os.write(fd, line)
+                while written < len(line):  # short write (disk full, size limit): go on
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
+            except BaseException:
+                # Part of the line may be in the file: reopen before the next append, which
+                # cuts it off, so no later record is glued onto it.
+                self._close_fd()
+                raise
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def close(self) -> None:
         with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+            self._close_fd()
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def latest_by(records: Iterable[Record], key: str) -> dict[str, Record]:
