@@ -15,7 +15,7 @@ from editor_service.metrics import EditorMetrics
 from editor_service.pool import PoolConfig, WorkerPool
 from editor_service.routes import router
 from service_kit.devices import resolve_devices
-from service_kit.wiring import install_common
+from service_kit.wiring import include_api, install_common
 
 logger = logging.getLogger(__name__)
 
@@ -54,5 +54,5 @@ def create_app(settings: EditorSettings) -> FastAPI:
     )
     app.state.settings = settings
     install_common(app, settings, metrics)
-    app.include_router(router)
+    include_api(app, router)
     return app

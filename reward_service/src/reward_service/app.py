@@ -18,7 +18,7 @@ from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
 from reward_service.scorer import ItemQuestions, item_cost
-from service_kit.wiring import install_common
+from service_kit.wiring import include_api, install_common
 
 logger = logging.getLogger(__name__)
 
@@ -76,5 +76,5 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
     app.state.settings = settings
     app.state.protocols = registry
     install_common(app, settings, metrics)
-    app.include_router(router)
+    include_api(app, router)
     return app

@@ -1,9 +1,10 @@
-"""What every app factory installs: middleware, the error envelope, the probes."""
+"""What every app factory installs: middleware, the error envelope, the probes, the API routers."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
+from service_kit.auth import ApiKeyMiddleware, ApiKeys, api_key_dependencies
 from service_kit.body_limit import BodyLimitMiddleware
 from service_kit.errors import install_exception_handlers
 from service_kit.metrics import HttpMetricsMiddleware, ServiceMetrics
@@ -12,10 +13,18 @@ from service_kit.settings import ServiceSettings
 
 
 def install_common(app: FastAPI, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
-    """Body limit, HTTP metrics, error handlers and /health, /ready, /metrics."""
+    """Body limit, API keys, HTTP metrics, error handlers and /health, /ready, /metrics."""
     app.state.metrics = metrics
+    app.state.api_keys = ApiKeys(settings.api_keys)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    # Added last, so it is outermost: it sees every answer, 413s included.
+    # Outside the body limit: a request without a key is refused before its body is read.
+    app.add_middleware(ApiKeyMiddleware, keys=app.state.api_keys)
+    # Added last, so it is outermost: it sees every answer, 401s and 413s included.
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     install_exception_handlers(app)
     app.include_router(probe_router())
+
+
+def include_api(app: FastAPI, router: APIRouter) -> None:
+    """Include a service's own routes, behind its API keys if it has any (after install_common)."""
+    app.include_router(router, dependencies=api_key_dependencies(app.state.api_keys))
