@@ -153,9 +153,13 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
     summary: dict[str, Any] = {}
     runs = [
-        ("single", "expected", args.items, args.items_per_request),
-        ("viescore", "expected", args.items, args.items_per_request),
-        ("single", "generate", args.generate_items, 1),
+        run
+        for run in [
+            ("single", "expected", args.items, args.items_per_request),
+            ("viescore", "expected", args.items, args.items_per_request),
+            ("single", "generate", args.generate_items, 1),
+        ]
+        if f"{run[0]}/{run[1]}" in args.runs
     ]
     async with httpx.AsyncClient(timeout=3600) as client:
         for protocol, mode, count, per_request in runs:
@@ -170,6 +174,7 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 for i in range(0, count, per_request)
             ]
             gate = asyncio.Semaphore(args.clients)
+            before: dict[str, float] = {}
 
             async def send(
                 payload: dict[str, Any], gate: asyncio.Semaphore = gate
@@ -182,9 +187,11 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
             progress(f"service {protocol}/{mode}: {len(payloads)} requests of {per_request}")
             await send(payloads[0])  # warm-up for this shape
+            before = parse_metrics((await client.get(f"{url}/metrics")).text)
             began = time.perf_counter()
             answers = await asyncio.gather(*(send(p) for p in payloads))
             wall = time.perf_counter() - began
+            after = parse_metrics((await client.get(f"{url}/metrics")).text)
             results = [r for a in answers for r in a["results"]]
             tokens = [q for r in results for q in r["questions"]]
             record(
@@ -199,12 +206,35 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 scored=sum(r["scored"] for r in results),
                 answer_chars=sum(len(q.get("raw_text") or "") for q in tokens)
                 / max(1, len(tokens)),
+                backend_options=args.backend_options,
+                # Inside the workers, over this run: where the model's time went.
+                **{name: after.get(name, 0.0) - before.get(name, 0.0) for name in WATCHED},
             )
             summary[f"service_{protocol}_{mode}_items_per_s"] = len(results) / wall
         metrics = (await client.get(f"{url}/metrics")).text
     batches = [line for line in metrics.splitlines() if line.startswith("reward_batch_size_")]
     record(stage="batches", where="service", metrics=batches)
     return summary
+
+
+WATCHED = (
+    "reward_batch_size_count",
+    "reward_batch_size_sum",
+    'reward_worker_seconds_sum{stage="prepare"}',
+    'reward_worker_seconds_sum{stage="model"}',
+    'reward_model_waiting_seconds_total{reason="idle"}',
+    'reward_model_waiting_seconds_total{reason="preparing"}',
+)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The Prometheus text format's samples, by their full name with labels."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 def run_service(args: argparse.Namespace) -> dict[str, Any]:
@@ -216,6 +246,7 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
         REWARD_MODEL=args.model,
         REWARD_CACHE_DIR=str(args.cache_dir),
         REWARD_MAX_BATCH_IMAGES=str(args.batch_images),
+        REWARD_BACKEND_OPTIONS=args.backend_options,
     )
     log = open(args.out.with_suffix(".service.log"), "wb")  # noqa: SIM115
     started = time.perf_counter()
@@ -239,7 +270,7 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
         record(stage="load", where="service", seconds=time.perf_counter() - started)
         summary = asyncio.run(through_service(args, url))
         with httpx.Client(timeout=600) as client:
-            for action in ("release", "load"):
+            for action in () if args.no_handover else ("release", "load"):
                 began = time.perf_counter()
                 answer = client.post(f"{url}/v1/model/{action}").json()
                 record(
@@ -269,6 +300,17 @@ def main() -> None:
     parser.add_argument("--generate-items", type=int, default=32)
     parser.add_argument("--generate-tokens", type=int, default=64)
     parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=["single/expected", "viescore/expected", "single/generate"],
+        choices=["single/expected", "viescore/expected", "single/generate"],
+        help="which service runs (protocol/mode)",
+    )
+    parser.add_argument(
+        "--backend-options", default="{}", help="REWARD_BACKEND_OPTIONS for the service (JSON)"
+    )
+    parser.add_argument("--no-handover", action="store_true", help="skip release/load timing")
+    parser.add_argument(
         "--part", nargs="+", choices=["in-process", "service"], default=["in-process", "service"]
     )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
@@ -288,8 +330,8 @@ def main() -> None:
         summary.update(run_service(args))
         for protocol in ("single", "viescore"):
             alone = summary.get(f"{protocol}_model_only_items_per_s")
-            served = summary[f"service_{protocol}_expected_items_per_s"]
-            if alone:
+            served = summary.get(f"service_{protocol}_expected_items_per_s")
+            if alone and served:
                 summary[f"{protocol}_service_overhead_pct"] = round(100 * (1 - served / alone), 2)
     record(stage="summary", **summary)
     args.out.write_text(json.dumps({"results": RESULTS, "summary": summary}, indent=1))

@@ -77,6 +77,8 @@ class BatchDone:
     outputs: tuple[QuestionOutput, ...]
     prepare_s: float
     score_s: float
+    idle_s: float = 0.0  # how long the free model waited before this batch reached the worker
+    stall_s: float = 0.0  # ... and then for its preparation to end
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from reward_service.messages import BatchDone
 from service_kit.metrics import ServiceMetrics
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -75,9 +76,31 @@ class RewardMetrics(ServiceMetrics):
             "Requests whose client went away before the answer.",
             registry=r,
         )
+        self.worker_seconds = Histogram(
+            "reward_worker_seconds",
+            "Inside a judge worker, per batch: preparation (template, image processing, tokens; "
+            "overlaps the model) and the model's own time.",
+            ["stage"],
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.model_waiting_seconds = Counter(
+            "reward_model_waiting_seconds",
+            "Time a loaded judge model had nothing to run, by reason: no batch had reached its "
+            "worker (idle: no demand, or the API process is behind), or the next batch was "
+            "still being prepared (preparing: preprocessing is not keeping up).",
+            ["reason"],
+            registry=r,
+        )
         self.model_load_seconds = Gauge(
             "reward_model_load_seconds", "Time the judge model took to load.", registry=r
         )
+
+    def worker_batch(self, done: BatchDone) -> None:
+        self.worker_seconds.labels("prepare").observe(done.prepare_s)
+        self.worker_seconds.labels("model").observe(done.score_s)
+        self.model_waiting_seconds.labels("idle").inc(done.idle_s)
+        self.model_waiting_seconds.labels("preparing").inc(done.stall_s)
 
     # BatchObserver
 

@@ -208,12 +208,18 @@ class TransformersJudgeBackend:
 
     def _process(self, texts: list[str], questions: Sequence[JudgeQuestion]) -> Any:
         images = [image for q in questions for image in q.images]
+        extra: dict[str, Any] = {}
+        if images and self.spec.options.get("preprocess_device") == "model":
+            # Resize, normalise and patchify on the model's device: the CPU is then free for
+            # the model thread's kernel launches (it is shared with them in this process).
+            extra["device"] = self.device
         return self.processor(
             text=texts,
             images=images or None,
             padding=True,
             padding_side="left",
             return_tensors="pt",
+            **extra,
         )
 
     def _prepare_expected(self, indices: list[int], questions: list[JudgeQuestion]) -> Any:
