@@ -13,8 +13,8 @@ from tests.docker.compose import CPU_FILES, GPU_FILES, Compose, duration_s
 
 pytestmark = pytest.mark.docker
 
-UVICORN_MARGIN_S = 5  # __main__: timeout_graceful_shutdown = drain_timeout_s + 5
-STOP_MARGIN_S = 10  # stopping the worker processes after the drain
+RESPONSE_MARGIN_S = 10  # service_kit.serving: the last responses go out after the drain
+STOP_MARGIN_S = 20  # stopping the worker processes after that (join, terminate, kill)
 
 
 # What the files read from the environment; the tests set them, not the caller's shell.
@@ -94,12 +94,12 @@ def test_hf_token_reaches_the_services_only_when_set(token: str | None) -> None:
 
 @pytest.mark.parametrize("files", [CPU_FILES, GPU_FILES], ids=["cpu", "gpu"])
 def test_stop_grace_period_outlasts_the_drain(files: tuple[str, ...]) -> None:
-    """After SIGTERM uvicorn waits up to D + 5 s for requests, then the pool drains up to D."""
+    """After SIGTERM the service drains for up to D, then closes and stops its workers."""
     services = resolved(files)["services"]
     for name, prefix in (("editor", "EDITOR"), ("reward", "REWARD")):
         drain_s = float(services[name]["environment"][f"{prefix}_DRAIN_TIMEOUT_S"])
         grace_s = duration_s(services[name]["stop_grace_period"])
-        assert grace_s >= 2 * drain_s + UVICORN_MARGIN_S + STOP_MARGIN_S, name
+        assert grace_s >= drain_s + RESPONSE_MARGIN_S + STOP_MARGIN_S, name
         assert services[name]["init"] is True  # a real PID 1 forwards SIGTERM and reaps workers
 
 

@@ -39,6 +39,7 @@ def create_app(settings: EditorSettings) -> FastAPI:
         pool = WorkerPool(settings.backend_spec(), config, metrics)
         app.state.pool = pool
         app.state.readiness = pool
+        app.state.lifecycle = pool  # the server drains it on SIGTERM (service_kit.serving)
         await pool.start()
         try:
             yield

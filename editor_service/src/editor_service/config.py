@@ -71,14 +71,6 @@ class EditorSettings(ServiceSettings):
         description="Options for a custom backend, as JSON (EDITOR_BACKEND_OPTIONS='{...}').",
     )
 
-    max_worker_restarts: int = Field(
-        default=5,
-        ge=0,
-        description="A worker that exits more often than this within restart_window_s is given "
-        "up on, and the service reports not ready.",
-    )
-    restart_window_s: float = Field(default=300.0, gt=0)
-
     @field_validator("devices", mode="before")
     @classmethod
     def _split_devices(cls, value: object) -> object:

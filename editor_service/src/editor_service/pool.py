@@ -132,6 +132,8 @@ class WorkerPool:
         self._reserved = 0
         self._sequence = itertools.count(1)
         self._draining = False
+        self._drain_deadline: float | None = None
+        self._closed = False  # the drain is over: nothing more is queued
         self._released = not config.load_on_start
         self._edit_s_ema: float | None = None
         self._restarts_counted = 0
@@ -155,19 +157,46 @@ class WorkerPool:
         """Spawn every worker; returns at once (readiness says when they have loaded)."""
         await self._supervisor.start()
 
-    async def drain(self, timeout_s: float) -> None:
-        """Stop accepting work and wait (up to ``timeout_s``) for queued and running jobs."""
+    def start_draining(self) -> None:
+        """Admit no new job (503) and report not ready; admitted jobs still run."""
         self._draining = True
-        deadline = time.monotonic() + timeout_s
-        while (self._queue or self._busy_workers()) and time.monotonic() < deadline:
+
+    def in_flight(self) -> int:
+        """Jobs admitted and not answered yet: being validated, queued or running."""
+        return self._reserved + len(self._queue) + len(self._busy_workers())
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop accepting work and wait for queued and running jobs, up to ``timeout_s`` after
+        the drain began (a drain the server started already counts)."""
+        self.start_draining()
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + timeout_s
+        while (self._queue or self._busy_workers()) and time.monotonic() < self._drain_deadline:
             await asyncio.sleep(0.1)
+
+    def fail_remaining(self) -> None:
+        """End the drain: answer every queued or running job 503; admit nothing more."""
+        self.start_draining()
+        self._closed = True
+        self._drain_deadline = time.monotonic()
+        error = NotReady("the service is shutting down; the drain time is over", retry_after_s=10)
+        for pending in self._queue:
+            self._fail(pending, error)
+        self._queue.clear()
+        self.metrics.queue_depth.set(0)
+        for worker in self._busy_workers():
+            assert worker.current is not None
+            self._fail(worker.current, error)
+            # Its answer is given: stop it at its next step, so the worker can exit.
+            worker.cancel.value = _sequence(worker.current.job.job_id)
+
+    def given_up(self) -> bool:
+        """Every worker was given up on (the restart policy will not start any again)."""
+        return all(w.state == "failed" for w in self.workers)
 
     async def stop(self) -> None:
         """Fail what is left, stop every worker (politely, then by force)."""
-        self._draining = True
-        for pending in list(self._queue):
-            self._fail(pending, NotReady("the service is shutting down", retry_after_s=10))
-        self._queue.clear()
+        self.fail_remaining()
         await self._supervisor.stop()
         for worker in self.workers:
             if worker.current is not None:
@@ -216,7 +245,9 @@ class WorkerPool:
 
     async def _run_reserved(self, job: EditJob) -> EditResult:
         self._reserved -= 1
-        if self._draining:
+        # A slot reserved before a drain began is admitted work: it runs. Only after the drain
+        # is over (or the pool stopped) is nothing queued any more.
+        if self._closed:
             raise NotReady("the service is shutting down", retry_after_s=30)
         now = time.monotonic()
         pending = _Pending(
@@ -248,7 +279,7 @@ class WorkerPool:
             return
         for worker in self.workers:
             if worker.current is pending:
-                worker.cancel.value = int(pending.job.job_id.split("-", 1)[0])
+                worker.cancel.value = _sequence(pending.job.job_id)
                 logger.info("job %s: asking worker %d to stop", pending.job.job_id, worker.index)
 
     # ----------------------------------------------------------------- dispatch
@@ -477,3 +508,8 @@ class WorkerPool:
             detail = f"{serving} of {total} workers serving"
         ready = not (self._draining or self._released or failed or loading or serving == 0)
         return ReadyResponse(ready=ready, detail=detail, workers_ready=serving, workers_total=total)
+
+
+def _sequence(job_id: str) -> int:
+    """Job ids are ``<sequence>-<hex>``; a worker's cancel value names a job by its sequence."""
+    return int(job_id.split("-", 1)[0])

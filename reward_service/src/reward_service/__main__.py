@@ -1,15 +1,17 @@
-"""``python -m reward_service``: read REWARD_* settings and flags, serve with uvicorn."""
+"""``python -m reward_service``: read REWARD_* settings and flags, serve with uvicorn.
+
+SIGTERM drains first (service_kit.serving): /ready says 503, admitted requests finish, then exit 0.
+"""
 
 from __future__ import annotations
 
 import sys
 
-import uvicorn
-
 from reward_service.app import create_app
 from reward_service.config import RewardSettings
 from reward_service.protocols import ProtocolFileError
 from service_kit.logs import configure_logging
+from service_kit.serving import serve
 from service_kit.settings import load_settings
 
 
@@ -20,14 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(settings)
     except ProtocolFileError as exc:  # a user's protocol file: say which and why, no traceback
         sys.exit(f"reward_service: {exc}")
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
-    )
+    sys.exit(serve(app, settings))
 
 
 if __name__ == "__main__":

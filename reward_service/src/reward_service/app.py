@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -18,6 +19,7 @@ from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
 from reward_service.scorer import ItemQuestions, item_cost
+from service_kit.processes import RestartPolicy
 from service_kit.wiring import include_api, install_common
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,28 @@ def batch_key(item: ItemQuestions) -> tuple[str, int]:
     """Items share a batch only with items read the same way (a request has one mode)."""
     first = item[0]
     return first.mode, first.max_new_tokens if first.mode == "generate" else 0
+
+
+class _Lifecycle:
+    """What the server drains on SIGTERM (service_kit.serving.Lifecycle): the batcher holds the
+    admitted work, the judge says whether the service is ready."""
+
+    def __init__(self, judge: Judge, batcher: MicroBatcher[Any, Any]) -> None:
+        self.judge = judge
+        self.batcher = batcher
+
+    def start_draining(self) -> None:
+        self.judge.start_draining()
+        self.batcher.start_draining()
+
+    def in_flight(self) -> int:
+        return self.batcher.in_flight()
+
+    def fail_remaining(self) -> None:
+        self.batcher.fail_remaining()
+
+    def given_up(self) -> bool:
+        return self.judge.given_up()
 
 
 def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = None) -> FastAPI:
@@ -43,6 +67,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             devices,
             log_level=settings.log_level,
             load_on_start=settings.load_on_start,
+            policy=RestartPolicy(settings.max_worker_restarts, settings.restart_window_s),
         )
         metrics.model_load_seconds.set_function(lambda: judge.load_s or 0.0)
         batcher: MicroBatcher[ItemQuestions, tuple[QuestionOutput, ...]] = MicroBatcher(
@@ -59,6 +84,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
         )
         app.state.judge = app.state.readiness = judge
         app.state.batcher = batcher
+        app.state.lifecycle = _Lifecycle(judge, batcher)  # drained on SIGTERM (service_kit)
         await judge.start()
         batcher.start()
         try:

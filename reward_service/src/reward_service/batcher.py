@@ -152,7 +152,9 @@ class MicroBatcher(Generic[I, O]):
         self._reserved = 0
         self._wakeup = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
-        self._accepting = True
+        self._accepting = True  # new reservations are admitted (not draining)
+        self._closed = False  # the drain is over: nothing more is submitted
+        self._drain_deadline: float | None = None
         self._running = 0  # units in batches being prepared or run
         self._in_flight = 0  # batches being prepared or run
         self._slots = asyncio.Semaphore(replicas + 1)  # batches being prepared or run
@@ -166,16 +168,35 @@ class MicroBatcher(Generic[I, O]):
     def start(self) -> None:
         self._consumer = asyncio.create_task(self._consume(), name="micro-batcher")
 
-    async def stop(self, drain_timeout_s: float) -> None:
-        """Refuse new work, let queued work finish (up to the timeout), fail what is left."""
+    def start_draining(self) -> None:
+        """Refuse new requests (503); what was admitted, reserved slots included, still runs."""
         self._accepting = False
-        deadline = time.monotonic() + drain_timeout_s
-        while (self._queue or self._running) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+
+    def in_flight(self) -> int:
+        """Units admitted and not answered yet: reserved, queued, or in a batch."""
+        return self._reserved + len(self._queue) + self._running
+
+    def fail_remaining(self) -> None:
+        """End the drain: answer every queued unit and running batch 503; submit nothing more."""
+        self._accepting = False
+        self._closed = True
+        self._drain_deadline = time.monotonic()
         for unit in list(self._queue):
             _fail(unit.submission, NotReady("the service is shutting down", retry_after_s=10))
         self._queue.clear()
         self._observer.queue_depth(0)
+        for task in list(self._tasks):
+            task.cancel()  # a cancelled batch answers its requests 503
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Refuse new work, let admitted work finish (up to ``drain_timeout_s`` after the drain
+        began, which may have been earlier), fail what is left."""
+        self._accepting = False
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + drain_timeout_s
+        while (self._queue or self._running) and time.monotonic() < self._drain_deadline:
+            await asyncio.sleep(0.05)
+        self.fail_remaining()
         if self._consumer is not None:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -225,7 +246,7 @@ class MicroBatcher(Generic[I, O]):
         return min(60.0, max(1.0, per_batch * batches_ahead))
 
     async def _submit(self, items: Sequence[I], label: str) -> list[Completed[O]]:
-        if not self._accepting:
+        if self._closed:  # a slot reserved before a drain began still runs; not after it
             raise NotReady("the service is shutting down", retry_after_s=30)
         if not items:
             return []

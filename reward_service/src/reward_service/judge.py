@@ -79,6 +79,7 @@ class Judge:
         self._released = not load_on_start
         self._load_timeout_s = load_timeout_s
         self._batch_ids = itertools.count(1)
+        self._draining = False
         self._changed = asyncio.Event()  # a batch finished or a replica changed state
         self._background: set[asyncio.Task[None]] = set()
         self._supervisor = Supervisor(
@@ -109,7 +110,16 @@ class Judge:
         """Spawn every replica's worker; they load their model on their own."""
         await self._supervisor.start()
 
+    def start_draining(self) -> None:
+        """Report not ready and refuse new requests; batches already admitted still run."""
+        self._draining = True
+
+    def given_up(self) -> bool:
+        """Every replica was given up on (the restart policy will not start any again)."""
+        return all(r.state == "failed" for r in self.replicas)
+
     async def stop(self) -> None:
+        self._draining = True
         await self._supervisor.stop()
         for replica in self.replicas:
             self._fail_outstanding(replica, NotReady("the service is shutting down"))
@@ -149,7 +159,7 @@ class Judge:
 
     async def prepare(self, items: list[tuple[JudgeQuestion, ...]]) -> Packed:
         """Images to pixels, each once (in a thread); the worker does the rest of preparation."""
-        self.ensure_ready()
+        self._ensure_can_serve()
         questions = [q for item in items for q in item]
         batch = await asyncio.to_thread(pack, next(self._batch_ids), questions)
         return Packed(batch, [len(item) for item in items])
@@ -190,8 +200,10 @@ class Judge:
             await asyncio.to_thread(self._supervisor.send, replica, message)
 
     async def _replica_with_room(self) -> _Replica:
+        """The ready replica with the least work; while every replica is busy or restarting,
+        wait (a replica that died fails only the batches it held, not the ones waiting)."""
         while True:
-            self.ensure_ready()
+            self._ensure_can_serve()
             ready = [
                 r
                 for r in self.replicas
@@ -258,15 +270,32 @@ class Judge:
         return not self._released and all(r.state == "ready" for r in self.replicas)
 
     def ensure_ready(self) -> LoadedModel:
-        state = self.readiness()
+        """The model, if a new request may be admitted; else NotReady (503) saying why."""
+        if self._draining:
+            raise NotReady("the service is shutting down", retry_after_s=30)
+        state = self._serving_state()
         if state.ready and self.model is not None:
             return self.model
-        if self._released:
-            raise NotReady("the judge model is released; POST /v1/model/load first")
+        self._ensure_can_serve()
         raise NotReady(state.detail, retry_after_s=10)
 
+    def _ensure_can_serve(self) -> None:
+        """Raise NotReady unless a replica is serving or will be again (one restarting counts):
+        admitted batches still run while draining or while a replica restarts."""
+        if self._released:
+            raise NotReady("the judge model is released; POST /v1/model/load first")
+        if self.given_up():
+            raise NotReady(self._serving_state().detail, retry_after_s=30)
+
     def readiness(self) -> ReadyResponse:
-        """Ready when every replica has loaded once, none was given up on, one is serving."""
+        """Ready when every replica has loaded once, none was given up on, one is serving, and
+        the service is not draining."""
+        state = self._serving_state()
+        if self._draining:
+            return state.model_copy(update={"ready": False, "detail": "draining"})
+        return state
+
+    def _serving_state(self) -> ReadyResponse:
         total = len(self.replicas)
         serving = sum(r.state == "ready" for r in self.replicas)
         failed = [r for r in self.replicas if r.state == "failed"]

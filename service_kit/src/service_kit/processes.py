@@ -16,6 +16,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -51,6 +52,13 @@ def limit_cpu_threads(threads: int | None) -> None:
 def cpu_threads_per_worker(devices: list[str]) -> int:
     cpu_workers = sum(d == "cpu" for d in devices)
     return max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
+
+
+def _worker_entry(target: Callable[..., None], *args: Any) -> None:
+    """A worker's first step: Ctrl+C in a terminal signals the whole process group, and the
+    API process drains on it (service_kit.serving); its workers must go on with their jobs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    target(*args)
 
 
 class EventReader:
@@ -105,7 +113,7 @@ class EventReader:
             with self._lock:
                 watched: list[Any] = [self._wakeup_recv, *self._pipes]
             try:
-                ready = wait(watched, timeout=1.0)
+                ready: list[Any] = wait(watched, timeout=1.0)
             except OSError:
                 continue
             for pipe in ready:
@@ -226,8 +234,8 @@ class Supervisor:
         jobs_recv, jobs_send = SPAWN.Pipe(duplex=False)
         events_recv, events_send = SPAWN.Pipe(duplex=False)
         process = SPAWN.Process(
-            target=self._target,
-            args=(*self._args(handle), jobs_recv, events_send),
+            target=_worker_entry,
+            args=(self._target, *self._args(handle), jobs_recv, events_send),
             name=f"{self._name}-{handle.index}",
             daemon=True,
         )

@@ -63,7 +63,23 @@ class ServiceSettings(BaseSettings):
         default=900.0, gt=0, description="A job still waiting after this long is refused (504)."
     )
     drain_timeout_s: float = Field(
-        default=120.0, ge=0, description="On SIGTERM, how long in-flight jobs may take to finish."
+        default=120.0,
+        ge=0,
+        description="On SIGTERM, how long jobs already admitted (running or queued) may take to "
+        "finish; /ready says 503 and new jobs are refused meanwhile. Then the process exits 0.",
+    )
+    max_worker_restarts: int = Field(
+        default=5,
+        ge=0,
+        description="A worker that exits more often than this within restart_window_s is given "
+        "up on, and the service reports not ready.",
+    )
+    restart_window_s: float = Field(default=300.0, gt=0)
+    exit_when_failed: bool = Field(
+        default=True,
+        description="Exit (code 75) once every worker has been given up on, so that a restart "
+        "policy (Compose's restart: unless-stopped) starts the service afresh. Off: stay up, "
+        "not ready.",
     )
 
     @field_validator("api_keys", mode="before")
