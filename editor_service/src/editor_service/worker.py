@@ -32,6 +32,7 @@ from editor_service.messages import (
     WorkerReleased,
 )
 from service_kit.logs import configure_logging
+from service_kit.oom import free_device_memory, is_out_of_memory
 from service_kit.processes import limit_cpu_threads, pin_device
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
 
 logger = logging.getLogger(__name__)
+
+_OUT_OF_MEMORY = "out of device memory for this edit; try a smaller output size"
 
 
 def worker_main(
@@ -119,13 +122,23 @@ def _run_job(
         return JobFailed(worker, job.job_id, "cancelled", "the client went away")
     except DeviceOutOfMemory as exc:
         logger.warning("job %s: %s", job.job_id, exc)
-        return JobFailed(worker, job.job_id, "out_of_memory", str(exc))
-    except Exception:
-        logger.exception("job %s failed on worker %d", job.job_id, worker)
-        return JobFailed(worker, job.job_id, "backend_error", "the edit failed inside the model")
-    edit_s = time.perf_counter() - started
-    logger.info("job %s done on worker %d in %.2fs", job.job_id, worker, edit_s)
-    return JobDone(worker, job.job_id, output, edit_s)
+        failed = JobFailed(worker, job.job_id, "out_of_memory", str(exc))
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            logger.exception("job %s failed on worker %d", job.job_id, worker)
+            return JobFailed(
+                worker, job.job_id, "backend_error", "the edit failed inside the model"
+            )
+        logger.warning("job %s: out of device memory on worker %d", job.job_id, worker)
+        failed = JobFailed(worker, job.job_id, "out_of_memory", _OUT_OF_MEMORY)
+    else:
+        edit_s = time.perf_counter() - started
+        logger.info("job %s done on worker %d in %.2fs", job.job_id, worker, edit_s)
+        return JobDone(worker, job.job_id, output, edit_s)
+    # Out of memory. Only here, with the exception and the tensors its traceback held gone, can
+    # the allocator give their memory back; the worker then serves the next job.
+    free_device_memory()
+    return failed
 
 
 def _sequence(job_id: str) -> int:

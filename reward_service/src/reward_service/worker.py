@@ -31,6 +31,7 @@ from reward_service.messages import (
     unpack,
 )
 from service_kit.logs import configure_logging
+from service_kit.oom import free_device_memory, is_out_of_memory
 from service_kit.processes import limit_cpu_threads, pin_device
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+_OUT_OF_MEMORY = "out of device memory for this batch; try fewer or smaller images per request"
 
 
 class _LockedPipe:
@@ -159,12 +161,21 @@ def _receive(
 
 def _score(backend: JudgeBackend, item: _Prepared) -> JudgeEvent:
     started = time.perf_counter()
+    failed: BatchFailed | None = None
     try:
         outputs = tuple(backend.score(item.work))
     except DeviceOutOfMemory as exc:
         logger.warning("batch %d: %s", item.batch_id, exc)
-        return BatchFailed(item.batch_id, "out_of_memory", str(exc))
-    except Exception:
-        logger.exception("batch %d failed inside the model", item.batch_id)
-        return BatchFailed(item.batch_id, "backend_error", "the judge failed on this batch")
+        failed = BatchFailed(item.batch_id, "out_of_memory", str(exc))
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            logger.exception("batch %d failed inside the model", item.batch_id)
+            return BatchFailed(item.batch_id, "backend_error", "the judge failed on this batch")
+        logger.warning("batch %d: out of device memory", item.batch_id)
+        failed = BatchFailed(item.batch_id, "out_of_memory", _OUT_OF_MEMORY)
+    if failed is not None:
+        # Only now, with the exception and the tensors its traceback held gone, can the
+        # allocator give their memory back; the replica then serves the next batch.
+        free_device_memory()
+        return failed
     return BatchDone(item.batch_id, outputs, item.prepare_s, time.perf_counter() - started)
