@@ -100,23 +100,36 @@ class DrainingServer(uvicorn.Server):
     async def _watch(self) -> None:
         while not self.should_exit:
             await asyncio.sleep(POLL_S)
-            lifecycle = self._lifecycle()
-            if self._stop_signal is not None:
-                logger.info("%s received", signal.Signals(self._stop_signal).name)
-                await self._drain(lifecycle)
-                self.should_exit = True
-                return
-            if self.exit_when_failed and self.started and lifecycle and lifecycle.given_up():
-                logger.error(
-                    "every worker has been given up on; exiting (code %d) so that the "
-                    "service is restarted",
-                    EXIT_WORKERS_GAVE_UP,
-                )
-                lifecycle.start_draining()
-                lifecycle.fail_remaining()
-                self.exit_code = EXIT_WORKERS_GAVE_UP
-                self.should_exit = True
-                return
+            try:
+                if await self._check():
+                    return
+            except Exception:
+                logger.exception("the drain watcher failed")
+                if self._stop_signal is not None:  # still stop, if undrained
+                    self.should_exit = True
+                    return
+
+    async def _check(self) -> bool:
+        """One pass: drain and stop if a signal came, or stop if every worker was given up on.
+        True once the server should exit."""
+        lifecycle = self._lifecycle()
+        if self._stop_signal is not None:
+            logger.info("%s received", signal.Signals(self._stop_signal).name)
+            await self._drain(lifecycle)
+            self.should_exit = True
+            return True
+        if self.exit_when_failed and self.started and lifecycle and lifecycle.given_up():
+            logger.error(
+                "every worker has been given up on; exiting (code %d) so that the service is "
+                "restarted",
+                EXIT_WORKERS_GAVE_UP,
+            )
+            lifecycle.start_draining()
+            lifecycle.fail_remaining()
+            self.exit_code = EXIT_WORKERS_GAVE_UP
+            self.should_exit = True
+            return True
+        return False
 
     async def _drain(self, lifecycle: Lifecycle | None) -> None:
         if lifecycle is None:  # still starting: nothing was admitted
