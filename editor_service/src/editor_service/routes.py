@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from typing import Annotated, Any
@@ -178,13 +179,18 @@ async def create_openai_edit(
     return json_response(answer)
 
 
+_SIZE = re.compile(r"([0-9]{1,6})x([0-9]{1,6})", re.ASCII)
+
+
 def _parse_size(size: str) -> tuple[int | None, int | None]:
     if size == "auto":
         return None, None
-    width, sep, height = size.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
+    # ASCII digits, a few of them: str.isdigit() also takes "٣٢", and int() of thousands of
+    # digits raises ValueError (a 500); the range itself is EditRequest's to check.
+    found = _SIZE.fullmatch(size.lower())
+    if found is None:
         raise InvalidInput("size must be WIDTHxHEIGHT (e.g. 1024x1024) or auto", param="size")
-    return int(width), int(height)
+    return int(found.group(1)), int(found.group(2))
 
 
 @router.post("/model/release", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])

@@ -1,8 +1,8 @@
 """Decoding client images safely.
 
-Only PNG, JPEG and WebP decoders are ever tried; the pixel count is checked from the header before
-any pixel is decoded (a few-hundred-byte PNG can declare 20000x20000); truncated files raise
-instead of decoding half grey.
+Only PNG, JPEG and WebP decoders are ever tried; the pixel count and the shape are checked from
+the header before any pixel is decoded (a few-hundred-byte PNG can declare 20000x20000); truncated
+files raise instead of decoding half grey.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ _PIL_FORMATS: dict[ImageFormat, str] = {"png": "PNG", "jpeg": "JPEG", "webp": "W
 
 # Keep Pillow's own guard on as a backstop, and never decode truncated files.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+MAX_ASPECT_RATIO = 100
+"""Longest side over shortest side. The Qwen-VL image processors of both models raise on more
+than 200:1, and the editor first rescales its source to about a megapixel with each side rounded
+to 32 pixels, which makes a thin image thinner (1:165 becomes 1:200): without this bound such an
+image is a 500 from inside the model, and in the judge it fails every request of its batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +55,13 @@ class ImageHeader:
     height: int
 
 
-def read_header(data: bytes, *, max_pixels: int, param: str = "image") -> ImageHeader:
+def read_header(
+    data: bytes,
+    *,
+    max_pixels: int,
+    param: str = "image",
+    max_aspect_ratio: float = MAX_ASPECT_RATIO,
+) -> ImageHeader:
     """Format and size from the header alone; raises InvalidImage or ImageTooLarge."""
     fmt = sniff_format(data)
     if fmt is None:
@@ -68,6 +80,11 @@ def read_header(data: bytes, *, max_pixels: int, param: str = "image") -> ImageH
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"{param} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+            param=param,
+        )
+    if max(width, height) > max_aspect_ratio * min(width, height):
+        raise InvalidImage(
+            f"{param} is {width}x{height}; its sides may differ by at most {max_aspect_ratio:g}:1",
             param=param,
         )
     return ImageHeader(fmt, width, height)
