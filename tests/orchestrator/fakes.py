@@ -217,7 +217,7 @@ class FakeServices:
                     ],
                     sc=sc,
                     pq=pq,
-                    overall=None if unscored else round((sc * pq) ** 0.5, 4),
+                    overall=None if sc is None or pq is None else round((sc * pq) ** 0.5, 4),
                     scored=not unscored,
                     timings=ScoreTimings(queue_wait_s=0, inference_s=0.01, total_s=0.01),
                 )
