@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -26,7 +22,16 @@ from orchestrator.benchmarks import load_benchmark
 from orchestrator.cli import app
 from orchestrator.store import JsonlLog
 from tests.orchestrator.conftest import write_manifest
-from tests.support.servers import REPO_ROOT, ServiceProcess
+from tests.orchestrator.harness import (
+    HeldServices,
+    answered,
+    editbench,
+    finish,
+    held_services,
+    wait_editor_idle,
+    wait_for,
+)
+from tests.orchestrator.held_backends import hold_tag
 
 pytestmark = pytest.mark.tiny
 
@@ -34,80 +39,20 @@ SIZE = "32x32"
 
 
 @pytest.fixture(scope="module")
-def services(
-    model_cache: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
-    logs = tmp_path_factory.mktemp("service-logs")
-    editor = ServiceProcess(
-        "editor_service",
-        {"EDITOR_MODEL": "tiny", "EDITOR_DEVICES": "cpu", "EDITOR_CACHE_DIR": str(model_cache)},
-        logs / "editor.log",
-    )
-    reward = ServiceProcess(
-        "reward_service",
-        {"REWARD_MODEL": "tiny", "REWARD_DEVICES": "cpu", "REWARD_CACHE_DIR": str(model_cache)},
-        logs / "reward.log",
-    )
-    editor.start()
-    reward.start()
-    try:
-        editor.wait_ready()
-        reward.wait_ready()
-        yield editor.url, reward.url
-    finally:
-        editor.stop()
-        reward.stop()
+def held(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeldServices]:
+    """Both services on their tiny models; an item can be held at either (see harness)."""
+    with held_services(model_cache, tmp_path_factory.mktemp("services")) as running:
+        yield running
 
 
-def answered(url: str, route: str) -> int:
-    """How many 200 answers the service gave on ``route`` (from its Prometheus metrics)."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    pattern = re.compile(
-        r'^\w+_http_requests_total\{method="POST",route="'
-        + re.escape(route)
-        + r'",status="200"\} (\S+)$',
-        re.M,
-    )
-    return sum(int(float(m)) for m in pattern.findall(text))
-
-
-def wait_editor_idle(url: str) -> None:
-    """An interrupted client's last edit may still be running: wait until no worker is busy."""
-    for _ in range(600):
-        info = httpx.get(f"{url}/v1/info", timeout=10).json()
-        if info["queue_depth"] == 0 and all(w["state"] != "busy" for w in info["workers"]):
-            return
-        time.sleep(0.2)
-    raise TimeoutError("editor stayed busy")
-
-
-def cli_env() -> dict[str, str]:
-    """The CLI's environment: this one without EDITBENCH_* (settings come from flags here)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("EDITBENCH_")}
-
-
-def editbench(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=REPO_ROOT,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen[str], timeout_s: float = 600) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=timeout_s)
-    return process.returncode, out, err
+@pytest.fixture(scope="module")
+def services(held: HeldServices) -> tuple[str, str]:
+    return held.editor, held.reward
 
 
 def interrupt_after(process: subprocess.Popen[str], log: Path, lines: int) -> tuple[int, str]:
     """SIGINT (Ctrl-C) once ``log`` holds ``lines`` records; returns exit code and stderr."""
-    deadline = time.monotonic() + 600
-    while len(JsonlLog(log).read()) < lines and process.poll() is None:
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.05)
+    wait_for(lambda: len(JsonlLog(log).read()) >= lines, f"{lines} record(s) in {log.name}")
     process.send_signal(signal.SIGINT)
     code, _, err = finish(process)
     return code, err
@@ -170,22 +115,30 @@ def test_run_writes_results_and_a_rerun_sends_no_request(
 
 
 def test_an_interrupted_edit_phase_resumes_without_repeating(
-    services: tuple[str, str], tmp_path: Path
+    held: HeldServices, tmp_path: Path
 ) -> None:
-    editor, reward = services
+    """Ctrl-C with the second edit in flight: the rerun edits the other two, and nothing again.
+
+    The editor holds the second item until the CLI has exited, so the interrupt always lands in
+    the edit phase with exactly one edit recorded, however fast the editor is."""
+    hold = f"interrupt-{tmp_path.name}"
+    rows = [
+        {"id": f"item-{i}", "category": ["color", "物理"][i % 2], "instruction": f"edit {i}"}
+        for i in range(3)
+    ]
+    rows[1]["instruction"] += " " + hold_tag("edit", hold)
+    manifest = write_manifest(tmp_path / "bench", rows)
     out = tmp_path / "run"
-    process = editbench(
+    args = (
         "run",
         "--benchmark",
-        "sample",
-        "--limit-per-category",
-        "1",
+        str(manifest),
         "--out",
         str(out),
         "--editor-url",
-        editor,
+        held.editor,
         "--reward-url",
-        reward,
+        held.reward,
         "--steps",
         "2",
         "--size",
@@ -193,23 +146,34 @@ def test_an_interrupted_edit_phase_resumes_without_repeating(
         "--edit-concurrency",
         "1",
     )
-    code, stderr = interrupt_after(process, out / "edits.jsonl", 1)
+    process = editbench(*args)
+    assert held.wait_held(process) == {hold}
+    process.send_signal(signal.SIGINT)
+    code, _, stderr = finish(process)
     assert code == 130, stderr
     assert "editbench run --resume --out" in stderr
-    finished = len(JsonlLog(out / "edits.jsonl").read())
-    assert 1 <= finished <= 3
-    wait_editor_idle(editor)
-    before = answered(editor, "/v1/edits")
+    assert [r["item_id"] for r in JsonlLog(out / "edits.jsonl").read()] == ["item-0"]
+    held.open_gate(hold)
+    wait_editor_idle(held.editor)
+    before = answered(held.editor, "/v1/edits")
 
     code, _, stderr = finish(
         editbench(
-            "run", "--resume", "--out", str(out), "--editor-url", editor, "--reward-url", reward
+            "run",
+            "--resume",
+            "--out",
+            str(out),
+            "--editor-url",
+            held.editor,
+            "--reward-url",
+            held.reward,
         )
     )
     assert code == 0, stderr
-    assert answered(editor, "/v1/edits") - before == 3 - finished
+    assert answered(held.editor, "/v1/edits") - before == 2
     edits = JsonlLog(out / "edits.jsonl").read()
-    assert len(edits) == 3 and len({r["job_id"] for r in edits}) == 3
+    assert [r["item_id"] for r in edits] == ["item-0", "item-1", "item-2"]
+    assert all(r["status"] == "ok" for r in edits)
     assert len(JsonlLog(out / "results.jsonl").read()) == 3
 
 
