@@ -132,7 +132,10 @@ async def list_protocols(protocols: ProtocolsDep) -> ProtocolsResponse:
 
 
 @router.get(
-    "/protocols/{name}", response_model=ProtocolDefinition, responses=ERRORS, tags=["protocols"]
+    "/protocols/{name}",
+    response_model=ProtocolDefinition,
+    responses={**ERRORS, 404: {"model": ErrorResponse}},
+    tags=["protocols"],
 )
 async def get_protocol(name: str, protocols: ProtocolsDep) -> ProtocolDefinition:
     """One protocol's full definition (its prompts); its hash is the sha256 of this document."""
