@@ -33,6 +33,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS: list[dict[str, Any]] = []
+JSON_HEADERS = {"content-type": "application/json"}
 JOURNAL: list[Path] = []  # each record is appended here at once: a killed run keeps its figures
 
 
@@ -164,23 +165,33 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=3600) as client:
         for protocol, mode, count, per_request in runs:
             pool = items(count, args.side)  # made once: PNG encoding is slow
+            # Encoded once, before the clock starts: the client's JSON work is not the service's.
             payloads = [
-                {
-                    "items": pool[i : i + per_request],
-                    "protocol": protocol,
-                    "mode": mode,
-                    "max_new_tokens": args.generate_tokens,
-                }
+                json.dumps(
+                    {
+                        "items": pool[i : i + per_request],
+                        "protocol": protocol,
+                        "mode": mode,
+                        "max_new_tokens": args.generate_tokens,
+                    }
+                ).encode()
                 for i in range(0, count, per_request)
             ]
             gate = asyncio.Semaphore(args.clients)
             before: dict[str, float] = {}
+            latencies: list[float] = []
 
             async def send(
-                payload: dict[str, Any], gate: asyncio.Semaphore = gate
+                payload: bytes,
+                gate: asyncio.Semaphore = gate,
+                latencies: list[float] = latencies,
             ) -> dict[str, Any]:
                 async with gate:
-                    response = await client.post(f"{url}/v1/scores", json=payload)
+                    sent = time.perf_counter()
+                    response = await client.post(
+                        f"{url}/v1/scores", content=payload, headers=JSON_HEADERS
+                    )
+                    latencies.append(time.perf_counter() - sent)
                 response.raise_for_status()
                 result: dict[str, Any] = response.json()
                 return result
@@ -207,6 +218,7 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 answer_chars=sum(len(q.get("raw_text") or "") for q in tokens)
                 / max(1, len(tokens)),
                 backend_options=args.backend_options,
+                request_latency_s_mean=sum(latencies[1:]) / max(1, len(latencies) - 1),
                 # Inside the workers, over this run: where the model's time went.
                 **{name: after.get(name, 0.0) - before.get(name, 0.0) for name in WATCHED},
             )
@@ -224,6 +236,8 @@ WATCHED = (
     'reward_worker_seconds_sum{stage="model"}',
     'reward_model_waiting_seconds_total{reason="idle"}',
     'reward_model_waiting_seconds_total{reason="preparing"}',
+    "reward_queue_wait_seconds_sum",
+    "reward_queue_wait_seconds_count",
 )
 
 

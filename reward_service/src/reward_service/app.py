@@ -19,8 +19,10 @@ from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
 from reward_service.scorer import ItemQuestions, item_cost
+from service_kit.json_body import document_json_bodies
 from service_kit.processes import RestartPolicy
 from service_kit.wiring import include_api, install_common
+from shared_schemas import ScoreRequest
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             log_level=settings.log_level,
             load_on_start=settings.load_on_start,
             policy=RestartPolicy(settings.max_worker_restarts, settings.restart_window_s),
+            on_batch=metrics.worker_batch,
         )
         metrics.model_load_seconds.set_function(lambda: judge.load_s or 0.0)
         batcher: MicroBatcher[ItemQuestions, tuple[QuestionOutput, ...]] = MicroBatcher(
@@ -103,4 +106,5 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
     app.state.protocols = registry
     install_common(app, settings, metrics)
     include_api(app, router)
+    document_json_bodies(app, ScoreRequest)
     return app

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,7 @@ class Judge:
         load_on_start: bool = True,
         policy: RestartPolicy | None = None,
         load_timeout_s: float = 3600.0,
+        on_batch: Callable[[BatchDone], None] | None = None,
     ) -> None:
         if not devices:
             raise ValueError("the judge needs at least one device")
@@ -78,6 +79,7 @@ class Judge:
         self._log_level = log_level
         self._released = not load_on_start
         self._load_timeout_s = load_timeout_s
+        self._on_batch = on_batch  # per-batch timings from the worker, for the metrics
         self._batch_ids = itertools.count(1)
         self._draining = False
         self._changed = asyncio.Event()  # a batch finished or a replica changed state
@@ -232,6 +234,8 @@ class Judge:
             if future is not None and not future.done():
                 if isinstance(event, BatchDone):
                     future.set_result(event)
+                    if self._on_batch is not None:
+                        self._on_batch(event)
                 elif event.kind == "out_of_memory":
                     future.set_exception(OutOfMemory(event.message, retry_after_s=5))
                 else:

@@ -12,15 +12,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from reward_service import __version__
-from reward_service.backends.base import JudgeQuestion, LoadedModel, QuestionOutput
+from reward_service.backends.base import LoadedModel, QuestionOutput
 from reward_service.batcher import MicroBatcher
 from reward_service.config import RewardSettings
 from reward_service.judge import Judge
 from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
-from reward_service.scorer import assemble, build_questions, decode_items, record
+from reward_service.scorer import ItemQuestions, assemble, build_questions, decode_items, record
 from service_kit.disconnect import cancel_on_disconnect
 from service_kit.errors import NotFound, NotReady
+from service_kit.json_body import json_body, json_body_openapi
 from shared_schemas import (
     ErrorResponse,
     ModelInfo,
@@ -41,7 +42,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-Batcher = MicroBatcher[JudgeQuestion, QuestionOutput]
+Batcher = MicroBatcher[ItemQuestions, tuple[QuestionOutput, ...]]
 
 
 def get_judge(request: Request) -> Judge:
@@ -88,9 +89,15 @@ def request_id(request: Request) -> str:
     return given if _CLIENT_REQUEST_ID.match(given) else f"req-{uuid.uuid4().hex[:12]}"
 
 
-@router.post("/scores", response_model=ScoreResponse, responses=ERRORS, tags=["scores"])
+@router.post(
+    "/scores",
+    response_model=ScoreResponse,
+    responses=ERRORS,
+    tags=["scores"],
+    openapi_extra=json_body_openapi(ScoreRequest),
+)
 async def create_scores(
-    body: ScoreRequest,
+    body: Annotated[ScoreRequest, json_body(ScoreRequest)],
     request: Request,
     response: Response,
     judge: JudgeDep,

@@ -59,7 +59,8 @@ class _LockedPipe:
 class _Prepared:
     batch_id: int
     work: object  # what the backend's prepare returned
-    prepare_s: float
+    received_at: float  # perf_counter() when the batch came off the pipe
+    ready_at: float  # ... and when its preparation ended
 
 
 def judge_worker_main(
@@ -93,6 +94,7 @@ def judge_worker_main(
         daemon=True,
     )
     receiver.start()
+    free_since = time.perf_counter()  # when the model thread last ran out of work
     while True:
         item = work.get()
         if item is _STOP:
@@ -104,12 +106,14 @@ def judge_worker_main(
         elif isinstance(item, LoadModel):
             if not _load(backend, local_device, out):
                 return
+            free_since = time.perf_counter()
         elif isinstance(item, _Prepared):
             if item.batch_id in cancelled:
                 cancelled.discard(item.batch_id)
                 out.send(BatchFailed(item.batch_id, "cancelled", "its clients went away"))
             else:
-                out.send(_score(backend, item))
+                out.send(_score(backend, item, free_since))
+                free_since = time.perf_counter()
     logger.info("judge replica %d stopping", replica)
 
 
@@ -156,10 +160,11 @@ def _receive(
                 BatchFailed(message.batch_id, "backend_error", "preparing the batch failed")
             )
             continue
-        work.put(_Prepared(message.batch_id, prepared, time.perf_counter() - started))
+        work.put(_Prepared(message.batch_id, prepared, started, time.perf_counter()))
 
 
-def _score(backend: JudgeBackend, item: _Prepared) -> JudgeEvent:
+def _score(backend: JudgeBackend, item: _Prepared, free_since: float) -> JudgeEvent:
+    """Run one prepared batch; ``free_since``: when the model finished its previous work."""
     started = time.perf_counter()
     failed: BatchFailed | None = None
     try:
@@ -178,4 +183,11 @@ def _score(backend: JudgeBackend, item: _Prepared) -> JudgeEvent:
         # allocator give their memory back; the replica then serves the next batch.
         free_device_memory()
         return failed
-    return BatchDone(item.batch_id, outputs, item.prepare_s, time.perf_counter() - started)
+    return BatchDone(
+        item.batch_id,
+        outputs,
+        prepare_s=item.ready_at - item.received_at,
+        score_s=time.perf_counter() - started,
+        idle_s=max(0.0, item.received_at - free_since),
+        stall_s=max(0.0, item.ready_at - max(free_since, item.received_at)),
+    )
