@@ -7,6 +7,7 @@ our message, never torch's text; the next job is served by the same worker proce
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -72,3 +73,36 @@ def test_torch_out_of_memory_is_recognised_by_class_not_by_message() -> None:
     assert not is_out_of_memory(RuntimeError("CUDA out of memory"))
     assert not is_out_of_memory(OutOfMemoryError())
     assert not is_out_of_memory(MemoryError())
+
+
+@pytest.mark.gpu
+def test_a_real_cuda_out_of_memory_gives_its_memory_back_and_the_same_worker_serves_on(
+    tmp_path: Path,
+) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    journal = tmp_path / "journal"
+    service = service_process(
+        "editor_service",
+        tmp_path,
+        options={"journal": str(journal)},
+        BACKEND="tests.support.fault_backends:CudaEditor",
+        DEVICES="cuda:0",
+    )
+    with (
+        service.running(ready_timeout_s=300),
+        httpx.Client(base_url=service.url, timeout=300) as http,
+    ):
+        assert http.post("/v1/edits", json=job_body("editor_service")).status_code == 200
+        oom = http.post("/v1/edits", json=job_body("editor_service", "cuda-oom"))
+        assert oom.status_code == 507 and error_type(oom) == "out_of_memory"
+        assert "Tried to allocate" not in oom.text
+        after = http.post("/v1/edits", json=job_body("editor_service"))
+        assert after.status_code == 200, after.text
+        info = EditorInfo.model_validate(http.get("/v1/info").json())
+        assert info.workers[0].restarts == 0
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len({e["pid"] for e in entries}) == 1  # one worker process throughout
+    # The 2 GiB the failed edit held went back to the device, not only to torch's cache.
+    assert entries[-1]["reserved"] < 2**30, entries

@@ -10,15 +10,17 @@ They extend the fakes in fake_editors / fake_judges and are selected the same wa
   translate it would: the worker must still answer 507 and keep serving.
 
 The judge's fake also writes the options' ``journal`` (pid per load and batch), which tells a
-test which process served a batch.
+test which process served a batch. ``CudaEditor`` runs out of a real GPU's memory.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 
-from editor_service.backends.base import EditJob, EditOutput, JobCancelled
+from editor_service.backends.base import EditJob, EditOutput, JobCancelled, LoadedModel
 from reward_service.backends.base import JudgeQuestion, QuestionOutput
 from tests.support.fake_editors import MirrorEditBackend
 from tests.support.fake_judges import FakeJudge
@@ -56,3 +58,29 @@ class FaultJudge(FakeJudge):
         if any("fake-slow" in t for t in texts):
             time.sleep(float(self.options.get("slow_s", 5)))
         return super()._score(prepared)
+
+
+class CudaEditor(MirrorEditBackend):
+    """For GPU machines: ``cuda-oom`` takes 2 GiB for an intermediate, then asks for more
+    memory than the device has (a real ``torch.OutOfMemoryError``). Every edit first writes the
+    memory its process's allocator holds to the options' ``journal``, one JSON line each."""
+
+    def load(self, device: str) -> LoadedModel:
+        import torch
+
+        self.device = device
+        torch.zeros(1, device=device)  # CUDA initialised, as a model load would
+        return super().load(device)
+
+    def edit(self, job: EditJob, should_stop: Callable[[], bool]) -> EditOutput:
+        import torch
+
+        entry = {"pid": os.getpid(), "reserved": torch.cuda.memory_reserved(self.device)}
+        with open(str(self.options["journal"]), "a") as journal:
+            journal.write(json.dumps(entry) + "\n")
+        if job.instruction == "cuda-oom":
+            intermediate = torch.empty(2 * 2**30, dtype=torch.uint8, device=self.device)
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            torch.empty(2 * total, dtype=torch.uint8, device=self.device)
+            del intermediate  # never reached
+        return super().edit(job, should_stop)
