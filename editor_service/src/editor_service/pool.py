@@ -480,7 +480,7 @@ class WorkerPool:
             WorkerInfo(
                 index=w.index,
                 device=w.device,
-                state=w.state,  # type: ignore[arg-type]
+                state=w.state,
                 pid=w.pid,
                 jobs_done=w.jobs_done,
                 restarts=w.restarts,
