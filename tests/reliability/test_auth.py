@@ -90,7 +90,10 @@ def test_openapi_shows_the_bearer_scheme_on_api_routes_and_none_on_probes(
         "description": "One of the service's API keys (EDITOR_API_KEYS / REWARD_API_KEYS).",
     }
     job = schema["paths"][JOB_ROUTE[module]]["post"]
-    assert job["security"] == [{"api_key": []}]
+    info = schema["paths"]["/v1/info"]["get"]
+    for operation in (job, info):
+        assert operation["security"] == [{"api_key": []}]
+        assert "401" in operation["responses"]
     assert "security" not in schema["paths"]["/ready"]["get"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, FastAPI
 
 from service_kit.auth import ApiKeyMiddleware, ApiKeys, api_key_dependencies
@@ -10,6 +12,7 @@ from service_kit.errors import install_exception_handlers
 from service_kit.metrics import HttpMetricsMiddleware, ServiceMetrics
 from service_kit.probes import probe_router
 from service_kit.settings import ServiceSettings
+from shared_schemas import ErrorResponse
 
 
 def install_common(app: FastAPI, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
@@ -26,5 +29,12 @@ def install_common(app: FastAPI, settings: ServiceSettings, metrics: ServiceMetr
 
 
 def include_api(app: FastAPI, router: APIRouter) -> None:
-    """Include a service's own routes, behind its API keys if it has any (after install_common)."""
-    app.include_router(router, dependencies=api_key_dependencies(app.state.api_keys))
+    """Include a service's own routes, behind its API keys if it has any (after install_common);
+    with keys, every route's OpenAPI entry lists the 401 too."""
+    keys: ApiKeys = app.state.api_keys
+    responses: dict[int | str, dict[str, Any]] = (
+        {401: {"model": ErrorResponse, "description": "No API key, or not a valid one."}}
+        if keys.enabled
+        else {}
+    )
+    app.include_router(router, dependencies=api_key_dependencies(keys), responses=responses)
