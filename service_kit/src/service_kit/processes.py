@@ -39,6 +39,10 @@ def pin_device(device: str) -> str:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     physical = visible.split(",")[index].strip() if visible else str(index)
     os.environ["CUDA_VISIBLE_DEVICES"] = physical
+    # Growable segments instead of fixed blocks: batches of varying shapes (the judge's) or a
+    # model's load and release (both services) otherwise fragment the cache until a batch that
+    # fits on paper runs out of memory. A value set by the operator wins.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     return "cuda:0"
 
 
