@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 from collections.abc import Iterable, Iterator
@@ -328,9 +329,21 @@ def test_edit_phase_keeps_two_requests_per_worker_in_flight(tmp_path: Path) -> N
 
     rows = [{"id": f"x{i}", "category": "c", "instruction": f"i{i}"} for i in range(16)]
     bench = write_manifest(tmp_path / "b", rows)
-    services = FakeServices(workers=2, max_in_flight=10, edit_delay_s=0.02)
+    services = FakeServices(workers=2, max_in_flight=10)
+    four_at_once = asyncio.Event()
+
+    async def hold_until_four_are_in_flight(_: httpx.Request) -> None:
+        # Edits answer only once four were in flight together (or after 10 s, when the phase
+        # never sends four): on a busy machine a fixed delay could let one finish first.
+        if services.in_flight >= 4:
+            four_at_once.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(four_at_once.wait(), timeout=10)
+
+    services.before_edit = hold_until_four_are_in_flight
     run(settings_for(bench, tmp_path / "run", phase="edit"), services)
     assert services.max_seen_in_flight == 4
+    assert len(services.edited_instructions) == 16
 
 
 class CountingBenchmark(Benchmark):
