@@ -13,7 +13,7 @@ import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -24,6 +24,7 @@ from shared_schemas import (
     EditRequest,
     EditResponse,
     ErrorResponse,
+    ModelStateResponse,
     ProtocolsResponse,
     ReadyResponse,
     RewardInfo,
@@ -33,6 +34,10 @@ from shared_schemas import (
 from shared_schemas.scores import ProtocolDefinition
 
 M = TypeVar("M", bound=BaseModel)
+
+ModelState = Literal["loaded", "released", "not_ready", "unreachable"]
+# A release waits for the jobs the service holds; a load reads and places a model of tens of GB.
+HANDOVER_TIMEOUT = httpx.Timeout(connect=10.0, read=1800.0, write=30.0, pool=None)
 
 
 class ServiceCallError(Exception):
@@ -202,6 +207,37 @@ class _ServiceClient:
         except ServiceCallError:
             return False
         return True
+
+    async def model_state(self) -> ModelState:
+        """From /ready: ``loaded`` (200), ``released`` (503 saying so), ``not_ready`` (loading,
+        restarting, draining) or ``unreachable``."""
+        try:
+            await self.ready()
+        except ServiceUnreachable:
+            return "unreachable"
+        except ServiceCallError as exc:
+            return "released" if is_released(exc) else "not_ready"
+        return "loaded"
+
+    async def release_model(self) -> ModelStateResponse:
+        """POST /v1/model/release: free the GPU memory (the service first finishes its jobs)."""
+        return await self._request(
+            "POST", "/v1/model/release", ModelStateResponse, timeout=HANDOVER_TIMEOUT
+        )
+
+    async def load_model(self) -> ModelStateResponse:
+        """POST /v1/model/load: load the model again; answers once it serves (minutes)."""
+        return await self._request(
+            "POST", "/v1/model/load", ModelStateResponse, timeout=HANDOVER_TIMEOUT
+        )
+
+
+def is_released(exc: ServiceCallError) -> bool:
+    """A 503 from /ready because the model was released (not loading, restarting or draining).
+
+    The services say "model released from the device" (editor) and "the judge model is released
+    from its device" (judge); draining and loading never mention it."""
+    return exc.status == 503 and "released" in exc.message.lower()
 
 
 class EditorClient(_ServiceClient):
