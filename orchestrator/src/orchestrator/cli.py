@@ -189,6 +189,14 @@ def run(
     ready_timeout_s: Annotated[
         float | None, typer.Option("--ready-timeout-s", help="Wait this long for /ready (600).")
     ] = None,
+    share_gpu: Annotated[
+        bool,
+        typer.Option(
+            "--share-gpu",
+            help="Editor and judge share one GPU: before each phase the other service releases "
+            "its model and this one loads; each hand-over is timed (env EDITBENCH_SHARE_GPU).",
+        ),
+    ] = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 if any job failed or went unscored.")
     ] = False,
@@ -228,6 +236,7 @@ def run(
         "retry_failed": retry_failed,
         "ready_timeout_s": ready_timeout_s,
         "job_deadline_s": job_deadline_s,
+        "share_gpu": share_gpu,
         **_parse_size(size),
     }
     settings = _settings(cli, config, out)
@@ -252,6 +261,13 @@ def run(
         out_console.print(summary_table(outcome.summary, title=f"editbench · {outcome.out}"))
         for note in outcome.summary["warnings"]:
             err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    for handover in outcome.handovers:
+        out_console.print(handover.describe(), highlight=False, soft_wrap=True)
+    if len(outcome.handovers) > 1:
+        total = sum(h.wall_s for h in outcome.handovers)
+        out_console.print(
+            f"GPU hand-overs: {len(outcome.handovers)}, {total:.1f} s in all", highlight=False
+        )
     if outcome.report is not None:
         out_console.print(
             f"report: {outcome.report.html.resolve()}", highlight=False, soft_wrap=True

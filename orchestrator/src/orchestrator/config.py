@@ -90,6 +90,11 @@ class RunSettings(BaseModel):
     job_deadline_s: float = Field(default=1800.0, gt=0)
     request_timeout_s: float = Field(default=900.0, gt=0)
     ready_timeout_s: float = Field(default=600.0, ge=0)
+    share_gpu: bool = Field(
+        default=False,
+        description="Editor and judge share one GPU: before each phase the other service "
+        "releases its model and this one loads.",
+    )
 
     @field_validator("categories", "languages", mode="before")
     @classmethod

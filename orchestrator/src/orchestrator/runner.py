@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from orchestrator.benchmarks import (
 )
 from orchestrator.clients import EditorClient, RewardClient, Timeouts, make_http_client
 from orchestrator.config import RunSettings
+from orchestrator.handover import GpuSharing, Handover
 from orchestrator.phases import EditPhase, PhaseContext, PhaseCounts, ScorePhase, now_iso
 from orchestrator.progress import PhaseProgress
 from orchestrator.provenance import software
@@ -43,6 +44,7 @@ class RunOutcome:
     score: PhaseCounts | None
     report: ReportPaths | None
     summary: dict[str, Any] | None
+    handovers: list[Handover] = field(default_factory=list)  # GPU hand-overs of this invocation
 
 
 def default_out(benchmark: str | None) -> Path:
@@ -131,14 +133,34 @@ async def run_benchmark(
         extra = {"transport": transport} if transport is not None else {}
         report: ReportPaths | None = None
         summary: dict[str, Any] | None = None
+        handovers: list[Handover] = []
         try:
             async with make_http_client(
                 Timeouts(read_s=settings.request_timeout_s), **extra
             ) as http:
-                if settings.phase in ("edit", "all"):
-                    editor = EditorClient(
-                        http, settings.editor_url, _secret(settings.editor_api_key)
+                editor = EditorClient(http, settings.editor_url, _secret(settings.editor_api_key))
+                reward = RewardClient(http, settings.reward_url, _secret(settings.reward_api_key))
+                if settings.share_gpu:
+
+                    def record(handover: Handover) -> None:
+                        handovers.append(handover)
+                        provenance.setdefault("handovers", []).append(
+                            {
+                                **handover.as_record(),
+                                "invocation": len(provenance["invocations"]) - 1,
+                            }
+                        )
+                        store.write_json("provenance.json", provenance)
+
+                    ctx.gpu = GpuSharing(
+                        editor,
+                        reward,
+                        policy=policy,
+                        progress=progress,
+                        on_handover=record,
+                        sleep=sleep,
                     )
+                if settings.phase in ("edit", "all"):
                     edit_phase = EditPhase(
                         ctx, editor, settings.edit_settings(), settings.edit_concurrency
                     )
@@ -151,9 +173,6 @@ async def run_benchmark(
                     edit_counts = await edit_phase.run()
                     invocation["edit"] = edit_counts.as_dict()
                 if settings.phase in ("score", "all"):
-                    reward = RewardClient(
-                        http, settings.reward_url, _secret(settings.reward_api_key)
-                    )
                     score_phase = ScorePhase(
                         ctx,
                         reward,
@@ -187,7 +206,7 @@ async def run_benchmark(
                 report, summary = await asyncio.to_thread(write_report, store, provenance)
             except Exception:
                 logger.exception("could not write the report of %s", out)
-    return RunOutcome(out, len(items), edit_counts, score_counts, report, summary)
+    return RunOutcome(out, len(items), edit_counts, score_counts, report, summary, handovers)
 
 
 def _secret(value: Any) -> str | None:

@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.benchmarks import Benchmark, Item
-from orchestrator.clients import EditorClient, RewardClient, ServiceCallError
+from orchestrator.clients import EditorClient, RewardClient, ServiceCallError, is_released
+from orchestrator.handover import GpuSharing
 from orchestrator.progress import PhaseProgress
 from orchestrator.retry import (
     Retry,
@@ -29,12 +30,29 @@ from orchestrator.retry import (
 )
 from orchestrator.store import Record, RunStore
 from orchestrator.thumbs import make_thumbnail
+from shared_schemas import ModelInfo
 
 logger = logging.getLogger(__name__)
 
 
 class ServiceNotReady(RuntimeError):
     """A service did not become ready within the allowed time; the phase cannot start."""
+
+
+class ModelChanged(ServiceCallError):
+    """Loaded for a deferred hand-over, a service serves another model than the one this
+    phase's job ids were made for (it was restarted with other settings meanwhile)."""
+
+    def __init__(self, service: str, before: ModelInfo | None, after: ModelInfo | None) -> None:
+        super().__init__(
+            service,
+            f"serves {_model_name(after)} after loading, not {_model_name(before)}: run again",
+            error_type="model_changed",
+        )
+
+
+def _model_name(model: ModelInfo | None) -> str:
+    return "no model" if model is None else f"{model.id}@{model.revision}"
 
 
 @dataclass(slots=True)
@@ -64,6 +82,7 @@ class PhaseContext:
     retry_failed: bool = False
     ready_timeout_s: float = 600.0
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    gpu: GpuSharing | None = None  # share_gpu: each phase takes the GPU before its first job
 
 
 def now_iso() -> str:
@@ -93,16 +112,32 @@ async def stream_images(
 
 
 async def wait_until_ready(
-    client: EditorClient | RewardClient, timeout_s: float, progress: PhaseProgress
-) -> None:
-    """Poll /ready (every 2 s) until it answers 200; ServiceNotReady after ``timeout_s``."""
+    client: EditorClient | RewardClient,
+    timeout_s: float,
+    progress: PhaseProgress,
+    *,
+    released_ok: bool = False,
+) -> bool:
+    """Poll /ready (every 2 s) until it answers 200; ServiceNotReady after ``timeout_s``.
+
+    A service whose model was released will not become ready by itself: with ``released_ok``
+    (sharing a GPU, the hand-over loads it) that returns False at once, otherwise it is a
+    ServiceNotReady at once. Returns True when ready.
+    """
     deadline = time.monotonic() + timeout_s
     told = False
     while True:
         try:
             await client.ready()
-            return
+            return True
         except ServiceCallError as exc:
+            if is_released(exc):
+                if released_ok:
+                    return False
+                raise ServiceNotReady(
+                    f"the {client.service} at {client.base_url} has released its model "
+                    f"({exc.message}): run with --share-gpu, or POST /v1/model/load to it"
+                ) from None
             if time.monotonic() >= deadline:
                 raise ServiceNotReady(
                     f"the {client.service} at {client.base_url} is not ready: {exc.message}"
@@ -149,20 +184,44 @@ def item_fields(item: Item) -> dict[str, Any]:
 
 class Phase:
     name = "phase"
+    client: EditorClient | RewardClient
 
     def __init__(self, ctx: PhaseContext) -> None:
         self.ctx = ctx
         self.counts = PhaseCounts()
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._gpu_due = False  # share_gpu: the GPU is taken before the first job
+
+    async def _wait_for_service(self) -> None:
+        """Wait for the service's /ready. Sharing the GPU, a released service will do: it gets
+        the GPU before this phase's first job (so a phase with nothing to do takes nothing)."""
+        sharing = self.ctx.gpu is not None
+        await wait_until_ready(
+            self.client, self.ctx.ready_timeout_s, self.ctx.progress, released_ok=sharing
+        )
+        self._gpu_due = sharing
+
+    async def _take_gpu(self) -> None:
+        """The other service releases the GPU, this one loads; then wait until it serves."""
+        assert self.ctx.gpu is not None
+        self._gpu_due = False
+        await self.ctx.gpu.give_to(self.client.service)
+        await wait_until_ready(self.client, self.ctx.ready_timeout_s, self.ctx.progress)
+
+    async def _gpu_taken(self) -> None:
+        """After a deferred hand-over: check the service still serves what the job ids name."""
 
     async def _dispatch(self, job: Coroutine[Any, Any, None]) -> None:
         """Start ``job`` once a slot is free; at most `concurrency` run at once."""
         assert self._slots is not None
         try:
+            if self._gpu_due:
+                await self._take_gpu()
+                await self._gpu_taken()
             await self._slots.acquire()
         except BaseException:
-            job.close()  # cancelled while waiting: the job never started
+            job.close()  # cancelled or failed while waiting: the job never started
             raise
         task = asyncio.create_task(self._run_slot(job))
         self._tasks.add(task)

@@ -7,8 +7,9 @@ import logging
 
 from orchestrator.benchmarks import Item
 from orchestrator.clients import EditorClient
-from orchestrator.jobs import EditSettings, edit_job_id, sha256_hex
+from orchestrator.jobs import EditSettings, edit_job_id, model_key, sha256_hex
 from orchestrator.phases.base import (
+    ModelChanged,
     Phase,
     PhaseContext,
     PhaseCounts,
@@ -17,7 +18,6 @@ from orchestrator.phases.base import (
     item_fields,
     now_iso,
     stream_images,
-    wait_until_ready,
 )
 from orchestrator.retry import (
     CallStats,
@@ -34,6 +34,7 @@ class EditPhase(Phase):
     """Phase 1: every selected item through POST /v1/edits."""
 
     name = "edit"
+    client: EditorClient
 
     def __init__(
         self,
@@ -57,11 +58,24 @@ class EditPhase(Phase):
         return max(1, min(info.max_in_flight, 2 * max(1, workers)))
 
     async def prepare(self) -> EditorInfo:
-        await wait_until_ready(self.client, self.ctx.ready_timeout_s, self.ctx.progress)
-        self.info = await call_with_retry(
+        await self._wait_for_service()
+        self.info = await self._fetch_info()
+        if self._gpu_due and self.info.model is None:
+            # Job ids name the model, and one never loaded is not known yet: load it now.
+            await self._take_gpu()
+            self.info = await self._fetch_info()
+        return self.info
+
+    async def _fetch_info(self) -> EditorInfo:
+        return await call_with_retry(
             self.client.info, policy=self.ctx.policy, label="editor /v1/info", sleep=self.ctx.sleep
         )
-        return self.info
+
+    async def _gpu_taken(self) -> None:
+        before = self.info
+        self.info = await self._fetch_info()
+        if before is not None and model_key(before.model) != model_key(self.info.model):
+            raise ModelChanged("editor", before.model, self.info.model)
 
     async def run(self) -> PhaseCounts:
         info = self.info or await self.prepare()

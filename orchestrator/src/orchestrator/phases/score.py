@@ -12,8 +12,9 @@ from typing import Any
 
 from orchestrator.benchmarks import Item, item_relpath
 from orchestrator.clients import RewardClient, ServiceCallError
-from orchestrator.jobs import score_job_id, sha256_hex
+from orchestrator.jobs import model_key, score_job_id, sha256_hex
 from orchestrator.phases.base import (
+    ModelChanged,
     Phase,
     PhaseContext,
     PhaseCounts,
@@ -22,7 +23,6 @@ from orchestrator.phases.base import (
     item_fields,
     now_iso,
     stream_images,
-    wait_until_ready,
 )
 from orchestrator.retry import (
     CallStats,
@@ -72,6 +72,7 @@ class ScorePhase(Phase):
     """Phase 2: every (source, edited, instruction) through POST /v1/scores, in small batches."""
 
     name = "score"
+    client: RewardClient
 
     def __init__(
         self,
@@ -111,10 +112,12 @@ class ScorePhase(Phase):
         return max(1, min(wanted, room))
 
     async def prepare(self) -> tuple[RewardInfo, ProtocolInfo | None]:
-        await wait_until_ready(self.client, self.ctx.ready_timeout_s, self.ctx.progress)
-        self.info = await call_with_retry(
-            self.client.info, policy=self.ctx.policy, label="reward /v1/info", sleep=self.ctx.sleep
-        )
+        await self._wait_for_service()
+        self.info = await self._fetch_info()
+        if self._gpu_due and self.info.model is None:
+            # Job ids name the judge, and one never loaded is not known yet: load it now.
+            await self._take_gpu()
+            self.info = await self._fetch_info()
         if self.info.protocols and self.protocol not in self.info.protocols:
             raise ServiceCallError(
                 "reward",
@@ -140,6 +143,17 @@ class ScorePhase(Phase):
         except ServiceCallError as exc:
             logger.info("no protocol definition from the reward service (%s)", exc)
         return self.info, self.protocol_info
+
+    async def _fetch_info(self) -> RewardInfo:
+        return await call_with_retry(
+            self.client.info, policy=self.ctx.policy, label="reward /v1/info", sleep=self.ctx.sleep
+        )
+
+    async def _gpu_taken(self) -> None:
+        before = self.info
+        self.info = await self._fetch_info()
+        if before is not None and model_key(before.model) != model_key(self.info.model):
+            raise ModelChanged("reward", before.model, self.info.model)
 
     def _edited_sources(self) -> dict[str, tuple[Path, str, str | None]]:
         """item id -> (edited file, reference for records, edit job id)."""
