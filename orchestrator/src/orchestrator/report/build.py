@@ -54,6 +54,7 @@ def write_report(store: RunStore, provenance: dict[str, Any]) -> tuple[ReportPat
     summary["integrity"] = integrity(store)
     summary_doc = {
         **summary,
+        "handovers": list(provenance.get("handovers") or []),
         "run": {
             "benchmark": provenance.get("benchmark"),
             "settings": provenance.get("settings"),
