@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tests.orchestrator.held_backends import read_journal
+from tests.orchestrator.held_backends import holding, read_journal
 from tests.support.servers import REPO_ROOT, ServiceProcess
 
 
@@ -41,13 +41,29 @@ class HeldServices:
 
     def holding(self) -> set[str]:
         """The holds a job is waiting on now (held, gate still closed)."""
-        held = {e["hold"] for e in self.events() if e["event"] == "held"}
-        return {name for name in held if not (self.gate_dir / name).exists()}
+        return holding(self.journal, self.gate_dir)
 
     def wait_held(self, process: subprocess.Popen[str]) -> set[str]:
         """Wait until a job is held (while ``process`` runs); the holds it waits on."""
         wait_for(lambda: bool(self.holding()), "a job held at a service", process)
         return self.holding()
+
+
+def held_env(service: str, model_cache: Path, gate_dir: Path, journal: Path) -> dict[str, str]:
+    """The environment of ``editor_service`` or ``reward_service`` on its tiny model, with holds."""
+    prefix, backend = {
+        "editor_service": ("EDITOR", "HeldEditBackend"),
+        "reward_service": ("REWARD", "HeldJudgeBackend"),
+    }[service]
+    return {
+        f"{prefix}_MODEL": "tiny",
+        f"{prefix}_DEVICES": "cpu",
+        f"{prefix}_CACHE_DIR": str(model_cache),
+        f"{prefix}_BACKEND": f"tests.orchestrator.held_backends:{backend}",
+        f"{prefix}_BACKEND_OPTIONS": json.dumps(
+            {"gate_dir": str(gate_dir), "journal": str(journal)}
+        ),
+    }
 
 
 @contextlib.contextmanager
@@ -56,28 +72,9 @@ def held_services(model_cache: Path, folder: Path) -> Iterator[HeldServices]:
     gate_dir = folder / "gates"
     gate_dir.mkdir(parents=True)
     journal = folder / "journal.jsonl"
-    options = json.dumps({"gate_dir": str(gate_dir), "journal": str(journal)})
-    editor = ServiceProcess(
-        "editor_service",
-        {
-            "EDITOR_MODEL": "tiny",
-            "EDITOR_DEVICES": "cpu",
-            "EDITOR_CACHE_DIR": str(model_cache),
-            "EDITOR_BACKEND": "tests.orchestrator.held_backends:HeldEditBackend",
-            "EDITOR_BACKEND_OPTIONS": options,
-        },
-        folder / "editor.log",
-    )
-    reward = ServiceProcess(
-        "reward_service",
-        {
-            "REWARD_MODEL": "tiny",
-            "REWARD_DEVICES": "cpu",
-            "REWARD_CACHE_DIR": str(model_cache),
-            "REWARD_BACKEND": "tests.orchestrator.held_backends:HeldJudgeBackend",
-            "REWARD_BACKEND_OPTIONS": options,
-        },
-        folder / "reward.log",
+    editor, reward = (
+        ServiceProcess(name, held_env(name, model_cache, gate_dir, journal), folder / f"{name}.log")
+        for name in ("editor_service", "reward_service")
     )
     editor.start()
     reward.start()

@@ -50,6 +50,12 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
+def holding(journal: Path, gate_dir: Path) -> set[str]:
+    """The holds some job is waiting on now: reported held, gate still closed."""
+    held = {e["hold"] for e in read_journal(journal) if e["event"] == "held"}
+    return {name for name in held if not (gate_dir / name).exists()}
+
+
 class _Hold:
     """Gate files and the journal, shared by both wrappers."""
 
