@@ -79,9 +79,10 @@ def write_jsonl_atomic(path: Path, records: Iterable[Record]) -> None:
 class JsonlLog:
     """An append-only JSON Lines file: each append is one fsynced write of one whole line.
 
-    The file is opened with O_APPEND and a record goes down in a single ``os.write``, so a killed
-    process leaves whole lines behind. Should a line still end up torn (a short write that then
-    failed, a power cut), the reader skips it and the writer cuts it off before its next append.
+    The file is opened with O_APPEND and a record goes down in one ``os.write``: it is in the file
+    whole or not at all, unless the write itself is cut short (a full disk, a power cut, a kill
+    landing mid-copy). Such a torn line is skipped by the reader and cut off by the writer before
+    its next append, in this process or the next.
     """
 
     def __init__(self, path: Path) -> None:
