@@ -279,25 +279,30 @@ def run_step_cache(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sustained_throughput(url: str, image: str, args: argparse.Namespace) -> float:
-    """Few-step edits back to back with two in flight: how busy the model is kept.
+    """Edits back to back with two in flight per worker: how busy the workers are kept.
 
-    Duty = time inside the pipeline / wall time. Image codecs and HTTP run in the API process,
-    overlapping the next job's pipeline, so this approaches 1 even when one request alone cannot.
+    Duty = time inside the pipeline / (wall time x workers). Image codecs and HTTP run in the API
+    process, overlapping the next job's pipeline, so this approaches 1 even when one request alone
+    cannot. With several GPUs (EDITOR_DEVICES=0,1,...) edits/s against one GPU's is the scaling.
     """
     import httpx
 
-    count = max(4, 2 * args.repeats + 2)
+    workers = len(httpx.get(f"{url}/v1/info", timeout=30).json()["workers"])
+    count = max(4 * workers, 2 * args.repeats + 2)
+    steps = args.throughput_steps or args.fast_steps
+    cfg = 4.0 if steps == args.steps else 1.0
 
     async def go() -> tuple[float, float]:
         async with httpx.AsyncClient(timeout=3600) as client:
-            gate = asyncio.Semaphore(2)
+            gate = asyncio.Semaphore(2 * workers)
 
             async def one(i: int) -> float:
                 payload = {
                     "image": image,
                     "instruction": INSTRUCTIONS[i % len(INSTRUCTIONS)],
-                    "num_inference_steps": args.fast_steps,
-                    "true_cfg_scale": 1.0,
+                    "num_inference_steps": steps,
+                    "true_cfg_scale": cfg,
+                    "negative_prompt": " " if cfg > 1 else None,
                     "seed": i,
                     "width": args.side,
                     "height": args.side,
@@ -315,13 +320,15 @@ def sustained_throughput(url: str, image: str, args: argparse.Namespace) -> floa
     record(
         stage="throughput",
         where="service",
-        steps=args.fast_steps,
+        steps=steps,
+        cfg=cfg,
+        workers=workers,
         edits=count,
         wall_s=wall,
         edits_per_s=count / wall,
-        duty=pipeline / wall,
+        duty=pipeline / (wall * workers),
     )
-    return pipeline / wall
+    return pipeline / (wall * workers)
 
 
 def run_service(args: argparse.Namespace, best: dict[str, Any]) -> dict[str, Any]:
@@ -456,6 +463,11 @@ def main() -> None:
         default=["in-process", "service"],
     )
     parser.add_argument("--compile", action="store_true", help="service part alone: compile")
+    parser.add_argument(
+        "--throughput-steps",
+        type=int,
+        help="steps of the sustained-throughput edits (default --fast-steps; --steps: true CFG)",
+    )
     parser.add_argument("--attention-backend", help="service part alone: attention backend")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
     parser.add_argument("--out", type=Path, default=Path("editor_bench.json"))
