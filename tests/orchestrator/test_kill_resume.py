@@ -118,6 +118,8 @@ def test_a_run_killed_three_times_resumes_to_the_report_of_an_uninterrupted_run(
             held.reward,
             "--steps",
             "2",
+            "--cfg",
+            "1",  # no negative branch: a tiny edit costs a third less
             "--size",
             "32x32",
             "--edit-concurrency",
