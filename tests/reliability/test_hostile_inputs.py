@@ -227,3 +227,20 @@ def test_odd_shapes_and_odd_text_reach_the_real_tiny_editor_or_are_refused_befor
     metrics = httpx.get(f"{tiny_editor.url}/metrics", timeout=10).text
     outcomes = [line for line in metrics.splitlines() if line.startswith("editor_jobs_total{")]
     assert outcomes == [f'editor_jobs_total{{outcome="ok"}} {served}.0'], outcomes
+
+
+@pytest.mark.tiny
+@pytest.mark.xfail(
+    strict=True,
+    reason="known 500: the edit backend must refuse (InvalidJob, a 4xx) a prompt whose tokens "
+    "and the source image's exceed the transformer's 4096 text positions; today it raises "
+    "RuntimeError in apply_rotary_emb_qwen (found by test_schemathesis.py)",
+)
+def test_an_instruction_beyond_the_models_text_positions_is_refused_not_failed(
+    tiny_editor: ServiceProcess,
+) -> None:
+    # Within the schema's 4000 characters, but one token per digit: with the source image's
+    # tokens that is more text positions than the transformer has.
+    body = edit_body(instruction="0" * 4000)
+    response = httpx.post(f"{tiny_editor.url}/v1/edits", json=body, timeout=300)
+    assert 400 <= response.status_code < 500, response.text
