@@ -230,12 +230,6 @@ def test_odd_shapes_and_odd_text_reach_the_real_tiny_editor_or_are_refused_befor
 
 
 @pytest.mark.tiny
-@pytest.mark.xfail(
-    strict=True,
-    reason="known 500: the edit backend must refuse (InvalidJob, a 4xx) a prompt whose tokens "
-    "and the source image's exceed the transformer's 4096 text positions; today it raises "
-    "RuntimeError in apply_rotary_emb_qwen (found by test_schemathesis.py)",
-)
 def test_an_instruction_beyond_the_models_text_positions_is_refused_not_failed(
     tiny_editor: ServiceProcess,
 ) -> None:
@@ -243,4 +237,7 @@ def test_an_instruction_beyond_the_models_text_positions_is_refused_not_failed(
     # tokens that is more text positions than the transformer has.
     body = edit_body(instruction="0" * 4000)
     response = httpx.post(f"{tiny_editor.url}/v1/edits", json=body, timeout=300)
-    assert 400 <= response.status_code < 500, response.text
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "instruction"
+    assert "at most 1024" in error["message"]

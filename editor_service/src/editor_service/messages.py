@@ -60,6 +60,7 @@ class JobFailed:
     job_id: str
     kind: FailureKind
     message: str
+    param: str | None = None  # invalid_input: the request field at fault
 
 
 WorkerEvent = WorkerReady | WorkerLoadFailed | WorkerReleased | JobDone | JobFailed

@@ -36,6 +36,7 @@ from service_kit.errors import (
     BackendError,
     DeadlineExceeded,
     InvalidImage,
+    InvalidInput,
     NotReady,
     OutOfMemory,
     QueueFull,
@@ -398,7 +399,9 @@ class WorkerPool:
         if pending is None:
             return
         error: ServiceError
-        if event.kind == "invalid_input":
+        if event.kind == "invalid_input" and event.param not in (None, "image"):
+            error = InvalidInput(event.message, param=event.param)
+        elif event.kind == "invalid_input":
             error = InvalidImage(event.message, param="image")
         elif event.kind == "out_of_memory":
             error = OutOfMemory(event.message, retry_after_s=5)

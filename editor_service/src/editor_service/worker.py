@@ -116,7 +116,7 @@ def _run_job(
     try:
         output = backend.edit(job, should_stop)
     except InvalidJob as exc:
-        return JobFailed(worker, job.job_id, "invalid_input", str(exc))
+        return JobFailed(worker, job.job_id, "invalid_input", str(exc), exc.param)
     except JobCancelled:
         logger.info("job %s cancelled on worker %d", job.job_id, worker)
         return JobFailed(worker, job.job_id, "cancelled", "the client went away")

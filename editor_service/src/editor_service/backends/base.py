@@ -77,7 +77,14 @@ class BackendSpec:
 
 
 class InvalidJob(Exception):
-    """The job's input cannot be edited (for example an unreadable image): a 4xx, not a 5xx."""
+    """The job's input cannot be edited (for example an unreadable image): a 4xx, not a 5xx.
+
+    ``param`` names the request field at fault.
+    """
+
+    def __init__(self, message: str, param: str = "image") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class JobCancelled(Exception):

@@ -19,6 +19,7 @@ from editor_service.backends.base import (
     DeviceOutOfMemory,
     EditJob,
     EditOutput,
+    InvalidJob,
     JobCancelled,
     LoadedModel,
     RGBImage,
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 logger = logging.getLogger(__name__)
+
+# Qwen-Image's own cap on a prompt (diffusers refuses max_sequence_length above it); with the
+# source image's tokens in the same sequence it stays inside the transformer's text positions.
+MAX_PROMPT_TOKENS = 1024
 
 BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
     "tiny": ("tiny", "edit"),
@@ -192,6 +197,9 @@ class DiffusersEditBackend:
             return callback_kwargs
 
         use_cfg = job.true_cfg_scale > 1.0
+        self._check_prompt_length("instruction", job.instruction)
+        if use_cfg and job.negative_prompt:
+            self._check_prompt_length("negative_prompt", job.negative_prompt)
         kwargs: dict[str, Any] = {
             "image": image,
             "prompt": job.instruction,
@@ -224,6 +232,17 @@ class DiffusersEditBackend:
                 torch.cuda.max_memory_allocated() if self.device.startswith("cuda") else None
             ),
         )
+
+    def _check_prompt_length(self, param: str, text: str) -> None:
+        """Refuse a prompt longer than the model reads: the transformer's text positions are
+        finite, and past them the pipeline fails inside the model instead of saying why."""
+        pipe: Any = self.pipe
+        tokens = len(pipe.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if tokens > MAX_PROMPT_TOKENS:
+            raise InvalidJob(
+                f"{param} is {tokens} tokens long; the model reads at most {MAX_PROMPT_TOKENS}",
+                param=param,
+            )
 
     def release(self) -> None:
         self.pipe = None
