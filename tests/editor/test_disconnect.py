@@ -51,6 +51,10 @@ def test_disconnected_clients_jobs_are_dropped_or_stopped(tmp_path: Path) -> Non
         assert metric(editor.url, 'editor_jobs_total{outcome="cancelled"}') == 1
         assert metric(editor.url, 'editor_jobs_total{outcome="ok"}') == 0
         assert metric(editor.url, "editor_queue_depth") == 0
+        # Counted as 499 (client closed request), not logged as a server error.
+        gone = 'editor_http_requests_total{method="POST",route="/v1/edits",status="499"}'
+        assert metric(editor.url, gone) == 2
+        assert "Exception in ASGI application" not in (tmp_path / "editor.log").read_text()
         # The worker is free again well before the 20 s job would have ended.
         quick = {**payload, "num_inference_steps": 2}
         assert httpx.post(f"{editor.url}/v1/edits", json=quick, timeout=30).status_code == 200

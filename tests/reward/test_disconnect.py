@@ -56,3 +56,7 @@ def test_a_disconnected_clients_queued_questions_are_dropped_before_the_model(
         assert len(ran) == 2
         assert metric(reward.url, 'reward_batches_total{outcome="ok"}') == 1
         assert metric(reward.url, "reward_queue_depth") == 0
+        # Counted as 499 (client closed request), not logged as a server error.
+        gone = 'reward_http_requests_total{method="POST",route="/v1/scores",status="499"}'
+        assert metric(reward.url, gone) == 2
+        assert "Exception in ASGI application" not in (tmp_path / "reward.log").read_text()

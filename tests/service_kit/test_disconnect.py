@@ -51,7 +51,9 @@ async def test_a_disconnect_cancels_the_work_and_runs_its_clean_up() -> None:
     task = asyncio.ensure_future(cancel_on_disconnect(request_with(receive), work()))
     await asyncio.sleep(0.01)
     gone.set()
-    with pytest.raises(asyncio.CancelledError):
+    from service_kit.errors import ClientDisconnected
+
+    with pytest.raises(ClientDisconnected):
         await task
     assert cleaned.is_set()
 

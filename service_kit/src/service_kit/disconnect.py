@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from fastapi import Request
 
+from service_kit.errors import ClientDisconnected
+
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it and raise CancelledError.
+    """Await ``work``; if the client disconnects first, cancel it and raise ClientDisconnected.
 
     The work is cancelled only on a disconnect message: if watching the connection fails in any
     other way, the work goes on and its answer is returned.
@@ -42,7 +44,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
                 work_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work_task  # its clean-up runs before the handler unwinds
-                raise asyncio.CancelledError("client disconnected")
+                raise ClientDisconnected("the client disconnected before its answer")
             logger.warning("watching for a client disconnect failed (%r); carrying on", failure)
         return await work_task
     finally:

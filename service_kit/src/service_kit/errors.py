@@ -111,6 +111,17 @@ class OutOfMemory(_RetryableError):
     error_type = "out_of_memory"
 
 
+class ClientDisconnected(ServiceError):
+    """The client went away before its answer; its work was cancelled.
+
+    Answered with nginx's 499, which nobody receives: the status exists for the access log and
+    the request metrics, so a client's time-out is not logged as a server error.
+    """
+
+    status_code = 499
+    error_type = "client_closed_request"
+
+
 class BackendError(ServiceError):
     status_code = 500
     error_type = "backend_error"
