@@ -161,7 +161,10 @@ def test_every_hostile_input_to_the_editor_is_refused_cleanly_and_no_worker_dies
     assert httpx.post(f"{url}/v1/edits", json=edit_body(), timeout=60).status_code == 200
     assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
     assert info_after.queue_depth == 0
-    print(f"editor: {len(requests)} cases {statuses}, {memory_growth(rss_before, rss_after)}")
+    print(
+        f"editor: {len(requests)} cases {statuses}, tree RSS {memory_growth(rss_before, rss_after)}"
+        f", API peak {memory_growth(peak_before, peak_after)}"
+    )
 
 
 @pytest.mark.tiny
@@ -184,7 +187,10 @@ def test_every_hostile_input_to_the_judge_is_refused_cleanly_and_no_worker_dies(
     assert peak_after - peak_before < MEMORY_GROWTH_BOUND, memory_growth(peak_before, peak_after)
     assert httpx.post(f"{url}/v1/scores", json=score_body(), timeout=60).status_code == 200
     assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
-    print(f"judge: {len(requests)} cases {statuses}, {memory_growth(rss_before, rss_after)}")
+    print(
+        f"judge: {len(requests)} cases {statuses}, tree RSS {memory_growth(rss_before, rss_after)}"
+        f", API peak {memory_growth(peak_before, peak_after)}"
+    )
 
 
 REACH_THE_MODEL = {

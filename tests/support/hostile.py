@@ -293,10 +293,10 @@ def _bombs() -> list[ImageCase]:
         ImageCase("bomb-png-one-row-over-the-limit", save(just_over, "PNG"), "refused", 413),
         ImageCase("bomb-jpeg-65500x65500", jpeg_sof(65500, 65500), "refused", 413),
         ImageCase("bomb-jpeg-30000x30000", jpeg_sof(30000, 30000), "refused", 413),
-        ImageCase("bomb-webp-vp8x-16777216-square", webp_vp8x(2**24, 2**24), "refused"),
-        ImageCase("bomb-webp-vp8x-40000x40000", webp_vp8x(40000, 40000), "refused"),
-        ImageCase("bomb-webp-vp8l-16384x16384", webp_vp8l(16384, 16384), "refused"),
-        ImageCase("bomb-webp-vp8-16383x16383", webp_vp8(16383, 16383), "refused"),
+        ImageCase("bomb-webp-vp8x-16777216-square", webp_vp8x(2**24, 2**24), "refused", 413),
+        ImageCase("bomb-webp-vp8x-40000x40000", webp_vp8x(40000, 40000), "refused", 413),
+        ImageCase("bomb-webp-vp8l-16384x16384", webp_vp8l(16384, 16384), "refused", 413),
+        ImageCase("bomb-webp-vp8-16383x16383", webp_vp8(16383, 16383), "refused", 413),
     ]
     # A small header hiding a large zlib stream: Pillow inflates only what the header needs.
     zeros = zlib_of_zeros(64 * 2**20)
