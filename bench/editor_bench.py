@@ -302,11 +302,12 @@ def sustained_throughput(url: str, image: str, args: argparse.Namespace) -> floa
                     "instruction": INSTRUCTIONS[i % len(INSTRUCTIONS)],
                     "num_inference_steps": steps,
                     "true_cfg_scale": cfg,
-                    "negative_prompt": " " if cfg > 1 else None,
                     "seed": i,
                     "width": args.side,
                     "height": args.side,
                 }
+                if cfg > 1:
+                    payload["negative_prompt"] = " "
                 async with gate:
                     response = await client.post(f"{url}/v1/edits", json=payload)
                 response.raise_for_status()
@@ -316,9 +317,13 @@ def sustained_throughput(url: str, image: str, args: argparse.Namespace) -> floa
             pipeline = sum(await asyncio.gather(*(one(i) for i in range(count))))
             return pipeline, time.perf_counter() - began
 
+    before = [w["jobs_done"] for w in httpx.get(f"{url}/v1/info", timeout=30).json()["workers"]]
     pipeline, wall = asyncio.run(go())
+    after = [w["jobs_done"] for w in httpx.get(f"{url}/v1/info", timeout=30).json()["workers"]]
     record(
         stage="throughput",
+        jobs_per_worker=[b - a for a, b in zip(before, after, strict=True)],
+        devices=httpx.get(f"{url}/v1/info", timeout=30).json()["devices"],
         where="service",
         steps=steps,
         cfg=cfg,

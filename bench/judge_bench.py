@@ -219,8 +219,12 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 / max(1, len(tokens)),
                 backend_options=args.backend_options,
                 request_latency_s_mean=sum(latencies[1:]) / max(1, len(latencies) - 1),
-                # Inside the workers, over this run: where the model's time went.
-                **{name: after.get(name, 0.0) - before.get(name, 0.0) for name in WATCHED},
+                # Inside the workers, over this run: where the model's time went, and how the
+                # batches spread over the replicas (one per device).
+                **{
+                    name: after.get(name, 0.0) - before.get(name, 0.0)
+                    for name in (*WATCHED, *(n for n in after if per_replica(n)))
+                },
             )
             summary[f"service_{protocol}_{mode}_items_per_s"] = len(results) / wall
         metrics = (await client.get(f"{url}/metrics")).text
@@ -239,6 +243,11 @@ WATCHED = (
     "reward_queue_wait_seconds_sum",
     "reward_queue_wait_seconds_count",
 )
+
+
+def per_replica(sample: str) -> bool:
+    """A per-replica counter's sample (not its creation time)."""
+    return sample.startswith("reward_replica_") and "_total{" in sample
 
 
 def parse_metrics(text: str) -> dict[str, float]:

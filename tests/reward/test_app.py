@@ -28,6 +28,7 @@ from shared_schemas import (
     RewardInfo,
     ScoreResponse,
 )
+from tests.reward.metrics_text import sample
 from tests.support.fake_judges import read_journal
 from tests.support.images import b64, image_bytes
 
@@ -382,10 +383,17 @@ async def test_two_replicas_share_the_questions_each_in_its_own_process(
         responses = await asyncio.gather(*(client.post("/v1/scores", json=body) for _ in range(8)))
         assert {r.status_code for r in responses} == {200}
         info = RewardInfo.model_validate((await client.get("/v1/info")).json())
+        metrics = (await client.get("/metrics")).text
     assert info.devices == ["cpu", "cpu"]
     batches = [e for e in read_journal(journal) if e["event"] == "batch"]
     per_process = collections.Counter(e["pid"] for e in batches)
     assert sum(per_process.values()) == 8 and len(per_process) == 2  # both replicas worked
+    # The metrics show the same spread, per replica.
+    per_replica = {
+        replica: sample(metrics, "reward_replica_batches_total", replica=replica, device="cpu")
+        for replica in ("0", "1")
+    }
+    assert sorted(per_replica.values()) == sorted(per_process.values())
     assert len({(e["pid"], e["thread"]) for e in batches}) == 2  # one model thread each
     assert not any(e["overlapped"] for e in batches)
 

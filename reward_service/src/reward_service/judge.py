@@ -70,7 +70,7 @@ class Judge:
         load_on_start: bool = True,
         policy: RestartPolicy | None = None,
         load_timeout_s: float = 3600.0,
-        on_batch: Callable[[BatchDone], None] | None = None,
+        on_batch: Callable[[int, str, BatchDone], None] | None = None,
     ) -> None:
         if not devices:
             raise ValueError("the judge needs at least one device")
@@ -235,7 +235,7 @@ class Judge:
                 if isinstance(event, BatchDone):
                     future.set_result(event)
                     if self._on_batch is not None:
-                        self._on_batch(event)
+                        self._on_batch(replica.index, replica.device, event)
                 elif event.kind == "out_of_memory":
                     future.set_exception(OutOfMemory(event.message, retry_after_s=5))
                 else:

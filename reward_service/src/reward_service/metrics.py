@@ -92,11 +92,25 @@ class RewardMetrics(ServiceMetrics):
             ["reason"],
             registry=r,
         )
+        self.replica_batches = Counter(
+            "reward_replica_batches",
+            "Batches each judge replica ran: how the batcher spreads work over the devices.",
+            ["replica", "device"],
+            registry=r,
+        )
+        self.replica_model_seconds = Counter(
+            "reward_replica_model_seconds",
+            "Time each judge replica's model spent on batches.",
+            ["replica", "device"],
+            registry=r,
+        )
         self.model_load_seconds = Gauge(
             "reward_model_load_seconds", "Time the judge model took to load.", registry=r
         )
 
-    def worker_batch(self, done: BatchDone) -> None:
+    def worker_batch(self, replica: int, device: str, done: BatchDone) -> None:
+        self.replica_batches.labels(str(replica), device).inc()
+        self.replica_model_seconds.labels(str(replica), device).inc(done.score_s)
         self.worker_seconds.labels("prepare").observe(done.prepare_s)
         self.worker_seconds.labels("model").observe(done.score_s)
         self.model_waiting_seconds.labels("idle").inc(done.idle_s)
