@@ -11,5 +11,8 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
-test: lint
+typecheck: setup
+	.venv/bin/mypy shared_schemas/src service_kit/src editor_service/src reward_service/src orchestrator/src
+
+test: lint typecheck
 	.venv/bin/pytest

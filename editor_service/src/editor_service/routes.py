@@ -62,7 +62,7 @@ SettingsDep = Annotated[EditorSettings, Depends(get_settings)]
 def model_info(model: LoadedModel) -> ModelInfo:
     return ModelInfo(
         id=model.id,
-        source=model.source,  # type: ignore[arg-type]
+        source=model.source,
         revision=model.revision,
         model_class=model.model_class,
         dtype=model.dtype,
@@ -166,7 +166,7 @@ async def create_openai_edit(
             seed=seed,
             width=width,
             height=height,
-            output_format=output_format,  # type: ignore[arg-type]
+            output_format=output_format,
             compress_level=compress_level,
         )
     except ValidationError as exc:

@@ -9,7 +9,7 @@ imports (tokenizers, transformers) happen inside the functions.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import Qwen2Tokenizer
@@ -170,18 +170,20 @@ def build_qwen_tokenizer(*, qwen3: bool) -> Qwen2Tokenizer:
     for i, token in enumerate(added):
         vocab[token] = base + i
 
-    return Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=QWEN2_SPECIAL,
-        model_max_length=262144 if qwen3 else 131072,
-        errors="replace",
-        clean_up_tokenization_spaces=False,
-    )
+    # Qwen's own settings; transformers' annotations do not admit merge pairs or no unk token.
+    settings: dict[str, Any] = {
+        "vocab": vocab,
+        "merges": merges,
+        "unk_token": None,
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "extra_special_tokens": QWEN2_SPECIAL,
+        "model_max_length": 262144 if qwen3 else 131072,
+        "errors": "replace",
+        "clean_up_tokenization_spaces": False,
+    }
+    return Qwen2Tokenizer(**settings)
 
 
 def _merges_of(bpe: object) -> list[tuple[str, str]]:
@@ -190,7 +192,11 @@ def _merges_of(bpe: object) -> list[tuple[str, str]]:
 
     data = json.loads(bpe.to_str())  # type: ignore[attr-defined]
     merges = data["model"]["merges"]
-    return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in merges]
+    pairs = []
+    for merge in merges:
+        first, second = merge.split(" ", 1) if isinstance(merge, str) else merge[:2]
+        pairs.append((first, second))
+    return pairs
 
 
 def tiny_vocab_size(tokenizer: Qwen2Tokenizer) -> int:

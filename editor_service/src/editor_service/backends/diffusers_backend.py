@@ -35,7 +35,6 @@ from service_kit.model_source import (
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import DiffusionPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, A
         pipe.transformer.set_attention_backend(options["attention_backend"])
         applied["attention_backend"] = options["attention_backend"]
     if options.get("step_cache"):
-        from diffusers.hooks import FirstBlockCacheConfig
+        from diffusers import FirstBlockCacheConfig
 
         pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=float(options["step_cache"])))
         applied["step_cache"] = float(options["step_cache"])
@@ -99,7 +98,7 @@ class DiffusersEditBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         self.source: ModelSource = parse_model_source(spec.model, BUILTIN_SOURCES)
-        self.pipe: DiffusionPipeline | None = None
+        self.pipe: Any = None  # a diffusers pipeline (dynamically typed), once loaded
         self.device = "cpu"
 
     def load(self, device: str) -> LoadedModel:
@@ -107,7 +106,7 @@ class DiffusersEditBackend:
         import transformers
         from diffusers import DiffusionPipeline
 
-        from editor_service.models.qwen_image import build_pipeline, ensure_tiny_folder
+        from editor_service.models.qwen_image import Variant, build_pipeline, ensure_tiny_folder
 
         # Progress bars are noise in a service log; the worker logs each job instead.
         diffusers.utils.logging.disable_progress_bar()
@@ -116,8 +115,8 @@ class DiffusersEditBackend:
         source = self.source
         started = time.perf_counter()
         if source.kind == "random-full":
-            variant = "edit-plus" if source.variant == "edit-plus" else "edit"
-            pipe = build_pipeline("full", variant, device=device, dtype=dtype)
+            variant: Variant = "edit-plus" if source.variant == "edit-plus" else "edit"
+            pipe: Any = build_pipeline("full", variant, device=device, dtype=dtype)
             revision: str | None = "random-init-seed-0"
         else:
             if source.kind == "tiny":

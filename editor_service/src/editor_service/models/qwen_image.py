@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import DiffusionPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +176,7 @@ def build_pipeline(
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     seed: int = 0,
-) -> DiffusionPipeline:
+) -> Any:
     """Build a random-weight pipeline of the real architecture at the given scale.
 
     Weights are created directly on ``device`` in ``dtype`` (the full-size transformer is 41 GB
@@ -208,8 +207,8 @@ def build_pipeline(
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            transformer = QwenImageTransformer2DModel(**transformer_config(scale))
-            vae = AutoencoderKLQwenImage(**vae_config(scale))
+            transformer: Any = QwenImageTransformer2DModel(**transformer_config(scale))
+            vae: Any = AutoencoderKLQwenImage(**vae_config(scale))
             text_encoder = Qwen2_5_VLForConditionalGeneration(
                 Qwen2_5_VLConfig(**text_encoder_config(scale, _special_ids(tokenizer)))
             )

@@ -123,7 +123,7 @@ class TransformersJudgeBackend:
 
         from reward_service.models.qwen3_vl import Variant, build_model, ensure_tiny_folder
 
-        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        transformers.utils.logging.disable_progress_bar()
         dtype = resolve_dtype(self.spec.dtype, device)
         attn = str(self.spec.options.get("attn_implementation", "sdpa"))
         source = self.source
@@ -149,7 +149,7 @@ class TransformersJudgeBackend:
                 folder, dtype=dtype, attn_implementation=attn
             )
             model.to(device)
-            processor = AutoProcessor.from_pretrained(folder)  # type: ignore[no-untyped-call]
+            processor = AutoProcessor.from_pretrained(folder)
         model.eval()
         processor.tokenizer.padding_side = "left"
         self.digit_ids = digit_token_ids(processor.tokenizer)
@@ -322,7 +322,7 @@ class TransformersJudgeBackend:
         base = self.model.generation_config
         # Pure greedy decoding. Sampling and penalty settings are given their neutral values
         # explicitly: generate() fills unset ones from the checkpoint's (sampling) defaults.
-        config = GenerationConfig(  # type: ignore[no-untyped-call]
+        config = GenerationConfig(
             do_sample=False,
             num_beams=1,
             temperature=1.0,

@@ -181,7 +181,7 @@ def build_processor(tokenizer: Any) -> ProcessorMixin:
     """Qwen3VLProcessor with the real image/video settings and our chat template."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
-    processor: ProcessorMixin = Qwen3VLProcessor(  # type: ignore[no-untyped-call]
+    processor: ProcessorMixin = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(**_IMAGE_PROCESSOR),
         tokenizer=tokenizer,
         video_processor=Qwen3VLVideoProcessor(),
@@ -228,7 +228,7 @@ def build_model(
         torch.set_default_dtype(previous_dtype)
     model.eval()  # type: ignore[no-untyped-call]
     # The released Instruct generation settings; the service always decodes greedily anyway.
-    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+    model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"],
         pad_token_id=ids["<|endoftext|>"],
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
