@@ -89,7 +89,14 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
 
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
     backend = TransformersJudgeBackend(
-        BackendSpec("transformers", args.model, None, "auto", str(args.cache_dir))
+        BackendSpec(
+            "transformers",
+            args.model,
+            None,
+            "auto",
+            str(args.cache_dir),
+            json.loads(args.backend_options),
+        )
     )
     started = time.perf_counter()
     progress(f"loading {args.model} on {device}")
@@ -114,6 +121,26 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"{protocol_name}: {len(questions)} questions in {len(batches)} batches; warm-up")
         backend.score(backend.prepare(batches[0]))  # warm-up
         progress(f"{protocol_name}: timing")
+        extra: dict[str, Any] = {}
+        if protocol_name == "viescore" and backend.encode_images_apart:
+            # The model alone as it was before each of the two viescore savings, for what each
+            # is worth: every image encoded wherever it is shown, then one prefix pass padded
+            # to the longest prefix.
+            for name, reuse, split in (
+                ("no_image_reuse_no_prefix_buckets", False, False),
+                ("image_reuse_no_prefix_buckets", True, False),
+            ):
+                backend.reuse_images, backend.split_prefixes = reuse, split
+                prepared = [backend.prepare(b) for b in batches]
+                began = time.perf_counter()
+                for batch in prepared:
+                    backend.score(batch)
+                if device != "cpu":
+                    torch.cuda.synchronize()
+                extra[f"model_only_items_per_s_{name}"] = (
+                    len(questions) / per_item / (time.perf_counter() - began)
+                )
+            backend.reuse_images = backend.split_prefixes = True
         if device != "cpu":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -142,6 +169,10 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
             prepare_then_score_items_per_s=count / serial_s,
             prepare_share=round((serial_s - model_s) / serial_s, 3),
             shared_prefix_questions=sum(getattr(p, "shared_prefixes", 0) for p in prepared),
+            images_encoded_once_for_two_prefixes=sum(
+                getattr(p, "reused_images", 0) for p in prepared
+            ),
+            **extra,
             peak_gib=round(peak, 2) if peak else None,
         )
         summary[f"{protocol_name}_model_only_items_per_s"] = count / model_s
@@ -330,7 +361,7 @@ def main() -> None:
         help="which service runs (protocol/mode)",
     )
     parser.add_argument(
-        "--backend-options", default="{}", help="REWARD_BACKEND_OPTIONS for the service (JSON)"
+        "--backend-options", default="{}", help="REWARD_BACKEND_OPTIONS (JSON), both parts"
     )
     parser.add_argument("--no-handover", action="store_true", help="skip release/load timing")
     parser.add_argument(

@@ -136,20 +136,53 @@ def shared_prefix_batch() -> list[JudgeQuestion]:
     return batch
 
 
-@pytest.mark.parametrize("layout", ["alone", "shared"])
+def reused_image_batch() -> list[JudgeQuestion]:
+    """viescore's shape: per item two questions on (source, edited) and two on the edited image
+    alone, so the edited image is in two prefixes; and a lone question."""
+    batch = []
+    for seed in (1, 2):
+        source, edited = make_image(64, 64, seed), make_image(48, 64, seed + 50)
+        for name, words in (("success", 0), ("overediting", 2 + seed)):
+            batch.append(
+                question(
+                    seed,
+                    key=f"test/{seed}/{name}",
+                    content=("Source:", source, "Edited:", edited, f"Rate {name}. " * (1 + words)),
+                )
+            )
+        for name, words in (("naturalness", 1), ("artifacts", seed)):
+            batch.append(
+                question(
+                    seed,
+                    key=f"test/{seed}/{name}",
+                    content=("Image:", edited, f"Rate {name}. " * (1 + words) + EXPECTED_ANSWER),
+                )
+            )
+    batch.append(question(7, words=5))
+    return batch
+
+
+# batch, questions that share a prefix, images encoded once for two prefixes, prefill passes
+LAYOUTS = {
+    "alone": (lambda: [question(seed, words=3 * seed) for seed in range(3)], 0, 0, 0),
+    "shared": (shared_prefix_batch, 2, 0, 1),
+    "reused": (reused_image_batch, 4, 2, 2),  # one-image prefixes are not padded to two
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_the_two_digit_reading_equals_explicit_full_prefills(
     judge: TransformersJudgeBackend, layout: str
 ) -> None:
-    # Batched with prompts of other lengths (left padding), with and without shared prefixes:
-    # position -2 must be the answer's first token, position -1 the token after "1".
-    batch = (
-        [question(seed, words=3 * seed) for seed in range(3)]
-        if layout == "alone"
-        else shared_prefix_batch()
-    )
+    # Batched with prompts of other lengths (left padding), with and without shared prefixes and
+    # images encoded once for two prefixes: position -2 must be the answer's first token,
+    # position -1 the token after "1".
+    make_batch, shared, reused, passes = LAYOUTS[layout]
+    batch = make_batch()
     prepared = judge.prepare(batch)
     assert isinstance(prepared, PreparedBatch)
-    assert prepared.shared_prefixes == (0 if layout == "alone" else 2)
+    assert (prepared.shared_prefixes, prepared.reused_images) == (shared, reused)
+    assert sum(len(getattr(g, "buckets", [])) for g in prepared.groups) == passes
     outputs = list(judge.score(prepared))
     one, zero = judge.digit_ids[1], judge.digit_ids[0]
     end = judge.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -169,15 +202,11 @@ def test_the_two_digit_reading_equals_explicit_full_prefills(
         assert math.exp(log_probs[1]) <= math.exp(float(first[one])) + 1e-9
 
 
-@pytest.mark.parametrize("layout", ["alone", "shared"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_batched_expected_scores_equal_unbatched(
     judge: TransformersJudgeBackend, layout: str
 ) -> None:
-    batch = (
-        [question(seed, words=2 * seed) for seed in range(4)]
-        if layout == "alone"
-        else shared_prefix_batch()
-    )
+    batch = LAYOUTS[layout][0]()
     together = run(judge, batch)
     alone = [run(judge, [q])[0] for q in batch]
     for batched, single in zip(together, alone, strict=True):

@@ -73,3 +73,43 @@ def test_a_batch_scores_like_its_questions_alone_within_bf16_noise(
 def test_generate_mode_runs_greedily(judge: TransformersJudgeBackend) -> None:
     outputs = judge.score(judge.prepare([question(0, "generate"), question(1, "generate")]))
     assert all(isinstance(o, GeneratedText) and 0 < o.new_tokens <= 8 for o in outputs)
+
+
+def test_viescore_savings_score_like_the_padded_pass_within_bf16_noise(
+    judge: TransformersJudgeBackend,
+) -> None:
+    # viescore's shape: two questions on (source, edited), two on the edited image alone.
+    batch = []
+    for seed in (1, 2):
+        source, edited = make_image(1024, 1024, seed), make_image(1024, 1024, seed + 50)
+        ask = "Answer with one integer from 0 to 10 and nothing else."
+        for name in ("success", "overediting"):
+            batch.append(
+                JudgeQuestion(
+                    f"v/{seed}/{name}",
+                    "You judge.",
+                    (source, edited, f"{name}? {ask}"),
+                    "expected",
+                    0,
+                )
+            )
+        for name in ("naturalness", "artifacts"):
+            batch.append(
+                JudgeQuestion(
+                    f"v/{seed}/{name}", "You judge.", (edited, f"{name}? {ask}"), "expected", 0
+                )
+            )
+    prepared = judge.prepare(batch)
+    assert (prepared.shared_prefixes, prepared.reused_images) == (4, 2)
+    assert [len(getattr(g, "buckets", [])) for g in prepared.groups] == [2]
+    saved = judge.score(prepared)
+    judge.reuse_images = judge.split_prefixes = False
+    try:
+        padded = judge.score(judge.prepare(batch))
+    finally:
+        judge.reuse_images = judge.split_prefixes = True
+    for a, b in zip(saved, padded, strict=True):
+        assert isinstance(a, ScoreTokenLogprobs) and isinstance(b, ScoreTokenLogprobs)
+        x, y = expected_score(a.first, a.after_one), expected_score(b.first, b.after_one)
+        assert x is not None and y is not None
+        assert x.score == pytest.approx(y.score, abs=0.1)

@@ -9,10 +9,11 @@ answer's first.
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,17 @@ class _Group:
 
 
 @dataclass(frozen=True, slots=True)
+class _Bucket:
+    """Prefixes of similar length, prefilled together, and the questions that continue them."""
+
+    rows: list[int]  # the group's prefix rows
+    width: int  # the longest of them, in tokens: the rows are cut to this from the left
+    images: list[int]  # the rows' images, as positions in the group's image order
+    questions: list[int]  # positions in the group
+    owners: list[int]  # for each question, its prefix's position in ``rows``
+
+
+@dataclass(frozen=True, slots=True)
 class _ExpectedGroup:
     """expected mode. Every prompt ends with an appended "1": one forward pass reads the first
     answer token's distribution at position -2 and the token after "1" at position -1.
@@ -86,6 +98,14 @@ class _ExpectedGroup:
     ``prefixes`` holds each distinct prefix once and ``prefix_of`` says whose each question is;
     the questions' own text (``suffix_ids``, left-padded) then runs on the prefixes' KV cache.
     Without sharing, ``prefixes`` holds the whole prompts and ``prefix_of`` is None.
+
+    With sharing, where the model takes encoded images (``mm_encoder_outputs``), the vision
+    encoder runs once over the group's distinct images: an image shown in several prefixes
+    (viescore's edited image: once beside the source, once alone) is encoded once. ``prefixes``
+    then carries the distinct images' pixels, ``image_grid`` their grids and ``image_of`` says
+    which distinct image each of the prefixes' images is. And prefixes of very different lengths
+    (two images against one) run as separate passes (``buckets``), so a short prefix is not
+    padded to the long ones' length.
     """
 
     indices: list[int]
@@ -93,6 +113,9 @@ class _ExpectedGroup:
     prefix_of: list[int] | None = None
     suffix_ids: Any = None  # (questions, suffix length)
     suffix_mask: Any = None
+    image_of: list[int] | None = None
+    image_grid: Any = None  # (distinct images, 3)
+    buckets: list[_Bucket] = field(default_factory=list)
 
     @property
     def mode(self) -> Mode:
@@ -104,6 +127,7 @@ class PreparedBatch:
     size: int
     groups: list[_Group | _ExpectedGroup]
     shared_prefixes: int = 0  # questions that did not pay for their images (for metrics)
+    reused_images: int = 0  # images of the prefixes encoded once for several prefixes
 
 
 class TransformersJudgeBackend:
@@ -114,6 +138,9 @@ class TransformersJudgeBackend:
         self.processor: Any = None
         self.device = "cpu"
         self.digit_ids: list[int] = []
+        self.reuse_images = bool(spec.options.get("reuse_image_encodings", True))
+        self.split_prefixes = bool(spec.options.get("prefix_buckets", True))
+        self.encode_images_apart = False  # set at load: the model takes mm_encoder_outputs
 
     # ----------------------------------------------------------------- loading
 
@@ -154,6 +181,10 @@ class TransformersJudgeBackend:
         processor.tokenizer.padding_side = "left"
         self.digit_ids = digit_token_ids(processor.tokenizer)
         self.model, self.processor, self.device = model, processor, device
+        # Encoded images can be handed to forward() only by models that take mm_encoder_outputs.
+        self.encode_images_apart = (
+            "mm_encoder_outputs" in inspect.signature(model.forward).parameters
+        )
         logger.info(
             "loaded judge %s (%s) on %s as %s in %.1fs",
             source.name,
@@ -187,18 +218,22 @@ class TransformersJudgeBackend:
             limit = question.max_new_tokens if question.mode == "generate" else 0
             by_kind.setdefault((question.mode, limit), []).append(index)
         groups: list[_Group | _ExpectedGroup] = []
-        shared = 0
+        shared = reused = 0
         for (mode, limit), indices in by_kind.items():
             questions = [batch[i] for i in indices]
             if mode == "expected":
                 group = self._prepare_expected(indices, questions)
                 if group.prefix_of is not None:
                     shared += len(indices) - len(set(group.prefix_of))
+                if group.image_of is not None:
+                    reused += len(group.image_of) - len(set(group.image_of))
                 groups.append(group)
             else:
                 texts = [self._render(q) for q in questions]
                 groups.append(_Group(indices, mode, limit, self._process(texts, questions)))
-        return PreparedBatch(size=len(batch), groups=groups, shared_prefixes=shared)
+        return PreparedBatch(
+            size=len(batch), groups=groups, shared_prefixes=shared, reused_images=reused
+        )
 
     def _render(self, question: JudgeQuestion) -> str:
         text: str = self.processor.apply_chat_template(
@@ -241,6 +276,11 @@ class TransformersJudgeBackend:
         row = {key: i for i, key in enumerate(distinct)}
         owners = [keys.index(key) for key in distinct]
         prefixes = self._process([key[0] for key in distinct], [questions[i] for i in owners])
+        image_of, image_grid = self._keep_distinct_images(prefixes, [questions[i] for i in owners])
+        prefix_of = [row[key] for key in keys]
+        buckets = self._buckets(
+            prefixes, [len(key[1]) for key in distinct], prefix_of, image_of is not None
+        )
         tokenizer = self.processor.tokenizer
         suffixes = tokenizer(
             [text[cut + len(VISION_END) :] + one for text, cut in zip(texts, cuts, strict=True)],
@@ -252,8 +292,72 @@ class TransformersJudgeBackend:
         suffix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in suffixes])
         self._check_ends_with_one(suffix_ids)
         return _ExpectedGroup(
-            indices, prefixes, [row[key] for key in keys], suffix_ids, suffix_mask
+            indices,
+            prefixes,
+            prefix_of,
+            suffix_ids,
+            suffix_mask,
+            image_of,
+            image_grid,
+            buckets,
         )
+
+    def _buckets(
+        self, prefixes: Any, images_per_row: list[int], prefix_of: list[int], apart: bool
+    ) -> list[_Bucket]:
+        """Rows by length, longest first; a row shorter than 0.8 of its bucket's longest starts
+        a new bucket. One bucket when splitting is off or the images are not encoded apart."""
+        lengths = prefixes["attention_mask"].sum(-1).tolist()
+        order = sorted(range(len(lengths)), key=lambda r: -lengths[r])
+        split: list[list[int]] = []
+        for r in order:
+            together = not (self.split_prefixes and apart)
+            if split and (together or lengths[r] >= 0.8 * lengths[split[-1][0]]):
+                split[-1].append(r)
+            else:
+                split.append([r])
+        starts = [sum(images_per_row[:r]) for r in range(len(images_per_row))]
+        buckets = []
+        for rows in split:
+            rows.sort()
+            position = {r: i for i, r in enumerate(rows)}
+            questions = [q for q, r in enumerate(prefix_of) if r in position]
+            buckets.append(
+                _Bucket(
+                    rows=rows,
+                    width=int(max(lengths[r] for r in rows)),
+                    images=[starts[r] + i for r in rows for i in range(images_per_row[r])],
+                    questions=questions,
+                    owners=[position[prefix_of[q]] for q in questions],
+                )
+            )
+        return buckets
+
+    def _keep_distinct_images(
+        self, inputs: Any, questions: Sequence[JudgeQuestion]
+    ) -> tuple[list[int] | None, Any]:
+        """Drop the pixels of images already in the batch (the same image object), so each is
+        encoded once; return which distinct image each image is, and the distinct ones' grids."""
+        import torch
+
+        images = [image for q in questions for image in q.images]
+        if not self.encode_images_apart or not images:
+            return None, None
+        distinct: dict[int, int] = {}
+        image_of = [
+            distinct.setdefault(id(image) if self.reuse_images else i, len(distinct))
+            for i, image in enumerate(images)
+        ]
+        if len(distinct) == len(images):
+            return image_of, inputs["image_grid_thw"]
+        grid = inputs["image_grid_thw"]
+        patches = grid.prod(-1).tolist()
+        starts = [sum(patches[:i]) for i in range(len(patches))]
+        first = [image_of.index(j) for j in range(len(distinct))]
+        pixels = inputs["pixel_values"]
+        rows = torch.cat([torch.arange(starts[i], starts[i] + patches[i]) for i in first])
+        inputs["pixel_values"] = pixels[rows.to(pixels.device)]
+        return image_of, grid[first]
 
     def _check_ends_with_one(self, input_ids: Any) -> None:
         if not bool((input_ids[:, -1] == self.digit_ids[1]).all()):
@@ -290,31 +394,72 @@ class TransformersJudgeBackend:
         return [output for output in outputs if output is not None]
 
     def _expected(self, group: _ExpectedGroup) -> list[ScoreTokenLogprobs]:
-        """One pass per distinct prefix and one over the questions' own text (or a single pass
-        when nothing is shared), reading the last two positions."""
-        import torch
-
+        """A single pass when nothing is shared; otherwise the vision encoder over the distinct
+        images, then per bucket a pass over its prefixes and one over its questions' own text.
+        Each reads the last two positions."""
         prefixes = group.prefixes.to(self.device)
         if group.prefix_of is None:
             logits = self.model(**prefixes, use_cache=False, logits_to_keep=2).logits
             return score_token_logprobs(logits[:, -2], logits[:, -1], self.digit_ids)
-        prefill = self.model(**prefixes, use_cache=True, logits_to_keep=1)
-        rope_deltas = self.model.model.rope_deltas
-        owner = torch.tensor(group.prefix_of, device=self.device)
+        inputs = dict(prefixes)
+        encoded = None
+        if group.image_of is not None:
+            encoded = self._encode_images(inputs.pop("pixel_values"), group)
+        outputs: dict[int, ScoreTokenLogprobs] = {}
+        for bucket in group.buckets:
+            results = self._expected_bucket(group, bucket, inputs, encoded)
+            outputs.update(zip(bucket.questions, results, strict=True))
+        return [outputs[question] for question in range(len(group.prefix_of))]
+
+    def _expected_bucket(
+        self, group: _ExpectedGroup, bucket: _Bucket, inputs: dict[str, Any], encoded: Any
+    ) -> list[ScoreTokenLogprobs]:
+        """Prefill the bucket's prefixes (cut to their own width), then its questions' text on
+        copies of their prefixes' KV cache."""
+        import torch
+
+        rows = torch.tensor(bucket.rows, device=self.device)
+        length = inputs["input_ids"].shape[1]
+        mine: dict[str, Any] = {}
+        for key, value in inputs.items():
+            if key == "image_grid_thw":
+                mine[key] = value[bucket.images]
+            elif key != "pixel_values" and getattr(value, "shape", ())[:2] == (
+                len(group.prefixes["input_ids"]),
+                length,
+            ):
+                mine[key] = value[rows][:, length - bucket.width :]
+            else:
+                mine[key] = value
+        if encoded is not None:
+            image_of = group.image_of or []
+            mine["mm_encoder_outputs"] = {
+                "image": _pick(encoded, [image_of[i] for i in bucket.images])
+            }
+        prefill = self.model(**mine, use_cache=True, logits_to_keep=1)
+        owner = torch.tensor(bucket.owners, device=self.device)
+        rope_deltas = self.model.model.rope_deltas[owner]
         cache = prefill.past_key_values
         cache.reorder_cache(owner)  # one row per question, copied from its prefix
-        prefix_mask = prefixes["attention_mask"][owner]
-        suffix_mask = group.suffix_mask.to(self.device)
-        positions = suffix_positions(prefix_mask, suffix_mask, rope_deltas[owner])
+        prefix_mask = mine["attention_mask"][owner]
+        questions = torch.tensor(bucket.questions)
+        suffix_mask = group.suffix_mask[questions].to(self.device)
         logits = self.model(
-            input_ids=group.suffix_ids.to(self.device),
+            input_ids=group.suffix_ids[questions].to(self.device),
             attention_mask=torch.cat([prefix_mask, suffix_mask], dim=1),
-            position_ids=positions,
+            position_ids=suffix_positions(prefix_mask, suffix_mask, rope_deltas),
             past_key_values=cache,
             use_cache=False,
             logits_to_keep=2,
         ).logits
         return score_token_logprobs(logits[:, -2], logits[:, -1], self.digit_ids)
+
+    def _encode_images(self, pixels: Any, group: _ExpectedGroup) -> Any:
+        """The vision encoder, once over the group's distinct images: what forward() takes as
+        ``mm_encoder_outputs`` in place of pixels."""
+        return self.model.get_image_features(
+            pixels, group.image_grid.to(self.device), return_dict=True
+        )
 
     def _generate(self, inputs: Any, max_new_tokens: int) -> list[GeneratedText]:
         from transformers import GenerationConfig
@@ -353,6 +498,17 @@ class TransformersJudgeBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _pick(encoded: Any, images: list[int]) -> Any:
+    """The vision encoder's output for the given images (indices into what it encoded), in that
+    order, repeats allowed."""
+    fields = dict(encoded)
+    fields["pooler_output"] = tuple(encoded.pooler_output[i] for i in images)
+    deepstack = getattr(encoded, "deepstack_features", None)
+    if deepstack is not None:  # Qwen3-VL feeds these into early decoder layers
+        fields["deepstack_features"] = [tuple(layer[i] for i in images) for layer in deepstack]
+    return type(encoded)(**fields)
 
 
 def _messages(question: JudgeQuestion) -> list[dict[str, Any]]:
