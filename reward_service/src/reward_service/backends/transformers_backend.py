@@ -337,7 +337,9 @@ class TransformersJudgeBackend:
         self, inputs: Any, questions: Sequence[JudgeQuestion]
     ) -> tuple[list[int] | None, Any]:
         """Drop the pixels of images already in the batch (the same image object), so each is
-        encoded once; return which distinct image each image is, and the distinct ones' grids."""
+        encoded once; return which distinct image each image is, and the distinct ones' grids.
+        (None, None) where the model cannot take encoded images: the pixels then stay as they
+        are. With ``reuse_image_encodings`` off every image counts as distinct."""
         import torch
 
         images = [image for q in questions for image in q.images]
