@@ -441,3 +441,8 @@ async def test_a_killed_judge_worker_fails_its_batch_and_comes_back(tmp_path: Pa
         assert replica.pid != victim and replica.restarts == 1
         body = {"items": [item()], "protocol": "single"}
         assert (await client.post("/v1/scores", json=body)).status_code == 200
+        text = (await client.get("/metrics")).text
+        labels = {"replica": "0", "device": "cpu"}
+        assert sample(text, "reward_replica_restarts_total", **labels) == 1
+        assert sample(text, "reward_replica_state", state="ready", **labels) == 1
+        assert sample(text, "reward_replica_state", state="restarting", **labels) == 0

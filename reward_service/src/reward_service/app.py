@@ -73,6 +73,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             on_batch=metrics.worker_batch,
         )
         metrics.model_load_seconds.set_function(lambda: judge.load_s or 0.0)
+        metrics.watch_replicas(lambda: judge.replicas)
         batcher: MicroBatcher[ItemQuestions, tuple[QuestionOutput, ...]] = MicroBatcher(
             judge.score,
             prepare=judge.prepare,
