@@ -5,6 +5,8 @@
     python bench/load_test.py --out load.json
     # Against running services (memory is measured only for the pids you name):
     python bench/load_test.py --editor-url http://gpu:8001 --reward-url http://gpu:8002
+    # The same burst four times against the same judge: memory levels off or keeps growing:
+    python bench/load_test.py --edits 0 --scores 1000 --rounds 4
 
 Every client sends its request once, all at the same moment (per phase). A 429 or 503 is
 retried after the Retry-After the service sent (plus up to 0.5 s of jitter, so a thousand refused
@@ -271,6 +273,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--side", type=int, default=64, help="image side in pixels")
     parser.add_argument("--steps", type=int, default=2, help="denoising steps per edit")
     parser.add_argument("--edit-side", type=int, default=32, help="output side of an edit")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="bursts per phase, one after another (memory)"
+    )
     parser.add_argument("--max-attempts", type=int, default=1000)
     parser.add_argument("--time-limit-s", type=float, default=3600.0, help="per phase")
     parser.add_argument("--request-timeout-s", type=float, default=900.0)
@@ -306,20 +311,24 @@ async def measure(
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": {k: str(v) for k, v in vars(args).items()},
     }
+    phases = []
     if reward is not None and args.scores:
-        result["scores"] = await run_phase(
-            "scores", f"{reward.url}/v1/scores", score_body(args), args.scores, args, reward.pid
-        )
-        result["scores"]["service_info"] = httpx.get(f"{reward.url}/v1/info", timeout=10).json()
+        phases.append(("scores", reward, "/v1/scores", score_body(args), args.scores))
     if editor is not None and args.edits:
-        result["edits"] = await run_phase(
-            "edits", f"{editor.url}/v1/edits", edit_body(args), args.edits, args, editor.pid
-        )
-        result["edits"]["service_info"] = httpx.get(f"{editor.url}/v1/info", timeout=10).json()
-    for key in ("scores", "edits"):
-        if key in result:
-            result[key]["service_info"].pop("protocols", None)
-    result["errors_total"] = sum(result[k]["errors"] for k in ("scores", "edits") if k in result)
+        phases.append(("edits", editor, "/v1/edits", edit_body(args), args.edits))
+    errors = 0
+    for name, service, path, body, count in phases:
+        rounds = []
+        for _ in range(args.rounds):  # the same burst again: a leak grows every round
+            rounds.append(await run_phase(name, service.url + path, body, count, args, service.pid))
+            errors += rounds[-1]["errors"]
+        result[name] = rounds[0]
+        if len(rounds) > 1:
+            result[name]["later_rounds"] = rounds[1:]
+        info = httpx.get(f"{service.url}/v1/info", timeout=10).json()
+        info.pop("protocols", None)
+        result[name]["service_info"] = info
+    result["errors_total"] = errors
     return result
 
 

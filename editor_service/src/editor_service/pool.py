@@ -33,6 +33,7 @@ from editor_service.messages import (
 from editor_service.metrics import EditorMetrics
 from editor_service.worker import worker_main
 from service_kit.errors import (
+    MAX_RETRY_AFTER_S,
     BackendError,
     DeadlineExceeded,
     InvalidImage,
@@ -242,7 +243,7 @@ class WorkerPool:
     def retry_after_s(self) -> float:
         per_job = self._edit_s_ema or 5.0
         active = max(1, sum(w.state in ("ready", "busy") for w in self.workers))
-        return min(60.0, max(1.0, per_job * (len(self._queue) + 1) / active))
+        return min(MAX_RETRY_AFTER_S, max(1.0, per_job * (len(self._queue) + 1) / active))
 
     async def _run_reserved(self, job: EditJob) -> EditResult:
         self._reserved -= 1

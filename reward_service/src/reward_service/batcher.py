@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from service_kit.errors import (
+    MAX_RETRY_AFTER_S,
     BackendError,
     DeadlineExceeded,
     NotReady,
@@ -243,7 +244,7 @@ class MicroBatcher(Generic[I, O]):
         per_batch = self._batch_s_ema or 1.0
         waiting = sum(u.cost for u in self._queue)
         batches_ahead = waiting / self.max_batch_cost + 1
-        return min(60.0, max(1.0, per_batch * batches_ahead))
+        return min(MAX_RETRY_AFTER_S, max(1.0, per_batch * batches_ahead))
 
     async def _submit(self, items: Sequence[I], label: str) -> list[Completed[O]]:
         if self._closed:  # a slot reserved before a drain began still runs; not after it

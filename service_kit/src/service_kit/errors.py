@@ -73,6 +73,9 @@ class Unauthorized(ServiceError):
         return {"WWW-Authenticate": "Bearer"}
 
 
+MAX_RETRY_AFTER_S = 60.0  # the longest wait a service asks a client for (Retry-After)
+
+
 class _RetryableError(ServiceError):
     """An error a client should retry later; carries Retry-After."""
 
@@ -83,7 +86,7 @@ class _RetryableError(ServiceError):
         self.retry_after_s = retry_after_s
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+        return {"Retry-After": str(max(1, round(min(self.retry_after_s, MAX_RETRY_AFTER_S))))}
 
 
 class QueueFull(_RetryableError):

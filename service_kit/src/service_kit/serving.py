@@ -31,12 +31,17 @@ from typing import Protocol
 import uvicorn
 from fastapi import FastAPI
 
+from service_kit.errors import MAX_RETRY_AFTER_S
 from service_kit.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
 EXIT_WORKERS_GAVE_UP = 75  # EX_TEMPFAIL: every worker was given up on; a restart may help
 RESPONSE_GRACE_S = 10  # after the drain: for the last responses to be written out
+# An idle keep-alive connection stays open longer than any Retry-After the services send: a client
+# that waits as told and reuses its connection must not race the server closing it (uvicorn's
+# default is 5 s: a load test's clients, back after a 5 s Retry-After, saw ReadErrors).
+KEEP_ALIVE_S = int(MAX_RETRY_AFTER_S) + 15
 POLL_S = 0.1
 
 
@@ -163,6 +168,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> int:
         log_level=settings.log_level,
         log_config=None,
         timeout_graceful_shutdown=RESPONSE_GRACE_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     server = DrainingServer(
         config,
