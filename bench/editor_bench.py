@@ -319,11 +319,12 @@ def sustained_throughput(url: str, image: str, args: argparse.Namespace) -> floa
 
     before = [w["jobs_done"] for w in httpx.get(f"{url}/v1/info", timeout=30).json()["workers"]]
     pipeline, wall = asyncio.run(go())
-    after = [w["jobs_done"] for w in httpx.get(f"{url}/v1/info", timeout=30).json()["workers"]]
+    info = httpx.get(f"{url}/v1/info", timeout=30).json()
+    after = [w["jobs_done"] for w in info["workers"]]
     record(
         stage="throughput",
         jobs_per_worker=[b - a for a, b in zip(before, after, strict=True)],
-        devices=httpx.get(f"{url}/v1/info", timeout=30).json()["devices"],
+        devices=info["devices"],
         where="service",
         steps=steps,
         cfg=cfg,

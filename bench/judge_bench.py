@@ -104,6 +104,16 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
     record(stage="load", where="in-process", seconds=time.perf_counter() - started)
     registry = ProtocolRegistry.load(None)
     summary: dict[str, Any] = {}
+
+    def seconds(batches: list[Any], prepare_inline: bool = False) -> float:
+        """The model over prepared batches (or raw ones, prepared in line), GPU work included."""
+        began = time.perf_counter()
+        for batch in batches:
+            backend.score(backend.prepare(batch) if prepare_inline else batch)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return time.perf_counter() - began
+
     for protocol_name in ("single", "viescore"):
         protocol = registry.get(protocol_name)
         per_item = len(protocol.spec.questions)
@@ -121,43 +131,27 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"{protocol_name}: {len(questions)} questions in {len(batches)} batches; warm-up")
         backend.score(backend.prepare(batches[0]))  # warm-up
         progress(f"{protocol_name}: timing")
+        count = len(questions) / per_item
         extra: dict[str, Any] = {}
         if protocol_name == "viescore" and backend.encode_images_apart:
             # The model alone as it was before each of the two viescore savings, for what each
             # is worth: every image encoded wherever it is shown, then one prefix pass padded
             # to the longest prefix.
+            configured = backend.reuse_images, backend.split_prefixes
             for name, reuse, split in (
                 ("no_image_reuse_no_prefix_buckets", False, False),
                 ("image_reuse_no_prefix_buckets", True, False),
             ):
                 backend.reuse_images, backend.split_prefixes = reuse, split
                 prepared = [backend.prepare(b) for b in batches]
-                began = time.perf_counter()
-                for batch in prepared:
-                    backend.score(batch)
-                if device != "cpu":
-                    torch.cuda.synchronize()
-                extra[f"model_only_items_per_s_{name}"] = (
-                    len(questions) / per_item / (time.perf_counter() - began)
-                )
-            backend.reuse_images = backend.split_prefixes = True
+                extra[f"model_only_items_per_s_{name}"] = count / seconds(prepared)
+            backend.reuse_images, backend.split_prefixes = configured
         if device != "cpu":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         prepared = [backend.prepare(b) for b in batches]
-        began = time.perf_counter()
-        for batch in prepared:
-            backend.score(batch)
-        if device != "cpu":
-            torch.cuda.synchronize()
-        model_s = time.perf_counter() - began
-        began = time.perf_counter()
-        for batch in batches:
-            backend.score(backend.prepare(batch))
-        if device != "cpu":
-            torch.cuda.synchronize()
-        serial_s = time.perf_counter() - began
-        count = len(questions) / per_item
+        model_s = seconds(prepared)
+        serial_s = seconds(batches, prepare_inline=True)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else None
         record(
             stage=protocol_name,

@@ -113,51 +113,20 @@ def test_expected_scores_lie_in_0_to_10_and_differ_between_inputs(
     assert len({round(s.score or 0, 6) for s in scores}) > 1
 
 
-def shared_prefix_batch() -> list[JudgeQuestion]:
-    """Two items asked two questions each on the same images, and a lone question."""
+def shared_prefix_batch(edited_alone: bool = False) -> list[JudgeQuestion]:
+    """Two items asked two questions each on the same images and, with ``edited_alone``, two
+    more on the edited image alone (viescore's shape: that image is in two prefixes); and a lone
+    question."""
     batch = []
     for seed in (1, 2):
         source, edited = make_image(64, 64, seed), make_image(48, 64, seed + 50)
-        for name, words in (("success", 0), ("overediting", 2 + seed)):
-            batch.append(
-                question(
-                    seed,
-                    key=f"test/{seed}/{name}",
-                    content=(
-                        "Source image:",
-                        source,
-                        "Edited image:",
-                        edited,
-                        f"Rate the {name}. " + "Be strict. " * words + EXPECTED_ANSWER,
-                    ),
-                )
-            )
-    batch.append(question(7, words=5))
-    return batch
-
-
-def reused_image_batch() -> list[JudgeQuestion]:
-    """viescore's shape: per item two questions on (source, edited) and two on the edited image
-    alone, so the edited image is in two prefixes; and a lone question."""
-    batch = []
-    for seed in (1, 2):
-        source, edited = make_image(64, 64, seed), make_image(48, 64, seed + 50)
-        for name, words in (("success", 0), ("overediting", 2 + seed)):
-            batch.append(
-                question(
-                    seed,
-                    key=f"test/{seed}/{name}",
-                    content=("Source:", source, "Edited:", edited, f"Rate {name}. " * (1 + words)),
-                )
-            )
-        for name, words in (("naturalness", 1), ("artifacts", seed)):
-            batch.append(
-                question(
-                    seed,
-                    key=f"test/{seed}/{name}",
-                    content=("Image:", edited, f"Rate {name}. " * (1 + words) + EXPECTED_ANSWER),
-                )
-            )
+        both, alone = ("Source image:", source, "Edited image:", edited), ("Image:", edited)
+        asks = [(both, "success", 0), (both, "overediting", 2 + seed)]
+        if edited_alone:
+            asks += [(alone, "naturalness", 1), (alone, "artifacts", seed)]
+        for shown, name, words in asks:
+            text = f"Rate the {name}. " + "Be strict. " * words + EXPECTED_ANSWER
+            batch.append(question(seed, key=f"test/{seed}/{name}", content=(*shown, text)))
     batch.append(question(7, words=5))
     return batch
 
@@ -166,7 +135,12 @@ def reused_image_batch() -> list[JudgeQuestion]:
 LAYOUTS = {
     "alone": (lambda: [question(seed, words=3 * seed) for seed in range(3)], 0, 0, 0),
     "shared": (shared_prefix_batch, 2, 0, 1),
-    "reused": (reused_image_batch, 4, 2, 2),  # one-image prefixes are not padded to two
+    "reused": (
+        lambda: shared_prefix_batch(edited_alone=True),
+        4,
+        2,
+        2,
+    ),  # one-image prefixes are not padded to two
 }
 
 

@@ -421,16 +421,13 @@ class TransformersJudgeBackend:
         import torch
 
         rows = torch.tensor(bucket.rows, device=self.device)
-        length = inputs["input_ids"].shape[1]
+        per_token = inputs["input_ids"].shape  # (prefixes, tokens): ids, mask, token types
         mine: dict[str, Any] = {}
         for key, value in inputs.items():
             if key == "image_grid_thw":
                 mine[key] = value[bucket.images]
-            elif key != "pixel_values" and getattr(value, "shape", ())[:2] == (
-                len(group.prefixes["input_ids"]),
-                length,
-            ):
-                mine[key] = value[rows][:, length - bucket.width :]
+            elif key != "pixel_values" and getattr(value, "shape", None) == per_token:
+                mine[key] = value[rows][:, per_token[1] - bucket.width :]
             else:
                 mine[key] = value
         if encoded is not None:
