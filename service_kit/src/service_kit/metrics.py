@@ -10,6 +10,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CONTENT_TYPE_LATEST", "HttpMetricsMiddleware", "ServiceMetrics", "generate_latest"]
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""HTTP methods counted by name; any other (a client may send any token) counts as "other"."""
+OTHER_METHOD = "other"
+UNMATCHED_ROUTE = "unmatched"
+
+
+def method_label(method: str) -> str:
+    """A label value from a fixed set: made-up methods must not grow /metrics."""
+    return method if method in METHODS else OTHER_METHOD
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template (the app's own, finite); any other path is "unmatched"."""
+    template = getattr(scope.get("route"), "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED_ROUTE
+
 
 class ServiceMetrics:
     """The registry and the HTTP metrics every service has; services add their own to it."""
@@ -36,7 +52,9 @@ class ServiceMetrics:
 
 
 class HttpMetricsMiddleware:
-    """Counts every HTTP response by its route template (not the raw path: bounded labels)."""
+    """Counts every HTTP response by method and route template: every label value comes from a
+    fixed set (never the raw path or method), so requests made up by a client, answered 401 or
+    404, cannot grow /metrics."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -58,8 +76,7 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
+            template = route_label(scope)
+            method = method_label(str(scope.get("method", "")))
             self.metrics.http_requests.labels(method, template, str(status)).inc()
             self.metrics.http_seconds.labels(method, template).observe(time.perf_counter() - start)
