@@ -152,7 +152,7 @@ def test_gedit_parquet_loads_with_gedit_ids_and_streams_images(tmp_path: Path) -
     assert bench.categories == ["background_change", "物理"]
     item = bench.items[0]
     assert item.id == "background_change/en/k000" and item.language == "en"
-    assert item.extra["intersection_exist"] is True
+    assert item.extra["Intersection_exist"] is True  # the published name
     chosen = select_items(bench.items, categories=["物理"])
     streamed = {i.id: d for i, d in bench.iter_images(chosen)}
     assert set(streamed) == {i.id for i in chosen}

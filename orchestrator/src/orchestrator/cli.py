@@ -27,7 +27,7 @@ from orchestrator.clients import (
 from orchestrator.config import ConfigError, RunSettings, resolve_settings
 from orchestrator.phases import ServiceNotReady
 from orchestrator.progress import RichProgress
-from orchestrator.report.tables import summary_table
+from orchestrator.report.tables import summary_tables
 from orchestrator.runner import default_out, read_saved_identity, rerender_report, run_benchmark
 from orchestrator.store import RunFolderBusy
 from shared_schemas import ScoreItem, ScoreRequest
@@ -101,6 +101,11 @@ def _settings(cli: dict[str, Any], config: Path | None, out: Path | None = None)
         return resolve_settings(given, environ=os.environ, config_file=config, saved_identity=saved)
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
+
+
+def _title(summary: dict[str, Any], out: Path) -> str:
+    name = ((summary.get("run") or {}).get("benchmark") or {}).get("name")
+    return f"{name} · {out}" if name else f"editbench · {out}"
 
 
 @app.command()
@@ -258,7 +263,8 @@ def run(
     except (BenchmarkError, ServiceNotReady, ServiceCallError, RunFolderBusy) as exc:
         raise _fail(str(exc)) from None
     if outcome.summary is not None:
-        out_console.print(summary_table(outcome.summary, title=f"editbench · {outcome.out}"))
+        for table in summary_tables(outcome.summary, title=_title(outcome.summary, outcome.out)):
+            out_console.print(table)
         for note in outcome.summary["warnings"]:
             err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     for handover in outcome.handovers:
@@ -287,7 +293,8 @@ def report(
         paths, summary = rerender_report(run_dir)
     except (BenchmarkError, RunFolderBusy) as exc:
         raise _fail(str(exc)) from None
-    out_console.print(summary_table(summary, title=f"editbench · {run_dir}"))
+    for table in summary_tables(summary, title=_title(summary, run_dir)):
+        out_console.print(table)
     out_console.print(f"report: {paths.html.resolve()}", highlight=False, soft_wrap=True)
 
 

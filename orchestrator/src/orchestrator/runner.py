@@ -116,6 +116,7 @@ async def run_benchmark(
             },
         )
         await asyncio.to_thread(store.write_plan, _plan_rows(items))
+        store.write_json("reporting.json", benchmark.reporting.model_dump(mode="json"))
         provenance = _start_provenance(store, settings, benchmark, len(items))
         invocation: dict[str, Any] = provenance["invocations"][-1]
         edit_counts: PhaseCounts | None = None

@@ -14,7 +14,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.benchmarks.reporting import Reporting
 
 
 class BenchmarkError(ValueError):
@@ -52,6 +55,9 @@ class Benchmark(ABC):
             # A manifest called manifest.jsonl is named after its folder.
             name = path.parent.name if path.is_file() and path.stem == "manifest" else path.stem
         self.name = name
+        from orchestrator.benchmarks.reporting import Reporting  # it imports this module
+
+        self.reporting: Reporting = Reporting()
 
     @property
     def categories(self) -> list[str]:

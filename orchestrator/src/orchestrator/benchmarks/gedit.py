@@ -19,12 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.benchmarks.base import Benchmark, BenchmarkError, Item, normalize_text
+from orchestrator.benchmarks.reporting import GEDIT_REPORTING
 
 if TYPE_CHECKING:  # pyarrow takes a second to import: only GEdit-Bench runs pay for it
     import pyarrow as pa
 
 REQUIRED = ("key", "task_type", "instruction", "input_image")
-_META = ("key", "task_type", "instruction", "instruction_language", "intersection_exist")
+_META = ("key", "task_type", "instruction", "instruction_language")
+# The published data spells it with a capital I; GEdit's score CSVs in lower case. Items keep the
+# data's name, so the subset reads the same column whatever the layout.
+INTERSECTION = "Intersection_exist"
+_INTERSECTION_NAMES = (INTERSECTION, "intersection_exist")
 _BATCH_ROWS = 8
 
 
@@ -114,6 +119,7 @@ class GEditBenchmark(Benchmark):
         sources: list[_Source],
     ) -> None:
         super().__init__(path, items)
+        self.reporting = GEDIT_REPORTING
         self._rows = rows  # item id -> (source index, row within source)
         self._sources = sources
 
@@ -170,7 +176,9 @@ def load_gedit(path: Path, split: str | None = None) -> GEditBenchmark:
             raise BenchmarkError(
                 f"{source.path}: not GEdit-Bench: missing column(s) {', '.join(missing)}"
             )
-        table = source.metadata([c for c in _META if c in names]).to_pylist()
+        intersection = next((c for c in _INTERSECTION_NAMES if c in names), None)
+        columns = [c for c in (*_META, intersection) if c and c in names]
+        table = source.metadata(columns).to_pylist()
         for row_index, row in enumerate(table):
             language = (
                 normalize_text(str(row["instruction_language"]))
@@ -180,9 +188,9 @@ def load_gedit(path: Path, split: str | None = None) -> GEditBenchmark:
             category = normalize_text(str(row["task_type"]))
             key = str(row["key"])
             item_id = "/".join(part for part in (category, language, key) if part)
-            extra = {"key": key}
-            if "intersection_exist" in row:
-                extra["intersection_exist"] = row["intersection_exist"]
+            extra: dict[str, Any] = {"key": key}
+            if intersection is not None:
+                extra[INTERSECTION] = bool(row[intersection])
             items.append(
                 Item(
                     id=item_id,
@@ -196,4 +204,7 @@ def load_gedit(path: Path, split: str | None = None) -> GEditBenchmark:
             rows[item_id] = (index, row_index)
     if not items:
         raise BenchmarkError(f"{path}: no rows")
-    return GEditBenchmark(path, items, rows, sources)
+    benchmark = GEditBenchmark(path, items, rows, sources)
+    if not any(INTERSECTION in item.extra for item in items):
+        benchmark.reporting = GEDIT_REPORTING.model_copy(update={"subsets": {}})
+    return benchmark

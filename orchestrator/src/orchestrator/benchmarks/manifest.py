@@ -3,7 +3,8 @@
 Fields: ``id``, ``category``, ``instruction``, ``image`` (path relative to the manifest; ``source``
 and ``source_image`` are accepted too), optional ``language`` and ``hints`` (per-item guidance
 for the judge). Other fields are kept in ``Item.extra``. A YAML manifest is either a list of items
-or a mapping with an ``items`` list.
+or a mapping with an ``items`` list (and optionally a ``reporting`` declaration: see
+benchmarks/reporting.py; a ``reporting.yaml`` beside any manifest works too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from orchestrator.benchmarks.base import Benchmark, BenchmarkError, Item, normalize_text
+from orchestrator.benchmarks.reporting import check_reporting, manifest_reporting
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
 _IMAGE_KEYS = ("image", "source_image", "source")
@@ -114,4 +116,10 @@ def load_manifest(path: Path) -> ManifestBenchmark:
         image_paths[item_id] = image
     if not items:
         raise BenchmarkError(f"{path}: no items")
-    return ManifestBenchmark(path, items, image_paths)
+    benchmark = ManifestBenchmark(path, items, image_paths)
+    declared = manifest_reporting(path)
+    if declared is not None:
+        reporting, where = declared
+        check_reporting(reporting, items, where)
+        benchmark.reporting = reporting
+    return benchmark

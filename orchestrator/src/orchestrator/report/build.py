@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.report.breakdown import run_reporting
 from orchestrator.report.html import render_html
 from orchestrator.report.results import build_rows, integrity
 from orchestrator.report.summary import summarize
@@ -50,7 +51,7 @@ def write_report(store: RunStore, provenance: dict[str, Any]) -> tuple[ReportPat
     """results.jsonl, results.csv, summary.json and report.html, each written atomically."""
     rows = build_rows(store)
     _fill_edited_thumbs(store, rows)
-    summary = summarize(rows)
+    summary = summarize(rows, run_reporting(store))
     summary["integrity"] = integrity(store)
     summary_doc = {
         **summary,
@@ -79,4 +80,4 @@ def write_report(store: RunStore, provenance: dict[str, Any]) -> tuple[ReportPat
             summary=summary, rows=rows, provenance=provenance, existing=_existing(store, rows)
         ),
     )
-    return paths, summary
+    return paths, summary_doc

@@ -73,6 +73,7 @@ def build_rows(store: RunStore) -> list[dict[str, Any]]:
                 "instruction": item["instruction"],
                 "hints": item.get("hints"),
                 "source": item.get("source"),
+                "extra": item.get("extra") or {},
                 "source_thumb": store.thumb_relpath("source", item_id),
                 "edit_status": edit["status"] if edit else "pending",
                 "edit_job_id": edit.get("job_id") if edit else None,

@@ -11,6 +11,9 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.report.breakdown import reported_tables
+
 METRICS = ("sc", "pq", "overall")
 
 DEFINITIONS = {
@@ -22,6 +25,10 @@ DEFINITIONS = {
     "ci95": "normal-approximation 95% interval of the mean: mean +/- 1.96*std/sqrt(n)",
     "judge_error_rate": "(unscored + judge_failed) / (scored + unscored + judge_failed)",
     "unscored": "the judge answered but the score could not be read (generate mode)",
+    "tables": "the benchmark's declared tables (see 'reporting'): per split value and subset, "
+    "per row the mean of each metric over scored items; 'average' is the unweighted mean of the "
+    "row means, 'micro' the mean over items, 'headline' the declared one of the two",
+    "std": "sample standard deviation of the item scores (the spread, not an uncertainty)",
 }
 
 
@@ -91,8 +98,12 @@ def _by(rows: Iterable[dict[str, Any]], key: str) -> dict[str, list[dict[str, An
     return dict(sorted(grouped.items()))
 
 
-def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """summary.json's body (without provenance, which the caller adds)."""
+def summarize(rows: Sequence[dict[str, Any]], reporting: Reporting | None = None) -> dict[str, Any]:
+    """summary.json's body (without provenance, which the caller adds).
+
+    ``tables`` holds the benchmark's declared tables (report/breakdown.py): for GEdit-Bench, its
+    own statistics per language and on the Intersection_exist subset."""
+    reporting = reporting or Reporting()
     categories = {name: group_stats(group) for name, group in _by(rows, "category").items()}
     summary: dict[str, Any] = {
         "definitions": DEFINITIONS,
@@ -105,6 +116,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for language, group in _by([r for r in rows if r["language"]], "language").items():
             cats = {name: group_stats(g) for name, g in _by(group, "category").items()}
             summary["languages"][language] = {"micro": group_stats(group), "macro": macro(cats)}
+    summary["reporting"] = reporting.model_dump(mode="json")
+    summary["tables"] = reported_tables(rows, reporting)
     summary["models"] = {
         "editor": sorted({r["editor_model"] for r in rows if r["editor_model"]}),
         "judge": sorted({r["judge_model"] for r in rows if r["judge_model"]}),

@@ -76,6 +76,72 @@ def summary_table(summary: dict[str, Any], title: str = "editbench") -> Table:
     return table
 
 
+def _f3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def declared_tables(summary: dict[str, Any], title: str = "editbench") -> list[Table]:
+    """The benchmark's declared tables (GEdit-Bench: per language, then its intersection
+    subset), as its own scripts print them: SC, PQ, O per row, then the unweighted Average."""
+    reporting = summary.get("reporting") or {}
+    tables = []
+    for declared in summary.get("tables") or []:
+        table = Table(
+            title=f"{title} · {declared['title']}",
+            title_justify="left",
+            caption=f"Average: unweighted mean over {declared['row_key']} rows"
+            + (" (headline)" if reporting.get("headline", "macro") == "macro" else "")
+            + " · micro: mean over items"
+            + (" · O = sqrt(SC*PQ) per item" if reporting.get("overall") == "sqrt_sc_pq" else ""),
+            caption_justify="left",
+        )
+        table.add_column(declared["row_key"])
+        for name in ("n", "SC", "PQ", "O", "O std"):
+            table.add_column(name, justify="right")
+        for name, row in declared["rows"].items():
+            count = str(row["scored"]) + (
+                f"/{row['items']}" if row["scored"] != row["items"] else ""
+            )
+            table.add_row(
+                name,
+                count,
+                _f3(row["sc"]["mean"]),
+                _f3(row["pq"]["mean"]),
+                _f3(row["overall"]["mean"]),
+                _f3(row["overall"]["std"]),
+            )
+        table.add_section()
+        average, micro = declared["average"], declared["micro"]
+        table.add_row(
+            "Average",
+            f"{average['rows_counted']} rows",
+            _f3(average["sc"]),
+            _f3(average["pq"]),
+            _f3(average["overall"]),
+            "",
+            style="bold",
+        )
+        table.add_row(
+            "micro",
+            str(declared["scored"]),
+            _f3(micro["sc"]["mean"]),
+            _f3(micro["pq"]["mean"]),
+            _f3(micro["overall"]["mean"]),
+            _f3(micro["overall"]["std"]),
+        )
+        tables.append(table)
+    return tables
+
+
+def summary_tables(summary: dict[str, Any], title: str = "editbench") -> list[Table]:
+    """What the terminal shows: the declared tables when the benchmark splits its report (by
+    language, or into subsets), else the per-category table."""
+    reporting = summary.get("reporting") or {}
+    if len(reporting.get("group_by") or []) > 1 or reporting.get("subsets"):
+        return declared_tables(summary, title)
+    return [summary_table(summary, title)]
+
+
 CSV_COLUMNS = (
     "item_id",
     "category",

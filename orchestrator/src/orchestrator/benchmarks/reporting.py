@@ -1,0 +1,157 @@
+"""How a benchmark is reported: its group-by keys, named subsets and headline aggregate.
+
+A declaration, not code: GEdit-Bench's is built in (below); a manifest carries its own, either
+under a ``reporting:`` key of a YAML manifest or in a ``reporting.yaml`` / ``reporting.json``
+beside any manifest::
+
+    reporting:
+      group_by: [language, category]    # tables per language, one row per category
+      subsets: {hard: is_hard}          # the same tables again on the rows where is_hard is true
+      headline: macro                   # macro (mean of the row means) or micro (mean of items)
+      overall: judge                    # judge (as returned) or sqrt_sc_pq (recomputed per item)
+
+``group_by`` keys and subset columns are item fields (``category``, ``language``) or any other
+column of the manifest (kept in ``Item.extra``). The run folder keeps the declaration in
+reporting.json, so ``editbench report`` and ``editbench compare`` need no benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.benchmarks.base import BenchmarkError, Item
+
+ITEM_FIELDS = ("category", "language")
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+class Reporting(BaseModel):
+    """A benchmark's reporting declaration (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group_by: list[str] = Field(default_factory=lambda: ["category"], min_length=1)
+    subsets: dict[str, str] = Field(default_factory=dict)
+    headline: Literal["macro", "micro"] = "macro"
+    overall: Literal["judge", "sqrt_sc_pq"] = "judge"
+    reference: str | None = Field(
+        default=None, description="Where these rules come from (a script, a paper)."
+    )
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _listify(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def split_by(self) -> list[str]:
+        """Keys that make separate tables (all group-by keys but the last)."""
+        return self.group_by[:-1]
+
+    @property
+    def row_key(self) -> str:
+        """The key of a table's rows (the last group-by key)."""
+        return self.group_by[-1]
+
+    def columns(self) -> list[str]:
+        return [*self.group_by, *self.subsets.values()]
+
+    def is_default(self) -> bool:
+        return self == Reporting()
+
+
+GEDIT_REPORTING = Reporting(
+    group_by=["language", "category"],
+    subsets={"intersection": "Intersection_exist"},
+    headline="macro",
+    overall="sqrt_sc_pq",
+    reference=(
+        "GEdit-Bench/calculate_statistics.py of stepfun-ai/Step1X-Edit: per instruction "
+        "language, per task_type the mean of SC, PQ and sqrt(SC*PQ) per item; 'Average' is the "
+        "unweighted mean over task types; the same on the Intersection_exist rows"
+    ),
+)
+
+
+def value_of(item: Mapping[str, Any], key: str) -> Any:
+    """A column of a plan row / result row: an item field, else a manifest column in extra."""
+    if key in ITEM_FIELDS:
+        return item.get(key)
+    extra = item.get("extra") or {}
+    return extra.get(key)
+
+
+def truthy(value: Any) -> bool:
+    """A subset column's value as a bool: true/false, 1/0, yes/no (CSV gives strings)."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, int | float):
+        return value != 0
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"not a yes/no value: {value!r}")
+
+
+def parse_reporting(data: Any, where: str) -> Reporting:
+    if not isinstance(data, Mapping):
+        raise BenchmarkError(f"{where}: 'reporting' must be a mapping")
+    try:
+        return Reporting.model_validate(dict(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "reporting"
+        raise BenchmarkError(f"{where}: reporting.{field}: {first['msg']}") from None
+
+
+def check_reporting(reporting: Reporting, items: Sequence[Item], where: str) -> None:
+    """Every declared column exists on some item, and subset columns read as yes/no."""
+    present = set(ITEM_FIELDS) | {key for item in items for key in item.extra}
+    missing = [c for c in reporting.columns() if c not in present]
+    if missing:
+        raise BenchmarkError(
+            f"{where}: reporting names column(s) no item has: {', '.join(missing)}"
+        )
+    for name, column in reporting.subsets.items():
+        for item in items:
+            try:
+                truthy(item.extra.get(column))
+            except ValueError as exc:
+                raise BenchmarkError(
+                    f"{where}: item {item.id!r}: subset {name!r} column {column!r}: {exc}"
+                ) from None
+
+
+def manifest_reporting(path: Path) -> tuple[Reporting, str] | None:
+    """The declaration a manifest carries (YAML ``reporting:`` key or a sidecar file), if any."""
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        except yaml.YAMLError:
+            data = None  # the item reader reports the syntax error with its line
+        if isinstance(data, dict) and "reporting" in data:
+            return parse_reporting(data["reporting"], str(path)), str(path)
+    for name in ("reporting.yaml", "reporting.yml", "reporting.json"):
+        sidecar = path.parent / name
+        if not sidecar.is_file():
+            continue
+        text = sidecar.read_text(encoding="utf-8-sig")
+        try:
+            data = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise BenchmarkError(f"{sidecar}: does not parse: {exc}") from None
+        if isinstance(data, dict) and "reporting" in data:
+            data = data["reporting"]
+        return parse_reporting(data, str(sidecar)), str(sidecar)
+    return None

@@ -1,0 +1,142 @@
+"""The tables a benchmark declares (benchmarks/reporting.py), computed from the result rows.
+
+One table per value of the split keys (GEdit-Bench: per instruction language), and the same again
+on each named subset (GEdit-Bench: the ``Intersection_exist`` rows). A table has one row per value
+of the row key (GEdit-Bench: task_type) with n, mean, std and a 95% interval of SC, PQ and overall,
+then ``average`` (the unweighted mean of the row means: GEdit's "Average") and ``micro`` (the mean
+over items). For GEdit-Bench this is exactly what its calculate_statistics.py prints, per item
+overall = sqrt(SC*PQ); only scored items count, as only they reach GEdit's score CSVs.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.benchmarks.reporting import Reporting, truthy, value_of
+from orchestrator.store import RunStore
+
+METRICS = ("sc", "pq", "overall")
+MISSING = "(none)"
+
+
+def run_reporting(store: RunStore | Path) -> Reporting:
+    """The declaration a run folder was made with (reporting.json), or the default."""
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    data = store.read_json("reporting.json")
+    if not isinstance(data, dict):
+        return Reporting()
+    try:
+        return Reporting.model_validate(data)
+    except ValidationError:
+        return Reporting()
+
+
+def item_metrics(row: dict[str, Any], reporting: Reporting) -> dict[str, float] | None:
+    """SC, PQ and overall of a scored item (overall recomputed when declared), else None."""
+    if not row.get("scored"):
+        return None
+    sc, pq, overall = row.get("sc"), row.get("pq"), row.get("overall")
+    if reporting.overall == "sqrt_sc_pq":
+        overall = math.sqrt(sc * pq) if sc is not None and pq is not None else None
+    values = {"sc": sc, "pq": pq, "overall": overall}
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+def describe(values: Sequence[float]) -> dict[str, Any]:
+    """n, mean, std (sample) and a normal-approximation 95% interval of the mean."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci95": None}
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if n > 1 else None
+    half = 1.96 * std / math.sqrt(n) if std is not None else None
+    return {
+        "n": n,
+        "mean": round(mean, 6),
+        "std": round(std, 6) if std is not None else None,
+        "ci95": [round(mean - half, 6), round(mean + half, 6)] if half is not None else None,
+    }
+
+
+def _key(row: dict[str, Any], key: str) -> str:
+    value = value_of(row, key)
+    return MISSING if value is None or value == "" else str(value)
+
+
+def _table(rows: Sequence[dict[str, Any]], reporting: Reporting) -> dict[str, Any]:
+    by_row: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_row.setdefault(_key(row, reporting.row_key), []).append(row)
+    table_rows: dict[str, Any] = {}
+    scored_all: list[dict[str, float]] = []
+    for name in sorted(by_row):
+        members = by_row[name]
+        scored = [m for m in (item_metrics(r, reporting) for r in members) if m is not None]
+        scored_all.extend(scored)
+        entry: dict[str, Any] = {"items": len(members), "scored": len(scored)}
+        for metric in METRICS:
+            entry[metric] = describe([s[metric] for s in scored if metric in s])
+        table_rows[name] = entry
+    average: dict[str, Any] = {}
+    for metric in METRICS:
+        means = [r[metric]["mean"] for r in table_rows.values() if r[metric]["mean"] is not None]
+        average[metric] = round(statistics.fmean(means), 6) if means else None
+    counted = [name for name, r in table_rows.items() if r["overall"]["n"] > 0]
+    average["rows_counted"] = len(counted)
+    average["rows_without_scores"] = sorted(set(table_rows) - set(counted))
+    micro = {metric: describe([s[metric] for s in scored_all if metric in s]) for metric in METRICS}
+    return {
+        "items": len(rows),
+        "scored": len(scored_all),
+        "rows": table_rows,
+        "average": average,
+        "micro": micro,
+    }
+
+
+def reported_tables(rows: Sequence[dict[str, Any]], reporting: Reporting) -> list[dict[str, Any]]:
+    """Every declared table: per split value, all rows then each subset."""
+    splits: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        splits.setdefault(tuple(_key(row, k) for k in reporting.split_by), []).append(row)
+    tables = []
+    for values in sorted(splits):
+        members = splits[values]
+        split = dict(zip(reporting.split_by, values, strict=True))
+        for subset in (None, *reporting.subsets):
+            if subset is None:
+                chosen = members
+            else:
+                column = reporting.subsets[subset]
+                chosen = [r for r in members if _is_true(value_of(r, column))]
+            table = _table(chosen, reporting)
+            parts = [*values, *([f"{subset} ({reporting.subsets[subset]})"] if subset else [])]
+            tables.append(
+                {
+                    "title": " · ".join(parts) or "all items",
+                    "split": split,
+                    "subset": subset,
+                    "row_key": reporting.row_key,
+                    "headline": {
+                        m: table["average"][m]
+                        if reporting.headline == "macro"
+                        else table["micro"][m]["mean"]
+                        for m in METRICS
+                    },
+                    **table,
+                }
+            )
+    return tables
+
+
+def _is_true(value: Any) -> bool:
+    try:
+        return truthy(value)
+    except ValueError:
+        return False
