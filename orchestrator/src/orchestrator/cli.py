@@ -299,6 +299,60 @@ def report(
 
 
 @app.command()
+def compare(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders; the first is the baseline.", exists=True, file_okay=False
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where compare.json/.html go (runs/compare-TIME)."),
+    ] = None,
+    metric: Annotated[str, typer.Option("--metric", help="overall, sc or pq.")] = "overall",
+    resamples: Annotated[
+        int, typer.Option("--resamples", min=100, help="Bootstrap resamples.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    allow_different_judges: Annotated[
+        bool,
+        typer.Option(
+            "--allow-different-judges",
+            help="Compare runs judged by different models or protocols anyway.",
+        ),
+    ] = False,
+) -> None:
+    """Runs side by side per group: paired differences on shared items, bootstrap 95% CIs."""
+    from orchestrator.compare import CompareError, compare_runs, load_run, write_compare
+    from orchestrator.report.compare_view import compare_tables
+
+    try:
+        loaded = [load_run(path) for path in runs]
+        labels = [run.label for run in loaded]
+        for index, run in enumerate(loaded):  # two folders of one name: tell them apart
+            if labels.count(run.label) > 1:
+                run.label = f"{run.label}#{index + 1}"
+        result = compare_runs(
+            loaded,
+            metric=metric,
+            resamples=resamples,
+            seed=seed,
+            allow_different_judges=allow_different_judges,
+        )
+    except CompareError as exc:
+        raise _fail(str(exc), 2) from None
+    target = out or default_out("compare")
+    json_path, html_path = write_compare(result, target)
+    for table in compare_tables(result):
+        out_console.print(table)
+    for note in result["warnings"]:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    out_console.print(f"compare: {html_path.resolve()}", highlight=False, soft_wrap=True)
+    out_console.print(f"data: {json_path.resolve()}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def edit(
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image to edit.")],
     instruction: Annotated[str, typer.Argument(help='The edit, e.g. "make the sky red".')],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,7 @@ def _key(row: dict[str, Any], key: str) -> str:
     return MISSING if value is None or value == "" else str(value)
 
 
-def _table(rows: Sequence[dict[str, Any]], reporting: Reporting) -> dict[str, Any]:
-    by_row: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_row.setdefault(_key(row, reporting.row_key), []).append(row)
+def _table(by_row: dict[str, list[dict[str, Any]]], reporting: Reporting) -> dict[str, Any]:
     table_rows: dict[str, Any] = {}
     scored_all: list[dict[str, float]] = []
     for name in sorted(by_row):
@@ -90,6 +88,7 @@ def _table(rows: Sequence[dict[str, Any]], reporting: Reporting) -> dict[str, An
     counted = [name for name, r in table_rows.items() if r["overall"]["n"] > 0]
     average["rows_counted"] = len(counted)
     average["rows_without_scores"] = sorted(set(table_rows) - set(counted))
+    rows = [row for group in by_row.values() for row in group]
     micro = {metric: describe([s[metric] for s in scored_all if metric in s]) for metric in METRICS}
     return {
         "items": len(rows),
@@ -100,38 +99,68 @@ def _table(rows: Sequence[dict[str, Any]], reporting: Reporting) -> dict[str, An
     }
 
 
-def reported_tables(rows: Sequence[dict[str, Any]], reporting: Reporting) -> list[dict[str, Any]]:
-    """Every declared table: per split value, all rows then each subset."""
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One declared table's rows, before any statistics: what reports and compare share."""
+
+    title: str
+    split: dict[str, str]
+    subset: str | None
+    rows: dict[str, list[dict[str, Any]]]  # row name -> result rows, in sorted row order
+
+    def members(self) -> list[dict[str, Any]]:
+        return [row for group in self.rows.values() for row in group]
+
+
+def partitions(rows: Sequence[dict[str, Any]], reporting: Reporting) -> list[Partition]:
+    """Per split value: all its rows, then each subset's; grouped by the row key."""
     splits: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         splits.setdefault(tuple(_key(row, k) for k in reporting.split_by), []).append(row)
-    tables = []
+    found = []
     for values in sorted(splits):
         members = splits[values]
-        split = dict(zip(reporting.split_by, values, strict=True))
         for subset in (None, *reporting.subsets):
             if subset is None:
                 chosen = members
             else:
                 column = reporting.subsets[subset]
                 chosen = [r for r in members if _is_true(value_of(r, column))]
-            table = _table(chosen, reporting)
+            grouped: dict[str, list[dict[str, Any]]] = {}
+            for row in chosen:
+                grouped.setdefault(_key(row, reporting.row_key), []).append(row)
             parts = [*values, *([f"{subset} ({reporting.subsets[subset]})"] if subset else [])]
-            tables.append(
-                {
-                    "title": " · ".join(parts) or "all items",
-                    "split": split,
-                    "subset": subset,
-                    "row_key": reporting.row_key,
-                    "headline": {
-                        m: table["average"][m]
-                        if reporting.headline == "macro"
-                        else table["micro"][m]["mean"]
-                        for m in METRICS
-                    },
-                    **table,
-                }
+            found.append(
+                Partition(
+                    title=" · ".join(parts) or "all items",
+                    split=dict(zip(reporting.split_by, values, strict=True)),
+                    subset=subset,
+                    rows={name: grouped[name] for name in sorted(grouped)},
+                )
             )
+    return found
+
+
+def reported_tables(rows: Sequence[dict[str, Any]], reporting: Reporting) -> list[dict[str, Any]]:
+    """Every declared table: per split value, all rows then each subset."""
+    tables = []
+    for part in partitions(rows, reporting):
+        table = _table(part.rows, reporting)
+        tables.append(
+            {
+                "title": part.title,
+                "split": part.split,
+                "subset": part.subset,
+                "row_key": reporting.row_key,
+                "headline": {
+                    m: table["average"][m]
+                    if reporting.headline == "macro"
+                    else table["micro"][m]["mean"]
+                    for m in METRICS
+                },
+                **table,
+            }
+        )
     return tables
 
 

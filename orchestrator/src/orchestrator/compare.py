@@ -1,0 +1,274 @@
+"""``editbench compare``: runs side by side, and is the difference larger than the judge's noise?
+
+Every run is compared with the first (the baseline) in the baseline's declared tables (per
+language, per category, subsets: see benchmarks/reporting.py). Per row and per table:
+
+- each run's mean over its own scored items (as its report shows it);
+- on the items both runs scored with the same judge protocol (same item id and protocol hash),
+  the paired difference ``run - baseline``, its 95% interval from a paired bootstrap (items
+  resampled with replacement, ``resamples`` times, seeded, percentile interval) and how many
+  items got better, worse or stayed equal.
+
+A table's ``average`` is the unweighted mean over its rows (GEdit's Average), its interval from a
+bootstrap stratified by row; ``overall`` pairs every shared item. Pure Python (random.Random), so
+the orchestrator needs no numpy. Runs judged by different models or protocols are refused unless
+the caller allows them: their scores are not on one scale.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.report.breakdown import item_metrics, partitions, run_reporting
+from orchestrator.report.results import build_rows
+from orchestrator.store import RunStore, atomic_write_text
+
+METRICS = ("sc", "pq", "overall")
+EQUAL_EPS = 1e-9
+
+
+class CompareError(ValueError):
+    """Runs that cannot be compared, with a message that says why."""
+
+
+@dataclass(slots=True)
+class LoadedRun:
+    label: str
+    path: Path
+    rows: list[dict[str, Any]]
+    reporting: Reporting
+    provenance: dict[str, Any]
+    judges: list[str] = field(default_factory=list)
+    protocol_hashes: list[str] = field(default_factory=list)
+    editors: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        settings = self.provenance.get("settings") or {}
+        benchmark = self.provenance.get("benchmark") or {}
+        return {
+            "label": self.label,
+            "path": str(self.path),
+            "benchmark": benchmark.get("name"),
+            "benchmark_fingerprint": benchmark.get("fingerprint"),
+            "editor": self.editors,
+            "judge": self.judges,
+            "protocol_hash": self.protocol_hashes,
+            "settings": {
+                k: settings.get(k)
+                for k in ("steps", "cfg", "seed_policy", "seed", "width", "height", "protocol")
+                if k in settings
+            },
+            "items": len(self.rows),
+            "scored": sum(1 for r in self.rows if r.get("scored")),
+        }
+
+
+def load_run(path: Path, label: str | None = None) -> LoadedRun:
+    store = RunStore(path)
+    if not store.exists():
+        raise CompareError(f"{path} is not a run folder (no run.json)")
+    rows = build_rows(store)
+    return LoadedRun(
+        label=label or path.resolve().name,
+        path=path,
+        rows=rows,
+        reporting=run_reporting(store),
+        provenance=store.read_json("provenance.json") or {},
+        judges=sorted({r["judge_model"] for r in rows if r.get("judge_model")}),
+        protocol_hashes=sorted({r["protocol_hash"] for r in rows if r.get("protocol_hash")}),
+        editors=sorted({r["editor_model"] for r in rows if r.get("editor_model")}),
+    )
+
+
+def check_judges(runs: Sequence[LoadedRun]) -> list[str]:
+    """Differences in judge model or protocol between runs, one line each (empty: comparable)."""
+    problems = []
+    for kind in ("judges", "protocol_hashes"):
+        seen = {run.label: getattr(run, kind) for run in runs}
+        if len({tuple(v) for v in seen.values()}) > 1:
+            what = "judge models" if kind == "judges" else "judge protocol hashes"
+            problems.append(
+                f"different {what}: "
+                + "; ".join(f"{label}: {', '.join(v) or '-'}" for label, v in seen.items())
+            )
+    return problems
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    position = (len(sorted_values) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def bootstrap_ci(
+    strata: Sequence[Sequence[float]], resamples: int, rng: random.Random
+) -> list[float] | None:
+    """95% percentile interval of the mean over strata of each stratum's mean difference.
+
+    One stratum: the plain paired bootstrap of the mean. Several: each is resampled on its own
+    and the statistic is the unweighted mean of the strata means (a macro average)."""
+    strata = [list(s) for s in strata if s]
+    if not strata or sum(len(s) for s in strata) < 2:
+        return None
+    stats = []
+    for _ in range(resamples):
+        means = [statistics.fmean(rng.choices(s, k=len(s))) for s in strata]
+        stats.append(statistics.fmean(means))
+    stats.sort()
+    return [round(_percentile(stats, 0.025), 6), round(_percentile(stats, 0.975), 6)]
+
+
+def _value(row: dict[str, Any], reporting: Reporting, metric: str) -> float | None:
+    values = item_metrics(row, reporting)
+    return None if values is None else values.get(metric)
+
+
+def _paired(
+    base: Sequence[dict[str, Any]],
+    other_by_id: dict[str, dict[str, Any]],
+    reporting: Reporting,
+    metric: str,
+) -> list[float]:
+    diffs = []
+    for row in base:
+        match = other_by_id.get(row["item_id"])
+        if match is None or match.get("protocol_hash") != row.get("protocol_hash"):
+            continue
+        a, b = _value(row, reporting, metric), _value(match, reporting, metric)
+        if a is not None and b is not None:
+            diffs.append(b - a)
+    return diffs
+
+
+def _counts(diffs: Sequence[float]) -> dict[str, int]:
+    return {
+        "better": sum(1 for d in diffs if d > EQUAL_EPS),
+        "worse": sum(1 for d in diffs if d < -EQUAL_EPS),
+        "equal": sum(1 for d in diffs if abs(d) <= EQUAL_EPS),
+    }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(statistics.fmean(values), 6) if values else None
+
+
+def _difference(strata: Sequence[Sequence[float]], resamples: int, seed: int) -> dict[str, Any]:
+    flat = [d for s in strata for d in s]
+    counted = [s for s in strata if s]
+    mean = _mean([statistics.fmean(s) for s in counted]) if counted else None
+    ci = bootstrap_ci(counted, resamples, random.Random(seed))
+    return {
+        "pairs": len(flat),
+        "mean_diff": mean,
+        "ci95": ci,
+        "significant": ci is not None and (ci[0] > 0 or ci[1] < 0),
+        **_counts(flat),
+    }
+
+
+def compare_runs(
+    runs: Sequence[LoadedRun],
+    *,
+    metric: str = "overall",
+    resamples: int = 2000,
+    seed: int = 0,
+    allow_different_judges: bool = False,
+) -> dict[str, Any]:
+    """compare.json's body. The first run is the baseline; its reporting declaration is used."""
+    if len(runs) < 2:
+        raise CompareError("compare needs at least two run folders")
+    if metric not in METRICS:
+        raise CompareError(f"--metric must be one of {', '.join(METRICS)}")
+    problems = check_judges(runs)
+    if problems and not allow_different_judges:
+        raise CompareError(
+            "these runs were judged differently, so their scores are not on one scale "
+            "(--allow-different-judges compares them anyway):\n  " + "\n  ".join(problems)
+        )
+    baseline = runs[0]
+    reporting = baseline.reporting
+    by_id = [{r["item_id"]: r for r in run.rows} for run in runs]
+    tables = []
+    for part in partitions(baseline.rows, reporting):
+        rows: dict[str, Any] = {}
+        strata: list[list[list[float]]] = [[] for _ in runs[1:]]
+        for name, members in part.rows.items():
+            ids = [m["item_id"] for m in members]
+            entry: dict[str, Any] = {"runs": [], "diffs": []}
+            for run_rows in by_id:
+                values = [
+                    v
+                    for i in ids
+                    if i in run_rows and (v := _value(run_rows[i], reporting, metric)) is not None
+                ]
+                entry["runs"].append({"n": len(values), "mean": _mean(values)})
+            for index, other in enumerate(by_id[1:]):
+                diffs = _paired(members, other, reporting, metric)
+                strata[index].append(diffs)
+                entry["diffs"].append(_difference([diffs], resamples, seed))
+            rows[name] = entry
+        average: dict[str, Any] = {"runs": [], "diffs": []}
+        for index in range(len(runs)):
+            means = [r["runs"][index]["mean"] for r in rows.values()]
+            average["runs"].append(
+                {
+                    "rows": sum(m is not None for m in means),
+                    "mean": _mean([m for m in means if m is not None]),
+                }
+            )
+        overall: dict[str, Any] = {"diffs": []}
+        for index in range(len(runs) - 1):
+            average["diffs"].append(_difference(strata[index], resamples, seed))
+            flat = [d for s in strata[index] for d in s]
+            overall["diffs"].append(_difference([flat], resamples, seed))
+        tables.append(
+            {
+                "title": part.title,
+                "split": part.split,
+                "subset": part.subset,
+                "row_key": reporting.row_key,
+                "rows": rows,
+                "average": average,
+                "micro": overall,
+            }
+        )
+    warnings = [f"compared anyway: {p}" for p in problems]
+    fingerprints = {run.describe()["benchmark_fingerprint"] for run in runs}
+    if len(fingerprints) > 1:
+        warnings.append("the runs used different benchmark files: only shared item ids pair")
+    return {
+        "metric": metric,
+        "baseline": baseline.label,
+        "runs": [run.describe() for run in runs],
+        "reporting": reporting.model_dump(mode="json"),
+        "bootstrap": {
+            "resamples": resamples,
+            "seed": seed,
+            "interval": "95% percentile interval of the paired mean difference (run - baseline)",
+            "pairing": "same item id and judge protocol hash, scored in both runs",
+        },
+        "tables": tables,
+        "warnings": warnings,
+    }
+
+
+def write_compare(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """compare.json and compare.html in ``out``, each written atomically."""
+    from orchestrator.report.compare_view import render_compare_html
+
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = out / "compare.json", out / "compare.html"
+    atomic_write_text(
+        json_path, json.dumps(result, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    )
+    atomic_write_text(html_path, render_compare_html(result))
+    return json_path, html_path

@@ -1,0 +1,90 @@
+"""How ``editbench compare`` shows its result: rich tables (terminal) and compare.html."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from rich.table import Table
+
+_env = Environment(
+    loader=PackageLoader("orchestrator.report", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _f(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _diff_cells(diff: dict[str, Any]) -> list[str]:
+    mark = " *" if diff["significant"] else ""
+    return [
+        _f(diff["mean_diff"], signed=True) + mark,
+        _ci(diff["ci95"]),
+        f"{diff['better']}/{diff['worse']}/{diff['equal']}",
+    ]
+
+
+def compare_tables(result: dict[str, Any]) -> list[Table]:
+    """One table per declared table: each run's mean, then per other run the paired difference."""
+    labels = [run["label"] for run in result["runs"]]
+    tables = []
+    for declared in result["tables"]:
+        table = Table(
+            title=f"compare · {declared['title']} · {result['metric']}",
+            title_justify="left",
+            caption=f"Δ = run - {result['baseline']} on shared items · 95% CI: paired bootstrap "
+            f"({result['bootstrap']['resamples']} resamples, seed {result['bootstrap']['seed']}) "
+            "· * interval excludes 0 · +/-/=: items better/worse/equal",
+            caption_justify="left",
+        )
+        table.add_column(declared["row_key"])
+        for label in labels:
+            table.add_column(label, justify="right")
+        for label in labels[1:]:
+            table.add_column(f"Δ {label}", justify="right")
+            table.add_column("95% CI", justify="right")
+            table.add_column("+/-/=", justify="right")
+        for name, row in declared["rows"].items():
+            cells = [_f(r["mean"]) for r in row["runs"]]
+            for diff in row["diffs"]:
+                cells.extend(_diff_cells(diff))
+            table.add_row(name, *cells)
+        table.add_section()
+        average = declared["average"]
+        cells = [_f(r["mean"]) for r in average["runs"]]
+        for diff in average["diffs"]:
+            cells.extend(_diff_cells(diff))
+        table.add_row("Average", *cells, style="bold")
+        cells = ["" for _ in labels]
+        for diff in declared["micro"]["diffs"]:
+            cells.extend(_diff_cells(diff))
+        table.add_row("all pairs", *cells)
+        tables.append(table)
+    return tables
+
+
+def _spans(result: dict[str, Any]) -> list[dict[str, float]]:
+    """Per other run, per table: the half-width of the forest plot's axis (a round number)."""
+    spans: list[dict[str, float]] = [{} for _ in result["runs"][1:]]
+    for table in result["tables"]:
+        for index in range(len(spans)):
+            diffs = [r["diffs"][index] for r in table["rows"].values()]
+            diffs += [table["average"]["diffs"][index], table["micro"]["diffs"][index]]
+            bounds = [abs(v) for d in diffs for v in (d["ci95"] or []) + [d["mean_diff"] or 0]]
+            spans[index][table["title"]] = max(0.5, math.ceil(max(bounds, default=0) * 2) / 2)
+    return spans
+
+
+def render_compare_html(result: dict[str, Any]) -> str:
+    return _env.get_template("compare.html.j2").render(result=result, spans=_spans(result))

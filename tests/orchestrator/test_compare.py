@@ -1,0 +1,160 @@
+"""``editbench compare``: paired differences on shared items, bootstrap intervals, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.compare import bootstrap_ci
+from orchestrator.config import resolve_settings
+from orchestrator.progress import NullProgress
+from orchestrator.retry import RetryPolicy
+from orchestrator.runner import run_benchmark
+from orchestrator.store import JsonlLog
+from tests.orchestrator.fakes import EDITOR, REWARD, FakeServices
+
+POLICY = RetryPolicy(job_deadline_s=600, probe_interval_s=0.01)
+
+
+async def _no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+def run_sample(out: Path, services: FakeServices, **changes: Any) -> None:
+    settings = resolve_settings(
+        {
+            "benchmark": "sample",
+            "out": out,
+            "editor_url": EDITOR,
+            "reward_url": REWARD,
+            "steps": 2,
+            **changes,
+        },
+        environ={},
+    )
+    asyncio.run(
+        run_benchmark(
+            settings, NullProgress(), transport=services.transport(), policy=POLICY, sleep=_no_sleep
+        )
+    )
+
+
+def compare(*args: str) -> Any:
+    return CliRunner().invoke(app, ["compare", *args], terminal_width=240)
+
+
+def two_models(tmp_path: Path) -> tuple[Path, Path]:
+    """Baseline, and a 'better model' whose colour edits get +2 SC from the same judge."""
+    a, b = tmp_path / "model-a", tmp_path / "model-b"
+    run_sample(a, FakeServices())
+    run_sample(b, FakeServices(sc_shift=lambda category: 2.0 if category == "color" else 0.0))
+    return a, b
+
+
+def overall_by_id(run: Path) -> dict[str, float]:
+    return {
+        r["item_id"]: r["overall"] for r in JsonlLog(run / "results.jsonl").read() if r["scored"]
+    }
+
+
+def test_compare_pairs_items_and_finds_the_better_category(tmp_path: Path) -> None:
+    a, b = two_models(tmp_path)
+    out = tmp_path / "cmp"
+    shown = compare(str(a), str(b), "--out", str(out))
+    assert shown.exit_code == 0, shown.output
+    result = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    assert (out / "compare.html").is_file()
+    assert result["baseline"] == "model-a"
+    assert [run["label"] for run in result["runs"]] == ["model-a", "model-b"]
+    (table,) = result["tables"]
+    rows = table["rows"]
+    assert set(rows) == {"color", "物理", "removal"}
+
+    score_a, score_b = overall_by_id(a), overall_by_id(b)
+    color = [i for i in score_a if i.startswith("color")]
+    expected = statistics.fmean(score_b[i] - score_a[i] for i in color)
+    diff = rows["color"]["diffs"][0]
+    assert diff["pairs"] == len(color) == 4
+    assert diff["mean_diff"] == round(expected, 6)
+    assert (diff["better"], diff["worse"], diff["equal"]) == (4, 0, 0)
+    assert diff["ci95"][0] > 0 and diff["significant"]
+    assert diff["ci95"][0] <= diff["mean_diff"] <= diff["ci95"][1]
+    for same in ("物理", "removal"):
+        unchanged = rows[same]["diffs"][0]
+        assert (unchanged["mean_diff"], unchanged["equal"]) == (0.0, 4)
+        assert unchanged["ci95"] == [0.0, 0.0] and not unchanged["significant"]
+    # Average: the unweighted mean of the row differences; every shared item in 'all pairs'.
+    average = table["average"]["diffs"][0]
+    assert average["mean_diff"] == round(expected / 3, 6)
+    assert table["micro"]["diffs"][0]["pairs"] == 12
+    # The terminal shows the table and where the files are.
+    assert "color" in shown.output and "Average" in shown.output
+    assert f"{expected:+.3f}" in shown.output
+    assert "compare.html" in shown.output
+
+
+def test_only_items_both_runs_scored_are_paired(tmp_path: Path) -> None:
+    a = tmp_path / "all"
+    run_sample(a, FakeServices())
+    part = tmp_path / "part"
+    run_sample(part, FakeServices(), categories=["color"], limit=2)
+    out = tmp_path / "cmp"
+    assert compare(str(a), str(part), "--out", str(out)).exit_code == 0
+    result = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    rows = result["tables"][0]["rows"]
+    assert rows["color"]["diffs"][0]["pairs"] == 2
+    assert rows["物理"]["diffs"][0]["pairs"] == 0
+    assert rows["物理"]["diffs"][0]["mean_diff"] is None
+    assert rows["物理"]["runs"][1]["n"] == 0
+
+
+def test_runs_judged_with_another_protocol_are_refused_unless_allowed(tmp_path: Path) -> None:
+    a, b = two_models(tmp_path)
+    scores = JsonlLog(b / "scores.jsonl").read()
+    for record in scores:
+        record["protocol_hash"] = "sha256:another-protocol"
+    (b / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores), encoding="utf-8")
+    out = tmp_path / "cmp"
+    refused = compare(str(a), str(b), "--out", str(out))
+    assert refused.exit_code == 2
+    assert "judge protocol hashes" in refused.output
+    assert "--allow-different-judges" in refused.output
+    assert not (out / "compare.json").exists()
+
+    allowed = compare(str(a), str(b), "--out", str(out), "--allow-different-judges")
+    assert allowed.exit_code == 0, allowed.output
+    result = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    assert any("compared anyway" in w for w in result["warnings"])
+    # Items judged under different protocols never pair.
+    assert result["tables"][0]["micro"]["diffs"][0]["pairs"] == 0
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    run_sample(a, FakeServices())
+    (tmp_path / "empty").mkdir()
+    refused = compare(str(a), str(tmp_path / "empty"), "--out", str(tmp_path / "cmp"))
+    assert refused.exit_code == 2
+    assert "not a run folder" in refused.output
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean() -> None:
+    rng = random.Random(5)
+    diffs = [rng.gauss(0.3, 1.0) for _ in range(200)]
+    first = bootstrap_ci([diffs], 1000, random.Random(1))
+    again = bootstrap_ci([diffs], 1000, random.Random(1))
+    assert first == again
+    assert first is not None
+    mean = statistics.fmean(diffs)
+    assert first[0] < mean < first[1]
+    # About the normal interval's width (1.96 * sd / sqrt(n)), not a degenerate one.
+    half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
+    assert 0.7 * half < (first[1] - first[0]) / 2 < 1.3 * half
+    assert bootstrap_ci([[1.0]], 100, random.Random(0)) is None
