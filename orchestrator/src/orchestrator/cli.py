@@ -25,6 +25,13 @@ from orchestrator.clients import (
     make_http_client,
 )
 from orchestrator.config import ConfigError, RunSettings, resolve_settings
+from orchestrator.endpoints import (
+    close_clients,
+    endpoint_records,
+    first_url,
+    open_editor,
+    open_reward,
+)
 from orchestrator.phases import ServiceNotReady
 from orchestrator.progress import RichProgress
 from orchestrator.report.tables import summary_tables
@@ -53,10 +60,20 @@ ConfigOpt = Annotated[
     ),
 ]
 EditorUrlOpt = Annotated[
-    str | None, typer.Option("--editor-url", help="Editor service (env EDITBENCH_EDITOR_URL).")
+    str | None,
+    typer.Option(
+        "--editor-url",
+        help="Editor service; several: comma-separated, each a replica (a name that resolves "
+        "to several addresses is one per address) (env EDITBENCH_EDITOR_URL).",
+    ),
 ]
 RewardUrlOpt = Annotated[
-    str | None, typer.Option("--reward-url", help="Reward service (env EDITBENCH_REWARD_URL).")
+    str | None,
+    typer.Option(
+        "--reward-url",
+        help="Reward service; several: comma-separated, as --editor-url "
+        "(env EDITBENCH_REWARD_URL).",
+    ),
 ]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")]
 
@@ -202,6 +219,14 @@ def run(
             "its model and this one loads; each hand-over is timed (env EDITBENCH_SHARE_GPU).",
         ),
     ] = False,
+    allow_mixed_revisions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mixed-revisions",
+            help="Use endpoints of one service that serve different model revisions (refused "
+            "by default: results would mix models).",
+        ),
+    ] = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 if any job failed or went unscored.")
     ] = False,
@@ -242,6 +267,7 @@ def run(
         "ready_timeout_s": ready_timeout_s,
         "job_deadline_s": job_deadline_s,
         "share_gpu": share_gpu,
+        "allow_mixed_revisions": allow_mixed_revisions,
         **_parse_size(size),
     }
     settings = _settings(cli, config, out)
@@ -382,7 +408,7 @@ def edit(
 
     async def call() -> Any:
         async with make_http_client() as http:
-            return await EditorClient(http, settings.editor_url).edit(request)
+            return await EditorClient(http, first_url(settings.editor_url)).edit(request)
 
     try:
         response = asyncio.run(call())
@@ -434,7 +460,7 @@ def score(
 
     async def call() -> Any:
         async with make_http_client() as http:
-            return await RewardClient(http, settings.reward_url).score(request)
+            return await RewardClient(http, first_url(settings.reward_url)).score(request)
 
     try:
         response = asyncio.run(call())
@@ -473,10 +499,12 @@ def status(
     async def probe() -> dict[str, Any]:
         found: dict[str, Any] = {}
         async with make_http_client() as http:
-            for client in (
-                EditorClient(http, settings.editor_url),
-                RewardClient(http, settings.reward_url),
-            ):
+            # Several endpoints: their readiness and capacity added up (mixed models shown).
+            clients = (
+                await open_editor(http, settings.editor_url, allow_mixed_revisions=True),
+                await open_reward(http, settings.reward_url, allow_mixed_revisions=True),
+            )
+            for client in clients:
                 entry: dict[str, Any] = {"url": client.base_url}
                 try:
                     entry["ready"] = (await client.ready()).model_dump(mode="json")
@@ -488,6 +516,9 @@ def status(
                 except ServiceCallError as exc:
                     entry.setdefault("error", exc.message)
                 found[client.service] = entry
+                if (records := endpoint_records(client)) is not None:
+                    entry.update(records)
+            await close_clients(clients)
         return found
 
     found = asyncio.run(probe())

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from orchestrator.endpoints import split_urls
 from orchestrator.jobs import EditSettings, SeedPolicy
 
 ENV_PREFIX = "EDITBENCH_"
@@ -66,8 +67,18 @@ class RunSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     limit_per_category: int | None = Field(default=None, ge=1)
     # Services
-    editor_url: str = "http://127.0.0.1:8001"
-    reward_url: str = "http://127.0.0.1:8002"
+    editor_url: str = Field(
+        default="http://127.0.0.1:8001",
+        description="One editor URL or several (comma-separated; a list in a config file).",
+    )
+    reward_url: str = Field(
+        default="http://127.0.0.1:8002",
+        description="One judge URL or several (comma-separated; a list in a config file).",
+    )
+    allow_mixed_revisions: bool = Field(
+        default=False,
+        description="Let the endpoints of one service serve different model revisions.",
+    )
     editor_api_key: SecretStr | None = None
     reward_api_key: SecretStr | None = None
     # Edit parameters (Qwen-Image-Edit's published defaults)
@@ -95,6 +106,14 @@ class RunSettings(BaseModel):
         description="Editor and judge share one GPU: before each phase the other service "
         "releases its model and this one loads.",
     )
+
+    @field_validator("editor_url", "reward_url", mode="before")
+    @classmethod
+    def _urls(cls, value: object) -> object:
+        """Several URLs: a list (config file) or comma-separated; checked, kept as one string."""
+        if isinstance(value, str | list | tuple):
+            return ",".join(split_urls(value))
+        return value
 
     @field_validator("categories", "languages", mode="before")
     @classmethod

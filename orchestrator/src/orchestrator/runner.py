@@ -25,6 +25,7 @@ from orchestrator.benchmarks import (
 )
 from orchestrator.clients import EditorClient, RewardClient, Timeouts, make_http_client
 from orchestrator.config import RunSettings
+from orchestrator.endpoints import close_clients, endpoint_records, open_clients
 from orchestrator.handover import GpuSharing, Handover
 from orchestrator.phases import EditPhase, PhaseContext, PhaseCounts, ScorePhase, now_iso
 from orchestrator.progress import PhaseProgress
@@ -135,12 +136,18 @@ async def run_benchmark(
         report: ReportPaths | None = None
         summary: dict[str, Any] | None = None
         handovers: list[Handover] = []
+        pooled: list[EditorClient | RewardClient] = []
         try:
             async with make_http_client(
                 Timeouts(read_s=settings.request_timeout_s), **extra
             ) as http:
-                editor = EditorClient(http, settings.editor_url, _secret(settings.editor_api_key))
-                reward = RewardClient(http, settings.reward_url, _secret(settings.reward_api_key))
+                editor, reward = await open_clients(
+                    http,
+                    settings,
+                    editor_api_key=_secret(settings.editor_api_key),
+                    reward_api_key=_secret(settings.reward_api_key),
+                )
+                pooled.extend((editor, reward))
                 if settings.share_gpu:
 
                     def record(handover: Handover) -> None:
@@ -171,7 +178,10 @@ async def run_benchmark(
                         **info.model_dump(mode="json"),
                     }
                     store.write_json("provenance.json", provenance)
-                    edit_counts = await edit_phase.run()
+                    try:
+                        edit_counts = await edit_phase.run()
+                    finally:
+                        _record_endpoints(provenance["services"]["editor"], editor)
                     invocation["edit"] = edit_counts.as_dict()
                 if settings.phase in ("score", "all"):
                     score_phase = ScorePhase(
@@ -198,9 +208,13 @@ async def run_benchmark(
                             score_phase.protocol_definition.model_dump(mode="json"),
                         )
                     store.write_json("provenance.json", provenance)
-                    score_counts = await score_phase.run()
+                    try:
+                        score_counts = await score_phase.run()
+                    finally:
+                        _record_endpoints(provenance["services"]["reward"], reward)
                     invocation["score"] = score_counts.as_dict()
         finally:
+            await close_clients(pooled)
             invocation["finished_at"] = provenance["finished_at"] = now_iso()
             store.write_json("provenance.json", provenance)
             try:
@@ -208,6 +222,13 @@ async def run_benchmark(
             except Exception:
                 logger.exception("could not write the report of %s", out)
     return RunOutcome(out, len(items), edit_counts, score_counts, report, summary, handovers)
+
+
+def _record_endpoints(service: dict[str, Any], client: EditorClient | RewardClient) -> None:
+    """Which endpoint did how many jobs, and which model each served (several endpoints)."""
+    records = endpoint_records(client)
+    if records is not None:
+        service.update(records)
 
 
 def _secret(value: Any) -> str | None:
