@@ -98,7 +98,7 @@ class FakeServices:
     scored_batches: list[list[str]] = field(default_factory=list)
     in_flight: int = 0
     max_seen_in_flight: int = 0
-    # Added to the SC of an item by its category (another "model" for compare tests), max 10.
+    # Added to the SC of an item by its category (another "model" for compare tests), kept in 0-10.
     sc_shift: Callable[[str], float] = field(default=lambda _category: 0.0)
 
     def transport(self) -> httpx.MockTransport:
@@ -203,8 +203,12 @@ class FakeServices:
             sc = (
                 None
                 if unscored
-                else min(
-                    10.0, fake_score("sc" + item.instruction) + self.sc_shift(item.category or "")
+                else max(
+                    0.0,
+                    min(
+                        10.0,
+                        fake_score("sc" + item.instruction) + self.sc_shift(item.category or ""),
+                    ),
                 )
             )
             pq = None if unscored else fake_score("pq" + item.instruction)

@@ -313,10 +313,17 @@ def run(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.", exists=True, file_okay=False)],
+    self_contained: Annotated[
+        bool,
+        typer.Option(
+            "--self-contained",
+            help="Thumbnails inside report.html: one file to mail or attach to a supplement.",
+        ),
+    ] = False,
 ) -> None:
     """Re-render a run folder's summary.json, results and report.html from its records."""
     try:
-        paths, summary = rerender_report(run_dir)
+        paths, summary = rerender_report(run_dir, self_contained=self_contained)
     except (BenchmarkError, RunFolderBusy) as exc:
         raise _fail(str(exc)) from None
     for table in summary_tables(summary, title=_title(summary, run_dir)):

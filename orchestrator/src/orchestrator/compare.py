@@ -63,7 +63,7 @@ class LoadedRun:
             "settings": {
                 k: settings.get(k)
                 for k in ("steps", "cfg", "seed_policy", "seed", "width", "height", "protocol")
-                if k in settings
+                if settings.get(k) is not None
             },
             "items": len(self.rows),
             "scored": sum(1 for r in self.rows if r.get("scored")),
@@ -236,6 +236,7 @@ def compare_runs(
                 "split": part.split,
                 "subset": part.subset,
                 "row_key": reporting.row_key,
+                "row_label": reporting.label(reporting.row_key),
                 "rows": rows,
                 "average": average,
                 "micro": overall,

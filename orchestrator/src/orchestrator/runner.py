@@ -264,11 +264,13 @@ def _start_provenance(
     return provenance
 
 
-def rerender_report(out: Path) -> tuple[ReportPaths, dict[str, Any]]:
+def rerender_report(
+    out: Path, *, self_contained: bool = False
+) -> tuple[ReportPaths, dict[str, Any]]:
     """``editbench report``: rebuild the reports of a run folder from its files."""
     store = RunStore(out)
     if not store.exists():
         raise BenchmarkError(f"{out} is not a run folder (no run.json)")
     provenance = store.read_json("provenance.json") or {}
     with store:
-        return write_report(store, provenance)
+        return write_report(store, provenance, self_contained=self_contained)

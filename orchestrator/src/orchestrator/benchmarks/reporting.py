@@ -9,6 +9,7 @@ beside any manifest::
       subsets: {hard: is_hard}          # the same tables again on the rows where is_hard is true
       headline: macro                   # macro (mean of the row means) or micro (mean of items)
       overall: judge                    # judge (as returned) or sqrt_sc_pq (recomputed per item)
+      labels: {category: task}          # optional display names of keys
 
 ``group_by`` keys and subset columns are item fields (``category``, ``language``) or any other
 column of the manifest (kept in ``Item.extra``). The run folder keeps the declaration in
@@ -41,6 +42,9 @@ class Reporting(BaseModel):
     subsets: dict[str, str] = Field(default_factory=dict)
     headline: Literal["macro", "micro"] = "macro"
     overall: Literal["judge", "sqrt_sc_pq"] = "judge"
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Display names of keys, e.g. category: task_type."
+    )
     reference: str | None = Field(
         default=None, description="Where these rules come from (a script, a paper)."
     )
@@ -60,6 +64,9 @@ class Reporting(BaseModel):
         """The key of a table's rows (the last group-by key)."""
         return self.group_by[-1]
 
+    def label(self, key: str) -> str:
+        return self.labels.get(key, key)
+
     def columns(self) -> list[str]:
         return [*self.group_by, *self.subsets.values()]
 
@@ -72,6 +79,7 @@ GEDIT_REPORTING = Reporting(
     subsets={"intersection": "Intersection_exist"},
     headline="macro",
     overall="sqrt_sc_pq",
+    labels={"category": "task_type", "language": "instruction_language"},
     reference=(
         "GEdit-Bench/calculate_statistics.py of stepfun-ai/Step1X-Edit: per instruction "
         "language, per task_type the mean of SC, PQ and sqrt(SC*PQ) per item; 'Average' is the "

@@ -152,6 +152,7 @@ def reported_tables(rows: Sequence[dict[str, Any]], reporting: Reporting) -> lis
                 "split": part.split,
                 "subset": part.subset,
                 "row_key": reporting.row_key,
+                "row_label": reporting.label(reporting.row_key),
                 "headline": {
                     m: table["average"][m]
                     if reporting.headline == "macro"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +38,34 @@ def _fill_edited_thumbs(store: RunStore, rows: list[dict[str, Any]]) -> None:
                 store.write_file(row["edited_thumb"], data)
 
 
-def _existing(store: RunStore, rows: list[dict[str, Any]]) -> set[str]:
-    paths = set()
+def _images(store: RunStore, rows: list[dict[str, Any]], self_contained: bool) -> dict[str, str]:
+    """Relative path -> src of every image the page shows that exists. Self-contained: the
+    thumbnails as data URIs, and no link to the full-size edits (they stay in the folder)."""
+    found: dict[str, str] = {}
+    keys = (
+        ("source_thumb", "edited_thumb")
+        if self_contained
+        else ("source_thumb", "edited_thumb", "edited_image")
+    )
     for row in rows:
-        for key in ("source_thumb", "edited_thumb", "edited_image"):
+        for key in keys:
             value = row.get(key)
-            if value and not Path(value).is_absolute() and store.path(value).is_file():
-                paths.add(value)
-    return paths
+            if not value or Path(value).is_absolute() or not store.path(value).is_file():
+                continue
+            if self_contained:
+                data = base64.b64encode(store.path(value).read_bytes()).decode("ascii")
+                found[value] = f"data:image/jpeg;base64,{data}"
+            else:
+                found[value] = value
+    return found
 
 
-def write_report(store: RunStore, provenance: dict[str, Any]) -> tuple[ReportPaths, dict[str, Any]]:
-    """results.jsonl, results.csv, summary.json and report.html, each written atomically."""
+def write_report(
+    store: RunStore, provenance: dict[str, Any], *, self_contained: bool = False
+) -> tuple[ReportPaths, dict[str, Any]]:
+    """results.jsonl, results.csv, summary.json and report.html, each written atomically.
+
+    ``self_contained``: report.html carries its thumbnails inside (one file to mail or attach)."""
     rows = build_rows(store)
     _fill_edited_thumbs(store, rows)
     summary = summarize(rows, run_reporting(store))
@@ -77,7 +94,10 @@ def write_report(store: RunStore, provenance: dict[str, Any]) -> tuple[ReportPat
     atomic_write_text(
         paths.html,
         render_html(
-            summary=summary, rows=rows, provenance=provenance, existing=_existing(store, rows)
+            summary=summary_doc,
+            rows=rows,
+            provenance=provenance,
+            images=_images(store, rows, self_contained),
         ),
     )
     return paths, summary_doc

@@ -48,7 +48,7 @@ def compare_tables(result: dict[str, Any]) -> list[Table]:
             "· * interval excludes 0 · +/-/=: items better/worse/equal",
             caption_justify="left",
         )
-        table.add_column(declared["row_key"])
+        table.add_column(declared["row_label"])
         for label in labels:
             table.add_column(label, justify="right")
         for label in labels[1:]:

@@ -1,4 +1,5 @@
-"""report.html: one self-contained page (inline CSS and SVG, relative image paths, no CDN)."""
+"""report.html: one page (inline CSS, SVG and JS; relative image paths or, self-contained,
+data URIs; no CDN, works from disk)."""
 
 from __future__ import annotations
 
@@ -51,21 +52,84 @@ def chart(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def status_of(row: dict[str, Any]) -> str:
+    """One word per item for the page's filter: what happened to it."""
+    if row["edit_status"] == "failed" and not row["edited_image"]:
+        return "edit failed"
+    if row["score_status"] == "failed":
+        return "judge failed"
+    if row["score_status"] == "ok":
+        return "scored" if row["scored"] else "unscored"
+    return "pending"
+
+
+def problem_of(row: dict[str, Any]) -> str | None:
+    """The error (or unscored reason) of a failed or unscored item, as one line."""
+    for key in ("edit_error", "score_error"):
+        error = row.get(key)
+        if error:
+            if isinstance(error, dict):
+                return f"{error.get('type', 'error')}: {error.get('message', '')}"
+            return str(error)
+    if row["score_status"] == "ok" and not row["scored"]:
+        reasons = [
+            f"{q['name']}: {q.get('error') or 'no score'}"
+            for q in row.get("questions") or []
+            if q.get("score") is None
+        ]
+        return "unscored: " + ("; ".join(reasons) or "the judge's answer had no score")
+    return None
+
+
+def histograms(rows: list[dict[str, Any]], metric: str = "overall") -> list[dict[str, Any]]:
+    """Per category (and all items first): counts of ``metric`` in ten bins of width 1."""
+    groups: dict[str, list[float]] = {"all items": []}
+    for row in rows:
+        value = row.get(metric)
+        if row.get("scored") and value is not None:
+            groups["all items"].append(float(value))
+            groups.setdefault(str(row["category"]), []).append(float(value))
+    found = []
+    for name, values in groups.items():
+        counts = [0] * 10
+        for value in values:
+            counts[min(9, max(0, int(value)))] += 1
+        top = max(counts) or 1
+        mean = sum(values) / len(values) if values else None
+        found.append(
+            {
+                "name": name,
+                "n": len(values),
+                "mean": mean,
+                "bars": [
+                    {"x": 20 + i * 20, "h": round(60 * c / top, 1), "count": c, "bin": i}
+                    for i, c in enumerate(counts)
+                ],
+                "mean_x": None if mean is None else round(20 + mean * 20, 1),
+            }
+        )
+    return found
+
+
 def render_html(
     *,
     summary: dict[str, Any],
     rows: list[dict[str, Any]],
     provenance: dict[str, Any],
-    existing: set[str],
+    images: dict[str, str],
 ) -> str:
-    """The page. ``existing`` holds the relative paths of images that exist (others are omitted)."""
-    by_category: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_category.setdefault(row["category"], []).append(row)
+    """The page. ``images`` maps the relative path of each image that exists to its ``src``
+    (the path itself, or a data URI in a self-contained page); others are omitted."""
+    view = [{**row, "status": status_of(row), "problem": problem_of(row)} for row in rows]
     return _env.get_template("report.html.j2").render(
         summary=summary,
-        by_category=dict(sorted(by_category.items())),
+        rows=view,
+        problems=[row for row in view if row["problem"]],
+        categories=sorted({row["category"] for row in rows}),
+        languages=sorted({row["language"] for row in rows if row["language"]}),
+        statuses=["scored", "unscored", "edit failed", "judge failed", "pending"],
+        histograms=histograms(rows),
         provenance=provenance,
         chart=chart(summary["categories"]),
-        existing=existing,
+        images=images,
     )

@@ -89,13 +89,13 @@ def declared_tables(summary: dict[str, Any], title: str = "editbench") -> list[T
         table = Table(
             title=f"{title} · {declared['title']}",
             title_justify="left",
-            caption=f"Average: unweighted mean over {declared['row_key']} rows"
+            caption=f"Average: unweighted mean over {declared['row_label']} rows"
             + (" (headline)" if reporting.get("headline", "macro") == "macro" else "")
             + " · micro: mean over items"
             + (" · O = sqrt(SC*PQ) per item" if reporting.get("overall") == "sqrt_sc_pq" else ""),
             caption_justify="left",
         )
-        table.add_column(declared["row_key"])
+        table.add_column(declared["row_label"])
         for name in ("n", "SC", "PQ", "O", "O std"):
             table.add_column(name, justify="right")
         for name, row in declared["rows"].items():

@@ -1,0 +1,121 @@
+"""report.html and compare.html in a real browser (headless Chromium): they render from disk
+with no network, the item filters run, and the screenshots stay in the test's folder to look at.
+
+CI installs Chromium (.ci/run) and sets EDITBENCH_REQUIRE_BROWSER=1, so there these never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from tests.orchestrator.fakes import FakeServices, error
+from tests.orchestrator.test_compare import run_sample
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+    None,
+)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if CHROMIUM is None:
+        if os.environ.get("EDITBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("EDITBENCH_REQUIRE_BROWSER=1 but no chromium on PATH")
+        pytest.skip("no headless Chromium on PATH (apt-get install chromium)")
+    return CHROMIUM
+
+
+def browse(chromium: str, url: str, *args: str) -> str:
+    """Chromium headless, offline: no network access at all beyond the file it opens."""
+    done = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--proxy-server=127.0.0.1:9",  # a CDN fetch would fail, and show up as broken
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+def screenshot(chromium: str, url: str, path: Path, height: int) -> Image.Image:
+    browse(chromium, url, f"--screenshot={path}", f"--window-size=1280,{height}")
+    image = Image.open(path).convert("RGB")
+    # Something was drawn: many colours, not an empty white page.
+    assert len(image.resize((160, 160)).getcolors(maxcolors=160 * 160) or []) > 40
+    return image
+
+
+def runs(tmp_path: Path) -> tuple[Path, Path]:
+    async def refuse_one(request: httpx.Request) -> httpx.Response | None:
+        if b"Remove the text" in request.content:
+            return error(400, "invalid_request", "the editor refuses this image")
+        return None
+
+    a, b = tmp_path / "model-a", tmp_path / "model-b"
+    run_sample(a, FakeServices(before_edit=refuse_one))
+    run_sample(b, FakeServices(sc_shift=lambda category: 1.5 if category == "color" else 0.0))
+    return a, b
+
+
+def test_report_and_compare_pages_render_and_filter_in_chromium(
+    chromium: str, tmp_path: Path
+) -> None:
+    a, b = runs(tmp_path)
+    report = (a / "report.html").resolve()
+    html = report.read_text(encoding="utf-8")
+    assert not re.search(r"(src|href)=\"https?://", html)  # nothing from a CDN
+
+    screenshot(chromium, report.as_uri(), tmp_path / "report.png", 2200)
+    dom = browse(chromium, report.as_uri(), "--dump-dom")
+    assert "12 of 12 items" in dom  # the page's script ran
+    failed = browse(chromium, report.as_uri() + "?status=edit+failed", "--dump-dom")
+    assert "1 of 12 items" in failed
+    assert "the editor refuses this image" in failed
+    searched = browse(chromium, report.as_uri() + "?q=circle&category=color", "--dump-dom")
+    assert "1 of 12 items" in searched
+    high = browse(chromium, report.as_uri() + "?min=9.5", "--dump-dom")
+    assert re.search(r"(\d+) of 12 items", high)
+
+    compare = CliRunner().invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "cmp")])
+    assert compare.exit_code == 0, compare.output
+    screenshot(
+        chromium,
+        (tmp_path / "cmp" / "compare.html").resolve().as_uri(),
+        tmp_path / "compare.png",
+        1000,
+    )
+
+    # Self-contained: one file, thumbnails inside, still renders once moved away from its run.
+    shown = CliRunner().invoke(app, ["report", str(a), "--self-contained"])
+    assert shown.exit_code == 0, shown.output
+    alone = tmp_path / "mailed" / "report.html"
+    alone.parent.mkdir()
+    shutil.copy(a / "report.html", alone)
+    text = alone.read_text(encoding="utf-8")
+    assert "data:image/jpeg;base64," in text
+    assert not re.search(r"src=\"thumbs/", text)
+    image = screenshot(chromium, alone.as_uri() + "?category=color", tmp_path / "mailed.png", 3000)
+    assert image.size == (1280, 3000)
