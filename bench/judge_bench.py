@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
 
     from reward_service.backends.base import BackendSpec
     from reward_service.backends.transformers_backend import TransformersJudgeBackend
+    from reward_service.messages import decode_item
     from reward_service.protocols import ProtocolRegistry
-    from reward_service.scorer import build_questions, decode_items
+    from reward_service.scorer import build_items, decode_items
     from shared_schemas import ScoreRequest
 
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -121,31 +123,29 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
             {"items": items(args.in_process_items, args.side), "protocol": protocol_name}
         )
         images = decode_items(request.items, max_pixels=2**40)
-        by_item = build_questions(protocol, request, images, "bench")
+        by_item = [decode_item(i) for i in build_items(protocol, request, images, "bench")]
         per_batch = max(1, args.batch_images // protocol.spec.images_per_item)
-        batches = [
-            [q for item in by_item[i : i + per_batch] for q in item]
-            for i in range(0, len(by_item), per_batch)
-        ]
-        questions = [q for batch in batches for q in batch]
+        batches = [by_item[i : i + per_batch] for i in range(0, len(by_item), per_batch)]
+        questions = [q for item in by_item for q in item.questions]
         progress(f"{protocol_name}: {len(questions)} questions in {len(batches)} batches; warm-up")
         backend.score(backend.prepare(batches[0]))  # warm-up
         progress(f"{protocol_name}: timing")
         count = len(questions) / per_item
         extra: dict[str, Any] = {}
-        if protocol_name == "viescore" and backend.encode_images_apart:
+        planner = backend.planner
+        if protocol_name == "viescore" and planner.options.encode_images_apart:
             # The model alone as it was before each of the two viescore savings, for what each
             # is worth: every image encoded wherever it is shown, then one prefix pass padded
             # to the longest prefix.
-            configured = backend.reuse_images, backend.split_prefixes
+            configured = planner.options
             for name, reuse, split in (
                 ("no_image_reuse_no_prefix_buckets", False, False),
                 ("image_reuse_no_prefix_buckets", True, False),
             ):
-                backend.reuse_images, backend.split_prefixes = reuse, split
+                planner.options = replace(configured, reuse_images=reuse, split_prefixes=split)
                 prepared = [backend.prepare(b) for b in batches]
                 extra[f"model_only_items_per_s_{name}"] = count / seconds(prepared)
-            backend.reuse_images, backend.split_prefixes = configured
+            planner.options = configured
         if device != "cpu":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

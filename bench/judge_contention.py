@@ -40,8 +40,9 @@ def main() -> None:
 
     from reward_service.backends.base import BackendSpec
     from reward_service.backends.transformers_backend import TransformersJudgeBackend
+    from reward_service.messages import decode_item
     from reward_service.protocols import ProtocolRegistry
-    from reward_service.scorer import build_questions, decode_items
+    from reward_service.scorer import build_items, decode_items
     from shared_schemas import ScoreRequest
 
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -57,12 +58,9 @@ def main() -> None:
             {"items": pool[start : start + 64], "protocol": args.protocol}
         )
         images = decode_items(request.items, max_pixels=2**40)
-        by_item += build_questions(protocol, request, images, "bench")
+        by_item += [decode_item(i) for i in build_items(protocol, request, images, "bench")]
     per_batch = max(1, args.batch_images // protocol.spec.images_per_item)
-    batches = [
-        [q for item in by_item[i : i + per_batch] for q in item]
-        for i in range(0, len(by_item), per_batch)
-    ]
+    batches = [by_item[i : i + per_batch] for i in range(0, len(by_item), per_batch)]
     backend.score(backend.prepare(batches[0]))  # warm-up
 
     def sync() -> None:

@@ -153,9 +153,12 @@ class HeldJudgeBackend:
     def load(self, device: str) -> judge_base.LoadedModel:
         return self.inner.load(device)
 
-    def prepare(self, batch: Sequence[judge_base.JudgeQuestion]) -> object:
-        texts = tuple(" ".join(part for part in q.content if isinstance(part, str)) for q in batch)
-        return _Prepared(texts, self.inner.prepare(batch))
+    def prepare(self, items: Sequence[judge_base.JudgeItem[Any]]) -> object:
+        texts = tuple(
+            " ".join(part for part in q.content if isinstance(part, str))
+            for q in judge_base.questions_of(items)
+        )
+        return _Prepared(texts, self.inner.prepare(items))
 
     def score(self, prepared: object) -> Sequence[judge_base.QuestionOutput]:
         assert isinstance(prepared, _Prepared)

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 import torch
+from PIL.Image import Image
 
 from reward_service.backends.base import (
     BackendSpec,
     GeneratedText,
+    JudgeItem,
     JudgeQuestion,
     Mode,
     ScoreTokenLogprobs,
@@ -27,6 +29,7 @@ from reward_service.parsing import parse_score
 from reward_service.scorer import read_output
 from reward_service.scoring import expected_score, score_log_probs
 from tests.support.images import make_image
+from tests.support.judge_items import alone, chat_content, pairs
 
 pytestmark = pytest.mark.tiny
 
@@ -46,16 +49,21 @@ def judge(model_cache: Path) -> Iterator[TransformersJudgeBackend]:
     backend.release()
 
 
-def question(seed: int, mode: Mode = "expected", words: int = 0, **changes: Any) -> JudgeQuestion:
-    """Questions that differ in images (sizes too), prompt length and so in padding."""
+def images(seed: int) -> tuple[Image, Image]:
+    """An item's source and edited images; they differ in size between seeds."""
+    return make_image(64, 64, seed), make_image(48 + 16 * (seed % 3), 64, seed + 50)
+
+
+def ask(seed: int, mode: Mode = "expected", words: int = 0, **changes: Any) -> JudgeQuestion:
+    """Questions that differ in prompt length and so in padding; images 0 and 1 of the item."""
     fields: dict[str, Any] = {
         "key": f"test/{seed}",
         "system": "You are a professional digital artist.",
         "content": (
             "Source image:",
-            make_image(64, 64, seed),
+            0,
             "Edited image:",
-            make_image(48 + 16 * (seed % 3), 64, seed + 50),
+            1,
             "Editing instruction: make the sky red. " + "Be strict. " * words + EXPECTED_ANSWER,
         ),
         "mode": mode,
@@ -65,18 +73,22 @@ def question(seed: int, mode: Mode = "expected", words: int = 0, **changes: Any)
     return JudgeQuestion(**fields)
 
 
-def run(judge: TransformersJudgeBackend, batch: list[JudgeQuestion]) -> list[Any]:
+def question(
+    seed: int, mode: Mode = "expected", words: int = 0, **changes: Any
+) -> JudgeItem[Image]:
+    """An item with one question on its two images."""
+    return JudgeItem(images(seed), (ask(seed, mode, words, **changes),))
+
+
+def run(judge: TransformersJudgeBackend, batch: list[JudgeItem[Image]]) -> list[Any]:
     return list(judge.score(judge.prepare(batch)))
 
 
-def reference_inputs(judge: TransformersJudgeBackend, q: JudgeQuestion) -> Any:
+def reference_inputs(
+    judge: TransformersJudgeBackend, item: JudgeItem[Image], q: JudgeQuestion
+) -> Any:
     """The question's prompt through the processor's own chat template, apart from the backend."""
-    content = [
-        {"type": "text", "text": part}
-        if isinstance(part, str)
-        else {"type": "image", "image": part}
-        for part in q.content
-    ]
+    content = chat_content(item, q)
     messages = [{"role": "system", "content": q.system}, {"role": "user", "content": content}]
     return judge.processor.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
@@ -113,20 +125,23 @@ def test_expected_scores_lie_in_0_to_10_and_differ_between_inputs(
     assert len({round(s.score or 0, 6) for s in scores}) > 1
 
 
-def shared_prefix_batch(edited_alone: bool = False) -> list[JudgeQuestion]:
+def shared_prefix_batch(edited_alone: bool = False) -> list[JudgeItem[Image]]:
     """Two items asked two questions each on the same images and, with ``edited_alone``, two
     more on the edited image alone (viescore's shape: that image is in two prefixes); and a lone
     question."""
     batch = []
     for seed in (1, 2):
-        source, edited = make_image(64, 64, seed), make_image(48, 64, seed + 50)
-        both, alone = ("Source image:", source, "Edited image:", edited), ("Image:", edited)
-        asks = [(both, "success", 0), (both, "overediting", 2 + seed)]
+        both, edited = ("Source image:", 0, "Edited image:", 1), ("Image:", 1)
+        shown_asks = [(both, "success", 0), (both, "overediting", 2 + seed)]
         if edited_alone:
-            asks += [(alone, "naturalness", 1), (alone, "artifacts", seed)]
-        for shown, name, words in asks:
+            shown_asks += [(edited, "naturalness", 1), (edited, "artifacts", seed)]
+        questions = []
+        for shown, name, words in shown_asks:
             text = f"Rate the {name}. " + "Be strict. " * words + EXPECTED_ANSWER
-            batch.append(question(seed, key=f"test/{seed}/{name}", content=(*shown, text)))
+            questions.append(ask(seed, key=f"test/{seed}/{name}", content=(*shown, text)))
+        batch.append(
+            JudgeItem((make_image(64, 64, seed), make_image(48, 64, seed + 50)), tuple(questions))
+        )
     batch.append(question(7, words=5))
     return batch
 
@@ -160,9 +175,9 @@ def test_the_two_digit_reading_equals_explicit_full_prefills(
     outputs = list(judge.score(prepared))
     one, zero = judge.digit_ids[1], judge.digit_ids[0]
     end = judge.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    for q, output in zip(batch, outputs, strict=True):
+    for (item, q), output in zip(pairs(batch), outputs, strict=True):
         assert isinstance(output, ScoreTokenLogprobs)
-        inputs = reference_inputs(judge, q)
+        inputs = reference_inputs(judge, item, q)
         first = last_token_logprobs(judge, inputs, [])
         after_one = last_token_logprobs(judge, inputs, [one])
         digits = judge.digit_ids
@@ -182,8 +197,8 @@ def test_batched_expected_scores_equal_unbatched(
 ) -> None:
     batch = LAYOUTS[layout][0]()
     together = run(judge, batch)
-    alone = [run(judge, [q])[0] for q in batch]
-    for batched, single in zip(together, alone, strict=True):
+    apart = [run(judge, alone(item, q))[0] for item, q in pairs(batch)]
+    for batched, single in zip(together, apart, strict=True):
         assert batched.first == pytest.approx(single.first, abs=1e-3)
         assert batched.after_one == pytest.approx(single.after_one, abs=1e-3)
         a = expected_score(batched.first, batched.after_one)
@@ -195,8 +210,8 @@ def test_batched_expected_scores_equal_unbatched(
 def test_batched_generation_equals_unbatched(judge: TransformersJudgeBackend) -> None:
     batch = [question(seed, "generate", words=seed) for seed in range(3)]
     together = run(judge, batch)
-    alone = [run(judge, [q])[0] for q in batch]
-    assert [o.text for o in together] == [o.text for o in alone]
+    apart = [run(judge, [item])[0] for item in batch]
+    assert [o.text for o in together] == [o.text for o in apart]
     assert all(isinstance(o, GeneratedText) and 0 < o.new_tokens <= 12 for o in together)
 
 
@@ -273,8 +288,8 @@ def test_the_moe_tiny_judge_loads_and_scores(model_cache: Path) -> None:
     assert type(moe.model).__name__ == "Qwen3VLMoeForConditionalGeneration"
     batch = [question(0), question(1, words=5)]
     together = run(moe, batch)
-    alone = [run(moe, [q])[0] for q in batch]
-    for batched, single in zip(together, alone, strict=True):
+    apart = [run(moe, [item])[0] for item in batch]
+    for batched, single in zip(together, apart, strict=True):
         assert batched.first == pytest.approx(single.first, abs=1e-3)
         result = expected_score(batched.first, batched.after_one)
         assert result is not None and 0.0 <= result.score <= 10.0

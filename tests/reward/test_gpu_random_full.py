@@ -6,13 +6,16 @@ Run on a GPU machine: ``pytest -m gpu tests/reward``. Skipped where CUDA is abse
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
+from PIL.Image import Image
 
 from reward_service.backends.base import (
     BackendSpec,
     GeneratedText,
+    JudgeItem,
     JudgeQuestion,
     Mode,
     ScoreTokenLogprobs,
@@ -38,11 +41,13 @@ def judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersJudg
     backend.release()
 
 
-def question(seed: int, mode: Mode = "expected") -> JudgeQuestion:
+def question(seed: int, mode: Mode = "expected") -> JudgeItem[Image]:
     text = f"Editing instruction: make the sky red {'and the grass blue ' * seed}\n\n"
     text += "Answer with one integer from 0 to 10 and nothing else."
     images = (make_image(1024, 1024, seed), make_image(1024, 768, seed + 50))
-    return JudgeQuestion(f"gpu/{seed}", "You are a judge.", (*images, text), mode, 8)
+    return JudgeItem(
+        images, (JudgeQuestion(f"gpu/{seed}", "You are a judge.", (0, 1, text), mode, 8),)
+    )
 
 
 def test_random_full_has_the_real_architecture(judge: TransformersJudgeBackend) -> None:
@@ -81,33 +86,26 @@ def test_viescore_savings_score_like_the_padded_pass_within_bf16_noise(
     # viescore's shape: two questions on (source, edited), two on the edited image alone.
     batch = []
     for seed in (1, 2):
-        source, edited = make_image(1024, 1024, seed), make_image(1024, 1024, seed + 50)
+        images = (make_image(1024, 1024, seed), make_image(1024, 1024, seed + 50))
         ask = "Answer with one integer from 0 to 10 and nothing else."
-        for name in ("success", "overediting"):
-            batch.append(
-                JudgeQuestion(
-                    f"v/{seed}/{name}",
-                    "You judge.",
-                    (source, edited, f"{name}? {ask}"),
-                    "expected",
-                    0,
-                )
-            )
-        for name in ("naturalness", "artifacts"):
-            batch.append(
-                JudgeQuestion(
-                    f"v/{seed}/{name}", "You judge.", (edited, f"{name}? {ask}"), "expected", 0
-                )
-            )
+        questions = [
+            JudgeQuestion(f"v/{seed}/{name}", "You judge.", (0, 1, f"{name}? {ask}"), "expected", 0)
+            for name in ("success", "overediting")
+        ] + [
+            JudgeQuestion(f"v/{seed}/{name}", "You judge.", (1, f"{name}? {ask}"), "expected", 0)
+            for name in ("naturalness", "artifacts")
+        ]
+        batch.append(JudgeItem(images, tuple(questions)))
     prepared = judge.prepare(batch)
     assert (prepared.shared_prefixes, prepared.reused_images) == (4, 2)
     assert [len(getattr(g, "buckets", [])) for g in prepared.groups] == [2]
     saved = judge.score(prepared)
-    judge.reuse_images = judge.split_prefixes = False
+    configured = judge.planner.options
+    judge.planner.options = replace(configured, reuse_images=False, split_prefixes=False)
     try:
         padded = judge.score(judge.prepare(batch))
     finally:
-        judge.reuse_images = judge.split_prefixes = True
+        judge.planner.options = configured
     for a, b in zip(saved, padded, strict=True):
         assert isinstance(a, ScoreTokenLogprobs) and isinstance(b, ScoreTokenLogprobs)
         x, y = expected_score(a.first, a.after_one), expected_score(b.first, b.after_one)

@@ -11,7 +11,7 @@ from reward_service.batcher import BatchRun, Completed
 from reward_service.protocols import ProtocolRegistry
 from reward_service.scorer import (
     assemble,
-    build_questions,
+    build_items,
     decode_items,
     item_cost,
     read_output,
@@ -39,22 +39,22 @@ def request(count: int, mode: str = "expected") -> ScoreRequest:
 def test_questions_go_item_by_item_in_protocol_order_and_share_each_items_images() -> None:
     body = request(2)
     images = decode_items(body.items, max_pixels=10_000)
-    items = build_questions(VIESCORE, body, images, "req-1")
-    assert [q.key for q in items[0]] == [
+    items = build_items(VIESCORE, body, images, "req-1")
+    assert [q.key for q in items[0].questions] == [
         "req-1/0/editing_success",
         "req-1/0/over_editing",
         "req-1/0/naturalness",
         "req-1/0/artifacts",
     ]
-    assert len(items) == 2 and items[1][0].key == "req-1/1/editing_success"
+    assert len(items) == 2 and items[1].questions[0].key == "req-1/1/editing_success"
     first_item = items[0]
-    assert [len(q.images) for q in first_item] == [2, 2, 1, 1]
+    # Each image once, decoded to pixels; questions name them by index (source 0, edited 1).
+    assert first_item.images == (images[0].source, images[0].edited)
+    assert first_item.images[0].width == 16 and len(first_item.images[1].pixels) == 16 * 16 * 3
+    assert [q.image_indices for q in first_item.questions] == [(0, 1), (0, 1), (1,), (1,)]
     # The item puts 3 images through the model: (source, edited) once, and edited once more.
     assert item_cost(first_item) == 3 == VIESCORE.spec.images_per_item
-    # One decoded image object per item image, shared by every question that shows it.
-    assert first_item[0].images[1] is first_item[1].images[1] is first_item[2].images[0]
-    assert first_item[0].images[0] is images[0].source
-    assert all("edit 0" in str(q.content[-1]) for q in first_item[:2])
+    assert all("edit 0" in str(q.content[-1]) for q in first_item.questions[:2])
 
 
 def test_items_are_assembled_from_their_own_answers_with_batch_timings() -> None:

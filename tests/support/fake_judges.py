@@ -27,14 +27,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from PIL.Image import Image
+
 from reward_service.backends.base import (
     BackendSpec,
     DeviceOutOfMemory,
     GeneratedText,
+    JudgeItem,
     JudgeQuestion,
     LoadedModel,
     QuestionOutput,
     ScoreTokenLogprobs,
+    questions_of,
 )
 
 _SCORE = re.compile(r"score=(\d+)")
@@ -106,8 +110,8 @@ class FakeJudge:
             details={"device": device},
         )
 
-    def prepare(self, batch: Sequence[JudgeQuestion]) -> object:
-        return list(batch)
+    def prepare(self, items: Sequence[JudgeItem[Image]]) -> object:
+        return questions_of(items)
 
     def score(self, prepared: object) -> Sequence[QuestionOutput]:
         overlapped = not self._busy.acquire(blocking=False)

@@ -18,7 +18,7 @@ from reward_service.judge import PIPELINE_DEPTH, Judge
 from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
-from reward_service.scorer import ItemQuestions, item_cost
+from reward_service.scorer import ItemWork, item_cost
 from service_kit.json_body import document_json_bodies
 from service_kit.processes import RestartPolicy
 from service_kit.wiring import include_api, install_common
@@ -27,9 +27,9 @@ from shared_schemas import ScoreRequest
 logger = logging.getLogger(__name__)
 
 
-def batch_key(item: ItemQuestions) -> tuple[str, int]:
+def batch_key(item: ItemWork) -> tuple[str, int]:
     """Items share a batch only with items read the same way (a request has one mode)."""
-    first = item[0]
+    first = item.questions[0]
     return first.mode, first.max_new_tokens if first.mode == "generate" else 0
 
 
@@ -74,7 +74,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
         )
         metrics.model_load_seconds.set_function(lambda: judge.load_s or 0.0)
         metrics.watch_replicas(lambda: judge.replicas)
-        batcher: MicroBatcher[ItemQuestions, tuple[QuestionOutput, ...]] = MicroBatcher(
+        batcher: MicroBatcher[ItemWork, tuple[QuestionOutput, ...]] = MicroBatcher(
             judge.score,
             prepare=judge.prepare,
             max_batch_cost=settings.max_batch_images,

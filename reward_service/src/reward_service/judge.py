@@ -1,7 +1,8 @@
 """The judge, API-process side: one worker process per device, each holding one model replica.
 
-The batcher hands a batch to ``prepare`` (here: pack its images as pixels, once each, in a thread)
-and then to ``score``, which sends it to the replica with the least work and awaits its answer.
+The batcher hands a batch to ``prepare`` (here: put the scorer's judge items, pixels and all,
+into one message) and then to ``score``, which sends it to the replica with the least work and
+awaits its answer.
 Each replica takes two batches at a time: one runs on the model while the next is prepared (image
 processing, tokens) in the worker, so CPU work overlaps the GPU's. A replica that dies fails only
 the batches it held (503, retryable) and is restarted with backoff.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reward_service.backends.base import BackendSpec, JudgeQuestion, LoadedModel, QuestionOutput
+from reward_service.backends.base import BackendSpec, JudgeItem, LoadedModel, QuestionOutput
 from reward_service.messages import (
     BatchDone,
     BatchFailed,
@@ -30,10 +31,10 @@ from reward_service.messages import (
     ReplicaReady,
     ReplicaReleased,
     ScoreBatch,
-    pack,
 )
 from reward_service.worker import judge_worker_main
 from service_kit.errors import BackendError, NotReady, OutOfMemory, WorkerDied
+from service_kit.images import RGBImage
 from service_kit.processes import RestartPolicy, Supervisor, WorkerHandle, cpu_threads_per_worker
 from shared_schemas import ReadyResponse
 
@@ -159,12 +160,11 @@ class Judge:
 
     # ----------------------------------------------------------------- work
 
-    async def prepare(self, items: list[tuple[JudgeQuestion, ...]]) -> Packed:
-        """Images to pixels, each once (in a thread); the worker does the rest of preparation."""
+    async def prepare(self, items: list[JudgeItem[RGBImage]]) -> Packed:
+        """The items as one message; the worker does the preparation proper."""
         self._ensure_can_serve()
-        questions = [q for item in items for q in item]
-        batch = await asyncio.to_thread(pack, next(self._batch_ids), questions)
-        return Packed(batch, [len(item) for item in items])
+        batch = ScoreBatch(next(self._batch_ids), tuple(items))
+        return Packed(batch, [len(item.questions) for item in items])
 
     async def score(self, packed: Packed) -> list[tuple[QuestionOutput, ...]]:
         """Run a batch on the replica with the least work; each item's outputs, in order."""
@@ -191,9 +191,9 @@ class Judge:
         finally:
             replica.outstanding.pop(batch.batch_id, None)
             self._changed.set()
-        if len(done.outputs) != len(batch.questions):
+        if len(done.outputs) != batch.questions:
             raise BackendError(
-                f"the judge answered {len(done.outputs)} of {len(batch.questions)} questions"
+                f"the judge answered {len(done.outputs)} of {batch.questions} questions"
             )
         return list(done.outputs)
 

@@ -18,7 +18,7 @@ from reward_service.config import RewardSettings
 from reward_service.judge import Judge
 from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
-from reward_service.scorer import ItemQuestions, assemble, build_questions, decode_items, record
+from reward_service.scorer import ItemWork, assemble, build_items, decode_items, record
 from service_kit.disconnect import cancel_on_disconnect
 from service_kit.errors import NotFound, NotReady
 from service_kit.json_body import json_body, json_body_openapi
@@ -42,7 +42,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-Batcher = MicroBatcher[ItemQuestions, tuple[QuestionOutput, ...]]
+Batcher = MicroBatcher[ItemWork, tuple[QuestionOutput, ...]]
 
 
 def get_judge(request: Request) -> Judge:
@@ -115,8 +115,8 @@ async def create_scores(
         # Decoding off the event loop, after the slot is held: a refused request costs nothing,
         # and a bad image is refused with a 4xx before it reaches the model.
         images = await asyncio.to_thread(decode_items, body.items, settings.max_image_pixels)
-        questions = build_questions(protocol, body, images, rid)
-        completed = await cancel_on_disconnect(request, slot.submit(questions, label=rid))
+        items = build_items(protocol, body, images, rid)
+        completed = await cancel_on_disconnect(request, slot.submit(items, label=rid))
     results = assemble(protocol, body, completed, accepted_at)
     metrics: RewardMetrics = request.app.state.metrics
     record(metrics, body, results)

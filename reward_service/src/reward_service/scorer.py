@@ -1,7 +1,8 @@
 """From a score request to judge questions, and from the judge's outputs to item scores.
 
-Images are decoded once per item and shared by every question that shows them. Questions are
-laid out item by item, in the protocol's question order, and read back in the same order.
+Each item becomes one JudgeItem, built here once and carried unchanged to the judge's worker:
+its two images, decoded once (to pixels), and its questions in the protocol's order, naming the
+images by index. The answers are read back in the same order.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL.Image import Image
-
 from reward_service.backends.base import (
     GeneratedText,
+    JudgeItem,
     JudgeQuestion,
     QuestionOutput,
     ScoreTokenLogprobs,
@@ -25,39 +25,42 @@ from reward_service.parsing import parse_score
 from reward_service.protocols import Protocol, render
 from reward_service.protocols.definition import ImageSlot
 from reward_service.scoring import combine, expected_score
-from service_kit.images import decode_image
+from service_kit.images import RGBImage, decode_image
 from shared_schemas import ItemScore, QuestionScore, ScoreItem, ScoreRequest, ScoreTimings
-from shared_schemas.scores import QuestionGroup
+from shared_schemas.scores import ImageRole, QuestionGroup
+
+# Where each image role sits in an item's images.
+IMAGE_INDEX: dict[ImageRole, int] = {"source": 0, "edited": 1}
 
 
 @dataclass(frozen=True, slots=True)
 class ItemImages:
-    source: Image
-    edited: Image
+    source: RGBImage
+    edited: RGBImage
 
 
 def decode_items(items: Sequence[ScoreItem], max_pixels: int) -> list[ItemImages]:
-    """Decode every image, or raise InvalidImage / ImageTooLarge naming the field at fault."""
+    """Decode every image to pixels, or raise InvalidImage / ImageTooLarge naming the field."""
     return [
         ItemImages(
-            source=decode_image(
-                item.source_image, max_pixels=max_pixels, param=f"items[{i}].source_image"
-            ),
-            edited=decode_image(
-                item.edited_image, max_pixels=max_pixels, param=f"items[{i}].edited_image"
-            ),
+            source=_pixels(item.source_image, max_pixels, f"items[{i}].source_image"),
+            edited=_pixels(item.edited_image, max_pixels, f"items[{i}].edited_image"),
         )
         for i, item in enumerate(items)
     ]
 
 
-ItemQuestions = tuple[JudgeQuestion, ...]
+def _pixels(data: bytes, max_pixels: int, param: str) -> RGBImage:
+    return RGBImage.from_pil(decode_image(data, max_pixels=max_pixels, param=param))
 
 
-def build_questions(
+ItemWork = JudgeItem[RGBImage]
+
+
+def build_items(
     protocol: Protocol, request: ScoreRequest, images: Sequence[ItemImages], request_id: str
-) -> list[ItemQuestions]:
-    """Every item's questions, in the protocol's order; an item is judged in one batch."""
+) -> list[ItemWork]:
+    """Every item's judge item: its questions in the protocol's order; judged in one batch."""
     items = []
     for index, (item, item_images) in enumerate(zip(request.items, images, strict=True)):
         questions = []
@@ -70,7 +73,7 @@ def build_questions(
         )
         for question in rendered:
             content = tuple(
-                getattr(item_images, part.role) if isinstance(part, ImageSlot) else part
+                IMAGE_INDEX[part.role] if isinstance(part, ImageSlot) else part
                 for part in question.parts
             )
             questions.append(
@@ -82,14 +85,13 @@ def build_questions(
                     max_new_tokens=request.max_new_tokens,
                 )
             )
-        items.append(tuple(questions))
+        items.append(JudgeItem((item_images.source, item_images.edited), tuple(questions)))
     return items
 
 
-def item_cost(questions: ItemQuestions) -> int:
-    """Images one item puts through the model: questions showing the same images share them."""
-    shown = {tuple(id(image) for image in q.images) for q in questions}
-    return max(1, sum(len(images) for images in shown))
+def item_cost(item: ItemWork) -> int:
+    """Images one item puts through the model (the batcher's cost of a unit)."""
+    return item.cost()
 
 
 def read_output(name: str, group: QuestionGroup | None, output: QuestionOutput) -> QuestionScore:

@@ -28,7 +28,6 @@ from reward_service.messages import (
     ReplicaReady,
     ReplicaReleased,
     ScoreBatch,
-    unpack,
 )
 from service_kit.logs import configure_logging
 from service_kit.oom import free_device_memory, is_out_of_memory
@@ -153,7 +152,7 @@ def _receive(
             continue
         started = time.perf_counter()
         try:
-            prepared = backend.prepare(unpack(message))
+            prepared = backend.prepare(message.decoded())
         except Exception:
             logger.exception("preparing batch %d failed", message.batch_id)
             events.send(

@@ -1,7 +1,8 @@
 """The seam between the service and a judge model: plain dataclasses and a small Protocol.
 
-Nothing here imports torch, FastAPI or the wire schemas. A backend receives questions (a system
-prompt and one user turn of text and decoded images) and returns, per question, either the
+Nothing here imports torch, FastAPI or the wire schemas. A backend receives items (the images of
+one scored edit, each decoded once, and the questions asked about them: a system prompt and one
+user turn of text and images named by index) and returns, per question, either the
 log-probabilities of the score tokens (expected mode) or the generated text (generate mode).
 Turning those into scores is the service's job (``reward_service.scoring``), the same for every
 backend.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from PIL.Image import Image
 
@@ -29,17 +30,54 @@ SCORE_DIGITS = 10
 
 @dataclass(frozen=True, slots=True)
 class JudgeQuestion:
-    """One question: a system prompt and a user turn, and how the answer is to be read."""
+    """One question: a system prompt and a user turn, and how the answer is to be read.
+
+    Images are named by their index in the item's ``images``: two questions showing the same
+    image name the same index (and so can share its encoding and their prompt prefix).
+    """
 
     key: str  # "<request id>/<item index>/<question name>", for logs
     system: str | None
-    content: tuple[str | Image, ...]  # the user turn in order: text and images
+    content: tuple[str | int, ...]  # the user turn in order: text, or an image's index
     mode: Mode
     max_new_tokens: int = 0  # generate mode only
 
     @property
-    def images(self) -> list[Image]:
-        return [part for part in self.content if isinstance(part, Image)]
+    def image_indices(self) -> tuple[int, ...]:
+        return tuple(part for part in self.content if isinstance(part, int))
+
+
+ImageT = TypeVar("ImageT")
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeItem(Generic[ImageT]):
+    """One scored edit: its images, each once, and the questions asked about it, in order.
+
+    The API process builds it once, with pixels (``RGBImage``) as images; the worker hands it to
+    the backend with the same questions and decoded images (``PIL.Image.Image``).
+    """
+
+    images: tuple[ImageT, ...]
+    questions: tuple[JudgeQuestion, ...]
+
+    def __post_init__(self) -> None:
+        shown = {i for q in self.questions for i in q.image_indices}
+        if shown and (min(shown) < 0 or max(shown) >= len(self.images)):
+            raise ValueError(f"a question names an image this item does not have: {sorted(shown)}")
+
+    def images_of(self, question: JudgeQuestion) -> list[ImageT]:
+        return [self.images[i] for i in question.image_indices]
+
+    def cost(self) -> int:
+        """Images this item puts through the model: questions showing the same images share."""
+        shown = {q.image_indices for q in self.questions}
+        return max(1, sum(len(images) for images in shown))
+
+
+def questions_of(items: Sequence[JudgeItem[Any]]) -> list[JudgeQuestion]:
+    """Every item's questions, item by item: the order of a backend's outputs."""
+    return [q for item in items for q in item.questions]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +142,12 @@ class JudgeBackend(Protocol):
         """Load weights onto ``device``. Called once, from the model thread."""
         ...
 
-    def prepare(self, batch: Sequence[JudgeQuestion]) -> object:
+    def prepare(self, items: Sequence[JudgeItem[Image]]) -> object:
         """CPU preprocessing of a batch (templates, images, tokens). Never touches the model."""
         ...
 
     def score(self, prepared: object) -> Sequence[QuestionOutput]:
-        """Run the model on a prepared batch: one output per question, in order.
+        """Run the model on a prepared batch: one output per question, item by item, in order.
 
         Called from the model thread only. Batched outputs must equal unbatched ones (up to
         floating-point noise): padding must not leak into any question's answer.

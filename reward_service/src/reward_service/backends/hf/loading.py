@@ -1,0 +1,110 @@
+"""Loading a Qwen-VL-family judge and its processor through transformers.
+
+From a hub id, a local folder or a built-in source (``tiny``, ``tiny-moe``, ``random-full``; see
+reward_service.models.qwen3_vl). The processor pads on the left, so every prompt ends at the last
+position and the next token is the answer's first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reward_service.backends.base import BackendSpec, LoadedModel
+from service_kit.model_source import (
+    ModelSource,
+    SourceKind,
+    folder_revision,
+    hub_snapshot,
+    snapshot_revision,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
+    "tiny": ("tiny", "dense"),
+    "tiny-moe": ("tiny", "moe"),
+    "random-full": ("random-full", "moe"),
+}
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """``auto``: bfloat16 on accelerators, float32 on the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dtype
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    model: Any
+    processor: Any
+    info: LoadedModel
+
+
+def load_judge(
+    spec: BackendSpec, source: ModelSource, device: str, details: dict[str, Any]
+) -> Loaded:
+    """The model in eval mode on ``device`` and its processor; ``details`` go into the info."""
+    import transformers
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from reward_service.models.qwen3_vl import Variant, build_model, ensure_tiny_folder
+
+    transformers.utils.logging.disable_progress_bar()
+    dtype = resolve_dtype(spec.dtype, device)
+    attn = str(spec.options.get("attn_implementation", "sdpa"))
+    variant: Variant = "moe" if source.variant == "moe" else "dense"
+    model: Any
+    processor: Any
+    started = time.perf_counter()
+    if source.kind == "random-full":
+        model, processor = build_model("full", "moe", device=device, dtype=dtype)
+        model.set_attn_implementation(attn)
+        revision: str | None = "random-init-seed-0"
+    else:
+        if source.kind == "tiny":
+            folder = ensure_tiny_folder(Path(spec.cache_dir), variant)
+            revision = folder_revision(folder, include_weights=True)
+        elif source.kind == "local":
+            folder = Path(source.name)
+            revision = snapshot_revision(folder) or folder_revision(folder)
+        else:
+            folder = hub_snapshot(source.name, spec.revision)
+            revision = snapshot_revision(folder) or spec.revision
+        model = AutoModelForImageTextToText.from_pretrained(
+            folder, dtype=dtype, attn_implementation=attn
+        )
+        model.to(device)
+        processor = AutoProcessor.from_pretrained(folder)
+    model.eval()
+    processor.tokenizer.padding_side = "left"
+    logger.info(
+        "loaded judge %s (%s) on %s as %s in %.1fs",
+        source.name,
+        type(model).__name__,
+        device,
+        dtype,
+        time.perf_counter() - started,
+    )
+    info = LoadedModel(
+        id=source.name,
+        source=source.kind,
+        revision=revision,
+        model_class=type(model).__name__,
+        dtype=str(dtype).removeprefix("torch."),
+        meaningful=source.meaningful,
+        details={"attn_implementation": attn, **details},
+    )
+    return Loaded(model, processor, info)
