@@ -33,6 +33,7 @@ from shared_schemas import (
     ScoreRequest,
     ScoreResponse,
     ScoreTimings,
+    TokenUsage,
     WorkerInfo,
 )
 from shared_schemas.scores import ProtocolDefinition
@@ -92,6 +93,7 @@ class FakeServices:
     edit_delay_s: float = 0.0
     before_edit: Handler | None = None
     before_score: Handler | None = None
+    judge_usage: TokenUsage | None = None  # per question, as a remote judge endpoint reports
     ready: bool = True
     calls: Counter[str] = field(default_factory=Counter)
     edited_instructions: list[str] = field(default_factory=list)
@@ -224,8 +226,11 @@ class FakeServices:
                             group="sc",
                             score=sc,
                             error="no score in the answer" if unscored else None,
+                            usage=self.judge_usage,
                         ),
-                        QuestionScore(name="naturalness", group="pq", score=pq),
+                        QuestionScore(
+                            name="naturalness", group="pq", score=pq, usage=self.judge_usage
+                        ),
                     ],
                     sc=sc,
                     pq=pq,

@@ -21,6 +21,7 @@ from orchestrator.progress import NullProgress
 from orchestrator.retry import RetryPolicy
 from orchestrator.runner import RunOutcome, run_benchmark
 from orchestrator.store import JsonlLog, RunStore
+from shared_schemas import TokenUsage
 from tests.orchestrator.fakes import EDITOR, REWARD, FakeServices, error, instruction_of
 
 POLICY = RetryPolicy(job_deadline_s=600, probe_interval_s=0.01)
@@ -151,6 +152,26 @@ async def _interrupt_after(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_the_summary_sums_the_tokens_a_judge_endpoint_reported(
+    small_benchmark: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    run(settings_for(small_benchmark, local), FakeServices())
+    assert json.loads((local / "summary.json").read_text())["judge_usage"] is None
+
+    remote = tmp_path / "remote"
+    services = FakeServices(judge_usage=TokenUsage.of(prompt_tokens=100, completion_tokens=5))
+    run(settings_for(small_benchmark, remote), services)
+    summary = json.loads((remote / "summary.json").read_text())
+    # 6 items x 2 questions, each reporting 100 + 5 tokens.
+    assert summary["judge_usage"] == {
+        "prompt_tokens": 1200,
+        "completion_tokens": 60,
+        "total_tokens": 1260,
+        "questions": 12,
+    }
 
 
 def test_resume_after_an_interrupted_edit_phase_repeats_nothing(

@@ -8,6 +8,8 @@ They extend the fakes in fake_editors / fake_judges and are selected the same wa
   seconds (option, default 5), so a test can act while it runs; every other job runs at once.
 - ``torch-oom``: the backend raises torch's own ``OutOfMemoryError``, as a backend that does not
   translate it would: the worker must still answer 507 and keep serving.
+- ``endpoint-refused`` / ``endpoint-down`` (judge): the backend fails the batch as a remote judge
+  endpoint that refuses us, or stays unavailable, does (``EndpointError``).
 
 The judge's fake also writes the options' ``journal`` (pid per load and batch), which tells a
 test which process served a batch. ``CudaEditor`` runs out of a real GPU's memory.
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from editor_service.backends.base import EditJob, EditOutput, JobCancelled, LoadedModel
-from reward_service.backends.base import JudgeQuestion, QuestionOutput
+from reward_service.backends.base import EndpointError, JudgeQuestion, QuestionOutput
 from tests.support.fake_editors import MirrorEditBackend
 from tests.support.fake_judges import FakeJudge
 
@@ -55,6 +57,10 @@ class FaultJudge(FakeJudge):
         texts = _texts(prepared)
         if any("torch-oom" in t for t in texts):
             raise_torch_out_of_memory()
+        if any("endpoint-refused" in t for t in texts):
+            raise EndpointError("the judge endpoint refused our credentials (401)", retryable=False)
+        if any("endpoint-down" in t for t in texts):
+            raise EndpointError("the judge endpoint answered 503 after 5 tries", retryable=True)
         if any("fake-slow" in t for t in texts):
             time.sleep(float(self.options.get("slow_s", 5)))
         return super()._score(prepared)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from reward_service.backends.base import BackendSpec
+from reward_service.backends.openai_endpoint import OPTION as OPENAI_OPTION
+from reward_service.backends.openai_endpoint import EndpointConfig
 from service_kit.devices import normalize_device, resolve_devices
 from service_kit.settings import ServiceSettings, split_list
 
@@ -31,7 +33,9 @@ class RewardSettings(ServiceSettings):
     revision: str | None = Field(default=None, description="Hub revision (branch, tag, commit).")
     backend: str = Field(
         default="transformers",
-        description="transformers, or module:Class of your own JudgeBackend implementation.",
+        description="transformers; openai (a judge behind an OpenAI-compatible chat completions "
+        "endpoint: REWARD_OPENAI_BASE_URL, REWARD_MODEL names its model); or module:Class of "
+        "your own JudgeBackend implementation.",
     )
     backend_options: dict[str, Any] = Field(
         default_factory=dict,
@@ -69,6 +73,35 @@ class RewardSettings(ServiceSettings):
         "viescore and single.",
     )
 
+    # The openai backend: a judge served elsewhere (GPT-4.1, vLLM, SGLang, transformers serve).
+    openai_base_url: str | None = Field(
+        default=None,
+        description="openai backend: the endpoint's base URL, e.g. https://api.openai.com/v1 "
+        "or http://vllm:8000/v1.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        description="openai backend: the API key. Never logged, returned or recorded.",
+    )
+    openai_api_key_file: Path | None = Field(
+        default=None,
+        description="openai backend: a file holding the API key (a Docker/Kubernetes secret); "
+        "wins over REWARD_OPENAI_API_KEY.",
+    )
+    openai_max_concurrency: int = Field(
+        default=8, ge=1, le=256, description="openai backend: requests in flight per replica."
+    )
+    openai_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="openai backend: one request, end to end."
+    )
+    openai_max_retries: int = Field(
+        default=4,
+        ge=0,
+        le=20,
+        description="openai backend: retries on 429, 5xx and connection errors (with backoff, "
+        "honouring Retry-After); other 4xx are never retried.",
+    )
+
     load_on_start: bool = Field(
         default=True,
         description="Load the model at start. Off: wait for POST /v1/model/load (one GPU shared "
@@ -83,17 +116,41 @@ class RewardSettings(ServiceSettings):
             return [normalize_device(str(d)) for d in devices]
         return devices
 
+    @model_validator(mode="after")
+    def _endpoint_named(self) -> RewardSettings:
+        if self.backend == "openai" and not self.openai_base_url:
+            raise ValueError("REWARD_BACKEND=openai needs REWARD_OPENAI_BASE_URL")
+        return self
+
     def resolve_devices(self) -> list[str]:
         """The replicas' devices; by default the first visible GPU (a subprocess asks torch:
         the API process never imports it), else the CPU."""
+        if not self.devices and self.backend == "openai":
+            return ["cpu"]  # the model runs at the endpoint; the replica only talks HTTP
         return self.devices or resolve_devices([])[:1]
 
     def backend_spec(self) -> BackendSpec:
+        options = dict(self.backend_options)
+        if self.backend == "openai":
+            options[OPENAI_OPTION] = self.openai_endpoint()
         return BackendSpec(
             backend=self.backend,
             model=self.model,
             revision=self.revision,
             dtype=self.dtype,
             cache_dir=str(self.cache_dir),
-            options=dict(self.backend_options),
+            options=options,
+        )
+
+    def openai_endpoint(self) -> EndpointConfig:
+        if not self.openai_base_url:
+            raise ValueError("REWARD_BACKEND=openai needs REWARD_OPENAI_BASE_URL")
+        key = self.openai_api_key.get_secret_value() if self.openai_api_key else None
+        return EndpointConfig(
+            base_url=self.openai_base_url,
+            api_key=key,
+            api_key_file=self.openai_api_key_file,
+            max_concurrency=self.openai_max_concurrency,
+            timeout_s=self.openai_timeout_s,
+            max_retries=self.openai_max_retries,
         )

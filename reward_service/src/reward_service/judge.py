@@ -33,7 +33,14 @@ from reward_service.messages import (
     ScoreBatch,
 )
 from reward_service.worker import judge_worker_main
-from service_kit.errors import BackendError, NotReady, OutOfMemory, WorkerDied
+from service_kit.errors import (
+    BackendError,
+    NotReady,
+    OutOfMemory,
+    UpstreamError,
+    UpstreamUnavailable,
+    WorkerDied,
+)
 from service_kit.images import RGBImage
 from service_kit.processes import RestartPolicy, Supervisor, WorkerHandle, cpu_threads_per_worker
 from shared_schemas import ReadyResponse
@@ -238,6 +245,10 @@ class Judge:
                         self._on_batch(replica.index, replica.device, event)
                 elif event.kind == "out_of_memory":
                     future.set_exception(OutOfMemory(event.message, retry_after_s=5))
+                elif event.kind == "endpoint_unavailable":
+                    future.set_exception(UpstreamUnavailable(event.message, retry_after_s=5))
+                elif event.kind == "endpoint_refused":
+                    future.set_exception(UpstreamError(event.message))
                 else:
                     future.set_exception(BackendError(event.message))
         self._changed.set()

@@ -16,7 +16,9 @@ from PIL.Image import Image
 from reward_service.backends.base import JudgeItem, LoadedModel, QuestionOutput
 from service_kit.images import RGBImage
 
-FailureKind = Literal["out_of_memory", "backend_error", "cancelled"]
+FailureKind = Literal[
+    "out_of_memory", "backend_error", "cancelled", "endpoint_unavailable", "endpoint_refused"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.scorer import ItemWork, assemble, build_items, decode_items, record
 from service_kit.disconnect import cancel_on_disconnect
-from service_kit.errors import NotFound, NotReady
+from service_kit.errors import InvalidInput, NotFound, NotReady
 from service_kit.json_body import json_body, json_body_openapi
 from shared_schemas import (
     ErrorResponse,
@@ -31,14 +31,16 @@ from shared_schemas import (
     RewardInfo,
     ScoreRequest,
     ScoreResponse,
+    TokenUsage,
 )
+from shared_schemas.scores import SCORE_MODES
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 500, 503, 504, 507)
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 500, 502, 503, 504, 507)
 }
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -111,6 +113,12 @@ async def create_scores(
     response.headers["X-Request-ID"] = rid
     protocol = protocols.get(body.protocol)
     model = judge.ensure_ready()
+    if body.mode not in model.modes:
+        raise InvalidInput(
+            f"mode {body.mode!r} is not supported by this judge (it supports "
+            f"{', '.join(model.modes)}): the endpoint returns no log-probabilities",
+            param="mode",
+        )
     async with batcher.reserve(len(body.items)) as slot:
         # Decoding off the event loop, after the slot is held: a refused request costs nothing,
         # and a bad image is refused with a 4xx before it reaches the model.
@@ -129,7 +137,8 @@ async def create_scores(
         sum(not r.scored for r in results),
         time.monotonic() - accepted_at,
     )
-    return ScoreResponse(results=results, model=model_info(model))
+    usage = TokenUsage.total([q.usage for r in results for q in r.questions])
+    return ScoreResponse(results=results, model=model_info(model), usage=usage)
 
 
 @router.get("/protocols", response_model=ProtocolsResponse, tags=["protocols"])
@@ -188,4 +197,5 @@ async def info(
         queue_capacity=settings.queue_capacity,
         queue_depth=batcher.depth,
         protocols=protocols.names,
+        modes=list(judge.model.modes if judge.model is not None else SCORE_MODES),
     )

@@ -18,6 +18,8 @@ from reward_service.backends.base import (
     JudgeQuestion,
     QuestionOutput,
     ScoreTokenLogprobs,
+    TokenUsage,
+    Unanswered,
 )
 from reward_service.batcher import Completed
 from reward_service.metrics import RewardMetrics
@@ -27,6 +29,7 @@ from reward_service.protocols.definition import ImageSlot
 from reward_service.scoring import combine, expected_score
 from service_kit.images import RGBImage, decode_image
 from shared_schemas import ItemScore, QuestionScore, ScoreItem, ScoreRequest, ScoreTimings
+from shared_schemas import TokenUsage as WireUsage
 from shared_schemas.scores import ImageRole, QuestionGroup
 
 # Where each image role sits in an item's images.
@@ -96,6 +99,19 @@ def item_cost(item: ItemWork) -> int:
 
 def read_output(name: str, group: QuestionGroup | None, output: QuestionOutput) -> QuestionScore:
     """One question's score from the judge's raw output; never a guess."""
+    score = _read_output(name, group, output)
+    if output.usage is None:
+        return score
+    return score.model_copy(update={"usage": _wire_usage(output.usage)})
+
+
+def _wire_usage(usage: TokenUsage) -> WireUsage:
+    return WireUsage.of(usage.prompt_tokens, usage.completion_tokens)
+
+
+def _read_output(name: str, group: QuestionGroup | None, output: QuestionOutput) -> QuestionScore:
+    if isinstance(output, Unanswered):
+        return QuestionScore(name=name, group=group, score=None, error=output.reason)
     if isinstance(output, ScoreTokenLogprobs):
         expected = expected_score(output.first, output.after_one)
         if expected is None:

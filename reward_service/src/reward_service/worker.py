@@ -16,11 +16,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reward_service.backends.base import BackendSpec, DeviceOutOfMemory, JudgeBackend, make_backend
+from reward_service.backends.base import (
+    BackendSpec,
+    DeviceOutOfMemory,
+    EndpointError,
+    JudgeBackend,
+    make_backend,
+)
 from reward_service.messages import (
     BatchDone,
     BatchFailed,
     CancelBatch,
+    FailureKind,
     JudgeEvent,
     LoadModel,
     ReleaseModel,
@@ -171,6 +178,10 @@ def _score(backend: JudgeBackend, item: _Prepared, free_since: float) -> JudgeEv
     except DeviceOutOfMemory as exc:
         logger.warning("batch %d: %s", item.batch_id, exc)
         failed = BatchFailed(item.batch_id, "out_of_memory", str(exc))
+    except EndpointError as exc:  # a remote judge: its message is safe to pass on
+        logger.warning("batch %d: %s", item.batch_id, exc.message)
+        kind: FailureKind = "endpoint_unavailable" if exc.retryable else "endpoint_refused"
+        return BatchFailed(item.batch_id, kind, exc.message)
     except Exception as exc:
         if not is_out_of_memory(exc):
             logger.exception("batch %d failed inside the model", item.batch_id)

@@ -130,6 +130,20 @@ class BackendError(ServiceError):
     error_type = "backend_error"
 
 
+class UpstreamError(ServiceError):
+    """A service we depend on (a remote judge endpoint) refused us: not the client's fault."""
+
+    status_code = 502
+    error_type = "upstream_error"
+
+
+class UpstreamUnavailable(_RetryableError):
+    """A service we depend on is overloaded or unreachable, after our own retries."""
+
+    status_code = 503
+    error_type = "upstream_unavailable"
+
+
 def error_response(
     status_code: int,
     error_type: str,

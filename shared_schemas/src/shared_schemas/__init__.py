@@ -37,6 +37,7 @@ from shared_schemas.scores import (
     ScoreRequest,
     ScoreResponse,
     ScoreTimings,
+    TokenUsage,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "ScoreRequest",
     "ScoreResponse",
     "ScoreTimings",
+    "TokenUsage",
     "WireModel",
     "WorkerInfo",
     "WorkerState",

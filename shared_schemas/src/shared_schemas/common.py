@@ -57,11 +57,14 @@ class ModelStateResponse(WireModel):
     loaded: bool = Field(description="Whether the model is on its device(s) now.")
 
 
-ModelSourceKind = Literal["hub", "local", "tiny", "random-full"]
+ModelSourceKind = Literal["hub", "local", "tiny", "random-full", "endpoint"]
 
 
 class ModelInfo(WireModel):
-    id: str = Field(description="Hugging Face id, local folder, or the built-in name.")
+    id: str = Field(
+        description="Hugging Face id, local folder, the built-in name, or the model name sent to "
+        "a remote (OpenAI-compatible) endpoint."
+    )
     source: ModelSourceKind
     revision: str | None = Field(
         default=None,

@@ -10,6 +10,7 @@ from shared_schemas.common import ModelInfo, RequestModel, WireModel
 from shared_schemas.images import ImageData
 
 ScoreMode = Literal["expected", "generate"]
+SCORE_MODES: tuple[ScoreMode, ...] = ("expected", "generate")
 ImageRole = Literal["source", "edited"]
 QuestionGroup = Literal["sc", "pq", "overall"]
 
@@ -45,6 +46,30 @@ class ScoreRequest(RequestModel):
     max_new_tokens: int = Field(default=512, ge=8, le=4096, description="generate mode only.")
 
 
+class TokenUsage(WireModel):
+    """Tokens a remote judge endpoint reports for its answers (what judging cost)."""
+
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    total_tokens: int = Field(ge=0)
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> TokenUsage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+    @classmethod
+    def total(cls, usages: list[TokenUsage | None]) -> TokenUsage | None:
+        """The sum of those known; None when none is."""
+        known = [u for u in usages if u is not None]
+        if not known:
+            return None
+        return cls.of(sum(u.prompt_tokens for u in known), sum(u.completion_tokens for u in known))
+
+
 class QuestionScore(WireModel):
     name: str
     group: QuestionGroup | None
@@ -62,6 +87,9 @@ class QuestionScore(WireModel):
     )
     raw_text: str | None = Field(default=None, description="generate mode: the judge's answer.")
     error: str | None = Field(default=None, description="Why the question is unscored.")
+    usage: TokenUsage | None = Field(
+        default=None, description="Tokens the judge endpoint reported for this answer, if any."
+    )
 
 
 class ScoreTimings(WireModel):
@@ -86,6 +114,11 @@ class ItemScore(WireModel):
 class ScoreResponse(WireModel):
     results: list[ItemScore]
     model: ModelInfo
+    usage: TokenUsage | None = Field(
+        default=None,
+        description="Tokens this request cost at a remote judge endpoint (the sum over its "
+        "questions); None for a local judge.",
+    )
 
 
 class ProtocolQuestion(WireModel):
@@ -138,3 +171,8 @@ class RewardInfo(WireModel):
     queue_capacity: int = Field(description="Items that may wait; more are refused with 429.")
     queue_depth: int = Field(description="Items waiting now.")
     protocols: list[str]
+    modes: list[ScoreMode] = Field(
+        default_factory=lambda: list(SCORE_MODES),
+        description="How the loaded judge can read a score: a remote endpoint that returns no "
+        "log-probabilities supports generate only (found out by a probe at start-up).",
+    )

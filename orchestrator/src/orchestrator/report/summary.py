@@ -29,6 +29,8 @@ DEFINITIONS = {
     "per row the mean of each metric over scored items; 'average' is the unweighted mean of the "
     "row means, 'micro' the mean over items, 'headline' the declared one of the two",
     "std": "sample standard deviation of the item scores (the spread, not an uncertainty)",
+    "judge_usage": "tokens a remote (OpenAI-compatible) judge endpoint reported for the scores "
+    "this report uses, summed; null for a local judge. Failed or superseded requests not counted",
 }
 
 
@@ -124,8 +126,29 @@ def summarize(rows: Sequence[dict[str, Any]], reporting: Reporting | None = None
         "protocol_hash": sorted({r["protocol_hash"] for r in rows if r["protocol_hash"]}),
     }
     summary["jobs"] = {phase: job_counts(rows, phase) for phase in ("edit", "score")}
+    summary["judge_usage"] = judge_usage(rows)
     summary["warnings"] = warnings_for(rows, summary)
     return summary
+
+
+def judge_usage(rows: Sequence[dict[str, Any]]) -> dict[str, int] | None:
+    """Tokens the judge endpoint reported, summed over every question of every row; None when
+    no question reports any (a local judge)."""
+    usages = [
+        q["usage"]
+        for r in rows
+        for q in r["questions"] or []
+        if isinstance(q, dict) and isinstance(q.get("usage"), dict)
+    ]
+    if not usages:
+        return None
+    totals = {
+        key: sum(int(u.get(key) or 0) for u in usages)
+        for key in ("prompt_tokens", "completion_tokens")
+    }
+    totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
+    totals["questions"] = len(usages)
+    return totals
 
 
 def job_counts(rows: Sequence[dict[str, Any]], phase: str) -> dict[str, Any]:

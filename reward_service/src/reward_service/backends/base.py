@@ -81,6 +81,14 @@ def questions_of(items: Sequence[JudgeItem[Any]]) -> list[JudgeQuestion]:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens an answer cost, as a judge endpoint reports them (what a judged run cost)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class ScoreTokenLogprobs:
     """expected mode: natural-log probabilities of the digit tokens at the answer's start.
 
@@ -90,6 +98,7 @@ class ScoreTokenLogprobs:
 
     first: tuple[float, ...]
     after_one: tuple[float, ...]
+    usage: TokenUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +107,19 @@ class GeneratedText:
 
     text: str
     new_tokens: int
+    usage: TokenUsage | None = None
 
 
-QuestionOutput = ScoreTokenLogprobs | GeneratedText
+@dataclass(frozen=True, slots=True)
+class Unanswered:
+    """The judge declined this one question (e.g. an endpoint refused its content): unscored,
+    with the reason; the other questions of the batch are unaffected."""
+
+    reason: str
+    usage: TokenUsage | None = None
+
+
+QuestionOutput = ScoreTokenLogprobs | GeneratedText | Unanswered
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,21 +127,24 @@ class LoadedModel:
     """What a backend reports once loaded; becomes the wire ModelInfo."""
 
     id: str
-    source: str  # hub | local | tiny | random-full
+    source: str  # hub | local | tiny | random-full | endpoint
     revision: str | None
     model_class: str
     dtype: str
     meaningful: bool
     # How the model was set up beyond its weights (attention backend...): the wire options.
     details: dict[str, str | int | float | bool | None] = field(default_factory=dict)
+    # How answers can be read: an endpoint without log-probabilities supports generate only.
+    modes: tuple[Mode, ...] = ("expected", "generate")
 
 
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
     """Everything needed to build a backend; cheap, no weights.
 
-    ``backend`` is ``transformers`` (the built-in backend) or ``module:Class`` naming any class
-    that implements JudgeBackend and takes the spec as its only argument.
+    ``backend`` is ``transformers`` (the built-in backend), ``openai`` (a model served behind an
+    OpenAI-compatible chat completions endpoint) or ``module:Class`` naming any class that
+    implements JudgeBackend and takes the spec as its only argument.
     """
 
     backend: str
@@ -135,6 +157,18 @@ class BackendSpec:
 
 class DeviceOutOfMemory(Exception):
     """The device ran out of memory for this batch; the backend has freed what it could."""
+
+
+class EndpointError(Exception):
+    """A remote judge failed the whole batch. ``message`` is safe to show a client (it never
+    holds credentials or the endpoint's raw body); ``retryable``: the endpoint is overloaded or
+    unreachable (503 with Retry-After) rather than refusing us (502)."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
 
 class JudgeBackend(Protocol):
@@ -165,9 +199,15 @@ def make_backend(spec: BackendSpec) -> JudgeBackend:
         from reward_service.backends.transformers_backend import TransformersJudgeBackend
 
         return TransformersJudgeBackend(spec)
+    if spec.backend == "openai":
+        from reward_service.backends.openai_backend import OpenAIJudgeBackend
+
+        return OpenAIJudgeBackend(spec)
     module_name, sep, class_name = spec.backend.partition(":")
     if not sep:
-        raise ValueError(f"backend must be 'transformers' or 'module:Class', not {spec.backend!r}")
+        raise ValueError(
+            f"backend must be 'transformers', 'openai' or 'module:Class', not {spec.backend!r}"
+        )
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: JudgeBackend = backend_class(spec)
     return backend
