@@ -76,3 +76,28 @@ def test_a_bad_setting_is_refused_with_a_message() -> None:
     )
     assert out.returncode != 0
     assert "queue_capacity" in out.stderr or "queue-capacity" in out.stderr
+
+
+def test_fp8_on_cpu_workers_is_refused_at_start_up_with_a_clear_error() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "editor_service", "--devices", "cpu", "--port", "0"],
+        env=offline_env(EDITOR_TRANSFORMER_FP8="row", EDITOR_LOAD_ON_START="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "transformer_fp8 needs CUDA GPUs" in out.stderr + out.stdout
+
+
+def test_the_fixed_step_cache_is_configured_by_flags_and_excludes_the_other_cache() -> None:
+    settings = settings_from({}, "--step-cache-interval", "4", "--step-cache-warmup", "2")
+    assert (settings["step_cache_interval"], settings["step_cache_warmup"]) == (4, 2)
+    out = subprocess.run(
+        [sys.executable, "-c", READ, "--step-cache", "0.1", "--step-cache-interval", "3"],
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert "two step caches" in out.stderr

@@ -1,4 +1,4 @@
-"""Model options of the editor on the tiny model: LoRA fusing, step cache, compile off on CPU."""
+"""Model options of the editor on the tiny model: LoRA, step caches, FP8, compile on CPU."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from editor_service.backends.base import BackendSpec, EditJob, RGBImage
 from editor_service.backends.diffusers_backend import DiffusersEditBackend
+from editor_service.backends.speed_modes import UnsupportedOption
 from editor_service.models.qwen_image import ensure_tiny_folder
 from tests.support.images import make_image
 from tests.support.tiny_lora import make_tiny_lora
@@ -75,3 +76,102 @@ def test_compile_is_skipped_on_the_cpu(model_cache: Path, plain: np.ndarray) -> 
     edited, details = run(model_cache, compile=True, attention_backend="native")
     assert details == {"attention_backend": "native"}
     assert np.array_equal(edited, plain)
+
+
+def full_block_runs(model_cache: Path, job: EditJob, **options: Any) -> tuple[list[int], Any]:
+    """How often the first block's image MLP really ran in each of two edits of ``job``, and
+    the last edit's image. A skipped block never calls its MLP; its own forward hooks would
+    still fire, so they cannot count this."""
+    spec = BackendSpec("diffusers", "tiny", None, "auto", str(model_cache), options=options)
+    backend = DiffusersEditBackend(spec)
+    backend.load("cpu")
+    calls = [0]
+
+    def count(*_: Any) -> None:
+        calls[0] += 1
+
+    backend.pipe.transformer.transformer_blocks[0].img_mlp.register_forward_hook(count)
+    runs, images = [], []
+    for _ in range(2):
+        calls[0] = 0
+        images.append(np.asarray(backend.edit(job, lambda: False).image.to_pil()))
+        runs.append(calls[0])
+    assert np.array_equal(images[0], images[1]), "the same seed gave two images"
+    return runs, images[-1]
+
+
+@pytest.mark.parametrize(
+    ("steps", "cfg", "interval", "warmup", "full_steps"),
+    [
+        (10, 4.0, 3, 2, 5),  # steps 0, 1 (warm-up), then 3, 6, 9; in both CFG branches
+        (10, 1.0, 3, 2, 5),
+        (8, 1.0, 2, 3, 5),  # 0, 1, 2, then 4, 6
+        (4, 4.0, 4, 3, 3),  # warm-up only: never past step 3
+    ],
+)
+def test_the_fixed_step_cache_runs_the_blocks_on_its_schedule_in_every_edit(
+    model_cache: Path, steps: int, cfg: float, interval: int, warmup: int, full_steps: int
+) -> None:
+    job = EditJob(**{**_fields(JOB), "num_inference_steps": steps, "true_cfg_scale": cfg})
+    branches = 2 if cfg > 1 else 1
+    plain_runs, _ = full_block_runs(model_cache, job)
+    runs, _ = full_block_runs(
+        model_cache, job, step_cache_interval=interval, step_cache_warmup=warmup
+    )
+    assert plain_runs == [steps * branches] * 2
+    assert runs == [full_steps * branches] * 2
+
+
+def test_the_fixed_step_cache_changes_the_edit_and_is_recorded(
+    model_cache: Path, plain: np.ndarray
+) -> None:
+    edited, details = run(model_cache, step_cache_interval=2, step_cache_warmup=1)
+    assert details == {"step_cache_interval": 2, "step_cache_warmup": 1}
+    assert edited.shape == plain.shape and not np.array_equal(edited, plain)
+
+
+def test_an_edit_stopped_early_does_not_shift_the_next_edits_cache_schedule(
+    model_cache: Path,
+) -> None:
+    spec = BackendSpec(
+        "diffusers",
+        "tiny",
+        None,
+        "auto",
+        str(model_cache),
+        options={"step_cache_interval": 3, "step_cache_warmup": 2},
+    )
+    backend = DiffusersEditBackend(spec)
+    backend.load("cpu")
+    first = np.asarray(backend.edit(JOB, lambda: False).image.to_pil())
+    transformer = backend.pipe.transformer
+    original = transformer.forward
+    calls = [0]
+
+    def fail_on_third_call(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("stopped mid-edit")
+        return original(*args, **kwargs)
+
+    transformer.forward = fail_on_third_call
+    with pytest.raises(RuntimeError):
+        backend.edit(JOB, lambda: False)
+    transformer.forward = original
+    again = np.asarray(backend.edit(JOB, lambda: False).image.to_pil())
+    assert np.array_equal(first, again)
+
+
+def test_two_step_caches_at_once_are_refused(model_cache: Path) -> None:
+    with pytest.raises(UnsupportedOption, match="two step caches"):
+        run(model_cache, step_cache=0.1, step_cache_interval=2)
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_fp8_is_refused_on_the_cpu_with_a_clear_error(model_cache: Path, granularity: str) -> None:
+    with pytest.raises(UnsupportedOption, match=r"needs a CUDA GPU .* device is cpu"):
+        run(model_cache, transformer_fp8=granularity)
+
+
+def _fields(job: EditJob) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in job.__slots__}

@@ -26,6 +26,7 @@ def create_app(settings: EditorSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         devices = await asyncio.to_thread(resolve_devices, settings.devices)
+        settings.check_devices(devices)  # refuse options the devices cannot run, before workers
         logger.info("editor: model %s on %s", settings.model, ", ".join(devices))
         config = PoolConfig(
             devices=devices,

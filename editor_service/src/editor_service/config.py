@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from editor_service.backends.base import BackendSpec
@@ -59,7 +59,26 @@ class EditorSettings(ServiceSettings):
         default=None,
         gt=0,
         description="First-block cache threshold (e.g. 0.05-0.12): skip the rest of the "
-        "transformer on steps whose first block barely changed. Faster, slightly different output.",
+        "transformer on steps whose first block barely changed. Faster, slightly different output; "
+        "how many steps it skips depends on the weights.",
+    )
+    step_cache_interval: int | None = Field(
+        default=None,
+        ge=2,
+        description="Fixed-schedule step cache (diffusers' TaylorSeer): after step_cache_warmup "
+        "full steps, the transformer runs in full on one step in every N and its output is "
+        "extrapolated on the others. The speed-up does not depend on the weights; the output "
+        "changes. Off by default.",
+    )
+    step_cache_warmup: int = Field(
+        default=3, ge=1, description="Full steps before the fixed-schedule step cache starts."
+    )
+    transformer_fp8: Literal["row", "tensor"] | None = Field(
+        default=None,
+        description="FP8 (torchao float8 dynamic activation and weight) in the transformer "
+        "blocks' linear layers, with a scale per row or per tensor. Needs a CUDA GPU of compute "
+        "capability 8.9+ (Ada, Hopper) and torchao; refused at start-up elsewhere. Faster "
+        "(with compile), different output. Off by default.",
     )
     load_on_start: bool = Field(
         default=True,
@@ -76,6 +95,20 @@ class EditorSettings(ServiceSettings):
     def _split_devices(cls, value: object) -> object:
         return split_list(value)
 
+    @model_validator(mode="after")
+    def _one_step_cache(self) -> Self:
+        if self.step_cache is not None and self.step_cache_interval is not None:
+            raise ValueError("step_cache and step_cache_interval are two step caches: choose one")
+        return self
+
+    def check_devices(self, devices: list[str]) -> None:
+        """Refuse options the resolved devices cannot run, before any worker starts."""
+        if self.transformer_fp8 and any(not d.startswith("cuda") for d in devices):
+            raise ValueError(
+                "transformer_fp8 needs CUDA GPUs (compute capability 8.9+); the editor's devices "
+                f"are {', '.join(devices)}. Unset EDITOR_TRANSFORMER_FP8 to run there."
+            )
+
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(
             backend=self.backend,
@@ -91,5 +124,8 @@ class EditorSettings(ServiceSettings):
                 "lora_weight_name": self.lora_weight_name,
                 "lora_scale": self.lora_scale,
                 "step_cache": self.step_cache,
+                "step_cache_interval": self.step_cache_interval,
+                "step_cache_warmup": self.step_cache_warmup,
+                "transformer_fp8": self.transformer_fp8,
             },
         )

@@ -24,6 +24,11 @@ from editor_service.backends.base import (
     LoadedModel,
     RGBImage,
 )
+from editor_service.backends.speed_modes import (
+    UnsupportedOption,
+    enable_step_schedule,
+    quantize_fp8,
+)
 from service_kit.model_source import (
     ModelSource,
     SourceKind,
@@ -63,10 +68,11 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
 
 
 def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, Any]:
-    """LoRA, attention backend, step cache and regional compilation, in that order.
+    """LoRA, FP8, attention backend, step cache and regional compilation, in that order.
 
     Returns what was applied, for the model's provenance: results made with any of these are a
-    different configuration from the plain model and are labelled as such.
+    different configuration from the plain model and are labelled as such. An option the device
+    cannot run (FP8 on the CPU) raises UnsupportedOption instead of being skipped.
     """
     applied: dict[str, Any] = {}
     if options.get("lora"):
@@ -77,19 +83,34 @@ def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, A
         pipe.fuse_lora(lora_scale=scale, adapter_names=["editbench"])
         pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
         applied.update(lora=str(options["lora"]), lora_scale=scale)
+    if options.get("transformer_fp8"):
+        quantize_fp8(pipe.transformer, str(options["transformer_fp8"]), device)
+        applied["transformer_fp8"] = str(options["transformer_fp8"])
     if options.get("attention_backend"):
         pipe.transformer.set_attention_backend(options["attention_backend"])
         applied["attention_backend"] = options["attention_backend"]
+    if options.get("step_cache") and options.get("step_cache_interval"):
+        raise UnsupportedOption(
+            "step_cache and step_cache_interval are two step caches: choose one"
+        )
     if options.get("step_cache"):
         from diffusers import FirstBlockCacheConfig
 
         pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=float(options["step_cache"])))
         applied["step_cache"] = float(options["step_cache"])
+    if options.get("step_cache_interval"):
+        interval = int(options["step_cache_interval"])
+        warmup = int(options.get("step_cache_warmup") or 3)
+        enable_step_schedule(pipe.transformer, interval, warmup)
+        applied.update(step_cache_interval=interval, step_cache_warmup=warmup)
     if options.get("compile"):
         if device == "cpu":
             logger.warning("compile is for GPUs; running eagerly on the CPU")
         else:
-            pipe.transformer.compile_repeated_blocks(fullgraph=True)
+            # A cache hook wraps each block's forward in code torch.compile cannot trace into
+            # one graph, so the blocks compile with graph breaks there.
+            cached = bool(options.get("step_cache") or options.get("step_cache_interval"))
+            pipe.transformer.compile_repeated_blocks(fullgraph=not cached)
             applied["compile"] = "regional"
     return applied
 
@@ -211,6 +232,10 @@ class DiffusersEditBackend:
         if job.width is not None and job.height is not None:
             kwargs["width"], kwargs["height"] = job.width, job.height
 
+        if getattr(self.pipe.transformer, "is_cache_enabled", False):
+            # A step cache counts steps; an edit that stopped early (out of memory) must not
+            # leave its count to the next one. The pipeline resets it only when it finishes.
+            self.pipe.maybe_free_model_hooks()
         started = time.perf_counter()
         try:
             with torch.inference_mode():
