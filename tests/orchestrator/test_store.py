@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.store import JsonlLog, RunFolderBusy, RunStore, atomic_write_bytes, latest_by
+from orchestrator.records import EditRecord
+from orchestrator.store import (
+    JsonlLog,
+    RunFolderBusy,
+    RunStore,
+    atomic_write_bytes,
+    latest_by_job,
+)
 
 
 def test_reader_skips_a_torn_last_line(tmp_path: Path) -> None:
@@ -96,9 +103,28 @@ def test_appends_keep_unicode_and_every_line_parses(tmp_path: Path) -> None:
     assert "物理" in (tmp_path / "scores.jsonl").read_text(encoding="utf-8")
 
 
+def _edit(status: str) -> EditRecord:
+    outcome: dict[str, object] = (
+        {"image": "edits/x.png", "image_sha256": "e"}
+        if status == "ok"
+        else {"error": {"type": "timeout", "message": "slow"}}
+    )
+    return EditRecord.model_validate(
+        {
+            "job_id": "a",
+            "item_id": "x",
+            "category": "c",
+            "instruction": "i",
+            "source_sha256": "s",
+            "params": {"steps": 1, "cfg": 1.0, "negative_prompt": " ", "seed_policy": "fixed"},
+            "status": status,
+            **outcome,
+        }
+    )
+
+
 def test_latest_record_per_job_wins() -> None:
-    records = [{"job_id": "a", "status": "failed"}, {"job_id": "a", "status": "ok"}]
-    assert latest_by(records, "job_id")["a"]["status"] == "ok"
+    assert latest_by_job([_edit("failed"), _edit("ok")])["a"].status == "ok"
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from orchestrator.endpoints import (
 )
 from orchestrator.phases import ServiceNotReady
 from orchestrator.progress import RichProgress
+from orchestrator.records import Summary
 from orchestrator.report.tables import summary_tables
 from orchestrator.runner import default_out, read_saved_identity, rerender_report, run_benchmark
 from orchestrator.store import RunFolderBusy
@@ -120,8 +121,8 @@ def _settings(cli: dict[str, Any], config: Path | None, out: Path | None = None)
         raise _fail(str(exc), 2) from None
 
 
-def _title(summary: dict[str, Any], out: Path) -> str:
-    name = ((summary.get("run") or {}).get("benchmark") or {}).get("name")
+def _title(summary: Summary, out: Path) -> str:
+    name = ((summary.run or {}).get("benchmark") or {}).get("name")
     return f"{name} · {out}" if name else f"editbench · {out}"
 
 
@@ -291,7 +292,7 @@ def run(
     if outcome.summary is not None:
         for table in summary_tables(outcome.summary, title=_title(outcome.summary, outcome.out)):
             out_console.print(table)
-        for note in outcome.summary["warnings"]:
+        for note in outcome.summary.warnings:
             err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     for handover in outcome.handovers:
         out_console.print(handover.describe(), highlight=False, soft_wrap=True)
@@ -305,8 +306,8 @@ def run(
             f"report: {outcome.report.html.resolve()}", highlight=False, soft_wrap=True
         )
     if strict and outcome.summary is not None:
-        micro = outcome.summary["overall"]["micro"]
-        if micro["edit_failed"] or micro["judge_failed"] or micro["unscored"]:
+        micro = outcome.summary.overall.micro
+        if micro.edit_failed or micro.judge_failed or micro.unscored:
             raise typer.Exit(1)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.records import ResultRow
 from orchestrator.report.breakdown import item_metrics, partitions, run_reporting
 from orchestrator.report.results import build_rows
 from orchestrator.store import RunStore, atomic_write_text
@@ -42,7 +43,7 @@ class CompareError(ValueError):
 class LoadedRun:
     label: str
     path: Path
-    rows: list[dict[str, Any]]
+    rows: list[ResultRow]
     reporting: Reporting
     provenance: dict[str, Any]
     judges: list[str] = field(default_factory=list)
@@ -66,7 +67,7 @@ class LoadedRun:
                 if settings.get(k) is not None
             },
             "items": len(self.rows),
-            "scored": sum(1 for r in self.rows if r.get("scored")),
+            "scored": sum(1 for r in self.rows if r.scored),
         }
 
 
@@ -81,9 +82,9 @@ def load_run(path: Path, label: str | None = None) -> LoadedRun:
         rows=rows,
         reporting=run_reporting(store),
         provenance=store.read_json("provenance.json") or {},
-        judges=sorted({r["judge_model"] for r in rows if r.get("judge_model")}),
-        protocol_hashes=sorted({r["protocol_hash"] for r in rows if r.get("protocol_hash")}),
-        editors=sorted({r["editor_model"] for r in rows if r.get("editor_model")}),
+        judges=sorted({r.judge_model for r in rows if r.judge_model}),
+        protocol_hashes=sorted({r.protocol_hash for r in rows if r.protocol_hash}),
+        editors=sorted({r.editor_model for r in rows if r.editor_model}),
     )
 
 
@@ -127,21 +128,21 @@ def bootstrap_ci(
     return [round(_percentile(stats, 0.025), 6), round(_percentile(stats, 0.975), 6)]
 
 
-def _value(row: dict[str, Any], reporting: Reporting, metric: str) -> float | None:
+def _value(row: ResultRow, reporting: Reporting, metric: str) -> float | None:
     values = item_metrics(row, reporting)
     return None if values is None else values.get(metric)
 
 
 def _paired(
-    base: Sequence[dict[str, Any]],
-    other_by_id: dict[str, dict[str, Any]],
+    base: Sequence[ResultRow],
+    other_by_id: dict[str, ResultRow],
     reporting: Reporting,
     metric: str,
 ) -> list[float]:
     diffs = []
     for row in base:
-        match = other_by_id.get(row["item_id"])
-        if match is None or match.get("protocol_hash") != row.get("protocol_hash"):
+        match = other_by_id.get(row.item_id)
+        if match is None or match.protocol_hash != row.protocol_hash:
             continue
         a, b = _value(row, reporting, metric), _value(match, reporting, metric)
         if a is not None and b is not None:
@@ -196,13 +197,13 @@ def compare_runs(
         )
     baseline = runs[0]
     reporting = baseline.reporting
-    by_id = [{r["item_id"]: r for r in run.rows} for run in runs]
+    by_id = [{r.item_id: r for r in run.rows} for run in runs]
     tables = []
     for part in partitions(baseline.rows, reporting):
         rows: dict[str, Any] = {}
         strata: list[list[list[float]]] = [[] for _ in runs[1:]]
         for name, members in part.rows.items():
-            ids = [m["item_id"] for m in members]
+            ids = [m.item_id for m in members]
             entry: dict[str, Any] = {"runs": [], "diffs": []}
             for run_rows in by_id:
                 values = [

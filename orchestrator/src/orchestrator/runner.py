@@ -30,6 +30,7 @@ from orchestrator.handover import GpuSharing, Handover
 from orchestrator.phases import EditPhase, PhaseContext, PhaseCounts, ScorePhase, now_iso
 from orchestrator.progress import PhaseProgress
 from orchestrator.provenance import software
+from orchestrator.records import PlanRow, Summary
 from orchestrator.report import ReportPaths, write_report
 from orchestrator.retry import RetryPolicy
 from orchestrator.store import RunStore
@@ -44,7 +45,7 @@ class RunOutcome:
     edit: PhaseCounts | None
     score: PhaseCounts | None
     report: ReportPaths | None
-    summary: dict[str, Any] | None
+    summary: Summary | None
     handovers: list[Handover] = field(default_factory=list)  # GPU hand-overs of this invocation
 
 
@@ -73,17 +74,17 @@ def _selection(settings: RunSettings, benchmark: Benchmark) -> list[Any]:
     )
 
 
-def _plan_rows(items: list[Any]) -> list[dict[str, Any]]:
+def _plan_rows(items: list[Any]) -> list[PlanRow]:
     return [
-        {
-            "id": item.id,
-            "category": item.category,
-            "instruction": item.instruction,
-            "language": item.language,
-            "hints": item.hints,
-            "source": item.source,
-            "extra": item.extra,
-        }
+        PlanRow(
+            id=item.id,
+            category=item.category,
+            instruction=item.instruction,
+            language=item.language,
+            hints=item.hints,
+            source=item.source,
+            extra=item.extra,
+        )
         for item in items
     ]
 
@@ -134,7 +135,7 @@ async def run_benchmark(
         )
         extra = {"transport": transport} if transport is not None else {}
         report: ReportPaths | None = None
-        summary: dict[str, Any] | None = None
+        summary: Summary | None = None
         handovers: list[Handover] = []
         pooled: list[EditorClient | RewardClient] = []
         try:
@@ -264,10 +265,8 @@ def _start_provenance(
     return provenance
 
 
-def rerender_report(
-    out: Path, *, self_contained: bool = False
-) -> tuple[ReportPaths, dict[str, Any]]:
-    """``editbench report``: rebuild the reports of a run folder from its files."""
+def rerender_report(out: Path, *, self_contained: bool = False) -> tuple[ReportPaths, Summary]:
+    """``editbench report: rebuild the reports of a run folder from its files."""
     store = RunStore(out)
     if not store.exists():
         raise BenchmarkError(f"{out} is not a run folder (no run.json)")

@@ -12,7 +12,9 @@ Layout (paths in records are relative to the run folder, so it can be moved or s
     results.csv, summary.json, report.html, provenance.json
 
 A crash can leave at most a torn last line in a log: the reader ignores it and the writer cuts it
-off before appending, so the next record starts on a line of its own.
+off before appending, so the next record starts on a line of its own. Records are typed
+(`orchestrator.records`): a line that is not a valid record (damaged, or edited by hand) is left
+out with a warning that names its file and line, and counted, never a traceback.
 """
 
 from __future__ import annotations
@@ -26,13 +28,18 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
+
+from pydantic import ValidationError
 
 from orchestrator.benchmarks import item_relpath
+from orchestrator.records import EditRecord, JobRecord, PlanRow, RecordModel, ScoreRecord
 
 logger = logging.getLogger(__name__)
 
-Record = dict[str, Any]
+JsonObject = dict[str, Any]
+M = TypeVar("M", bound=RecordModel)
+J = TypeVar("J", bound=JobRecord)
 
 
 class RunFolderBusy(RuntimeError):
@@ -68,12 +75,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def dumps(record: Record) -> str:
+def dumps(record: JsonObject) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def write_jsonl_atomic(path: Path, records: Iterable[Record]) -> None:
-    atomic_write_text(path, "".join(dumps(r) + "\n" for r in records))
+def write_jsonl_atomic(path: Path, records: Iterable[RecordModel]) -> None:
+    atomic_write_text(
+        path, "".join(dumps(r.model_dump(mode="json", by_alias=True)) + "\n" for r in records)
+    )
 
 
 class JsonlLog:
@@ -89,12 +98,18 @@ class JsonlLog:
         self.path = path
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self.skipped = 0  # lines the last read left out
 
-    def read(self) -> list[Record]:
-        """Every complete record. A torn last line (a crash mid-write) is skipped with a warning."""
-        return list(self._iter())
+    def read(self) -> list[JsonObject]:
+        """Every complete JSON object line. A torn last line (a crash mid-write) is skipped with a
+        warning."""
+        return [record for _, record in self.numbered()]
 
-    def _iter(self) -> Iterator[Record]:
+    def numbered(self) -> Iterator[tuple[int, JsonObject]]:
+        """(line number, object) of every line that holds a JSON object; others are skipped
+        with a warning naming the file and line, and counted in `skipped` (a torn last line,
+        what a crash leaves, is not counted: the writer cuts it off)."""
+        self.skipped = 0
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -107,6 +122,7 @@ class JsonlLog:
                 record = json.loads(line)
             except ValueError:
                 torn = number == len(lines)  # no newline after it: the write never finished
+                self.skipped += 0 if torn else 1
                 logger.warning(
                     "%s:%d: skipping %s line (%d bytes)",
                     self.path,
@@ -116,7 +132,12 @@ class JsonlLog:
                 )
                 continue
             if isinstance(record, dict):
-                yield record
+                yield number, record
+            else:
+                self.skipped += 1
+                logger.warning(
+                    "%s:%d: skipping a line that is not a JSON object", self.path, number
+                )
 
     def _open(self) -> int:
         if self._fd is None:
@@ -166,7 +187,7 @@ class JsonlLog:
         except FileNotFoundError:
             return
 
-    def append(self, record: Record) -> None:
+    def append(self, record: JsonObject) -> None:
         line = (dumps(record) + "\n").encode("utf-8")
         with self._lock:
             fd = self._open()
@@ -198,14 +219,55 @@ def _is_record(line: bytes) -> bool:
         return False
 
 
-def latest_by(records: Iterable[Record], key: str) -> dict[str, Record]:
-    """The last record for each value of ``key`` (later records supersede earlier ones)."""
-    latest: dict[str, Record] = {}
-    for record in records:
-        value = record.get(key)
-        if isinstance(value, str):
-            latest[value] = record
-    return latest
+class RecordLog(Generic[M]):
+    """A JSON Lines log of one record type: appends models, reads back validated models.
+
+    A line that is not a valid ``model`` (damaged, or edited by hand) is left out with a warning
+    that names the file, the line and what is wrong; `skipped` counts them for the report.
+    """
+
+    def __init__(self, path: Path, model: type[M]) -> None:
+        self.path = path
+        self.model = model
+        self.lines = JsonlLog(path)
+        self.skipped = 0
+
+    def read(self) -> list[M]:
+        records: list[M] = []
+        skipped = 0
+        for number, raw in self.lines.numbered():
+            try:
+                records.append(self.model.model_validate(raw))
+            except ValidationError as exc:
+                skipped += 1
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "record"
+                logger.warning(
+                    "%s:%d: leaving out a line that is not a valid %s (%s: %s)",
+                    self.path,
+                    number,
+                    self.model.__name__,
+                    where,
+                    first["msg"],
+                )
+        self.skipped = skipped + self.lines.skipped
+        return records
+
+    def append(self, record: M) -> None:
+        self.lines.append(record.model_dump(mode="json", by_alias=True))
+
+    def close(self) -> None:
+        self.lines.close()
+
+
+def latest_by_job(records: Iterable[J]) -> dict[str, J]:
+    """The last record of each job id (later records supersede earlier ones)."""
+    return {record.job_id: record for record in records}
+
+
+def latest_ok_by_item(records: Iterable[J]) -> dict[str, J]:
+    """The last successful record of each item id."""
+    return {record.item_id: record for record in records if record.ok}
 
 
 class RunStore:
@@ -213,8 +275,8 @@ class RunStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.edits = JsonlLog(root / "edits.jsonl")
-        self.scores = JsonlLog(root / "scores.jsonl")
+        self.edits = RecordLog(root / "edits.jsonl", EditRecord)
+        self.scores = RecordLog(root / "scores.jsonl", ScoreRecord)
         self._lock_handle: IO[bytes] | None = None
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -274,8 +336,8 @@ class RunStore:
     def write_file(self, relpath: str, data: bytes) -> None:
         atomic_write_bytes(self.root / relpath, data)
 
-    def read_plan(self) -> list[Record]:
-        return JsonlLog(self.root / "plan.jsonl").read()
+    def read_plan(self) -> list[PlanRow]:
+        return RecordLog(self.root / "plan.jsonl", PlanRow).read()
 
-    def write_plan(self, rows: Iterable[Record]) -> None:
+    def write_plan(self, rows: Iterable[PlanRow]) -> None:
         write_jsonl_atomic(self.root / "plan.jsonl", rows)

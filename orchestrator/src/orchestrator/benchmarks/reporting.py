@@ -88,11 +88,11 @@ GEDIT_REPORTING = Reporting(
 )
 
 
-def value_of(item: Mapping[str, Any], key: str) -> Any:
-    """A column of a plan row / result row: an item field, else a manifest column in extra."""
+def value_of(item: object, key: str) -> Any:
+    """A column of an item, plan row or result row: its field, else a manifest column in extra."""
     if key in ITEM_FIELDS:
-        return item.get(key)
-    extra = item.get("extra") or {}
+        return getattr(item, key, None)
+    extra = getattr(item, "extra", None) or {}
     return extra.get(key)
 
 

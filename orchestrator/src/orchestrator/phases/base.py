@@ -23,12 +23,13 @@ from orchestrator.benchmarks import Benchmark, Item
 from orchestrator.clients import EditorClient, RewardClient, ServiceCallError, is_released
 from orchestrator.handover import GpuSharing
 from orchestrator.progress import PhaseProgress
+from orchestrator.records import ErrorRecord, JobRecord
 from orchestrator.retry import (
     Retry,
     RetryPolicy,
     classify,
 )
-from orchestrator.store import Record, RunStore
+from orchestrator.store import RunStore
 from orchestrator.thumbs import make_thumbnail
 from shared_schemas import ModelInfo
 
@@ -89,13 +90,9 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def is_finished(record: Record | None, retry_failed: bool) -> bool:
+def is_finished(record: JobRecord | None, retry_failed: bool) -> bool:
     """A job is finished when it succeeded, or failed permanently (unless asked to retry those)."""
-    if record is None:
-        return False
-    if record.get("status") == "ok":
-        return True
-    return not record.get("retryable", True) and not retry_failed
+    return record is not None and record.finished(retry_failed)
 
 
 async def stream_images(
@@ -150,27 +147,19 @@ async def wait_until_ready(
         await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
-def error_record(exc: BaseException) -> tuple[dict[str, Any], bool]:
+def error_record(exc: BaseException) -> tuple[ErrorRecord, bool]:
     """(error field, retryable) of a failed job."""
     if isinstance(exc, ServiceCallError):
-        return exc.as_record(), classify(exc) is not Retry.NEVER
+        return ErrorRecord.model_validate(exc.as_record()), classify(exc) is not Retry.NEVER
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return {
-            "service": None,
-            "type": "invalid_input",
-            "message": f"{where}: {first['msg']}" if where else first["msg"],
-            "status": None,
-            "param": where or None,
-        }, False
-    return {
-        "service": None,
-        "type": "client_error",
-        "message": f"{type(exc).__name__}: {exc}",
-        "status": None,
-        "param": None,
-    }, True
+        return ErrorRecord(
+            type="invalid_input",
+            message=f"{where}: {first['msg']}" if where else first["msg"],
+            param=where or None,
+        ), False
+    return ErrorRecord(type="client_error", message=f"{type(exc).__name__}: {exc}"), True
 
 
 def item_fields(item: Item) -> dict[str, Any]:

@@ -19,12 +19,13 @@ from orchestrator.phases.base import (
     now_iso,
     stream_images,
 )
+from orchestrator.records import EditOutcome, EditParams, EditRecord
 from orchestrator.retry import (
     CallStats,
     ReadinessGate,
     call_with_retry,
 )
-from orchestrator.store import Record, latest_by
+from orchestrator.store import latest_by_job
 from shared_schemas import EditorInfo
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class EditPhase(Phase):
             info.max_in_flight,
         )
         self._slots = asyncio.Semaphore(concurrency)
-        done = latest_by(await asyncio.to_thread(self.ctx.store.edits.read), "job_id")
+        done = latest_by_job(await asyncio.to_thread(self.ctx.store.edits.read))
         self.counts.planned = len(self.ctx.items)
         self.ctx.progress.start("edit", len(self.ctx.items))
         try:
@@ -117,27 +118,27 @@ class EditPhase(Phase):
             self.ctx.progress.finish()
         return self.counts
 
-    def _image_kept(self, record: Record | None) -> bool:
+    def _image_kept(self, record: EditRecord | None) -> bool:
         """A finished edit whose image was deleted since is done again."""
-        if record is None or record.get("status") != "ok":
+        if record is None or not record.ok or record.image is None:
             return True
-        return self.ctx.store.path(str(record.get("image"))).is_file()
+        return self.ctx.store.path(record.image).is_file()
 
     async def _edit_one(self, item: Item, image: bytes, source_sha: str, job_id: str) -> None:
         stats = CallStats()
-        base: Record = {
-            "schema": 1,
-            "phase": "edit",
+        base = {
             "job_id": job_id,
             **item_fields(item),
             "source_sha256": source_sha,
-            "params": {**self.settings.as_dict(), "seed": self.settings.item_seed(item.id)},
+            "params": EditParams.model_validate(
+                {**self.settings.as_dict(), "seed": self.settings.item_seed(item.id)}
+            ),
         }
         try:
             request = self.settings.request(item.id, image, item.instruction)
             self.counts.requests += 1
             response = await call_with_retry(
-                lambda: self.client.edit(request, idempotency_key=job_id),
+                lambda: self.client.edit(request),
                 policy=self.ctx.policy,
                 gate=self.gate,
                 label=f"edit {job_id} ({item.id})",
@@ -151,25 +152,36 @@ class EditPhase(Phase):
             raise
         except Exception as exc:
             error, retryable = error_record(exc)
-            if error["type"] == "client_error":
+            if error.type == "client_error":
                 logger.exception("edit %s (%s): unexpected error", job_id, item.id)
             else:
-                logger.warning("edit %s (%s) failed: %s", job_id, item.id, error["message"])
-            record = {**base, "status": "failed", "retryable": retryable, "error": error}
-            ok = False
+                logger.warning("edit %s (%s) failed: %s", job_id, item.id, error.message)
+            outcome: dict[str, object] = {
+                "status": "failed",
+                "retryable": retryable,
+                "error": error,
+            }
         else:
-            meta = response.model_dump(mode="json", exclude={"image"})
-            record = {
-                **base,
+            outcome = {
                 "status": "ok",
                 "image": relpath,
                 "image_sha256": sha256_hex(response.image),
                 "seed": response.seed,
-                "model": meta.pop("model"),
-                "response": meta,
+                "model": response.model,
+                "response": EditOutcome.model_validate(
+                    response.model_dump(exclude={"image", "model"})
+                ),
             }
-            ok = True
-        record.update(attempts=stats.attempts, retries=stats.retries, finished_at=now_iso())
+        record = EditRecord.model_validate(
+            {
+                **base,
+                **outcome,
+                "attempts": stats.attempts,
+                "retries": stats.retries,
+                "finished_at": now_iso(),
+            }
+        )
+        ok = record.ok
         self.counts.retries += stats.retries
         await asyncio.to_thread(self.ctx.store.edits.append, record)
         self._finish(ok)

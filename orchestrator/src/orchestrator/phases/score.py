@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.benchmarks import Item, item_relpath
 from orchestrator.clients import RewardClient, ServiceCallError
@@ -24,12 +22,13 @@ from orchestrator.phases.base import (
     now_iso,
     stream_images,
 )
+from orchestrator.records import ErrorRecord, ScoreRecord
 from orchestrator.retry import (
     CallStats,
     ReadinessGate,
     call_with_retry,
 )
-from orchestrator.store import Record, latest_by
+from orchestrator.store import latest_by_job, latest_ok_by_item
 from shared_schemas import (
     ItemScore,
     ModelInfo,
@@ -164,17 +163,13 @@ class ScorePhase(Phase):
                 if path is not None:
                     found[item.id] = (path, str(path), None)
             return found
-        latest_ok = latest_by(
-            (r for r in self.ctx.store.edits.read() if r.get("status") == "ok"), "item_id"
-        )
+        latest_ok = latest_ok_by_item(self.ctx.store.edits.read())
         for item in self.ctx.items:
             record = latest_ok.get(item.id)
-            if record is not None and self.ctx.store.path(record["image"]).is_file():
-                found[item.id] = (
-                    self.ctx.store.path(record["image"]),
-                    record["image"],
-                    record["job_id"],
-                )
+            if record is None or record.image is None:
+                continue
+            if self.ctx.store.path(record.image).is_file():
+                found[item.id] = (self.ctx.store.path(record.image), record.image, record.job_id)
         return found
 
     async def run(self) -> PhaseCounts:
@@ -197,7 +192,7 @@ class ScorePhase(Phase):
             self.items_per_request,
             concurrency,
         )
-        done = latest_by(await asyncio.to_thread(self.ctx.store.scores.read), "job_id")
+        done = latest_by_job(await asyncio.to_thread(self.ctx.store.scores.read))
         protocol_hash = self.protocol_info.hash if self.protocol_info else None
         self.counts.planned = len(items)
         self.ctx.progress.start("score", len(items))
@@ -272,7 +267,7 @@ class ScorePhase(Phase):
             )
             self.counts.requests += 1
             response = await call_with_retry(
-                lambda: self.client.score(request, idempotency_key=_batch_key(batch)),
+                lambda: self.client.score(request),
                 policy=self.ctx.policy,
                 gate=self.gate,
                 label=f"score {len(batch)} item(s) [{batch[0].job_id}...]",
@@ -296,17 +291,15 @@ class ScorePhase(Phase):
                 logger.warning(
                     "a batch of %d failed permanently (%s); scoring its items one by one",
                     len(batch),
-                    error["message"],
+                    error.message,
                 )
                 for job in batch:
                     await self._score_batch([job])
                 return
-            if error["type"] == "client_error":
+            if error.type == "client_error":
                 logger.exception("score %s: unexpected error", batch[0].job_id)
             for job in batch:
-                logger.warning(
-                    "score %s (%s) failed: %s", job.job_id, job.item.id, error["message"]
-                )
+                logger.warning("score %s (%s) failed: %s", job.job_id, job.item.id, error.message)
                 await self._append(job, stats, status="failed", retryable=retryable, error=error)
             return
         for job in batch:
@@ -321,13 +314,11 @@ class ScorePhase(Phase):
         *,
         status: str,
         retryable: bool = False,
-        error: dict[str, Any] | None = None,
+        error: ErrorRecord | None = None,
         result: ItemScore | None = None,
         model: ModelInfo | None = None,
     ) -> None:
-        record: Record = {
-            "schema": 1,
-            "phase": "score",
+        fields: dict[str, object] = {
             "job_id": job.job_id,
             **item_fields(job.item),
             "hints": job.item.hints,
@@ -338,26 +329,25 @@ class ScorePhase(Phase):
             "protocol": self.protocol,
             "mode": self.mode,
             "status": status,
+            "attempts": stats.attempts,
+            "retries": stats.retries,
+            "finished_at": now_iso(),
         }
         if status == "ok" and result is not None:
-            record.update(
+            fields.update(
                 protocol_hash=result.protocol_hash,
                 scored=result.scored,
                 sc=result.sc,
                 pq=result.pq,
                 overall=result.overall,
-                score=result.model_dump(mode="json"),
-                model=model.model_dump(mode="json") if model else None,
+                score=result,
+                model=model,
             )
             if not result.scored:
                 self.counts.unscored += 1
         else:
-            record.update(retryable=retryable, error=error)
-        record.update(attempts=stats.attempts, retries=stats.retries, finished_at=now_iso())
+            fields.update(retryable=retryable, error=error)
+        record = ScoreRecord.model_validate(fields)
         self.counts.retries += stats.retries
         await asyncio.to_thread(self.ctx.store.scores.append, record)
-        self._finish(status == "ok")
-
-
-def _batch_key(batch: Sequence[_ScoreJob]) -> str:
-    return "b-" + sha256_hex("\n".join(job.job_id for job in batch).encode())[:32]
+        self._finish(record.ok)

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.benchmarks.reporting import Reporting, truthy, value_of
+from orchestrator.records import ResultRow
 from orchestrator.store import RunStore
 
 METRICS = ("sc", "pq", "overall")
@@ -38,11 +39,11 @@ def run_reporting(store: RunStore | Path) -> Reporting:
         return Reporting()
 
 
-def item_metrics(row: dict[str, Any], reporting: Reporting) -> dict[str, float] | None:
+def item_metrics(row: ResultRow, reporting: Reporting) -> dict[str, float] | None:
     """SC, PQ and overall of a scored item (overall recomputed when declared), else None."""
-    if not row.get("scored"):
+    if not row.scored:
         return None
-    sc, pq, overall = row.get("sc"), row.get("pq"), row.get("overall")
+    sc, pq, overall = row.sc, row.pq, row.overall
     if reporting.overall == "sqrt_sc_pq":
         overall = math.sqrt(sc * pq) if sc is not None and pq is not None else None
     values = {"sc": sc, "pq": pq, "overall": overall}
@@ -65,12 +66,12 @@ def describe(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _key(row: dict[str, Any], key: str) -> str:
+def _key(row: ResultRow, key: str) -> str:
     value = value_of(row, key)
     return MISSING if value is None or value == "" else str(value)
 
 
-def _table(by_row: dict[str, list[dict[str, Any]]], reporting: Reporting) -> dict[str, Any]:
+def _table(by_row: dict[str, list[ResultRow]], reporting: Reporting) -> dict[str, Any]:
     table_rows: dict[str, Any] = {}
     scored_all: list[dict[str, float]] = []
     for name in sorted(by_row):
@@ -106,15 +107,15 @@ class Partition:
     title: str
     split: dict[str, str]
     subset: str | None
-    rows: dict[str, list[dict[str, Any]]]  # row name -> result rows, in sorted row order
+    rows: dict[str, list[ResultRow]]  # row name -> result rows, in sorted row order
 
-    def members(self) -> list[dict[str, Any]]:
+    def members(self) -> list[ResultRow]:
         return [row for group in self.rows.values() for row in group]
 
 
-def partitions(rows: Sequence[dict[str, Any]], reporting: Reporting) -> list[Partition]:
+def partitions(rows: Sequence[ResultRow], reporting: Reporting) -> list[Partition]:
     """Per split value: all its rows, then each subset's; grouped by the row key."""
-    splits: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    splits: dict[tuple[str, ...], list[ResultRow]] = {}
     for row in rows:
         splits.setdefault(tuple(_key(row, k) for k in reporting.split_by), []).append(row)
     found = []
@@ -126,7 +127,7 @@ def partitions(rows: Sequence[dict[str, Any]], reporting: Reporting) -> list[Par
             else:
                 column = reporting.subsets[subset]
                 chosen = [r for r in members if _is_true(value_of(r, column))]
-            grouped: dict[str, list[dict[str, Any]]] = {}
+            grouped: dict[str, list[ResultRow]] = {}
             for row in chosen:
                 grouped.setdefault(_key(row, reporting.row_key), []).append(row)
             parts = [*values, *([f"{subset} ({reporting.subsets[subset]})"] if subset else [])]
@@ -141,7 +142,7 @@ def partitions(rows: Sequence[dict[str, Any]], reporting: Reporting) -> list[Par
     return found
 
 
-def reported_tables(rows: Sequence[dict[str, Any]], reporting: Reporting) -> list[dict[str, Any]]:
+def reported_tables(rows: Sequence[ResultRow], reporting: Reporting) -> list[dict[str, Any]]:
     """Every declared table: per split value, all rows then each subset."""
     tables = []
     for part in partitions(rows, reporting):

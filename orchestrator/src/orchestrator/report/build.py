@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.records import ResultRow, Summary, is_inside_relpath
 from orchestrator.report.breakdown import run_reporting
 from orchestrator.report.html import render_html
-from orchestrator.report.results import build_rows, integrity
+from orchestrator.report.results import RunRecords, build_rows, integrity
 from orchestrator.report.summary import summarize
 from orchestrator.report.tables import rows_csv
 from orchestrator.store import RunStore, atomic_write_text, write_jsonl_atomic
@@ -25,32 +26,31 @@ class ReportPaths:
     html: Path
 
 
-def _fill_edited_thumbs(store: RunStore, rows: list[dict[str, Any]]) -> None:
+def _fill_edited_thumbs(store: RunStore, rows: list[ResultRow]) -> None:
     for row in rows:
-        thumb = store.path(row["edited_thumb"])
-        image = row["edited_image"]
-        if thumb.exists() or not image:
+        thumb = store.path(row.edited_thumb)
+        image = row.edited_image
+        # Only images of this run folder: one given with --edited-dir got its thumbnail when it
+        # was scored, and a path edited into a record must not make the report read elsewhere.
+        if thumb.exists() or not image or not is_inside_relpath(image):
             continue
-        source = Path(image) if Path(image).is_absolute() else store.path(image)
+        source = store.path(image)
         if source.is_file():
             data = make_thumbnail(source.read_bytes())
             if data is not None:
-                store.write_file(row["edited_thumb"], data)
+                store.write_file(row.edited_thumb, data)
 
 
-def _images(store: RunStore, rows: list[dict[str, Any]], self_contained: bool) -> dict[str, str]:
+def _images(store: RunStore, rows: list[ResultRow], self_contained: bool) -> dict[str, str]:
     """Relative path -> src of every image the page shows that exists. Self-contained: the
     thumbnails as data URIs, and no link to the full-size edits (they stay in the folder)."""
     found: dict[str, str] = {}
-    keys = (
-        ("source_thumb", "edited_thumb")
-        if self_contained
-        else ("source_thumb", "edited_thumb", "edited_image")
-    )
     for row in rows:
-        for key in keys:
-            value = row.get(key)
-            if not value or Path(value).is_absolute() or not store.path(value).is_file():
+        shown: list[str | None] = [row.source_thumb, row.edited_thumb]
+        if not self_contained:
+            shown.append(row.edited_image)
+        for value in shown:
+            if not value or not is_inside_relpath(value) or not store.path(value).is_file():
                 continue
             if self_contained:
                 data = base64.b64encode(store.path(value).read_bytes()).decode("ascii")
@@ -62,24 +62,24 @@ def _images(store: RunStore, rows: list[dict[str, Any]], self_contained: bool) -
 
 def write_report(
     store: RunStore, provenance: dict[str, Any], *, self_contained: bool = False
-) -> tuple[ReportPaths, dict[str, Any]]:
+) -> tuple[ReportPaths, Summary]:
     """results.jsonl, results.csv, summary.json and report.html, each written atomically.
 
     ``self_contained``: report.html carries its thumbnails inside (one file to mail or attach)."""
-    rows = build_rows(store)
+    records = RunRecords.read(store)
+    rows = build_rows(store, records)
     _fill_edited_thumbs(store, rows)
-    summary = summarize(rows, run_reporting(store))
-    summary["integrity"] = integrity(store)
-    summary_doc = {
-        **summary,
-        "handovers": list(provenance.get("handovers") or []),
-        "run": {
-            "benchmark": provenance.get("benchmark"),
-            "settings": provenance.get("settings"),
-            "started_at": provenance.get("started_at"),
-            "finished_at": provenance.get("finished_at"),
-        },
-    }
+    summary = summarize(rows, run_reporting(store), integrity(records)).model_copy(
+        update={
+            "handovers": list(provenance.get("handovers") or []),
+            "run": {
+                "benchmark": provenance.get("benchmark"),
+                "settings": provenance.get("settings"),
+                "started_at": provenance.get("started_at"),
+                "finished_at": provenance.get("finished_at"),
+            },
+        }
+    )
     paths = ReportPaths(
         summary=store.root / "summary.json",
         results_jsonl=store.root / "results.jsonl",
@@ -89,15 +89,16 @@ def write_report(
     write_jsonl_atomic(paths.results_jsonl, rows)
     atomic_write_text(paths.results_csv, rows_csv(rows))
     atomic_write_text(
-        paths.summary, json.dumps(summary_doc, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+        paths.summary,
+        json.dumps(summary.dump(), ensure_ascii=False, indent=2, allow_nan=False) + "\n",
     )
     atomic_write_text(
         paths.html,
         render_html(
-            summary=summary_doc,
+            summary=summary,
             rows=rows,
             provenance=provenance,
             images=_images(store, rows, self_contained),
         ),
     )
-    return paths, summary_doc
+    return paths, summary

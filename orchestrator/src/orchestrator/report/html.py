@@ -7,6 +7,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from orchestrator.records import GroupStats, ResultRow, Summary
 from orchestrator.report.summary import METRICS
 
 _env = Environment(
@@ -20,7 +21,7 @@ _COLOURS = {"sc": "#4c78a8", "pq": "#f58518", "overall": "#54a24b"}
 _LABELS = {"sc": "SC", "pq": "PQ", "overall": "Overall"}
 
 
-def chart(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def chart(categories: dict[str, GroupStats]) -> dict[str, Any]:
     """Geometry of a horizontal grouped bar chart (0-10) of SC, PQ and overall per category."""
     bar_h, gap, label_w, plot_w = 12, 14, 180, 460
     groups = []
@@ -28,7 +29,7 @@ def chart(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for name, stats in categories.items():
         bars = []
         for index, metric in enumerate(METRICS):
-            mean = stats[metric]["mean"]
+            mean = stats.metric(metric).mean
             bars.append(
                 {
                     "metric": _LABELS[metric],
@@ -38,7 +39,7 @@ def chart(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     "value": "n/a" if mean is None else f"{mean:.2f}",
                 }
             )
-        groups.append({"name": name, "n": stats["overall"]["n"], "y": y, "bars": bars})
+        groups.append({"name": name, "n": stats.overall.n, "y": y, "bars": bars})
         y += len(METRICS) * bar_h + gap
     return {
         "groups": groups,
@@ -52,43 +53,38 @@ def chart(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def status_of(row: dict[str, Any]) -> str:
+def status_of(row: ResultRow) -> str:
     """One word per item for the page's filter: what happened to it."""
-    if row["edit_status"] == "failed" and not row["edited_image"]:
+    if row.edit_status == "failed" and not row.edited_image:
         return "edit failed"
-    if row["score_status"] == "failed":
+    if row.score_status == "failed":
         return "judge failed"
-    if row["score_status"] == "ok":
-        return "scored" if row["scored"] else "unscored"
+    if row.score_status == "ok":
+        return "scored" if row.scored else "unscored"
     return "pending"
 
 
-def problem_of(row: dict[str, Any]) -> str | None:
+def problem_of(row: ResultRow) -> str | None:
     """The error (or unscored reason) of a failed or unscored item, as one line."""
-    for key in ("edit_error", "score_error"):
-        error = row.get(key)
-        if error:
-            if isinstance(error, dict):
-                return f"{error.get('type', 'error')}: {error.get('message', '')}"
-            return str(error)
-    if row["score_status"] == "ok" and not row["scored"]:
+    error = row.edit_error or row.score_error
+    if error is not None:
+        return f"{error.type}: {error.message}"
+    if row.score_status == "ok" and not row.scored:
         reasons = [
-            f"{q['name']}: {q.get('error') or 'no score'}"
-            for q in row.get("questions") or []
-            if q.get("score") is None
+            f"{q.name}: {q.error or 'no score'}" for q in row.questions or [] if q.score is None
         ]
         return "unscored: " + ("; ".join(reasons) or "the judge's answer had no score")
     return None
 
 
-def histograms(rows: list[dict[str, Any]], metric: str = "overall") -> list[dict[str, Any]]:
+def histograms(rows: list[ResultRow], metric: str = "overall") -> list[dict[str, Any]]:
     """Per category (and all items first): counts of ``metric`` in ten bins of width 1."""
     groups: dict[str, list[float]] = {"all items": []}
     for row in rows:
-        value = row.get(metric)
-        if row.get("scored") and value is not None:
-            groups["all items"].append(float(value))
-            groups.setdefault(str(row["category"]), []).append(float(value))
+        value = row.metric(metric)
+        if row.scored and value is not None:
+            groups["all items"].append(value)
+            groups.setdefault(row.category, []).append(value)
     found = []
     for name, values in groups.items():
         counts = [0] * 10
@@ -113,23 +109,23 @@ def histograms(rows: list[dict[str, Any]], metric: str = "overall") -> list[dict
 
 def render_html(
     *,
-    summary: dict[str, Any],
-    rows: list[dict[str, Any]],
+    summary: Summary,
+    rows: list[ResultRow],
     provenance: dict[str, Any],
     images: dict[str, str],
 ) -> str:
     """The page. ``images`` maps the relative path of each image that exists to its ``src``
     (the path itself, or a data URI in a self-contained page); others are omitted."""
-    view = [{**row, "status": status_of(row), "problem": problem_of(row)} for row in rows]
+    view = [{**row.dump(), "status": status_of(row), "problem": problem_of(row)} for row in rows]
     return _env.get_template("report.html.j2").render(
         summary=summary,
         rows=view,
         problems=[row for row in view if row["problem"]],
-        categories=sorted({row["category"] for row in rows}),
-        languages=sorted({row["language"] for row in rows if row["language"]}),
+        categories=sorted({row.category for row in rows}),
+        languages=sorted({row.language for row in rows if row.language}),
         statuses=["scored", "unscored", "edit failed", "judge failed", "pending"],
         histograms=histograms(rows),
         provenance=provenance,
-        chart=chart(summary["categories"]),
+        chart=chart(summary.categories),
         images=images,
     )

@@ -6,109 +6,153 @@ it judged the image the item's edit record points to (a re-edited item's old sco
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
-from orchestrator.store import Record, RunStore
+from orchestrator.records import (
+    EditRecord,
+    JobRecord,
+    LogIntegrity,
+    PlanRow,
+    ResultRow,
+    ScoreRecord,
+    model_name,
+)
+from orchestrator.store import RunStore
+
+J = TypeVar("J", bound=JobRecord)
 
 
-def _pick(records: list[Record]) -> Record | None:
-    ok = [r for r in records if r.get("status") == "ok"]
+def _pick(records: list[J]) -> J | None:
+    ok = [r for r in records if r.ok]
     if ok:
         return ok[-1]
     return records[-1] if records else None
 
 
-def _group(records: list[Record]) -> dict[str, list[Record]]:
-    grouped: dict[str, list[Record]] = {}
+def _group(records: Iterable[J]) -> dict[str, list[J]]:
+    grouped: dict[str, list[J]] = {}
     for record in records:
-        item_id = record.get("item_id")
-        if isinstance(item_id, str):
-            grouped.setdefault(item_id, []).append(record)
+        grouped.setdefault(record.item_id, []).append(record)
     return grouped
 
 
-def _model_name(model: Any) -> str | None:
-    if not isinstance(model, dict):
-        return None
-    revision = model.get("revision")
-    return f"{model.get('id')}@{revision}" if revision else str(model.get("id"))
+@dataclass(frozen=True, slots=True)
+class RunRecords:
+    """A run folder's logs, read (and validated) once."""
+
+    plan: list[PlanRow]
+    edits: list[EditRecord]
+    scores: list[ScoreRecord]
+    skipped: dict[str, int]
+
+    @classmethod
+    def read(cls, store: RunStore) -> RunRecords:
+        edits = store.edits.read()
+        scores = store.scores.read()
+        return cls(
+            plan=store.read_plan(),
+            edits=edits,
+            scores=scores,
+            skipped={"edit": store.edits.skipped, "score": store.scores.skipped},
+        )
 
 
-def integrity(store: RunStore) -> dict[str, Any]:
-    """What the logs hold: records, and ok records beyond one per job (must be 0)."""
-    found: dict[str, Any] = {}
-    for name, log in (("edit", store.edits), ("score", store.scores)):
-        records = log.read()
-        ok = [r.get("job_id") for r in records if r.get("status") == "ok"]
-        found[name] = {
-            "records": len(records),
-            "jobs": len({r.get("job_id") for r in records}),
-            "duplicate_ok_records": len(ok) - len(set(ok)),
-        }
-    return found
+def _log_integrity(records: Sequence[JobRecord], skipped: int) -> LogIntegrity:
+    ok = [r.job_id for r in records if r.ok]
+    return LogIntegrity(
+        records=len(records),
+        jobs=len({r.job_id for r in records}),
+        duplicate_ok_records=len(ok) - len(set(ok)),
+        skipped_lines=skipped,
+    )
 
 
-def build_rows(store: RunStore) -> list[dict[str, Any]]:
+def integrity(records: RunRecords) -> dict[str, LogIntegrity]:
+    """What the logs hold: records, ok records beyond one per job (must be 0), lines left out."""
+    return {
+        "edit": _log_integrity(records.edits, records.skipped["edit"]),
+        "score": _log_integrity(records.scores, records.skipped["score"]),
+    }
+
+
+def _edit_fields(edit: EditRecord | None) -> dict[str, object]:
+    if edit is None:
+        return {"edit_status": "pending"}
+    timings = edit.response.timings if edit.response else None
+    return {
+        "edit_status": edit.status,
+        "edit_job_id": edit.job_id,
+        "edit_error": None if edit.ok else edit.error,
+        "edit_retryable": edit.retryable,
+        "edit_attempts": edit.attempts,
+        "edit_retries": edit.retries,
+        "edited_image": edit.image if edit.ok else None,
+        "seed": edit.seed,
+        "edit_s": timings.edit_s if timings else None,
+        "editor_model": model_name(edit.model),
+        "editor_meaningful": edit.model.meaningful if edit.model else None,
+    }
+
+
+def _score_fields(score: ScoreRecord | None) -> dict[str, object]:
+    if score is None:
+        return {"score_status": "pending"}
+    result = score.score if score.ok else None
+    return {
+        "score_status": score.status,
+        "score_job_id": score.job_id,
+        "score_error": None if score.ok else score.error,
+        "score_retryable": score.retryable,
+        "score_attempts": score.attempts,
+        "score_retries": score.retries,
+        "scored": bool(result and result.scored),
+        "sc": result.sc if result else None,
+        "pq": result.pq if result else None,
+        "overall": result.overall if result else None,
+        "questions": result.questions if result else None,
+        "protocol": score.protocol,
+        "protocol_hash": score.protocol_hash,
+        "mode": score.mode,
+        "judge_model": model_name(score.model),
+        "judge_meaningful": score.model.meaningful if score.model else None,
+    }
+
+
+def build_rows(store: RunStore, records: RunRecords | None = None) -> list[ResultRow]:
     """The joined per-item view of a run folder (what results.jsonl holds)."""
-    plan = store.read_plan()
-    edits = _group(store.edits.read())
-    scores = _group(store.scores.read())
+    records = records or RunRecords.read(store)
+    edits = _group(records.edits)
+    scores = _group(records.scores)
     rows = []
-    for item in plan:
-        item_id = item["id"]
-        edit = _pick(edits.get(item_id, []))
-        edited_sha = edit.get("image_sha256") if edit and edit.get("status") == "ok" else None
-        candidates = [
-            s
-            for s in scores.get(item_id, [])
-            if edited_sha is None or s.get("edited_sha256") == edited_sha
-        ]
-        score = _pick(candidates)
-        result = score.get("score") if score and score.get("status") == "ok" else None
+    for item in records.plan:
+        edit = _pick(edits.get(item.id, []))
+        edited_sha = edit.image_sha256 if edit and edit.ok else None
+        score = _pick(
+            [
+                s
+                for s in scores.get(item.id, [])
+                if edited_sha is None or s.edited_sha256 == edited_sha
+            ]
+        )
+        fields = {**_edit_fields(edit), **_score_fields(score)}
+        if fields.get("edited_image") is None and score is not None:
+            fields["edited_image"] = score.edited_image
         rows.append(
-            {
-                "item_id": item_id,
-                "category": item["category"],
-                "language": item.get("language"),
-                "instruction": item["instruction"],
-                "hints": item.get("hints"),
-                "source": item.get("source"),
-                "extra": item.get("extra") or {},
-                "source_thumb": store.thumb_relpath("source", item_id),
-                "edit_status": edit["status"] if edit else "pending",
-                "edit_job_id": edit.get("job_id") if edit else None,
-                "edit_error": edit.get("error") if edit and edit["status"] != "ok" else None,
-                "edit_retryable": edit.get("retryable") if edit else None,
-                "edit_attempts": edit.get("attempts") if edit else None,
-                "edit_retries": edit.get("retries") if edit else None,
-                "edited_image": (
-                    edit.get("image")
-                    if edit and edit["status"] == "ok"
-                    else (score.get("edited_image") if score else None)
-                ),
-                "edited_thumb": store.thumb_relpath("edited", item_id),
-                "seed": edit.get("seed") if edit else None,
-                "edit_s": (edit.get("response") or {}).get("timings", {}).get("edit_s")
-                if edit
-                else None,
-                "editor_model": _model_name(edit.get("model")) if edit else None,
-                "editor_meaningful": (edit.get("model") or {}).get("meaningful") if edit else None,
-                "score_status": score["status"] if score else "pending",
-                "score_job_id": score.get("job_id") if score else None,
-                "score_error": score.get("error") if score and score["status"] != "ok" else None,
-                "score_retryable": score.get("retryable") if score else None,
-                "score_attempts": score.get("attempts") if score else None,
-                "score_retries": score.get("retries") if score else None,
-                "scored": bool(result and result.get("scored")),
-                "sc": result.get("sc") if result else None,
-                "pq": result.get("pq") if result else None,
-                "overall": result.get("overall") if result else None,
-                "questions": result.get("questions") if result else None,
-                "protocol": score.get("protocol") if score else None,
-                "protocol_hash": score.get("protocol_hash") if score else None,
-                "mode": score.get("mode") if score else None,
-                "judge_model": _model_name(score.get("model")) if score else None,
-                "judge_meaningful": (score.get("model") or {}).get("meaningful") if score else None,
-            }
+            ResultRow.model_validate(
+                {
+                    "item_id": item.id,
+                    "category": item.category,
+                    "language": item.language,
+                    "instruction": item.instruction,
+                    "hints": item.hints,
+                    "source": item.source,
+                    "extra": item.extra,
+                    "source_thumb": store.thumb_relpath("source", item.id),
+                    "edited_thumb": store.thumb_relpath("edited", item.id),
+                    **fields,
+                }
+            )
         )
     return rows

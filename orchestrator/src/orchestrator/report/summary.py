@@ -9,9 +9,20 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.records import (
+    Aggregate,
+    GroupStats,
+    JobCounts,
+    JudgeUsage,
+    LogIntegrity,
+    MacroStats,
+    MetricStats,
+    ModelsSeen,
+    ResultRow,
+    Summary,
+)
 from orchestrator.report.breakdown import reported_tables
 
 METRICS = ("sc", "pq", "overall")
@@ -34,161 +45,165 @@ DEFINITIONS = {
 }
 
 
-def describe(values: Sequence[float]) -> dict[str, Any]:
+def describe(values: Sequence[float]) -> MetricStats:
     """n, mean, std (sample), min, max and a 95% interval of the mean; Nones when empty."""
     n = len(values)
     if n == 0:
-        return {"n": 0, "mean": None, "std": None, "min": None, "max": None, "ci95": None}
+        return MetricStats(n=0)
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else None
     half = 1.96 * std / math.sqrt(n) if std is not None else None
-    return {
-        "n": n,
-        "mean": round(mean, 4),
-        "std": round(std, 4) if std is not None else None,
-        "min": round(min(values), 4),
-        "max": round(max(values), 4),
-        "ci95": [round(mean - half, 4), round(mean + half, 4)] if half is not None else None,
-    }
+    return MetricStats(
+        n=n,
+        mean=round(mean, 4),
+        std=round(std, 4) if std is not None else None,
+        min=round(min(values), 4),
+        max=round(max(values), 4),
+        ci95=[round(mean - half, 4), round(mean + half, 4)] if half is not None else None,
+    )
 
 
-def group_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    edited = sum(1 for r in rows if r["edit_status"] == "ok" or r["edited_image"])
-    judged = [r for r in rows if r["score_status"] == "ok"]
-    scored = [r for r in judged if r["scored"]]
+def group_stats(rows: Sequence[ResultRow]) -> GroupStats:
+    judged = [r for r in rows if r.score_status == "ok"]
+    scored = [r for r in judged if r.scored]
     unscored = len(judged) - len(scored)
-    judge_failed = sum(1 for r in rows if r["score_status"] == "failed")
+    judge_failed = sum(1 for r in rows if r.score_status == "failed")
     attempts = len(scored) + unscored + judge_failed
-    stats: dict[str, Any] = {
-        "n_items": len(rows),
-        "edited": edited,
-        "edit_failed": sum(1 for r in rows if r["edit_status"] == "failed"),
-        "edit_pending": sum(
-            1 for r in rows if r["edit_status"] == "pending" and not r["edited_image"]
-        ),
-        "scored": len(scored),
-        "unscored": unscored,
-        "judge_failed": judge_failed,
-        "score_pending": sum(
-            1
-            for r in rows
-            if r["score_status"] == "pending" and (r["edit_status"] == "ok" or r["edited_image"])
-        ),
-        "judge_error_rate": round((unscored + judge_failed) / attempts, 4) if attempts else None,
+    metrics = {
+        metric: describe([v for r in scored if (v := r.metric(metric)) is not None])
+        for metric in METRICS
     }
-    for metric in METRICS:
-        stats[metric] = describe([r[metric] for r in scored if r[metric] is not None])
-    return stats
+    return GroupStats(
+        n_items=len(rows),
+        edited=sum(1 for r in rows if r.edited),
+        edit_failed=sum(1 for r in rows if r.edit_status == "failed"),
+        edit_pending=sum(1 for r in rows if r.edit_status == "pending" and not r.edited_image),
+        scored=len(scored),
+        unscored=unscored,
+        judge_failed=judge_failed,
+        score_pending=sum(1 for r in rows if r.score_status == "pending" and r.edited),
+        judge_error_rate=round((unscored + judge_failed) / attempts, 4) if attempts else None,
+        **metrics,
+    )
 
 
-def macro(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def macro(categories: dict[str, GroupStats]) -> MacroStats:
     """Mean of category means, over the categories that have at least one score."""
-    result: dict[str, Any] = {}
+    means: dict[str, float | None] = {}
     for metric in METRICS:
-        means = [c[metric]["mean"] for c in categories.values() if c[metric]["mean"] is not None]
-        result[metric] = round(statistics.fmean(means), 4) if means else None
-    counted = [name for name, c in categories.items() if c["overall"]["n"] > 0]
-    result["categories_counted"] = len(counted)
-    result["categories_without_scores"] = sorted(set(categories) - set(counted))
-    return result
+        found = [m for c in categories.values() if (m := c.metric(metric).mean) is not None]
+        means[metric] = round(statistics.fmean(found), 4) if found else None
+    counted = [name for name, c in categories.items() if c.overall.n > 0]
+    return MacroStats(
+        **means,
+        categories_counted=len(counted),
+        categories_without_scores=sorted(set(categories) - set(counted)),
+    )
 
 
-def _by(rows: Iterable[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = {}
+def _by(rows: Iterable[ResultRow], key: str) -> dict[str, list[ResultRow]]:
+    grouped: dict[str, list[ResultRow]] = {}
     for row in rows:
-        grouped.setdefault(str(row[key]), []).append(row)
+        grouped.setdefault(str(getattr(row, key)), []).append(row)
     return dict(sorted(grouped.items()))
 
 
-def summarize(rows: Sequence[dict[str, Any]], reporting: Reporting | None = None) -> dict[str, Any]:
+def _aggregate(rows: Sequence[ResultRow]) -> Aggregate:
+    categories = {name: group_stats(group) for name, group in _by(rows, "category").items()}
+    return Aggregate(micro=group_stats(rows), macro=macro(categories))
+
+
+def summarize(
+    rows: Sequence[ResultRow],
+    reporting: Reporting | None = None,
+    integrity: dict[str, LogIntegrity] | None = None,
+) -> Summary:
     """summary.json's body (without provenance, which the caller adds).
 
     ``tables`` holds the benchmark's declared tables (report/breakdown.py): for GEdit-Bench, its
     own statistics per language and on the Intersection_exist subset."""
     reporting = reporting or Reporting()
     categories = {name: group_stats(group) for name, group in _by(rows, "category").items()}
-    summary: dict[str, Any] = {
-        "definitions": DEFINITIONS,
-        "categories": categories,
-        "overall": {"micro": group_stats(rows), "macro": macro(categories)},
-    }
-    languages = {r["language"] for r in rows if r["language"]}
-    if len(languages) > 1:
-        summary["languages"] = {}
-        for language, group in _by([r for r in rows if r["language"]], "language").items():
-            cats = {name: group_stats(g) for name, g in _by(group, "category").items()}
-            summary["languages"][language] = {"micro": group_stats(group), "macro": macro(cats)}
-    summary["reporting"] = reporting.model_dump(mode="json")
-    summary["tables"] = reported_tables(rows, reporting)
-    summary["models"] = {
-        "editor": sorted({r["editor_model"] for r in rows if r["editor_model"]}),
-        "judge": sorted({r["judge_model"] for r in rows if r["judge_model"]}),
-        "protocol_hash": sorted({r["protocol_hash"] for r in rows if r["protocol_hash"]}),
-    }
-    summary["jobs"] = {phase: job_counts(rows, phase) for phase in ("edit", "score")}
-    summary["judge_usage"] = judge_usage(rows)
-    summary["warnings"] = warnings_for(rows, summary)
-    return summary
+    overall = Aggregate(micro=group_stats(rows), macro=macro(categories))
+    languages = None
+    if len({r.language for r in rows if r.language}) > 1:
+        languages = {
+            language: _aggregate(group)
+            for language, group in _by([r for r in rows if r.language], "language").items()
+        }
+    models = ModelsSeen(
+        editor=sorted({r.editor_model for r in rows if r.editor_model}),
+        judge=sorted({r.judge_model for r in rows if r.judge_model}),
+        protocol_hash=sorted({r.protocol_hash for r in rows if r.protocol_hash}),
+    )
+    return Summary(
+        definitions=DEFINITIONS,
+        categories=categories,
+        overall=overall,
+        languages=languages,
+        reporting=reporting,
+        tables=reported_tables(rows, reporting),
+        models=models,
+        jobs={"edit": job_counts(rows, "edit"), "score": job_counts(rows, "score")},
+        judge_usage=judge_usage(rows),
+        warnings=warnings_for(rows, models, overall.micro),
+        integrity=integrity,
+    )
 
 
-def judge_usage(rows: Sequence[dict[str, Any]]) -> dict[str, int] | None:
+def judge_usage(rows: Sequence[ResultRow]) -> JudgeUsage | None:
     """Tokens the judge endpoint reported, summed over every question of every row; None when
     no question reports any (a local judge)."""
-    usages = [
-        q["usage"]
-        for r in rows
-        for q in r["questions"] or []
-        if isinstance(q, dict) and isinstance(q.get("usage"), dict)
-    ]
+    usages = [q.usage for r in rows for q in r.questions or [] if q.usage is not None]
     if not usages:
         return None
-    totals = {
-        key: sum(int(u.get(key) or 0) for u in usages)
-        for key in ("prompt_tokens", "completion_tokens")
-    }
-    totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
-    totals["questions"] = len(usages)
-    return totals
+    prompt = sum(u.prompt_tokens for u in usages)
+    completion = sum(u.completion_tokens for u in usages)
+    return JudgeUsage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        questions=len(usages),
+    )
 
 
-def job_counts(rows: Sequence[dict[str, Any]], phase: str) -> dict[str, Any]:
+def job_counts(rows: Sequence[ResultRow], phase: str) -> JobCounts:
     """Planned, succeeded, failed permanently or after exhausting retries, and retries."""
-    status = [r[f"{phase}_status"] for r in rows]
-    failed = [r for r in rows if r[f"{phase}_status"] == "failed"]
-    attempts = [r[f"{phase}_attempts"] or 0 for r in rows]
-    return {
-        "planned": len(rows),
-        "ok": status.count("ok"),
-        "failed_permanent": sum(1 for r in failed if r[f"{phase}_retryable"] is False),
-        "failed_transient_exhausted": sum(1 for r in failed if r[f"{phase}_retryable"]),
-        "pending": status.count("pending"),
-        "retries": sum(r[f"{phase}_retries"] or 0 for r in rows),
-        "max_attempts": max(attempts, default=0),
-    }
+    status = [getattr(r, f"{phase}_status") for r in rows]
+    failed = [r for r in rows if getattr(r, f"{phase}_status") == "failed"]
+    attempts = [getattr(r, f"{phase}_attempts") or 0 for r in rows]
+    return JobCounts(
+        planned=len(rows),
+        ok=status.count("ok"),
+        failed_permanent=sum(1 for r in failed if getattr(r, f"{phase}_retryable") is False),
+        failed_transient_exhausted=sum(1 for r in failed if getattr(r, f"{phase}_retryable")),
+        pending=status.count("pending"),
+        retries=sum(getattr(r, f"{phase}_retries") or 0 for r in rows),
+        max_attempts=max(attempts, default=0),
+    )
 
 
-def warnings_for(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+def warnings_for(rows: Sequence[ResultRow], models: ModelsSeen, micro: GroupStats) -> list[str]:
     notes = []
-    models = summary["models"]
     for kind in ("editor", "judge", "protocol_hash"):
-        if len(models[kind]) > 1:
+        seen: list[str] = getattr(models, kind)
+        if len(seen) > 1:
             notes.append(
-                f"{len(models[kind])} different {kind.replace('_', ' ')}s in this run "
-                f"({', '.join(models[kind])}): results are not comparable across them"
+                f"{len(seen)} different {kind.replace('_', ' ')}s in this run "
+                f"({', '.join(seen)}): results are not comparable across them"
             )
-    if any(r["editor_meaningful"] is False for r in rows) or any(
-        r["judge_meaningful"] is False for r in rows
+    if any(r.editor_meaningful is False for r in rows) or any(
+        r.judge_meaningful is False for r in rows
     ):
         notes.append("random-weight models (e.g. tiny) made these results: the scores mean nothing")
-    micro = summary["overall"]["micro"]
-    if micro["edit_failed"]:
-        notes.append(f"{micro['edit_failed']} edit(s) failed: see results.jsonl for the errors")
-    if micro["judge_failed"] or micro["unscored"]:
+    if micro.edit_failed:
+        notes.append(f"{micro.edit_failed} edit(s) failed: see results.jsonl for the errors")
+    if micro.judge_failed or micro.unscored:
         notes.append(
-            f"{micro['judge_failed']} judge call(s) failed and {micro['unscored']} answer(s) "
+            f"{micro.judge_failed} judge call(s) failed and {micro.unscored} answer(s) "
             "were unscored: they are left out of the means"
         )
-    pending = micro["edit_pending"] + micro["score_pending"]
+    pending = micro.edit_pending + micro.score_pending
     if pending:
         notes.append(f"{pending} job(s) not finished yet: run again with --resume")
     return notes

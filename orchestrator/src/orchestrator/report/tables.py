@@ -10,6 +10,8 @@ from typing import Any
 
 from rich.table import Table
 
+from orchestrator.records import GroupStats, ResultRow, Summary
+
 
 def _fmt(value: float | None, std: float | None = None) -> str:
     if value is None:
@@ -21,7 +23,7 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def summary_table(summary: dict[str, Any], title: str = "editbench") -> Table:
+def summary_table(summary: Summary, title: str = "editbench") -> Table:
     """Means per category, then micro (over items) and macro (over categories); the spread is
     in summary.json and report.html."""
     table = Table(
@@ -42,32 +44,31 @@ def summary_table(summary: dict[str, Any], title: str = "editbench") -> Table:
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
 
-    def add(name: str, stats: dict[str, Any], style: str | None = None) -> None:
+    def add(name: str, stats: GroupStats, style: str | None = None) -> None:
+        n = stats.overall.n
         table.add_row(
             name,
-            str(stats["overall"]["n"])
-            + (f"/{stats['n_items']}" if stats["overall"]["n"] != stats["n_items"] else ""),
-            _fmt(stats["sc"]["mean"]),
-            _fmt(stats["pq"]["mean"]),
-            _fmt(stats["overall"]["mean"]),
-            str(stats["edit_failed"]),
-            str(stats["unscored"]),
-            _rate(stats["judge_error_rate"]),
+            str(n) + (f"/{stats.n_items}" if n != stats.n_items else ""),
+            _fmt(stats.sc.mean),
+            _fmt(stats.pq.mean),
+            _fmt(stats.overall.mean),
+            str(stats.edit_failed),
+            str(stats.unscored),
+            _rate(stats.judge_error_rate),
             style=style,
         )
 
-    for name, stats in summary["categories"].items():
+    for name, stats in summary.categories.items():
         add(name, stats)
-    micro = summary["overall"]["micro"]
-    macro = summary["overall"]["macro"]
+    macro = summary.overall.macro
     table.add_section()
-    add("micro", micro, style="bold")
+    add("micro", summary.overall.micro, style="bold")
     table.add_row(
         "macro",
         "",
-        _fmt(macro["sc"]),
-        _fmt(macro["pq"]),
-        _fmt(macro["overall"]),
+        _fmt(macro.sc),
+        _fmt(macro.pq),
+        _fmt(macro.overall),
         "",
         "",
         "",
@@ -80,19 +81,19 @@ def _f3(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def declared_tables(summary: dict[str, Any], title: str = "editbench") -> list[Table]:
+def declared_tables(summary: Summary, title: str = "editbench") -> list[Table]:
     """The benchmark's declared tables (GEdit-Bench: per language, then its intersection
     subset), as its own scripts print them: SC, PQ, O per row, then the unweighted Average."""
-    reporting = summary.get("reporting") or {}
+    reporting = summary.reporting
     tables = []
-    for declared in summary.get("tables") or []:
+    for declared in summary.tables:
         table = Table(
             title=f"{title} · {declared['title']}",
             title_justify="left",
             caption=f"Average: unweighted mean over {declared['row_label']} rows"
-            + (" (headline)" if reporting.get("headline", "macro") == "macro" else "")
+            + (" (headline)" if reporting.headline == "macro" else "")
             + " · micro: mean over items"
-            + (" · O = sqrt(SC*PQ) per item" if reporting.get("overall") == "sqrt_sc_pq" else ""),
+            + (" · O = sqrt(SC*PQ) per item" if reporting.overall == "sqrt_sc_pq" else ""),
             caption_justify="left",
         )
         table.add_column(declared["row_label"])
@@ -133,11 +134,11 @@ def declared_tables(summary: dict[str, Any], title: str = "editbench") -> list[T
     return tables
 
 
-def summary_tables(summary: dict[str, Any], title: str = "editbench") -> list[Table]:
+def summary_tables(summary: Summary, title: str = "editbench") -> list[Table]:
     """What the terminal shows: the declared tables when the benchmark splits its report (by
     language, or into subsets), else the per-category table."""
-    reporting = summary.get("reporting") or {}
-    if len(reporting.get("group_by") or []) > 1 or reporting.get("subsets"):
+    reporting = summary.reporting
+    if len(reporting.group_by) > 1 or reporting.subsets:
         return declared_tables(summary, title)
     return [summary_table(summary, title)]
 
@@ -165,20 +166,23 @@ CSV_COLUMNS = (
 )
 
 
-def rows_csv(rows: Sequence[dict[str, Any]]) -> str:
+def rows_csv(rows: Sequence[ResultRow]) -> str:
     """One CSV row per item; each judge question gets a ``q_<name>`` column."""
     questions: list[str] = []
     for row in rows:
-        for q in row.get("questions") or []:
-            if f"q_{q['name']}" not in questions:
-                questions.append(f"q_{q['name']}")
+        for q in row.questions or []:
+            if f"q_{q.name}" not in questions:
+                questions.append(f"q_{q.name}")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*CSV_COLUMNS, *questions], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        error = row.get("edit_error") or row.get("score_error")
-        flat = {**row, "error": json.dumps(error, ensure_ascii=False) if error else ""}
-        for q in row.get("questions") or []:
-            flat[f"q_{q['name']}"] = q.get("score")
+        error = row.edit_error or row.score_error
+        flat: dict[str, Any] = {
+            **row.dump(),
+            "error": json.dumps(error.model_dump(mode="json"), ensure_ascii=False) if error else "",
+        }
+        for q in row.questions or []:
+            flat[f"q_{q.name}"] = q.score
         writer.writerow(flat)
     return buffer.getvalue()

@@ -1,0 +1,342 @@
+"""What a run folder holds, typed: the plan, the edit and score records, result rows, the summary.
+
+Records are written by the phases and read back by resume, report and status. Every reader goes
+through these models: a renamed or missing field is a validation error at the line that holds
+it (reported with its file and line by `orchestrator.store.RecordLog`), never a silent ``None``.
+Unknown fields are ignored, so a folder written by a newer editbench still reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator.benchmarks.reporting import Reporting
+from shared_schemas import ItemScore, ModelInfo, QuestionScore
+from shared_schemas.edits import EditTimings
+
+RECORD_SCHEMA = 1
+Status = Literal["ok", "failed"]
+
+
+def is_inside_relpath(value: str) -> bool:
+    """A relative path that cannot climb out of the folder it is relative to."""
+    path = PurePosixPath(value.replace("\\", "/"))
+    return bool(value) and not path.is_absolute() and ".." not in path.parts and ":" not in value
+
+
+class RecordModel(BaseModel):
+    """Base of everything stored: frozen, unknown fields ignored, ``schema`` by its name."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class ErrorRecord(RecordModel):
+    """Why a job failed: which service said what (None: it never reached one)."""
+
+    service: str | None = None
+    type: str
+    message: str
+    status: int | None = None
+    param: str | None = None
+
+
+class PlanRow(RecordModel):
+    """One selected item of the latest invocation (plan.jsonl): metadata, no image."""
+
+    id: str
+    category: str
+    instruction: str
+    language: str | None = None
+    hints: str | None = None
+    source: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class EditParams(RecordModel):
+    """The edit settings a job ran with; ``seed`` is the item's own (None: the editor chose)."""
+
+    steps: int
+    cfg: float
+    negative_prompt: str
+    seed_policy: str
+    seed: int | None = None
+    width: int | None = None
+    height: int | None = None
+    output_format: str = "png"
+
+
+class EditOutcome(RecordModel):
+    """What the editor said about a finished edit, besides the image and the model."""
+
+    output_format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    true_cfg_scale: float | None = None
+    negative_prompt: str | None = None
+    worker: int | None = None
+    device: str | None = None
+    timings: EditTimings | None = None
+
+
+class JobRecord(RecordModel):
+    """What both phases' records share: the job, its item, how it ended and how it got there."""
+
+    schema_version: int = Field(default=RECORD_SCHEMA, alias="schema")
+    job_id: str = Field(min_length=1)
+    item_id: str = Field(min_length=1)
+    category: str
+    language: str | None = None
+    instruction: str
+    source_sha256: str
+    status: Status
+    retryable: bool | None = Field(
+        default=None, description="Failed jobs: whether a rerun may succeed (None: assume so)."
+    )
+    error: ErrorRecord | None = None
+    attempts: int = Field(default=0, ge=0)
+    retries: int = Field(default=0, ge=0)
+    finished_at: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def finished(self, retry_failed: bool) -> bool:
+        """Succeeded, or failed permanently (unless asked to retry those)."""
+        return self.ok or (self.retryable is False and not retry_failed)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class EditRecord(JobRecord):
+    """One line of edits.jsonl."""
+
+    phase: Literal["edit"] = "edit"
+    params: EditParams
+    image: str | None = Field(default=None, description="Relative to the run folder (ok only).")
+    image_sha256: str | None = None
+    seed: int | None = None
+    model: ModelInfo | None = None
+    response: EditOutcome | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _inside_run_folder(cls, value: str | None) -> str | None:
+        if value is not None and not is_inside_relpath(value):
+            raise ValueError("must be a path inside the run folder (relative, without '..')")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> EditRecord:
+        if self.ok and not (self.image and self.image_sha256):
+            raise ValueError("an ok edit record needs image and image_sha256")
+        if not self.ok and self.error is None:
+            raise ValueError("a failed edit record needs error")
+        return self
+
+
+class ScoreRecord(JobRecord):
+    """One line of scores.jsonl. ``score`` is the judge's whole answer (ok only)."""
+
+    phase: Literal["score"] = "score"
+    hints: str | None = None
+    edit_job_id: str | None = None
+    edited_image: str
+    edited_sha256: str
+    protocol: str
+    mode: str
+    protocol_hash: str | None = None
+    scored: bool | None = None
+    sc: float | None = None
+    pq: float | None = None
+    overall: float | None = None
+    score: ItemScore | None = None
+    model: ModelInfo | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ScoreRecord:
+        if self.ok and self.score is None:
+            raise ValueError("an ok score record needs score")
+        if not self.ok and self.error is None:
+            raise ValueError("a failed score record needs error")
+        return self
+
+
+def model_name(model: ModelInfo | None) -> str | None:
+    if model is None:
+        return None
+    return f"{model.id}@{model.revision}" if model.revision else model.id
+
+
+class ResultRow(RecordModel):
+    """One line of results.jsonl: a planned item with its latest edit and its matching score."""
+
+    item_id: str
+    category: str
+    language: str | None = None
+    instruction: str
+    hints: str | None = None
+    source: str | None = None
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="The manifest's other columns (reporting reads them)."
+    )
+    source_thumb: str
+    edit_status: Literal["ok", "failed", "pending"]
+    edit_job_id: str | None = None
+    edit_error: ErrorRecord | None = None
+    edit_retryable: bool | None = None
+    edit_attempts: int | None = None
+    edit_retries: int | None = None
+    edited_image: str | None = None
+    edited_thumb: str
+    seed: int | None = None
+    edit_s: float | None = None
+    editor_model: str | None = None
+    editor_meaningful: bool | None = None
+    score_status: Literal["ok", "failed", "pending"]
+    score_job_id: str | None = None
+    score_error: ErrorRecord | None = None
+    score_retryable: bool | None = None
+    score_attempts: int | None = None
+    score_retries: int | None = None
+    scored: bool = False
+    sc: float | None = None
+    pq: float | None = None
+    overall: float | None = None
+    questions: list[QuestionScore] | None = None
+    protocol: str | None = None
+    protocol_hash: str | None = None
+    mode: str | None = None
+    judge_model: str | None = None
+    judge_meaningful: bool | None = None
+
+    @property
+    def edited(self) -> bool:
+        """Has an edited image (made by this run, or given with --edited-dir)."""
+        return self.edit_status == "ok" or bool(self.edited_image)
+
+    def metric(self, name: str) -> float | None:
+        value = getattr(self, name)
+        return None if value is None else float(value)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class MetricStats(RecordModel):
+    """n, mean, sample std, min, max and a 95% interval of the mean (Nones when n is 0)."""
+
+    n: int
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    ci95: list[float] | None = None
+
+
+class GroupStats(RecordModel):
+    """Counts and metric statistics of a group of result rows (a category, a language, all)."""
+
+    n_items: int
+    edited: int
+    edit_failed: int
+    edit_pending: int
+    scored: int
+    unscored: int
+    judge_failed: int
+    score_pending: int
+    judge_error_rate: float | None
+    sc: MetricStats
+    pq: MetricStats
+    overall: MetricStats
+
+    def metric(self, name: str) -> MetricStats:
+        stats: MetricStats = getattr(self, name)
+        return stats
+
+
+class MacroStats(RecordModel):
+    """Unweighted mean over categories of each category's mean."""
+
+    sc: float | None
+    pq: float | None
+    overall: float | None
+    categories_counted: int
+    categories_without_scores: list[str]
+
+
+class Aggregate(RecordModel):
+    micro: GroupStats
+    macro: MacroStats
+
+
+class ModelsSeen(RecordModel):
+    editor: list[str]
+    judge: list[str]
+    protocol_hash: list[str]
+
+
+class JobCounts(RecordModel):
+    planned: int
+    ok: int
+    failed_permanent: int
+    failed_transient_exhausted: int
+    pending: int
+    retries: int
+    max_attempts: int
+
+
+class LogIntegrity(RecordModel):
+    """What a log holds: records, distinct jobs, ok records beyond one per job (must be 0)."""
+
+    records: int
+    jobs: int
+    duplicate_ok_records: int
+    skipped_lines: int = Field(default=0, description="Damaged or hand-edited lines left out.")
+
+
+class JudgeUsage(RecordModel):
+    """Tokens a remote judge endpoint reported for the scores a report uses, summed."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    questions: int
+
+
+class Summary(RecordModel):
+    """summary.json's body, without the run's provenance (which the report adds)."""
+
+    definitions: dict[str, str]
+    categories: dict[str, GroupStats]
+    overall: Aggregate
+    languages: dict[str, Aggregate] | None = Field(
+        default=None, description="Per instruction language, when there is more than one."
+    )
+    reporting: Reporting = Field(default_factory=Reporting)
+    tables: list[dict[str, Any]] = Field(
+        default_factory=list, description="The benchmark's declared tables (report/breakdown.py)."
+    )
+    models: ModelsSeen
+    jobs: dict[str, JobCounts]
+    judge_usage: JudgeUsage | None = Field(
+        default=None, description="None for a local judge (no endpoint reports tokens)."
+    )
+    warnings: list[str]
+    integrity: dict[str, LogIntegrity] | None = None
+    handovers: list[dict[str, Any]] = Field(default_factory=list)
+    run: dict[str, Any] | None = Field(
+        default=None, description="The run's benchmark, settings and times (from provenance)."
+    )
+
+    def dump(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        for key in ("languages", "integrity", "run"):
+            if data[key] is None:
+                del data[key]
+        return data
