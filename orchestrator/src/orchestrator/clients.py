@@ -248,11 +248,8 @@ class EditorClient(_ServiceClient):
     async def info(self) -> EditorInfo:
         return await self._request("GET", "/v1/info", EditorInfo, timeout=httpx.Timeout(30.0))
 
-    async def edit(
-        self, request: EditRequest, *, idempotency_key: str | None = None
-    ) -> EditResponse:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return await self._request("POST", "/v1/edits", EditResponse, body=request, headers=headers)
+    async def edit(self, request: EditRequest) -> EditResponse:
+        return await self._request("POST", "/v1/edits", EditResponse, body=request)
 
 
 class RewardClient(_ServiceClient):
@@ -277,10 +274,5 @@ class RewardClient(_ServiceClient):
             timeout=httpx.Timeout(30.0),
         )
 
-    async def score(
-        self, request: ScoreRequest, *, idempotency_key: str | None = None
-    ) -> ScoreResponse:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return await self._request(
-            "POST", "/v1/scores", ScoreResponse, body=request, headers=headers
-        )
+    async def score(self, request: ScoreRequest) -> ScoreResponse:
+        return await self._request("POST", "/v1/scores", ScoreResponse, body=request)

@@ -3,7 +3,7 @@
 A job id is the sha256 of a canonical JSON of everything that determines the job's result:
 the same item, image bytes, instruction, parameters and model give the same id in every run, on
 every machine, so a rerun skips finished work and never writes a second record for it. The id is
-also sent as the request's Idempotency-Key.
+not sent to the services (they would not read it): skipping finished jobs is the client's job.
 """
 
 from __future__ import annotations
