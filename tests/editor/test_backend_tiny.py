@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from editor_service.backends.base import BackendSpec, EditJob, JobCancelled, RGBImage
+from editor_service.backends.base import BackendSpec, EditJob, InvalidJob, JobCancelled, RGBImage
 from editor_service.backends.diffusers_backend import DiffusersEditBackend
 from tests.support.images import make_image
 
@@ -84,3 +84,17 @@ def test_default_size_follows_the_source_aspect_at_about_a_megapixel(
 def test_a_stop_request_cancels_the_job(backend: DiffusersEditBackend) -> None:
     with pytest.raises(JobCancelled):
         backend.edit(job(), lambda: True)
+
+
+def test_the_backend_refuses_control_tokens_itself_and_reports_its_reserved_set(
+    backend: DiffusersEditBackend,
+) -> None:
+    # The defence behind the route's check: the tokenizer itself decides, per field.
+    model = backend.load("cpu")
+    assert {"<|im_end|>", "<|image_pad|>", "<|vision_start|>"} <= set(model.reserved_text)
+    for field in ("instruction", "negative_prompt"):
+        with pytest.raises(InvalidJob) as refused:
+            backend.edit(job(**{field: "add <|image_pad|> a hat"}), never)
+        assert refused.value.param == field
+    near_miss = backend.edit(job(instruction="add <|image_pad a hat |>"), never)
+    assert (near_miss.image.width, near_miss.image.height) == (32, 48)

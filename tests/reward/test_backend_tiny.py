@@ -24,7 +24,7 @@ from reward_service.backends.base import (
     ScoreTokenLogprobs,
 )
 from reward_service.backends.transformers_backend import PreparedBatch, TransformersJudgeBackend
-from reward_service.models.qwen3_vl import chat_template
+from reward_service.models.qwen3_vl import TINY_RECIPE_VERSION, chat_template
 from reward_service.parsing import parse_score
 from reward_service.scorer import read_output
 from reward_service.scoring import expected_score, score_log_probs
@@ -241,7 +241,7 @@ def test_the_tiny_folder_is_built_once_and_loaded_back_the_same(
     judge: TransformersJudgeBackend, model_cache: Path
 ) -> None:
     folders = sorted(p.name for p in model_cache.glob("tiny-qwen3-vl-dense-*") if p.is_dir())
-    assert folders == ["tiny-qwen3-vl-dense-v1"]
+    assert folders == [f"tiny-qwen3-vl-dense-v{TINY_RECIPE_VERSION}"]
     again = load(model_cache, "tiny")
     assert type(again.model).__name__ == "Qwen3VLForConditionalGeneration"
     q = question(5)
@@ -298,7 +298,7 @@ def test_the_moe_tiny_judge_loads_and_scores(model_cache: Path) -> None:
 def test_a_local_model_folder_loads_through_the_same_path(
     judge: TransformersJudgeBackend, model_cache: Path
 ) -> None:
-    folder = model_cache / "tiny-qwen3-vl-dense-v1"
+    folder = model_cache / f"tiny-qwen3-vl-dense-v{TINY_RECIPE_VERSION}"
     local = TransformersJudgeBackend(
         BackendSpec("transformers", str(folder), None, "auto", str(model_cache))
     )

@@ -24,6 +24,7 @@ from service_kit.errors import (
     validation_message,
 )
 from service_kit.responses import json_response
+from service_kit.text_safety import check_user_text
 from shared_schemas import (
     EditorInfo,
     EditRequest,
@@ -72,10 +73,18 @@ def model_info(model: LoadedModel) -> ModelInfo:
 
 
 async def _edit(
-    request: Request, pool: WorkerPool, settings: EditorSettings, body: EditRequest
+    request: Request,
+    pool: WorkerPool,
+    settings: EditorSettings,
+    body: EditRequest,
+    instruction_param: str = "instruction",
 ) -> tuple[EditJob, EditResult, bytes]:
     """Reserve a slot (refusals cost nothing), decode, run, encode: codecs run in threads here,
     so a worker's GPU goes straight on to its next job."""
+    loaded = pool.loaded_model()
+    if loaded is not None:  # else the worker's backend checks (and any job waits for a model)
+        texts = [(instruction_param, body.instruction), ("negative_prompt", body.negative_prompt)]
+        check_user_text(texts, loaded.reserved_text)
     async with pool.reserve() as slot:
         pixels = await asyncio.to_thread(decode_to_rgb, body.image, settings.max_image_pixels)
         job = EditJob(
@@ -172,7 +181,7 @@ async def create_openai_edit(
     except ValidationError as exc:
         message, param = validation_message(exc.errors())
         raise InvalidInput(message, param=param) from None
-    _, _, encoded = await _edit(request, pool, settings, body)
+    _, _, encoded = await _edit(request, pool, settings, body, instruction_param="prompt")
     answer = OpenAIImagesResponse(
         created=int(time.time()), data=[OpenAIImage(b64_json=encode_image_b64(encoded))]
     )

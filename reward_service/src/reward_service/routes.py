@@ -18,10 +18,18 @@ from reward_service.config import RewardSettings
 from reward_service.judge import Judge
 from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
-from reward_service.scorer import ItemWork, assemble, build_items, decode_items, record
+from reward_service.scorer import (
+    ItemWork,
+    assemble,
+    build_items,
+    decode_items,
+    record,
+    user_text,
+)
 from service_kit.disconnect import cancel_on_disconnect
 from service_kit.errors import InvalidInput, NotFound, NotReady
 from service_kit.json_body import json_body, json_body_openapi
+from service_kit.text_safety import check_user_text
 from shared_schemas import (
     ErrorResponse,
     ModelInfo,
@@ -119,6 +127,7 @@ async def create_scores(
             f"{', '.join(model.modes)}): the endpoint returns no log-probabilities",
             param="mode",
         )
+    check_user_text(user_text(body.items), model.reserved_text)
     async with batcher.reserve(len(body.items)) as slot:
         # Decoding off the event loop, after the slot is held: a refused request costs nothing,
         # and a bad image is refused with a 4xx before it reaches the model.

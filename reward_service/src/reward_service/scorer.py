@@ -187,3 +187,16 @@ def record(metrics: RewardMetrics, request: ScoreRequest, results: Sequence[Item
             metrics.questions.labels(request.mode, answered).inc()
             if question.score_mass is not None:
                 metrics.score_mass.observe(question.score_mass)
+
+
+def user_text(items: Sequence[ScoreItem]) -> list[tuple[str, str | None]]:
+    """Every user-written string that reaches the judge's prompt, by the field that holds it."""
+    return [
+        (f"items[{i}].{name}", text)
+        for i, item in enumerate(items)
+        for name, text in (
+            ("instruction", item.instruction),
+            ("category", item.category),
+            ("hints", item.hints),
+        )
+    ]

@@ -142,7 +142,15 @@ def _corpus() -> list[str]:
 
 def build_qwen_tokenizer(*, qwen3: bool) -> Qwen2Tokenizer:
     """Train the tiny tokenizer: Qwen2.5-VL's special tokens, plus Qwen3's when ``qwen3``."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
@@ -183,7 +191,16 @@ def build_qwen_tokenizer(*, qwen3: bool) -> Qwen2Tokenizer:
         "errors": "replace",
         "clean_up_tokenization_spaces": False,
     }
-    return Qwen2Tokenizer(**settings)
+    tokenizer = Qwen2Tokenizer(**settings)
+    # As in Qwen's own tokenizers, the non-special tokens (<tool_call>, <think>...) are added
+    # tokens too: matched whole wherever they appear in a text, with the ids given above.
+    tokenizer.add_tokens(
+        [
+            AddedToken(token, special=False, normalized=False)
+            for token in QWEN2_NON_SPECIAL + (QWEN3_NON_SPECIAL if qwen3 else [])
+        ]
+    )
+    return tokenizer
 
 
 def _merges_of(bpe: object) -> list[tuple[str, str]]:

@@ -58,6 +58,9 @@ class LoadedModel:
     dtype: str
     meaningful: bool
     details: dict[str, Any] = field(default_factory=dict)
+    # Strings the model's tokenizer reads as control tokens: user text holding one is refused
+    # before it is queued (service_kit.text_safety).
+    reserved_text: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from service_kit.model_source import (
     parse_model_source,
     snapshot_revision,
 )
+from service_kit.text_safety import control_token_in, reserved_strings
 
 if TYPE_CHECKING:
     import torch
@@ -175,6 +176,7 @@ class DiffusersEditBackend:
             dtype=str(dtype).removeprefix("torch."),
             meaningful=source.meaningful,
             details=applied,
+            reserved_text=reserved_strings(pipe.tokenizer),
         )
 
     def _warm_up(self) -> None:
@@ -261,6 +263,14 @@ class DiffusersEditBackend:
         """Refuse a prompt longer than the model reads: the transformer's text positions are
         finite, and past them the pipeline fails inside the model instead of saying why."""
         pipe: Any = self.pipe
+        # The route refused these already; this is the tokenizer's own word, as a defence.
+        control = control_token_in(pipe.tokenizer, text)
+        if control is not None:
+            raise InvalidJob(
+                f"{param} contains {control!r}, one of the model's control tokens; "
+                "user text may not contain them",
+                param=param,
+            )
         tokens = len(pipe.tokenizer(text, add_special_tokens=False)["input_ids"])
         if tokens > MAX_PROMPT_TOKENS:
             raise InvalidJob(

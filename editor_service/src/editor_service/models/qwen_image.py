@@ -23,7 +23,7 @@ Scale = Literal["tiny", "full"]
 Variant = Literal["edit", "edit-plus"]
 
 # Bump when the tiny recipe changes, so cached folders built by an older recipe are not reused.
-TINY_RECIPE_VERSION = 1
+TINY_RECIPE_VERSION = 2  # 2: <think>, <tool_call>... are added tokens, as in Qwen's
 
 # The real scheduler config of Qwen/Qwen-Image-Edit.
 SCHEDULER_CONFIG: dict[str, Any] = {

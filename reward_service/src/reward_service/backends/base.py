@@ -136,6 +136,9 @@ class LoadedModel:
     details: dict[str, str | int | float | bool | None] = field(default_factory=dict)
     # How answers can be read: an endpoint without log-probabilities supports generate only.
     modes: tuple[Mode, ...] = ("expected", "generate")
+    # Strings the model's tokenizer reads as control tokens: user text holding one is refused
+    # before it is queued (service_kit.text_safety).
+    reserved_text: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ Scale = Literal["tiny", "full"]
 Variant = Literal["dense", "moe"]
 
 # Bump when the tiny recipe changes, so cached folders built by an older recipe are not reused.
-TINY_RECIPE_VERSION = 1
+TINY_RECIPE_VERSION = 2  # 2: <think>, <tool_call>... are added tokens, as in Qwen's
 # Random weights at the real 0.02 make every next-token distribution nearly uniform: all scores
 # would sit near 4.5 and greedy text would be one repeated token. A wide init makes the tiny
 # judge's answers depend on its inputs, which is what the tests need to see.

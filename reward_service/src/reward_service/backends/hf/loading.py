@@ -21,6 +21,7 @@ from service_kit.model_source import (
     hub_snapshot,
     snapshot_revision,
 )
+from service_kit.text_safety import reserved_strings
 
 if TYPE_CHECKING:
     import torch
@@ -106,5 +107,6 @@ def load_judge(
         dtype=str(dtype).removeprefix("torch."),
         meaningful=source.meaningful,
         details={"attn_implementation": attn, **details},
+        reserved_text=reserved_strings(processor.tokenizer),
     )
     return Loaded(model, processor, info)
