@@ -33,6 +33,7 @@ from fastapi import FastAPI
 
 from service_kit.errors import MAX_RETRY_AFTER_S
 from service_kit.settings import ServiceSettings
+from service_kit.stalled import deadline_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,9 @@ def serve(app: FastAPI, settings: ServiceSettings) -> int:
         log_config=None,
         timeout_graceful_shutdown=RESPONSE_GRACE_S,
         timeout_keep_alive=KEEP_ALIVE_S,
+        # Deadlines on each request's headers and body (uvicorn has none): stalled clients
+        # cannot hold connections.
+        http=deadline_protocol(settings.header_timeout_s, settings.body_timeout_s),
     )
     server = DrainingServer(
         config,

@@ -68,6 +68,18 @@ class ServiceSettings(BaseSettings):
         description="On SIGTERM, how long jobs already admitted (running or queued) may take to "
         "finish; /ready says 503 and new jobs are refused meanwhile. Then the process exits 0.",
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose request headers are not complete this long after it "
+        "opened (or after the first byte of a further request) is answered 408 and closed.",
+    )
+    body_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A request whose body has not all arrived this long after its headers is "
+        "answered 408 and closed (a deadline: 64 MiB needs about 4.5 Mbit/s).",
+    )
     max_worker_restarts: int = Field(
         default=5,
         ge=0,

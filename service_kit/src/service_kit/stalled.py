@@ -1,0 +1,127 @@
+"""Stalled connections are closed: a deadline on a request's headers and another on its body.
+
+uvicorn times only the idle gap between requests (keep-alive). A client that opens a connection
+and sends nothing, or part of its headers, or a body shorter than it declared, holds the
+connection (and, for a body, the handler waiting on it) forever; many such clients hold the
+server. Here uvicorn's h11 protocol arms a timer for each phase of a request, from the connection
+state h11 itself keeps:
+
+- headers: from a new connection, or from the first byte of a further request on a kept-alive
+  one, until the request's headers are complete: ``header_timeout_s``;
+- body: from the end of the headers until the end of the body: ``body_timeout_s``.
+
+Both are deadlines, not idle timers: a client that trickles a byte now and then is closed too.
+On expiry the client gets ``408 request_timeout`` in the error envelope (when no answer has
+started) and the connection is closed; a handler waiting for the body sees the client gone.
+Other connections are not touched. The idle wait between requests stays uvicorn's keep-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Literal
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from shared_schemas import ErrorInfo, ErrorResponse
+
+logger = logging.getLogger(__name__)
+
+Phase = Literal["headers", "body"]
+
+
+def _timeout_answer(phase: Phase, seconds: float) -> bytes:
+    body = ErrorResponse(
+        error=ErrorInfo(
+            type="request_timeout",
+            message=f"the request's {phase} did not arrive within {seconds:g} s",
+        )
+    ).model_dump_json()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return (head + body).encode("ascii")
+
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the header and body deadlines of the module docstring.
+    Subclassed per server with the two limits (``deadline_protocol``)."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 120.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase: Phase | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._retime()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.transport.is_closing():
+            self._retime()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._retime()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        super().connection_lost(exc)
+
+    def _wanted(self) -> Phase | None:
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            return "body"
+        if state is h11.IDLE:
+            buffered, _closed = self.conn.trailing_data
+            # A new connection's first request, or bytes of a further one: headers are due.
+            if self.cycle is None or buffered:
+                return "headers"
+        return None
+
+    def _retime(self) -> None:
+        wanted = self._wanted()
+        if wanted == self._phase:
+            return  # a deadline runs from the start of its phase, not from the latest byte
+        self._cancel()
+        if wanted is not None:
+            seconds = self.header_timeout_s if wanted == "headers" else self.body_timeout_s
+            self._deadline = self.loop.call_later(seconds, self._expired, wanted, seconds)
+            self._phase = wanted
+
+    def _cancel(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = None
+        self._phase = None
+
+    def _expired(self, phase: Phase, seconds: float) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        logger.warning("closing the connection of %s: its %s took over %gs", client, phase, seconds)
+        cycle = self.cycle
+        unanswered = cycle is None or cycle.response_complete or not cycle.response_started
+        if phase == "headers" or unanswered:  # no answer of the app's is on its way
+            self.transport.write(_timeout_answer(phase, seconds))
+        self.transport.close()
+
+
+def deadline_protocol(header_timeout_s: float, body_timeout_s: float) -> type[DeadlineH11Protocol]:
+    """The protocol class for uvicorn's ``http`` setting, with these two deadlines."""
+    return type(
+        "DeadlineH11Protocol",
+        (DeadlineH11Protocol,),
+        {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s},
+    )
