@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +34,7 @@ from orchestrator.endpoints import (
     open_reward,
 )
 from orchestrator.phases import ServiceNotReady
-from orchestrator.progress import RichProgress
+from orchestrator.progress import LineProgress, PhaseProgress, RichProgress
 from orchestrator.records import Summary
 from orchestrator.report.tables import summary_tables
 from orchestrator.runner import default_out, read_saved_identity, rerender_report, run_benchmark
@@ -121,6 +122,12 @@ def _settings(cli: dict[str, Any], config: Path | None, out: Path | None = None)
         raise _fail(str(exc), 2) from None
 
 
+def _print_line(line: str) -> None:
+    """A progress line for a log: plain text on stderr, flushed at once."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _title(summary: Summary, out: Path) -> str:
     name = ((summary.run or {}).get("benchmark") or {}).get("name")
     return f"{name} · {out}" if name else f"editbench · {out}"
@@ -139,6 +146,12 @@ def run(
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/NAME-TIME).")
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split", help="Split of a DatasetDict folder (save_to_disk); default train."
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out with its saved settings.")
@@ -244,6 +257,7 @@ def run(
         benchmark = str(resolve_benchmark_path(benchmark))
     cli = {
         "benchmark": benchmark,
+        "split": split,
         "out": out,
         "phase": phase,
         "edited_dir": str(edited_dir.resolve()) if edited_dir else None,
@@ -276,7 +290,11 @@ def run(
         settings = settings.model_copy(update={"out": default_out(settings.benchmark)})
     assert settings.out is not None
     _log_to_run_folder(settings.out)
-    progress = RichProgress(err_console)
+    progress: PhaseProgress = (
+        RichProgress(err_console)
+        if out_console.is_terminal and err_console.is_terminal
+        else LineProgress(_print_line)
+    )
     try:
         outcome = asyncio.run(run_benchmark(settings, progress))
     except KeyboardInterrupt:

@@ -1,7 +1,11 @@
-"""Progress of a phase: the runner reports, a view shows (rich in a terminal, nothing in tests)."""
+"""Progress of a phase: the runner reports, a view shows (rich bars in a terminal, plain lines in
+a log, nothing in tests)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from rich.console import Console
@@ -118,3 +122,97 @@ class RichProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class LineProgress:
+    """For logs (CI, nohup, a pipe): a plain line when a phase starts and ends and at least
+    every ``interval_s`` in between, even while nothing finishes (done, failed, rate, ETA).
+
+    A daemon thread wakes every ``tick_s`` to keep the promise while the event loop waits on a
+    slow job; ``tick_s=None`` leaves it to the caller (tests call ``tick``)."""
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        *,
+        interval_s: float = 30.0,
+        tick_s: float | None = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self._interval_s = interval_s
+        self._tick_s = tick_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._phase = ""
+        self._total = self._done = self._failed = self._skipped = 0
+        self._started = self._last = 0.0
+
+    def start(self, phase: str, total: int) -> None:
+        self.finish()
+        with self._lock:
+            self._phase, self._total = phase, total
+            self._done = self._failed = self._skipped = 0
+            self._started = self._last = self._clock()
+            self._write(f"{phase}: {total} job(s) to do")
+        if self._tick_s is not None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._ticker, name=f"progress-{phase}", daemon=True
+            )
+            self._thread.start()
+
+    def _ticker(self) -> None:
+        assert self._tick_s is not None
+        while not self._stop.wait(self._tick_s):
+            self.tick()
+
+    def line(self) -> str:
+        """``edit: 40/120 done, 2 failed, 10 already done, 3.1/min, ETA 0:25:48, 0:13:00``."""
+        elapsed = self._clock() - self._started
+        todo = self._total - self._skipped
+        rate = self._done / elapsed if elapsed > 0 and self._done else 0.0
+        eta = _clock((todo - self._done) / rate) if rate else "-"
+        return (
+            f"{self._phase}: {self._done}/{todo} done, {self._failed} failed, "
+            f"{self._skipped} already done, {rate * 60:.1f}/min, ETA {eta}, "
+            f"elapsed {_clock(elapsed)}"
+        )
+
+    def tick(self) -> None:
+        """Print the line if ``interval_s`` passed since the last one."""
+        with self._lock:
+            if self._phase and self._clock() - self._last >= self._interval_s:
+                self._last = self._clock()
+                self._write(self.line())
+
+    def advance(self, *, ok: bool = True, skipped: bool = False, count: int = 1) -> None:
+        with self._lock:
+            if skipped:
+                self._skipped += count
+            else:
+                self._done += count
+                if not ok:
+                    self._failed += count
+        self.tick()
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            self._write(message)
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            if self._phase:
+                self._write(self.line() + " (phase over)")
+                self._phase = ""

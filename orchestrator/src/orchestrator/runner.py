@@ -28,6 +28,7 @@ from orchestrator.config import RunSettings
 from orchestrator.endpoints import close_clients, endpoint_records, open_clients
 from orchestrator.handover import GpuSharing, Handover
 from orchestrator.phases import EditPhase, PhaseContext, PhaseCounts, ScorePhase, now_iso
+from orchestrator.preflight import check_services
 from orchestrator.progress import PhaseProgress
 from orchestrator.provenance import software
 from orchestrator.records import PlanRow, Summary
@@ -56,12 +57,18 @@ def default_out(benchmark: str | None) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+# Saved in run.json for a resume, never an API key (those come from the environment or flags).
+SAVED_SERVICES = ("editor_url", "reward_url", "share_gpu", "allow_mixed_revisions")
+
+
 def read_saved_identity(out: Path) -> dict[str, Any] | None:
-    """The settings saved in a run folder (identity and latest selection), or None if new."""
+    """The settings saved in a run folder (identity, latest selection and services), or None
+    if new. Flags, environment and config file override all but the identity."""
     data = RunStore(out).read_json("run.json")
     if not isinstance(data, dict) or "identity" not in data:
         return None
-    return {**dict(data.get("selection") or {}), **dict(data["identity"])}
+    services = {k: v for k, v in dict(data.get("services") or {}).items() if k in SAVED_SERVICES}
+    return {**dict(data.get("selection") or {}), **services, **dict(data["identity"])}
 
 
 def _selection(settings: RunSettings, benchmark: Benchmark) -> list[Any]:
@@ -114,6 +121,8 @@ async def run_benchmark(
             {
                 "identity": previous.get("identity", settings.identity()),
                 "selection": settings.selection(),
+                # Where the services were: a printed `--resume --out DIR` finds them again.
+                "services": {key: getattr(settings, key) for key in SAVED_SERVICES},
                 "created_at": previous.get("created_at", now_iso()),
             },
         )
@@ -169,6 +178,13 @@ async def run_benchmark(
                         on_handover=record,
                         sleep=sleep,
                     )
+                # Every service the run needs, and the protocol, before the first job.
+                await check_services(
+                    ctx,
+                    editor=editor if settings.phase in ("edit", "all") else None,
+                    reward=reward if settings.phase in ("score", "all") else None,
+                    protocol=settings.protocol,
+                )
                 if settings.phase in ("edit", "all"):
                     edit_phase = EditPhase(
                         ctx, editor, settings.edit_settings(), settings.edit_concurrency

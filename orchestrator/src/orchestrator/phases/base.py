@@ -35,6 +35,8 @@ from shared_schemas import ModelInfo
 
 logger = logging.getLogger(__name__)
 
+NOTE_EVERY_S = 30.0  # while waiting for a service, say so at least this often
+
 
 class ServiceNotReady(RuntimeError):
     """A service did not become ready within the allowed time; the phase cannot start."""
@@ -121,11 +123,17 @@ async def wait_until_ready(
     (sharing a GPU, the hand-over loads it) that returns False at once, otherwise it is a
     ServiceNotReady at once. Returns True when ready.
     """
-    deadline = time.monotonic() + timeout_s
-    told = False
+    started = time.monotonic()
+    deadline = started + timeout_s
+    said: tuple[str, float] | None = None  # (reason, when) of the last line printed
     while True:
         try:
             await client.ready()
+            if said is not None:
+                progress.note(
+                    f"the {client.service} at {client.base_url} is ready "
+                    f"(after {time.monotonic() - started:.0f} s)"
+                )
             return True
         except ServiceCallError as exc:
             if is_released(exc):
@@ -135,15 +143,19 @@ async def wait_until_ready(
                     f"the {client.service} at {client.base_url} has released its model "
                     f"({exc.message}): run with --share-gpu, or POST /v1/model/load to it"
                 ) from None
-            if time.monotonic() >= deadline:
-                raise ServiceNotReady(
-                    f"the {client.service} at {client.base_url} is not ready: {exc.message}"
-                ) from None
-            if not told:
+            now = time.monotonic()
+            # One line per wait: when it starts, when the reason changes, then every 30 s.
+            if said is None or said[0] != exc.message or now - said[1] >= NOTE_EVERY_S:
                 progress.note(
-                    f"waiting for the {client.service} at {client.base_url}: {exc.message}"
+                    f"waiting for the {client.service} at {client.base_url}: {exc.message} "
+                    f"({now - started:.0f} s of --ready-timeout-s {timeout_s:.0f})"
                 )
-                told = True
+                said = (exc.message, now)
+            if now >= deadline:
+                raise ServiceNotReady(
+                    f"the {client.service} at {client.base_url} is not ready after "
+                    f"{timeout_s:.0f} s: {exc.message}"
+                ) from None
         await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 

@@ -1,0 +1,242 @@
+"""Everyday paths: the printed resume command works as printed, a judge that is down or an unknown
+protocol is found before the first edit, a log gets progress lines, --split is an option."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.clients import ServiceCallError
+from orchestrator.config import resolve_settings
+from orchestrator.phases import ServiceNotReady
+from orchestrator.progress import LineProgress
+from orchestrator.runner import read_saved_identity, run_benchmark
+from orchestrator.store import JsonlLog
+from tests.orchestrator.fakes import EDITOR, REWARD, FakeServices, error
+from tests.orchestrator.harness import editbench, finish, wait_for
+from tests.orchestrator.test_compare import POLICY, _no_sleep, run_sample
+from tests.orchestrator.test_endpoints import Service, started
+
+
+class Notes:
+    """A progress view that keeps what it was told to say."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def start(self, phase: str, total: int) -> None:
+        pass
+
+    def advance(self, *, ok: bool = True, skipped: bool = False, count: int = 1) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def finish(self) -> None:
+        pass
+
+
+def run_with(
+    services: FakeServices,
+    transport: httpx.AsyncBaseTransport,
+    out: Path,
+    progress: Notes,
+    **changes: Any,
+) -> None:
+    settings = resolve_settings(
+        {
+            "benchmark": "sample",
+            "out": out,
+            "editor_url": EDITOR,
+            "reward_url": REWARD,
+            "steps": 2,
+            **changes,
+        },
+        environ={},
+    )
+    asyncio.run(
+        run_benchmark(settings, progress, transport=transport, policy=POLICY, sleep=_no_sleep)
+    )
+
+
+def judge_ready_after(services: FakeServices, failures: int) -> httpx.MockTransport:
+    """The judge's /ready answers 503 (loading) ``failures`` times, then the fakes answer."""
+    left = [failures]
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "reward.test" and request.url.path == "/ready" and left[0]:
+            left[0] -= 1
+            return error(503, "not_ready", "loading the judge")
+        return await services.handle(request)
+
+    return httpx.MockTransport(handle)
+
+
+def test_the_run_folder_keeps_the_service_urls_and_no_api_key(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_sample(out, FakeServices(), editor_api_key="sk-editor-secret", reward_api_key="sk-judge")
+    saved = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert saved["services"] == {
+        "editor_url": EDITOR,
+        "reward_url": REWARD,
+        "share_gpu": False,
+        "allow_mixed_revisions": False,
+    }
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".jsonl", ".html", ".csv", ".log"}:
+            text = path.read_text(encoding="utf-8")
+            assert "sk-editor-secret" not in text and "sk-judge" not in text, path
+
+    # A resume with no flags gets the saved URLs; a flag given on resume wins.
+    resumed = resolve_settings({}, environ={}, saved_identity=read_saved_identity(out))
+    assert (resumed.editor_url, resumed.reward_url) == (EDITOR, REWARD)
+    moved = resolve_settings(
+        {"reward_url": "http://judge2:8002"}, environ={}, saved_identity=read_saved_identity(out)
+    )
+    assert (moved.editor_url, moved.reward_url) == (EDITOR, "http://judge2:8002")
+
+
+def test_share_gpu_is_kept_for_a_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (tmp_path / "none").mkdir()
+    # Score-only over an empty folder of edits: nothing to score, so no GPU hand-over happens.
+    run_sample(
+        out, FakeServices(), phase="score", edited_dir=str(tmp_path / "none"), share_gpu=True
+    )
+    resumed = resolve_settings({}, environ={}, saved_identity=read_saved_identity(out))
+    assert resumed.share_gpu is True
+
+
+def test_a_judge_that_is_down_stops_the_run_before_the_first_edit(tmp_path: Path) -> None:
+    services = FakeServices()
+    notes = Notes()
+    with pytest.raises(ServiceNotReady, match=r"reward at http://reward\.test is not ready"):
+        run_with(
+            services,
+            judge_ready_after(services, 10**6),
+            tmp_path / "run",
+            notes,
+            ready_timeout_s=0,
+        )
+    assert services.count("editor POST /v1/edits") == 0
+    assert JsonlLog(tmp_path / "run" / "edits.jsonl").read() == []
+    assert notes.notes == [
+        "waiting for the reward at http://reward.test: loading the judge "
+        "(0 s of --ready-timeout-s 0)"
+    ]
+
+
+def test_an_unknown_protocol_stops_the_run_before_the_first_edit(tmp_path: Path) -> None:
+    services = FakeServices()
+    with pytest.raises(ServiceCallError, match=r"unknown judge protocol 'nosuch'.*viescore"):
+        run_with(services, services.transport(), tmp_path / "run", Notes(), protocol="nosuch")
+    assert services.count("editor POST /v1/edits") == 0
+
+
+def test_waiting_for_a_service_is_one_line_per_wait_not_per_poll(tmp_path: Path) -> None:
+    services = FakeServices()
+    notes = Notes()
+    run_with(services, judge_ready_after(services, 2), tmp_path / "run", notes)
+    waits = [n for n in notes.notes if "reward" in n]
+    assert len(waits) == 2, waits  # two polls failed with one reason: one line, then ready
+    assert waits[0].startswith("waiting for the reward at http://reward.test: loading the judge")
+    assert waits[1].startswith("the reward at http://reward.test is ready (after ")
+    assert services.count("reward POST /v1/scores") > 0
+
+
+def test_a_log_gets_a_progress_line_at_least_every_interval() -> None:
+    now = [100.0]
+    lines: list[str] = []
+    progress = LineProgress(lines.append, interval_s=30, tick_s=None, clock=lambda: now[0])
+    progress.start("edit", 10)
+    assert lines == ["edit: 10 job(s) to do"]
+    progress.advance(skipped=True, count=2)
+    now[0] += 29
+    progress.tick()
+    assert len(lines) == 1  # not yet 30 s
+    now[0] += 1
+    progress.tick()  # nothing finished, still a line: a stuck run is visible in the log
+    assert lines[-1] == (
+        "edit: 0/8 done, 0 failed, 2 already done, 0.0/min, ETA -, elapsed 0:00:30"
+    )
+    now[0] += 30
+    progress.advance(ok=True, count=3)
+    progress.advance(ok=False)
+    assert lines[-1] == (
+        "edit: 3/8 done, 0 failed, 2 already done, 3.0/min, ETA 0:01:40, elapsed 0:01:00"
+    )
+    progress.finish()
+    assert lines[-1].startswith("edit: 4/8 done, 1 failed") and lines[-1].endswith("(phase over)")
+
+
+def test_split_picks_a_datasetdict_split_from_the_command_line(tmp_path: Path) -> None:
+    from tests.orchestrator.test_benchmarks import gedit_table
+
+    table, _ = gedit_table(n_per_lang=1)
+    for split in ("train", "test"):
+        folder = tmp_path / "gedit" / split
+        folder.mkdir(parents=True)
+        with (
+            pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink,
+            pa.ipc.new_stream(sink, table.schema) as writer,
+        ):
+            writer.write_table(table)
+    (tmp_path / "gedit" / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    shown = CliRunner().invoke(
+        app,
+        ["run", "-b", str(tmp_path / "gedit"), "--split", "dev", "--out", str(tmp_path / "r")],
+    )
+    assert shown.exit_code == 1
+    assert "no split 'dev'; it has train, test" in shown.output
+
+
+@pytest.fixture(scope="module")
+def slow_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Service]]:
+    """A real editor (0.3 s per edit) and judge, fakes at the backend seam, on loopback."""
+    folder = tmp_path_factory.mktemp("services")
+    with ExitStack() as stack:
+        editor = Service("editor_service", folder, "editor", options={"edit_delay_s": 0.3})
+        judge = Service("reward_service", folder, "judge")
+        started(stack, editor, judge)
+        yield editor, judge
+
+
+def test_the_resume_command_printed_on_ctrl_c_works_as_printed(
+    slow_services: tuple[Service, Service], tmp_path: Path
+) -> None:
+    editor, judge = slow_services
+    out = tmp_path / "run"
+    first = editbench(
+        "run", "-b", "sample", "--limit", "6", "--steps", "2", "--protocol", "single",
+        "--editor-url", editor.url, "--reward-url", judge.url, "--out", str(out),
+    )  # fmt: skip
+    wait_for(lambda: len(JsonlLog(out / "edits.jsonl").read()) >= 1, "a first edit", first)
+    first.send_signal(signal.SIGINT)
+    code, _, err = finish(first, 120)
+    assert code == 130, err
+    printed = next(line.strip() for line in err.splitlines() if "--resume" in line)
+    argv = shlex.split(printed)
+    assert argv[:2] == ["editbench", "run"] and argv[2:] == ["--resume", "--out", str(out)]
+
+    # Exactly the printed command (no URL flags): the run folder knows where the services are.
+    second = editbench(*argv[1:])
+    code, _, err = finish(second, 300)
+    assert code == 0, err
+    results = JsonlLog(out / "results.jsonl").read()
+    assert len(results) == 6 and all(r["scored"] for r in results)
+    # Not a terminal: plain progress lines, one per phase start and end at least.
+    assert "edit: " in err and "(phase over)" in err
+    assert "score: " in err
