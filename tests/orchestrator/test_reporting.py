@@ -274,3 +274,24 @@ def test_a_declaration_naming_an_unknown_column_is_refused_at_load(tmp_path: Pat
     (folder / "reporting.yaml").write_text("headline: best\n", encoding="utf-8")
     with pytest.raises(BenchmarkError, match=r"reporting\.headline"):
         load_benchmark(folder)
+
+
+def test_a_gedit_run_folder_without_reporting_json_is_still_reported_its_way(
+    tmp_path: Path,
+) -> None:
+    """Run folders made before reporting.json (and with intersection_exist in lower case)."""
+    gedit_layout(tmp_path / "GEdit-Bench")
+    out = tmp_path / "run"
+    run_fake(tmp_path / "GEdit-Bench", out)
+    before = json.loads((out / "summary.json").read_text(encoding="utf-8"))["tables"]
+    (out / "reporting.json").unlink()
+    plan = JsonlLog(out / "plan.jsonl").read()
+    for row in plan:
+        row["extra"]["intersection_exist"] = row["extra"].pop("Intersection_exist")
+    (out / "plan.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in plan), encoding="utf-8"
+    )
+    shown = CliRunner().invoke(app, ["report", str(out)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    after = json.loads((out / "summary.json").read_text(encoding="utf-8"))["tables"]
+    assert after == before

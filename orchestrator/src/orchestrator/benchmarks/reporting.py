@@ -93,7 +93,11 @@ def value_of(item: object, key: str) -> Any:
     if key in ITEM_FIELDS:
         return getattr(item, key, None)
     extra = getattr(item, "extra", None) or {}
-    return extra.get(key)
+    if key in extra:
+        return extra[key]
+    # Run folders made before the published spelling was kept hold intersection_exist.
+    folded = key.casefold()
+    return next((v for k, v in extra.items() if k.casefold() == folded), None)
 
 
 def truthy(value: Any) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.benchmarks.reporting import Reporting, truthy, value_of
+from orchestrator.benchmarks.reporting import GEDIT_REPORTING, Reporting, truthy, value_of
 from orchestrator.records import ResultRow
 from orchestrator.store import RunStore
 
@@ -32,6 +32,10 @@ def run_reporting(store: RunStore | Path) -> Reporting:
     store = store if isinstance(store, RunStore) else RunStore(store)
     data = store.read_json("reporting.json")
     if not isinstance(data, dict):
+        # A run folder from before reporting.json: GEdit-Bench is still reported its way.
+        provenance = store.read_json("provenance.json") or {}
+        if (provenance.get("benchmark") or {}).get("format") == "gedit":
+            return GEDIT_REPORTING
         return Reporting()
     try:
         return Reporting.model_validate(data)
