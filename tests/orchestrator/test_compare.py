@@ -158,3 +158,32 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_mean() -> None:
     half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
     assert 0.7 * half < (first[1] - first[0]) / 2 < 1.3 * half
     assert bootstrap_ci([[1.0]], 100, random.Random(0)) is None
+
+
+def test_gedit_runs_compare_per_language_and_on_the_intersection(tmp_path: Path) -> None:
+    from tests.orchestrator.test_reporting import gedit_layout, run_fake
+
+    gedit_layout(tmp_path / "GEdit-Bench")
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_fake(tmp_path / "GEdit-Bench", a)
+    better = FakeServices(sc_shift=lambda task: 1.0 if task == "color_alter" else 0.0)
+    run_fake(tmp_path / "GEdit-Bench", b, services=better)
+    out = tmp_path / "cmp"
+    shown = compare(str(a), str(b), "--out", str(out))
+    assert shown.exit_code == 0, shown.output
+    result = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    tables = {t["title"]: t for t in result["tables"]}
+    assert list(tables) == [
+        "cn",
+        "cn · intersection (Intersection_exist)",
+        "en",
+        "en · intersection (Intersection_exist)",
+    ]
+    assert tables["en"]["row_label"] == "task_type"
+    en = tables["en"]["rows"]
+    # The unscored en/color_alter item pairs with nothing: 3 of its 4 items pair.
+    assert en["color_alter"]["diffs"][0]["pairs"] == 3
+    assert en["color_alter"]["diffs"][0]["better"] == 3
+    assert en["background_change"]["diffs"][0]["mean_diff"] == 0.0
+    html = (out / "compare.html").read_text(encoding="utf-8")
+    assert "Average over task_type" in html

@@ -39,7 +39,9 @@ async def _no_sleep(_: float) -> None:
     await asyncio.sleep(0)
 
 
-def run_fake(benchmark: Path, out: Path, **changes: Any) -> None:
+def run_fake(
+    benchmark: Path, out: Path, services: FakeServices | None = None, **changes: Any
+) -> None:
     settings = resolve_settings(
         {
             "benchmark": str(benchmark),
@@ -51,7 +53,7 @@ def run_fake(benchmark: Path, out: Path, **changes: Any) -> None:
         },
         environ={},
     )
-    services = FakeServices()
+    services = services or FakeServices()
     asyncio.run(
         run_benchmark(
             settings, NullProgress(), transport=services.transport(), policy=POLICY, sleep=_no_sleep
