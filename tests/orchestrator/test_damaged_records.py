@@ -156,3 +156,28 @@ def test_records_read_back_as_models_with_their_fields(finished_run: Path) -> No
     assert len(records) == 6
     assert all(r.ok and r.model is not None and r.params.steps == 2 for r in records)
     assert all(r.response is not None and r.response.timings is not None for r in records)
+
+
+@pytest.mark.parametrize("damage", ['{"started_at": ', '{"handovers": "x", "invocations": 3}'])
+def test_a_damaged_provenance_file_is_named_and_the_report_still_written(
+    finished_run: Path, damage: str
+) -> None:
+    (finished_run / "provenance.json").write_text(damage, encoding="utf-8")
+    (finished_run / "report.html").unlink()
+    code, _, stderr = finish(editbench("report", str(finished_run)), timeout_s=120)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    if damage.endswith(": "):
+        assert f"{finished_run / 'provenance.json'}:1" in "".join(stderr.split())
+    assert (finished_run / "report.html").is_file()
+
+
+def test_a_damaged_run_json_stops_a_resume_with_its_file_and_line(finished_run: Path) -> None:
+    (finished_run / "run.json").write_text('{"identity": {"steps": 2,,}}', encoding="utf-8")
+    code, _, stderr = finish(
+        editbench("run", "--resume", "-o", str(finished_run), "--ready-timeout-s", "0"),
+        timeout_s=120,
+    )
+    assert code == 2
+    assert "Traceback" not in stderr
+    assert f"{finished_run / 'run.json'}:1" in "".join(stderr.split())

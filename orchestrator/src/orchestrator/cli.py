@@ -115,10 +115,10 @@ def _parse_size(size: str | None) -> dict[str, int]:
 
 def _settings(cli: dict[str, Any], config: Path | None, out: Path | None = None) -> RunSettings:
     given = {k: v for k, v in cli.items() if v is not None and v != [] and v is not False}
-    saved = read_saved_identity(out) if out is not None else None
     try:
+        saved = read_saved_identity(out) if out is not None else None
         return resolve_settings(given, environ=os.environ, config_file=config, saved_identity=saved)
-    except ConfigError as exc:
+    except (ConfigError, BenchmarkError) as exc:
         raise _fail(str(exc), 2) from None
 
 
@@ -233,6 +233,14 @@ def run(
             "its model and this one loads; each hand-over is timed (env EDITBENCH_SHARE_GPU).",
         ),
     ] = False,
+    allow_outside_paths: Annotated[
+        bool,
+        typer.Option(
+            "--allow-outside-paths",
+            help="Read benchmark images outside the benchmark's folder (absolute paths, '..' "
+            "or symlinks that lead out); refused by default.",
+        ),
+    ] = False,
     allow_mixed_revisions: Annotated[
         bool,
         typer.Option(
@@ -283,6 +291,7 @@ def run(
         "job_deadline_s": job_deadline_s,
         "share_gpu": share_gpu,
         "allow_mixed_revisions": allow_mixed_revisions,
+        "allow_outside_paths": allow_outside_paths,
         **_parse_size(size),
     }
     settings = _settings(cli, config, out)

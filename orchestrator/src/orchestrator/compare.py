@@ -81,7 +81,7 @@ def load_run(path: Path, label: str | None = None) -> LoadedRun:
         path=path,
         rows=rows,
         reporting=run_reporting(store),
-        provenance=store.read_json("provenance.json") or {},
+        provenance=store.read_json("provenance.json", damaged_ok=True) or {},
         judges=sorted({r.judge_model for r in rows if r.judge_model}),
         protocol_hashes=sorted({r.protocol_hash for r in rows if r.protocol_hash}),
         editors=sorted({r.editor_model for r in rows if r.editor_model}),

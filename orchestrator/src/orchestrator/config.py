@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from orchestrator import safe_yaml
 from orchestrator.endpoints import split_urls
 from orchestrator.jobs import EditSettings, SeedPolicy
 
@@ -101,6 +102,11 @@ class RunSettings(BaseModel):
     job_deadline_s: float = Field(default=1800.0, gt=0)
     request_timeout_s: float = Field(default=900.0, gt=0)
     ready_timeout_s: float = Field(default=600.0, ge=0)
+    allow_outside_paths: bool = Field(
+        default=False,
+        description="Read benchmark images outside the benchmark's folder (absolute paths, "
+        "'..' or symlinks that lead out); refused by default.",
+    )
     share_gpu: bool = Field(
         default=False,
         description="Editor and judge share one GPU: before each phase the other service "
@@ -155,7 +161,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data: Any = tomllib.loads(text)
             data = data.get("editbench", data)
         else:
-            data = yaml.safe_load(text) or {}
+            data = safe_yaml.safe_load(text) or {}
             if isinstance(data, dict) and isinstance(data.get("editbench"), dict):
                 data = data["editbench"]
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:

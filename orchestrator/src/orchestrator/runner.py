@@ -109,7 +109,12 @@ async def run_benchmark(
         raise BenchmarkError("no benchmark given (--benchmark PATH, or 'sample')")
     out = settings.out or default_out(settings.benchmark)
     policy = policy or RetryPolicy(job_deadline_s=settings.job_deadline_s)
-    benchmark = await asyncio.to_thread(load_benchmark, settings.benchmark, split=settings.split)
+    benchmark = await asyncio.to_thread(
+        load_benchmark,
+        settings.benchmark,
+        split=settings.split,
+        allow_outside_paths=settings.allow_outside_paths,
+    )
     items = _selection(settings, benchmark)
     if not items:
         raise BenchmarkError("no items selected: check --categories, --language and --limit")
@@ -210,6 +215,7 @@ async def run_benchmark(
                         items_per_request=settings.items_per_request,
                         concurrency=settings.score_concurrency,
                         edited_dir=Path(settings.edited_dir) if settings.edited_dir else None,
+                        allow_outside_paths=settings.allow_outside_paths,
                     )
                     reward_info, protocol_info = await score_phase.prepare()
                     provenance["services"]["reward"] = {
@@ -255,12 +261,15 @@ def _secret(value: Any) -> str | None:
 def _start_provenance(
     store: RunStore, settings: RunSettings, benchmark: Benchmark, selected: int
 ) -> dict[str, Any]:
-    previous = store.read_json("provenance.json")
+    previous = store.read_json("provenance.json", damaged_ok=True)
     provenance: dict[str, Any] = previous if isinstance(previous, dict) else {}
     started = now_iso()
     provenance.setdefault("started_at", started)
-    provenance.setdefault("invocations", [])
-    provenance.setdefault("services", {})
+    for key, kind in (("invocations", list), ("services", dict)):
+        if not isinstance(provenance.get(key), kind):  # absent, or edited into another shape
+            provenance[key] = kind()
+    if not isinstance(provenance.get("handovers", []), list):
+        del provenance["handovers"]
     provenance["editbench"] = software()
     provenance["benchmark"] = {
         "name": benchmark.name,
@@ -286,6 +295,8 @@ def rerender_report(out: Path, *, self_contained: bool = False) -> tuple[ReportP
     store = RunStore(out)
     if not store.exists():
         raise BenchmarkError(f"{out} is not a run folder (no run.json)")
-    provenance = store.read_json("provenance.json") or {}
+    provenance = store.read_json("provenance.json", damaged_ok=True)
+    if not isinstance(provenance, dict):
+        provenance = {}
     with store:
         return write_report(store, provenance, self_contained=self_contained)

@@ -24,7 +24,7 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
+import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,7 +32,8 @@ from typing import IO, Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from orchestrator.benchmarks import item_relpath
+from orchestrator.benchmarks import BenchmarkError, item_relpath
+from orchestrator.benchmarks.base import legacy_item_relpath
 from orchestrator.records import EditRecord, JobRecord, PlanRow, RecordModel, ScoreRecord
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class RunFolderBusy(RuntimeError):
     """Another editbench process holds this run folder."""
 
 
+class DamagedRunFile(BenchmarkError):
+    """A file of the run folder that the run cannot go on without does not parse."""
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -54,10 +59,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _create_temp(folder: Path, name: str) -> tuple[int, str]:
+    """A new temp file beside ``name``, created with mode 0666 so the kernel applies the user's
+    umask (and a folder's default ACL) as to any other file; mkstemp's 0600 would leave the run
+    folder's files unreadable to a team sharing it."""
+    for _ in range(100):
+        tmp = str(folder / f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp file name beside {folder / name}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so ``path`` holds either its old content or all of the new, never half."""
+    """Write ``data`` so ``path`` holds either its old content or all of the new, never half.
+    The file's mode follows the umask, as a plain ``open`` would."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -120,7 +139,7 @@ class JsonlLog:
                 continue
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 torn = number == len(lines)  # no newline after it: the write never finished
                 self.skipped += 0 if torn else 1
                 logger.warning(
@@ -144,7 +163,7 @@ class JsonlLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._repair_tail()
             self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666
             )
         return self._fd
 
@@ -215,7 +234,7 @@ class JsonlLog:
 def _is_record(line: bytes) -> bool:
     try:
         return isinstance(json.loads(line), dict)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
@@ -312,11 +331,23 @@ class RunStore:
     def exists(self) -> bool:
         return (self.root / "run.json").is_file()
 
-    def read_json(self, name: str) -> Any:
+    def read_json(self, name: str, *, damaged_ok: bool = False) -> Any:
+        """A JSON file of the folder, or None if absent. A damaged one is a DamagedRunFile naming
+        file, line and column; with ``damaged_ok`` a warning, and None (the caller rebuilds it)."""
         path = self.root / name
         if not path.is_file():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                message = f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})"
+            else:
+                message = f"{path}: not valid JSON ({type(exc).__name__})"
+            if damaged_ok:
+                logger.warning("%s; going on without it", message)
+                return None
+            raise DamagedRunFile(message) from None
 
     def write_json(self, name: str, data: Any) -> None:
         atomic_write_text(
@@ -329,6 +360,16 @@ class RunStore:
 
     def thumb_relpath(self, kind: str, item_id: str) -> str:
         return f"thumbs/{kind}/{item_relpath(item_id)}.jpg"
+
+    def shown_thumb_relpath(self, kind: str, item_id: str) -> str:
+        """The thumbnail a report shows: ours, else one a run folder made before file names
+        were collision-free (a report of such a folder keeps its pictures)."""
+        current = self.thumb_relpath(kind, item_id)
+        if not self.path(current).is_file():
+            legacy = f"thumbs/{kind}/{legacy_item_relpath(item_id)}.jpg"
+            if self.path(legacy).is_file():
+                return legacy
+        return current
 
     def path(self, relpath: str) -> Path:
         return self.root / relpath

@@ -10,6 +10,7 @@ from orchestrator.benchmarks.base import (
     Item,
     item_relpath,
     normalize_text,
+    resolve_inside,
     select_items,
 )
 from orchestrator.benchmarks.gedit import GEditBenchmark, is_gedit_path, load_gedit
@@ -26,6 +27,7 @@ __all__ = [
     "load_benchmark",
     "normalize_text",
     "resolve_benchmark_path",
+    "resolve_inside",
     "select_items",
 ]
 
@@ -39,8 +41,11 @@ def resolve_benchmark_path(spec: str | Path) -> Path:
     return Path(spec).expanduser().resolve()
 
 
-def load_benchmark(spec: str | Path, *, split: str | None = None) -> Benchmark:
-    """A manifest file or a folder holding one, or GEdit-Bench (parquet / save_to_disk)."""
+def load_benchmark(
+    spec: str | Path, *, split: str | None = None, allow_outside_paths: bool = False
+) -> Benchmark:
+    """A manifest file or a folder holding one, or GEdit-Bench (parquet / save_to_disk).
+    Image paths must stay inside the benchmark's folder unless ``allow_outside_paths``."""
     path = resolve_benchmark_path(spec)
     if str(spec) == "sample":
         sample = load_manifest(path)
@@ -49,13 +54,13 @@ def load_benchmark(spec: str | Path, *, split: str | None = None) -> Benchmark:
     if not path.exists():
         raise BenchmarkError(f"benchmark not found: {path}")
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
-        return load_manifest(path)
+        return load_manifest(path, allow_outside_paths=allow_outside_paths)
     if path.is_dir():
         for name in _MANIFEST_NAMES:
             if (path / name).is_file():
-                return load_manifest(path / name)
+                return load_manifest(path / name, allow_outside_paths=allow_outside_paths)
     if is_gedit_path(path):
-        return load_gedit(path, split=split)
+        return load_gedit(path, split=split, allow_outside_paths=allow_outside_paths)
     raise BenchmarkError(
         f"{path}: not a benchmark: expected a manifest ({', '.join(MANIFEST_SUFFIXES)}), "
         "a folder with manifest.jsonl, or GEdit-Bench parquet / save_to_disk files"

@@ -78,11 +78,44 @@ class Benchmark(ABC):
 
 
 def _check_unique_ids(items: Sequence[Item], path: Path) -> None:
+    """Every id once, and every id's file name its own (item_relpath makes them distinct by
+    construction; this is the guard that says so, naming both ids, if that ever breaks)."""
     seen: set[str] = set()
+    names: dict[str, str] = {}
     for item in items:
         if item.id in seen:
             raise BenchmarkError(f"{path}: item id {item.id!r} appears more than once")
         seen.add(item.id)
+        name = item_relpath(item.id)
+        if name in names:
+            raise BenchmarkError(
+                f"{path}: items {names[name]!r} and {item.id!r} would share the file name "
+                f"{name!r}; rename one of them"
+            )
+        names[name] = item.id
+
+
+OUTSIDE_HINT = "use --allow-outside-paths to allow images outside the benchmark's folder"
+
+
+def resolve_inside(root: Path, raw: str | Path, *, allow_outside: bool = False) -> Path:
+    """``raw`` (relative to ``root``) as a resolved path that stays inside ``root``.
+
+    Absolute paths, and relative ones that lead out of ``root`` through ``..`` or a symlink, are
+    a ValueError saying which, unless ``allow_outside``: a benchmark must not make editbench read
+    (and send to a service) files from elsewhere on the machine.
+    """
+    base = root.resolve()
+    candidate = Path(raw)
+    if candidate.is_absolute():
+        if not allow_outside:
+            raise ValueError(f"image path {str(raw)!r} is absolute")
+        return candidate.resolve()
+    resolved = (base / candidate).resolve()
+    if not allow_outside and not resolved.is_relative_to(base):
+        how = "through '..'" if ".." in candidate.parts else "through a symlink"
+        raise ValueError(f"image path {str(raw)!r} leads outside {base} ({how})")
+    return resolved
 
 
 def select_items(
@@ -131,20 +164,50 @@ def select_items(
     return chosen
 
 
-_UNSAFE = re.compile(r"[^\w.\-]+")
+_UNSAFE_FILE = re.compile(r"[^\w.\-]+")
+_UNSAFE_FOLDER = re.compile(r"[^\w\-]+")
+_SEGMENT_BYTES = 100  # + "~" + 16 hex + a suffix stays far below the 255-byte name limit
+_HASH_MARK = "~"  # never in a kept name: \w, ".", "-" are all a name keeps
+
+
+def _segment(raw: str, unsafe: re.Pattern[str]) -> str:
+    segment = unsafe.sub("_", unicodedata.normalize("NFC", raw)).lstrip(".")
+    return segment.encode("utf-8")[:_SEGMENT_BYTES].decode("utf-8", "ignore")
 
 
 def item_relpath(item_id: str) -> str:
-    """A safe relative file path (without suffix) for an item id.
+    """A safe relative file path (without suffix) for an item id; two ids never get one path.
 
     ``/`` in an id makes folders (GEdit ids are ``task_type/language/key``, the layout its own
-    scripts write); every segment keeps letters of any script, digits, ``._-`` and nothing that
-    could climb out of the run folder. When anything had to change, a short hash of the original id
-    keeps two different ids from landing on one file.
+    scripts write). A folder keeps letters of any script, digits, ``_`` and ``-``; the last
+    segment also ``.``; nothing can climb out of the run folder. When anything had to change,
+    ``~`` and 16 hex digits of the id's sha256 are appended. That makes the names collision-free
+    by construction: a kept name never contains ``~``, so a changed id never lands on a kept
+    one; two changed ids differ in their hash; and as folders have no ``.`` while files always
+    end in a suffix, no folder is ever named like a file.
     """
+    raw_segments = item_id.split("/")
+    segments = []
+    for index, raw in enumerate(raw_segments):
+        last = index == len(raw_segments) - 1
+        segment = _segment(raw, _UNSAFE_FILE if last else _UNSAFE_FOLDER)
+        if segment:
+            segments.append(segment)
+    path = "/".join(segments) or "item"
+    if path != item_id:
+        path += _HASH_MARK + hashlib.sha256(item_id.encode()).hexdigest()[:16]
+    return path
+
+
+_LEGACY_UNSAFE = re.compile(r"[^\w.\-]+")
+
+
+def legacy_item_relpath(item_id: str) -> str:
+    """The name editbench gave an item before names were collision-free (run folders and
+    edited-image folders made then): still looked for, never written."""
     segments = []
     for raw in item_id.split("/"):
-        segment = _UNSAFE.sub("_", unicodedata.normalize("NFC", raw)).lstrip(".")
+        segment = _LEGACY_UNSAFE.sub("_", unicodedata.normalize("NFC", raw)).lstrip(".")
         if segment:
             segments.append(segment[:120])
     path = "/".join(segments) or "item"

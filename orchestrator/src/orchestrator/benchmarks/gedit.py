@@ -18,7 +18,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.benchmarks.base import Benchmark, BenchmarkError, Item, normalize_text
+from orchestrator.benchmarks.base import (
+    OUTSIDE_HINT,
+    Benchmark,
+    BenchmarkError,
+    Item,
+    normalize_text,
+    resolve_inside,
+)
 from orchestrator.benchmarks.reporting import GEDIT_REPORTING
 
 if TYPE_CHECKING:  # pyarrow takes a second to import: only GEdit-Bench runs pay for it
@@ -117,11 +124,14 @@ class GEditBenchmark(Benchmark):
         items: list[Item],
         rows: dict[str, tuple[int, int]],
         sources: list[_Source],
+        *,
+        allow_outside_paths: bool = False,
     ) -> None:
         super().__init__(path, items)
         self.reporting = GEDIT_REPORTING
         self._rows = rows  # item id -> (source index, row within source)
         self._sources = sources
+        self._allow_outside = allow_outside_paths
 
     def iter_images(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes]]:
         wanted: dict[tuple[int, int], Item] = {self._rows[item.id]: item for item in items}
@@ -145,9 +155,13 @@ class GEditBenchmark(Benchmark):
             if value.get("bytes"):
                 return bytes(value["bytes"])
             if value.get("path"):
-                candidate = Path(value["path"])
-                if not candidate.is_absolute():
-                    candidate = (self.path if self.path.is_dir() else self.path.parent) / candidate
+                root = self.path if self.path.is_dir() else self.path.parent
+                try:
+                    candidate = resolve_inside(
+                        root, str(value["path"]), allow_outside=self._allow_outside
+                    )
+                except ValueError as exc:
+                    raise BenchmarkError(f"item {item.id!r}: {exc}; {OUTSIDE_HINT}") from None
                 if candidate.is_file():
                     return candidate.read_bytes()
         elif isinstance(value, bytes | bytearray):
@@ -155,7 +169,9 @@ class GEditBenchmark(Benchmark):
         raise BenchmarkError(f"item {item.id!r}: input_image has neither bytes nor a readable path")
 
 
-def load_gedit(path: Path, split: str | None = None) -> GEditBenchmark:
+def load_gedit(
+    path: Path, split: str | None = None, *, allow_outside_paths: bool = False
+) -> GEditBenchmark:
     """Load a GEdit-Bench parquet file or folder, or a save_to_disk folder."""
     if path.is_file():
         kind = "parquet" if path.suffix.lower() == ".parquet" else "arrow"
@@ -204,7 +220,7 @@ def load_gedit(path: Path, split: str | None = None) -> GEditBenchmark:
             rows[item_id] = (index, row_index)
     if not items:
         raise BenchmarkError(f"{path}: no rows")
-    benchmark = GEditBenchmark(path, items, rows, sources)
+    benchmark = GEditBenchmark(path, items, rows, sources, allow_outside_paths=allow_outside_paths)
     if not any(INTERSECTION in item.extra for item in items):
         benchmark.reporting = GEDIT_REPORTING.model_copy(update={"subsets": {}})
     return benchmark

@@ -17,7 +17,15 @@ from typing import Any
 
 import yaml
 
-from orchestrator.benchmarks.base import Benchmark, BenchmarkError, Item, normalize_text
+from orchestrator import safe_yaml
+from orchestrator.benchmarks.base import (
+    OUTSIDE_HINT,
+    Benchmark,
+    BenchmarkError,
+    Item,
+    normalize_text,
+    resolve_inside,
+)
 from orchestrator.benchmarks.reporting import check_reporting, manifest_reporting
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
@@ -28,16 +36,30 @@ _KNOWN = {"id", "category", "instruction", "language", "hints", *_IMAGE_KEYS}
 class ManifestBenchmark(Benchmark):
     format = "manifest"
 
-    def __init__(self, path: Path, items: list[Item], image_paths: dict[str, Path]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        items: list[Item],
+        image_paths: dict[str, Path],
+        *,
+        allow_outside_paths: bool = False,
+    ) -> None:
         super().__init__(path, items)
         self._image_paths = image_paths
+        self._allow_outside = allow_outside_paths
 
     def image_path(self, item: Item) -> Path:
         return self._image_paths[item.id]
 
     def iter_images(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes]]:
         for item in items:
-            path = self._image_paths[item.id]
+            try:
+                # Again at reading time: a symlink swapped in since loading is caught too.
+                path = resolve_inside(
+                    self.path.parent, item.source, allow_outside=self._allow_outside
+                )
+            except ValueError as exc:
+                raise BenchmarkError(f"item {item.id!r}: {exc}; {OUTSIDE_HINT}") from None
             try:
                 data = path.read_bytes()
             except OSError as exc:
@@ -48,15 +70,19 @@ class ManifestBenchmark(Benchmark):
 def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, row) pairs; ``where`` names the line for error messages."""
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BenchmarkError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     if suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            except (json.JSONDecodeError, RecursionError) as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise BenchmarkError(f"{path}:{number}: not valid JSON ({why})") from None
             if not isinstance(row, dict):
                 raise BenchmarkError(f"{path}:{number}: each line must be a JSON object")
             yield f"{path}:{number}", row
@@ -66,7 +92,7 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"{path}:{number}", {k: v for k, v in row.items() if k is not None and v != ""}
     else:
         try:
-            data = yaml.safe_load(text)
+            data = safe_yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise BenchmarkError(f"{path}: not valid YAML ({exc})") from None
         if isinstance(data, dict):
@@ -86,10 +112,13 @@ def _required(row: dict[str, Any], key: str, where: str) -> str:
     return str(value)
 
 
-def load_manifest(path: Path) -> ManifestBenchmark:
-    """Read a manifest; every image path is checked to exist (images themselves are not read)."""
+def load_manifest(path: Path, *, allow_outside_paths: bool = False) -> ManifestBenchmark:
+    """Read a manifest; every image path is checked to exist and, unless
+    ``allow_outside_paths``, to stay inside the manifest's folder (images are not read).
+    Items whose paths lead out are refused together, each named."""
     items: list[Item] = []
     image_paths: dict[str, Path] = {}
+    outside: list[str] = []
     for where, row in _rows(path):
         item_id = normalize_text(_required(row, "id", where))
         category = normalize_text(_required(row, "category", where))
@@ -97,7 +126,13 @@ def load_manifest(path: Path) -> ManifestBenchmark:
         image_key = next((k for k in _IMAGE_KEYS if row.get(k)), None)
         if image_key is None:
             raise BenchmarkError(f"{where}: missing the image path (field 'image')")
-        image = (path.parent / str(row[image_key])).resolve()
+        try:
+            image = resolve_inside(
+                path.parent, str(row[image_key]), allow_outside=allow_outside_paths
+            )
+        except ValueError as exc:
+            outside.append(f"{where}: item {item_id!r}: {exc}")
+            continue
         if not image.is_file():
             raise BenchmarkError(f"{where}: image not found: {image}")
         language = row.get("language")
@@ -114,9 +149,16 @@ def load_manifest(path: Path) -> ManifestBenchmark:
             )
         )
         image_paths[item_id] = image
+    if outside:
+        shown = "\n  ".join(outside[:20])
+        more = f"\n  ... and {len(outside) - 20} more" if len(outside) > 20 else ""
+        raise BenchmarkError(
+            f"{len(outside)} item(s) refused: their image is outside the benchmark's folder "
+            f"({OUTSIDE_HINT}):\n  {shown}{more}"
+        )
     if not items:
         raise BenchmarkError(f"{path}: no items")
-    benchmark = ManifestBenchmark(path, items, image_paths)
+    benchmark = ManifestBenchmark(path, items, image_paths, allow_outside_paths=allow_outside_paths)
     declared = manifest_reporting(path)
     if declared is not None:
         reporting, where = declared

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator import safe_yaml
 from orchestrator.benchmarks.base import BenchmarkError, Item
 
 ITEM_FIELDS = ("category", "language")
@@ -149,7 +150,7 @@ def manifest_reporting(path: Path) -> tuple[Reporting, str] | None:
     """The declaration a manifest carries (YAML ``reporting:`` key or a sidecar file), if any."""
     if path.suffix.lower() in {".yaml", ".yml"}:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+            data = safe_yaml.safe_load(path.read_text(encoding="utf-8-sig"))
         except yaml.YAMLError:
             data = None  # the item reader reports the syntax error with its line
         if isinstance(data, dict) and "reporting" in data:
@@ -160,7 +161,7 @@ def manifest_reporting(path: Path) -> tuple[Reporting, str] | None:
             continue
         text = sidecar.read_text(encoding="utf-8-sig")
         try:
-            data = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+            data = json.loads(text) if name.endswith(".json") else safe_yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise BenchmarkError(f"{sidecar}: does not parse: {exc}") from None
         if isinstance(data, dict) and "reporting" in data:

@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.benchmarks import Item, item_relpath
+from orchestrator.benchmarks import Item, item_relpath, resolve_inside
+from orchestrator.benchmarks.base import legacy_item_relpath
 from orchestrator.clients import RewardClient, ServiceCallError
 from orchestrator.jobs import model_key, score_job_id, sha256_hex
 from orchestrator.phases.base import (
@@ -57,11 +58,20 @@ class _ScoreJob:
     edit_job_id: str | None
 
 
-def find_edited_file(edited_dir: Path, item: Item) -> Path | None:
-    """``DIR/<item id>.png`` (or .jpg/.jpeg/.webp), else the run folder's safe name for the id."""
-    for stem in dict.fromkeys((item.id, item_relpath(item.id))):
+def find_edited_file(
+    edited_dir: Path, item: Item, *, allow_outside_paths: bool = False
+) -> Path | None:
+    """``DIR/<item id>.png`` (or .jpg/.jpeg/.webp), else the run folder's safe name for the id.
+    A name that leads out of DIR (an id with '..', a symlink) is not used unless allowed."""
+    for stem in dict.fromkeys((item.id, item_relpath(item.id), legacy_item_relpath(item.id))):
         for suffix in EDITED_SUFFIXES:
-            candidate = edited_dir / f"{stem}{suffix}"
+            try:
+                candidate = resolve_inside(
+                    edited_dir, f"{stem}{suffix}", allow_outside=allow_outside_paths
+                )
+            except ValueError as exc:
+                logger.warning("item %r: not using its edited image: %s", item.id, exc)
+                continue
             if candidate.is_file():
                 return candidate
     return None
@@ -84,6 +94,7 @@ class ScorePhase(Phase):
         items_per_request: int = 4,
         concurrency: int | None = None,
         edited_dir: Path | None = None,
+        allow_outside_paths: bool = False,
     ) -> None:
         super().__init__(ctx)
         self.client = client
@@ -93,6 +104,7 @@ class ScorePhase(Phase):
         self.items_per_request = items_per_request
         self.concurrency_override = concurrency
         self.edited_dir = edited_dir
+        self.allow_outside_paths = allow_outside_paths
         self.info: RewardInfo | None = None
         self.protocol_info: ProtocolInfo | None = None
         self.protocol_definition: ProtocolDefinition | None = None
@@ -159,7 +171,9 @@ class ScorePhase(Phase):
         found: dict[str, tuple[Path, str, str | None]] = {}
         if self.edited_dir is not None:
             for item in self.ctx.items:
-                path = find_edited_file(self.edited_dir, item)
+                path = find_edited_file(
+                    self.edited_dir, item, allow_outside_paths=self.allow_outside_paths
+                )
                 if path is not None:
                     found[item.id] = (path, str(path), None)
             return found

@@ -30,7 +30,7 @@ MISSING = "(none)"
 def run_reporting(store: RunStore | Path) -> Reporting:
     """The declaration a run folder was made with (reporting.json), or the default."""
     store = store if isinstance(store, RunStore) else RunStore(store)
-    data = store.read_json("reporting.json")
+    data = store.read_json("reporting.json", damaged_ok=True)
     if not isinstance(data, dict):
         # A run folder from before reporting.json: GEdit-Bench is still reported its way.
         provenance = store.read_json("provenance.json") or {}

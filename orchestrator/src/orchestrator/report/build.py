@@ -60,6 +60,10 @@ def _images(store: RunStore, rows: list[ResultRow], self_contained: bool) -> dic
     return found
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def write_report(
     store: RunStore, provenance: dict[str, Any], *, self_contained: bool = False
 ) -> tuple[ReportPaths, Summary]:
@@ -69,9 +73,12 @@ def write_report(
     records = RunRecords.read(store)
     rows = build_rows(store, records)
     _fill_edited_thumbs(store, rows)
+    # provenance.json is read back as it is: keep what the page needs in the shape it needs.
+    handovers = [h for h in _list(provenance.get("handovers")) if isinstance(h, dict)]
+    provenance = {**provenance, "handovers": handovers}
     summary = summarize(rows, run_reporting(store), integrity(records)).model_copy(
         update={
-            "handovers": list(provenance.get("handovers") or []),
+            "handovers": handovers,
             "run": {
                 "benchmark": provenance.get("benchmark"),
                 "settings": provenance.get("settings"),

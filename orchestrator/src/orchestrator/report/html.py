@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import ChainableUndefined, Environment, PackageLoader, select_autoescape
 
 from orchestrator.records import GroupStats, ResultRow, Summary
 from orchestrator.report.summary import METRICS
@@ -15,6 +15,8 @@ _env = Environment(
     autoescape=select_autoescape(["html", "j2"]),
     trim_blocks=True,
     lstrip_blocks=True,
+    # provenance.json may be missing or damaged (then {}): its absent fields render empty.
+    undefined=ChainableUndefined,
 )
 
 _COLOURS = {"sc": "#4c78a8", "pq": "#f58518", "overall": "#54a24b"}

@@ -149,8 +149,8 @@ def build_rows(store: RunStore, records: RunRecords | None = None) -> list[Resul
                     "hints": item.hints,
                     "source": item.source,
                     "extra": item.extra,
-                    "source_thumb": store.thumb_relpath("source", item.id),
-                    "edited_thumb": store.thumb_relpath("edited", item.id),
+                    "source_thumb": store.shown_thumb_relpath("source", item.id),
+                    "edited_thumb": store.shown_thumb_relpath("edited", item.id),
                     **fields,
                 }
             )

@@ -166,6 +166,24 @@ CSV_COLUMNS = (
 )
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP "CSV Injection"), with the full-width
+# forms some locales accept too.
+_FORMULA_START = tuple("=+-@\t\r\n") + tuple("\uff1d\uff0b\uff0d\uff20")
+
+
+def cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that starts (after any blanks) with a
+    formula character gets a leading single quote, as OWASP recommends. Numbers, booleans and
+    None are left as they are, so numeric columns stay numeric."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(("\t", "\r")) or value.lstrip(" \n\v\f\u00a0\u3000").startswith(
+        _FORMULA_START
+    ):
+        return "'" + value
+    return value
+
+
 def rows_csv(rows: Sequence[ResultRow]) -> str:
     """One CSV row per item; each judge question gets a ``q_<name>`` column."""
     questions: list[str] = []
@@ -174,8 +192,9 @@ def rows_csv(rows: Sequence[ResultRow]) -> str:
             if f"q_{q.name}" not in questions:
                 questions.append(f"q_{q.name}")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*CSV_COLUMNS, *questions], extrasaction="ignore")
-    writer.writeheader()
+    header = [*CSV_COLUMNS, *questions]
+    writer = csv.DictWriter(buffer, fieldnames=header, extrasaction="ignore")
+    writer.writerow({name: cell(name) for name in header})  # question names come from the judge
     for row in rows:
         error = row.edit_error or row.score_error
         flat: dict[str, Any] = {
@@ -184,5 +203,5 @@ def rows_csv(rows: Sequence[ResultRow]) -> str:
         }
         for q in row.questions or []:
             flat[f"q_{q.name}"] = q.score
-        writer.writerow(flat)
+        writer.writerow({key: cell(value) for key, value in flat.items()})
     return buffer.getvalue()
