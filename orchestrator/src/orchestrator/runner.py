@@ -34,7 +34,7 @@ from orchestrator.provenance import software
 from orchestrator.records import PlanRow, Summary
 from orchestrator.report import ReportPaths, write_report
 from orchestrator.retry import RetryPolicy
-from orchestrator.store import RunStore
+from orchestrator.store import DamagedRunFile, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ def read_saved_identity(out: Path) -> dict[str, Any] | None:
     data = RunStore(out).read_json("run.json")
     if not isinstance(data, dict) or "identity" not in data:
         return None
+    for section in ("identity", "selection", "services"):
+        if not isinstance(data.get(section) or {}, dict):
+            raise DamagedRunFile(f"{out / 'run.json'}: {section!r} is not an object")
     services = {k: v for k, v in dict(data.get("services") or {}).items() if k in SAVED_SERVICES}
     return {**dict(data.get("selection") or {}), **services, **dict(data["identity"])}
 
