@@ -13,13 +13,25 @@ import imagecodecs
 import numpy as np
 
 from editor_service.backends.base import RGBImage
-from service_kit.images import decode_image
+from service_kit.images import decode_image, read_header
 from shared_schemas import ImageFormat
+
+# The pipelines scale the source to about a megapixel before anything sees it; a larger JPEG is
+# decoded at the smallest DCT scale that keeps at least this many pixels.
+SOURCE_PIXELS = 1024 * 1024
+
+
+def inspect_source(data: bytes, max_pixels: int) -> float:
+    """What decoding the source will cost (structure and header only); raises InvalidImage,
+    ImageTooLarge or ImageTooComplex."""
+    return read_header(data, max_pixels=max_pixels).decode_cost
 
 
 def decode_to_rgb(data: bytes, max_pixels: int) -> RGBImage:
     """A client's PNG, JPEG or WebP to RGB pixels; raises InvalidImage or ImageTooLarge."""
-    return RGBImage.from_pil(decode_image(data, max_pixels=max_pixels))
+    return RGBImage.from_pil(
+        decode_image(data, max_pixels=max_pixels, scale_to_pixels=SOURCE_PIXELS)
+    )
 
 
 def encode_rgb(image: RGBImage, fmt: ImageFormat, compress_level: int = 1) -> bytes:

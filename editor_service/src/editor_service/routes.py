@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 import time
@@ -13,9 +14,10 @@ from pydantic import ValidationError
 
 from editor_service import __version__
 from editor_service.backends.base import EditJob, LoadedModel
-from editor_service.codecs import decode_to_rgb, encode_rgb
+from editor_service.codecs import decode_to_rgb, encode_rgb, inspect_source
 from editor_service.config import EditorSettings
 from editor_service.pool import EditResult, WorkerPool
+from service_kit.decoding import DecodeGate
 from service_kit.disconnect import cancel_on_disconnect
 from service_kit.errors import (
     InvalidImage,
@@ -86,7 +88,11 @@ async def _edit(
         texts = [(instruction_param, body.instruction), ("negative_prompt", body.negative_prompt)]
         check_user_text(texts, loaded.reserved_text)
     async with pool.reserve() as slot:
-        pixels = await asyncio.to_thread(decode_to_rgb, body.image, settings.max_image_pixels)
+        gate: DecodeGate = request.app.state.decode_gate
+        pixels = await gate.decode(
+            functools.partial(inspect_source, body.image, settings.max_image_pixels),
+            functools.partial(decode_to_rgb, body.image, settings.max_image_pixels),
+        )
         job = EditJob(
             job_id=pool.new_job_id(),
             image=pixels,

@@ -62,6 +62,13 @@ class RewardSettings(ServiceSettings):
         le=10,
         description="Longest a question waits for others to share its forward pass.",
     )
+    judge_image_pixels: int = Field(
+        default=2**21,
+        gt=0,
+        description="Images are shown to the judge at most this many pixels (scaled down, aspect "
+        "kept; 2 MiP, e.g. 1448x1448): the model's cost per image is bounded by this, not by "
+        "max_image_pixels. Larger JPEGs are decoded at a reduced scale.",
+    )
     queue_capacity: int = Field(
         default=256,
         ge=1,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import re
 import time
@@ -23,9 +23,11 @@ from reward_service.scorer import (
     assemble,
     build_items,
     decode_items,
+    inspect_items,
     record,
     user_text,
 )
+from service_kit.decoding import DecodeGate
 from service_kit.disconnect import cancel_on_disconnect
 from service_kit.errors import InvalidInput, NotFound, NotReady
 from service_kit.json_body import json_body, json_body_openapi
@@ -131,7 +133,13 @@ async def create_scores(
     async with batcher.reserve(len(body.items)) as slot:
         # Decoding off the event loop, after the slot is held: a refused request costs nothing,
         # and a bad image is refused with a 4xx before it reaches the model.
-        images = await asyncio.to_thread(decode_items, body.items, settings.max_image_pixels)
+        gate: DecodeGate = request.app.state.decode_gate
+        images = await gate.decode(
+            functools.partial(inspect_items, body.items, settings.max_image_pixels),
+            functools.partial(
+                decode_items, body.items, settings.max_image_pixels, settings.judge_image_pixels
+            ),
+        )
         items = build_items(protocol, body, images, rid)
         completed = await cancel_on_disconnect(request, slot.submit(items, label=rid))
     results = assemble(protocol, body, completed, accepted_at)
@@ -203,6 +211,7 @@ async def info(
         devices=judge.devices,
         max_batch_images=settings.max_batch_images,
         max_wait_s=settings.max_wait_s,
+        judge_image_pixels=settings.judge_image_pixels,
         queue_capacity=settings.queue_capacity,
         queue_depth=batcher.depth,
         protocols=protocols.names,

@@ -27,7 +27,7 @@ from reward_service.parsing import parse_score
 from reward_service.protocols import Protocol, render
 from reward_service.protocols.definition import ImageSlot
 from reward_service.scoring import combine, expected_score
-from service_kit.images import RGBImage, decode_image
+from service_kit.images import RGBImage, decode_image, fit_within, read_header
 from shared_schemas import ItemScore, QuestionScore, ScoreItem, ScoreRequest, ScoreTimings
 from shared_schemas import TokenUsage as WireUsage
 from shared_schemas.scores import ImageRole, QuestionGroup
@@ -42,19 +42,37 @@ class ItemImages:
     edited: RGBImage
 
 
-def decode_items(items: Sequence[ScoreItem], max_pixels: int) -> list[ItemImages]:
-    """Decode every image to pixels, or raise InvalidImage / ImageTooLarge naming the field."""
+def _images(items: Sequence[ScoreItem]) -> list[tuple[bytes, str]]:
     return [
-        ItemImages(
-            source=_pixels(item.source_image, max_pixels, f"items[{i}].source_image"),
-            edited=_pixels(item.edited_image, max_pixels, f"items[{i}].edited_image"),
-        )
+        (data, f"items[{i}].{name}")
         for i, item in enumerate(items)
+        for name, data in (("source_image", item.source_image), ("edited_image", item.edited_image))
     ]
 
 
-def _pixels(data: bytes, max_pixels: int, param: str) -> RGBImage:
-    return RGBImage.from_pil(decode_image(data, max_pixels=max_pixels, param=param))
+def inspect_items(items: Sequence[ScoreItem], max_pixels: int) -> float:
+    """What decoding every image will cost (structure and headers only), or raise InvalidImage
+    / ImageTooLarge / ImageTooComplex naming the field."""
+    return sum(
+        read_header(data, max_pixels=max_pixels, param=param).decode_cost
+        for data, param in _images(items)
+    )
+
+
+def decode_items(
+    items: Sequence[ScoreItem], max_pixels: int, judge_pixels: int | None = None
+) -> list[ItemImages]:
+    """Decode every image to pixels, at most ``judge_pixels`` each when given (scaled down,
+    aspect kept), or raise InvalidImage / ImageTooLarge naming the field."""
+    pixels = [_pixels(data, max_pixels, param, judge_pixels) for data, param in _images(items)]
+    return [
+        ItemImages(source, edited) for source, edited in zip(pixels[::2], pixels[1::2], strict=True)
+    ]
+
+
+def _pixels(data: bytes, max_pixels: int, param: str, judge_pixels: int | None) -> RGBImage:
+    image = decode_image(data, max_pixels=max_pixels, param=param, scale_to_pixels=judge_pixels)
+    return RGBImage.from_pil(fit_within(image, judge_pixels) if judge_pixels else image)
 
 
 ItemWork = JudgeItem[RGBImage]

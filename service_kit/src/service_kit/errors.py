@@ -60,6 +60,13 @@ class ImageTooLarge(PayloadTooLarge):
     error_type = "image_too_large"
 
 
+class ImageTooComplex(PayloadTooLarge):
+    """The file's structure would cost more to decode than its size allows (see
+    service_kit.image_structure)."""
+
+    error_type = "image_too_complex"
+
+
 class NotFound(ServiceError):
     status_code = 404
     error_type = "not_found"

@@ -8,6 +8,7 @@ from fastapi import APIRouter, FastAPI
 
 from service_kit.auth import ApiKeyMiddleware, ApiKeys, api_key_dependencies
 from service_kit.body_limit import BodyLimitMiddleware
+from service_kit.decoding import DecodeGate
 from service_kit.errors import install_exception_handlers
 from service_kit.metrics import HttpMetricsMiddleware, ServiceMetrics
 from service_kit.probes import probe_router
@@ -18,6 +19,7 @@ from shared_schemas import ErrorResponse
 def install_common(app: FastAPI, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
     """Body limit, API keys, HTTP metrics, error handlers and /health, /ready, /metrics."""
     app.state.metrics = metrics
+    app.state.decode_gate = DecodeGate()
     app.state.api_keys = ApiKeys(settings.api_keys)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # Outside the body limit: a request without a key is refused before its body is read.

@@ -168,6 +168,11 @@ class RewardInfo(WireModel):
         description="Images per forward pass; an item costs its protocol's images_per_item."
     )
     max_wait_s: float
+    judge_image_pixels: int | None = Field(
+        default=None,
+        description="The most pixels an image is shown to the judge at; larger ones are scaled "
+        "down (aspect kept) before the model sees them.",
+    )
     queue_capacity: int = Field(description="Items that may wait; more are refused with 429.")
     queue_depth: int = Field(description="Items waiting now.")
     protocols: list[str]
