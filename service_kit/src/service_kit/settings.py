@@ -13,7 +13,6 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
-    CliApp,
     CliSettingsSource,
     NoDecode,
     SettingsConfigDict,
@@ -107,9 +106,18 @@ class ServiceSettings(BaseSettings):
 S = TypeVar("S", bound=ServiceSettings)
 
 
-def load_settings(cls: type[S], prog: str, argv: list[str] | None = None) -> S:
-    """Environment variables, overridden by command-line flags (``--port 8001 --model tiny``)."""
+# Docker and Swarm secrets (and Kubernetes secret volumes mounted there): one file per setting,
+# named like its variable (``editor_api_keys``), read when no variable sets it.
+SECRETS_DIR = Path("/run/secrets")
+
+
+def load_settings(
+    cls: type[S], prog: str, argv: list[str] | None = None, *, secrets_dir: Path = SECRETS_DIR
+) -> S:
+    """Command-line flags (``--port 8001 --model tiny``) over environment variables over
+    secret files in ``secrets_dir`` (when that folder exists)."""
     source: CliSettingsSource[S] = CliSettingsSource(cls, cli_prog_name=prog)
-    return CliApp.run(
-        cls, cli_args=sys.argv[1:] if argv is None else argv, cli_settings_source=source
-    )
+    parsed = source(args=sys.argv[1:] if argv is None else argv)
+    if secrets_dir.is_dir():
+        return cls(_cli_settings_source=parsed, _secrets_dir=secrets_dir)
+    return cls(_cli_settings_source=parsed)
