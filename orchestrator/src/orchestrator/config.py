@@ -171,15 +171,30 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+# Keys can come from files (Docker/Swarm secrets, Kubernetes secret volumes):
+# EDITBENCH_EDITOR_API_KEY_FILE=/run/secrets/editor_api_keys. The variable itself wins.
+SECRET_FILE_FIELDS = ("editor_api_key", "reward_api_key")
+
+
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
-    """EDITBENCH_* variables (empty ones ignored) for the fields that exist."""
+    """EDITBENCH_* variables (empty ones ignored) for the fields that exist; the API keys also
+    from the file an EDITBENCH_*_API_KEY_FILE variable names."""
     fields = set(RunSettings.model_fields)
-    found = {}
+    found: dict[str, Any] = {}
     for name, value in environ.items():
         if name.startswith(ENV_PREFIX) and value != "":
             key = name[len(ENV_PREFIX) :].lower()
             if key in fields:
                 found[key] = value
+    for key in SECRET_FILE_FIELDS:
+        path = environ.get(f"{ENV_PREFIX}{key.upper()}_FILE")
+        if key not in found and path:
+            try:
+                found[key] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{key.upper()}_FILE: cannot read {path}: {exc}"
+                ) from None
     return found
 
 
