@@ -25,9 +25,10 @@ from orchestrator.progress import LineProgress
 from orchestrator.runner import read_saved_identity, run_benchmark
 from orchestrator.store import JsonlLog
 from tests.orchestrator.fakes import EDITOR, REWARD, FakeServices, error
-from tests.orchestrator.harness import editbench, finish, wait_for
+from tests.orchestrator.harness import answered, editbench, finish, wait_for
 from tests.orchestrator.test_compare import POLICY, _no_sleep, run_sample
 from tests.orchestrator.test_endpoints import Service, started
+from tests.support.servers import free_port
 
 
 class Notes:
@@ -240,3 +241,20 @@ def test_the_resume_command_printed_on_ctrl_c_works_as_printed(
     # Not a terminal: plain progress lines, one per phase start and end at least.
     assert "edit: " in err and "(phase over)" in err
     assert "score: " in err
+
+
+def test_a_judge_that_is_down_is_reported_before_any_edit_by_the_cli(
+    slow_services: tuple[Service, Service], tmp_path: Path
+) -> None:
+    editor, _ = slow_services
+    before = answered(editor.url, "/v1/edits")
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    process = editbench(
+        "run", "-b", "sample", "--limit", "2", "--steps", "2", "--ready-timeout-s", "3",
+        "--editor-url", editor.url, "--reward-url", nobody, "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    code, _, err = finish(process, 120)
+    assert code == 1, err
+    assert f"waiting for the reward at {nobody}" in err
+    assert f"the reward at {nobody} is not ready after 3 s" in err
+    assert answered(editor.url, "/v1/edits") == before  # not one edit was sent
