@@ -119,3 +119,19 @@ def test_report_and_compare_pages_render_and_filter_in_chromium(
     assert not re.search(r"src=\"thumbs/", text)
     image = screenshot(chromium, alone.as_uri() + "?category=color", tmp_path / "mailed.png", 3000)
     assert image.size == (1280, 3000)
+
+
+def test_a_gedit_report_filters_by_language_and_intersection_in_chromium(
+    chromium: str, tmp_path: Path
+) -> None:
+    from tests.orchestrator.test_reporting import gedit_layout, run_fake
+
+    rows = gedit_layout(tmp_path / "GEdit-Bench")
+    run_fake(tmp_path / "GEdit-Bench", tmp_path / "run")
+    report = (tmp_path / "run" / "report.html").resolve()
+    total = len(rows)
+    both = sum(1 for r in rows if r["Intersection_exist"] and r["instruction_language"] == "cn")
+    dom = browse(chromium, report.as_uri() + "?Intersection_exist=yes&language=cn", "--dump-dom")
+    assert f"{both} of {total} items" in dom
+    assert "every task_type" in dom
+    screenshot(chromium, report.as_uri(), tmp_path / "gedit-report.png", 1800)

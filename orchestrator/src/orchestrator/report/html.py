@@ -7,6 +7,7 @@ from typing import Any
 
 from jinja2 import ChainableUndefined, Environment, PackageLoader, select_autoescape
 
+from orchestrator.benchmarks.reporting import ITEM_FIELDS, Reporting, truthy, value_of
 from orchestrator.records import GroupStats, ResultRow, Summary
 from orchestrator.report.summary import METRICS
 
@@ -79,6 +80,30 @@ def problem_of(row: ResultRow) -> str | None:
     return None
 
 
+def facets_of(reporting: Reporting, rows: list[ResultRow]) -> list[dict[str, Any]]:
+    """Filters beyond category and language: the benchmark's other group-by keys and its
+    subsets (GEdit-Bench: Intersection_exist yes/no)."""
+    facets: list[dict[str, Any]] = []
+    for key in reporting.group_by:
+        if key not in ITEM_FIELDS:
+            facets.append({"key": key, "label": reporting.label(key), "subset": False})
+    for name, column in reporting.subsets.items():
+        facets.append({"key": column, "label": name, "subset": True})
+    for facet in facets:
+        facet["values"] = sorted({facet_value(row, facet) for row in rows})
+    return facets
+
+
+def facet_value(row: ResultRow, facet: dict[str, Any]) -> str:
+    value = value_of(row, facet["key"])
+    if facet["subset"]:
+        try:
+            return "yes" if truthy(value) else "no"
+        except ValueError:
+            return "no"
+    return "" if value is None else str(value)
+
+
 def histograms(rows: list[ResultRow], metric: str = "overall") -> list[dict[str, Any]]:
     """Per category (and all items first): counts of ``metric`` in ten bins of width 1."""
     groups: dict[str, list[float]] = {"all items": []}
@@ -118,7 +143,16 @@ def render_html(
 ) -> str:
     """The page. ``images`` maps the relative path of each image that exists to its ``src``
     (the path itself, or a data URI in a self-contained page); others are omitted."""
-    view = [{**row.dump(), "status": status_of(row), "problem": problem_of(row)} for row in rows]
+    facets = facets_of(summary.reporting, rows)
+    view = [
+        {
+            **row.dump(),
+            "status": status_of(row),
+            "problem": problem_of(row),
+            "facets": [facet_value(row, f) for f in facets],
+        }
+        for row in rows
+    ]
     return _env.get_template("report.html.j2").render(
         summary=summary,
         rows=view,
@@ -126,6 +160,7 @@ def render_html(
         categories=sorted({row.category for row in rows}),
         languages=sorted({row.language for row in rows if row.language}),
         statuses=["scored", "unscored", "edit failed", "judge failed", "pending"],
+        facets=facets,
         histograms=histograms(rows),
         provenance=provenance,
         chart=chart(summary.categories),
