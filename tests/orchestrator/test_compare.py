@@ -98,6 +98,9 @@ def test_compare_pairs_items_and_finds_the_better_category(tmp_path: Path) -> No
     assert "color" in shown.output and "Average" in shown.output
     assert f"{expected:+.3f}" in shown.output
     assert "compare.html" in shown.output
+    verdict = average["mean_diff"]
+    assert f"model-b - model-a (all items, overall, Average): {verdict:+.3f}" in shown.output
+    assert "larger than the judge's noise" in shown.output
 
 
 def test_only_items_both_runs_scored_are_paired(tmp_path: Path) -> None:

@@ -386,7 +386,7 @@ def compare(
 ) -> None:
     """Runs side by side per group: paired differences on shared items, bootstrap 95% CIs."""
     from orchestrator.compare import CompareError, compare_runs, load_run, write_compare
-    from orchestrator.report.compare_view import compare_tables
+    from orchestrator.report.compare_view import compare_tables, verdict_lines
 
     try:
         loaded = [load_run(path) for path in runs]
@@ -407,6 +407,8 @@ def compare(
     json_path, html_path = write_compare(result, target)
     for table in compare_tables(result):
         out_console.print(table)
+    for line in verdict_lines(result):
+        out_console.print(line, highlight=False, soft_wrap=True)
     for note in result["warnings"]:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     out_console.print(f"compare: {html_path.resolve()}", highlight=False, soft_wrap=True)

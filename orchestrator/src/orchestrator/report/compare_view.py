@@ -74,6 +74,34 @@ def compare_tables(result: dict[str, Any]) -> list[Table]:
     return tables
 
 
+def verdict_lines(result: dict[str, Any]) -> list[str]:
+    """One line per other run and per split table: the headline difference and what it means."""
+    micro = (result.get("reporting") or {}).get("headline") == "micro"
+    lines = []
+    for table in result["tables"]:
+        if table["subset"] is not None:
+            continue
+        for index, run in enumerate(result["runs"][1:]):
+            diff = (table["micro"] if micro else table["average"])["diffs"][index]
+            if diff["mean_diff"] is None:
+                lines.append(f"{run['label']} vs {result['baseline']} ({table['title']}): no pairs")
+                continue
+            meaning = (
+                "too few pairs for an interval"
+                if diff["ci95"] is None
+                else "larger than the judge's noise"
+                if diff["significant"]
+                else "within the noise (the interval includes 0)"
+            )
+            lines.append(
+                f"{run['label']} - {result['baseline']} ({table['title']}, {result['metric']}, "
+                f"{'mean over items' if micro else 'Average'}): {diff['mean_diff']:+.3f} "
+                f"95% CI {_ci(diff['ci95'])}, {diff['better']} better / {diff['worse']} worse / "
+                f"{diff['equal']} equal: {meaning}"
+            )
+    return lines
+
+
 def _spans(result: dict[str, Any]) -> list[dict[str, float]]:
     """Per other run, per table: the half-width of the forest plot's axis (a round number)."""
     spans: list[dict[str, float]] = [{} for _ in result["runs"][1:]]
