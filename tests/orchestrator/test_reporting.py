@@ -9,6 +9,7 @@ task types; the same again on the rows whose Intersection_exist is true.
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import math
 from pathlib import Path
@@ -181,6 +182,13 @@ def test_gedit_bench_is_reported_as_its_statistics_script_does(tmp_path: Path) -
     plan = JsonlLog(out / "plan.jsonl").read()
     assert {p["language"] for p in plan} == {"en", "cn"}
     assert all(isinstance(p["extra"]["Intersection_exist"], bool) for p in plan)
+
+    # results.csv carries the subset column, so the tables can be recomputed from it alone.
+    with (out / "results.csv").open(encoding="utf-8", newline="") as handle:
+        table_rows = list(csv.DictReader(handle))
+    assert sum(r["Intersection_exist"] == "True" for r in table_rows) == sum(
+        1 for r in rows if r["Intersection_exist"]
+    )
 
     # The page and the terminal show the same tables.
     html = (out / "report.html").read_text(encoding="utf-8")

@@ -94,7 +94,7 @@ def write_report(
         html=store.root / "report.html",
     )
     write_jsonl_atomic(paths.results_jsonl, rows)
-    atomic_write_text(paths.results_csv, rows_csv(rows))
+    atomic_write_text(paths.results_csv, rows_csv(rows, summary.reporting.columns()))
     atomic_write_text(
         paths.summary,
         json.dumps(summary.dump(), ensure_ascii=False, indent=2, allow_nan=False) + "\n",

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from orchestrator.benchmarks.reporting import value_of
 from orchestrator.records import GroupStats, ResultRow, Summary
 
 
@@ -184,15 +185,17 @@ def cell(value: Any) -> Any:
     return value
 
 
-def rows_csv(rows: Sequence[ResultRow]) -> str:
-    """One CSV row per item; each judge question gets a ``q_<name>`` column."""
+def rows_csv(rows: Sequence[ResultRow], columns: Sequence[str] = ()) -> str:
+    """One CSV row per item; each judge question gets a ``q_<name>`` column, and each of the
+    benchmark's reporting ``columns`` (GEdit: Intersection_exist) one of its own."""
+    columns = [c for c in columns if c not in CSV_COLUMNS]
     questions: list[str] = []
     for row in rows:
         for q in row.questions or []:
             if f"q_{q.name}" not in questions:
                 questions.append(f"q_{q.name}")
     buffer = io.StringIO()
-    header = [*CSV_COLUMNS, *questions]
+    header = [*CSV_COLUMNS, *columns, *questions]
     writer = csv.DictWriter(buffer, fieldnames=header, extrasaction="ignore")
     writer.writerow({name: cell(name) for name in header})  # question names come from the judge
     for row in rows:
@@ -201,6 +204,8 @@ def rows_csv(rows: Sequence[ResultRow]) -> str:
             **row.dump(),
             "error": json.dumps(error.model_dump(mode="json"), ensure_ascii=False) if error else "",
         }
+        for column in columns:
+            flat[column] = value_of(row, column)
         for q in row.questions or []:
             flat[f"q_{q.name}"] = q.score
         writer.writerow({key: cell(value) for key, value in flat.items()})
