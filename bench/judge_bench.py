@@ -4,12 +4,20 @@
     python bench/judge_bench.py --out judge.json
     # CPU smoke test of the same code path:
     python bench/judge_bench.py --model tiny --side 64 --items 8 --generate-items 2
+    # deterministic mode's cost (REWARD_DETERMINISTIC), single and viescore through the service:
+    python bench/judge_bench.py --modes default deterministic --runs single/expected \
+        viescore/expected --out judge-deterministic.json
 
 Items carry two images (source, edited) of --side x --side. In-process, the service's own code
 builds the questions (reward_service.scorer) and the backend prepares and scores them batch by
 batch: once timing the model alone (inputs prepared beforehand), once with preparation in line.
 Then the service is started and concurrent clients send the same items over HTTP; the CPU work
 overlaps the model there. Every figure is a JSON line; a table is printed last.
+
+``--modes`` runs all of it once per judge mode (default, deterministic); each figure says which
+(``deterministic``), and the summary gives deterministic mode's cost in throughput per protocol.
+Deterministic torch kernels stay on in this process once a deterministic run has loaded, so the
+default mode runs first.
 """
 
 from __future__ import annotations
@@ -78,7 +86,7 @@ def items(count: int, side: int) -> list[dict[str, Any]]:
     ]
 
 
-def in_process(args: argparse.Namespace) -> dict[str, Any]:
+def in_process(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
     """The backend alone, as the service's model thread drives it, batch after batch."""
     import torch
 
@@ -98,12 +106,18 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
             "auto",
             str(args.cache_dir),
             json.loads(args.backend_options),
+            deterministic=deterministic,
         )
     )
     started = time.perf_counter()
     progress(f"loading {args.model} on {device}")
     backend.load(device)
-    record(stage="load", where="in-process", seconds=time.perf_counter() - started)
+    record(
+        stage="load",
+        where="in-process",
+        deterministic=deterministic,
+        seconds=time.perf_counter() - started,
+    )
     registry = ProtocolRegistry.load(None)
     summary: dict[str, Any] = {}
 
@@ -156,6 +170,7 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
         record(
             stage=protocol_name,
             where="in-process",
+            deterministic=deterministic,
             items=count,
             questions=len(questions),
             items_per_batch=per_batch,
@@ -174,7 +189,9 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
+async def through_service(
+    args: argparse.Namespace, url: str, deterministic: bool
+) -> dict[str, Any]:
     import httpx
 
     summary: dict[str, Any] = {}
@@ -233,6 +250,7 @@ async def through_service(args: argparse.Namespace, url: str) -> dict[str, Any]:
             record(
                 stage=protocol,
                 where="service",
+                deterministic=deterministic,
                 mode=mode,
                 items=len(results),
                 wall_s=wall,
@@ -285,7 +303,7 @@ def parse_metrics(text: str) -> dict[str, float]:
     return samples
 
 
-def run_service(args: argparse.Namespace) -> dict[str, Any]:
+def run_service(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
     import httpx
 
     port = 8722
@@ -295,6 +313,7 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
         REWARD_CACHE_DIR=str(args.cache_dir),
         REWARD_MAX_BATCH_IMAGES=str(args.batch_images),
         REWARD_BACKEND_OPTIONS=args.backend_options,
+        REWARD_DETERMINISTIC=str(deterministic).lower(),
     )
     log = open(args.out.with_suffix(".service.log"), "wb")  # noqa: SIM115
     started = time.perf_counter()
@@ -315,8 +334,13 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
                 if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                     break
             time.sleep(0.5)
-        record(stage="load", where="service", seconds=time.perf_counter() - started)
-        summary = asyncio.run(through_service(args, url))
+        record(
+            stage="load",
+            where="service",
+            deterministic=deterministic,
+            seconds=time.perf_counter() - started,
+        )
+        summary = asyncio.run(through_service(args, url, deterministic))
         with httpx.Client(timeout=600) as client:
             for action in () if args.no_handover else ("release", "load"):
                 began = time.perf_counter()
@@ -359,6 +383,13 @@ def main() -> None:
     )
     parser.add_argument("--no-handover", action="store_true", help="skip release/load timing")
     parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["default", "deterministic"],
+        default=["default"],
+        help="judge modes to measure (deterministic: REWARD_DETERMINISTIC, issue 19)",
+    )
+    parser.add_argument(
         "--part", nargs="+", choices=["in-process", "service"], default=["in-process", "service"]
     )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
@@ -372,15 +403,27 @@ def main() -> None:
         faulthandler.dump_traceback_later(args.stall_dump_s, exit=False)
 
     summary: dict[str, Any] = {}
-    if "in-process" in args.part:
-        summary.update(in_process(args))
-    if "service" in args.part:
-        summary.update(run_service(args))
-        for protocol in ("single", "viescore"):
-            alone = summary.get(f"{protocol}_model_only_items_per_s")
-            served = summary.get(f"service_{protocol}_expected_items_per_s")
-            if alone and served:
-                summary[f"{protocol}_service_overhead_pct"] = round(100 * (1 - served / alone), 2)
+    for mode in sorted(args.modes, key=lambda m: m == "deterministic"):  # default first
+        deterministic = mode == "deterministic"
+        figures: dict[str, Any] = {}
+        if "in-process" in args.part:
+            figures.update(in_process(args, deterministic))
+        if "service" in args.part:
+            figures.update(run_service(args, deterministic))
+            for protocol in ("single", "viescore"):
+                alone = figures.get(f"{protocol}_model_only_items_per_s")
+                served = figures.get(f"service_{protocol}_expected_items_per_s")
+                if alone and served:
+                    overhead = round(100 * (1 - served / alone), 2)
+                    figures[f"{protocol}_service_overhead_pct"] = overhead
+        prefix = "deterministic_" if deterministic and len(args.modes) > 1 else ""
+        summary.update({prefix + name: value for name, value in figures.items()})
+    if len(args.modes) > 1:
+        for name in list(summary):
+            if not name.startswith("deterministic_") and name.endswith("_items_per_s"):
+                default, det = summary[name], summary.get("deterministic_" + name)
+                if default and det:
+                    summary[f"deterministic_cost_pct_{name}"] = round(100 * (1 - det / default), 2)
     record(stage="summary", **summary)
     args.out.write_text(json.dumps({"results": RESULTS, "summary": summary}, indent=1))
     print("\n".join(f"{k:>40}: {v}" for k, v in summary.items()))

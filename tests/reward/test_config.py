@@ -49,3 +49,11 @@ def test_explicit_devices_are_used_without_probing() -> None:
 def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         RewardSettings.model_validate(bad)
+
+
+def test_deterministic_mode_is_off_by_default_and_reaches_the_backend_spec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert RewardSettings().backend_spec().deterministic is False
+    monkeypatch.setenv("REWARD_DETERMINISTIC", "true")
+    assert load_settings(RewardSettings, "reward", []).backend_spec().deterministic is True

@@ -1,6 +1,8 @@
 """The full-size random judge (Qwen3-VL-30B-A3B's architecture) on a GPU: builds and scores.
 
-Run on a GPU machine: ``pytest -m gpu tests/reward``. Skipped where CUDA is absent.
+Run on a GPU machine: ``pytest -m gpu tests/reward``. Skipped where CUDA is absent. The judge is
+loaded in deterministic mode (deterministic kernels, items planned alone); the tests of the
+batched path turn item isolation off for their own batches.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reward_service.backends.base import (
 )
 from reward_service.backends.transformers_backend import TransformersJudgeBackend
 from reward_service.scoring import expected_score
+from tests.support.determinism import differences, judge_items, placements, score_items
 from tests.support.images import make_image
 
 pytestmark = [
@@ -34,11 +37,20 @@ pytestmark = [
 def judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersJudgeBackend]:
     cache = str(tmp_path_factory.mktemp("cache"))
     backend = TransformersJudgeBackend(
-        BackendSpec("transformers", "random-full", None, "auto", cache)
+        BackendSpec("transformers", "random-full", None, "auto", cache, deterministic=True)
     )
-    backend.load("cuda:0")
+    assert backend.load("cuda:0").deterministic
     yield backend
     backend.release()
+
+
+@pytest.fixture
+def batched(judge: TransformersJudgeBackend) -> Iterator[TransformersJudgeBackend]:
+    """The judge with items batched together (deterministic mode's isolation off)."""
+    configured = judge.planner.options
+    judge.planner.options = replace(configured, isolate_items=False)
+    yield judge
+    judge.planner.options = configured
 
 
 def question(seed: int, mode: Mode = "expected") -> JudgeItem[Image]:
@@ -61,8 +73,9 @@ def test_random_full_has_the_real_architecture(judge: TransformersJudgeBackend) 
 
 
 def test_a_batch_scores_like_its_questions_alone_within_bf16_noise(
-    judge: TransformersJudgeBackend,
+    batched: TransformersJudgeBackend,
 ) -> None:
+    judge = batched
     batch = [question(seed) for seed in range(3)]
     together = judge.score(judge.prepare(batch))
     alone = [judge.score(judge.prepare([q]))[0] for q in batch]
@@ -81,8 +94,9 @@ def test_generate_mode_runs_greedily(judge: TransformersJudgeBackend) -> None:
 
 
 def test_viescore_savings_score_like_the_padded_pass_within_bf16_noise(
-    judge: TransformersJudgeBackend,
+    batched: TransformersJudgeBackend,
 ) -> None:
+    judge = batched
     # viescore's shape: two questions on (source, edited), two on the edited image alone.
     batch = []
     for seed in (1, 2):
@@ -111,3 +125,24 @@ def test_viescore_savings_score_like_the_padded_pass_within_bf16_noise(
         x, y = expected_score(a.first, a.after_one), expected_score(b.first, b.after_one)
         assert x is not None and y is not None
         assert x.score == pytest.approx(y.score, abs=0.1)
+
+
+# Deterministic mode (issue 19): (protocol, mode, items), at least 16 questions each.
+CASES = [("single", "expected", 16), ("viescore", "expected", 4), ("single", "generate", 16)]
+
+
+def side(seed: int) -> tuple[int, int]:
+    return 512, 512 - 128 * (seed % 2)
+
+
+@pytest.mark.parametrize(("protocol", "mode", "count"), CASES)
+def test_deterministic_answers_are_bit_identical_in_every_placement(
+    judge: TransformersJudgeBackend, protocol: str, mode: str, count: int
+) -> None:
+    items = judge_items(score_items(range(count), side), protocol, mode, max_new_tokens=8)
+    partners = judge_items(score_items(range(100, 108), side), protocol, mode, max_new_tokens=8)
+    found = placements(judge, items, partners)
+    assert differences(found) == {name: [] for name in found}
+    if mode == "expected":
+        answers = [answer for item in found["alone"] for answer in item]
+        assert len(set(answers)) == len(answers)

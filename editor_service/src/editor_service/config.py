@@ -36,6 +36,11 @@ class EditorSettings(ServiceSettings):
         "Empty: every visible GPU, else one CPU worker.",
     )
     dtype: Dtype = Field(default="auto", description="auto: bfloat16 on GPUs, float32 on CPU.")
+    deterministic: bool = Field(
+        default=True,
+        description="Deterministic torch kernels in the workers: the same request and seed give "
+        "a bit-identical image on any worker of the same GPU model and software.",
+    )
     compile: bool = Field(
         default=False,
         description="Regional torch.compile of the transformer blocks, once at worker start "
@@ -118,6 +123,7 @@ class EditorSettings(ServiceSettings):
             cache_dir=str(self.cache_dir),
             options={
                 **self.backend_options,
+                "deterministic": self.deterministic,
                 "compile": self.compile,
                 "attention_backend": self.attention_backend,
                 "lora": self.lora,

@@ -71,6 +71,7 @@ def model_info(model: LoadedModel) -> ModelInfo:
         dtype=model.dtype,
         meaningful=model.meaningful,
         options=dict(model.details),
+        deterministic=model.details.get("deterministic") is True,
     )
 
 

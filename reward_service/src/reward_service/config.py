@@ -42,6 +42,12 @@ class RewardSettings(ServiceSettings):
         description="Backend options as JSON, e.g. REWARD_BACKEND_OPTIONS="
         '\'{"attn_implementation": "flash_attention_2"}\'.',
     )
+    deterministic: bool = Field(
+        default=False,
+        description="Deterministic mode: every item is run through the model on its own, so its "
+        "scores are bit-identical whatever else is batched with it (same GPU model and "
+        "software); costs throughput (docs/PERFORMANCE.md). Answers say whether it was on.",
+    )
     devices: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="One model replica per entry (cuda:N, N or cpu; comma-separated), all fed by "
@@ -147,6 +153,7 @@ class RewardSettings(ServiceSettings):
             dtype=self.dtype,
             cache_dir=str(self.cache_dir),
             options=options,
+            deterministic=self.deterministic,
         )
 
     def openai_endpoint(self) -> EndpointConfig:

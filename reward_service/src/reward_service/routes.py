@@ -92,6 +92,7 @@ def model_info(model: LoadedModel) -> ModelInfo:
         dtype=model.dtype,
         meaningful=model.meaningful,
         options=dict(model.details),
+        deterministic=model.deterministic,
     )
 
 
@@ -142,7 +143,7 @@ async def create_scores(
         )
         items = build_items(protocol, body, images, rid)
         completed = await cancel_on_disconnect(request, slot.submit(items, label=rid))
-    results = assemble(protocol, body, completed, accepted_at)
+    results = assemble(protocol, body, completed, accepted_at, model.deterministic)
     metrics: RewardMetrics = request.app.state.metrics
     record(metrics, body, results)
     logger.info(

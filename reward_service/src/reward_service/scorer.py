@@ -162,8 +162,10 @@ def assemble(
     request: ScoreRequest,
     completed: Sequence[Completed[Sequence[QuestionOutput]]],
     accepted_at: float,
+    deterministic: bool = False,
 ) -> list[ItemScore]:
-    """Item scores from each item's answers (one per question, in the protocol's order)."""
+    """Item scores from each item's answers (one per question, in the protocol's order);
+    ``deterministic``: whether the judge scored in deterministic mode."""
     spec = protocol.spec
     if len(completed) != len(request.items):
         raise ValueError(f"{len(completed)} answers for {len(request.items)} items")
@@ -180,6 +182,7 @@ def assemble(
                 id=item.id,
                 protocol=spec.name,
                 protocol_hash=protocol.hash,
+                deterministic=deterministic,
                 mode=request.mode,
                 questions=questions,
                 sc=combined.sc,

@@ -80,3 +80,8 @@ class ModelInfo(WireModel):
         description="How the model was set up beyond its weights (a fused LoRA, a step cache, "
         "compilation, the attention backend): results made otherwise are another configuration.",
     )
+    deterministic: bool = Field(
+        default=False,
+        description="Deterministic mode: an answer is bit-identical whatever else the service "
+        "was running (batch, order, partners, replica), on the same GPU model and software.",
+    )

@@ -102,6 +102,11 @@ class ItemScore(WireModel):
     id: str | None
     protocol: str
     protocol_hash: str
+    deterministic: bool = Field(
+        default=False,
+        description="Scored in deterministic mode: these numbers do not depend on what else was "
+        "batched with the item (bit-identical on the same GPU model and software).",
+    )
     mode: ScoreMode
     questions: list[QuestionScore]
     sc: float | None = Field(description="Semantic consistency (viescore): min of its questions.")

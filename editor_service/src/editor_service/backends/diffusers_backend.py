@@ -130,6 +130,12 @@ class DiffusersEditBackend:
 
         from editor_service.models.qwen_image import Variant, build_pipeline, ensure_tiny_folder
 
+        if self.spec.options.get("deterministic"):
+            # Before any kernel runs: each job is one pass of fixed shapes seeded by its own
+            # generator, so with these kernels it repeats bit for bit on any worker.
+            from service_kit.determinism import use_deterministic_torch
+
+            use_deterministic_torch()
         # Progress bars are noise in a service log; the worker logs each job instead.
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
@@ -157,6 +163,8 @@ class DiffusersEditBackend:
         self.pipe = pipe
         self.device = device
         applied = apply_tuning(pipe, self.spec.options, device)
+        if self.spec.options.get("deterministic"):
+            applied["deterministic"] = True
         logger.info(
             "loaded %s (%s) on %s as %s in %.1fs with %s",
             source.name,

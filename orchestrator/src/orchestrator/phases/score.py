@@ -350,6 +350,7 @@ class ScorePhase(Phase):
         if status == "ok" and result is not None:
             fields.update(
                 protocol_hash=result.protocol_hash,
+                deterministic=result.deterministic,
                 scored=result.scored,
                 sc=result.sc,
                 pq=result.pq,

@@ -139,6 +139,8 @@ class LoadedModel:
     # Strings the model's tokenizer reads as control tokens: user text holding one is refused
     # before it is queued (service_kit.text_safety).
     reserved_text: tuple[str, ...] = ()
+    # Answers do not depend on what else shares a batch (the spec asked and the backend can).
+    deterministic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,10 @@ class BackendSpec:
     dtype: str
     cache_dir: str
     options: dict[str, Any] = field(default_factory=dict)
+    # Deterministic mode: a question's answer is bit-identical whatever batch, order or partners
+    # it is scored with (same hardware and software). A backend that cannot promise it says so
+    # in LoadedModel.deterministic.
+    deterministic: bool = False
 
 
 class DeviceOutOfMemory(Exception):

@@ -3,19 +3,20 @@
 The jobs live in backends.hf: ``loading`` (model and processor), ``planning`` (templates, images,
 tokens and shared prefixes; the preparing thread) and ``passes`` (the forward passes; the model
 thread). Options (``REWARD_BACKEND_OPTIONS``): ``attn_implementation``, ``reuse_image_encodings``,
-``prefix_buckets``, ``preprocess_device`` and ``deterministic``.
+``prefix_buckets`` and ``preprocess_device``.
 
-Deterministic mode (``deterministic``): every item's forward passes (vision encoder included) run
-on their own, with shapes that depend on that item alone, and torch uses deterministic kernels.
-A question's answer is then bit-identical whatever batch, order or partners it was scored with,
-on the same GPU model and software; the price is the throughput that batching items together
-would have bought (docs/PERFORMANCE.md).
+Deterministic mode (``REWARD_DETERMINISTIC``, the spec's ``deterministic``): every item's forward
+passes (vision encoder included) run on their own, with shapes that depend on that item alone,
+and torch uses deterministic kernels. A question's answer is then bit-identical whatever batch,
+order or partners it was scored with, on the same GPU model and software; the price is the
+throughput that batching items together would have bought (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from PIL.Image import Image
@@ -48,7 +49,7 @@ class TransformersJudgeBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         self.source: ModelSource = parse_model_source(spec.model, BUILTIN_SOURCES)
-        self.deterministic = option_flag(spec.options, "deterministic", False)
+        self.deterministic = spec.deterministic
         self.model: Any = None
         self.processor: Any = None
         self.device = "cpu"
@@ -61,7 +62,7 @@ class TransformersJudgeBackend:
             from service_kit.determinism import use_deterministic_torch
 
             use_deterministic_torch()
-        loaded = load_judge(self.spec, self.source, device, {"deterministic": self.deterministic})
+        loaded = load_judge(self.spec, self.source, device)
         self.model, self.processor, self.device = loaded.model, loaded.processor, device
         self.digit_ids = digit_token_ids(self.processor.tokenizer)
         options = self.spec.options
@@ -76,7 +77,7 @@ class TransformersJudgeBackend:
         )
         self._planner = Planner(self.processor, device, self.digit_ids[1], plan)
         self._passes = Passes(self.model, self.processor, device, self.digit_ids)
-        return loaded.info
+        return replace(loaded.info, deterministic=self.deterministic)
 
     def release(self) -> None:
         self.model = None

@@ -54,10 +54,8 @@ class Loaded:
     info: LoadedModel
 
 
-def load_judge(
-    spec: BackendSpec, source: ModelSource, device: str, details: dict[str, Any]
-) -> Loaded:
-    """The model in eval mode on ``device`` and its processor; ``details`` go into the info."""
+def load_judge(spec: BackendSpec, source: ModelSource, device: str) -> Loaded:
+    """The model in eval mode on ``device`` and its processor."""
     import transformers
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -106,7 +104,7 @@ def load_judge(
         model_class=type(model).__name__,
         dtype=str(dtype).removeprefix("torch."),
         meaningful=source.meaningful,
-        details={"attn_implementation": attn, **details},
+        details={"attn_implementation": attn},
         reserved_text=reserved_strings(processor.tokenizer),
     )
     return Loaded(model, processor, info)
