@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from reward_service.backends.base import BackendSpec, GeneratedText, ScoreTokenLogprobs
 from reward_service.backends.transformers_backend import TransformersJudgeBackend
@@ -45,6 +46,7 @@ def judge(model_cache: Path) -> Iterator[TransformersJudgeBackend]:
     assert backend.load("cpu").deterministic
     yield backend
     backend.release()
+    torch.use_deterministic_algorithms(False)  # process-wide: leave later tests as they were
 
 
 @pytest.mark.parametrize(("protocol", "mode", "count"), CASES)
