@@ -139,3 +139,25 @@ def test_a_complete_request_is_served_on_a_raw_socket(service: ServiceProcess) -
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_body_still_trickling_after_an_early_answer_gets_no_second_answer(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # With API keys, a request without one is answered 401 before its body is read; a client
+    # that goes on not sending its body is closed at the body deadline, with that one answer.
+    settings = {
+        "HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "API_KEYS": "key-5e1f",
+    }
+    process = service_process("reward_service", tmp_path_factory.mktemp("keyed"), **settings)
+    head = (
+        b"POST /v1/scores HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 1000\r\n\r\n"
+    )
+    with process.running(ready_timeout_s=120), connect(process) as sock:
+        sock.sendall(head + b'{"items"')
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert answer.count(b"HTTP/1.1 ") == 1

@@ -111,9 +111,10 @@ class DeadlineH11Protocol(H11Protocol):
             return
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         logger.warning("closing the connection of %s: its %s took over %gs", client, phase, seconds)
-        cycle = self.cycle
-        unanswered = cycle is None or cycle.response_complete or not cycle.response_started
-        if phase == "headers" or unanswered:  # no answer of the app's is on its way
+        # Headers: no request yet, so nothing answered it. Body: only if the app has not
+        # started its own answer (it may have refused early, e.g. 401, and the client kept on).
+        unanswered = self.cycle is not None and not self.cycle.response_started
+        if phase == "headers" or unanswered:
             self.transport.write(_timeout_answer(phase, seconds))
         self.transport.close()
 
