@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator import __version__
-from orchestrator.benchmarks import BenchmarkError, resolve_benchmark_path
+from orchestrator.benchmarks import BenchmarkError
 from orchestrator.benchmarks.sample import write_sample
 from orchestrator.clients import (
     EditorClient,
@@ -113,8 +113,24 @@ def _parse_size(size: str | None) -> dict[str, int]:
     return {"width": int(width), "height": int(height)}
 
 
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def given_settings(ctx: typer.Context) -> dict[str, Any]:
+    """The RunSettings fields given on the command line, by name: a command's parameters are
+    named as the fields they set, so nothing is copied by hand and a flag left out (or at its
+    default) never hides a config file or EDITBENCH_* value."""
+    return {
+        name: value
+        for name, value in ctx.params.items()
+        if name in RunSettings.model_fields and _from_command_line(ctx, name)
+    }
+
+
 def _settings(cli: dict[str, Any], config: Path | None, out: Path | None = None) -> RunSettings:
-    given = {k: v for k, v in cli.items() if v is not None and v != [] and v is not False}
+    given = {k: v for k, v in cli.items() if v is not None}
     try:
         saved = read_saved_identity(out) if out is not None else None
         return resolve_settings(given, environ=os.environ, config_file=config, saved_identity=saved)
@@ -135,6 +151,7 @@ def _title(summary: Summary, out: Path) -> str:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     benchmark: Annotated[
         str | None,
         typer.Option(
@@ -177,7 +194,7 @@ def run(
             help="Only these categories (repeat, or comma-separated), e.g. 物理.",
         ),
     ] = None,
-    language: Annotated[
+    languages: Annotated[
         list[str] | None, typer.Option("--language", help="Only these instruction languages.")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most N items.")] = None,
@@ -222,6 +239,10 @@ def run(
             "survive a service restart).",
         ),
     ] = None,
+    request_timeout_s: Annotated[
+        float | None,
+        typer.Option("--request-timeout-s", help="Wait this long for one answer (900)."),
+    ] = None,
     ready_timeout_s: Annotated[
         float | None, typer.Option("--ready-timeout-s", help="Wait this long for /ready (600).")
     ] = None,
@@ -261,40 +282,7 @@ def run(
         raise _fail("--resume needs --out RUN_FOLDER", 2)
     if resume and not (out and (out / "run.json").is_file()):
         raise _fail(f"--resume: {out} is not a run folder (no run.json)", 2)
-    if benchmark is not None and benchmark != "sample":
-        benchmark = str(resolve_benchmark_path(benchmark))
-    cli = {
-        "benchmark": benchmark,
-        "split": split,
-        "out": out,
-        "phase": phase,
-        "edited_dir": str(edited_dir.resolve()) if edited_dir else None,
-        "categories": [c for arg in categories or [] for c in arg.split(",") if c.strip()],
-        "languages": language or [],
-        "limit": limit,
-        "limit_per_category": limit_per_category,
-        "editor_url": editor_url,
-        "reward_url": reward_url,
-        "steps": steps,
-        "cfg": cfg,
-        "negative_prompt": negative_prompt,
-        "seed_policy": seed_policy,
-        "seed": seed,
-        "protocol": protocol,
-        "mode": mode,
-        "max_new_tokens": max_new_tokens,
-        "edit_concurrency": edit_concurrency,
-        "score_concurrency": score_concurrency,
-        "items_per_request": items_per_request,
-        "retry_failed": retry_failed,
-        "ready_timeout_s": ready_timeout_s,
-        "job_deadline_s": job_deadline_s,
-        "share_gpu": share_gpu,
-        "allow_mixed_revisions": allow_mixed_revisions,
-        "allow_outside_paths": allow_outside_paths,
-        **_parse_size(size),
-    }
-    settings = _settings(cli, config, out)
+    settings = _settings({**given_settings(ctx), **_parse_size(size)}, config, out)
     if settings.out is None:
         settings = settings.model_copy(update={"out": default_out(settings.benchmark)})
     assert settings.out is not None
@@ -417,6 +405,7 @@ def compare(
 
 @app.command()
 def edit(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image to edit.")],
     instruction: Annotated[str, typer.Argument(help='The edit, e.g. "make the sky red".')],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the edit.")],
@@ -431,15 +420,9 @@ def edit(
 ) -> None:
     """Edit one image with one instruction."""
     _setup_logging(verbose)
-    cli = {
-        "editor_url": editor_url,
-        "steps": steps,
-        "cfg": cfg,
-        "negative_prompt": negative_prompt,
-        "seed_policy": "fixed" if seed is not None else "random",
-        "seed": seed,
-        **_parse_size(size),
-    }
+    # A single edit: a given seed is used as it is, else the editor picks one.
+    policy = "fixed" if seed is not None else "random"
+    cli = {**given_settings(ctx), "seed_policy": policy, **_parse_size(size)}
     settings = _settings(cli, config)
     request = settings.edit_settings().request("single", source.read_bytes(), instruction)
 
@@ -464,6 +447,7 @@ def edit(
 
 @app.command()
 def score(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     edited: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     instruction: Annotated[str, typer.Argument()],
@@ -478,7 +462,7 @@ def score(
 ) -> None:
     """Judge one edit: SC, PQ and overall, with each question's score."""
     _setup_logging(verbose)
-    settings = _settings({"reward_url": reward_url, "protocol": protocol, "mode": mode}, config)
+    settings = _settings(given_settings(ctx), config)
     request = ScoreRequest(
         items=[
             ScoreItem(
@@ -525,13 +509,14 @@ def score(
 
 @app.command()
 def status(
+    ctx: typer.Context,
     editor_url: EditorUrlOpt = None,
     reward_url: RewardUrlOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Readiness and info of both services. Exits 1 unless both are ready."""
-    settings = _settings({"editor_url": editor_url, "reward_url": reward_url}, config)
+    settings = _settings(given_settings(ctx), config)
 
     async def probe() -> dict[str, Any]:
         found: dict[str, Any] = {}

@@ -124,8 +124,25 @@ class RunSettings(BaseModel):
     @field_validator("categories", "languages", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+        """``a,b`` or ``[a, "b,c"]`` (a repeated flag, each comma-separated): one list."""
+        parts = [value] if isinstance(value, str) else value
+        if isinstance(parts, list | tuple):
+            return [p.strip() for part in parts for p in str(part).split(",") if p.strip()]
+        return value
+
+    @field_validator("benchmark", mode="before")
+    @classmethod
+    def _benchmark_path(cls, value: object) -> object:
+        """'sample', or a path made absolute (from a flag, a variable or a config file alike)."""
+        if isinstance(value, str | Path) and str(value) not in ("", "sample"):
+            return str(Path(value).expanduser().resolve())
+        return value
+
+    @field_validator("edited_dir", mode="before")
+    @classmethod
+    def _absolute_dir(cls, value: object) -> object:
+        if isinstance(value, str | Path) and str(value):
+            return str(Path(value).expanduser().resolve())
         return value
 
     def edit_settings(self) -> EditSettings:

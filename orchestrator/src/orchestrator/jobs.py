@@ -58,18 +58,23 @@ class EditSettings:
             return int(digest[:8], 16)  # < 2**32, valid for every torch generator
         return None
 
-    def request(self, item_id: str, image: bytes, instruction: str) -> EditRequest:
-        return EditRequest(
-            image=image,
-            instruction=instruction,
+    def parameters(self, seed: int | None) -> EditParameters:
+        """These settings in the editor's wire form: the one place where ``steps`` and ``cfg``
+        (the names of the flags, the config keys, run.json and the job ids) become
+        ``num_inference_steps`` and ``true_cfg_scale``."""
+        return EditParameters(
             negative_prompt=self.negative_prompt,
             num_inference_steps=self.steps,
             true_cfg_scale=self.cfg,
-            seed=self.item_seed(item_id),
+            seed=seed,
             width=self.width,
             height=self.height,
             output_format=self.output_format,
         )
+
+    def request(self, item_id: str, image: bytes, instruction: str) -> EditRequest:
+        parameters = self.parameters(self.item_seed(item_id))
+        return EditRequest(image=image, instruction=instruction, **dict(parameters))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,15 +82,7 @@ class EditSettings:
     def check(self) -> None:
         """Raise pydantic's ValidationError now if the editor's schema refuses these settings,
         rather than once per item."""
-        EditParameters(
-            negative_prompt=self.negative_prompt,
-            num_inference_steps=self.steps,
-            true_cfg_scale=self.cfg,
-            seed=self.seed if self.seed_policy == "fixed" else None,
-            width=self.width,
-            height=self.height,
-            output_format=self.output_format,
-        )
+        self.parameters(self.seed if self.seed_policy == "fixed" else None)
 
 
 def edit_job_id(
