@@ -287,3 +287,25 @@ def test_old_run_folder_names_are_still_found(tmp_path: Path) -> None:
     item = Item(id="a b", category="c", instruction="i", source="-")
     (edited / f"{legacy_item_relpath('a b')}.png").write_bytes(b"png")
     assert find_edited_file(edited, item) == (edited / f"{legacy_item_relpath('a b')}.png")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("state.json", '{"_data_files": [{"filename": "../outside.arrow"}]}'),
+        ("state.json", '{"_data_files": [{"filename": "/etc/hostname"}]}'),
+        ("state.json", '{"_data_files": "x"}'),
+        ("state.json", "{not json"),
+        ("dataset_dict.json", '{"splits": ["../outside"]}'),
+        ("dataset_dict.json", '{"splits": 3}'),
+    ],
+)
+def test_a_save_to_disk_folder_cannot_point_outside_itself(
+    tmp_path: Path, name: str, content: str
+) -> None:
+    folder = tmp_path / "gedit"
+    folder.mkdir()
+    (tmp_path / "outside.arrow").write_bytes(b"not arrow")
+    (folder / name).write_text(content, encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=name.replace(".", r"\.")):
+        load_benchmark(folder)

@@ -54,24 +54,49 @@ def _parquet_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*.parquet") if p.is_file())
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BenchmarkError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+
+
 def _arrow_files(folder: Path) -> list[Path]:
-    """The data files of one save_to_disk split, in order (from state.json when present)."""
+    """The data files of one save_to_disk split, in order (from state.json when present).
+    Every one must be a file of the split's folder: state.json cannot send us elsewhere."""
     state = folder / "state.json"
-    if state.is_file():
-        files = json.loads(state.read_text())["_data_files"]
-        return [folder / entry["filename"] for entry in files]
-    return sorted(folder.glob("*.arrow"))
+    if not state.is_file():
+        return sorted(folder.glob("*.arrow"))
+    files = _read_json(state)
+    entries = files.get("_data_files") if isinstance(files, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("filename"), str) for e in entries
+    ):
+        raise BenchmarkError(f"{state}: '_data_files' must list {{\"filename\": ...}} entries")
+    found = []
+    for entry in entries:
+        try:
+            found.append(resolve_inside(folder, entry["filename"]))
+        except ValueError as exc:
+            raise BenchmarkError(f"{state}: data file: {exc}") from None
+    return found
 
 
 def _split_folder(path: Path, split: str | None) -> Path:
     dict_file = path / "dataset_dict.json"
     if not dict_file.is_file():
         return path
-    splits: list[str] = json.loads(dict_file.read_text())["splits"]
+    data = _read_json(dict_file)
+    splits = data.get("splits") if isinstance(data, dict) else None
+    if not isinstance(splits, list) or not splits or not all(isinstance(s, str) for s in splits):
+        raise BenchmarkError(f"{dict_file}: 'splits' must be a list of split names")
     chosen = split or ("train" if "train" in splits else splits[0])
     if chosen not in splits:
         raise BenchmarkError(f"{path}: no split {chosen!r}; it has {', '.join(splits)}")
-    return path / chosen
+    try:
+        return resolve_inside(path, chosen)
+    except ValueError as exc:
+        raise BenchmarkError(f"{dict_file}: split {chosen!r}: {exc}") from None
 
 
 class _Source:
