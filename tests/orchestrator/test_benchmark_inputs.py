@@ -309,3 +309,18 @@ def test_a_save_to_disk_folder_cannot_point_outside_itself(
     (folder / name).write_text(content, encoding="utf-8")
     with pytest.raises(BenchmarkError, match=name.replace(".", r"\.")):
         load_benchmark(folder)
+
+
+def test_a_csv_manifest_csv_cannot_read_is_refused_with_its_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    body = "id,category,instruction,image\na,c," + "x" * 200_000 + ",i.png\n"
+    manifest.write_text(body, encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"manifest\.csv:\d+: not valid CSV"):
+        load_benchmark(manifest)
+
+
+def test_an_image_path_with_a_nul_byte_is_refused_naming_the_item(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("id,category,instruction,image\na,c,i,i\x00.png\n", encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"item 'a': .*NUL byte"):
+        load_benchmark(manifest)

@@ -105,6 +105,8 @@ def resolve_inside(root: Path, raw: str | Path, *, allow_outside: bool = False) 
     a ValueError saying which, unless ``allow_outside``: a benchmark must not make editbench read
     (and send to a service) files from elsewhere on the machine.
     """
+    if "\x00" in str(raw):
+        raise ValueError(f"image path {str(raw)!r} contains a NUL byte")
     base = root.resolve()
     candidate = Path(raw)
     if candidate.is_absolute():

@@ -88,8 +88,16 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"{path}:{number}", row
     elif suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
-        for number, row in enumerate(reader, 2):
-            yield f"{path}:{number}", {k: v for k, v in row.items() if k is not None and v != ""}
+        rows = iter(reader)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a NUL byte, a field over csv's size limit, ...
+                raise BenchmarkError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+            where = f"{path}:{reader.line_num}"
+            yield where, {k: v for k, v in row.items() if k is not None and v != ""}
     else:
         try:
             data = safe_yaml.safe_load(text)
@@ -153,7 +161,7 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False) -> ManifestB
         shown = "\n  ".join(outside[:20])
         more = f"\n  ... and {len(outside) - 20} more" if len(outside) > 20 else ""
         raise BenchmarkError(
-            f"{len(outside)} item(s) refused: their image is outside the benchmark's folder "
+            f"{len(outside)} item(s) refused: an image path that is not allowed "
             f"({OUTSIDE_HINT}):\n  {shown}{more}"
         )
     if not items:
