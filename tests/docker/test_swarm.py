@@ -27,7 +27,7 @@ from tests.orchestrator.conftest import write_manifest
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-ITEMS = 16
+ITEMS = 10
 EDITOR_KEY, REWARD_KEY = "swarm-editor-key", "swarm-reward-key"
 JOBS = {"editor": (8001, "/v1/edits", "editor_http_requests_total", EDITOR_KEY)}
 JOBS["reward"] = (8002, "/v1/scores", "reward_http_requests_total", REWARD_KEY)
@@ -116,7 +116,7 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
         "--benchmark",
         "runs/bench/manifest.jsonl",
         "--steps",
-        "2",
+        "1",
         "--size",
         "32x32",
         "--protocol",
@@ -125,19 +125,20 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
         "runs/swarm",
     ).strip()
     try:
-        # Kill the editor replica that has answered two of this run's edits, while edits remain.
+        # Kill an editor replica that has answered some of this run's edits (with more in
+        # flight on it: two per worker), while edits remain.
         done: dict[str, float] = {}
 
-        def one_has_two() -> bool:
+        def one_has_answered() -> bool:
             done.update({c: answered(stack, c, "editor") - start[c] for c in editors})
-            assert sum(done.values()) < ITEMS - 4, "the edit phase ended before the kill"
-            return max(done.values()) >= 2
+            assert sum(done.values()) <= ITEMS - 4, "the edit phase ended before the kill"
+            return max(done.values()) >= 1
 
-        wait_until(one_has_two, "two edits on one editor replica", timeout_s=900)
+        wait_until(one_has_answered, "an edit answered by an editor replica", timeout_s=1800)
         victim = max(done, key=lambda c: done[c])
         docker("kill", victim)
         survivor = next(c for c in editors if c != victim)
-        code = int(docker("wait", cli, timeout=1800).strip())
+        code = int(docker("wait", cli, timeout=3000).strip())
         logs = docker("logs", cli)
     finally:
         (docker_logs / "swarm-cli.log").write_text(docker("logs", cli, check=False))
@@ -152,7 +153,7 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
     assert Counter(r["item_id"] for r in scores) == expected
     assert all(r["status"] == "ok" for r in edits + scores)
     # every one of the four replicas did some of the work, by its own count
-    assert done[victim] >= 2
+    assert done[victim] >= 1
     assert answered(stack, survivor, "editor") - start[survivor] > 0
     for judge in judges:
         assert answered(stack, judge, "reward") - start[judge] > 0
