@@ -116,7 +116,7 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
         "--benchmark",
         "runs/bench/manifest.jsonl",
         "--steps",
-        "1",
+        "2",
         "--size",
         "32x32",
         "--protocol",
@@ -130,6 +130,8 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
         done: dict[str, float] = {}
 
         def one_has_answered() -> bool:
+            state = docker("inspect", "--format", "{{.State.Status}}", cli).strip()
+            assert state == "running", f"editbench exited early: {docker('logs', cli)[-2000:]}"
             done.update({c: answered(stack, c, "editor") - start[c] for c in editors})
             assert sum(done.values()) <= ITEMS - 4, "the edit phase ended before the kill"
             return max(done.values()) >= 1
