@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from orchestrator.clients import make_http_client
-from orchestrator.endpoints import PooledEditorClient, open_editor
+from orchestrator.endpoints import PooledEditorClient, one_family, open_editor
 from orchestrator.store import JsonlLog
 from shared_schemas import EditRequest
 from tests.orchestrator.conftest import write_manifest
@@ -277,3 +277,10 @@ def test_a_name_that_resolves_to_several_addresses_is_one_endpoint_per_address(
         later = asyncio.run(scenario(replicas))
         assert later == {replicas[0].url: 3, replicas[1].url: 0}
         assert all(httpx.get(f"{r.url}/ready", timeout=5).status_code == 200 for r in replicas)
+
+
+def test_a_dual_stack_name_counts_each_replica_once() -> None:
+    """Each replica has an IPv4 and an IPv6 address there: one family only, IPv4 first."""
+    both = ["fd00::2", "10.0.0.2", "fd00::3", "10.0.0.3", "10.0.0.2"]
+    assert one_family(both) == ["10.0.0.2", "10.0.0.3"]
+    assert one_family(["fd00::2", "fd00::3", "fd00::2"]) == ["fd00::2", "fd00::3"]

@@ -80,9 +80,17 @@ def first_url(value: str) -> str:
 
 
 async def resolve_addresses(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (TCP), in the resolver's order, without repeats."""
+    """The addresses ``host`` resolves to (TCP), in the resolver's order: one per replica."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+    return one_family([str(info[4][0]) for info in infos])
+
+
+def one_family(addresses: Sequence[str]) -> list[str]:
+    """The IPv4 addresses if there are any, else the IPv6 ones, without repeats: on a dual-stack
+    network each replica has one of each, and must count once."""
+    unique = list(dict.fromkeys(addresses))
+    v4 = [a for a in unique if ipaddress.ip_address(a).version == 4]
+    return v4 or unique
 
 
 def _is_address(host: str) -> bool:
