@@ -8,10 +8,19 @@
     # CPU smoke test of the same code path:
     python bench/editor_bench.py --model tiny --side 64 --steps 4 --fast-steps 2 --repeats 1
 
+    # The modes, through the service, one start each (H200: ~7 min): 50-step true CFG, 8 and 4
+    # steps without CFG, lossless then each faster mode, PSNR/SSIM against lossless, same seeds
+    python bench/editor_bench.py --part modes --out editor-modes.json
+    python bench/editor_bench.py --part modes --modes lossless cudnn flash eager --out lossless.json
+    # CPU smoke test of the modes (FP8 is refused on the CPU and recorded as not measured):
+    python bench/editor_bench.py --part modes --model tiny --side 64 --steps 3 --fast-steps 2 \
+        --fewest-steps 1 --warmup-steps 2 --repeats 1 --modes lossless cache3 fp8-row
+
 In-process, one pipeline is built and measured in stages: eager, per attention backend (transformer
 forward alone, real shapes), the first-block step cache (speed and change in output), then regional
 compilation. Then the service is started with the best settings and the same edits go through HTTP.
 Every figure is printed as a JSON line and collected into --out; a table is printed last.
+``--part modes`` (bench/editor_modes.py) starts the service once per mode instead.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from editor_modes import MODES, run_modes
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -465,7 +475,7 @@ def main() -> None:
     parser.add_argument(
         "--part",
         nargs="+",
-        choices=["in-process", "service", "step-cache"],
+        choices=["in-process", "service", "step-cache", "modes"],
         default=["in-process", "service"],
     )
     parser.add_argument("--compile", action="store_true", help="service part alone: compile")
@@ -475,6 +485,26 @@ def main() -> None:
         help="steps of the sustained-throughput edits (default --fast-steps; --steps: true CFG)",
     )
     parser.add_argument("--attention-backend", help="service part alone: attention backend")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=sorted(MODES),
+        default=["lossless", "cache4", "fp8-row"],
+        help="modes part: the service settings to compare; the first is the reference",
+    )
+    parser.add_argument("--fewest-steps", type=int, default=4, help="modes part: Lightning's 4")
+    parser.add_argument(
+        "--warmup-steps", type=int, default=6, help="modes part: steps of the untimed warm-up edits"
+    )
+    parser.add_argument("--full-repeats", type=int, default=1, help="modes part: --steps edits")
+    parser.add_argument("--devices", default="", help="modes part: EDITOR_DEVICES")
+    parser.add_argument("--ready-timeout-s", type=float, default=300)
+    parser.add_argument(
+        "--budget-s", type=float, default=0, help="modes part: start no mode past this (0: none)"
+    )
+    parser.add_argument(
+        "--mode-reserve-s", type=float, default=100, help="modes part: what one mode needs at least"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
     parser.add_argument("--out", type=Path, default=Path("editor_bench.json"))
     parser.add_argument(
@@ -487,12 +517,16 @@ def main() -> None:
 
     if "in-process" in args.part:
         summary = run_in_process(args)
+    elif args.part == ["modes"]:
+        summary = {}
     else:
         summary = {"compile": args.compile, "attention_backend": args.attention_backend}
     if "service" in args.part:
         summary.update(run_service(args, summary))
     if "step-cache" in args.part:
         summary.update(run_step_cache(args))
+    if "modes" in args.part:
+        summary.update(run_modes(args, source_png(args.side), record, progress))
     record(stage="summary", **summary)
     args.out.write_text(json.dumps({"results": RESULTS, "summary": summary}, indent=1))
     print("\n".join(f"{k:>24}: {v}" for k, v in summary.items()))
