@@ -13,8 +13,8 @@
     python bench/editor_bench.py --part modes --out editor-modes.json
     python bench/editor_bench.py --part modes --modes lossless cudnn flash eager --out lossless.json
     # CPU smoke test of the modes (FP8 is refused on the CPU and recorded as not measured):
-    python bench/editor_bench.py --part modes --model tiny --side 64 --steps 3 --fast-steps 2 \
-        --fewest-steps 1 --warmup-steps 2 --repeats 1 --modes lossless cache3 fp8-row
+    python bench/editor_bench.py --part modes --model tiny --side 64 --steps 4 --fast-steps 3 \
+        --fewest-steps 2 --warmup-steps 2 --repeats 1 --modes lossless cache3 fp8-row
 
 In-process, one pipeline is built and measured in stages: eager, per attention backend (transformer
 forward alone, real shapes), the first-block step cache (speed and change in output), then regional

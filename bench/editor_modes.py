@@ -252,7 +252,8 @@ def edit(
     if cfg > 1:
         payload["negative_prompt"] = " "
     response = client.post(f"{url}/v1/edits", json=payload)
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise ServiceFailed(f"{steps}-step edit answered {response.status_code}: {response.text}")
     answer: dict[str, Any] = response.json()
     return answer
 

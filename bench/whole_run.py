@@ -11,7 +11,8 @@ hand-overs and the CLI's fixed costs as they are.
     # H200, ~6 min: 54 items (use --items 108 if the time allows)
     python bench/whole_run.py --items 54 --out whole-run.json
     # CPU smoke test of the same path on the tiny models:
-    python bench/whole_run.py --model tiny --items 3 --side 64 --devices cpu --out smoke.json
+    python bench/whole_run.py --model tiny --items 3 --side 64 --steps 2 --devices cpu \
+        --out smoke.json
 
 Writes --out (JSON record) and prints a table beside the seed's figures.
 """
@@ -156,6 +157,8 @@ def phases(run: Path, started: float, finished: float) -> dict[str, Any]:
         "handovers": handovers,
         "edits_ok": sum(1 for e in edits if e["status"] == "ok"),
         "scores_ok": sum(1 for s in scores if s["status"] == "ok"),
+        "edit_s_per_item": edit_s / max(1, len(edits)),
+        "score_items_per_s": len(scores) / score_s if score_s > 0 else None,
         "edit_pipeline_s": [
             e["response"]["timings"]["pipeline_s"] for e in edits if "response" in e
         ],
@@ -178,7 +181,12 @@ def main() -> None:
         "--editor-env", nargs="*", default=[], help="extra EDITOR_*=VALUE (e.g. a faster mode)"
     )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
-    parser.add_argument("--work-dir", type=Path, default=Path("whole-run"))
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("/tmp/editbench-whole-run"),
+        help="benchmark, run folder (edited images: keep it off $OUT) and service logs",
+    )
     parser.add_argument("--out", type=Path, default=Path("whole_run.json"))
     parser.add_argument("--start-timeout-s", type=float, default=300)
     args = parser.parse_args()
@@ -264,8 +272,8 @@ def main() -> None:
         print(f"{name:<20}{seconds:>12.1f}{minutes:>16.2f}{seed_text:>11}")
     for h in figures["handovers"]:
         print(
-            f"hand-over to {h['to']}: release {h['release_s']} s, load {h['load_s']} s, "
-            f"{h['wall_s']} s in all"
+            f"hand-over to {h['to']}: release {h['release_s'] or '-'} s, "
+            f"load {h['load_s'] or '-'} s, {h['wall_s']} s in all"
         )
     verdict = "met" if projected["total_min"] <= TARGET_MIN else "missed"
     print(f"projection {projected['total_min']:.1f} min; target <= {TARGET_MIN:.0f} min: {verdict}")

@@ -78,7 +78,11 @@ def quantize_fp8(transformer: Any, granularity: str, device: str) -> int:
         return False
 
     scales = PerRow() if granularity == "row" else PerTensor()
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=scales)
+    # Leave the inductor settings alone: torchao's recommended ones turn on coordinate-descent
+    # tuning, which makes the worker's compile at start-up minutes longer.
+    config = Float8DynamicActivationFloat8WeightConfig(
+        granularity=scales, set_inductor_config=False
+    )
     quantize_(transformer, config, filter_fn=wanted)
     logger.info("FP8 (%s scales) in %d linear layers of the transformer", granularity, len(chosen))
     return len(chosen)
