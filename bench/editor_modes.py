@@ -32,6 +32,10 @@ COMPILED = {"EDITOR_COMPILE": "true"}
 MODES: dict[str, tuple[dict[str, str], str]] = {
     "lossless": (COMPILED, "regional compile, default attention (today's service setting)"),
     "eager": ({}, "no compile"),
+    "nondeterministic": (
+        {**COMPILED, "EDITOR_DETERMINISTIC": "false"},
+        "regional compile, torch's default (non-deterministic) kernels: what determinism costs",
+    ),
     "cudnn": (
         {**COMPILED, "EDITOR_ATTENTION_BACKEND": "_native_cudnn"},
         "regional compile, cuDNN attention (lossless candidate)",
