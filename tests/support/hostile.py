@@ -787,7 +787,8 @@ def _form_cases(route: str) -> list[HostileRequest]:
             "image-as-plain-field", [("image", b64(png), None, None), *form_fields(None)], "refused"
         ),
         form("image-empty-file", form_fields(b""), "refused"),
-        form("two-images", [("image", gif, "a.gif", "image/gif"), *form_fields(png)], "ok"),
+        # Several images need a multi-image (Edit Plus) model; the tiny editor is Edit.
+        form("two-images", [("image", gif, "a.gif", "image/gif"), *form_fields(png)], "refused"),
         form("prompt-missing", form_fields(png, prompt="<drop>"), "refused"),
         form("prompt-empty", form_fields(png, prompt=""), "refused"),
         form("prompt-4001-chars", form_fields(png, prompt="p" * 4001), "refused"),
@@ -803,7 +804,8 @@ def _form_cases(route: str) -> list[HostileRequest]:
         form("size-17x17", form_fields(png, size="17x17"), "refused"),
         form("size-4112x16", form_fields(png, size="4112x16"), "refused"),
         form("size-unicode-digits", form_fields(png, size="٣٢x٣٢"), "refused"),
-        form("n-2", form_fields(png, n="2"), "refused"),
+        form("n-2", form_fields(png, n="2"), "ok"),
+        form("n-5", form_fields(png, n="5"), "refused"),
         form("n-0", form_fields(png, n="0"), "refused"),
         form("n-word", form_fields(png, n="one"), "refused"),
         form("response-format-url", form_fields(png, response_format="url"), "refused"),
@@ -816,7 +818,9 @@ def _form_cases(route: str) -> list[HostileRequest]:
         form("cfg-inf", form_fields(png, true_cfg_scale="inf"), "refused"),
         form("output-format-gif", form_fields(png, output_format="gif"), "refused"),
         form("compress-level-10", form_fields(png, compress_level="10"), "refused"),
-        form("unknown-field-ignored", form_fields(png, quality="high"), "ok"),
+        form("quality-high-not-honoured", form_fields(png, quality="high"), "refused"),
+        form("unknown-field-refused", form_fields(png, guidance="3"), "refused"),
+        form("mask-not-png", form_fields(png, mask="x"), "refused"),
         form(
             "filename-path-traversal",
             [("image", png, "../../../etc/passwd", "image/png"), *form_fields(None)],

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from editor_service import __version__
 from editor_service.config import EditorSettings
 from editor_service.metrics import EditorMetrics
+from editor_service.openai_images import router as openai_router
 from editor_service.pool import PoolConfig, WorkerPool
 from editor_service.routes import router
 from service_kit.devices import resolve_devices
@@ -57,4 +58,5 @@ def create_app(settings: EditorSettings) -> FastAPI:
     app.state.settings = settings
     install_common(app, settings, metrics)
     include_api(app, router)
+    include_api(app, openai_router)
     return app

@@ -34,14 +34,19 @@ def decode_to_rgb(data: bytes, max_pixels: int) -> RGBImage:
     )
 
 
-def encode_rgb(image: RGBImage, fmt: ImageFormat, compress_level: int = 1) -> bytes:
-    """Lossless PNG (zlib ``compress_level``, 0 = stored) or WebP; JPEG at quality 95."""
+def encode_rgb(
+    image: RGBImage, fmt: ImageFormat, compress_level: int = 1, quality: int | None = None
+) -> bytes:
+    """Lossless PNG (zlib ``compress_level``, 0 = stored); JPEG at ``quality`` (default 95);
+    WebP lossless, or lossy at ``quality`` when one is given."""
     if fmt == "png":
         pixels = np.frombuffer(image.pixels, dtype=np.uint8).reshape(image.height, image.width, 3)
         return bytes(imagecodecs.spng_encode(pixels, level=compress_level))
     buffer = io.BytesIO()
     if fmt == "jpeg":
-        image.to_pil().save(buffer, format="JPEG", quality=95)
-    else:
+        image.to_pil().save(buffer, format="JPEG", quality=95 if quality is None else quality)
+    elif quality is None:
         image.to_pil().save(buffer, format="WEBP", lossless=True)
+    else:
+        image.to_pil().save(buffer, format="WEBP", quality=quality)
     return buffer.getvalue()

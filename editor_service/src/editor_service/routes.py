@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import secrets
-import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
-from pydantic import ValidationError
+from fastapi import APIRouter, Depends, Request, Response
 
 from editor_service import __version__
 from editor_service.backends.base import EditJob, LoadedModel
@@ -19,12 +16,6 @@ from editor_service.config import EditorSettings
 from editor_service.pool import EditResult, WorkerPool
 from service_kit.decoding import DecodeGate
 from service_kit.disconnect import cancel_on_disconnect
-from service_kit.errors import (
-    InvalidImage,
-    InvalidInput,
-    UnsupportedMediaType,
-    validation_message,
-)
 from service_kit.responses import json_response
 from service_kit.text_safety import check_user_text
 from shared_schemas import (
@@ -35,11 +26,7 @@ from shared_schemas import (
     ErrorResponse,
     ModelInfo,
     ModelStateResponse,
-    OpenAIImage,
-    OpenAIImagesResponse,
-    sniff_format,
 )
-from shared_schemas.images import encode_image_b64
 
 router = APIRouter(prefix="/v1", tags=["edits"])
 
@@ -138,75 +125,6 @@ async def create_edit(
         ),
     )
     return json_response(answer)
-
-
-@router.post(
-    "/images/edits",
-    response_model=OpenAIImagesResponse,
-    responses=ERRORS,
-    summary="Edit an image (OpenAI images API form)",
-)
-async def create_openai_edit(
-    request: Request,
-    pool: PoolDep,
-    settings: SettingsDep,
-    image: Annotated[UploadFile, File(description="The image to edit (PNG, JPEG or WebP).")],
-    prompt: Annotated[str, Form(description="The edit instruction.")],
-    n: Annotated[int, Form(ge=1, le=1, description="Only 1 is supported.")] = 1,  # noqa: ARG001
-    size: Annotated[str, Form(description="WIDTHxHEIGHT, or auto.")] = "auto",
-    response_format: Annotated[str, Form(description="Only b64_json is supported.")] = "b64_json",
-    model: Annotated[str | None, Form(description="Ignored: one model is served.")] = None,  # noqa: ARG001
-    negative_prompt: Annotated[str, Form()] = " ",
-    num_inference_steps: Annotated[int, Form()] = 50,
-    true_cfg_scale: Annotated[float, Form()] = 4.0,
-    seed: Annotated[int | None, Form()] = None,
-    output_format: Annotated[str, Form()] = "png",
-    compress_level: Annotated[int, Form()] = 1,
-) -> Response:
-    """Multipart image + prompt, answered with ``data[0].b64_json``: OpenAI clients and curl -F."""
-    if response_format != "b64_json":
-        raise UnsupportedMediaType(
-            "only response_format=b64_json is supported", param="response_format"
-        )
-    width, height = _parse_size(size)
-    data = await image.read()
-    if sniff_format(data) is None:
-        raise InvalidImage("image is not a PNG, JPEG or WebP file", param="image")
-    try:
-        body = EditRequest(
-            image=data,
-            instruction=prompt,
-            negative_prompt=negative_prompt,
-            num_inference_steps=num_inference_steps,
-            true_cfg_scale=true_cfg_scale,
-            seed=seed,
-            width=width,
-            height=height,
-            output_format=output_format,
-            compress_level=compress_level,
-        )
-    except ValidationError as exc:
-        message, param = validation_message(exc.errors())
-        raise InvalidInput(message, param=param) from None
-    _, _, encoded = await _edit(request, pool, settings, body, instruction_param="prompt")
-    answer = OpenAIImagesResponse(
-        created=int(time.time()), data=[OpenAIImage(b64_json=encode_image_b64(encoded))]
-    )
-    return json_response(answer)
-
-
-_SIZE = re.compile(r"([0-9]{1,6})x([0-9]{1,6})", re.ASCII)
-
-
-def _parse_size(size: str) -> tuple[int | None, int | None]:
-    if size == "auto":
-        return None, None
-    # ASCII digits, a few of them: str.isdigit() also takes "٣٢", and int() of thousands of
-    # digits raises ValueError (a 500); the range itself is EditRequest's to check.
-    found = _SIZE.fullmatch(size.lower())
-    if found is None:
-        raise InvalidInput("size must be WIDTHxHEIGHT (e.g. 1024x1024) or auto", param="size")
-    return int(found.group(1)), int(found.group(2))
 
 
 @router.post("/model/release", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])

@@ -135,3 +135,7 @@ class OpenAIImagesResponse(WireModel):
 
     created: int
     data: list[OpenAIImage]
+    background: Literal["opaque"] | None = None
+    output_format: ImageFormat | None = None
+    quality: Literal["auto"] | None = None
+    size: str | None = Field(default=None, description="WIDTHxHEIGHT of the images made.")

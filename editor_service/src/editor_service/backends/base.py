@@ -38,6 +38,11 @@ class EditJob:
     seed: int
     width: int | None  # output size; None: the model's default for the source
     height: int | None
+    # More images for a multi-image (Edit Plus) model, after ``image``; see LoadedModel.max_images.
+    more_images: tuple[RGBImage, ...] = ()
+    # Where to edit (white) and what to keep (black), the size of ``image``: an inpainting edit,
+    # where the model has one (LoadedModel.inpainting); the output is then ~1 MP.
+    mask: RGBImage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,8 @@ class LoadedModel:
     # Strings the model's tokenizer reads as control tokens: user text holding one is refused
     # before it is queued (service_kit.text_safety).
     reserved_text: tuple[str, ...] = ()
+    max_images: int = 1  # images one edit may take (Edit Plus: several)
+    inpainting: bool = False  # whether a job may carry a mask
 
 
 @dataclass(frozen=True, slots=True)

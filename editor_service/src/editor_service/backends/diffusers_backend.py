@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Images one Edit Plus edit takes (Qwen-Image-Edit-2509 is trained on 1 to 3).
+EDIT_PLUS_MAX_IMAGES = 3
+
 # Qwen-Image's own cap on a prompt (diffusers refuses max_sequence_length above it); with the
 # source image's tokens in the same sequence it stays inside the transformer's text positions.
 MAX_PROMPT_TOKENS = 1024
@@ -121,6 +124,7 @@ class DiffusersEditBackend:
         self.spec = spec
         self.source: ModelSource = parse_model_source(spec.model, BUILTIN_SOURCES)
         self.pipe: Any = None  # a diffusers pipeline (dynamically typed), once loaded
+        self.inpaint_pipe: Any = None  # the same components as an inpainting pipeline, if any
         self.device = "cpu"
 
     def load(self, device: str) -> LoadedModel:
@@ -176,6 +180,11 @@ class DiffusersEditBackend:
         )
         if applied.get("compile"):
             self._warm_up()
+        plus = isinstance(pipe, diffusers.QwenImageEditPlusPipeline)
+        if type(pipe) is diffusers.QwenImageEditPipeline:
+            # Shares every component (no extra memory): masks work on Edit checkpoints.
+            self.inpaint_pipe = diffusers.QwenImageEditInpaintPipeline.from_pipe(pipe)
+            self.inpaint_pipe.set_progress_bar_config(disable=True)
         return LoadedModel(
             id=source.name,
             source=source.kind,
@@ -185,6 +194,8 @@ class DiffusersEditBackend:
             meaningful=source.meaningful,
             details=applied,
             reserved_text=reserved_strings(pipe.tokenizer),
+            max_images=EDIT_PLUS_MAX_IMAGES if plus else 1,
+            inpainting=self.inpaint_pipe is not None,
         )
 
     def _warm_up(self) -> None:
@@ -222,7 +233,14 @@ class DiffusersEditBackend:
 
         if self.pipe is None:
             raise RuntimeError("edit() before load()")
-        image = job.image.to_pil()
+        image: Any = job.image.to_pil()
+        if job.more_images:
+            image = [image, *(extra.to_pil() for extra in job.more_images)]
+        pipe = self.pipe
+        if job.mask is not None:
+            if self.inpaint_pipe is None:
+                raise InvalidJob("this model has no inpainting pipeline", param="mask")
+            pipe = self.inpaint_pipe
 
         def on_step_end(
             pipe: Any, _step: int, _timestep: Any, callback_kwargs: dict[str, Any]
@@ -246,6 +264,9 @@ class DiffusersEditBackend:
         }
         if job.width is not None and job.height is not None:
             kwargs["width"], kwargs["height"] = job.width, job.height
+        if job.mask is not None:
+            # The whole masked region is made anew (OpenAI's mask semantics), the rest kept.
+            kwargs.update(mask_image=job.mask.to_pil().convert("L"), strength=1.0)
 
         if getattr(self.pipe.transformer, "is_cache_enabled", False):
             # A step cache counts steps; an edit that stopped early (out of memory) must not
@@ -254,7 +275,7 @@ class DiffusersEditBackend:
         started = time.perf_counter()
         try:
             with torch.inference_mode():
-                result = self.pipe(**kwargs).images[0]
+                result = pipe(**kwargs).images[0]
         except torch.OutOfMemoryError:
             self._free_cached_memory()
             raise DeviceOutOfMemory(
@@ -262,7 +283,7 @@ class DiffusersEditBackend:
                 f"{kwargs.get('width', 'default')}x{kwargs.get('height', 'default')} edit"
             ) from None
         pipeline_s = time.perf_counter() - started
-        if getattr(self.pipe, "_interrupt", False):
+        if getattr(pipe, "_interrupt", False):
             raise JobCancelled(job.job_id)
         return EditOutput(
             image=RGBImage.from_pil(result),
@@ -292,7 +313,7 @@ class DiffusersEditBackend:
             )
 
     def release(self) -> None:
-        self.pipe = None
+        self.pipe = self.inpaint_pipe = None
         self._free_cached_memory()
 
     def _free_cached_memory(self) -> None:
