@@ -160,5 +160,5 @@ def test_info_and_metrics_describe_the_workers(tiny_editor: str) -> None:
     assert info.max_in_flight == 2 + info.queue_capacity
     assert info.model is not None and info.model.id == "tiny"
     metrics = httpx.get(f"{tiny_editor}/metrics", timeout=10).text
-    assert 'editor_worker_state{state="ready",worker="0"} 1.0' in metrics
+    assert 'editor_replica_state{device="cpu",replica="0",state="ready"} 1.0' in metrics
     assert "editor_edit_seconds_bucket" in metrics

@@ -93,7 +93,8 @@ async def test_a_killed_editor_worker_fails_only_its_job_and_the_next_50_request
             assert (await http.get("/ready")).status_code == 200
             worker = (await editor_info(http)).workers[0]
             assert worker.restarts == 1 and worker.pid not in (None, victim)
-            assert "editor_worker_restarts_total 1.0" in (await http.get("/metrics")).text
+            metrics = (await http.get("/metrics")).text
+            assert 'editor_replica_restarts_total{device="cpu",replica="0"} 1.0' in metrics
 
             await next_50_succeed("editor_service", http)
 

@@ -274,7 +274,7 @@ class ScriptedPrepare:
 async def test_the_next_full_batch_is_prepared_while_the_model_runs() -> None:
     model = ScriptedModel()
     prepare = ScriptedPrepare(model)
-    async with batcher_for(model, max_batch_cost=2, prepare=prepare) as batcher:
+    async with batcher_for(model, max_batch_cost=2, pack=prepare) as batcher:
         first = await occupy(model, batcher)
         full = asyncio.create_task(submit(batcher, [1, 2]))
         while prepare.calls < 2:
@@ -288,7 +288,7 @@ async def test_the_next_full_batch_is_prepared_while_the_model_runs() -> None:
 
 async def test_with_two_replicas_two_batches_run_at_once() -> None:
     model = ScriptedModel()
-    async with batcher_for(model, max_batch_cost=1, replicas=2) as batcher:
+    async with batcher_for(model, max_batch_cost=1, batches_out=2) as batcher:
         await model.hold()
         tasks = [asyncio.create_task(submit(batcher, [i])) for i in (1, 2)]
         while model.running < 2:
@@ -301,7 +301,7 @@ async def test_with_two_replicas_two_batches_run_at_once() -> None:
 async def test_a_prepared_batch_whose_clients_left_never_runs() -> None:
     model = ScriptedModel()
     prepare = ScriptedPrepare(model)
-    async with batcher_for(model, max_batch_cost=1, prepare=prepare) as batcher:
+    async with batcher_for(model, max_batch_cost=1, pack=prepare) as batcher:
         first = await occupy(model, batcher)
         gone = asyncio.create_task(submit(batcher, [7]))
         while prepare.calls < 2:  # [7] was taken and prepared; it waits for the model

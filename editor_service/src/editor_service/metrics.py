@@ -5,17 +5,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from service_kit.metrics import ServiceMetrics
-from shared_schemas import WorkerState
+from service_kit.replica_metrics import ReplicaMetrics
 
-_STATES: tuple[WorkerState, ...] = (
-    "starting",
-    "ready",
-    "busy",
-    "failed",
-    "restarting",
-    "stopped",
-    "released",
-)
 _EDIT_BUCKETS = (0.5, 1, 2, 4, 8, 15, 30, 45, 60, 90, 120, 300, 600)
 
 
@@ -49,26 +40,9 @@ class EditorMetrics(ServiceMetrics):
             ["reason"],
             registry=r,
         )
-        self.worker_state = Gauge(
-            "editor_worker_state",
-            "1 for each worker's current state.",
-            ["worker", "state"],
-            registry=r,
-        )
-        self.worker_restarts = Counter(
-            "editor_worker_restarts_total",
-            "Worker processes started again after an exit.",
-            registry=r,
-        )
         self.client_disconnects = Counter(
             "editor_client_disconnects_total",
             "Jobs whose client went away before the answer.",
-            registry=r,
-        )
-        self.model_load_seconds = Histogram(
-            "editor_model_load_seconds",
-            "Time a worker took to load its model.",
-            buckets=(1, 5, 15, 30, 60, 120, 300, 600),
             registry=r,
         )
         self.device_memory_peak = Gauge(
@@ -77,14 +51,4 @@ class EditorMetrics(ServiceMetrics):
             ["worker"],
             registry=r,
         )
-        self.handover_seconds = Histogram(
-            "editor_handover_seconds",
-            "GPU hand-over time, by action (release, load).",
-            ["action"],
-            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
-            registry=r,
-        )
-
-    def set_worker_state(self, worker: int, state: WorkerState) -> None:
-        for candidate in _STATES:
-            self.worker_state.labels(str(worker), candidate).set(1 if candidate == state else 0)
+        self.replicas = ReplicaMetrics("editor", r)  # state, restarts, loads, hand-overs

@@ -1,9 +1,10 @@
-"""The worker pool, API-process side: one spawned process per device, one bounded queue.
+"""The editor's dispatch, API-process side: one bounded queue over the replica set.
 
-Jobs wait in this process (so a queued job can be dropped, expired or refused cheaply) and go to
-whichever worker is idle; each worker holds at most one job, so the pool always knows which job a
-dead worker held: that job alone fails (503) and the worker is restarted with backoff
-(service_kit.processes.Supervisor).
+The replicas (one worker process per device), their lifecycle, GPU hand-over, admission and
+readiness are service_kit.replicas.ReplicaSet's. Here: jobs wait in this process (so a queued
+job can be dropped, expired or refused cheaply) and go to whichever worker is idle; each worker
+holds at most one job, so the pool always knows which job a dead worker held: that job alone
+fails (503) and the worker is restarted with backoff.
 """
 
 from __future__ import annotations
@@ -15,21 +16,12 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from editor_service.backends.base import BackendSpec, EditJob, EditOutput, LoadedModel
-from editor_service.messages import (
-    JobDone,
-    JobFailed,
-    LoadModel,
-    ReleaseModel,
-    WorkerEvent,
-    WorkerLoadFailed,
-    WorkerReady,
-    WorkerReleased,
-)
+from editor_service.messages import JobDone, JobEvent, JobFailed, RunJob
 from editor_service.metrics import EditorMetrics
 from editor_service.worker import worker_main
 from service_kit.errors import (
@@ -44,14 +36,9 @@ from service_kit.errors import (
     ServiceError,
     WorkerDied,
 )
-from service_kit.processes import (
-    SPAWN,
-    RestartPolicy,
-    Supervisor,
-    WorkerHandle,
-    cpu_threads_per_worker,
-)
-from shared_schemas import ReadyResponse, WorkerInfo
+from service_kit.processes import SPAWN, RestartPolicy
+from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
+from shared_schemas import ModelState, ReadyResponse, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +74,15 @@ class _Pending:
     future: asyncio.Future[EditResult]
     accepted_at: float
     deadline: float
+    ticket: int  # names the job to its worker's cancel flag
     dispatched_at: float | None = None
 
 
 @dataclass(eq=False)
-class _Worker(WorkerHandle):
+class _Worker(Replica):
     cancel: Any = field(default_factory=lambda: SPAWN.Value("q", -1))
     current: _Pending | None = None
-    model: LoadedModel | None = None
     jobs_done: int = 0
-    ever_ready: bool = False
 
 
 class Reservation:
@@ -117,51 +103,50 @@ class WorkerPool:
         self.config = config
         self.metrics = metrics
         self.workers = [_Worker(i, d) for i, d in enumerate(config.devices)]
-        self._supervisor = Supervisor(
+        self.replica_set: ReplicaSet[_Worker] = ReplicaSet(
             self.workers,
             target=worker_main,
-            args=self._worker_args,
-            name="editor-worker",
-            policy=RestartPolicy(
-                config.max_restarts, config.restart_window_s, config.restart_backoff_s
+            spec=spec,
+            config=ReplicaConfig(
+                name="editor-worker",
+                noun="model",
+                log_level=config.log_level,
+                load_on_start=config.load_on_start,
+                load_timeout_s=config.load_timeout_s,
+                policy=RestartPolicy(
+                    config.max_restarts, config.restart_window_s, config.restart_backoff_s
+                ),
+                monitor_interval_s=config.monitor_interval_s,
             ),
+            metrics=metrics.replicas,
+            idle=lambda: self.in_flight() == 0,
             on_event=self._on_event,
             on_exit=self._on_exit,
+            on_change=self._dispatch,
             on_tick=self._tick,
-            interval_s=config.monitor_interval_s,
+            extra_args=self._cancel_flag,
         )
         self._queue: collections.deque[_Pending] = collections.deque()
         self._reserved = 0
-        self._sequence = itertools.count(1)
-        self._draining = False
+        self._tickets = itertools.count(1)
         self._drain_deadline: float | None = None
         self._closed = False  # the drain is over: nothing more is queued
-        self._released = not config.load_on_start
         self._edit_s_ema: float | None = None
-        self._restarts_counted = 0
 
-    def _worker_args(self, worker: _Worker) -> tuple[Any, ...]:
-        threads = cpu_threads_per_worker(self.config.devices) if worker.device == "cpu" else None
+    @staticmethod
+    def _cancel_flag(worker: _Worker) -> tuple[Any, ...]:
         worker.cancel.value = -1
-        return (
-            worker.index,
-            worker.device,
-            threads,
-            self.spec,
-            not self._released,
-            worker.cancel,
-            self.config.log_level,
-        )
+        return (worker.cancel,)
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         """Spawn every worker; returns at once (readiness says when they have loaded)."""
-        await self._supervisor.start()
+        await self.replica_set.start()
 
     def start_draining(self) -> None:
         """Admit no new job (503) and report not ready; admitted jobs still run."""
-        self._draining = True
+        self.replica_set.start_draining()
 
     def in_flight(self) -> int:
         """Jobs admitted and not answered yet: being validated, queued or running."""
@@ -190,21 +175,20 @@ class WorkerPool:
             assert worker.current is not None
             self._fail(worker.current, error)
             # Its answer is given: stop it at its next step, so the worker can exit.
-            worker.cancel.value = _sequence(worker.current.job.job_id)
+            worker.cancel.value = worker.current.ticket
 
     def given_up(self) -> bool:
         """Every worker was given up on (the restart policy will not start any again)."""
-        return all(w.state == "failed" for w in self.workers)
+        return self.replica_set.given_up()
 
     async def stop(self) -> None:
         """Fail what is left, stop every worker (politely, then by force)."""
         self.fail_remaining()
-        await self._supervisor.stop()
+        await self.replica_set.stop()
         for worker in self.workers:
             if worker.current is not None:
                 self._fail(worker.current, NotReady("the service is shutting down"))
                 worker.current = None
-            self.metrics.set_worker_state(worker.index, "stopped")
 
     # ----------------------------------------------------------------- admission
 
@@ -221,17 +205,10 @@ class WorkerPool:
                 self._reserved -= 1
 
     def _check_admission(self) -> None:
-        if self._draining:
-            raise NotReady("the service is shutting down", retry_after_s=30)
-        if self._released:
-            raise NotReady("the model is released from the GPU; POST /v1/model/load first")
-        if not any(w.ever_ready for w in self.workers):
-            raise NotReady("the model is still loading", retry_after_s=10)
-        if all(w.state == "failed" for w in self.workers):
-            raise NotReady("no worker could start; see the service log", retry_after_s=30)
+        self.replica_set.check_admission()
         # One job running per serving worker, plus the queue: what /v1/info calls max_in_flight.
         in_flight = len(self._queue) + self._reserved + len(self._busy_workers())
-        serving = sum(w.state in ("ready", "busy") for w in self.workers)
+        serving = len(self.replica_set.serving())
         if in_flight >= serving + self.config.queue_capacity:
             self.metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
@@ -242,13 +219,13 @@ class WorkerPool:
 
     def retry_after_s(self) -> float:
         per_job = self._edit_s_ema or 5.0
-        active = max(1, sum(w.state in ("ready", "busy") for w in self.workers))
+        active = max(1, len(self.replica_set.serving()))
         return min(MAX_RETRY_AFTER_S, max(1.0, per_job * (len(self._queue) + 1) / active))
 
     async def _run_reserved(self, job: EditJob) -> EditResult:
         self._reserved -= 1
-        # A slot reserved before a drain began is admitted work: it runs. Only after the drain
-        # is over (or the pool stopped) is nothing queued any more.
+        # A slot reserved before a drain or a release began is admitted work: it runs (a release
+        # waits for it). Only after the drain is over is nothing queued any more.
         if self._closed:
             raise NotReady("the service is shutting down", retry_after_s=30)
         now = time.monotonic()
@@ -257,6 +234,7 @@ class WorkerPool:
             future=asyncio.get_running_loop().create_future(),
             accepted_at=now,
             deadline=now + self.config.request_timeout_s,
+            ticket=next(self._tickets),
         )
         self._queue.append(pending)
         self.metrics.queue_depth.set(len(self._queue))
@@ -267,8 +245,9 @@ class WorkerPool:
             self._abandon(pending)
             raise
 
-    def new_job_id(self) -> str:
-        return f"{next(self._sequence)}-{uuid.uuid4().hex[:12]}"
+    @staticmethod
+    def new_job_id() -> str:
+        return f"job-{uuid.uuid4().hex[:16]}"
 
     def _abandon(self, pending: _Pending) -> None:
         """The client went away: drop a queued job; ask a running one to stop at its next step."""
@@ -281,25 +260,23 @@ class WorkerPool:
             return
         for worker in self.workers:
             if worker.current is pending:
-                worker.cancel.value = _sequence(pending.job.job_id)
+                worker.cancel.value = pending.ticket
                 logger.info("job %s: asking worker %d to stop", pending.job.job_id, worker.index)
 
     # ----------------------------------------------------------------- dispatch
 
     def _dispatch(self) -> None:
         now = time.monotonic()
-        for worker in self.workers:
-            if worker.state != "ready":
+        for worker in self.replica_set.serving():
+            if worker.current is not None:
                 continue
             pending = self._next_pending(now)
             if pending is None:
                 break
             pending.dispatched_at = now
             worker.current = pending
-            worker.state = "busy"
-            self.metrics.set_worker_state(worker.index, "busy")
             self.metrics.queue_wait.observe(now - pending.accepted_at)
-            self._supervisor.send(worker, pending.job)
+            self.replica_set.send(worker, RunJob(pending.job, pending.ticket))
         self.metrics.queue_depth.set(len(self._queue))
 
     def _next_pending(self, now: float) -> _Pending | None:
@@ -323,42 +300,20 @@ class WorkerPool:
 
     def _tick(self, now: float) -> None:
         """Every monitor pass: expire queued jobs past their deadline, even while every worker
-        is busy; keep the worker metrics current; hand out work."""
+        is busy (dispatch follows)."""
         for pending in [p for p in self._queue if now > p.deadline]:
             self._queue.remove(pending)
             self._expire(pending, now)
-        restarts = sum(w.restarts for w in self.workers)
-        if restarts > self._restarts_counted:
-            self.metrics.worker_restarts.inc(restarts - self._restarts_counted)
-            self._restarts_counted = restarts
-        for worker in self.workers:
-            self.metrics.set_worker_state(worker.index, worker.state)  # type: ignore[arg-type]
-        self._dispatch()
 
     # ----------------------------------------------------------------- events
 
-    def _on_event(self, worker: _Worker, event: WorkerEvent) -> None:
-        if isinstance(event, WorkerReady):
-            worker.model, worker.pid = event.model, event.pid
-            worker.ever_ready = True
-            worker.state = "ready"
-            self.metrics.model_load_seconds.observe(event.load_s)
-            logger.info("worker %d ready (pid %d, %.1fs)", worker.index, event.pid, event.load_s)
-        elif isinstance(event, WorkerLoadFailed):
-            logger.error("worker %d failed to load: %s", worker.index, event.message)
-            # The process exits next; the supervisor restarts it with backoff.
-        elif isinstance(event, WorkerReleased):
-            worker.state = "released"
-            if event.release_s:
-                self.metrics.handover_seconds.labels("release").observe(event.release_s)
-        elif isinstance(event, JobDone):
+    def _on_event(self, worker: _Worker, event: JobEvent) -> None:
+        if isinstance(event, JobDone):
             self._finish(worker, event)
         elif isinstance(event, JobFailed):
             self._finish_failed(worker, event)
-        self.metrics.set_worker_state(worker.index, worker.state)  # type: ignore[arg-type]
-        self._dispatch()
 
-    def _on_exit(self, worker: _Worker, _exitcode: int | None) -> None:
+    def _on_exit(self, worker: _Worker) -> None:
         """A worker exited unasked: only the job it held fails, with a retryable 503."""
         if worker.current is not None:
             self._fail(
@@ -416,8 +371,6 @@ class WorkerPool:
         pending = worker.current
         worker.current = None
         worker.cancel.value = -1
-        if worker.state == "busy":
-            worker.state = "ready"
         if pending is None or pending.job.job_id != job_id:
             logger.error("worker %d reported job %s it was not given", worker.index, job_id)
             return None
@@ -434,57 +387,38 @@ class WorkerPool:
     # ----------------------------------------------------------------- GPU hand-over
 
     async def release(self) -> float:
-        """Free every worker's device memory (after running jobs finish); returns seconds.
+        """Free every worker's device memory (after admitted jobs finish); returns seconds.
 
-        New requests are refused (503) from the moment this is called.
-        """
-        started = time.monotonic()
-        self._released = True
-        while self._queue or self._busy_workers():
-            await asyncio.sleep(0.05)
-        targets = [w for w in self.workers if w.state in ("ready", "starting")]
-        for worker in targets:
-            self._supervisor.send(worker, ReleaseModel())
-        await self._wait_for(targets, lambda w: w.state in ("released", "failed", "restarting"))
-        return time.monotonic() - started
+        New requests are refused (503) from the moment this is called."""
+        return await self.replica_set.release()
 
     async def load(self) -> float:
         """Load the model on every released worker; returns seconds until all are serving."""
-        started = time.monotonic()
-        self._released = False
-        targets = [w for w in self.workers if w.state == "released"]
-        for worker in targets:
-            worker.state = "starting"
-            self._supervisor.send(worker, LoadModel())
-        await self._wait_for(targets, lambda w: w.state in ("ready", "busy", "failed"))
-        seconds = time.monotonic() - started
-        self.metrics.handover_seconds.labels("load").observe(seconds)
-        return seconds
-
-    async def _wait_for(self, targets: list[_Worker], done: Callable[[_Worker], bool]) -> None:
-        deadline = time.monotonic() + self.config.load_timeout_s
-        while not all(done(w) for w in targets) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        return await self.replica_set.load()
 
     # ----------------------------------------------------------------- views
 
     @property
     def loaded(self) -> bool:
-        return not self._released and any(w.state in ("ready", "busy") for w in self.workers)
+        return self.replica_set.loaded
+
+    def model_state(self) -> ModelState:
+        return self.replica_set.model_state()
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
     def loaded_model(self) -> LoadedModel | None:
-        return next((w.model for w in self.workers if w.model is not None), None)
+        model: LoadedModel | None = self.replica_set.model
+        return model
 
     def worker_infos(self) -> list[WorkerInfo]:
         return [
             WorkerInfo(
                 index=w.index,
                 device=w.device,
-                state=w.state,
+                state="busy" if w.current is not None and w.state == "ready" else w.state,
                 pid=w.pid,
                 jobs_done=w.jobs_done,
                 restarts=w.restarts,
@@ -494,26 +428,4 @@ class WorkerPool:
 
     def readiness(self) -> ReadyResponse:
         """Ready when every worker has loaded once, none was given up on, one is serving."""
-        total = len(self.workers)
-        serving = sum(w.state in ("ready", "busy") for w in self.workers)
-        failed = [w.index for w in self.workers if w.state == "failed"]
-        loading = [w.index for w in self.workers if not w.ever_ready]
-        if self._draining:
-            detail = "draining"
-        elif self._released:
-            detail = "model released from the device"
-        elif failed:
-            detail = f"worker(s) {failed} keep failing; see the service log"
-        elif loading:
-            detail = f"{total - len(loading)} of {total} workers loaded"
-        elif serving == 0:
-            detail = "every worker is restarting"
-        else:
-            detail = f"{serving} of {total} workers serving"
-        ready = not (self._draining or self._released or failed or loading or serving == 0)
-        return ReadyResponse(ready=ready, detail=detail, workers_ready=serving, workers_total=total)
-
-
-def _sequence(job_id: str) -> int:
-    """Job ids are ``<sequence>-<hex>``; a worker's cancel value names a job by its sequence."""
-    return int(job_id.split("-", 1)[0])
+        return self.replica_set.readiness()

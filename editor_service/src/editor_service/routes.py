@@ -131,14 +131,20 @@ async def create_edit(
 async def release_model(pool: PoolDep) -> ModelStateResponse:
     """Free the GPU memory of every worker (after running jobs finish), e.g. for the judge."""
     seconds = await pool.release()
-    return ModelStateResponse(action="release", seconds=seconds, loaded=pool.loaded)
+    state = pool.model_state()
+    return ModelStateResponse(
+        action="release", seconds=seconds, loaded=state == "loaded", model_state=state
+    )
 
 
 @router.post("/model/load", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
 async def load_model(pool: PoolDep) -> ModelStateResponse:
     """Load the model onto every worker's device again; answers once all are serving."""
     seconds = await pool.load()
-    return ModelStateResponse(action="load", seconds=seconds, loaded=pool.loaded)
+    state = pool.model_state()
+    return ModelStateResponse(
+        action="load", seconds=seconds, loaded=state == "loaded", model_state=state
+    )
 
 
 @router.get("/info", response_model=EditorInfo, tags=["service"])
@@ -154,4 +160,5 @@ async def info(pool: PoolDep, settings: SettingsDep) -> EditorInfo:
         queue_capacity=settings.queue_capacity,
         queue_depth=pool.queue_depth,
         max_in_flight=len(workers) + settings.queue_capacity,
+        model_state=pool.model_state(),
     )

@@ -1,14 +1,13 @@
-"""The worker process: one per device, one job at a time, model touched by this thread only.
+"""The editor's worker process: one per device, one job at a time, model touched by this thread.
 
-Spawned by the pool. It pins itself to its GPU through CUDA_VISIBLE_DEVICES before anything
-imports torch, loads the backend, reports ready (or why it could not load), then serves jobs from
-its own queue until it receives None.
+Spawned by the pool. The replica runtime (service_kit.runtime) pins the device, loads the
+backend and reports; this module only runs jobs from its pipe until it receives None, stopping a
+job early when the pool sets the cancel flag to that job's ticket.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -16,24 +15,12 @@ from editor_service.backends.base import (
     BackendSpec,
     DeviceOutOfMemory,
     EditBackend,
-    EditJob,
     InvalidJob,
     JobCancelled,
     make_backend,
 )
-from editor_service.messages import (
-    JobDone,
-    JobFailed,
-    LoadModel,
-    ReleaseModel,
-    WorkerEvent,
-    WorkerLoadFailed,
-    WorkerReady,
-    WorkerReleased,
-)
-from service_kit.logs import configure_logging
-from service_kit.oom import free_device_memory, is_out_of_memory
-from service_kit.processes import limit_cpu_threads, pin_device
+from editor_service.messages import JobDone, JobEvent, JobFailed, RunJob
+from service_kit.runtime import Failure, ReplicaRuntime
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -50,28 +37,22 @@ def worker_main(
     cpu_threads: int | None,
     spec: BackendSpec,
     load_on_start: bool,
-    cancel_job: Synchronized[int],
     log_level: str,
+    cancel: Synchronized[int],
     jobs: Connection,
     events: Connection,
 ) -> None:
     """Entry point of a spawned worker.
 
-    ``jobs`` brings EditJob, ReleaseModel, LoadModel or None (stop); ``events`` carries every
-    WorkerEvent back. ``cancel_job`` holds the sequence number of a job to stop early. A worker
-    whose model cannot load reports why and exits; the pool decides whether to try again.
+    ``jobs`` brings RunJob, ReleaseModel, LoadModel or None (stop); ``events`` carries every
+    event back. ``cancel`` holds the ticket of a job to stop early. A worker whose model cannot
+    load reports why and exits; the pool decides whether to try again.
     """
-    configure_logging(log_level)
-    local_device = pin_device(device)
-    limit_cpu_threads(cpu_threads)
-    pid = os.getpid()
-    backend = make_backend(spec)
-    if load_on_start:
-        if not _load(worker, pid, backend, local_device, events):
-            return
-    else:
-        events.send(WorkerReleased(worker, 0.0))
-
+    runtime = ReplicaRuntime(
+        f"worker {worker}", device, cpu_threads, log_level, events, lambda: make_backend(spec)
+    )
+    if not runtime.start(load_on_start):
+        return
     while True:
         try:
             message = jobs.recv()
@@ -79,68 +60,40 @@ def worker_main(
             break
         if message is None:
             break
-        if isinstance(message, ReleaseModel):
-            started = time.perf_counter()
-            backend.release()
-            events.send(WorkerReleased(worker, time.perf_counter() - started))
-        elif isinstance(message, LoadModel):
-            if not _load(worker, pid, backend, local_device, events):
-                return
-        else:
-            events.send(_run_job(worker, backend, message, cancel_job))
+        handled = runtime.handle_lifecycle(message)
+        if handled is False:
+            return
+        if handled is None:
+            runtime.send(_run_job(worker, runtime.backend, message, cancel))
     logger.info("worker %d stopping", worker)
 
 
-def _load(worker: int, pid: int, backend: EditBackend, device: str, events: Connection) -> bool:
+def _run_job(worker: int, backend: EditBackend, run: RunJob, cancel: Synchronized[int]) -> JobEvent:
+    job = run.job
     started = time.perf_counter()
-    try:
-        model = backend.load(device)
-    except Exception as exc:
-        logger.exception("worker %d could not load its model on %s", worker, device)
-        events.send(WorkerLoadFailed(worker, pid, f"{type(exc).__name__}: {exc}"))
-        return False
-    events.send(WorkerReady(worker, pid, model, time.perf_counter() - started))
-    logger.info("worker %d ready on %s", worker, device)
-    return True
-
-
-def _run_job(
-    worker: int, backend: EditBackend, job: EditJob, cancel_job: Synchronized[int]
-) -> WorkerEvent:
-    started = time.perf_counter()
-    sequence = _sequence(job.job_id)
 
     def should_stop() -> bool:
-        return bool(cancel_job.value == sequence)
+        return bool(cancel.value == run.ticket)
 
-    try:
-        output = backend.edit(job, should_stop)
-    except InvalidJob as exc:
-        return JobFailed(worker, job.job_id, "invalid_input", str(exc), exc.param)
-    except JobCancelled:
-        logger.info("job %s cancelled on worker %d", job.job_id, worker)
-        return JobFailed(worker, job.job_id, "cancelled", "the client went away")
-    except DeviceOutOfMemory as exc:
-        logger.warning("job %s: %s", job.job_id, exc)
-        failed = JobFailed(worker, job.job_id, "out_of_memory", str(exc))
-    except Exception as exc:
-        if not is_out_of_memory(exc):
-            logger.exception("job %s failed on worker %d", job.job_id, worker)
-            return JobFailed(
-                worker, job.job_id, "backend_error", "the edit failed inside the model"
-            )
-        logger.warning("job %s: out of device memory on worker %d", job.job_id, worker)
-        failed = JobFailed(worker, job.job_id, "out_of_memory", _OUT_OF_MEMORY)
-    else:
+    def edit() -> JobEvent:
+        try:
+            output = backend.edit(job, should_stop)
+        except InvalidJob as exc:
+            return JobFailed(job.job_id, "invalid_input", str(exc), exc.param)
+        except JobCancelled:
+            logger.info("job %s cancelled on worker %d", job.job_id, worker)
+            return JobFailed(job.job_id, "cancelled", "the client went away")
         edit_s = time.perf_counter() - started
         logger.info("job %s done on worker %d in %.2fs", job.job_id, worker, edit_s)
-        return JobDone(worker, job.job_id, output, edit_s)
-    # Out of memory. Only here, with the exception and the tensors its traceback held gone, can
-    # the allocator give their memory back; the worker then serves the next job.
-    free_device_memory()
-    return failed
+        return JobDone(job.job_id, output, edit_s)
 
-
-def _sequence(job_id: str) -> int:
-    """Job ids are ``<sequence>-<hex>``; the sequence number is what cancellation compares."""
-    return int(job_id.split("-", 1)[0])
+    outcome = ReplicaRuntime.guarded(
+        edit,
+        what=f"job {job.job_id} on worker {worker}",
+        oom_types=(DeviceOutOfMemory,),
+        oom_message=_OUT_OF_MEMORY,
+        error_message="the edit failed inside the model",
+    )
+    if isinstance(outcome, Failure):
+        return JobFailed(job.job_id, outcome.kind, outcome.message)
+    return outcome

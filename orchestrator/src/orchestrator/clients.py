@@ -31,6 +31,9 @@ from shared_schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+from shared_schemas import (
+    ModelState as ServiceModelState,
+)
 from shared_schemas.scores import ProtocolDefinition
 
 M = TypeVar("M", bound=BaseModel)
@@ -52,6 +55,8 @@ class ServiceCallError(Exception):
         error_type: str = "error",
         retry_after_s: float | None = None,
         param: str | None = None,
+        model_state: ServiceModelState | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(f"{service}: {message}")
         self.service = service
@@ -60,6 +65,8 @@ class ServiceCallError(Exception):
         self.error_type = error_type
         self.retry_after_s = retry_after_s
         self.param = param
+        self.model_state = model_state  # the envelope's typed field (not_ready answers)
+        self.retryable = retryable  # the envelope's, where the service knows
 
     def as_record(self) -> dict[str, object]:
         """The ``error`` field of a failed result record."""
@@ -117,6 +124,8 @@ def error_from_response(service: str, response: httpx.Response) -> ServiceCallEr
         error_type=envelope.error.type,
         retry_after_s=retry_after,
         param=envelope.error.param,
+        model_state=envelope.error.model_state,
+        retryable=envelope.error.retryable,
     )
 
 
@@ -209,8 +218,8 @@ class _ServiceClient:
         return True
 
     async def model_state(self) -> ModelState:
-        """From /ready: ``loaded`` (200), ``released`` (503 saying so), ``not_ready`` (loading,
-        restarting, draining) or ``unreachable``."""
+        """From /ready: ``loaded`` (200), ``released`` (a 503 whose typed model_state says so),
+        ``not_ready`` (loading, restarting, draining, failed) or ``unreachable``."""
         try:
             await self.ready()
         except ServiceUnreachable:
@@ -233,11 +242,9 @@ class _ServiceClient:
 
 
 def is_released(exc: ServiceCallError) -> bool:
-    """A 503 from /ready because the model was released (not loading, restarting or draining).
-
-    The services say "model released from the device" (editor) and "the judge model is released
-    from its device" (judge); draining and loading never mention it."""
-    return exc.status == 503 and "released" in exc.message.lower()
+    """A 503 because the model was released (not loading, restarting or draining): the
+    envelope's typed ``model_state`` field says so, never its message."""
+    return exc.status == 503 and exc.model_state == "released"
 
 
 class EditorClient(_ServiceClient):

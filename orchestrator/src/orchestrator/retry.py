@@ -45,6 +45,8 @@ def classify(exc: BaseException) -> Retry:
     if isinstance(exc, ServiceUnreachable):
         return Retry.UNTIL_DEADLINE
     if isinstance(exc, ServiceCallError) and exc.status is not None:
+        if exc.retryable is False:  # the service knows the same request fails again
+            return Retry.NEVER
         if exc.status in TRANSIENT_STATUSES:
             return Retry.UNTIL_DEADLINE
         if exc.status in CAPPED_STATUSES:

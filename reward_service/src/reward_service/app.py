@@ -14,7 +14,7 @@ from reward_service import __version__
 from reward_service.backends.base import QuestionOutput
 from reward_service.batcher import MicroBatcher
 from reward_service.config import RewardSettings
-from reward_service.judge import PIPELINE_DEPTH, Judge
+from reward_service.judge import Judge
 from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
@@ -71,12 +71,11 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             load_on_start=settings.load_on_start,
             policy=RestartPolicy(settings.max_worker_restarts, settings.restart_window_s),
             on_batch=metrics.worker_batch,
+            metrics=metrics.replicas,
         )
-        metrics.model_load_seconds.set_function(lambda: judge.load_s or 0.0)
-        metrics.watch_replicas(lambda: judge.replicas)
         batcher: MicroBatcher[ItemWork, tuple[QuestionOutput, ...]] = MicroBatcher(
             judge.score,
-            prepare=judge.prepare,
+            pack=judge.pack,
             max_batch_cost=settings.max_batch_images,
             max_wait_s=settings.max_wait_s,
             capacity=settings.queue_capacity,
@@ -84,8 +83,9 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             key=batch_key,
             cost=item_cost,
             observer=metrics,
-            replicas=len(devices) * PIPELINE_DEPTH,
+            batches_out=len(devices) * settings.pipeline_depth,  # the one back-pressure owner
         )
+        judge.work_in_flight = batcher.in_flight  # a release waits for admitted work
         app.state.judge = app.state.readiness = judge
         app.state.batcher = batcher
         app.state.lifecycle = _Lifecycle(judge, batcher)  # drained on SIGTERM (service_kit)

@@ -2,18 +2,24 @@
 
 One consumer task owns the queue. A batch holds units of one kind (``key``) and closes when its
 units' ``cost`` adds up to ``max_batch_cost`` (the judge: images to prefill), or when its oldest
-unit has waited ``max_wait_s`` and a model replica is free to take it. A batch goes through two
-stages: ``prepare`` (CPU work, e.g. image processing) and ``run_batch`` (the model). Up to
-``replicas`` batches run at once, and one more is prepared meanwhile, so CPU work overlaps the
-model's; while every replica is busy, units pile up into full batches. A submission (one client
-request) may span several batches; it is answered when its last unit is.
+unit has waited ``max_wait_s`` and the model has room for it. A batch goes through two stages:
+``pack`` (in this process, e.g. images to pixels for a worker) and ``run_batch`` (the model).
+
+The batcher is the one owner of back-pressure. ``batches_out`` batches may be out on the model at
+once (the judge: its pipeline depth times its replicas, each replica holding one batch on the
+model and the next being prepared in its worker), and one more is packed meanwhile; while all of
+them are out, units pile up into full batches, and the bounded queue (``capacity``) refuses the
+rest with 429. Nothing downstream waits for room again. /v1/info shows ``batches_out`` so
+clients size their requests in flight from it.
 
 Admission is two-step: ``reserve(n)`` holds ``n`` slots of the bounded queue (or refuses with
 QueueFull) before the caller does any expensive validation, and ``Reservation.submit`` enqueues.
-Every unit of a failed batch fails its submission; a batch whose results do not match its length
-fails as a whole. A submission whose client has gone (its awaiting task was cancelled) or whose
-deadline has passed is dropped before it reaches the model; a prepared batch whose clients have
-all gone is dropped before it runs.
+A submission (one client request) may span several batches; it is answered when its last unit
+is. ``run_batch`` answers each unit with its output or with the ServiceError that unit alone
+failed with (its batch-mates are answered); a batch that fails as a whole, or whose results do
+not match its length, fails every unit. A submission whose client has gone (its awaiting task
+was cancelled) or whose deadline has passed is dropped before it reaches the model; a packed
+batch whose clients have all gone is dropped before it runs.
 """
 
 from __future__ import annotations
@@ -125,9 +131,9 @@ class Reservation(Generic[I, O]):
 class MicroBatcher(Generic[I, O]):
     def __init__(
         self,
-        run_batch: Callable[[Any], Awaitable[Sequence[O]]],
+        run_batch: Callable[[Any], Awaitable[Sequence[O | ServiceError]]],
         *,
-        prepare: Callable[[list[I]], Awaitable[Any]] | None = None,
+        pack: Callable[[list[I]], Awaitable[Any]] | None = None,
         max_batch_cost: int,
         max_wait_s: float,
         capacity: int,
@@ -135,13 +141,13 @@ class MicroBatcher(Generic[I, O]):
         key: Callable[[I], Hashable] = lambda _item: None,
         cost: Callable[[I], int] = lambda _item: 1,
         observer: BatchObserver | None = None,
-        replicas: int = 1,
+        batches_out: int = 1,
     ) -> None:
-        if max_batch_cost < 1 or capacity < 1 or replicas < 1:
-            raise ValueError("max_batch_cost, capacity and replicas must be at least 1")
-        self.replicas = replicas
+        if max_batch_cost < 1 or capacity < 1 or batches_out < 1:
+            raise ValueError("max_batch_cost, capacity and batches_out must be at least 1")
+        self.batches_out = batches_out
         self._run_batch = run_batch
-        self._prepare = prepare
+        self._pack = pack
         self.max_batch_cost = max_batch_cost
         self.max_wait_s = max_wait_s
         self.capacity = capacity
@@ -156,10 +162,10 @@ class MicroBatcher(Generic[I, O]):
         self._accepting = True  # new reservations are admitted (not draining)
         self._closed = False  # the drain is over: nothing more is submitted
         self._drain_deadline: float | None = None
-        self._running = 0  # units in batches being prepared or run
-        self._in_flight = 0  # batches being prepared or run
-        self._slots = asyncio.Semaphore(replicas + 1)  # batches being prepared or run
-        self._model_slots = asyncio.Semaphore(replicas)  # batches on the model
+        self._running = 0  # units in batches being packed or out on the model
+        self._in_flight = 0  # batches being packed or out on the model
+        self._slots = asyncio.Semaphore(batches_out + 1)  # out, and one more being packed
+        self._model_slots = asyncio.Semaphore(batches_out)  # out on the model
         self._tasks: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count(1)
         self._batch_s_ema: float | None = None
@@ -307,7 +313,7 @@ class MicroBatcher(Generic[I, O]):
                 wait_s = oldest.submission.submitted_at + self.max_wait_s - now
                 if same_kind >= self.max_batch_cost:
                     return self._take(oldest.key)
-                if wait_s <= 0 and self._in_flight < self.replicas:
+                if wait_s <= 0 and self._in_flight < self.batches_out:
                     return self._take(oldest.key)
                 with contextlib.suppress(TimeoutError):
                     # Woken by new units or by a replica coming free.
@@ -355,7 +361,7 @@ class MicroBatcher(Generic[I, O]):
         started = time.monotonic()
         try:
             items = [u.item for u in batch]
-            prepared = await self._prepare(items) if self._prepare is not None else items
+            packed = await self._pack(items) if self._pack is not None else items
             async with self._model_slots:
                 if all(s.future.done() for s in submissions.values()):
                     logger.info("batch %d (%s): every client went away; not run", number, labels)
@@ -363,7 +369,7 @@ class MicroBatcher(Generic[I, O]):
                 started = time.monotonic()
                 for unit in batch:
                     self._observer.queue_wait(started - unit.submission.submitted_at)
-                outputs = await self._unless_abandoned(self._run_batch(prepared), submissions)
+                outputs = await self._unless_abandoned(self._run_batch(packed), submissions)
                 if outputs is None:
                     logger.info("batch %d (%s): every client went away; cancelled", number, labels)
                     return
@@ -387,12 +393,21 @@ class MicroBatcher(Generic[I, O]):
         logger.debug("batch %d: %d questions (%s) in %.3fs", number, len(batch), labels, duration)
         run = BatchRun(number=number, size=len(batch), started=started, duration_s=duration)
         for unit, output in zip(batch, outputs, strict=True):
-            _deliver(unit, Completed(output, run, started - unit.submission.submitted_at))
+            if isinstance(output, ServiceError):  # this unit alone failed; the rest are answered
+                logger.warning(
+                    "batch %d: a unit of %s failed: %s",
+                    number,
+                    unit.submission.label,
+                    output.message,
+                )
+                _fail(unit.submission, output)
+            else:
+                _deliver(unit, Completed(output, run, started - unit.submission.submitted_at))
 
     @staticmethod
     async def _unless_abandoned(
-        work: Awaitable[Sequence[O]], submissions: dict[int, _Submission[O]]
-    ) -> Sequence[O] | None:
+        work: Awaitable[Sequence[O | ServiceError]], submissions: dict[int, _Submission[O]]
+    ) -> Sequence[O | ServiceError] | None:
         """Await the model, or cancel it (None) once every client of the batch has gone."""
         running = asyncio.ensure_future(work)
         gone = asyncio.ensure_future(asyncio.wait([s.future for s in submissions.values()]))

@@ -80,6 +80,14 @@ class RewardSettings(ServiceSettings):
         ge=1,
         description="Items that may wait for the model; beyond it requests get 429.",
     )
+    pipeline_depth: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Batches each replica holds: one on the model while its worker prepares the "
+        "next (2). The batcher keeps this many per replica out, and no more; /v1/info shows the "
+        "total as batches_out, which clients size their requests in flight from.",
+    )
     protocols_dir: Path | None = Field(
         default=None,
         description="Folder of your own judge protocols (*.yaml), offered beside the built-in "

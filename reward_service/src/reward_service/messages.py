@@ -1,7 +1,8 @@
 """Messages between the API process and its judge workers: plain frozen dataclasses.
 
-API -> worker: ScoreBatch, CancelBatch, ReleaseModel, LoadModel, or None (stop).
-Worker -> API: the events below. A batch is the judge items the scorer built, unchanged: each
+API -> worker: ScoreBatch, CancelBatch, service_kit.replicas' ReleaseModel and LoadModel, or
+None (stop). Worker -> API: the replica lifecycle events (service_kit.replicas) and the batch
+events below. A batch is the judge items the scorer built, unchanged: each
 item's images travel once, as pixels, and its questions name them by index, so questions that
 show the same image still share it in the worker (and so share a prompt prefix).
 """
@@ -13,7 +14,7 @@ from typing import Literal
 
 from PIL.Image import Image
 
-from reward_service.backends.base import JudgeItem, LoadedModel, QuestionOutput
+from reward_service.backends.base import JudgeItem, QuestionOutput
 from service_kit.images import RGBImage
 
 FailureKind = Literal[
@@ -48,37 +49,23 @@ class CancelBatch:
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseModel:
-    """Free the model's device memory (hand the GPU to another service)."""
+class QuestionFailed:
+    """The answer to a question of an item that failed on its own (its batch-mates were
+    answered): what went wrong, and whether trying again can help (out of memory: yes; an error
+    the item causes: no)."""
 
-
-@dataclass(frozen=True, slots=True)
-class LoadModel:
-    """Load the model again after a ReleaseModel (or a start without loading)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaReady:
-    pid: int
-    model: LoadedModel
-    load_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaLoadFailed:
-    pid: int
+    kind: Literal["out_of_memory", "backend_error", "endpoint_refused"]
     message: str
+    retryable: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaReleased:
-    seconds: float
+Answer = QuestionOutput | QuestionFailed
 
 
 @dataclass(frozen=True, slots=True)
 class BatchDone:
     batch_id: int
-    outputs: tuple[QuestionOutput, ...]
+    outputs: tuple[Answer, ...]
     prepare_s: float
     score_s: float
     idle_s: float = 0.0  # how long the free model waited before this batch reached the worker
@@ -92,4 +79,4 @@ class BatchFailed:
     message: str
 
 
-JudgeEvent = ReplicaReady | ReplicaLoadFailed | ReplicaReleased | BatchDone | BatchFailed
+JudgeEvent = BatchDone | BatchFailed

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from reward_service.messages import BatchDone
 from service_kit.metrics import ServiceMetrics
-from service_kit.processes import WorkerHandle
-
-REPLICA_STATES = ("starting", "ready", "released", "restarting", "failed", "stopped")
+from service_kit.replica_metrics import ReplicaMetrics
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -110,15 +105,7 @@ class RewardMetrics(ServiceMetrics):
             ["replica", "device"],
             registry=r,
         )
-        self.model_load_seconds = Gauge(
-            "reward_model_load_seconds", "Time the judge model took to load.", registry=r
-        )
-        self._replicas: Callable[[], Sequence[WorkerHandle]] = tuple
-        r.register(_ReplicaCollector(lambda: self._replicas()))
-
-    def watch_replicas(self, replicas: Callable[[], Sequence[WorkerHandle]]) -> None:
-        """Where the replicas' states and restart counts are read at each scrape."""
-        self._replicas = replicas
+        self.replicas = ReplicaMetrics("reward", r)  # state, restarts, loads, hand-overs
 
     def worker_batch(self, replica: int, device: str, done: BatchDone) -> None:
         self.replica_batches.labels(str(replica), device).inc()
@@ -147,29 +134,3 @@ class RewardMetrics(ServiceMetrics):
 
     def abandoned(self) -> None:
         self.client_disconnects.inc()
-
-
-class _ReplicaCollector:
-    """Each replica's state and restarts, read from the supervisor's handles at scrape time."""
-
-    def __init__(self, replicas: Callable[[], Sequence[WorkerHandle]]) -> None:
-        self.replicas = replicas
-
-    def collect(self) -> Iterator[Metric]:
-        restarts = CounterMetricFamily(
-            "reward_replica_restarts",
-            "Judge worker processes started again after an exit, by replica.",
-            labels=["replica", "device"],
-        )
-        state = GaugeMetricFamily(
-            "reward_replica_state",
-            "1 for each judge replica's current state.",
-            labels=["replica", "device", "state"],
-        )
-        for replica in self.replicas():
-            labels = [str(replica.index), replica.device]
-            restarts.add_metric(labels, replica.restarts)
-            for name in REPLICA_STATES:
-                state.add_metric([*labels, name], float(replica.state == name))
-        yield restarts
-        yield state

@@ -184,21 +184,21 @@ async def get_protocol(name: str, protocols: ProtocolsDep) -> ProtocolDefinition
 @router.post("/model/release", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
 async def release_model(judge: JudgeDep) -> ModelStateResponse:
     """Free the judge's GPU memory (after the running batch), e.g. for the editor."""
-    started = time.monotonic()
-    await judge.release()
+    seconds = await judge.release()
+    state = judge.model_state()
     return ModelStateResponse(
-        action="release", seconds=time.monotonic() - started, loaded=judge.loaded
+        action="release", seconds=seconds, loaded=state == "loaded", model_state=state
     )
 
 
 @router.post("/model/load", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
 async def load_model(judge: JudgeDep) -> ModelStateResponse:
     """Load the judge onto its device(s) again; answers once every replica is ready."""
-    started = time.monotonic()
-    await judge.load()
-    if not judge.loaded:
-        raise NotReady(judge.readiness().detail, retry_after_s=30)
-    return ModelStateResponse(action="load", seconds=time.monotonic() - started, loaded=True)
+    seconds = await judge.load()
+    state = judge.model_state()
+    if state != "loaded":  # released again meanwhile, or a replica could not load
+        raise NotReady(judge.readiness().detail, retry_after_s=30, model_state=state)
+    return ModelStateResponse(action="load", seconds=seconds, loaded=True, model_state=state)
 
 
 @router.get("/info", response_model=RewardInfo, tags=["service"])
@@ -217,4 +217,6 @@ async def info(
         queue_depth=batcher.depth,
         protocols=protocols.names,
         modes=list(judge.model.modes if judge.model is not None else SCORE_MODES),
+        model_state=judge.model_state(),
+        batches_out=batcher.batches_out,
     )

@@ -2,43 +2,46 @@
 
 The model runs here, away from the API process's HTTP, JSON and image decoding, which would
 otherwise contend with it for the interpreter: an eager forward pass of an MoE judge launches
-thousands of kernels from Python. Inside, a receiving thread prepares the next batch (template,
-image processing, tokens) while the main thread runs the model on the current one.
+thousands of kernels from Python. The replica runtime (service_kit.runtime) pins the device,
+loads, releases and reports; here a receiving thread prepares the next batch (template, image
+processing, tokens) while the main thread runs the model on the current one.
+
+A batch never fails an innocent item: when preparing or running a batch fails (a bad item, a
+shape error, out of memory), its halves are tried, and theirs, down to single items (at most
+2n - 1 runs for n items), whichever backend is plugged in. Only an item that fails on its own is
+answered with `QuestionFailed` (for each of its questions), saying what went wrong and whether a
+retry can help. A remote endpoint that is unavailable fails the whole batch (no item is at fault).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from PIL.Image import Image
+
 from reward_service.backends.base import (
     BackendSpec,
     DeviceOutOfMemory,
     EndpointError,
     JudgeBackend,
+    JudgeItem,
     make_backend,
 )
 from reward_service.messages import (
+    Answer,
     BatchDone,
     BatchFailed,
     CancelBatch,
-    FailureKind,
     JudgeEvent,
-    LoadModel,
-    ReleaseModel,
-    ReplicaLoadFailed,
-    ReplicaReady,
-    ReplicaReleased,
+    QuestionFailed,
     ScoreBatch,
 )
-from service_kit.logs import configure_logging
-from service_kit.oom import free_device_memory, is_out_of_memory
-from service_kit.processes import limit_cpu_threads, pin_device
+from service_kit.runtime import Failure, ReplicaRuntime
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -47,26 +50,29 @@ logger = logging.getLogger(__name__)
 
 _STOP = object()
 _OUT_OF_MEMORY = "out of device memory for this batch; try fewer or smaller images per request"
-
-
-class _LockedPipe:
-    """A pipe end that two threads may send on (whole messages, never interleaved)."""
-
-    def __init__(self, pipe: Connection) -> None:
-        self._pipe = pipe
-        self._lock = threading.Lock()
-
-    def send(self, message: object) -> None:
-        with self._lock:
-            self._pipe.send(message)
+Items = list[JudgeItem[Image]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     batch_id: int
-    work: object  # what the backend's prepare returned
+    items: Items
+    work: object  # what the backend's prepare returned; None if preparing failed
     received_at: float  # perf_counter() when the batch came off the pipe
     ready_at: float  # ... and when its preparation ended
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused(Failure):
+    """A remote endpoint refused the request (its message is safe to pass on)."""
+
+
+class _Unavailable(Exception):
+    """A remote endpoint is unavailable: the whole batch is to be tried again later."""
+
+    def __init__(self, error: EndpointError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def judge_worker_main(
@@ -80,22 +86,22 @@ def judge_worker_main(
     events: Connection,
 ) -> None:
     """Entry point of a spawned judge worker (see the module docstring)."""
-    configure_logging(log_level)
-    local_device = pin_device(device)
-    limit_cpu_threads(cpu_threads)
-    out = _LockedPipe(events)  # both threads send on it
-    backend = make_backend(spec)
-    if load_on_start:
-        if not _load(backend, local_device, out):
-            return
-    else:
-        out.send(ReplicaReleased(0.0))
-    # One prepared batch waits while another runs; the API sends no more than that.
-    work: queue.Queue[object] = queue.Queue(maxsize=1)
+    runtime: ReplicaRuntime[JudgeBackend] = ReplicaRuntime(
+        f"judge replica {replica}",
+        device,
+        cpu_threads,
+        log_level,
+        events,
+        lambda: make_backend(spec),
+    )
+    if not runtime.start(load_on_start):
+        return
+    # What is sent here is bounded by the batcher (reward_service.batcher owns back-pressure).
+    work: queue.Queue[object] = queue.Queue()
     cancelled: set[int] = set()
     receiver = threading.Thread(
         target=_receive,
-        args=(backend, jobs, work, out, cancelled),
+        args=(runtime.backend, jobs, work, cancelled),
         name="judge-prepare",
         daemon=True,
     )
@@ -105,41 +111,24 @@ def judge_worker_main(
         item = work.get()
         if item is _STOP:
             break
-        if isinstance(item, ReleaseModel):
-            started = time.perf_counter()
-            backend.release()
-            out.send(ReplicaReleased(time.perf_counter() - started))
-        elif isinstance(item, LoadModel):
-            if not _load(backend, local_device, out):
-                return
-            free_since = time.perf_counter()
-        elif isinstance(item, _Prepared):
+        if isinstance(item, _Prepared):
             if item.batch_id in cancelled:
                 cancelled.discard(item.batch_id)
-                out.send(BatchFailed(item.batch_id, "cancelled", "its clients went away"))
+                runtime.send(BatchFailed(item.batch_id, "cancelled", "its clients went away"))
             else:
-                out.send(_score(backend, item, free_since))
+                runtime.send(_score(runtime.backend, item, free_since))
                 free_since = time.perf_counter()
+            continue
+        if runtime.handle_lifecycle(item) is False:
+            return
+        free_since = time.perf_counter()
     logger.info("judge replica %d stopping", replica)
-
-
-def _load(backend: JudgeBackend, device: str, events: _LockedPipe) -> bool:
-    started = time.perf_counter()
-    try:
-        model = backend.load(device)
-    except Exception as exc:
-        logger.exception("the judge model could not be loaded on %s", device)
-        events.send(ReplicaLoadFailed(os.getpid(), f"{type(exc).__name__}: {exc}"))
-        return False
-    events.send(ReplicaReady(os.getpid(), model, time.perf_counter() - started))
-    return True
 
 
 def _receive(
     backend: JudgeBackend,
     jobs: Connection,
     work: queue.Queue[object],
-    events: _LockedPipe,
     cancelled: set[int],
 ) -> None:
     """Thread: take messages off the pipe in order; prepare batches as they come."""
@@ -158,46 +147,98 @@ def _receive(
             work.put(message)
             continue
         started = time.perf_counter()
+        items = message.decoded()
         try:
-            prepared = backend.prepare(message.decoded())
+            prepared = backend.prepare(items)
         except Exception:
-            logger.exception("preparing batch %d failed", message.batch_id)
-            events.send(
-                BatchFailed(message.batch_id, "backend_error", "preparing the batch failed")
-            )
-            continue
-        work.put(_Prepared(message.batch_id, prepared, started, time.perf_counter()))
+            # The model thread finds the culprit (see the module docstring).
+            logger.warning("preparing batch %d failed", message.batch_id, exc_info=True)
+            prepared = None
+        work.put(_Prepared(message.batch_id, items, prepared, started, time.perf_counter()))
 
 
 def _score(backend: JudgeBackend, item: _Prepared, free_since: float) -> JudgeEvent:
     """Run one prepared batch; ``free_since``: when the model finished its previous work."""
     started = time.perf_counter()
-    failed: BatchFailed | None = None
+    what = f"batch {item.batch_id}"
     try:
-        outputs = tuple(backend.score(item.work))
-    except DeviceOutOfMemory as exc:
-        logger.warning("batch %d: %s", item.batch_id, exc)
-        failed = BatchFailed(item.batch_id, "out_of_memory", str(exc))
-    except EndpointError as exc:  # a remote judge: its message is safe to pass on
-        logger.warning("batch %d: %s", item.batch_id, exc.message)
-        kind: FailureKind = "endpoint_unavailable" if exc.retryable else "endpoint_refused"
-        return BatchFailed(item.batch_id, kind, exc.message)
-    except Exception as exc:
-        if not is_out_of_memory(exc):
-            logger.exception("batch %d failed inside the model", item.batch_id)
-            return BatchFailed(item.batch_id, "backend_error", "the judge failed on this batch")
-        logger.warning("batch %d: out of device memory", item.batch_id)
-        failed = BatchFailed(item.batch_id, "out_of_memory", _OUT_OF_MEMORY)
-    if failed is not None:
-        # Only now, with the exception and the tensors its traceback held gone, can the
-        # allocator give their memory back; the replica then serves the next batch.
-        free_device_memory()
-        return failed
+        answers = _run(backend, item.items, item.work, what)
+        if isinstance(answers, Failure):
+            logger.warning("%s (%d items) failed; trying its parts", what, len(item.items))
+            answers = _split(backend, item.items, answers, what)
+    except _Unavailable as exc:
+        logger.warning("%s: %s", what, exc.error.message)
+        return BatchFailed(item.batch_id, "endpoint_unavailable", exc.error.message)
     return BatchDone(
         item.batch_id,
-        outputs,
+        tuple(answers),
         prepare_s=item.ready_at - item.received_at,
         score_s=time.perf_counter() - started,
         idle_s=max(0.0, item.received_at - free_since),
         stall_s=max(0.0, item.ready_at - max(free_since, item.received_at)),
+    )
+
+
+def _run(backend: JudgeBackend, items: Items, work: object, what: str) -> list[Answer] | Failure:
+    """One call of the model; any failure (a wrong number of answers too) is a Failure.
+    Raises _Unavailable when a remote endpoint is unavailable."""
+    if work is None:
+        return Failure("backend_error", "the judge could not prepare it")
+    expected = sum(len(item.questions) for item in items)
+
+    def score() -> list[Answer] | Failure:
+        try:
+            outputs: list[Answer] = list(backend.score(work))
+        except EndpointError as exc:  # a remote judge: its message is safe to pass on
+            if exc.retryable:
+                raise _Unavailable(exc) from None
+            return _Refused("backend_error", f"the judge endpoint refused it: {exc.message}")
+        if len(outputs) != expected:
+            logger.error("%s: %d answers for %d questions", what, len(outputs), expected)
+            return Failure("backend_error", "the judge gave a wrong number of answers")
+        return outputs
+
+    return ReplicaRuntime.guarded(
+        score,
+        what=what,
+        oom_types=(DeviceOutOfMemory,),
+        oom_message=_OUT_OF_MEMORY,
+        error_message="the judge failed on it",
+        passthrough=(_Unavailable,),
+    )
+
+
+def _split(backend: JudgeBackend, items: Items, failure: Failure, what: str) -> list[Answer]:
+    """Answers for ``items`` whose run together failed with ``failure``: each half is prepared
+    and run again, recursively; an item that fails on its own gets its failure."""
+    if len(items) == 1:
+        return [_failed_alone(failure)] * len(items[0].questions)
+    middle = len(items) // 2
+    answers: list[Answer] = []
+    for part in (items[:middle], items[middle:]):
+        try:
+            work = backend.prepare(part)
+        except Exception:
+            logger.warning("%s: preparing %d items failed", what, len(part), exc_info=True)
+            work = None
+        outputs = _run(backend, part, work, what)
+        if isinstance(outputs, Failure):
+            outputs = _split(backend, part, outputs, what)
+        answers.extend(outputs)
+    return answers
+
+
+def _failed_alone(failure: Failure) -> QuestionFailed:
+    if failure.kind == "out_of_memory":
+        return QuestionFailed(
+            "out_of_memory",
+            "out of device memory for this item even on its own; retry later, or send it with "
+            "smaller images",
+            retryable=True,
+        )
+    return QuestionFailed(
+        "endpoint_refused" if isinstance(failure, _Refused) else "backend_error",
+        f"{failure.message} (this item on its own; the other items of its batch were scored); "
+        "retrying it will not help",
+        retryable=False,
     )

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared_schemas import ErrorInfo, ErrorResponse
+from shared_schemas import ErrorInfo, ErrorResponse, ModelState
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        # Said in the envelope where the service knows: whether the same request can succeed
+        # later (e.g. a judge item that fails on its own: out of memory yes, an error no).
+        self.retryable: bool | None = None
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -102,8 +105,21 @@ class QueueFull(_RetryableError):
 
 
 class NotReady(_RetryableError):
+    """503: the service cannot take this now; ``model_state`` says where its model is."""
+
     status_code = 503
     error_type = "not_ready"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float = 1.0,
+        param: str | None = None,
+        model_state: ModelState | None = None,
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, param=param)
+        self.model_state = model_state
 
 
 class WorkerDied(_RetryableError):
@@ -158,9 +174,20 @@ def error_response(
     *,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    model_state: ModelState | None = None,
+    retryable: bool | None = None,
 ) -> JSONResponse:
-    body = ErrorResponse(error=ErrorInfo(type=error_type, message=message, param=param))
-    return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
+    info = ErrorInfo(
+        type=error_type,
+        message=message,
+        param=param,
+        model_state=model_state,
+        retryable=retryable,
+    )
+    # model_state and retryable are said only where they are known.
+    omit = {name for name in ("model_state", "retryable") if getattr(info, name) is None}
+    content = ErrorResponse(error=info).model_dump(mode="json", exclude={"error": omit})
+    return JSONResponse(content, status_code=status_code, headers=headers)
 
 
 def _validation_param(loc: tuple[object, ...]) -> str | None:
@@ -199,7 +226,13 @@ def install_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return error_response(
-            exc.status_code, exc.error_type, exc.message, param=exc.param, headers=exc.headers()
+            exc.status_code,
+            exc.error_type,
+            exc.message,
+            param=exc.param,
+            headers=exc.headers(),
+            model_state=getattr(exc, "model_state", None),
+            retryable=exc.retryable,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -37,7 +37,7 @@ def probe_router() -> APIRouter:
         source: ReadinessSource = request.app.state.readiness
         state = source.readiness()
         if not state.ready:
-            raise NotReady(state.detail, retry_after_s=5)
+            raise NotReady(state.detail, retry_after_s=5, model_state=state.model_state)
         return state
 
     @router.get("/metrics", response_class=Response)

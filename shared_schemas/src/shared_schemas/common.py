@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 API_PREFIX = "/v1"
 
+ModelState = Literal["loaded", "loading", "released", "failed"]
+"""Where a service's model is: serving (loaded), on its way (loading: starting, restarting or
+loading after a release), handed back (released: POST /v1/model/load brings it back), or given
+up on (failed: a replica kept failing; see the service log)."""
+
 
 class WireModel(BaseModel):
     """Base of every response (and every model on the wire): frozen; unknown fields are ignored,
@@ -30,6 +35,14 @@ class ErrorInfo(WireModel):
     param: str | None = Field(
         default=None, description="The request field at fault, when there is one."
     )
+    model_state: ModelState | None = Field(
+        default=None,
+        description="not_ready answers: where the model is (read this, never the message).",
+    )
+    retryable: bool | None = Field(
+        default=None,
+        description="Where the service knows: whether the same request can succeed later.",
+    )
 
 
 class ErrorResponse(WireModel):
@@ -47,6 +60,7 @@ class ReadyResponse(WireModel):
     detail: str = Field(description="Why the service is or is not ready.")
     workers_ready: int = Field(ge=0)
     workers_total: int = Field(ge=0)
+    model_state: ModelState = Field(default="loaded", description="Where the model is.")
 
 
 class ModelStateResponse(WireModel):
@@ -55,6 +69,9 @@ class ModelStateResponse(WireModel):
     action: Literal["release", "load"]
     seconds: float = Field(ge=0, description="How long the hand-over took.")
     loaded: bool = Field(description="Whether the model is on its device(s) now.")
+    model_state: ModelState = Field(
+        default="loaded", description="Where the model is once this hand-over is done."
+    )
 
 
 ModelSourceKind = Literal["hub", "local", "tiny", "random-full", "endpoint"]

@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from shared_schemas.common import ModelInfo, RequestModel, WireModel
+from shared_schemas.common import ModelInfo, ModelState, RequestModel, WireModel
 from shared_schemas.images import ImageData, ImageFormat
 
 MAX_SEED = 2**63 - 1
@@ -123,6 +123,7 @@ class EditorInfo(WireModel):
         description="Requests a client may keep outstanding without being refused: "
         "one running per worker plus the queue."
     )
+    model_state: ModelState = Field(default="loaded", description="Where the model is.")
 
 
 class OpenAIImage(WireModel):

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from shared_schemas.common import ModelInfo, RequestModel, WireModel
+from shared_schemas.common import ModelInfo, ModelState, RequestModel, WireModel
 from shared_schemas.images import ImageData
 
 ScoreMode = Literal["expected", "generate"]
@@ -185,4 +185,12 @@ class RewardInfo(WireModel):
         default_factory=lambda: list(SCORE_MODES),
         description="How the loaded judge can read a score: a remote endpoint that returns no "
         "log-probabilities supports generate only (found out by a probe at start-up).",
+    )
+    model_state: ModelState = Field(default="loaded", description="Where the model is.")
+    batches_out: int | None = Field(
+        default=None,
+        ge=1,
+        description="Batches the judge keeps on its replicas at once (pipeline depth x "
+        "replicas). To keep them full a client keeps one more batch of items in flight: "
+        "(batches_out + 1) x max_batch_images images. None from services older than this field.",
     )

@@ -111,13 +111,15 @@ class ScorePhase(Phase):
         self.gate = ReadinessGate("reward", client.is_ready, ctx.policy.probe_interval_s)
 
     def default_concurrency(self, info: RewardInfo) -> int:
-        """Enough requests in flight to keep every judge replica's two batches (one running, one
-        being prepared) full, plus one more batch forming, within the judge's queue.
-
-        The judge sizes batches in images; an item costs its protocol's images_per_item."""
+        """Enough requests in flight to keep the batches the judge keeps out (its /v1/info
+        ``batches_out``: pipeline depth x replicas) full, plus one more batch forming, within
+        the judge's queue. The judge sizes batches in images; an item costs its protocol's
+        images_per_item."""
         cost = self.protocol_info.images_per_item if self.protocol_info else 2
         per_batch = max(1, info.max_batch_images // max(1, cost))
-        batches = 2 * max(1, len(info.devices)) + 1
+        # A judge older than batches_out kept two per replica.
+        batches_out = info.batches_out or 2 * max(1, len(info.devices))
+        batches = batches_out + 1
         wanted = math.ceil(batches * per_batch / self.items_per_request)
         room = max(1, (info.queue_capacity + 2 * per_batch) // self.items_per_request)
         return max(1, min(wanted, room))

@@ -1,0 +1,65 @@
+"""The replica metrics both services export, under the same names and labels.
+
+``<service>_replica_state{replica,device,state}`` and ``<service>_replica_restarts_total
+{replica,device}`` are read from the replica set at scrape time (a collector), so they are never
+stale; model loads and GPU hand-overs are histograms observed by the replica set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from service_kit.processes import WorkerHandle
+
+REPLICA_STATES = ("starting", "ready", "released", "restarting", "failed", "stopped")
+
+
+class ReplicaMetrics:
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.model_load_seconds = Histogram(
+            f"{service}_model_load_seconds",
+            "Time a replica took to load its model.",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600),
+            registry=registry,
+        )
+        self.handover_seconds = Histogram(
+            f"{service}_handover_seconds",
+            "GPU hand-over time, by action (release: one replica's; load: until all serve).",
+            ["action"],
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self._replicas: Callable[[], Sequence[WorkerHandle]] = tuple
+        registry.register(_ReplicaCollector(service, lambda: self._replicas()))
+
+    def watch(self, replicas: Callable[[], Sequence[WorkerHandle]]) -> None:
+        """Where the replicas' states and restart counts are read at each scrape."""
+        self._replicas = replicas
+
+
+class _ReplicaCollector:
+    def __init__(self, service: str, replicas: Callable[[], Sequence[WorkerHandle]]) -> None:
+        self.service = service
+        self.replicas = replicas
+
+    def collect(self) -> Iterator[Metric]:
+        restarts = CounterMetricFamily(
+            f"{self.service}_replica_restarts",
+            "Worker processes started again after an exit, by replica.",
+            labels=["replica", "device"],
+        )
+        state = GaugeMetricFamily(
+            f"{self.service}_replica_state",
+            "1 for each replica's current state.",
+            labels=["replica", "device", "state"],
+        )
+        for replica in self.replicas():
+            labels = [str(replica.index), replica.device]
+            restarts.add_metric(labels, replica.restarts)
+            for name in REPLICA_STATES:
+                state.add_metric([*labels, name], float(replica.state == name))
+        yield restarts
+        yield state
