@@ -222,7 +222,7 @@ async def test_a_replica_that_cannot_load_says_why_and_a_given_up_set_is_failed(
     with pytest.raises(NotReady) as refused:
         h.set.check_admission()
     assert refused.value.model_state == "failed" and h.set.given_up()
-    assert "keeps failing" in h.set.readiness().detail
+    assert "keep failing" in h.set.readiness().detail
 
 
 async def test_draining_is_not_ready_and_refuses_work_while_the_model_stays_loaded() -> None:

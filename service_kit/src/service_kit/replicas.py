@@ -275,9 +275,10 @@ class ReplicaSet(Generic[R]):
         self._on_change()
 
     def _exited(self, replica: R, _exitcode: int | None) -> None:
+        # No dispatch here: the supervisor marks the replica restarting (or failed) only after
+        # this returns; its monitor pass dispatches next (_tick).
         self._on_exit(replica)
         self._notify()
-        self._on_change()
 
     def _tick(self, now: float) -> None:
         self._on_tick(now)
@@ -345,9 +346,13 @@ class ReplicaSet(Generic[R]):
         if self._wanted == "released":
             return f"the {noun} is released from its device(s); POST /v1/model/load first"
         if failed:
-            first = failed[0]
-            why = f"it failed to load: {first.failure}" if first.failure else "it keeps exiting"
-            return f"the {noun} keeps failing on {first.device} ({why}); see the service log"
+            first, which = failed[0], [r.index for r in failed]
+            why = (
+                f"failed to load on {first.device}: {first.failure}"
+                if first.failure
+                else (f"keeps exiting on {first.device}")
+            )
+            return f"the {noun} {why}; replica(s) {which} keep failing, see the service log"
         if loading:
             tried = [r.failure for r in loading if r.failure]
             if tried:
