@@ -16,7 +16,7 @@ from editor_service.openai_images import router as openai_router
 from editor_service.pool import PoolConfig, WorkerPool
 from editor_service.routes import router
 from service_kit.devices import resolve_devices
-from service_kit.wiring import include_api, install_common
+from service_kit.wiring import include_api, service_app
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def create_app(settings: EditorSettings) -> FastAPI:
         )
         pool = WorkerPool(settings.backend_spec(), config, metrics)
         app.state.pool = pool
-        app.state.readiness = pool
+        app.state.readiness = app.state.replicas = pool.replica_set
         app.state.lifecycle = pool  # the server drains it on SIGTERM (service_kit.serving)
         await pool.start()
         try:
@@ -49,14 +49,14 @@ def create_app(settings: EditorSettings) -> FastAPI:
             await pool.drain(settings.drain_timeout_s)
             await pool.stop()
 
-    app = FastAPI(
+    app = service_app(
         title="editbench editor",
         version=__version__,
         summary="Instruction-based image editing with Qwen-Image-Edit, one worker per GPU.",
         lifespan=lifespan,
+        settings=settings,
+        metrics=metrics,
+        router=router,
     )
-    app.state.settings = settings
-    install_common(app, settings, metrics)
-    include_api(app, router)
     include_api(app, openai_router)
     return app

@@ -38,7 +38,7 @@ from service_kit.errors import (
 )
 from service_kit.processes import SPAWN, RestartPolicy
 from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
-from shared_schemas import ModelState, ReadyResponse, WorkerInfo
+from shared_schemas import ModelState, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class WorkerPool:
         for pending in self._queue:
             self._fail(pending, error)
         self._queue.clear()
-        self.metrics.queue_depth.set(0)
+        self.metrics.admission.depth.set(0)
         for worker in self._busy_workers():
             assert worker.current is not None
             self._fail(worker.current, error)
@@ -210,7 +210,7 @@ class WorkerPool:
         in_flight = len(self._queue) + self._reserved + len(self._busy_workers())
         serving = len(self.replica_set.serving())
         if in_flight >= serving + self.config.queue_capacity:
-            self.metrics.rejected.labels("queue_full").inc()
+            self.metrics.admission.rejected.labels("queue_full").inc()
             raise QueueFull(
                 f"{in_flight} jobs are running or waiting; the service takes "
                 f"{serving} running + {self.config.queue_capacity} waiting",
@@ -237,7 +237,7 @@ class WorkerPool:
             ticket=next(self._tickets),
         )
         self._queue.append(pending)
-        self.metrics.queue_depth.set(len(self._queue))
+        self.metrics.admission.depth.set(len(self._queue))
         self._dispatch()
         try:
             return await asyncio.shield(pending.future)
@@ -251,11 +251,11 @@ class WorkerPool:
 
     def _abandon(self, pending: _Pending) -> None:
         """The client went away: drop a queued job; ask a running one to stop at its next step."""
-        self.metrics.client_disconnects.inc()
+        self.metrics.admission.disconnects.inc()
         pending.future.cancel()  # nobody will read its outcome
         if pending in self._queue:
             self._queue.remove(pending)
-            self.metrics.queue_depth.set(len(self._queue))
+            self.metrics.admission.depth.set(len(self._queue))
             logger.info("job %s dropped from the queue: client went away", pending.job.job_id)
             return
         for worker in self.workers:
@@ -275,9 +275,9 @@ class WorkerPool:
                 break
             pending.dispatched_at = now
             worker.current = pending
-            self.metrics.queue_wait.observe(now - pending.accepted_at)
+            self.metrics.admission.wait.observe(now - pending.accepted_at)
             self.replica_set.send(worker, RunJob(pending.job, pending.ticket))
-        self.metrics.queue_depth.set(len(self._queue))
+        self.metrics.admission.depth.set(len(self._queue))
 
     def _next_pending(self, now: float) -> _Pending | None:
         while self._queue:
@@ -291,7 +291,7 @@ class WorkerPool:
         return None
 
     def _expire(self, pending: _Pending, now: float) -> None:
-        self.metrics.rejected.labels("deadline").inc()
+        self.metrics.admission.rejected.labels("deadline").inc()
         waited = now - pending.accepted_at
         self._fail(
             pending,
@@ -384,23 +384,7 @@ class WorkerPool:
     def _busy_workers(self) -> list[_Worker]:
         return [w for w in self.workers if w.current is not None]
 
-    # ----------------------------------------------------------------- GPU hand-over
-
-    async def release(self) -> float:
-        """Free every worker's device memory (after admitted jobs finish); returns seconds.
-
-        New requests are refused (503) from the moment this is called."""
-        return await self.replica_set.release()
-
-    async def load(self) -> float:
-        """Load the model on every released worker; returns seconds until all are serving."""
-        return await self.replica_set.load()
-
     # ----------------------------------------------------------------- views
-
-    @property
-    def loaded(self) -> bool:
-        return self.replica_set.loaded
 
     def model_state(self) -> ModelState:
         return self.replica_set.model_state()
@@ -425,7 +409,3 @@ class WorkerPool:
             )
             for w in self.workers
         ]
-
-    def readiness(self) -> ReadyResponse:
-        """Ready when every worker has loaded once, none was given up on, one is serving."""
-        return self.replica_set.readiness()

@@ -10,13 +10,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from editor_service import __version__
-from editor_service.backends.base import EditJob, LoadedModel
+from editor_service.backends.base import EditJob
 from editor_service.codecs import decode_to_rgb, encode_rgb, inspect_source
 from editor_service.config import EditorSettings
 from editor_service.pool import EditResult, WorkerPool
 from service_kit.decoding import DecodeGate
 from service_kit.disconnect import cancel_on_disconnect
-from service_kit.responses import json_response
+from service_kit.responses import json_response, model_info
 from service_kit.text_safety import check_user_text
 from shared_schemas import (
     EditorInfo,
@@ -24,8 +24,6 @@ from shared_schemas import (
     EditResponse,
     EditTimings,
     ErrorResponse,
-    ModelInfo,
-    ModelStateResponse,
 )
 
 router = APIRouter(prefix="/v1", tags=["edits"])
@@ -47,19 +45,6 @@ def get_settings(request: Request) -> EditorSettings:
 
 PoolDep = Annotated[WorkerPool, Depends(get_pool)]
 SettingsDep = Annotated[EditorSettings, Depends(get_settings)]
-
-
-def model_info(model: LoadedModel) -> ModelInfo:
-    return ModelInfo(
-        id=model.id,
-        source=model.source,
-        revision=model.revision,
-        model_class=model.model_class,
-        dtype=model.dtype,
-        meaningful=model.meaningful,
-        options=dict(model.details),
-        deterministic=model.details.get("deterministic") is True,
-    )
 
 
 async def _edit(
@@ -125,26 +110,6 @@ async def create_edit(
         ),
     )
     return json_response(answer)
-
-
-@router.post("/model/release", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
-async def release_model(pool: PoolDep) -> ModelStateResponse:
-    """Free the GPU memory of every worker (after running jobs finish), e.g. for the judge."""
-    seconds = await pool.release()
-    state = pool.model_state()
-    return ModelStateResponse(
-        action="release", seconds=seconds, loaded=state == "loaded", model_state=state
-    )
-
-
-@router.post("/model/load", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
-async def load_model(pool: PoolDep) -> ModelStateResponse:
-    """Load the model onto every worker's device again; answers once all are serving."""
-    seconds = await pool.load()
-    state = pool.model_state()
-    return ModelStateResponse(
-        action="load", seconds=seconds, loaded=state == "loaded", model_state=state
-    )
 
 
 @router.get("/info", response_model=EditorInfo, tags=["service"])

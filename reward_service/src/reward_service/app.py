@@ -21,7 +21,7 @@ from reward_service.routes import router
 from reward_service.scorer import ItemWork, item_cost
 from service_kit.json_body import document_json_bodies
 from service_kit.processes import RestartPolicy
-from service_kit.wiring import include_api, install_common
+from service_kit.wiring import service_app
 from shared_schemas import ScoreRequest
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             batches_out=len(devices) * settings.pipeline_depth,  # the one back-pressure owner
         )
         judge.work_in_flight = batcher.in_flight  # a release waits for admitted work
-        app.state.judge = app.state.readiness = judge
+        app.state.judge = judge
+        app.state.readiness = app.state.replicas = judge.replica_set
         app.state.batcher = batcher
         app.state.lifecycle = _Lifecycle(judge, batcher)  # drained on SIGTERM (service_kit)
         await judge.start()
@@ -97,15 +98,15 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             await batcher.stop(settings.drain_timeout_s)
             await judge.stop()
 
-    app = FastAPI(
+    app = service_app(
         title="editbench reward",
         version=__version__,
         summary="A Qwen3-VL judge for image edits: expected or generated 0-10 scores, batched.",
         lifespan=lifespan,
+        settings=settings,
+        metrics=metrics,
+        router=router,
     )
-    app.state.settings = settings
     app.state.protocols = registry
-    install_common(app, settings, metrics)
-    include_api(app, router)
     document_json_bodies(app, ScoreRequest)
     return app

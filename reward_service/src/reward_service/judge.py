@@ -45,7 +45,7 @@ from service_kit.images import RGBImage
 from service_kit.processes import RestartPolicy
 from service_kit.replica_metrics import ReplicaMetrics
 from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
-from shared_schemas import ModelState, ReadyResponse
+from shared_schemas import ModelState
 
 logger = logging.getLogger(__name__)
 
@@ -124,14 +124,6 @@ class Judge:
         await self.replica_set.stop()
         for replica in self.replicas:
             self._fail_outstanding(replica, NotReady("the service is shutting down"))
-
-    async def release(self) -> float:
-        """Free every replica's device memory once the admitted work is answered."""
-        return await self.replica_set.release()
-
-    async def load(self) -> float:
-        """Load the model on every released replica; returns once they answer."""
-        return await self.replica_set.load()
 
     # ----------------------------------------------------------------- work
 
@@ -251,9 +243,6 @@ class Judge:
         if model is None:  # admitted only once a replica has loaded, so never here
             raise NotReady(self.replica_set.readiness().detail, retry_after_s=10)
         return model
-
-    def readiness(self) -> ReadyResponse:
-        return self.replica_set.readiness()
 
 
 def _item_result(answers: tuple[Answer, ...]) -> tuple[QuestionOutput, ...] | ServiceError:

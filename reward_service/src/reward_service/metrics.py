@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from reward_service.messages import BatchDone
 from service_kit.metrics import ServiceMetrics
-from service_kit.replica_metrics import ReplicaMetrics
+from service_kit.replica_metrics import AdmissionMetrics, ReplicaMetrics
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -39,15 +39,6 @@ class RewardMetrics(ServiceMetrics):
         self.batches = Counter(
             "reward_batches_total", "Model calls, by outcome (ok, failed).", ["outcome"], registry=r
         )
-        self.queue_depth_gauge = Gauge(
-            "reward_queue_depth", "Questions waiting for a batch.", registry=r
-        )
-        self.queue_wait_seconds = Histogram(
-            "reward_queue_wait_seconds",
-            "Time questions waited for their batch to start.",
-            buckets=_SECONDS_BUCKETS,
-            registry=r,
-        )
         self.items = Counter(
             "reward_items_total",
             "Items answered, by protocol, mode and outcome (scored, unscored).",
@@ -64,17 +55,6 @@ class RewardMetrics(ServiceMetrics):
             "reward_score_mass",
             "expected mode: the probability the judge gave to answering with a score at all.",
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0),
-            registry=r,
-        )
-        self.rejected_requests = Counter(
-            "reward_rejected_total",
-            "Requests refused or dropped before the model, by reason (queue_full, deadline).",
-            ["reason"],
-            registry=r,
-        )
-        self.client_disconnects = Counter(
-            "reward_client_disconnects_total",
-            "Requests whose client went away before the answer.",
             registry=r,
         )
         self.worker_seconds = Histogram(
@@ -105,6 +85,9 @@ class RewardMetrics(ServiceMetrics):
             ["replica", "device"],
             registry=r,
         )
+        self.admission = AdmissionMetrics(
+            "reward", r, unit="Questions", wait_buckets=_SECONDS_BUCKETS
+        )
         self.replicas = ReplicaMetrics("reward", r)  # state, restarts, loads, hand-overs
 
     def worker_batch(self, replica: int, device: str, done: BatchDone) -> None:
@@ -124,13 +107,13 @@ class RewardMetrics(ServiceMetrics):
         self.batches.labels("ok" if ok else "failed").inc()
 
     def queue_depth(self, depth: int) -> None:
-        self.queue_depth_gauge.set(depth)
+        self.admission.depth.set(depth)
 
     def queue_wait(self, seconds: float) -> None:
-        self.queue_wait_seconds.observe(seconds)
+        self.admission.wait.observe(seconds)
 
     def rejected(self, reason: str) -> None:
-        self.rejected_requests.labels(reason).inc()
+        self.admission.rejected.labels(reason).inc()
 
     def abandoned(self) -> None:
-        self.client_disconnects.inc()
+        self.admission.disconnects.inc()

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from reward_service import __version__
-from reward_service.backends.base import LoadedModel, QuestionOutput
+from reward_service.backends.base import QuestionOutput
 from reward_service.batcher import MicroBatcher
 from reward_service.config import RewardSettings
 from reward_service.judge import Judge
@@ -29,13 +29,12 @@ from reward_service.scorer import (
 )
 from service_kit.decoding import DecodeGate
 from service_kit.disconnect import cancel_on_disconnect
-from service_kit.errors import InvalidInput, NotFound, NotReady
+from service_kit.errors import InvalidInput, NotFound
 from service_kit.json_body import json_body, json_body_openapi
+from service_kit.responses import model_info
 from service_kit.text_safety import check_user_text
 from shared_schemas import (
     ErrorResponse,
-    ModelInfo,
-    ModelStateResponse,
     ProtocolDefinition,
     ProtocolsResponse,
     RewardInfo,
@@ -81,19 +80,6 @@ JudgeDep = Annotated[Judge, Depends(get_judge)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 ProtocolsDep = Annotated[ProtocolRegistry, Depends(get_protocols)]
 SettingsDep = Annotated[RewardSettings, Depends(get_settings)]
-
-
-def model_info(model: LoadedModel) -> ModelInfo:
-    return ModelInfo(
-        id=model.id,
-        source=model.source,
-        revision=model.revision,
-        model_class=model.model_class,
-        dtype=model.dtype,
-        meaningful=model.meaningful,
-        options=dict(model.details),
-        deterministic=model.deterministic,
-    )
 
 
 def request_id(request: Request) -> str:
@@ -179,26 +165,6 @@ async def get_protocol(name: str, protocols: ProtocolsDep) -> ProtocolDefinition
     return ProtocolDefinition(
         info=protocol.info(), definition=protocol.spec.model_dump(mode="json")
     )
-
-
-@router.post("/model/release", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
-async def release_model(judge: JudgeDep) -> ModelStateResponse:
-    """Free the judge's GPU memory (after the running batch), e.g. for the editor."""
-    seconds = await judge.release()
-    state = judge.model_state()
-    return ModelStateResponse(
-        action="release", seconds=seconds, loaded=state == "loaded", model_state=state
-    )
-
-
-@router.post("/model/load", response_model=ModelStateResponse, responses=ERRORS, tags=["model"])
-async def load_model(judge: JudgeDep) -> ModelStateResponse:
-    """Load the judge onto its device(s) again; answers once every replica is ready."""
-    seconds = await judge.load()
-    state = judge.model_state()
-    if state != "loaded":  # released again meanwhile, or a replica could not load
-        raise NotReady(judge.readiness().detail, retry_after_s=30, model_state=state)
-    return ModelStateResponse(action="load", seconds=seconds, loaded=True, model_state=state)
 
 
 @router.get("/info", response_model=RewardInfo, tags=["service"])

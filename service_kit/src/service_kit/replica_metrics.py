@@ -1,4 +1,4 @@
-"""The replica metrics both services export, under the same names and labels.
+"""The replica and admission metrics both services export, under the same names and labels.
 
 ``<service>_replica_state{replica,device,state}`` and ``<service>_replica_restarts_total
 {replica,device}`` are read from the replica set at scrape time (a collector), so they are never
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from service_kit.processes import WorkerHandle
@@ -38,6 +38,37 @@ class ReplicaMetrics:
     def watch(self, replicas: Callable[[], Sequence[WorkerHandle]]) -> None:
         """Where the replicas' states and restart counts are read at each scrape."""
         self._replicas = replicas
+
+
+class AdmissionMetrics:
+    """The queue in front of the replicas: its depth and wait, refusals and disconnects."""
+
+    def __init__(
+        self,
+        service: str,
+        registry: CollectorRegistry,
+        *,
+        unit: str,
+        wait_buckets: tuple[float, ...],
+    ) -> None:
+        self.depth = Gauge(f"{service}_queue_depth", f"{unit} waiting.", registry=registry)
+        self.wait = Histogram(
+            f"{service}_queue_wait_seconds",
+            f"Time {unit.lower()} waited to start.",
+            buckets=wait_buckets,
+            registry=registry,
+        )
+        self.rejected = Counter(
+            f"{service}_rejected_total",
+            "Requests refused or dropped before the model, by reason (queue_full, deadline).",
+            ["reason"],
+            registry=registry,
+        )
+        self.disconnects = Counter(
+            f"{service}_client_disconnects_total",
+            "Requests whose client went away before the answer.",
+            registry=registry,
+        )
 
 
 class _ReplicaCollector:

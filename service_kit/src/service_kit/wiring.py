@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -11,6 +13,7 @@ from service_kit.body_limit import BodyLimitMiddleware
 from service_kit.decoding import DecodeGate
 from service_kit.errors import install_exception_handlers
 from service_kit.metrics import HttpMetricsMiddleware, ServiceMetrics
+from service_kit.model_routes import model_router
 from service_kit.probes import probe_router
 from service_kit.settings import ServiceSettings
 from shared_schemas import ErrorResponse
@@ -40,3 +43,23 @@ def include_api(app: FastAPI, router: APIRouter) -> None:
         else {}
     )
     app.include_router(router, dependencies=api_key_dependencies(keys), responses=responses)
+
+
+def service_app(
+    *,
+    title: str,
+    version: str,
+    summary: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    settings: ServiceSettings,
+    metrics: ServiceMetrics,
+    router: APIRouter,
+) -> FastAPI:
+    """A service's app: its lifespan and settings, the common parts, its own routes and the
+    model hand-over routes (its lifespan sets ``app.state.replicas``)."""
+    app = FastAPI(title=title, version=version, summary=summary, lifespan=lifespan)
+    app.state.settings = settings
+    install_common(app, settings, metrics)
+    include_api(app, router)
+    include_api(app, model_router())
+    return app
