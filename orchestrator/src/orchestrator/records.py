@@ -151,6 +151,7 @@ class ScoreRecord(JobRecord):
     protocol: str
     mode: str
     protocol_hash: str | None = None
+    deterministic: bool | None = None  # scored in the judge's deterministic mode (issue 19)
     scored: bool | None = None
     sc: float | None = None
     pq: float | None = None
@@ -211,6 +212,7 @@ class ResultRow(RecordModel):
     questions: list[QuestionScore] | None = None
     protocol: str | None = None
     protocol_hash: str | None = None
+    deterministic: bool | None = None
     mode: str | None = None
     judge_model: str | None = None
     judge_meaningful: bool | None = None

@@ -114,6 +114,7 @@ def _score_fields(score: ScoreRecord | None) -> dict[str, object]:
         "questions": result.questions if result else None,
         "protocol": score.protocol,
         "protocol_hash": score.protocol_hash,
+        "deterministic": score.deterministic,
         "mode": score.mode,
         "judge_model": model_name(score.model),
         "judge_meaningful": score.model.meaningful if score.model else None,

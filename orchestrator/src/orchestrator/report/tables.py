@@ -162,6 +162,7 @@ CSV_COLUMNS = (
     "judge_model",
     "protocol",
     "protocol_hash",
+    "deterministic",
     "mode",
     "error",
 )
