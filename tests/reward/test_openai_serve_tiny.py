@@ -103,16 +103,19 @@ def item(seed: int) -> dict[str, Any]:
     }
 
 
-def test_info_names_the_endpoint_model_and_offers_generate_mode_only(served: Any) -> None:
+def test_info_names_the_endpoint_model_and_offers_generate_mode_only(
+    served: Any, model_cache: Path
+) -> None:
+    folder_name = ensure_tiny_folder(model_cache, "dense").name  # the folder served above
     response = httpx.get(f"{served.url}/v1/info", timeout=10)
     assert response.status_code == 200
     info = RewardInfo.model_validate(response.json())
     assert info.model is not None
     assert info.model.source == "endpoint"
     assert info.model.meaningful is True
-    assert info.model.id.endswith("tiny-qwen3-vl-dense-v1")
+    assert info.model.id.endswith(folder_name)
     reported = info.model.options["endpoint_model"]
-    assert isinstance(reported, str) and "tiny-qwen3-vl-dense-v1" in reported
+    assert isinstance(reported, str) and folder_name in reported
     assert info.modes == ["generate"]  # transformers serve returns no log-probabilities
     assert SECRET not in response.text
 
