@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from editor_service.backends.base import (
     BackendSpec,
@@ -29,6 +29,7 @@ from editor_service.backends.speed_modes import (
     enable_step_schedule,
     quantize_fp8,
 )
+from service_kit.dtypes import resolve_dtype
 from service_kit.model_source import (
     ModelSource,
     SourceKind,
@@ -38,9 +39,6 @@ from service_kit.model_source import (
     snapshot_revision,
 )
 from service_kit.text_safety import control_token_in, reserved_strings
-
-if TYPE_CHECKING:
-    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +55,6 @@ BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
     "random-full": ("random-full", "edit"),
     "random-full-plus": ("random-full", "edit-plus"),
 }
-
-
-def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """``auto``: bfloat16 on accelerators, float32 on the CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unknown dtype {name!r}")
-    return dtype
 
 
 def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, Any]:

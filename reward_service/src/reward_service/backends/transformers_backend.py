@@ -28,14 +28,14 @@ from reward_service.backends.base import (
     LoadedModel,
     QuestionOutput,
 )
-from reward_service.backends.hf.loading import BUILTIN_SOURCES, load_judge, resolve_dtype
+from reward_service.backends.hf.loading import BUILTIN_SOURCES, load_judge
 from reward_service.backends.hf.passes import Passes
 from reward_service.backends.hf.planning import Planner, PlanOptions, PreparedBatch
 from reward_service.backends.score_tokens import digit_token_ids
 from service_kit.model_source import ModelSource, parse_model_source
 from service_kit.oom import free_device_memory
 
-__all__ = ["BUILTIN_SOURCES", "PreparedBatch", "TransformersJudgeBackend", "resolve_dtype"]
+__all__ = ["BUILTIN_SOURCES", "PreparedBatch", "TransformersJudgeBackend"]
 
 
 def option_flag(options: dict[str, Any], name: str, default: bool) -> bool:

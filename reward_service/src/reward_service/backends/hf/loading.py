@@ -11,9 +11,10 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reward_service.backends.base import BackendSpec, LoadedModel
+from service_kit.dtypes import resolve_dtype
 from service_kit.model_source import (
     ModelSource,
     SourceKind,
@@ -23,9 +24,6 @@ from service_kit.model_source import (
 )
 from service_kit.text_safety import reserved_strings
 
-if TYPE_CHECKING:
-    import torch
-
 logger = logging.getLogger(__name__)
 
 BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
@@ -33,18 +31,6 @@ BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
     "tiny-moe": ("tiny", "moe"),
     "random-full": ("random-full", "moe"),
 }
-
-
-def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """``auto``: bfloat16 on accelerators, float32 on the CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unknown dtype {name!r}")
-    return dtype
 
 
 @dataclass(frozen=True, slots=True)
