@@ -152,6 +152,13 @@ class DiffusersEditBackend:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         self.device = device
+        if type(pipe) is diffusers.QwenImageEditPipeline:
+            # Shares every component (no extra memory): masks work on Edit checkpoints. Built from
+            # the components, not with from_pipe: from_pipe casts the shared modules to its own
+            # dtype argument (float32 by default), which turned a bf16 model into a float32 one
+            # (and made the compiled blocks recompile for it).
+            self.inpaint_pipe = diffusers.QwenImageEditInpaintPipeline(**pipe.components)
+            self.inpaint_pipe.set_progress_bar_config(disable=True)
         applied = apply_tuning(pipe, self.spec.options, device)
         if self.spec.options.get("deterministic"):
             applied["deterministic"] = True
@@ -165,12 +172,8 @@ class DiffusersEditBackend:
             applied or "no tuning",
         )
         if applied.get("compile"):
-            self._warm_up()
+            self._warm_up()  # the last thing load does: nothing may change the model after it
         plus = isinstance(pipe, diffusers.QwenImageEditPlusPipeline)
-        if type(pipe) is diffusers.QwenImageEditPipeline:
-            # Shares every component (no extra memory): masks work on Edit checkpoints.
-            self.inpaint_pipe = diffusers.QwenImageEditInpaintPipeline.from_pipe(pipe)
-            self.inpaint_pipe.set_progress_bar_config(disable=True)
         return LoadedModel(
             id=source.name,
             source=source.kind,
