@@ -157,7 +157,8 @@ class DiffusersEditBackend:
             # the components, not with from_pipe: from_pipe casts the shared modules to its own
             # dtype argument (float32 by default), which turned a bf16 model into a float32 one
             # (and made the compiled blocks recompile for it).
-            self.inpaint_pipe = diffusers.QwenImageEditInpaintPipeline(**pipe.components)
+            components: dict[str, Any] = pipe.components  # type: ignore[attr-defined]
+            self.inpaint_pipe = diffusers.QwenImageEditInpaintPipeline(**components)
             self.inpaint_pipe.set_progress_bar_config(disable=True)
         applied = apply_tuning(pipe, self.spec.options, device)
         if self.spec.options.get("deterministic"):
