@@ -1,7 +1,8 @@
 """Fake editing backends, for tests about queueing, HTTP and faults (never about models).
 
 Selected like any custom backend: ``EditorSettings(backend="tests.support.fake_editors:Class")``.
-Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s``, ``fail_load``.
+Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s``, ``fail_load``,
+``start_log`` (a file each edit appends its instruction to as it starts).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class MirrorEditBackend:
             raise DeviceOutOfMemory("fake out of memory")
         if job.instruction == "crash":
             raise RuntimeError("fake crash inside the model")
+        if log := self.options.get("start_log"):  # the order jobs start in, for fairness tests
+            with open(log, "a") as starts:
+                starts.write(job.instruction + "\n")
         steps = max(1, job.num_inference_steps)
         delay = float(self.options.get("edit_delay_s", 0))
         for _ in range(steps):

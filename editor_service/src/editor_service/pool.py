@@ -10,7 +10,6 @@ fails (503) and the worker is restarted with backoff.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
@@ -36,6 +35,7 @@ from service_kit.errors import (
     ServiceError,
     WorkerDied,
 )
+from service_kit.fairness import ANONYMOUS, RoundRobin, current_client
 from service_kit.processes import SPAWN, RestartPolicy
 from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
 from shared_schemas import ModelState, WorkerInfo
@@ -75,6 +75,7 @@ class _Pending:
     accepted_at: float
     deadline: float
     ticket: int  # names the job to its worker's cancel flag
+    client: str = ANONYMOUS  # who sent it: the queue takes clients in turn
     dispatched_at: float | None = None
 
 
@@ -126,7 +127,8 @@ class WorkerPool:
             on_tick=self._tick,
             extra_args=self._cancel_flag,
         )
-        self._queue: collections.deque[_Pending] = collections.deque()
+        # Fair sharing: one FIFO per client, taken in turn (service_kit.fairness).
+        self._queue: RoundRobin[_Pending] = RoundRobin(lambda p: p.client)
         self._reserved = 0
         self._tickets = itertools.count(1)
         self._drain_deadline: float | None = None
@@ -170,7 +172,7 @@ class WorkerPool:
         for pending in self._queue:
             self._fail(pending, error)
         self._queue.clear()
-        self.metrics.admission.depth.set(0)
+        self._queued()
         for worker in self._busy_workers():
             assert worker.current is not None
             self._fail(worker.current, error)
@@ -235,9 +237,10 @@ class WorkerPool:
             accepted_at=now,
             deadline=now + self.config.request_timeout_s,
             ticket=next(self._tickets),
+            client=current_client(),
         )
         self._queue.append(pending)
-        self.metrics.admission.depth.set(len(self._queue))
+        self._queued()
         self._dispatch()
         try:
             return await asyncio.shield(pending.future)
@@ -255,7 +258,7 @@ class WorkerPool:
         pending.future.cancel()  # nobody will read its outcome
         if pending in self._queue:
             self._queue.remove(pending)
-            self.metrics.admission.depth.set(len(self._queue))
+            self._queued()
             logger.info("job %s dropped from the queue: client went away", pending.job.job_id)
             return
         for worker in self.workers:
@@ -275,9 +278,12 @@ class WorkerPool:
                 break
             pending.dispatched_at = now
             worker.current = pending
-            self.metrics.admission.wait.observe(now - pending.accepted_at)
+            self.metrics.admission.waited(pending.client, now - pending.accepted_at)
             self.replica_set.send(worker, RunJob(pending.job, pending.ticket))
-        self.metrics.admission.depth.set(len(self._queue))
+        self._queued()
+
+    def _queued(self) -> None:
+        self.metrics.admission.queued(self._queue.depths())
 
     def _next_pending(self, now: float) -> _Pending | None:
         while self._queue:

@@ -10,6 +10,7 @@ retry.py): a client method is one attempt.
 from __future__ import annotations
 
 import email.utils
+import getpass
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -145,10 +146,28 @@ class Timeouts:
         )
 
 
-def make_http_client(timeouts: Timeouts | None = None, **kwargs: object) -> httpx.AsyncClient:
-    """The one AsyncClient a run shares between both services (kwargs: transport, for tests)."""
+CLIENT_HEADER = "X-Editbench-Client"
+"""Who the requests are from, for the services' fair sharing (ignored where API keys are on:
+there the key names the client)."""
+
+
+def client_name(run: str | None = None) -> str:
+    """``<user>/<run folder name>`` (or just the user), as the services' fair sharing sees us."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        user = "unknown"
+    return f"{user}/{run}" if run else user
+
+
+def make_http_client(
+    timeouts: Timeouts | None = None, *, client: str | None = None, **kwargs: object
+) -> httpx.AsyncClient:
+    """The one AsyncClient a run shares between both services (kwargs: transport, for tests);
+    every request says ``client`` (default: the user) in X-Editbench-Client."""
     return httpx.AsyncClient(
         timeout=(timeouts or Timeouts()).httpx(),
+        headers={CLIENT_HEADER: client or client_name()},
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
         follow_redirects=False,
         **kwargs,  # type: ignore[arg-type]

@@ -23,7 +23,13 @@ from orchestrator.benchmarks import (
     load_benchmark,
     select_items,
 )
-from orchestrator.clients import EditorClient, RewardClient, Timeouts, make_http_client
+from orchestrator.clients import (
+    EditorClient,
+    RewardClient,
+    Timeouts,
+    client_name,
+    make_http_client,
+)
 from orchestrator.config import RunSettings
 from orchestrator.endpoints import close_clients, endpoint_records, open_clients
 from orchestrator.handover import GpuSharing, Handover
@@ -157,7 +163,9 @@ async def run_benchmark(
         pooled: list[EditorClient | RewardClient] = []
         try:
             async with make_http_client(
-                Timeouts(read_s=settings.request_timeout_s), **extra
+                Timeouts(read_s=settings.request_timeout_s),
+                client=client_name(Path(out).name),
+                **extra,
             ) as http:
                 editor, reward = await open_clients(
                     http,

@@ -30,7 +30,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -43,6 +43,7 @@ from service_kit.errors import (
     QueueFull,
     ServiceError,
 )
+from service_kit.fairness import ANONYMOUS, current_client, round_robin
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +74,16 @@ class BatchObserver(Protocol):
     """What the batcher reports (metrics); every method must be cheap and never raise."""
 
     def batch_done(self, size: int, submissions: int, seconds: float, ok: bool) -> None: ...
-    def queue_depth(self, depth: int) -> None: ...
-    def queue_wait(self, seconds: float) -> None: ...
+    def queue_depth(self, by_client: Mapping[str, int]) -> None: ...
+    def queue_wait(self, seconds: float, client: str) -> None: ...
     def rejected(self, reason: str) -> None: ...
     def abandoned(self) -> None: ...
 
 
 class _NullObserver:
     def batch_done(self, size: int, submissions: int, seconds: float, ok: bool) -> None: ...
-    def queue_depth(self, depth: int) -> None: ...
-    def queue_wait(self, seconds: float) -> None: ...
+    def queue_depth(self, by_client: Mapping[str, int]) -> None: ...
+    def queue_wait(self, seconds: float, client: str) -> None: ...
     def rejected(self, reason: str) -> None: ...
     def abandoned(self) -> None: ...
 
@@ -94,6 +95,7 @@ class _Submission(Generic[O]):
     results: list[Completed[O] | None]
     submitted_at: float
     deadline: float
+    client: str = ANONYMOUS  # who sent it: batches take clients in turn
     remaining: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -191,7 +193,7 @@ class MicroBatcher(Generic[I, O]):
         for unit in list(self._queue):
             _fail(unit.submission, NotReady("the service is shutting down", retry_after_s=10))
         self._queue.clear()
-        self._observer.queue_depth(0)
+        self._depth_changed()
         for task in list(self._tasks):
             task.cancel()  # a cancelled batch answers its requests 503
 
@@ -264,12 +266,13 @@ class MicroBatcher(Generic[I, O]):
             results=[None] * len(items),
             submitted_at=now,
             deadline=now + self.timeout_s,
+            client=current_client(),
         )
         self._queue.extend(
             _Unit(item, self._key(item), submission, i, max(1, self._cost(item)))
             for i, item in enumerate(items)
         )
-        self._observer.queue_depth(len(self._queue))
+        self._depth_changed()
         self._wakeup.set()
         try:
             return await asyncio.shield(submission.future)
@@ -336,23 +339,28 @@ class MicroBatcher(Generic[I, O]):
             live.append(unit)
         if len(live) != len(self._queue):
             self._queue = live
-            self._observer.queue_depth(len(live))
+            self._depth_changed()
 
     def _take(self, key: Hashable) -> list[_Unit[I, O]]:
         batch: list[_Unit[I, O]] = []
-        rest: collections.deque[_Unit[I, O]] = collections.deque()
         cost = 0
-        for unit in self._queue:
-            # Oldest first, while the budget allows (one unit always goes, even if over it).
+        # Fair sharing: clients in turn, each client's units oldest first (service_kit.fairness).
+        for unit in round_robin([u for u in self._queue if u.key == key], _client_of):
+            # While the budget allows (one unit always goes, even if over it).
             fits = not batch or cost + unit.cost <= self.max_batch_cost
-            if unit.key == key and fits and cost < self.max_batch_cost:
+            if fits and cost < self.max_batch_cost:
                 batch.append(unit)
                 cost += unit.cost
-            else:
-                rest.append(unit)
-        self._queue = rest
-        self._observer.queue_depth(len(rest))
+        taken = {id(u) for u in batch}
+        self._queue = collections.deque(u for u in self._queue if id(u) not in taken)
+        self._depth_changed()
         return batch
+
+    def _depth_changed(self) -> None:
+        by_client: collections.Counter[str] = collections.Counter()
+        for unit in self._queue:
+            by_client[unit.submission.client] += 1
+        self._observer.queue_depth(by_client)
 
     async def _run(self, batch: list[_Unit[I, O]]) -> None:
         number = next(self._numbers)
@@ -368,7 +376,8 @@ class MicroBatcher(Generic[I, O]):
                     return
                 started = time.monotonic()
                 for unit in batch:
-                    self._observer.queue_wait(started - unit.submission.submitted_at)
+                    waited = started - unit.submission.submitted_at
+                    self._observer.queue_wait(waited, unit.submission.client)
                 outputs = await self._unless_abandoned(self._run_batch(packed), submissions)
                 if outputs is None:
                     logger.info("batch %d (%s): every client went away; cancelled", number, labels)
@@ -443,6 +452,10 @@ class MicroBatcher(Generic[I, O]):
         ema = self._batch_s_ema
         self._batch_s_ema = duration if ema is None else 0.8 * ema + 0.2 * duration
         self._observer.batch_done(size, submissions, duration, ok)
+
+
+def _client_of(unit: _Unit[Any, Any]) -> str:
+    return unit.submission.client
 
 
 def _deliver(unit: _Unit[I, O], completed: Completed[O]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Histogram
 
 from reward_service.messages import BatchDone
@@ -106,11 +108,11 @@ class RewardMetrics(ServiceMetrics):
         self.batch_seconds.observe(seconds)
         self.batches.labels("ok" if ok else "failed").inc()
 
-    def queue_depth(self, depth: int) -> None:
-        self.admission.depth.set(depth)
+    def queue_depth(self, by_client: Mapping[str, int]) -> None:
+        self.admission.queued(by_client)
 
-    def queue_wait(self, seconds: float) -> None:
-        self.admission.wait.observe(seconds)
+    def queue_wait(self, seconds: float, client: str) -> None:
+        self.admission.waited(client, seconds)
 
     def rejected(self, reason: str) -> None:
         self.admission.rejected.labels(reason).inc()

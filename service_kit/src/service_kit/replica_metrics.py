@@ -7,11 +7,12 @@ stale; model loads and GPU hand-overs are histograms observed by the replica set
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from service_kit.fairness import MAX_CLIENT_LABELS, ClientLabels
 from service_kit.processes import WorkerHandle
 
 REPLICA_STATES = ("starting", "ready", "released", "restarting", "failed", "stopped")
@@ -69,6 +70,30 @@ class AdmissionMetrics:
             "Requests whose client went away before the answer.",
             registry=registry,
         )
+        self.client_labels = ClientLabels()
+        self.client_depth = Gauge(
+            f"{service}_client_queue_depth",
+            f"{unit} waiting, by client (at most {MAX_CLIENT_LABELS} named, the rest 'other').",
+            ["client"],
+            registry=registry,
+        )
+        self.client_wait = Histogram(
+            f"{service}_client_queue_wait_seconds",
+            f"Time {unit.lower()} waited to start, by client (named as in client_queue_depth).",
+            ["client"],
+            buckets=wait_buckets,
+            registry=registry,
+        )
+
+    def queued(self, depths: Mapping[str, int]) -> None:
+        """The queue's depth, in all and by client."""
+        self.depth.set(sum(depths.values()))
+        for label, depth in self.client_labels.depths(dict(depths)).items():
+            self.client_depth.labels(label).set(depth)
+
+    def waited(self, client: str, seconds: float) -> None:
+        self.wait.observe(seconds)
+        self.client_wait.labels(self.client_labels(client)).observe(seconds)
 
 
 class _ReplicaCollector:

@@ -12,6 +12,7 @@ from service_kit.auth import ApiKeyMiddleware, ApiKeys, api_key_dependencies
 from service_kit.body_limit import BodyLimitMiddleware
 from service_kit.decoding import DecodeGate
 from service_kit.errors import install_exception_handlers
+from service_kit.fairness import ClientIdentityMiddleware
 from service_kit.metrics import HttpMetricsMiddleware, ServiceMetrics
 from service_kit.model_routes import model_router
 from service_kit.probes import probe_router
@@ -25,6 +26,8 @@ def install_common(app: FastAPI, settings: ServiceSettings, metrics: ServiceMetr
     app.state.decode_gate = DecodeGate()
     app.state.api_keys = ApiKeys(settings.api_keys)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Inside the key check: who the request is from, for fair sharing (service_kit.fairness).
+    app.add_middleware(ClientIdentityMiddleware, keys=app.state.api_keys)
     # Outside the body limit: a request without a key is refused before its body is read.
     app.add_middleware(ApiKeyMiddleware, keys=app.state.api_keys)
     # Added last, so it is outermost: it sees every answer, 401s and 413s included.
