@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Literal, Self
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from editor_service.backends.base import BackendSpec
-from service_kit.settings import ServiceSettings, split_list
-
-Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+from service_kit.settings import ModelServiceSettings
 
 
-class EditorSettings(ServiceSettings):
+class EditorSettings(ModelServiceSettings):
     """Settings of ``python -m editor_service``."""
 
     model_config = SettingsConfigDict(env_prefix="EDITOR_", env_ignore_empty=True, extra="ignore")
@@ -25,17 +23,10 @@ class EditorSettings(ServiceSettings):
         "tiny, tiny-plus (random tiny models for offline demos and tests: their edits mean "
         "nothing), random-full, random-full-plus (full size, random weights: GPU timing only).",
     )
-    revision: str | None = Field(default=None, description="Hub revision (branch, tag, commit).")
     backend: str = Field(
         default="diffusers",
         description="diffusers, or module:Class of your own EditBackend implementation.",
     )
-    devices: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="One worker per entry: cuda:N, N or cpu (comma-separated). "
-        "Empty: every visible GPU, else one CPU worker.",
-    )
-    dtype: Dtype = Field(default="auto", description="auto: bfloat16 on GPUs, float32 on CPU.")
     deterministic: bool = Field(
         default=True,
         description="Deterministic torch kernels in the workers: the same request and seed give "
@@ -85,20 +76,6 @@ class EditorSettings(ServiceSettings):
         "capability 8.9+ (Ada, Hopper) and torchao; refused at start-up elsewhere. Faster "
         "(with compile), different output. Off by default.",
     )
-    load_on_start: bool = Field(
-        default=True,
-        description="Load the model when workers start. Off: workers wait for POST "
-        "/v1/model/load (one GPU shared with the judge).",
-    )
-    backend_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Options for a custom backend, as JSON (EDITOR_BACKEND_OPTIONS='{...}').",
-    )
-
-    @field_validator("devices", mode="before")
-    @classmethod
-    def _split_devices(cls, value: object) -> object:
-        return split_list(value)
 
     @model_validator(mode="after")
     def _one_step_cache(self) -> Self:
@@ -106,13 +83,16 @@ class EditorSettings(ServiceSettings):
             raise ValueError("step_cache and step_cache_interval are two step caches: choose one")
         return self
 
-    def check_devices(self, devices: list[str]) -> None:
-        """Refuse options the resolved devices cannot run, before any worker starts."""
+    def resolve_devices(self) -> list[str]:
+        """The workers' devices (every visible GPU by default); options those devices cannot run
+        are refused here, before any worker starts."""
+        devices = super().resolve_devices()
         if self.transformer_fp8 and any(not d.startswith("cuda") for d in devices):
             raise ValueError(
                 "transformer_fp8 needs CUDA GPUs (compute capability 8.9+); the editor's devices "
                 f"are {', '.join(devices)}. Unset EDITOR_TRANSFORMER_FP8 to run there."
             )
+        return devices
 
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(

@@ -19,20 +19,20 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from PIL import Image
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from editor_service.backends.base import EditJob, LoadedModel, RGBImage
 from editor_service.codecs import SOURCE_PIXELS, encode_rgb
-from editor_service.config import EditorSettings
-from editor_service.pool import EditResult, Reservation, WorkerPool
+from editor_service.pool import EditResult, Reservation
+from editor_service.routes import PoolDep, SettingsDep
 from service_kit.decoding import DecodeGate
 from service_kit.disconnect import cancel_on_disconnect
 from service_kit.errors import InvalidImage, InvalidInput, validation_message
+from service_kit.hosting import DecodeGateDep
 from service_kit.images import decode_image, read_header
 from service_kit.responses import json_response
 from service_kit.text_safety import check_user_text
@@ -80,16 +80,6 @@ def _form_schema() -> dict[str, object]:
     return schema
 
 
-def get_pool(request: Request) -> WorkerPool:
-    pool: WorkerPool = request.app.state.pool
-    return pool
-
-
-def get_settings(request: Request) -> EditorSettings:
-    settings: EditorSettings = request.app.state.settings
-    return settings
-
-
 @dataclass(frozen=True, slots=True)
 class _Files:
     images: list[bytes]
@@ -112,9 +102,7 @@ class _Files:
     },
 )
 async def create_openai_edit(
-    request: Request,
-    pool: Annotated[WorkerPool, Depends(get_pool)],
-    settings: Annotated[EditorSettings, Depends(get_settings)],
+    request: Request, pool: PoolDep, settings: SettingsDep, gate: DecodeGateDep
 ) -> Response:
     """Multipart ``image`` (or ``image[]``) + ``prompt`` and the SDK's options; answered with
     ``data[i].b64_json``, or as server-sent events with ``stream=true``."""
@@ -155,7 +143,6 @@ async def create_openai_edit(
     async with contextlib.AsyncExitStack() as stack:
         # Every slot first (a full queue refuses before any decoding), then decode, then run.
         slots = [await stack.enter_async_context(pool.reserve()) for _ in seeds]
-        gate: DecodeGate = request.app.state.decode_gate
         decoded = await _decode(gate, files, settings.max_image_pixels)
         async with asyncio.TaskGroup() as group:  # one failing cancels the others
             tasks = [

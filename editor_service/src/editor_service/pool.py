@@ -183,8 +183,10 @@ class WorkerPool:
         """Every worker was given up on (the restart policy will not start any again)."""
         return self.replica_set.given_up()
 
-    async def stop(self) -> None:
-        """Fail what is left, stop every worker (politely, then by force)."""
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Drain (see ``drain``), fail what is left, stop every worker (politely, then by
+        force)."""
+        await self.drain(drain_timeout_s)
         self.fail_remaining()
         await self.replica_set.stop()
         for worker in self.workers:

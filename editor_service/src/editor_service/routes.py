@@ -7,7 +7,7 @@ import functools
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from editor_service import __version__
 from editor_service.backends.base import EditJob
@@ -16,6 +16,7 @@ from editor_service.config import EditorSettings
 from editor_service.pool import EditResult, WorkerPool
 from service_kit.decoding import DecodeGate
 from service_kit.disconnect import cancel_on_disconnect
+from service_kit.hosting import DecodeGateDep, from_state
 from service_kit.responses import json_response, model_info
 from service_kit.text_safety import check_user_text
 from shared_schemas import (
@@ -33,24 +34,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_pool(request: Request) -> WorkerPool:
-    pool: WorkerPool = request.app.state.pool
-    return pool
-
-
-def get_settings(request: Request) -> EditorSettings:
-    settings: EditorSettings = request.app.state.settings
-    return settings
-
-
-PoolDep = Annotated[WorkerPool, Depends(get_pool)]
-SettingsDep = Annotated[EditorSettings, Depends(get_settings)]
+PoolDep = Annotated[WorkerPool, from_state("pool")]
+SettingsDep = Annotated[EditorSettings, from_state("settings")]
 
 
 async def _edit(
     request: Request,
     pool: WorkerPool,
     settings: EditorSettings,
+    gate: DecodeGate,
     body: EditRequest,
     instruction_param: str = "instruction",
 ) -> tuple[EditJob, EditResult, bytes]:
@@ -61,7 +53,6 @@ async def _edit(
         texts = [(instruction_param, body.instruction), ("negative_prompt", body.negative_prompt)]
         check_user_text(texts, loaded.reserved_text)
     async with pool.reserve() as slot:
-        gate: DecodeGate = request.app.state.decode_gate
         pixels = await gate.decode(
             functools.partial(inspect_source, body.image, settings.max_image_pixels),
             functools.partial(decode_to_rgb, body.image, settings.max_image_pixels),
@@ -86,10 +77,10 @@ async def _edit(
 
 @router.post("/edits", response_model=EditResponse, responses=ERRORS)
 async def create_edit(
-    body: EditRequest, request: Request, pool: PoolDep, settings: SettingsDep
+    body: EditRequest, request: Request, pool: PoolDep, settings: SettingsDep, gate: DecodeGateDep
 ) -> Response:
     """Edit one image with one instruction."""
-    job, result, encoded = await _edit(request, pool, settings, body)
+    job, result, encoded = await _edit(request, pool, settings, gate, body)
     answer = EditResponse(
         image=encoded,
         output_format=body.output_format,

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,12 +15,11 @@ from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
 from reward_service.scorer import ItemWork, item_cost
+from service_kit.hosting import replica_lifespan
 from service_kit.json_body import document_json_bodies
 from service_kit.processes import RestartPolicy
 from service_kit.wiring import service_app
 from shared_schemas import ScoreRequest
-
-logger = logging.getLogger(__name__)
 
 
 def batch_key(item: ItemWork) -> tuple[str, int]:
@@ -33,13 +28,23 @@ def batch_key(item: ItemWork) -> tuple[str, int]:
     return first.mode, first.max_new_tokens if first.mode == "generate" else 0
 
 
-class _Lifecycle:
-    """What the server drains on SIGTERM (service_kit.serving.Lifecycle): the batcher holds the
-    admitted work, the judge says whether the service is ready."""
+class _Hosting:
+    """The judge's dispatch as the lifespan and the server drive it (service_kit.hosting.Hosted):
+    the batcher holds the admitted work, the judge's replicas run it and say whether the service
+    is ready."""
 
     def __init__(self, judge: Judge, batcher: MicroBatcher[Any, Any]) -> None:
         self.judge = judge
         self.batcher = batcher
+        self.replica_set = judge.replica_set
+
+    async def start(self) -> None:
+        await self.judge.start()
+        self.batcher.start()
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        await self.batcher.stop(drain_timeout_s)
+        await self.judge.stop()
 
     def start_draining(self) -> None:
         self.judge.start_draining()
@@ -60,10 +65,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
     metrics = RewardMetrics()
     registry = protocols if protocols is not None else ProtocolRegistry.load(settings.protocols_dir)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        devices = await asyncio.to_thread(settings.resolve_devices)
-        logger.info("reward: judge %s on %s", settings.model, ", ".join(devices))
+    def build(app: FastAPI, devices: list[str]) -> _Hosting:
         judge = Judge(
             settings.backend_spec(),
             devices,
@@ -86,23 +88,15 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             batches_out=len(devices) * settings.pipeline_depth,  # the one back-pressure owner
         )
         judge.work_in_flight = batcher.in_flight  # a release waits for admitted work
-        app.state.judge = judge
-        app.state.readiness = app.state.replicas = judge.replica_set
+        app.state.judge = judge  # the routes' JudgeDep and BatcherDep
         app.state.batcher = batcher
-        app.state.lifecycle = _Lifecycle(judge, batcher)  # drained on SIGTERM (service_kit)
-        await judge.start()
-        batcher.start()
-        try:
-            yield
-        finally:
-            await batcher.stop(settings.drain_timeout_s)
-            await judge.stop()
+        return _Hosting(judge, batcher)
 
     app = service_app(
         title="editbench reward",
         version=__version__,
         summary="A Qwen3-VL judge for image edits: expected or generated 0-10 scores, batched.",
-        lifespan=lifespan,
+        lifespan=replica_lifespan(settings, "reward", build),
         settings=settings,
         metrics=metrics,
         router=router,

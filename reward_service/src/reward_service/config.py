@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from reward_service.backends.base import BackendSpec
 from reward_service.backends.openai_endpoint import OPTION as OPENAI_OPTION
 from reward_service.backends.openai_endpoint import EndpointConfig
-from service_kit.devices import normalize_device, resolve_devices
-from service_kit.settings import ServiceSettings, split_list
-
-Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+from service_kit.settings import ModelServiceSettings
 
 
-class RewardSettings(ServiceSettings):
+class RewardSettings(ModelServiceSettings):
     """Settings of ``python -m reward_service``."""
 
     model_config = SettingsConfigDict(env_prefix="REWARD_", env_ignore_empty=True, extra="ignore")
@@ -30,17 +26,11 @@ class RewardSettings(ServiceSettings):
         "their scores mean nothing), random-full (Qwen3-VL-30B-A3B's architecture with random "
         "weights: GPU timing only).",
     )
-    revision: str | None = Field(default=None, description="Hub revision (branch, tag, commit).")
     backend: str = Field(
         default="transformers",
         description="transformers; openai (a judge behind an OpenAI-compatible chat completions "
         "endpoint: REWARD_OPENAI_BASE_URL, REWARD_MODEL names its model); or module:Class of "
         "your own JudgeBackend implementation.",
-    )
-    backend_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Backend options as JSON, e.g. REWARD_BACKEND_OPTIONS="
-        '\'{"attn_implementation": "flash_attention_2"}\'.',
     )
     deterministic: bool = Field(
         default=False,
@@ -48,12 +38,6 @@ class RewardSettings(ServiceSettings):
         "scores are bit-identical whatever else is batched with it (same GPU model and "
         "software); costs throughput (docs/PERFORMANCE.md). Answers say whether it was on.",
     )
-    devices: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="One model replica per entry (cuda:N, N or cpu; comma-separated), all fed by "
-        "one batcher. Empty: the first visible GPU, else the CPU.",
-    )
-    dtype: Dtype = Field(default="auto", description="auto: bfloat16 on GPUs, float32 on CPU.")
     max_batch_images: int = Field(
         default=32,
         ge=1,
@@ -123,20 +107,6 @@ class RewardSettings(ServiceSettings):
         "honouring Retry-After); other 4xx are never retried.",
     )
 
-    load_on_start: bool = Field(
-        default=True,
-        description="Load the model at start. Off: wait for POST /v1/model/load (one GPU shared "
-        "with the editor).",
-    )
-
-    @field_validator("devices", mode="before")
-    @classmethod
-    def _known_devices(cls, value: object) -> object:
-        devices = split_list(value)
-        if isinstance(devices, list):
-            return [normalize_device(str(d)) for d in devices]
-        return devices
-
     @model_validator(mode="after")
     def _endpoint_named(self) -> RewardSettings:
         if self.backend == "openai" and not self.openai_base_url:
@@ -148,7 +118,7 @@ class RewardSettings(ServiceSettings):
         the API process never imports it), else the CPU."""
         if not self.devices and self.backend == "openai":
             return ["cpu"]  # the model runs at the endpoint; the replica only talks HTTP
-        return self.devices or resolve_devices([])[:1]
+        return self.devices or super().resolve_devices()[:1]
 
     def backend_spec(self) -> BackendSpec:
         options = dict(self.backend_options)

@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from reward_service import __version__
 from reward_service.backends.base import QuestionOutput
@@ -27,9 +27,9 @@ from reward_service.scorer import (
     record,
     user_text,
 )
-from service_kit.decoding import DecodeGate
 from service_kit.disconnect import cancel_on_disconnect
 from service_kit.errors import InvalidInput, NotFound
+from service_kit.hosting import DecodeGateDep, from_state
 from service_kit.json_body import json_body, json_body_openapi
 from service_kit.responses import model_info
 from service_kit.text_safety import check_user_text
@@ -56,30 +56,10 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 Batcher = MicroBatcher[ItemWork, tuple[QuestionOutput, ...]]
 
 
-def get_judge(request: Request) -> Judge:
-    judge: Judge = request.app.state.judge
-    return judge
-
-
-def get_batcher(request: Request) -> Batcher:
-    batcher: Batcher = request.app.state.batcher
-    return batcher
-
-
-def get_protocols(request: Request) -> ProtocolRegistry:
-    protocols: ProtocolRegistry = request.app.state.protocols
-    return protocols
-
-
-def get_settings(request: Request) -> RewardSettings:
-    settings: RewardSettings = request.app.state.settings
-    return settings
-
-
-JudgeDep = Annotated[Judge, Depends(get_judge)]
-BatcherDep = Annotated[Batcher, Depends(get_batcher)]
-ProtocolsDep = Annotated[ProtocolRegistry, Depends(get_protocols)]
-SettingsDep = Annotated[RewardSettings, Depends(get_settings)]
+JudgeDep = Annotated[Judge, from_state("judge")]
+BatcherDep = Annotated[Batcher, from_state("batcher")]
+ProtocolsDep = Annotated[ProtocolRegistry, from_state("protocols")]
+SettingsDep = Annotated[RewardSettings, from_state("settings")]
 
 
 def request_id(request: Request) -> str:
@@ -103,6 +83,7 @@ async def create_scores(
     batcher: BatcherDep,
     protocols: ProtocolsDep,
     settings: SettingsDep,
+    gate: DecodeGateDep,
 ) -> ScoreResponse:
     """Score edited images with a judge protocol; one result per item, in order."""
     accepted_at = time.monotonic()
@@ -120,7 +101,6 @@ async def create_scores(
     async with batcher.reserve(len(body.items)) as slot:
         # Decoding off the event loop, after the slot is held: a refused request costs nothing,
         # and a bad image is refused with a 4xx before it reaches the model.
-        gate: DecodeGate = request.app.state.decode_gate
         images = await gate.decode(
             functools.partial(inspect_items, body.items, settings.max_image_pixels),
             functools.partial(

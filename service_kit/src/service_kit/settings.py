@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -18,7 +18,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from service_kit.devices import normalize_device, resolve_devices
+
 LogLevel = Literal["debug", "info", "warning", "error"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 
 
 def default_cache_dir() -> Path:
@@ -101,6 +104,47 @@ class ServiceSettings(BaseSettings):
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 2**20)
+
+
+class ModelServiceSettings(ServiceSettings):
+    """What a service that hosts a model on its replicas adds: which revision, dtype and devices,
+    backend options, and whether the model loads at start. Each service names its own
+    built-in models and backends, and adds its own options."""
+
+    model: str = Field(
+        default="tiny", description="Hugging Face id, a local folder, or a built-in name."
+    )
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag, commit).")
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options for the backend, as JSON (e.g. EDITOR_BACKEND_OPTIONS='{...}', "
+        'REWARD_BACKEND_OPTIONS=\'{"attn_implementation": "flash_attention_2"}\').',
+    )
+    devices: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="One replica (a worker process holding the model) per entry: cuda:N, N or "
+        "cpu (comma-separated). Empty: the editor takes every visible GPU, the judge the first; "
+        "without a GPU, one CPU replica.",
+    )
+    dtype: Dtype = Field(default="auto", description="auto: bfloat16 on GPUs, float32 on CPU.")
+    load_on_start: bool = Field(
+        default=True,
+        description="Load the model at start. Off: replicas wait for POST /v1/model/load (one "
+        "GPU shared by the editor and the judge).",
+    )
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _known_devices(cls, value: object) -> object:
+        devices = split_list(value)
+        if isinstance(devices, list):
+            return [normalize_device(str(d)) for d in devices]
+        return devices
+
+    def resolve_devices(self) -> list[str]:
+        """The replicas' devices: the configured ones, else every visible GPU (a subprocess asks
+        torch: the API process never imports it), else one CPU."""
+        return resolve_devices(self.devices)
 
 
 S = TypeVar("S", bound=ServiceSettings)
