@@ -25,15 +25,12 @@ from editor_service.metrics import EditorMetrics
 from editor_service.worker import worker_main
 from service_kit.errors import (
     MAX_RETRY_AFTER_S,
-    BackendError,
     DeadlineExceeded,
-    InvalidImage,
-    InvalidInput,
     NotReady,
-    OutOfMemory,
     QueueFull,
     ServiceError,
     WorkerDied,
+    worker_failure,
 )
 from service_kit.fairness import ANONYMOUS, RoundRobin, current_client
 from service_kit.processes import SPAWN, RestartPolicy
@@ -360,20 +357,8 @@ class WorkerPool:
     def _finish_failed(self, worker: _Worker, event: JobFailed) -> None:
         pending = self._take_current(worker, event.job_id)
         self.metrics.jobs.labels(event.kind).inc()
-        if pending is None:
-            return
-        error: ServiceError
-        if event.kind == "invalid_input" and event.param not in (None, "image"):
-            error = InvalidInput(event.message, param=event.param)
-        elif event.kind == "invalid_input":
-            error = InvalidImage(event.message, param="image")
-        elif event.kind == "out_of_memory":
-            error = OutOfMemory(event.message, retry_after_s=5)
-        elif event.kind == "cancelled":
-            error = NotReady("the job was cancelled")  # nobody is listening any more
-        else:
-            error = BackendError(event.message)
-        self._fail(pending, error)
+        if pending is not None:
+            self._fail(pending, worker_failure(event.kind, event.message, event.param))
 
     def _take_current(self, worker: _Worker, job_id: str) -> _Pending | None:
         pending = worker.current

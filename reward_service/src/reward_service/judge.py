@@ -35,11 +35,9 @@ from reward_service.worker import judge_worker_main
 from service_kit.errors import (
     BackendError,
     NotReady,
-    OutOfMemory,
     ServiceError,
-    UpstreamError,
-    UpstreamUnavailable,
     WorkerDied,
+    worker_failure,
 )
 from service_kit.images import RGBImage
 from service_kit.processes import RestartPolicy
@@ -198,14 +196,8 @@ class Judge:
             future.set_result(event)
             if self._on_batch is not None:
                 self._on_batch(replica.index, replica.device, event)
-        elif event.kind == "out_of_memory":
-            future.set_exception(OutOfMemory(event.message, retry_after_s=5))
-        elif event.kind == "endpoint_unavailable":
-            future.set_exception(UpstreamUnavailable(event.message, retry_after_s=5))
-        elif event.kind == "endpoint_refused":
-            future.set_exception(UpstreamError(event.message))
         else:
-            future.set_exception(BackendError(event.message))
+            future.set_exception(worker_failure(event.kind, event.message))
 
     def _on_exit(self, replica: _Replica) -> None:
         self._fail_outstanding(
@@ -251,12 +243,6 @@ def _item_result(answers: tuple[Answer, ...]) -> tuple[QuestionOutput, ...] | Se
     if len(outputs) == len(answers):
         return outputs
     failed = next(a for a in answers if isinstance(a, QuestionFailed))
-    error: ServiceError
-    if failed.kind == "out_of_memory":
-        error = OutOfMemory(failed.message, retry_after_s=5)
-    elif failed.kind == "endpoint_refused":
-        error = UpstreamError(failed.message)
-    else:
-        error = BackendError(failed.message)
+    error = worker_failure(failed.kind, failed.message)
     error.retryable = failed.retryable
     return error

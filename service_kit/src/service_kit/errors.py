@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -165,6 +165,37 @@ class UpstreamUnavailable(_RetryableError):
 
     status_code = 503
     error_type = "upstream_unavailable"
+
+
+# How a worker reports work that failed: a kind and a message, never an exception object.
+FailureKind = Literal[
+    "invalid_input",
+    "out_of_memory",
+    "cancelled",
+    "backend_error",
+    "endpoint_unavailable",
+    "endpoint_refused",
+]
+
+
+def worker_failure(kind: FailureKind, message: str, param: str | None = None) -> ServiceError:
+    """The error a client gets for work its worker reported failed, the same on both services:
+    its input (4xx; ``param`` names the request field, an image by default), the device's
+    memory or a judge endpoint's load (503, retryable), an endpoint refusing (502), a job
+    cancelled (nobody is listening any more) or the backend (500)."""
+    if kind == "invalid_input" and param not in (None, "image"):
+        return InvalidInput(message, param=param)
+    if kind == "invalid_input":
+        return InvalidImage(message, param="image")
+    if kind == "out_of_memory":
+        return OutOfMemory(message, retry_after_s=5)
+    if kind == "cancelled":
+        return NotReady("the job was cancelled")
+    if kind == "endpoint_unavailable":
+        return UpstreamUnavailable(message, retry_after_s=5)
+    if kind == "endpoint_refused":
+        return UpstreamError(message)
+    return BackendError(message)
 
 
 def error_response(

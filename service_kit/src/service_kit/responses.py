@@ -8,35 +8,14 @@ backend's LoadedModel says about itself, as the wire ModelInfo.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
-
 from fastapi import Response
 from pydantic import BaseModel
 
+from service_kit.backends import LoadedModel
 from shared_schemas import ModelInfo
 
 
-class LoadedModelLike(Protocol):
-    """Either service's LoadedModel (a backend's report once loaded)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def source(self) -> Any: ...
-    @property
-    def revision(self) -> str | None: ...
-    @property
-    def model_class(self) -> str: ...
-    @property
-    def dtype(self) -> str: ...
-    @property
-    def meaningful(self) -> bool: ...
-    @property
-    def details(self) -> Mapping[str, Any]: ...
-
-
-def model_info(model: LoadedModelLike) -> ModelInfo:
+def model_info(model: LoadedModel) -> ModelInfo:
     """The wire form; ``deterministic`` from the model's own field where it has one (the judge),
     else from its details (the editor's option)."""
     deterministic = getattr(model, "deterministic", None)

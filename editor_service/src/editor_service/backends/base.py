@@ -8,9 +8,11 @@ messages for the API process.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
+import service_kit.backends
+from service_kit.backends import BackendSpec, custom_backend_class
 from service_kit.images import RGBImage
 
 __all__ = [
@@ -53,37 +55,11 @@ class EditOutput:
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedModel:
-    """What a backend reports once loaded; becomes the wire ModelInfo in the API process."""
+class LoadedModel(service_kit.backends.LoadedModel):
+    """What a backend reports once loaded (service_kit.backends), and what an edit may take."""
 
-    id: str
-    source: str  # hub | local | tiny | random-full
-    revision: str | None
-    model_class: str
-    dtype: str
-    meaningful: bool
-    details: dict[str, Any] = field(default_factory=dict)
-    # Strings the model's tokenizer reads as control tokens: user text holding one is refused
-    # before it is queued (service_kit.text_safety).
-    reserved_text: tuple[str, ...] = ()
     max_images: int = 1  # images one edit may take (Edit Plus: several)
     inpainting: bool = False  # whether a job may carry a mask
-
-
-@dataclass(frozen=True, slots=True)
-class BackendSpec:
-    """Everything a worker needs to build its backend; picklable, cheap, no weights.
-
-    ``backend`` is ``diffusers`` (the Qwen-Image-Edit backend) or ``module:Class`` naming any
-    class that implements EditBackend and takes the spec as its only argument.
-    """
-
-    backend: str
-    model: str
-    revision: str | None
-    dtype: str
-    cache_dir: str
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 class InvalidJob(Exception):
@@ -125,11 +101,5 @@ def make_backend(spec: BackendSpec) -> EditBackend:
         from editor_service.backends.diffusers_backend import DiffusersEditBackend
 
         return DiffusersEditBackend(spec)
-    module_name, sep, class_name = spec.backend.partition(":")
-    if not sep:
-        raise ValueError(f"backend must be 'diffusers' or 'module:Class', not {spec.backend!r}")
-    import importlib
-
-    backend_class = getattr(importlib.import_module(module_name), class_name)
-    backend: EditBackend = backend_class(spec)
+    backend: EditBackend = custom_backend_class(spec, "'diffusers'")(spec)
     return backend

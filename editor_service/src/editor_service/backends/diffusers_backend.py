@@ -30,15 +30,9 @@ from editor_service.backends.speed_modes import (
     quantize_fp8,
 )
 from service_kit.dtypes import resolve_dtype
-from service_kit.model_source import (
-    ModelSource,
-    SourceKind,
-    folder_revision,
-    hub_snapshot,
-    parse_model_source,
-    snapshot_revision,
-)
-from service_kit.text_safety import control_token_in, reserved_strings
+from service_kit.model_folders import model_folder
+from service_kit.model_source import ModelSource, SourceKind, parse_model_source
+from service_kit.text_safety import control_token_in
 
 logger = logging.getLogger(__name__)
 
@@ -132,21 +126,16 @@ class DiffusersEditBackend:
         dtype = resolve_dtype(self.spec.dtype, device)
         source = self.source
         started = time.perf_counter()
+        variant: Variant = "edit-plus" if source.variant == "edit-plus" else "edit"
         if source.kind == "random-full":
-            variant: Variant = "edit-plus" if source.variant == "edit-plus" else "edit"
             pipe: Any = build_pipeline("full", variant, device=device, dtype=dtype)
             revision: str | None = "random-init-seed-0"
         else:
-            if source.kind == "tiny":
-                variant = "edit-plus" if source.variant == "edit-plus" else "edit"
-                folder = ensure_tiny_folder(Path(self.spec.cache_dir), variant)
-                revision = folder_revision(folder, include_weights=True)
-            elif source.kind == "local":
-                folder = Path(source.name)
-                revision = snapshot_revision(folder) or folder_revision(folder)
-            else:
-                folder = hub_snapshot(source.name, self.spec.revision)
-                revision = snapshot_revision(folder) or self.spec.revision
+            folder, revision = model_folder(
+                source,
+                self.spec.revision,
+                lambda: ensure_tiny_folder(Path(self.spec.cache_dir), variant),
+            )
             pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
             pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
@@ -175,15 +164,13 @@ class DiffusersEditBackend:
         if applied.get("compile"):
             self._warm_up()  # the last thing load does: nothing may change the model after it
         plus = isinstance(pipe, diffusers.QwenImageEditPlusPipeline)
-        return LoadedModel(
-            id=source.name,
-            source=source.kind,
-            revision=revision,
-            model_class=type(pipe).__name__,
-            dtype=str(dtype).removeprefix("torch."),
-            meaningful=source.meaningful,
+        return LoadedModel.of(
+            source,
+            revision,
+            pipe,
+            dtype,
+            pipe.tokenizer,
             details=applied,
-            reserved_text=reserved_strings(pipe.tokenizer),
             max_images=EDIT_PLUS_MAX_IMAGES if plus else 1,
             inpainting=self.inpaint_pipe is not None,
         )

@@ -9,15 +9,11 @@ work without a 40 GB download (timing does not depend on weight values).
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import torch
-
-logger = logging.getLogger(__name__)
 
 Scale = Literal["tiny", "full"]
 Variant = Literal["edit", "edit-plus"]
@@ -240,26 +236,12 @@ def build_pipeline(
 
 
 def ensure_tiny_folder(cache_dir: Path, variant: Variant) -> Path:
-    """Build and save the tiny pipeline once; later calls (and other workers) reuse the folder.
+    """Build and save the tiny pipeline once; later calls (and other workers) reuse the folder."""
+    from service_kit.model_folders import ensure_built
 
-    The folder is written under a temporary name and renamed into place, under a file lock, so
-    workers starting together never see half a model.
-    """
-    from filelock import FileLock
-
-    folder = cache_dir / f"tiny-qwen-image-{variant}-v{TINY_RECIPE_VERSION}"
-    if (folder / "model_index.json").is_file():
-        return folder
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if (folder / "model_index.json").is_file():
-            return folder
-        staging = folder.with_name(folder.name + ".partial")
-        pipeline = build_pipeline("tiny", variant)
-        pipeline.save_pretrained(staging)
-        (staging / "editbench_recipe.json").write_text(
-            json.dumps({"recipe": "tiny", "variant": variant, "version": TINY_RECIPE_VERSION})
-        )
-        staging.rename(folder)
-        logger.info("built tiny Qwen-Image-%s pipeline in %s", variant, folder)
-    return folder
+    return ensure_built(
+        cache_dir / f"tiny-qwen-image-{variant}-v{TINY_RECIPE_VERSION}",
+        "model_index.json",
+        lambda staging: build_pipeline("tiny", variant).save_pretrained(staging),
+        {"recipe": "tiny", "variant": variant, "version": TINY_RECIPE_VERSION},
+    )

@@ -14,12 +14,14 @@ Work is split in two so that a later version can overlap CPU preprocessing with 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from PIL.Image import Image
+
+import service_kit.backends
+from service_kit.backends import custom_backend_class
 
 Mode = Literal["expected", "generate"]
 
@@ -123,41 +125,21 @@ QuestionOutput = ScoreTokenLogprobs | GeneratedText | Unanswered
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedModel:
-    """What a backend reports once loaded; becomes the wire ModelInfo."""
+class LoadedModel(service_kit.backends.LoadedModel):
+    """What a backend reports once loaded (service_kit.backends), and how it can answer."""
 
-    id: str
-    source: str  # hub | local | tiny | random-full | endpoint
-    revision: str | None
-    model_class: str
-    dtype: str
-    meaningful: bool
-    # How the model was set up beyond its weights (attention backend...): the wire options.
-    details: dict[str, str | int | float | bool | None] = field(default_factory=dict)
     # How answers can be read: an endpoint without log-probabilities supports generate only.
     modes: tuple[Mode, ...] = ("expected", "generate")
-    # Strings the model's tokenizer reads as control tokens: user text holding one is refused
-    # before it is queued (service_kit.text_safety).
-    reserved_text: tuple[str, ...] = ()
     # Answers do not depend on what else shares a batch (the spec asked and the backend can).
     deterministic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class BackendSpec:
-    """Everything needed to build a backend; cheap, no weights.
+class BackendSpec(service_kit.backends.BackendSpec):
+    """Everything needed to build a backend (service_kit.backends): ``transformers`` (the
+    built-in backend), ``openai`` (a model served behind an OpenAI-compatible chat completions
+    endpoint) or ``module:Class`` (a JudgeBackend of your own)."""
 
-    ``backend`` is ``transformers`` (the built-in backend), ``openai`` (a model served behind an
-    OpenAI-compatible chat completions endpoint) or ``module:Class`` naming any class that
-    implements JudgeBackend and takes the spec as its only argument.
-    """
-
-    backend: str
-    model: str
-    revision: str | None
-    dtype: str
-    cache_dir: str
-    options: dict[str, Any] = field(default_factory=dict)
     # Deterministic mode: a question's answer is bit-identical whatever batch, order or partners
     # it is scored with (same hardware and software). A backend that cannot promise it says so
     # in LoadedModel.deterministic.
@@ -212,11 +194,5 @@ def make_backend(spec: BackendSpec) -> JudgeBackend:
         from reward_service.backends.openai_backend import OpenAIJudgeBackend
 
         return OpenAIJudgeBackend(spec)
-    module_name, sep, class_name = spec.backend.partition(":")
-    if not sep:
-        raise ValueError(
-            f"backend must be 'transformers', 'openai' or 'module:Class', not {spec.backend!r}"
-        )
-    backend_class = getattr(importlib.import_module(module_name), class_name)
-    backend: JudgeBackend = backend_class(spec)
+    backend: JudgeBackend = custom_backend_class(spec, "'transformers', 'openai'")(spec)
     return backend

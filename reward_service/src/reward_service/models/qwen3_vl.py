@@ -9,9 +9,6 @@ on the GPU, for performance work without a 60 GB download (timing does not depen
 
 from __future__ import annotations
 
-import json
-import logging
-import shutil
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,8 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, ProcessorMixin
-
-logger = logging.getLogger(__name__)
 
 Scale = Literal["tiny", "full"]
 Variant = Literal["dense", "moe"]
@@ -241,30 +236,17 @@ def build_model(
 
 
 def ensure_tiny_folder(cache_dir: Path, variant: Variant) -> Path:
-    """Build and save the tiny judge once; later calls (and other processes) reuse the folder.
+    """Build and save the tiny judge once; later calls (and other processes) reuse the folder."""
+    from service_kit.model_folders import ensure_built
 
-    The folder is written under a temporary name and renamed into place, under a file lock, so
-    services starting together never see half a model.
-    """
-    from filelock import FileLock
-
-    folder = cache_dir / f"tiny-qwen3-vl-{variant}-v{TINY_RECIPE_VERSION}"
-    if (folder / "config.json").is_file():
-        return folder
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if (folder / "config.json").is_file():
-            return folder
-        staging = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)  # left by a build that was killed
+    def save(staging: Path) -> None:
         model, processor = build_model("tiny", variant)
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        (staging / "editbench_recipe.json").write_text(
-            json.dumps(
-                {"recipe": "tiny-qwen3-vl", "variant": variant, "version": TINY_RECIPE_VERSION}
-            )
-        )
-        staging.rename(folder)
-        logger.info("built tiny Qwen3-VL (%s) judge in %s", variant, folder)
-    return folder
+
+    return ensure_built(
+        cache_dir / f"tiny-qwen3-vl-{variant}-v{TINY_RECIPE_VERSION}",
+        "config.json",
+        save,
+        {"recipe": "tiny-qwen3-vl", "variant": variant, "version": TINY_RECIPE_VERSION},
+    )

@@ -15,14 +15,8 @@ from typing import Any
 
 from reward_service.backends.base import BackendSpec, LoadedModel
 from service_kit.dtypes import resolve_dtype
-from service_kit.model_source import (
-    ModelSource,
-    SourceKind,
-    folder_revision,
-    hub_snapshot,
-    snapshot_revision,
-)
-from service_kit.text_safety import reserved_strings
+from service_kit.model_folders import model_folder
+from service_kit.model_source import ModelSource, SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +53,9 @@ def load_judge(spec: BackendSpec, source: ModelSource, device: str) -> Loaded:
         model.set_attn_implementation(attn)
         revision: str | None = "random-init-seed-0"
     else:
-        if source.kind == "tiny":
-            folder = ensure_tiny_folder(Path(spec.cache_dir), variant)
-            revision = folder_revision(folder, include_weights=True)
-        elif source.kind == "local":
-            folder = Path(source.name)
-            revision = snapshot_revision(folder) or folder_revision(folder)
-        else:
-            folder = hub_snapshot(source.name, spec.revision)
-            revision = snapshot_revision(folder) or spec.revision
+        folder, revision = model_folder(
+            source, spec.revision, lambda: ensure_tiny_folder(Path(spec.cache_dir), variant)
+        )
         model = AutoModelForImageTextToText.from_pretrained(
             folder, dtype=dtype, attn_implementation=attn
         )
@@ -83,14 +71,6 @@ def load_judge(spec: BackendSpec, source: ModelSource, device: str) -> Loaded:
         dtype,
         time.perf_counter() - started,
     )
-    info = LoadedModel(
-        id=source.name,
-        source=source.kind,
-        revision=revision,
-        model_class=type(model).__name__,
-        dtype=str(dtype).removeprefix("torch."),
-        meaningful=source.meaningful,
-        details={"attn_implementation": attn},
-        reserved_text=reserved_strings(processor.tokenizer),
-    )
+    details = {"attn_implementation": attn}
+    info = LoadedModel.of(source, revision, model, dtype, processor.tokenizer, details=details)
     return Loaded(model, processor, info)
