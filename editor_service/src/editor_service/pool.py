@@ -33,7 +33,7 @@ from service_kit.errors import (
     worker_failure,
 )
 from service_kit.fairness import ANONYMOUS, RoundRobin, current_client
-from service_kit.processes import SPAWN, RestartPolicy
+from service_kit.processes import SPAWN
 from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
 from shared_schemas import ModelState, WorkerInfo
 
@@ -45,13 +45,9 @@ class PoolConfig:
     devices: list[str]
     queue_capacity: int
     request_timeout_s: float
-    log_level: str = "info"
-    load_on_start: bool = True
-    load_timeout_s: float = 3600.0
-    max_restarts: int = 5  # exits within restart_window_s before a worker is given up on
-    restart_window_s: float = 300.0
-    restart_backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-    monitor_interval_s: float = 0.25
+    replicas: ReplicaConfig = field(
+        default_factory=lambda: ReplicaConfig(name="editor-worker", noun="model")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +101,7 @@ class WorkerPool:
             self.workers,
             target=worker_main,
             spec=spec,
-            config=ReplicaConfig(
-                name="editor-worker",
-                noun="model",
-                log_level=config.log_level,
-                load_on_start=config.load_on_start,
-                load_timeout_s=config.load_timeout_s,
-                policy=RestartPolicy(
-                    config.max_restarts, config.restart_window_s, config.restart_backoff_s
-                ),
-                monitor_interval_s=config.monitor_interval_s,
-            ),
+            config=config.replicas,
             metrics=metrics.replicas,
             idle=lambda: self.in_flight() == 0,
             on_event=self._on_event,

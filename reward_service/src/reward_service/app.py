@@ -15,11 +15,11 @@ from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
 from reward_service.scorer import ItemWork, item_cost
-from service_kit.hosting import replica_lifespan
 from service_kit.json_body import document_json_bodies
-from service_kit.processes import RestartPolicy
 from service_kit.wiring import service_app
 from shared_schemas import ScoreRequest
+
+SUMMARY = "A Qwen3-VL judge for image edits: expected or generated 0-10 scores, batched."
 
 
 def batch_key(item: ItemWork) -> tuple[str, int]:
@@ -69,9 +69,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
         judge = Judge(
             settings.backend_spec(),
             devices,
-            log_level=settings.log_level,
-            load_on_start=settings.load_on_start,
-            policy=RestartPolicy(settings.max_worker_restarts, settings.restart_window_s),
+            config=settings.replica_config("judge-worker", "judge model"),
             on_batch=metrics.worker_batch,
             metrics=metrics.replicas,
         )
@@ -92,15 +90,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
         app.state.batcher = batcher
         return _Hosting(judge, batcher)
 
-    app = service_app(
-        title="editbench reward",
-        version=__version__,
-        summary="A Qwen3-VL judge for image edits: expected or generated 0-10 scores, batched.",
-        lifespan=replica_lifespan(settings, "reward", build),
-        settings=settings,
-        metrics=metrics,
-        router=router,
-    )
+    app = service_app(settings, metrics, router, build, version=__version__, summary=SUMMARY)
     app.state.protocols = registry
     document_json_bodies(app, ScoreRequest)
     return app

@@ -32,15 +32,8 @@ from reward_service.messages import (
     ScoreBatch,
 )
 from reward_service.worker import judge_worker_main
-from service_kit.errors import (
-    BackendError,
-    NotReady,
-    ServiceError,
-    WorkerDied,
-    worker_failure,
-)
+from service_kit.errors import BackendError, NotReady, ServiceError, WorkerDied, worker_failure
 from service_kit.images import RGBImage
-from service_kit.processes import RestartPolicy
 from service_kit.replica_metrics import ReplicaMetrics
 from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
 from shared_schemas import ModelState
@@ -69,10 +62,7 @@ class Judge:
         devices: Sequence[str],
         *,
         metrics: ReplicaMetrics,
-        log_level: str = "info",
-        load_on_start: bool = True,
-        policy: RestartPolicy | None = None,
-        load_timeout_s: float = 3600.0,
+        config: ReplicaConfig,
         on_batch: Callable[[int, str, BatchDone], None] | None = None,
     ) -> None:
         if not devices:
@@ -88,14 +78,7 @@ class Judge:
             self.replicas,
             target=judge_worker_main,
             spec=spec,
-            config=ReplicaConfig(
-                name="judge-worker",
-                noun="judge model",
-                log_level=log_level,
-                load_on_start=load_on_start,
-                load_timeout_s=load_timeout_s,
-                policy=policy or RestartPolicy(),
-            ),
+            config=config,
             metrics=metrics,
             idle=lambda: self.work_in_flight() == 0 and self._outstanding() == 0,
             on_event=self._on_event,

@@ -19,6 +19,8 @@ from pydantic_settings import (
 )
 
 from service_kit.devices import normalize_device, resolve_devices
+from service_kit.processes import RestartPolicy
+from service_kit.replicas import ReplicaConfig
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
@@ -140,6 +142,17 @@ class ModelServiceSettings(ServiceSettings):
         if isinstance(devices, list):
             return [normalize_device(str(d)) for d in devices]
         return devices
+
+    def replica_config(self, name: str, noun: str) -> ReplicaConfig:
+        """How the replica set runs the replicas: ``name`` for processes and logs, ``noun`` for
+        the model in messages; logging, loading at start and the restart policy from here."""
+        return ReplicaConfig(
+            name=name,
+            noun=noun,
+            log_level=self.log_level,
+            load_on_start=self.load_on_start,
+            policy=RestartPolicy(self.max_worker_restarts, self.restart_window_s),
+        )
 
     def resolve_devices(self) -> list[str]:
         """The replicas' devices: the configured ones, else every visible GPU (a subprocess asks

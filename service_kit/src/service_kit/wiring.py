@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -13,10 +12,11 @@ from service_kit.body_limit import BodyLimitMiddleware
 from service_kit.decoding import DecodeGate
 from service_kit.errors import install_exception_handlers
 from service_kit.fairness import ClientIdentityMiddleware
+from service_kit.hosting import Hosted, replica_lifespan
 from service_kit.metrics import HttpMetricsMiddleware, ServiceMetrics
 from service_kit.model_routes import model_router
 from service_kit.probes import probe_router
-from service_kit.settings import ServiceSettings
+from service_kit.settings import ModelServiceSettings, ServiceSettings
 from shared_schemas import ErrorResponse
 
 
@@ -49,18 +49,20 @@ def include_api(app: FastAPI, router: APIRouter) -> None:
 
 
 def service_app(
-    *,
-    title: str,
-    version: str,
-    summary: str,
-    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
-    settings: ServiceSettings,
+    settings: ModelServiceSettings,
     metrics: ServiceMetrics,
     router: APIRouter,
+    build: Callable[[FastAPI, list[str]], Hosted],
+    *,
+    version: str,
+    summary: str,
 ) -> FastAPI:
-    """A service's app: its lifespan and settings, the common parts, its own routes and the
-    model hand-over routes (its lifespan sets ``app.state.replicas``)."""
-    app = FastAPI(title=title, version=version, summary=summary, lifespan=lifespan)
+    """A service's app, named by its metrics' prefix: the replica lifespan over what ``build``
+    makes (service_kit.hosting), its settings, the common parts, its own routes and the model
+    hand-over routes."""
+    service = metrics.prefix
+    lifespan = replica_lifespan(settings, service, build)
+    app = FastAPI(title=f"editbench {service}", version=version, summary=summary, lifespan=lifespan)
     app.state.settings = settings
     install_common(app, settings, metrics)
     include_api(app, router)

@@ -30,7 +30,7 @@ from editor_service.backends.speed_modes import (
     quantize_fp8,
 )
 from service_kit.dtypes import resolve_dtype
-from service_kit.model_folders import model_folder
+from service_kit.model_loading import RANDOM_REVISION, model_folder
 from service_kit.model_source import ModelSource, SourceKind, parse_model_source
 from service_kit.text_safety import control_token_in
 
@@ -129,7 +129,7 @@ class DiffusersEditBackend:
         variant: Variant = "edit-plus" if source.variant == "edit-plus" else "edit"
         if source.kind == "random-full":
             pipe: Any = build_pipeline("full", variant, device=device, dtype=dtype)
-            revision: str | None = "random-init-seed-0"
+            revision: str | None = RANDOM_REVISION
         else:
             folder, revision = model_folder(
                 source,

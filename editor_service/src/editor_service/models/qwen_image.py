@@ -166,19 +166,13 @@ def _special_ids(tokenizer: Any) -> dict[str, int]:
 
 
 def build_pipeline(
-    scale: Scale,
-    variant: Variant,
-    *,
-    device: str = "cpu",
-    dtype: torch.dtype | None = None,
-    seed: int = 0,
+    scale: Scale, variant: Variant, *, device: str = "cpu", dtype: torch.dtype | None = None
 ) -> Any:
     """Build a random-weight pipeline of the real architecture at the given scale.
 
     Weights are created directly on ``device`` in ``dtype`` (the full-size transformer is 41 GB
     in bf16; it never passes through host memory).
     """
-    import torch
     from diffusers import (
         AutoencoderKLQwenImage,
         FlowMatchEulerDiscreteScheduler,
@@ -194,22 +188,16 @@ def build_pipeline(
         Qwen2VLVideoProcessor,
     )
 
+    from service_kit.model_loading import random_weights
     from service_kit.tiny_tokenizer import build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer(qwen3=False)
-    dtype = dtype or torch.float32
-    torch.manual_seed(seed)
-    previous_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            transformer: Any = QwenImageTransformer2DModel(**transformer_config(scale))
-            vae: Any = AutoencoderKLQwenImage(**vae_config(scale))
-            text_encoder = Qwen2_5_VLForConditionalGeneration(
-                Qwen2_5_VLConfig(**text_encoder_config(scale, _special_ids(tokenizer)))
-            )
-    finally:
-        torch.set_default_dtype(previous_dtype)
+    with random_weights(device, dtype):
+        transformer: Any = QwenImageTransformer2DModel(**transformer_config(scale))
+        vae: Any = AutoencoderKLQwenImage(**vae_config(scale))
+        text_encoder = Qwen2_5_VLForConditionalGeneration(
+            Qwen2_5_VLConfig(**text_encoder_config(scale, _special_ids(tokenizer)))
+        )
     image_processor = Qwen2VLImageProcessor(
         patch_size=14,
         temporal_patch_size=2,
@@ -237,7 +225,7 @@ def build_pipeline(
 
 def ensure_tiny_folder(cache_dir: Path, variant: Variant) -> Path:
     """Build and save the tiny pipeline once; later calls (and other workers) reuse the folder."""
-    from service_kit.model_folders import ensure_built
+    from service_kit.model_loading import ensure_built
 
     return ensure_built(
         cache_dir / f"tiny-qwen-image-{variant}-v{TINY_RECIPE_VERSION}",

@@ -186,25 +186,20 @@ def build_processor(tokenizer: Any) -> ProcessorMixin:
 
 
 def build_model(
-    scale: Scale,
-    variant: Variant,
-    *,
-    device: str = "cpu",
-    dtype: torch.dtype | None = None,
-    seed: int = 0,
+    scale: Scale, variant: Variant, *, device: str = "cpu", dtype: torch.dtype | None = None
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """A random-weight model of the real architecture and its processor.
 
     Weights are created directly on ``device`` in ``dtype``: the full-size model is 62 GB in
     bf16 and never passes through host memory.
     """
-    import torch
     from transformers import (
         GenerationConfig,
         Qwen3VLForConditionalGeneration,
         Qwen3VLMoeForConditionalGeneration,
     )
 
+    from service_kit.model_loading import random_weights
     from service_kit.tiny_tokenizer import build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer(qwen3=True)
@@ -213,14 +208,8 @@ def build_model(
     model_class = (
         Qwen3VLMoeForConditionalGeneration if variant == "moe" else Qwen3VLForConditionalGeneration
     )
-    torch.manual_seed(seed)
-    previous_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(dtype or torch.float32)
-    try:
-        with torch.device(device):
-            model = model_class(config)
-    finally:
-        torch.set_default_dtype(previous_dtype)
+    with random_weights(device, dtype):
+        model = model_class(config)
     model.eval()  # type: ignore[no-untyped-call]
     # The released Instruct generation settings; the service always decodes greedily anyway.
     model.generation_config = GenerationConfig(
@@ -237,7 +226,7 @@ def build_model(
 
 def ensure_tiny_folder(cache_dir: Path, variant: Variant) -> Path:
     """Build and save the tiny judge once; later calls (and other processes) reuse the folder."""
-    from service_kit.model_folders import ensure_built
+    from service_kit.model_loading import ensure_built
 
     def save(staging: Path) -> None:
         model, processor = build_model("tiny", variant)

@@ -15,7 +15,7 @@ from typing import Any
 
 from reward_service.backends.base import BackendSpec, LoadedModel
 from service_kit.dtypes import resolve_dtype
-from service_kit.model_folders import model_folder
+from service_kit.model_loading import RANDOM_REVISION, model_folder
 from service_kit.model_source import ModelSource, SourceKind
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def load_judge(spec: BackendSpec, source: ModelSource, device: str) -> Loaded:
     if source.kind == "random-full":
         model, processor = build_model("full", "moe", device=device, dtype=dtype)
         model.set_attn_implementation(attn)
-        revision: str | None = "random-init-seed-0"
+        revision: str | None = RANDOM_REVISION
     else:
         folder, revision = model_folder(
             source, spec.revision, lambda: ensure_tiny_folder(Path(spec.cache_dir), variant)

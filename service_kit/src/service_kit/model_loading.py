@@ -1,8 +1,10 @@
-"""The folder a model loads from, for both services' loaders (runs in worker processes).
+"""What both services' model loaders share (worker processes only; torch is imported lazily).
 
-A built-in tiny model is built once and saved (``ensure_built``); a local folder is used as it
-is; a hub id is fetched as a snapshot. Either way the loader gets a folder for its
-``from_pretrained`` and the revision that names exactly what was loaded.
+Built-in models have random weights of the real architecture, made in place
+(``random_weights``): a tiny one is built once and saved (``ensure_built``), a full-size one is
+built straight on the GPU. A local folder is used as it is; a hub id is fetched as a snapshot.
+Either way the loader gets a folder for its ``from_pretrained`` and the revision that names
+exactly what was loaded (``model_folder``).
 """
 
 from __future__ import annotations
@@ -10,15 +12,37 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service_kit.model_source import ModelSource, folder_revision, hub_snapshot, snapshot_revision
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
 RECIPE_FILE = "editbench_recipe.json"
+RANDOM_SEED = 0
+RANDOM_REVISION = f"random-init-seed-{RANDOM_SEED}"  # what a random-full model reports
+
+
+@contextmanager
+def random_weights(device: str = "cpu", dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Modules built inside get seeded random weights, made directly on ``device`` in ``dtype``
+    (float32 by default): a full-size model never passes through host memory."""
+    import torch
+
+    torch.manual_seed(RANDOM_SEED)
+    previous_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous_dtype)
 
 
 def model_folder(
