@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import Counter, Histogram
-
 from reward_service.messages import BatchDone
 from service_kit.metrics import ServiceMetrics
 from service_kit.replica_metrics import AdmissionMetrics, ReplicaMetrics
@@ -19,78 +17,66 @@ class RewardMetrics(ServiceMetrics):
 
     def __init__(self) -> None:
         super().__init__("reward")
-        r = self.registry
-        self.batch_size = Histogram(
-            "reward_batch_size",
+        self.batch_size = self.histogram(
+            "batch_size",
             "Items (each with all its questions) per model call.",
             buckets=_SIZE_BUCKETS,
-            registry=r,
         )
-        self.batch_requests = Histogram(
-            "reward_batch_requests",
-            "Distinct client requests per model call.",
-            buckets=_SIZE_BUCKETS,
-            registry=r,
+        self.batch_requests = self.histogram(
+            "batch_requests", "Distinct client requests per model call.", buckets=_SIZE_BUCKETS
         )
-        self.batch_seconds = Histogram(
-            "reward_batch_seconds",
+        self.batch_seconds = self.histogram(
+            "batch_seconds",
             "Wall time of one model call, preprocessing included.",
             buckets=_SECONDS_BUCKETS,
-            registry=r,
         )
-        self.batches = Counter(
-            "reward_batches_total", "Model calls, by outcome (ok, failed).", ["outcome"], registry=r
+        self.batches = self.counter(
+            "batches_total", "Model calls, by outcome (ok, failed).", ["outcome"]
         )
-        self.items = Counter(
-            "reward_items_total",
+        self.items = self.counter(
+            "items_total",
             "Items answered, by protocol, mode and outcome (scored, unscored).",
             ["protocol", "mode", "outcome"],
-            registry=r,
         )
-        self.questions = Counter(
-            "reward_questions_total",
+        self.questions = self.counter(
+            "questions_total",
             "Questions answered, by mode and outcome (scored, unscored).",
             ["mode", "outcome"],
-            registry=r,
         )
-        self.score_mass = Histogram(
-            "reward_score_mass",
+        self.score_mass = self.histogram(
+            "score_mass",
             "expected mode: the probability the judge gave to answering with a score at all.",
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0),
-            registry=r,
         )
-        self.worker_seconds = Histogram(
-            "reward_worker_seconds",
+        self.worker_seconds = self.histogram(
+            "worker_seconds",
             "Inside a judge worker, per batch: preparation (template, image processing, tokens; "
             "overlaps the model) and the model's own time.",
             ["stage"],
             buckets=_SECONDS_BUCKETS,
-            registry=r,
         )
-        self.model_waiting_seconds = Counter(
-            "reward_model_waiting_seconds",
+        self.model_waiting_seconds = self.counter(
+            "model_waiting_seconds",
             "Time a loaded judge model had nothing to run, by reason: no batch had reached its "
             "worker (idle: no demand, or the API process is behind), or the next batch was "
             "still being prepared (preparing: preprocessing is not keeping up).",
             ["reason"],
-            registry=r,
         )
-        self.replica_batches = Counter(
-            "reward_replica_batches",
+        self.replica_batches = self.counter(
+            "replica_batches",
             "Batches each judge replica ran: how the batcher spreads work over the devices.",
             ["replica", "device"],
-            registry=r,
         )
-        self.replica_model_seconds = Counter(
-            "reward_replica_model_seconds",
+        self.replica_model_seconds = self.counter(
+            "replica_model_seconds",
             "Time each judge replica's model spent on batches.",
             ["replica", "device"],
-            registry=r,
         )
         self.admission = AdmissionMetrics(
-            "reward", r, unit="Questions", wait_buckets=_SECONDS_BUCKETS
+            "reward", self.registry, unit="Questions", wait_buckets=_SECONDS_BUCKETS
         )
-        self.replicas = ReplicaMetrics("reward", r)  # state, restarts, loads, hand-overs
+        # The replicas' state, restarts, loads and hand-overs, as on every service.
+        self.replicas = ReplicaMetrics("reward", self.registry)
 
     def worker_batch(self, replica: int, device: str, done: BatchDone) -> None:
         self.replica_batches.labels(str(replica), device).inc()
