@@ -110,7 +110,7 @@ async def create_openai_edit(
     fields, files = await _split(form)
     body = _validate(fields)
     width, height = parse_size(body.size)
-    model = pool.loaded_model()
+    model = pool.model
     _check_against_model(body, files, model, width)
     if model is not None:  # else the worker's backend checks
         texts = [("prompt", body.prompt), ("negative_prompt", body.negative_prompt)]

@@ -33,9 +33,10 @@ from service_kit.errors import (
     worker_failure,
 )
 from service_kit.fairness import ANONYMOUS, RoundRobin, current_client
+from service_kit.hosting import ReplicaDispatch
 from service_kit.processes import SPAWN
 from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
-from shared_schemas import ModelState, WorkerInfo
+from shared_schemas import WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class Reservation:
         return await self._pool._run_reserved(job)
 
 
-class WorkerPool:
+class WorkerPool(ReplicaDispatch[_Worker, LoadedModel]):
     def __init__(self, spec: BackendSpec, config: PoolConfig, metrics: EditorMetrics) -> None:
         self.spec = spec
         self.config = config
@@ -125,14 +126,6 @@ class WorkerPool:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Spawn every worker; returns at once (readiness says when they have loaded)."""
-        await self.replica_set.start()
-
-    def start_draining(self) -> None:
-        """Admit no new job (503) and report not ready; admitted jobs still run."""
-        self.replica_set.start_draining()
-
     def in_flight(self) -> int:
         """Jobs admitted and not answered yet: being validated, queued or running."""
         return self._reserved + len(self._queue) + len(self._busy_workers())
@@ -161,10 +154,6 @@ class WorkerPool:
             self._fail(worker.current, error)
             # Its answer is given: stop it at its next step, so the worker can exit.
             worker.cancel.value = worker.current.ticket
-
-    def given_up(self) -> bool:
-        """Every worker was given up on (the restart policy will not start any again)."""
-        return self.replica_set.given_up()
 
     async def stop(self, drain_timeout_s: float) -> None:
         """Drain (see ``drain``), fail what is left, stop every worker (politely, then by
@@ -365,16 +354,9 @@ class WorkerPool:
 
     # ----------------------------------------------------------------- views
 
-    def model_state(self) -> ModelState:
-        return self.replica_set.model_state()
-
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
-
-    def loaded_model(self) -> LoadedModel | None:
-        model: LoadedModel | None = self.replica_set.model
-        return model
 
     def worker_infos(self) -> list[WorkerInfo]:
         return [

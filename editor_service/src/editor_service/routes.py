@@ -48,7 +48,7 @@ async def _edit(
 ) -> tuple[EditJob, EditResult, bytes]:
     """Reserve a slot (refusals cost nothing), decode, run, encode: codecs run in threads here,
     so a worker's GPU goes straight on to its next job."""
-    loaded = pool.loaded_model()
+    loaded = pool.model
     if loaded is not None:  # else the worker's backend checks (and any job waits for a model)
         texts = [(instruction_param, body.instruction), ("negative_prompt", body.negative_prompt)]
         check_user_text(texts, loaded.reserved_text)
@@ -106,7 +106,7 @@ async def create_edit(
 @router.get("/info", response_model=EditorInfo, tags=["service"])
 async def info(pool: PoolDep, settings: SettingsDep) -> EditorInfo:
     """The model, devices, workers and queue."""
-    loaded = pool.loaded_model()
+    loaded = pool.model
     workers = pool.worker_infos()
     return EditorInfo(
         version=__version__,

@@ -33,10 +33,10 @@ from reward_service.messages import (
 )
 from reward_service.worker import judge_worker_main
 from service_kit.errors import BackendError, NotReady, ServiceError, WorkerDied, worker_failure
+from service_kit.hosting import ReplicaDispatch
 from service_kit.images import RGBImage
 from service_kit.replica_metrics import ReplicaMetrics
 from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
-from shared_schemas import ModelState
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class _Replica(Replica):
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class Judge:
+class Judge(ReplicaDispatch[_Replica, LoadedModel]):
     def __init__(
         self,
         spec: BackendSpec,
@@ -89,17 +89,6 @@ class Judge:
         return sum(len(r.outstanding) for r in self.replicas)
 
     # ----------------------------------------------------------------- lifecycle
-
-    async def start(self) -> None:
-        """Spawn every replica's worker; they load their model on their own."""
-        await self.replica_set.start()
-
-    def start_draining(self) -> None:
-        """Report not ready and refuse new requests; batches already admitted still run."""
-        self.replica_set.start_draining()
-
-    def given_up(self) -> bool:
-        return self.replica_set.given_up()
 
     async def stop(self) -> None:
         await self.replica_set.stop()
@@ -200,16 +189,8 @@ class Judge:
         return self.replica_set.devices
 
     @property
-    def model(self) -> LoadedModel | None:
-        model: LoadedModel | None = self.replica_set.model
-        return model
-
-    @property
     def load_s(self) -> float | None:
         return self.replica_set.load_s
-
-    def model_state(self) -> ModelState:
-        return self.replica_set.model_state()
 
     def ensure_ready(self) -> LoadedModel:
         """The model, if a new request may be admitted; else NotReady (503) saying why."""

@@ -13,16 +13,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 
 from service_kit.decoding import DecodeGate
-from service_kit.replicas import ReplicaSet
+from service_kit.replicas import Replica, ReplicaSet
 from service_kit.serving import Lifecycle
 from service_kit.settings import ModelServiceSettings
+from shared_schemas import ModelState
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Replica)
+M = TypeVar("M")
 
 
 class Hosted(Lifecycle, Protocol):
@@ -38,6 +42,35 @@ class Hosted(Lifecycle, Protocol):
     async def stop(self, drain_timeout_s: float) -> None:
         """Let admitted work finish for up to ``drain_timeout_s`` (a drain the server began
         already counts), answer what is left 503, and stop every replica."""
+
+
+class ReplicaDispatch(Generic[R, M]):
+    """What a service's dispatch (the editor's pool, the judge's batch sender) leaves to its
+    replica set: starting, draining, given-up, the model state and the loaded model (``M``: the
+    service's LoadedModel). The service sets ``replica_set`` and adds its own dispatch."""
+
+    replica_set: ReplicaSet[R]
+
+    async def start(self) -> None:
+        """Spawn every replica; returns at once (readiness says when they have loaded)."""
+        await self.replica_set.start()
+
+    def start_draining(self) -> None:
+        """Admit no new work (503) and report not ready; admitted work still runs."""
+        self.replica_set.start_draining()
+
+    def given_up(self) -> bool:
+        """Every replica was given up on (the restart policy will not start any again)."""
+        return self.replica_set.given_up()
+
+    def model_state(self) -> ModelState:
+        return self.replica_set.model_state()
+
+    @property
+    def model(self) -> M | None:
+        """The model the replicas loaded, as its backend reported it; None before a load."""
+        model: M | None = self.replica_set.model
+        return model
 
 
 def replica_lifespan(
