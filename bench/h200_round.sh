@@ -37,7 +37,7 @@ step() {  # step NAME SECONDS COMMAND...
 
 # `nondeterministic` (what determinism costs the editor) runs if the budget allows; `cudnn` is another.
 step editor-modes 600 python3 bench/editor_bench.py --part modes \
-  --modes lossless fp8-row cache4 nondeterministic --budget-s 470 --mode-reserve-s 90 \
+  --modes lossless fp8-row cache4 nondeterministic --budget-s 380 --mode-reserve-s 90 \
   --out "$dest/editor-modes.json"
 step whole-run 480 python3 bench/whole_run.py --items 54 --out "$dest/whole-run.json"
 step judge-service 330 python3 bench/judge_bench.py --part service \
