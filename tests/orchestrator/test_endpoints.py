@@ -15,15 +15,23 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
 from orchestrator.clients import make_http_client
-from orchestrator.endpoints import PooledEditorClient, one_family, open_editor
+from orchestrator.endpoints import (
+    Endpoint,
+    EndpointSet,
+    PooledEditorClient,
+    one_family,
+    open_editor,
+)
+from orchestrator.jobs import judge_key, model_key
 from orchestrator.store import JsonlLog
-from shared_schemas import EditRequest
+from shared_schemas import EditRequest, ModelInfo
 from tests.orchestrator.conftest import write_manifest
 from tests.orchestrator.harness import answered, editbench, finish, wait_for
 from tests.support.images import b64, image_bytes
@@ -284,3 +292,26 @@ def test_a_dual_stack_name_counts_each_replica_once() -> None:
     both = ["fd00::2", "10.0.0.2", "fd00::3", "10.0.0.3", "10.0.0.2"]
     assert one_family(both) == ["10.0.0.2", "10.0.0.3"]
     assert one_family(["fd00::2", "fd00::3", "fd00::2"]) == ["fd00::2", "fd00::3"]
+
+
+def test_judges_in_and_out_of_deterministic_mode_are_not_mixed_in_one_run() -> None:
+    """Their scores differ by a few hundredths: the one set up otherwise is set aside, as a
+    judge serving another model is; editors differing only in their kernels are not."""
+    plain = ModelInfo(
+        id="j", source="hub", revision="r", model_class="M", dtype="bf16", meaningful=True
+    )
+    deterministic = plain.model_copy(update={"deterministic": True})
+
+    def admitted(service: str, key: Any, models: list[ModelInfo]) -> list[str]:
+        endpoints = EndpointSet(service, [], lambda url: None, lambda info: 1, key=key)
+        for n, model in enumerate(models):
+            endpoint = Endpoint(url=f"http://10.0.0.{n}:1", given="x", client=None, state="ready")
+            endpoints._admit(endpoint, SimpleNamespace(model=model))
+            endpoints.endpoints[endpoint.url] = endpoint
+        return [e.state for e in endpoints.endpoints.values()]
+
+    assert admitted("reward", judge_key, [plain, deterministic]) == ["ready", "other_model"]
+    assert admitted("reward", judge_key, [deterministic, deterministic]) == ["ready", "ready"]
+    assert admitted("editor", model_key, [plain, deterministic]) == ["ready", "ready"]
+    fp8 = plain.model_copy(update={"options": {"transformer_fp8": "row"}})
+    assert admitted("editor", model_key, [plain, fp8]) == ["ready", "other_model"]

@@ -74,3 +74,67 @@ def test_score_job_id_depends_on_edit_protocol_and_judge() -> None:
         assert score_job_id(**{**args, key: value}) != base  # type: ignore[arg-type]
     # max_new_tokens matters only when the judge generates.
     assert score_job_id(**{**args, "max_new_tokens": 64}) == base  # type: ignore[arg-type]
+
+
+def configured(**options: object) -> ModelInfo:
+    return MODEL.model_copy(update={"options": options})
+
+
+def test_options_that_change_the_images_change_the_edit_job_id() -> None:
+    ids = {
+        edit_id(editor_model=configured(**{name: value}))
+        for name, value in (
+            ("transformer_fp8", "row"),
+            ("step_cache_interval", 4),
+            ("step_cache", 0.1),
+            ("lora", "some/lora"),
+        )
+    }
+    assert len(ids) == 4 and edit_id() not in ids
+    assert edit_id(editor_model=configured(transformer_fp8="row")) != edit_id(
+        editor_model=configured(transformer_fp8="tensor")
+    )
+
+
+def test_options_that_only_change_how_an_edit_is_computed_keep_its_id() -> None:
+    # Existing run folders made without the result-changing options resume without redoing work.
+    same = configured(compile="regional", attention_backend="_native_cudnn", deterministic=True)
+    assert edit_id(editor_model=same) == edit_id()
+    assert edit_id(editor_model=MODEL.model_copy(update={"deterministic": True})) == edit_id()
+
+
+def score_id(judge: ModelInfo) -> str:
+    return score_job_id(
+        item_id="a",
+        source_sha256="s",
+        edited_sha256="e",
+        instruction="i",
+        category="c",
+        hints=None,
+        protocol="viescore",
+        protocol_hash="h",
+        mode="expected",
+        max_new_tokens=512,
+        judge_model=judge,
+    )
+
+
+def test_the_judges_deterministic_mode_changes_the_score_job_id() -> None:
+    # Its scores differ from batched ones by a few hundredths: a resumed run does not mix them.
+    deterministic = MODEL.model_copy(update={"deterministic": True})
+    assert score_id(deterministic) != score_id(MODEL)
+    assert score_id(MODEL.model_copy(update={"options": {"attn_implementation": "sdpa"}})) == (
+        score_id(MODEL)
+    )
+
+
+def test_an_endpoint_judges_reported_model_and_digits_change_the_score_job_id() -> None:
+    endpoint = configured(base_url="http://a/v1", endpoint_model="gpt-x-1", top_logprobs=20)
+    assert score_id(endpoint) != score_id(MODEL)
+    assert score_id(endpoint) != score_id(
+        configured(base_url="http://a/v1", endpoint_model="gpt-x-2", top_logprobs=20)
+    )
+    # The same endpoint model behind another URL (several endpoints of one run) is the same judge.
+    assert score_id(endpoint) == score_id(
+        configured(base_url="http://b/v1", endpoint_model="gpt-x-1", top_logprobs=20)
+    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import socket
 import time
@@ -38,7 +39,7 @@ from orchestrator.clients import (
     ServiceCallError,
     ServiceUnreachable,
 )
-from orchestrator.jobs import model_key
+from orchestrator.jobs import judge_key, model_key
 
 if TYPE_CHECKING:
     from orchestrator.config import RunSettings
@@ -170,6 +171,8 @@ class EndpointSet:
     make_client: Callable[[str], Any]
     weigh: Callable[[Any], int]
     allow_mixed_revisions: bool = False
+    # What makes two endpoints' models the same configuration (orchestrator.jobs).
+    key: Callable[[ModelInfo | None], dict[str, Any]] = model_key
     resolve: Resolver = resolve_addresses
     resolve_interval_s: float = 10.0
     first_pause_s: float = 2.0
@@ -293,7 +296,7 @@ class EndpointSet:
         endpoint.weight = max(1, self.weigh(info))
         if self.reference is None:
             self.reference = info.model
-        elif model_key(info.model) != model_key(self.reference) and not self.allow_mixed_revisions:
+        elif self.key(info.model) != self.key(self.reference) and not self.allow_mixed_revisions:
             endpoint.state = "other_model"
             endpoint.last_error = f"serves {_name(info.model)}, not {_name(self.reference)}"
             logger.warning(
@@ -331,10 +334,11 @@ class EndpointSet:
     def records(self) -> list[dict[str, Any]]:
         return [e.record() for e in self.endpoints.values()]
 
-    def models(self) -> list[dict[str, str | None]]:
+    def models(self) -> list[dict[str, Any]]:
         """The distinct models the endpoints served (one unless mixing was allowed)."""
-        keys = [model_key(e.model) for e in self.endpoints.values() if e.model is not None]
-        return [dict(k) for k in dict.fromkeys(tuple(sorted(k.items())) for k in keys)]
+        keys = [self.key(e.model) for e in self.endpoints.values() if e.model is not None]
+        distinct = {json.dumps(k, sort_keys=True): k for k in keys}
+        return list(distinct.values())
 
 
 def _name(model: ModelInfo | None) -> str:
@@ -511,6 +515,7 @@ async def open_reward(
         lambda url: RewardClient(http, url, api_key),
         reward_weight,
         allow_mixed_revisions=allow_mixed_revisions,
+        key=judge_key,
         resolve=resolve,
     )
     if not await _several(endpoints):

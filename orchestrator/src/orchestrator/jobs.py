@@ -28,11 +28,46 @@ def _job_id(kind: str, fields: dict[str, Any]) -> str:
     return f"{kind[0]}-{sha256_hex(canonical.encode())[:JOB_ID_CHARS]}"
 
 
-def model_key(model: ModelInfo | None) -> dict[str, str | None]:
-    """What identifies a model in a job id: its id and revision (content hash for tiny)."""
+# Model options that change what a model answers, beyond floating-point noise: results made
+# with other values are another configuration, so they have other job ids, a restarted service
+# set up otherwise stops the run (ModelChanged) and an endpoint set up otherwise is not mixed in.
+# The rest only change how the same result is computed (compilation, attention kernels, the
+# editor's deterministic kernels) or where it comes from (an endpoint's URL).
+RESULT_OPTIONS = frozenset(
+    {
+        "lora",
+        "lora_scale",
+        "transformer_fp8",
+        "step_cache",
+        "step_cache_interval",
+        "step_cache_warmup",
+        "endpoint_model",  # what an OpenAI-compatible endpoint says it serves
+        "top_logprobs",  # how many digits an endpoint's expected-mode score can see
+    }
+)
+
+
+def model_key(model: ModelInfo | None) -> dict[str, Any]:
+    """What identifies a model in a job id: its id and revision (content hash for tiny), the
+    options that change its answers (RESULT_OPTIONS) when any is set, and the judge's
+    deterministic mode when on (it plans each item alone, so its scores differ from batched
+    ones by up to a few hundredths). Models without either keep the key of older runs."""
     if model is None:
         return {"id": None, "revision": None}
-    return {"id": model.id, "revision": model.revision}
+    key: dict[str, Any] = {"id": model.id, "revision": model.revision}
+    options = {k: v for k, v in model.options.items() if k in RESULT_OPTIONS and v is not None}
+    if options:
+        key["options"] = options
+    return key
+
+
+def judge_key(model: ModelInfo | None) -> dict[str, Any]:
+    """model_key for the judge, whose deterministic mode changes its scores (by up to a few
+    hundredths: each item is computed alone); the editor's only picks deterministic kernels."""
+    key = model_key(model)
+    if model is not None and model.deterministic:
+        key["deterministic"] = True
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +169,6 @@ def score_job_id(
             "mode": mode,
             # Only generate mode reads it: kept out of expected-mode ids to avoid needless reruns.
             "max_new_tokens": max_new_tokens if mode == "generate" else None,
-            "model": model_key(judge_model),
+            "model": judge_key(judge_model),
         },
     )

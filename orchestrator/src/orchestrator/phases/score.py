@@ -11,7 +11,7 @@ from pathlib import Path
 from orchestrator.benchmarks import Item, item_relpath, resolve_inside
 from orchestrator.benchmarks.base import legacy_item_relpath
 from orchestrator.clients import RewardClient, ServiceCallError
-from orchestrator.jobs import model_key, score_job_id, sha256_hex
+from orchestrator.jobs import judge_key, score_job_id, sha256_hex
 from orchestrator.phases.base import (
     ModelChanged,
     Phase,
@@ -165,7 +165,7 @@ class ScorePhase(Phase):
     async def _gpu_taken(self) -> None:
         before = self.info
         self.info = await self._fetch_info()
-        if before is not None and model_key(before.model) != model_key(self.info.model):
+        if before is not None and judge_key(before.model) != judge_key(self.info.model):
             raise ModelChanged("reward", before.model, self.info.model)
 
     def _edited_sources(self) -> dict[str, tuple[Path, str, str | None]]:
