@@ -1,8 +1,9 @@
 """Fake editing backends, for tests about queueing, HTTP and faults (never about models).
 
 Selected like any custom backend: ``EditorSettings(backend="tests.support.fake_editors:Class")``.
-Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s``, ``fail_load``,
-``start_log`` (a file each edit appends its instruction to as it starts).
+Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s`` (an edit's time,
+whatever its steps), ``step_delay_s`` (added per step: a 2-step job is quick beside a 40-step
+one), ``fail_load``, ``start_log`` (a file each edit appends its instruction to as it starts).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class MirrorEditBackend:
             with open(log, "a") as starts:
                 starts.write(job.instruction + "\n")
         steps = max(1, job.num_inference_steps)
-        delay = float(self.options.get("edit_delay_s", 0))
+        per_step = float(self.options.get("step_delay_s", 0))
+        delay = float(self.options.get("edit_delay_s", 0)) + per_step * steps
         for _ in range(steps):
             time.sleep(delay / steps)
             if should_stop():
