@@ -104,15 +104,22 @@ async def test_job_that_waits_past_its_deadline_gets_504_and_never_runs(tmp_path
 
 async def test_killed_worker_fails_only_its_job_and_comes_back(tmp_path: Path) -> None:
     app = create_app(
-        settings(tmp_path, devices=["cpu", "cpu"], backend_options={"edit_delay_s": 4.0})
+        settings(tmp_path, devices=["cpu", "cpu"], backend_options={"step_delay_s": 0.2})
     )
     async for client in client_for(app):
         await wait_ready(client)
         info = EditorInfo.model_validate((await client.get("/v1/info")).json())
         victim = info.workers[0].pid
         assert victim is not None
-        jobs = [asyncio.create_task(client.post("/v1/edits", json=payload())) for _ in range(2)]
-        await asyncio.sleep(1.5)  # both jobs are running, one per worker
+        # Two 4 s jobs (20 steps of 0.2 s), one per worker; the kill lands once both run.
+        slow = payload(steps=20)
+        jobs = [asyncio.create_task(client.post("/v1/edits", json=slow)) for _ in range(2)]
+        for _ in range(300):
+            info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+            if [w.state for w in info.workers] == ["busy", "busy"]:
+                break
+            await asyncio.sleep(0.02)
+        assert [w.state for w in info.workers] == ["busy", "busy"]
         os.kill(victim, signal.SIGKILL)
         responses = await asyncio.gather(*jobs)
         assert sorted(r.status_code for r in responses) == [200, 503]
