@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import ServiceProcess
+from tests.support.servers import REUSE_FREED_MEMORY, ServiceProcess
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,12 @@ def tiny_editor(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     logs = tmp_path_factory.mktemp("editor-logs")
     service = ServiceProcess(
         "editor_service",
-        {"EDITOR_MODEL": "tiny", "EDITOR_DEVICES": "cpu,cpu", "EDITOR_CACHE_DIR": str(model_cache)},
+        {
+            "EDITOR_MODEL": "tiny",
+            "EDITOR_DEVICES": "cpu,cpu",
+            "EDITOR_CACHE_DIR": str(model_cache),
+            **REUSE_FREED_MEMORY,
+        },
         logs / "editor.log",
     )
     with service.running():

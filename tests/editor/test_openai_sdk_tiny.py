@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.support.images import decode_b64_image, image_bytes
-from tests.support.servers import ServiceProcess
+from tests.support.servers import REUSE_FREED_MEMORY, ServiceProcess
 
 pytestmark = pytest.mark.tiny
 
@@ -203,6 +203,7 @@ def plus_editor(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "EDITOR_MODEL": "tiny-plus",
         "EDITOR_DEVICES": "cpu",
         "EDITOR_CACHE_DIR": str(model_cache),
+        **REUSE_FREED_MEMORY,
     }
     with ServiceProcess("editor_service", env, logs / "editor.log").running() as service:
         yield service.url
