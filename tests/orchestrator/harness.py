@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from tests.orchestrator.held_backends import holding, read_journal
-from tests.support.servers import REPO_ROOT, ServiceProcess
+from tests.support.servers import REPO_ROOT, REUSE_FREED_MEMORY, ServiceProcess
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,7 @@ def held_env(service: str, model_cache: Path, gate_dir: Path, journal: Path) -> 
         f"{prefix}_MODEL": "tiny",
         f"{prefix}_DEVICES": "cpu",
         f"{prefix}_CACHE_DIR": str(model_cache),
+        **REUSE_FREED_MEMORY,
         f"{prefix}_BACKEND": f"tests.orchestrator.held_backends:{backend}",
         f"{prefix}_BACKEND_OPTIONS": json.dumps(
             {"gate_dir": str(gate_dir), "journal": str(journal)}

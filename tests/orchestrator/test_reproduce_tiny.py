@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.store import JsonlLog
 from tests.orchestrator.harness import editbench, finish
-from tests.support.servers import ServiceProcess
+from tests.support.servers import REUSE_FREED_MEMORY, ServiceProcess
 
 pytestmark = pytest.mark.tiny
 
@@ -29,7 +29,12 @@ def services(
     logs = tmp_path_factory.mktemp("logs")
     editor = ServiceProcess(
         "editor_service",
-        {"EDITOR_MODEL": "tiny", "EDITOR_DEVICES": "cpu", "EDITOR_CACHE_DIR": str(model_cache)},
+        {
+            "EDITOR_MODEL": "tiny",
+            "EDITOR_DEVICES": "cpu",
+            "EDITOR_CACHE_DIR": str(model_cache),
+            **REUSE_FREED_MEMORY,
+        },
         logs / "editor.log",
     )
     reward = ServiceProcess(
@@ -40,6 +45,7 @@ def services(
             "REWARD_CACHE_DIR": str(model_cache),
             "REWARD_DETERMINISTIC": "true",
             "REWARD_MAX_WAIT_S": "0.2",
+            **REUSE_FREED_MEMORY,
         },
         logs / "reward.log",
     )

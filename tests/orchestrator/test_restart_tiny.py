@@ -18,13 +18,18 @@ from orchestrator.store import JsonlLog
 from tests.orchestrator.conftest import write_manifest
 from tests.orchestrator.harness import editbench, finish, held_env, wait_for
 from tests.orchestrator.held_backends import hold_tag, holding, item_tag, read_journal
-from tests.support.servers import REPO_ROOT, ServiceProcess, free_port
+from tests.support.servers import REPO_ROOT, REUSE_FREED_MEMORY, ServiceProcess, free_port
 
 pytestmark = pytest.mark.tiny
 
 
 def test_an_editor_restart_mid_run_fails_no_item(model_cache: Path, tmp_path: Path) -> None:
-    env = {"EDITOR_MODEL": "tiny", "EDITOR_DEVICES": "cpu", "EDITOR_CACHE_DIR": str(model_cache)}
+    env = {
+        "EDITOR_MODEL": "tiny",
+        "EDITOR_DEVICES": "cpu",
+        "EDITOR_CACHE_DIR": str(model_cache),
+        **REUSE_FREED_MEMORY,
+    }
     port = free_port()
     first = ServiceProcess("editor_service", env, tmp_path / "editor-1.log", port=port)
     first.start()

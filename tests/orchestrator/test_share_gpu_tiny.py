@@ -27,7 +27,7 @@ from orchestrator.runner import RunOutcome, run_benchmark
 from orchestrator.store import JsonlLog
 from tests.orchestrator.conftest import write_manifest
 from tests.support.images import image_bytes
-from tests.support.servers import REPO_ROOT, ServiceProcess
+from tests.support.servers import REPO_ROOT, REUSE_FREED_MEMORY, ServiceProcess
 
 pytestmark = pytest.mark.tiny
 
@@ -55,7 +55,12 @@ def post(url: str, path: str) -> dict[str, Any]:
 
 
 def editor_tiny(model_cache: Path) -> dict[str, str]:
-    return {"EDITOR_MODEL": "tiny", "EDITOR_DEVICES": "cpu", "EDITOR_CACHE_DIR": str(model_cache)}
+    return {
+        "EDITOR_MODEL": "tiny",
+        "EDITOR_DEVICES": "cpu",
+        "EDITOR_CACHE_DIR": str(model_cache),
+        **REUSE_FREED_MEMORY,
+    }
 
 
 def judge_tiny(model_cache: Path, **extra: str) -> dict[str, str]:
@@ -63,6 +68,7 @@ def judge_tiny(model_cache: Path, **extra: str) -> dict[str, str]:
         "REWARD_MODEL": "tiny",
         "REWARD_DEVICES": "cpu",
         "REWARD_CACHE_DIR": str(model_cache),
+        **REUSE_FREED_MEMORY,
         **extra,
     }
 
