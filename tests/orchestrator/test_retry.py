@@ -226,6 +226,43 @@ def test_a_503_pauses_dispatch_until_ready_answers() -> None:
     assert log == ["/v1/info", "/ready", "/ready", "/ready", "/v1/info"]
 
 
+def test_a_down_services_retry_after_ends_when_its_ready_answers_again() -> None:
+    """A draining service answers 503 with Retry-After 30; its successor may be ready in 5. The
+    retry waits for /ready, not for the rest of the old process's Retry-After."""
+    log: list[str] = []
+    asked: list[float] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        log.append(request.url.path)
+        if request.url.path == "/ready":
+            return httpx.Response(
+                200, json={"ready": True, "detail": "", "workers_ready": 1, "workers_total": 1}
+            )
+        if log.count("/v1/info") == 1:
+            return error(503, "not_ready", "the service is shutting down", retry_after="100")
+        return httpx.Response(200, json=FakeServices().editor_info().model_dump(mode="json"))
+
+    async def until_cancelled(seconds: float) -> None:  # a Retry-After that never runs out
+        asked.append(seconds)
+        await asyncio.Event().wait()
+
+    async def go() -> EditorInfo:
+        async with make_http_client(transport=httpx.MockTransport(handle)) as http:
+            client = EditorClient(http, EDITOR)
+            gate = ReadinessGate("editor", client.is_ready, interval_s=0.001)
+            try:
+                call = call_with_retry(
+                    client.info, policy=POLICY, gate=gate, label="t", sleep=until_cancelled
+                )
+                return await asyncio.wait_for(call, timeout=60)  # a bound, not a measurement
+            finally:
+                await gate.close()
+
+    assert isinstance(asyncio.run(go()), EditorInfo)
+    assert asked == [100.0]  # the Retry-After was the wait asked for ...
+    assert log == ["/v1/info", "/ready", "/v1/info"]  # ... and /ready 200 ended it
+
+
 async def _no_wait(_: float) -> None:
     await asyncio.sleep(0)
 

@@ -137,6 +137,22 @@ class ReadinessGate:
                 error_type="deadline_exceeded",
             ) from None
 
+    async def pause(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Sleep ``seconds`` (a backoff or a Retry-After), cut short when a closed gate opens:
+        a restarting service's Retry-After (30 s while it drains) guessed for the process that
+        went away; once /ready answers again there is nothing left to wait for."""
+        if self._open.is_set():
+            await sleep(seconds)
+            return
+        napping = asyncio.ensure_future(sleep(seconds))
+        opened = asyncio.ensure_future(self._open.wait())
+        try:
+            await asyncio.wait({napping, opened}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (napping, opened):
+                waiting.cancel()
+            await asyncio.gather(napping, opened, return_exceptions=True)
+
     async def close(self) -> None:
         if self._prober is not None and not self._prober.done():
             self._prober.cancel()
@@ -218,11 +234,17 @@ async def call_with_retry(
             "%s: attempt %d failed (%s); retrying in %.1f s", label, state.attempt_number, exc, wait
         )
 
+    async def pause(seconds: float) -> None:
+        if gate is None:
+            await sleep(seconds)
+        else:  # a service that was down: go as soon as /ready answers again
+            await gate.pause(seconds, sleep)
+
     retrying = AsyncRetrying(
         retry=_ShouldRetry(policy),
         wait=_Wait(policy),
         stop=stop_before_delay(policy.job_deadline_s) | stop_after_attempt(policy.max_attempts),
-        sleep=sleep,
+        sleep=pause,
         before_sleep=before_sleep,
         reraise=True,
     )
