@@ -347,8 +347,9 @@ class MicroBatcher(Generic[I, O]):
         # Fair sharing: clients in turn, each client's units oldest first (service_kit.fairness).
         for unit in round_robin([u for u in self._queue if u.key == key], _client_of):
             # While the budget allows (one unit always goes, even if over it).
-            fits = not batch or cost + unit.cost <= self.max_batch_cost
-            if fits and cost < self.max_batch_cost:
+            if cost >= self.max_batch_cost:
+                break  # full: nothing more can go
+            if not batch or cost + unit.cost <= self.max_batch_cost:
                 batch.append(unit)
                 cost += unit.cost
         taken = {id(u) for u in batch}

@@ -87,11 +87,8 @@ class ClientIdentityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        token = _client.set(resolve_client(headers, self.keys))
-        try:
+        with client_context(resolve_client(headers, self.keys)):
             await self.app(scope, receive, send)
-        finally:
-            _client.reset(token)
 
 
 class RoundRobin(Generic[T]):
