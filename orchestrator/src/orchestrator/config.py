@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from orchestrator import safe_yaml
+from orchestrator.benchmarks.hub import is_hub_id
 from orchestrator.endpoints import split_urls
 from orchestrator.jobs import EditSettings, SeedPolicy
 
@@ -133,7 +134,10 @@ class RunSettings(BaseModel):
     @field_validator("benchmark", mode="before")
     @classmethod
     def _benchmark_path(cls, value: object) -> object:
-        """'sample', or a path made absolute (from a flag, a variable or a config file alike)."""
+        """'sample', a hub dataset id (owner/name that is no local path), or a path made
+        absolute (from a flag, a variable or a config file alike)."""
+        if isinstance(value, str | Path) and is_hub_id(value):
+            return str(value)
         if isinstance(value, str | Path) and str(value) not in ("", "sample"):
             return str(Path(value).expanduser().resolve())
         return value

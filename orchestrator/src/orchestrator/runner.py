@@ -20,6 +20,7 @@ import httpx
 from orchestrator.benchmarks import (
     Benchmark,
     BenchmarkError,
+    is_hub_id,
     load_benchmark,
     select_items,
 )
@@ -57,6 +58,8 @@ class RunOutcome:
 
 
 def default_out(benchmark: str | None) -> Path:
+    if benchmark and is_hub_id(benchmark):
+        benchmark = benchmark.split("@")[0]  # owner/name: runs/name-<time>
     name = Path(benchmark).stem if benchmark and benchmark != "sample" else (benchmark or "run")
     if name == "manifest" and benchmark:
         name = Path(benchmark).parent.name

@@ -14,6 +14,7 @@ from orchestrator.benchmarks.base import (
     select_items,
 )
 from orchestrator.benchmarks.gedit import GEditBenchmark, is_gedit_path, load_gedit
+from orchestrator.benchmarks.hub import is_hub_id, resolve_hub_dataset
 from orchestrator.benchmarks.manifest import MANIFEST_SUFFIXES, ManifestBenchmark, load_manifest
 from orchestrator.benchmarks.sample import bundled_sample
 
@@ -23,6 +24,7 @@ __all__ = [
     "GEditBenchmark",
     "Item",
     "ManifestBenchmark",
+    "is_hub_id",
     "item_relpath",
     "load_benchmark",
     "normalize_text",
@@ -35,22 +37,34 @@ _MANIFEST_NAMES = tuple(f"manifest{suffix}" for suffix in MANIFEST_SUFFIXES)
 
 
 def resolve_benchmark_path(spec: str | Path) -> Path:
-    """``sample`` names the bundled sample; anything else is a path (made absolute)."""
+    """``sample`` names the bundled sample; ``owner/name`` that is no local path is a hub dataset
+    id, read from the local Hugging Face cache; anything else is a path (made absolute)."""
     if str(spec) == "sample":
         return bundled_sample()
+    if is_hub_id(spec):
+        return resolve_hub_dataset(str(spec))
     return Path(spec).expanduser().resolve()
 
 
 def load_benchmark(
     spec: str | Path, *, split: str | None = None, allow_outside_paths: bool = False
 ) -> Benchmark:
-    """A manifest file or a folder holding one, or GEdit-Bench (parquet / save_to_disk).
+    """A manifest file or a folder holding one, GEdit-Bench (parquet / save_to_disk), or a hub
+    dataset id found in the local Hugging Face cache.
     Image paths must stay inside the benchmark's folder unless ``allow_outside_paths``."""
     path = resolve_benchmark_path(spec)
     if str(spec) == "sample":
         sample = load_manifest(path)
         sample.name = "sample"
         return sample
+    hub_name = str(spec).split("@")[0].split("/")[-1] if is_hub_id(spec) else None
+    benchmark = _load_path(path, split=split, allow_outside_paths=allow_outside_paths)
+    if hub_name is not None:
+        benchmark.name = hub_name
+    return benchmark
+
+
+def _load_path(path: Path, *, split: str | None, allow_outside_paths: bool) -> Benchmark:
     if not path.exists():
         raise BenchmarkError(f"benchmark not found: {path}")
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
