@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import statistics
 from pathlib import Path
 from typing import Any
 
+import pytest
+from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.compare import bootstrap_ci
 from orchestrator.config import resolve_settings
 from orchestrator.progress import NullProgress
 from orchestrator.retry import RetryPolicy
@@ -84,23 +84,32 @@ def test_compare_pairs_items_and_finds_the_better_category(tmp_path: Path) -> No
     assert diff["pairs"] == len(color) == 4
     assert diff["mean_diff"] == round(expected, 6)
     assert (diff["better"], diff["worse"], diff["equal"]) == (4, 0, 0)
-    assert diff["ci95"][0] > 0 and diff["significant"]
+    # The paired t interval and test (scipy's), Holm over the three rows.
+    expected_t = scipy_stats.ttest_rel([score_b[i] for i in color], [score_a[i] for i in color])
+    ci = expected_t.confidence_interval(0.95)
+    assert diff["n"] == 4 and diff["method"] == "t"
+    assert diff["ci95"] == pytest.approx([ci.low, ci.high], abs=2e-6)
+    assert diff["p"] == pytest.approx(expected_t.pvalue, abs=2e-6)
+    assert diff["p_holm"] == pytest.approx(min(1.0, 3 * expected_t.pvalue), abs=6e-6)
+    assert diff["significant"] == (diff["p_holm"] < 0.05)
     assert diff["ci95"][0] <= diff["mean_diff"] <= diff["ci95"][1]
     for same in ("物理", "removal"):
         unchanged = rows[same]["diffs"][0]
         assert (unchanged["mean_diff"], unchanged["equal"]) == (0.0, 4)
         assert unchanged["ci95"] == [0.0, 0.0] and not unchanged["significant"]
+        assert unchanged["p"] == 1.0
     # Average: the unweighted mean of the row differences; every shared item in 'all pairs'.
     average = table["average"]["diffs"][0]
     assert average["mean_diff"] == round(expected / 3, 6)
+    assert average["method"] == "welch-t" and average["n"] == 12
     assert table["micro"]["diffs"][0]["pairs"] == 12
     # The terminal shows the table and where the files are.
     assert "color" in shown.output and "Average" in shown.output
     assert f"{expected:+.3f}" in shown.output
+    assert "n=4" in shown.output and "Holm" in shown.output
     assert "compare.html" in shown.output
     verdict = average["mean_diff"]
     assert f"model-b - model-a (all items, overall, Average): {verdict:+.3f}" in shown.output
-    assert "larger than the judge's noise" in shown.output
 
 
 def test_only_items_both_runs_scored_are_paired(tmp_path: Path) -> None:
@@ -148,19 +157,18 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
     assert "not a run folder" in refused.output
 
 
-def test_bootstrap_interval_is_seeded_and_brackets_the_mean() -> None:
-    rng = random.Random(5)
-    diffs = [rng.gauss(0.3, 1.0) for _ in range(200)]
-    first = bootstrap_ci([diffs], 1000, random.Random(1))
-    again = bootstrap_ci([diffs], 1000, random.Random(1))
-    assert first == again
-    assert first is not None
-    mean = statistics.fmean(diffs)
-    assert first[0] < mean < first[1]
-    # About the normal interval's width (1.96 * sd / sqrt(n)), not a degenerate one.
-    half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
-    assert 0.7 * half < (first[1] - first[0]) / 2 < 1.3 * half
-    assert bootstrap_ci([[1.0]], 100, random.Random(0)) is None
+def test_many_small_rows_are_held_to_holms_standard(tmp_path: Path) -> None:
+    """Three rows each just under p = 0.05 alone: uncorrected they would all be starred."""
+    from orchestrator.compare import _difference, _holm_rows
+
+    rows = [_difference([[0.9, 1.1, 0.2, 1.6]]) for _ in range(3)]
+    assert all(r["significant"] for r in rows)  # the uncorrected interval excludes 0
+    _holm_rows(rows)
+    p = scipy_stats.ttest_1samp([0.9, 1.1, 0.2, 1.6], 0.0).pvalue
+    assert 0.01 < p < 0.05
+    for r in rows:
+        assert r["p_holm"] == pytest.approx(min(1.0, 3 * p), abs=1e-5)
+        assert r["significant_uncorrected"] and not r["significant"]
 
 
 def test_gedit_runs_compare_per_language_and_on_the_intersection(tmp_path: Path) -> None:

@@ -360,10 +360,6 @@ def compare(
         typer.Option("--out", "-o", help="Where compare.json/.html go (runs/compare-TIME)."),
     ] = None,
     metric: Annotated[str, typer.Option("--metric", help="overall, sc or pq.")] = "overall",
-    resamples: Annotated[
-        int, typer.Option("--resamples", min=100, help="Bootstrap resamples.")
-    ] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
     allow_different_judges: Annotated[
         bool,
         typer.Option(
@@ -372,7 +368,7 @@ def compare(
         ),
     ] = False,
 ) -> None:
-    """Runs side by side per group: paired differences on shared items, bootstrap 95% CIs."""
+    """Runs side by side per group: paired differences on shared items, t 95% CIs, Holm."""
     from orchestrator.compare import CompareError, compare_runs, load_run, write_compare
     from orchestrator.report.compare_view import compare_tables, verdict_lines
 
@@ -385,8 +381,6 @@ def compare(
         result = compare_runs(
             loaded,
             metric=metric,
-            resamples=resamples,
-            seed=seed,
             allow_different_judges=allow_different_judges,
         )
     except CompareError as exc:

@@ -5,26 +5,27 @@ language, per category, subsets: see benchmarks/reporting.py). Per row and per t
 
 - each run's mean over its own scored items (as its report shows it);
 - on the items both runs scored with the same judge protocol (same item id and protocol hash),
-  the paired difference ``run - baseline``, its 95% interval from a paired bootstrap (items
-  resampled with replacement, ``resamples`` times, seeded, percentile interval) and how many
-  items got better, worse or stayed equal.
+  the paired difference ``run - baseline`` with its 95% Student-t interval and n
+  (orchestrator.stats: at 4 items a row a percentile bootstrap is too narrow), the paired
+  t-test's p-value, that p-value Holm-adjusted across the table's rows (what ``significant``
+  means for a row), and how many items got better, worse or stayed equal.
 
-A table's ``average`` is the unweighted mean over its rows (GEdit's Average), its interval from a
-bootstrap stratified by row; ``overall`` pairs every shared item. Pure Python (random.Random), so
-the orchestrator needs no numpy. Runs judged by different models or protocols are refused unless
-the caller allows them: their scores are not on one scale.
+A table's ``average`` is the unweighted mean over its rows (GEdit's Average), its interval the
+Welch-Satterthwaite t interval of a mean of row means; ``micro`` pairs every shared item. Runs
+judged by different models or protocols are refused unless the caller allows them: their scores
+are not on one scale.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import stats
 from orchestrator.benchmarks.reporting import Reporting
 from orchestrator.records import ResultRow
 from orchestrator.report.breakdown import item_metrics, partitions, run_reporting
@@ -32,6 +33,15 @@ from orchestrator.report.results import build_rows
 from orchestrator.store import RunStore, atomic_write_text
 
 METRICS = ("sc", "pq", "overall")
+INTERVALS = {
+    "rows": "95% Student-t interval of the paired mean difference (run - baseline), n pairs; "
+    "per row, not adjusted for the many rows",
+    "average": "95% Welch-Satterthwaite t interval of the unweighted mean of the row differences",
+    "all": "95% Student-t interval of the paired mean difference over every shared item",
+    "significance": "rows: paired t-test, Holm-adjusted across the rows of one table "
+    "(p_holm < 0.05); Average and all items: one test each (the interval excludes 0)",
+    "pairing": "same item id and judge protocol hash, scored in both runs",
+}
 EQUAL_EPS = 1e-9
 
 
@@ -102,32 +112,6 @@ def check_judges(runs: Sequence[LoadedRun]) -> list[str]:
     return problems
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    position = (len(sorted_values) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
-def bootstrap_ci(
-    strata: Sequence[Sequence[float]], resamples: int, rng: random.Random
-) -> list[float] | None:
-    """95% percentile interval of the mean over strata of each stratum's mean difference.
-
-    One stratum: the plain paired bootstrap of the mean. Several: each is resampled on its own
-    and the statistic is the unweighted mean of the strata means (a macro average)."""
-    strata = [list(s) for s in strata if s]
-    if not strata or sum(len(s) for s in strata) < 2:
-        return None
-    stats = []
-    for _ in range(resamples):
-        means = [statistics.fmean(rng.choices(s, k=len(s))) for s in strata]
-        stats.append(statistics.fmean(means))
-    stats.sort()
-    return [round(_percentile(stats, 0.025), 6), round(_percentile(stats, 0.975), 6)]
-
-
 def _value(row: ResultRow, reporting: Reporting, metric: str) -> float | None:
     values = item_metrics(row, reporting)
     return None if values is None else values.get(metric)
@@ -162,26 +146,42 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(statistics.fmean(values), 6) if values else None
 
 
-def _difference(strata: Sequence[Sequence[float]], resamples: int, seed: int) -> dict[str, Any]:
+def _difference(strata: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """A row's (one stratum) or the Average's (several) paired difference with its t interval."""
     flat = [d for s in strata for d in s]
-    counted = [s for s in strata if s]
-    mean = _mean([statistics.fmean(s) for s in counted]) if counted else None
-    ci = bootstrap_ci(counted, resamples, random.Random(seed))
+    if len(strata) == 1:
+        test = stats.t_test(flat)
+        interval, p = test.interval, test.p
+    else:
+        interval, p = stats.macro_mean_interval(strata), None
+    ci = None if interval.low is None or interval.high is None else [interval.low, interval.high]
     return {
         "pairs": len(flat),
-        "mean_diff": mean,
-        "ci95": ci,
-        "significant": ci is not None and (ci[0] > 0 or ci[1] < 0),
+        "n": interval.n,
+        "mean_diff": None if interval.estimate is None else round(interval.estimate, 6),
+        "ci95": None if ci is None else [round(v, 6) for v in ci],
+        "method": interval.method,
+        "p": None if p is None else round(p, 6),
+        "significant": interval.excludes(0.0),
         **_counts(flat),
     }
+
+
+def _holm_rows(entries: Sequence[dict[str, Any]]) -> None:
+    """Holm across a table's rows: ``p_holm`` and ``significant`` say what survives it."""
+    adjusted = stats.holm([e["p"] for e in entries])
+    for entry, p in zip(entries, adjusted, strict=True):
+        entry["p_holm"] = None if p is None else round(p, 6)
+        entry["significant"] = p is not None and p < 1.0 - stats.LEVEL
+        entry["significant_uncorrected"] = entry["ci95"] is not None and (
+            entry["ci95"][0] > 0 or entry["ci95"][1] < 0
+        )
 
 
 def compare_runs(
     runs: Sequence[LoadedRun],
     *,
     metric: str = "overall",
-    resamples: int = 2000,
-    seed: int = 0,
     allow_different_judges: bool = False,
 ) -> dict[str, Any]:
     """compare.json's body. The first run is the baseline; its reporting declaration is used."""
@@ -215,8 +215,10 @@ def compare_runs(
             for index, other in enumerate(by_id[1:]):
                 diffs = _paired(members, other, reporting, metric)
                 strata[index].append(diffs)
-                entry["diffs"].append(_difference([diffs], resamples, seed))
+                entry["diffs"].append(_difference([diffs]))
             rows[name] = entry
+        for index in range(len(runs) - 1):
+            _holm_rows([entry["diffs"][index] for entry in rows.values()])
         average: dict[str, Any] = {"runs": [], "diffs": []}
         for index in range(len(runs)):
             means = [r["runs"][index]["mean"] for r in rows.values()]
@@ -228,9 +230,9 @@ def compare_runs(
             )
         overall: dict[str, Any] = {"diffs": []}
         for index in range(len(runs) - 1):
-            average["diffs"].append(_difference(strata[index], resamples, seed))
+            average["diffs"].append(_difference([s for s in strata[index] if s]))
             flat = [d for s in strata[index] for d in s]
-            overall["diffs"].append(_difference([flat], resamples, seed))
+            overall["diffs"].append(_difference([flat]))
         tables.append(
             {
                 "title": part.title,
@@ -252,12 +254,7 @@ def compare_runs(
         "baseline": baseline.label,
         "runs": [run.describe() for run in runs],
         "reporting": reporting.model_dump(mode="json"),
-        "bootstrap": {
-            "resamples": resamples,
-            "seed": seed,
-            "interval": "95% percentile interval of the paired mean difference (run - baseline)",
-            "pairing": "same item id and judge protocol hash, scored in both runs",
-        },
+        "intervals": INTERVALS,
         "tables": tables,
         "warnings": warnings,
     }

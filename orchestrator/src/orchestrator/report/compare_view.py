@@ -30,7 +30,7 @@ def _diff_cells(diff: dict[str, Any]) -> list[str]:
     mark = " *" if diff["significant"] else ""
     return [
         _f(diff["mean_diff"], signed=True) + mark,
-        _ci(diff["ci95"]),
+        _ci(diff["ci95"]) + f" n={diff['n']}",
         f"{diff['better']}/{diff['worse']}/{diff['equal']}",
     ]
 
@@ -43,9 +43,9 @@ def compare_tables(result: dict[str, Any]) -> list[Table]:
         table = Table(
             title=f"compare · {declared['title']} · {result['metric']}",
             title_justify="left",
-            caption=f"Δ = run - {result['baseline']} on shared items · 95% CI: paired bootstrap "
-            f"({result['bootstrap']['resamples']} resamples, seed {result['bootstrap']['seed']}) "
-            "· * interval excludes 0 · +/-/=: items better/worse/equal",
+            caption=f"Δ = run - {result['baseline']} on shared items · 95% CI: paired t "
+            "(Average: Welch) · n pairs · * rows: paired t-test significant after Holm across "
+            "the rows; Average / all pairs: interval excludes 0 · +/-/=: items better/worse/equal",
             caption_justify="left",
         )
         table.add_column(declared["row_label"])
