@@ -1,4 +1,5 @@
-"""Benchmarks the runner reads: manifests (JSONL/CSV/YAML), GEdit-Bench, the bundled sample."""
+"""Benchmarks the runner reads: manifests (JSONL/CSV/YAML), GEdit-Bench, KRIS-Bench, ImgEdit,
+RISEBench (each in its published layout), hub dataset ids, the bundled sample."""
 
 from __future__ import annotations
 
@@ -13,14 +14,19 @@ from orchestrator.benchmarks.base import (
     resolve_inside,
     select_items,
 )
+from orchestrator.benchmarks.folder import FolderBenchmark
 from orchestrator.benchmarks.gedit import GEditBenchmark, is_gedit_path, load_gedit
 from orchestrator.benchmarks.hub import is_hub_id, resolve_hub_dataset
+from orchestrator.benchmarks.imgedit import find_imgedit_index, load_imgedit
+from orchestrator.benchmarks.kris import find_kris_root, load_kris
 from orchestrator.benchmarks.manifest import MANIFEST_SUFFIXES, ManifestBenchmark, load_manifest
+from orchestrator.benchmarks.rise import find_rise_index, load_rise
 from orchestrator.benchmarks.sample import bundled_sample
 
 __all__ = [
     "Benchmark",
     "BenchmarkError",
+    "FolderBenchmark",
     "GEditBenchmark",
     "Item",
     "ManifestBenchmark",
@@ -73,9 +79,17 @@ def _load_path(path: Path, *, split: str | None, allow_outside_paths: bool) -> B
         for name in _MANIFEST_NAMES:
             if (path / name).is_file():
                 return load_manifest(path / name, allow_outside_paths=allow_outside_paths)
+    if find_kris_root(path) is not None:
+        return load_kris(path, allow_outside_paths=allow_outside_paths)
+    if find_imgedit_index(path) is not None:
+        return load_imgedit(path, allow_outside_paths=allow_outside_paths)
+    if find_rise_index(path) is not None:
+        return load_rise(path, allow_outside_paths=allow_outside_paths)
     if is_gedit_path(path):
         return load_gedit(path, split=split, allow_outside_paths=allow_outside_paths)
     raise BenchmarkError(
         f"{path}: not a benchmark: expected a manifest ({', '.join(MANIFEST_SUFFIXES)}), "
-        "a folder with manifest.jsonl, or GEdit-Bench parquet / save_to_disk files"
+        "a folder with manifest.jsonl, GEdit-Bench parquet / save_to_disk files, KRIS-Bench "
+        "(<task>/annotation.json), ImgEdit (basic_edit.json / UGE_edit.json) or RISEBench "
+        "(data_total.json)"
     )

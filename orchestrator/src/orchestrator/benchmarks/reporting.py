@@ -10,6 +10,9 @@ beside any manifest::
       headline: macro                   # macro (mean of the row means) or micro (mean of items)
       overall: judge                    # judge (as returned) or sqrt_sc_pq (recomputed per item)
       labels: {category: task}          # optional display names of keys
+      statistics: kris                  # optional: a benchmark's official statistics, computed
+                                        # as its authors' script does (benchmarks/statistics.py)
+      metric_names: {quality: vq}       # optional: the official names -> this run's metric names
 
 ``group_by`` keys and subset columns are item fields (``category``, ``language``) or any other
 column of the manifest (kept in ``Item.extra``). The run folder keeps the declaration in
@@ -28,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator import safe_yaml
 from orchestrator.benchmarks.base import BenchmarkError, Item
+from orchestrator.benchmarks.statistics import StatisticsName
 
 ITEM_FIELDS = ("category", "language")
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -48,6 +52,16 @@ class Reporting(BaseModel):
     )
     reference: str | None = Field(
         default=None, description="Where these rules come from (a script, a paper)."
+    )
+    statistics: StatisticsName | None = Field(
+        default=None,
+        description="The benchmark's official statistics (tables and headline, computed as its "
+        "authors' script does), shown beside the declared tables.",
+    )
+    metric_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="The official statistics' metric names -> the names this run's protocol "
+        "gives them (default: the same).",
     )
 
     @field_validator("group_by", mode="before")
@@ -85,6 +99,52 @@ GEDIT_REPORTING = Reporting(
         "GEdit-Bench/calculate_statistics.py of stepfun-ai/Step1X-Edit: per instruction "
         "language, per task_type the mean of SC, PQ and sqrt(SC*PQ) per item; 'Average' is the "
         "unweighted mean over task types; the same on the Intersection_exist rows"
+    ),
+)
+
+
+IMGEDIT_REPORTING = Reporting(
+    group_by=["category"],
+    headline="macro",
+    labels={"category": "edit_type"},
+    statistics="imgedit",
+    reference=(
+        "ImgEdit (PKU-YuanGroup/ImgEdit@547185d) Benchmark/Basic/step1_get_avgscore.py, "
+        "step2_typescore.py: per item the mean of its three 1-5 scores, per edit_type the mean; "
+        "Overall = mean of the nine edit types"
+    ),
+)
+
+IMGEDIT_UGE_REPORTING = Reporting(
+    group_by=["category"],
+    headline="micro",
+    statistics="imgedit",
+    reference=(
+        "ImgEdit (PKU-YuanGroup/ImgEdit@547185d) Benchmark/UGE/get_average_score.py: the mean "
+        "over all items of each item's mean 1-5 score"
+    ),
+)
+
+KRIS_REPORTING = Reporting(
+    group_by=["knowledge_type", "category"],
+    headline="micro",
+    labels={"category": "task"},
+    statistics="kris",
+    reference=(
+        "KRIS-Bench's tables as BAGEL's eval/gen/kris/summarize.py computes them: scores "
+        "(s-1)*25; per reasoning dimension VC, VQ, IF, KP and the pooled AVG; per knowledge "
+        "type and Overall the pooled AVG"
+    ),
+)
+
+RISE_REPORTING = Reporting(
+    group_by=["category"],
+    headline="micro",
+    statistics="rise",
+    reference=(
+        "RISEBench (PhoenixZ810/RISEBench@5f22651) gpt_eval.py: per item a weighted score and "
+        "completion (every dimension 5); per category and Overall the mean score and accuracy; "
+        "headline Overall accuracy (%)"
     ),
 )
 

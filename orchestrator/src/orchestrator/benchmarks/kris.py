@@ -1,0 +1,130 @@
+"""KRIS-Bench as its authors publish it (mercurystraw/Kris_Bench, KRIS_Bench/, commit
+800662d11b38d72747f39b11acd904fb8b0141d2; read by its metrics_*.py at 2114fec9afad).
+
+``KRIS_Bench/<task>/annotation.json``: ``{image_id: {"ori_img": "1.jpg" | ["21-1.jpg", ...],
+"gt_img": "...", "ins_en": ..., "explain_en": ...}}`` (older files spell ``instruction`` and
+``explain``), images beside it. 22 tasks in 7 reasoning dimensions and 3 knowledge types (as
+BAGEL's KRIS summarize.py groups them, the statistics the KRIS-Bench tables use). The first
+``ori_img`` is the item's source; further ones are its ``input_images``; ``gt_img`` its
+``reference_image``. Item ids are ``<task>/<image_id>``: the authors' scripts read edits from
+``results/<model>/<task>/<image_id>.jpg``, so ``--edited-dir results/<model>`` matches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orchestrator.benchmarks.base import BenchmarkError, Item, normalize_text
+from orchestrator.benchmarks.folder import (
+    INPUT_IMAGES,
+    REFERENCE_IMAGE,
+    FolderBenchmark,
+    check_files,
+    read_json,
+    text_field,
+)
+from orchestrator.benchmarks.reporting import KRIS_REPORTING
+
+ANNOTATION = "annotation.json"
+
+# Reasoning dimension -> its tasks (BAGEL eval/gen/kris/summarize.py, kris_benchamrk_type).
+DIMENSIONS: dict[str, tuple[str, ...]] = {
+    "Attribute Perception": (
+        "count_change",
+        "color_change",
+        "size_adjustment",
+        "part_completion",
+        "anomaly_correction",
+    ),
+    "Spatial Perception": ("viewpoint_change", "position_movement"),
+    "Temporal Prediction": ("temporal_prediction",),
+    "Social Science": ("humanities", "practical_knowledge"),
+    "Natural Science": ("biology", "chemistry", "geography", "medicine", "mathematics", "physics"),
+    "Logical Reasoning": ("abstract_reasoning", "rule-based_reasoning"),
+    "Instruction Decomposition": ("multi-element_composition", "multi-instruction_execution"),
+}
+# Knowledge type -> its reasoning dimensions (meta_categories there).
+KNOWLEDGE_TYPES: dict[str, tuple[str, ...]] = {
+    "Factual Knowledge": ("Attribute Perception", "Spatial Perception", "Temporal Prediction"),
+    "Conceptual Knowledge": ("Social Science", "Natural Science"),
+    "Procedural Knowledge": ("Logical Reasoning", "Instruction Decomposition"),
+}
+# The published data names the count task object_count in places (metrics_common.py).
+_ALIASES = {"object_count": "count_change"}
+_TASK_DIMENSION = {task: dim for dim, tasks in DIMENSIONS.items() for task in tasks}
+_DIMENSION_TYPE = {dim: kind for kind, dims in KNOWLEDGE_TYPES.items() for dim in dims}
+
+
+def find_kris_root(path: Path) -> Path | None:
+    """The folder whose sub-folders hold annotation.json (``path`` or its KRIS_Bench/)."""
+    if not path.is_dir():
+        return None
+    for candidate in (path, path / "KRIS_Bench"):
+        if candidate.is_dir() and any(candidate.glob(f"*/{ANNOTATION}")):
+            return candidate
+    return None
+
+
+def _images(value: Any, where: str) -> list[str]:
+    if isinstance(value, str) and value.strip():
+        return [value.strip()]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return [str(v) for v in value]
+    raise BenchmarkError(f"{where}: 'ori_img' must be a file name or a list of them")
+
+
+def load_kris(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchmark:
+    root = find_kris_root(path)
+    if root is None:
+        raise BenchmarkError(f"{path}: no <task>/{ANNOTATION} (KRIS-Bench's layout)")
+    items: list[Item] = []
+    for annotation in sorted(root.glob(f"*/{ANNOTATION}")):
+        folder = annotation.parent.name
+        task = _ALIASES.get(folder, folder)
+        dimension = _TASK_DIMENSION.get(task)
+        if dimension is None:
+            raise BenchmarkError(
+                f"{annotation}: task {folder!r} is not one of KRIS-Bench's 22 "
+                f"({', '.join(sorted(_TASK_DIMENSION))})"
+            )
+        data = read_json(annotation)
+        if not isinstance(data, dict):
+            raise BenchmarkError(f"{annotation}: expected an object keyed by image id")
+        for image_id, row in data.items():
+            where = f"{annotation}: item {image_id!r}"
+            if not isinstance(row, dict):
+                raise BenchmarkError(f"{where}: not an object")
+            inputs = [f"{folder}/{name}" for name in _images(row.get("ori_img"), where)]
+            extra: dict[str, Any] = {
+                "task": task,
+                "dimension": dimension,
+                "knowledge_type": _DIMENSION_TYPE[dimension],
+                "image_id": str(image_id),
+            }
+            explanation = row.get("explain_en", row.get("explain"))
+            if isinstance(explanation, str) and explanation.strip():
+                extra["explanation"] = explanation.strip()
+            if len(inputs) > 1:
+                extra[INPUT_IMAGES] = inputs[1:]
+            gt = row.get("gt_img")
+            if isinstance(gt, str) and gt.strip():
+                extra[REFERENCE_IMAGE] = f"{folder}/{gt.strip()}"
+            items.append(
+                Item(
+                    id=f"{task}/{normalize_text(str(image_id))}",
+                    category=task,
+                    instruction=text_field(row, ("ins_en", "instruction"), where),
+                    source=inputs[0],
+                    extra=extra,
+                )
+            )
+    if not items:
+        raise BenchmarkError(f"{root}: no items")
+    check_files(root, items, allow_outside=allow_outside_paths)
+    benchmark = FolderBenchmark(
+        root, root, items, name="KRIS-Bench", allow_outside_paths=allow_outside_paths
+    )
+    benchmark.format = "kris"
+    benchmark.reporting = KRIS_REPORTING
+    return benchmark

@@ -1,0 +1,97 @@
+"""RISEBench as its authors publish it (PhoenixZ810/RISEBench, data/, commit
+5f226519b25c005bb32fb83864bbd1845ab85c23; read by its gpt_eval.py).
+
+``data_total.json`` (RISEBench-64 in the repository; the 360-item release on the hub has the
+same fields): a list of ``{"index", "category", "instruction", "image", ...}`` with images
+relative to the JSON's folder, and per item one reference: ``reference`` (text),
+``reference_txt`` (text, logical puzzles) or ``reference_img`` (an image); optional ``subtask``,
+``reasoning_img``, ``consistency_free``, ``reasoning_wo_ins``, all kept. Four categories:
+temporal_reasoning, causal_reasoning, spatial_reasoning, logical_reasoning. Item ids are
+``<category>/<index>``: gpt_eval.py reads edits from ``outputs/<model>/images/<category>/
+<index>.png``, so ``--edited-dir outputs/<model>/images`` matches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orchestrator.benchmarks.base import BenchmarkError, Item, normalize_text
+from orchestrator.benchmarks.folder import (
+    REFERENCE_IMAGE,
+    FolderBenchmark,
+    check_files,
+    read_json,
+    text_field,
+)
+from orchestrator.benchmarks.reporting import RISE_REPORTING
+
+INDEX_FILES = ("data_total.json", "data.json")
+CATEGORIES = ("temporal_reasoning", "causal_reasoning", "spatial_reasoning", "logical_reasoning")
+# Kept as they are (the judge's prompt choice and the statistics read them).
+_KEPT = ("subtask", "reasoning_img", "consistency_free", "reasoning_wo_ins", "reference")
+
+
+def find_rise_index(path: Path) -> Path | None:
+    if path.is_file():
+        return path if path.name in INDEX_FILES else None
+    for pattern in ("", "data/"):
+        for name in INDEX_FILES:
+            candidate = path / f"{pattern}{name}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _present(value: Any) -> bool:
+    """pandas' notna on a JSON value: absent, null and NaN are missing."""
+    return value is not None and value == value and value != ""
+
+
+def load_rise(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchmark:
+    index = find_rise_index(path)
+    if index is None:
+        raise BenchmarkError(f"{path}: no {' or '.join(INDEX_FILES)}")
+    data = read_json(index)
+    if not isinstance(data, list) or not data:
+        raise BenchmarkError(f"{index}: expected a list of items")
+    items: list[Item] = []
+    for number, row in enumerate(data, 1):
+        where = f"{index}: item {number}"
+        if not isinstance(row, dict):
+            raise BenchmarkError(f"{where}: not an object")
+        category = normalize_text(text_field(row, ("category",), where))
+        if category not in CATEGORIES:
+            raise BenchmarkError(f"{where}: category {category!r} is not one of {CATEGORIES}")
+        name = normalize_text(str(row.get("index", "")))
+        if not name:
+            raise BenchmarkError(f"{where}: missing 'index'")
+        extra: dict[str, Any] = {"index": name}
+        for key in _KEPT:
+            if _present(row.get(key)):
+                extra[key] = row[key]
+        if _present(row.get("reference_txt")):
+            extra["reference"] = str(row["reference_txt"])
+            extra["reference_kind"] = "text"
+        elif _present(row.get("reference_img")):
+            extra[REFERENCE_IMAGE] = str(row["reference_img"])
+            extra["reference_kind"] = "image"
+        elif "reference" in extra:
+            extra["reference_kind"] = "text"
+        items.append(
+            Item(
+                id=f"{category}/{name}",
+                category=category,
+                instruction=text_field(row, ("instruction",), where),
+                source=text_field(row, ("image",), where),
+                extra=extra,
+            )
+        )
+    root = index.parent
+    check_files(root, items, allow_outside=allow_outside_paths)
+    benchmark = FolderBenchmark(
+        index, root, items, name="RISEBench", allow_outside_paths=allow_outside_paths
+    )
+    benchmark.format = "rise"
+    benchmark.reporting = RISE_REPORTING
+    return benchmark
