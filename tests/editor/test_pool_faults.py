@@ -87,16 +87,34 @@ async def test_edit_returns_429_with_retry_after_when_queue_is_full(tmp_path: Pa
         assert 'editor_rejected_total{reason="queue_full"} 2.0' in metrics
 
 
+async def wait_settled(client: httpx.AsyncClient, timeout_s: float = 60) -> EditorInfo:
+    """Until nothing is queued or running: a job started late would show as busy first."""
+    for _ in range(int(timeout_s / 0.1)):
+        info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+        if info.queue_depth == 0 and all(w.state == "ready" for w in info.workers):
+            return info
+        await asyncio.sleep(0.1)
+    raise TimeoutError((await client.get("/v1/info")).text)
+
+
 async def test_job_that_waits_past_its_deadline_gets_504_and_never_runs(tmp_path: Path) -> None:
-    app = create_app(
-        settings(tmp_path, request_timeout_s=1.0, backend_options={"edit_delay_s": 3.0})
-    )
+    starts = tmp_path / "starts.log"
+    options = {"edit_delay_s": 3.0, "start_log": str(starts)}
+    app = create_app(settings(tmp_path, request_timeout_s=1.0, backend_options=options))
     async for client in client_for(app):
         await wait_ready(client)
         first, second = await asyncio.gather(
-            client.post("/v1/edits", json=payload()), client.post("/v1/edits", json=payload())
+            client.post("/v1/edits", json=payload("first")),
+            client.post("/v1/edits", json=payload("second")),
         )
         assert sorted([first.status_code, second.status_code]) == [200, 504]
+        late = first if first.status_code == 504 else second
+        assert ErrorResponse.model_validate(late.json()).error.type == "deadline_exceeded"
+        info = await wait_settled(client)
+        assert [w.jobs_done for w in info.workers] == [1]
+        # Only the job that was answered 200 ever reached the model.
+        answered = "first" if first.status_code == 200 else "second"
+        assert starts.read_text().split() == [answered]
         metrics = (await client.get("/metrics")).text
         assert 'editor_jobs_total{outcome="ok"} 1.0' in metrics
         assert 'editor_rejected_total{reason="deadline"} 1.0' in metrics

@@ -6,6 +6,7 @@ CI installs Chromium (.ci/run) and sets EDITBENCH_REQUIRE_BROWSER=1, so there th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -60,6 +61,13 @@ def browse(chromium: str, url: str, *args: str) -> str:
     return done.stdout
 
 
+def visible_rows(dom: str) -> list[bool]:
+    """Per item row, in the page's order: whether the filters left it shown."""
+    rows = re.findall(r"<tr id=\"item-\d+\"[^>]*>", dom)
+    assert rows
+    return [" hidden" not in row for row in rows]
+
+
 def screenshot(chromium: str, url: str, path: Path, height: int) -> Image.Image:
     browse(chromium, url, f"--screenshot={path}", f"--window-size=1280,{height}")
     image = Image.open(path).convert("RGB")
@@ -96,8 +104,15 @@ def test_report_and_compare_pages_render_and_filter_in_chromium(
     assert "the editor refuses this image" in failed
     searched = browse(chromium, report.as_uri() + "?q=circle&category=color", "--dump-dom")
     assert "1 of 12 items" in searched
-    high = browse(chromium, report.as_uri() + "?min=9.5", "--dump-dom")
-    assert re.search(r"(\d+) of 12 items", high)
+    # The score range: the count and the rows left visible are those the records say.
+    lines = (a / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    overall = [json.loads(line)["overall"] for line in lines]
+    for query, low, high in (("?min=6", 6.0, 10.0), ("?min=2.5&max=7", 2.5, 7.0)):
+        ranged = browse(chromium, report.as_uri() + query, "--dump-dom")
+        inside = [x is not None and low <= x <= high for x in overall]
+        assert 0 < sum(inside) < len(overall)  # a filter that shows all or none proves nothing
+        assert f"{sum(inside)} of 12 items" in ranged
+        assert visible_rows(ranged) == inside
 
     compare = CliRunner().invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "cmp")])
     assert compare.exit_code == 0, compare.output

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+import tenacity.wait
 
 from orchestrator.clients import (
     EditorClient,
@@ -111,12 +112,20 @@ def test_retry_after_is_capped() -> None:
     assert sleeps.waits == [7]
 
 
-def test_backoff_grows_but_stays_under_the_cap() -> None:
+def test_backoff_grows_but_stays_under_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = RetryPolicy(initial_backoff_s=0.5, max_backoff_s=4)
     transport, _ = scripted([error(503, "busy", "x")] * 12)
     sleeps = Sleeps()
-    asyncio.run(call_info(transport, sleeps, RetryPolicy(initial_backoff_s=0.5, max_backoff_s=4)))
+    asyncio.run(call_info(transport, sleeps, policy))
     assert len(sleeps.waits) == 12
     assert all(0 <= wait <= 4 for wait in sleeps.waits)
+    # The jitter is uniform below an envelope; with the jitter at its top, the envelope shows:
+    # it doubles from the initial backoff, then stays at the cap.
+    monkeypatch.setattr(tenacity.wait.random, "uniform", lambda low, high: high)
+    transport, _ = scripted([error(503, "busy", "x")] * 6)
+    envelope = Sleeps()
+    asyncio.run(call_info(transport, envelope, policy))
+    assert envelope.waits == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
 
 def test_connection_errors_are_retried() -> None:

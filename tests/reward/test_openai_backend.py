@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,20 +174,31 @@ def test_generate_mode_returns_the_text_verbatim() -> None:
 
 
 def test_429_and_503_are_retried_honouring_retry_after() -> None:
+    # Waits longer than the backoff would be at those attempts (0.25-0.5 s, then 0.5-1 s), so a
+    # client ignoring either header retries sooner than the gaps asserted below.
     answers = iter(
         [
             httpx.Response(200, json=recorded("openai_whole_tokens")),  # the probe
-            httpx.Response(429, headers={"retry-after-ms": "10"}, json={"error": {}}),
-            httpx.Response(503, headers={"retry-after": "0"}),
+            httpx.Response(429, headers={"retry-after-ms": "600"}, json={"error": {}}),
+            httpx.Response(503, headers={"retry-after": "1"}),
             httpx.Response(200, json=recorded("openai_whole_tokens")),
         ]
     )
-    endpoint = Endpoint(lambda _: next(answers))
+    sent: list[float] = []
+
+    def answer(_: httpx.Request) -> httpx.Response:
+        sent.append(time.monotonic())
+        return next(answers)
+
+    endpoint = Endpoint(answer)
     judge = backend(endpoint, max_retries=3)
     judge.load("cpu")
     [output] = ask(judge, question())
     assert isinstance(output, ScoreTokenLogprobs)
     assert len(endpoint.requests) == 4
+    # Lower bounds only: each retry waited at least what the endpoint asked for.
+    assert sent[2] - sent[1] >= 0.6
+    assert sent[3] - sent[2] >= 1.0
 
 
 def test_a_400_is_never_retried_and_leaves_only_that_question_unscored() -> None:
