@@ -283,3 +283,32 @@ def test_settings_carry_the_endpoint_to_the_backend_and_require_a_base_url(
     assert settings.resolve_devices() == ["cpu"]
     with pytest.raises(ValueError, match="REWARD_OPENAI_BASE_URL"):
         RewardSettings(backend="openai", model="gpt-4.1")
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        f"bad key {SECRET}",
+        f"{'x' * 295} {SECRET}",  # across the message's cut
+        f"key starts {SECRET[:16]}",  # the endpoint cut the key itself
+        f"key ends {SECRET[-16:]}!",
+    ],
+)
+def test_the_key_whole_or_a_long_piece_of_it_is_masked_before_the_message_is_cut(
+    echoed: str,
+) -> None:
+    from reward_service.backends.openai_client import Redactor
+
+    masked = Redactor(SECRET)(echoed)
+    assert "***" in masked
+    assert all(SECRET[i : i + 16] not in masked for i in range(len(SECRET) - 15))
+
+
+def test_listed_probabilities_that_add_up_to_more_than_one_leave_the_question_unscored() -> None:
+    answer = recorded("openai_whole_tokens")
+    for entry in answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]:
+        entry["logprob"] = -0.01
+    judge = backend(Endpoint(lambda _: httpx.Response(200, json=answer)))
+    judge.load("cpu")
+    [output] = ask(judge, question())
+    assert isinstance(output, Unanswered) and "add up to" in output.reason

@@ -97,7 +97,18 @@ class RewardSettings(ModelServiceSettings):
         default=8, ge=1, le=256, description="openai backend: requests in flight per replica."
     )
     openai_timeout_s: float = Field(
-        default=120.0, gt=0, le=3600, description="openai backend: one request, end to end."
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="openai backend: one try of one question, end to end (headers and body): a "
+        "hard deadline, not a per-read timeout; a try that runs out of it is not retried.",
+    )
+    openai_max_answer_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="openai backend: the largest answer read from the endpoint; a larger one "
+        "fails its question (502) unread.",
     )
     openai_max_retries: int = Field(
         default=4,
@@ -145,4 +156,5 @@ class RewardSettings(ModelServiceSettings):
             max_concurrency=self.openai_max_concurrency,
             timeout_s=self.openai_timeout_s,
             max_retries=self.openai_max_retries,
+            max_answer_bytes=self.openai_max_answer_bytes,
         )

@@ -54,7 +54,7 @@ class QuestionFailed:
     answered): what went wrong, and whether trying again can help (out of memory: yes; an error
     the item causes: no)."""
 
-    kind: Literal["out_of_memory", "backend_error", "endpoint_refused"]
+    kind: Literal["out_of_memory", "backend_error", "endpoint_refused", "endpoint_unavailable"]
     message: str
     retryable: bool
 

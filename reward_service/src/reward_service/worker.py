@@ -30,6 +30,8 @@ from reward_service.backends.base import (
     EndpointError,
     JudgeBackend,
     JudgeItem,
+    QuestionError,
+    QuestionOutput,
     make_backend,
 )
 from reward_service.messages import (
@@ -188,7 +190,7 @@ def _run(backend: JudgeBackend, items: Items, work: object, what: str) -> list[A
 
     def score() -> list[Answer] | Failure:
         try:
-            outputs: list[Answer] = list(backend.score(work))
+            outputs: list[Answer] = [_answer(o) for o in backend.score(work)]
         except EndpointError as exc:  # a remote judge: its message is safe to pass on
             if exc.retryable:
                 raise _Unavailable(exc) from None
@@ -206,6 +208,15 @@ def _run(backend: JudgeBackend, items: Items, work: object, what: str) -> list[A
         error_message="the judge failed on it",
         passthrough=(_Unavailable,),
     )
+
+
+def _answer(output: QuestionOutput | QuestionError) -> Answer:
+    """A question a remote endpoint failed on its own fails only its item."""
+    if not isinstance(output, QuestionError):
+        return output
+    if output.retryable:
+        return QuestionFailed("endpoint_unavailable", output.message, retryable=True)
+    return QuestionFailed("endpoint_refused", output.message, retryable=False)
 
 
 def _split(backend: JudgeBackend, items: Items, failure: Failure, what: str) -> list[Answer]:

@@ -125,6 +125,19 @@ QuestionOutput = ScoreTokenLogprobs | GeneratedText | Unanswered
 
 
 @dataclass(frozen=True, slots=True)
+class QuestionError:
+    """A remote endpoint failed this one question after its retries, while it answered other
+    questions of the batch: only this question's item fails (``message`` is safe to show;
+    ``retryable``: the endpoint was slow or overloaded for it rather than refusing it)."""
+
+    message: str
+    retryable: bool
+
+
+BackendOutput = QuestionOutput | QuestionError
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedModel(service_kit.backends.LoadedModel):
     """What a backend reports once loaded (service_kit.backends), and how it can answer."""
 
@@ -171,8 +184,9 @@ class JudgeBackend(Protocol):
         """CPU preprocessing of a batch (templates, images, tokens). Never touches the model."""
         ...
 
-    def score(self, prepared: object) -> Sequence[QuestionOutput]:
-        """Run the model on a prepared batch: one output per question, item by item, in order.
+    def score(self, prepared: object) -> Sequence[BackendOutput]:
+        """Run the model on a prepared batch: one output per question, item by item, in order
+        (a QuestionError for a question a remote endpoint failed on its own).
 
         Called from the model thread only. Batched outputs must equal unbatched ones (up to
         floating-point noise): padding must not leak into any question's answer.

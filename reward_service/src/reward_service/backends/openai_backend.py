@@ -6,11 +6,14 @@ data URLs, at temperature 0. Expected mode reads the answer's top log-probabilit
 (``openai_logprobs``); generate mode reads its text. Which of the two the endpoint supports is
 found out at load time, by a probe question, and said in /v1/info.
 
-Up to ``max_concurrency`` questions are in flight at once. 429, 5xx and connection errors are
-retried with exponential backoff, honouring Retry-After; other 4xx never are. An endpoint that
-refuses one question's content (400, 413, 422) leaves that question unscored with the reason;
-one that refuses us (401, 403, 404) or stays unavailable fails the batch with a clear message
-(502 / 503). Neither the API key nor the endpoint's raw body reaches a log, a response or a record.
+The endpoint is untrusted input. Up to ``max_concurrency`` questions are in flight at once, each
+bounded in time and size (``openai_client``: retries, deadlines, error mapping, key masking).
+An endpoint that refuses one question's content (400, 413, 422) leaves that question unscored
+with the reason; one that fails a question after its retries fails only that question's item
+(502 / 503), its batch-mates are answered; one that refuses us (401, 403, 404) or fails every
+question fails the batch with a clear message. Log-probabilities that are not probabilities
+(NaN, inf, above zero) leave the question unscored; usage that is not a count is left out.
+Neither the API key nor the endpoint's raw body reaches a log, a response or a record.
 """
 
 from __future__ import annotations
@@ -18,11 +21,8 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import random
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -30,6 +30,7 @@ from PIL import Image as PILImage
 from PIL.Image import Image
 
 from reward_service.backends.base import (
+    BackendOutput,
     BackendSpec,
     EndpointError,
     GeneratedText,
@@ -37,11 +38,13 @@ from reward_service.backends.base import (
     JudgeQuestion,
     LoadedModel,
     Mode,
+    QuestionError,
     QuestionOutput,
     ScoreTokenLogprobs,
     TokenUsage,
     Unanswered,
 )
+from reward_service.backends.openai_client import ChatClient, Refused
 from reward_service.backends.openai_endpoint import OPTION, EndpointConfig
 from reward_service.backends.openai_logprobs import (
     MAX_UNRESOLVED,
@@ -51,14 +54,8 @@ from reward_service.backends.openai_logprobs import (
 
 logger = logging.getLogger(__name__)
 
-MAX_RETRY_WAIT_S = 60.0
-_RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
-_QUESTION_REFUSED = frozenset({400, 413, 415, 422})
 _EXPECTED_MAX_TOKENS = 2  # the score's first token, and the next one to tell 1 from 10
-
-
-class _Refused(Exception):
-    """The endpoint refused this one question's content."""
+_MAX_USAGE = 2**53  # token counts beyond this are not counts
 
 
 def _data_url(image: Image) -> str:
@@ -67,144 +64,21 @@ def _data_url(image: Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _count(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_USAGE:
+        return None
+    return value
+
+
 def _usage(completion: Mapping[str, Any]) -> TokenUsage | None:
+    """The reported token usage; None where it is missing or not counts (negative, too big)."""
     usage = completion.get("usage")
     if not isinstance(usage, Mapping):
         return None
-    prompt, generated = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(generated, int):
+    prompt, generated = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    if prompt is None or generated is None:
         return None
     return TokenUsage(prompt_tokens=prompt, completion_tokens=generated)
-
-
-def retry_after_s(response: httpx.Response, attempt: int) -> float:
-    """How long to wait before the next try: the endpoint's Retry-After (OpenAI also sends
-    retry-after-ms), else exponential backoff with jitter; at most a minute."""
-    headers = response.headers
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return min(MAX_RETRY_WAIT_S, max(0.0, float(value) * scale))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(value).timestamp()
-            except (TypeError, ValueError):
-                continue
-            return min(MAX_RETRY_WAIT_S, max(0.0, when - time.time()))
-    return backoff_s(attempt)
-
-
-def backoff_s(attempt: int) -> float:
-    wait: float = min(MAX_RETRY_WAIT_S, 0.5 * 2.0**attempt)
-    return wait * (0.5 + random.random() / 2)  # jitter
-
-
-class ChatClient:
-    """POST /chat/completions with retries and the error mapping of the module docstring."""
-
-    def __init__(
-        self,
-        config: EndpointConfig,
-        api_key: str | None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self._config = config
-        self._secret = api_key
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            base_url=config.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=config.max_concurrency),
-            transport=transport,
-        )
-
-    def close(self) -> None:
-        self._client.close()
-
-    def complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """The completion, or _Refused (this question) or EndpointError (the whole batch)."""
-        attempts = self._config.max_retries + 1
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            try:
-                response = self._client.post("chat/completions", json=body)
-            except httpx.TransportError as exc:
-                if last:
-                    raise EndpointError(
-                        f"could not reach the judge endpoint {self._config.public_url} "
-                        f"({type(exc).__name__}) after {attempts} tries",
-                        retryable=True,
-                    ) from None
-                time.sleep(backoff_s(attempt))
-                continue
-            if response.status_code in _RETRYABLE:
-                wait = retry_after_s(response, attempt)
-                if last:
-                    raise EndpointError(
-                        f"the judge endpoint answered {response.status_code} "
-                        f"({self._upstream_message(response)}) after {attempts} tries",
-                        retryable=True,
-                        retry_after_s=max(wait, 1.0),
-                    )
-                logger.info(
-                    "judge endpoint answered %d; retrying in %.1fs", response.status_code, wait
-                )
-                time.sleep(wait)
-                continue
-            return self._answer(response)
-        raise AssertionError("unreachable")
-
-    def _answer(self, response: httpx.Response) -> dict[str, Any]:
-        status = response.status_code
-        if status in _QUESTION_REFUSED:
-            raise _Refused(
-                f"the judge endpoint refused this question ({status}): "
-                f"{self._upstream_message(response)}"
-            )
-        if status in (401, 403):
-            raise EndpointError(
-                f"the judge endpoint refused our credentials ({status}); check "
-                "REWARD_OPENAI_API_KEY or REWARD_OPENAI_API_KEY_FILE",
-                retryable=False,
-            )
-        if status == 404:
-            raise EndpointError(
-                "the judge endpoint has no such model or route (404); check "
-                "REWARD_OPENAI_BASE_URL and REWARD_MODEL",
-                retryable=False,
-            )
-        if not response.is_success:
-            raise EndpointError(
-                f"the judge endpoint answered {status} ({self._upstream_message(response)})",
-                retryable=False,
-            )
-        try:
-            completion = response.json()
-        except ValueError:
-            completion = None
-        if not isinstance(completion, dict):
-            raise EndpointError(
-                "the judge endpoint answered with something that is not a chat completion",
-                retryable=False,
-            )
-        return completion
-
-    def _upstream_message(self, response: httpx.Response) -> str:
-        """The endpoint's own error message, short, with our key masked; never its raw body."""
-        try:
-            error = response.json().get("error")
-        except (ValueError, AttributeError):
-            error = None
-        message = error.get("message") if isinstance(error, Mapping) else error
-        if not isinstance(message, str) or not message.strip():
-            return response.reason_phrase or "no message"
-        message = " ".join(message.split())[:300]
-        if self._secret:
-            message = message.replace(self._secret, "***")
-        return message
 
 
 class OpenAIJudgeBackend:
@@ -216,7 +90,7 @@ class OpenAIJudgeBackend:
             raise ValueError("the openai backend needs REWARD_OPENAI_BASE_URL")
         self.spec = spec
         self.config = config
-        self.transport: httpx.BaseTransport | None = None  # tests: httpx.MockTransport
+        self.transport: httpx.AsyncBaseTransport | None = None  # tests: httpx.MockTransport
         self._client: ChatClient | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._modes: tuple[Mode, ...] = ()
@@ -261,19 +135,19 @@ class OpenAIJudgeBackend:
         client = self._require_client()
         try:
             completion = client.complete(self._body(question, urls))
-        except _Refused:
+        except Refused:
             completion = None
         except EndpointError as exc:
             raise RuntimeError(exc.message) from None
         if completion is not None and positions_of(completion) is not None:
-            return ("expected", "generate"), _reported_model(completion)
+            return ("expected", "generate"), _reported_model(completion, client.redact)
         if completion is None:
             plain = self._body(question, urls, logprobs=False)
             try:
                 completion = client.complete(plain)
-            except (_Refused, EndpointError) as exc:
+            except (Refused, EndpointError) as exc:
                 raise RuntimeError(f"the judge endpoint failed the start-up probe: {exc}") from None
-        return ("generate",), _reported_model(completion)
+        return ("generate",), _reported_model(completion, client.redact)
 
     def release(self) -> None:
         if self._pool is not None:
@@ -293,18 +167,38 @@ class OpenAIJudgeBackend:
             work.extend((question, self._body(question, urls)) for question in item.questions)
         return work
 
-    def score(self, prepared: object) -> Sequence[QuestionOutput]:
+    def score(self, prepared: object) -> Sequence[BackendOutput]:
+        """Every question on its own: one the endpoint fails (after its retries, or past its
+        deadline) fails only its item (QuestionError); only when the endpoint failed every
+        question of the batch does the batch fail as a whole (EndpointError)."""
         if self._pool is None:
             raise RuntimeError("the openai backend is not loaded")
         work: list[tuple[JudgeQuestion, dict[str, Any]]] = prepared  # type: ignore[assignment]
-        return list(self._pool.map(self._ask, work))
+        outputs = list(self._pool.map(self._ask_isolated, work))
+        failures = [o for o in outputs if isinstance(o, EndpointError)]
+        if failures and len(failures) == len(outputs):
+            raise failures[0]
+        return [
+            QuestionError(o.message, o.retryable) if isinstance(o, EndpointError) else o
+            for o in outputs
+        ]
+
+    def _ask_isolated(
+        self, work: tuple[JudgeQuestion, dict[str, Any]]
+    ) -> QuestionOutput | EndpointError:
+        try:
+            return self._ask(work)
+        except EndpointError as exc:
+            logger.warning("question %r: %s", work[0].key, exc.message)
+            return exc
 
     def _ask(self, work: tuple[JudgeQuestion, dict[str, Any]]) -> QuestionOutput:
         question, body = work
+        client = self._require_client()
         try:
-            completion = self._require_client().complete(body)
-        except _Refused as exc:
-            logger.warning("question %s: %s", question.key, exc)
+            completion = client.complete(body)
+        except Refused as exc:
+            logger.warning("question %r: %s", question.key, exc)
             return Unanswered(str(exc))
         usage = _usage(completion)
         if question.mode == "expected":
@@ -314,6 +208,11 @@ class OpenAIJudgeBackend:
                     "the judge endpoint returned no log-probabilities for this answer", usage
                 )
             reading = read_score_tokens(positions)
+            if reading.invalid is not None:
+                return Unanswered(
+                    f"the judge endpoint reported {reading.invalid}: not a probability; not scored",
+                    usage,
+                )
             if reading.unresolved > MAX_UNRESOLVED:
                 return Unanswered(
                     f"the endpoint's top log-probabilities cannot tell 1 from 10: P('1') = "
@@ -322,7 +221,7 @@ class OpenAIJudgeBackend:
                 )
             tokens = reading.tokens
             return ScoreTokenLogprobs(tokens.first, tokens.after_one, usage)
-        text = _text(completion)
+        text = client.redact(_text(completion))
         return GeneratedText(text, usage.completion_tokens if usage else 0, usage)
 
     def _body(
@@ -354,9 +253,13 @@ class OpenAIJudgeBackend:
         return self._client
 
 
-def _reported_model(completion: Mapping[str, Any]) -> str | None:
+def _reported_model(completion: Mapping[str, Any], redact: Callable[[str], str]) -> str | None:
+    """The model the endpoint says answered: key masked first, then cut, printable only."""
     model = completion.get("model")
-    return model[:200] if isinstance(model, str) else None
+    if not isinstance(model, str):
+        return None
+    printable = "".join(c if c.isprintable() else "?" for c in redact(model))
+    return redact(printable[:200])
 
 
 def _text(completion: Mapping[str, Any]) -> str:

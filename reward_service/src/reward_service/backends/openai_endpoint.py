@@ -19,10 +19,11 @@ class EndpointConfig:
     api_key: str | None = field(default=None, repr=False)
     api_key_file: Path | None = None  # read at load time; wins over api_key when set
     max_concurrency: int = 8  # requests in flight at once, per replica
-    timeout_s: float = 120.0  # one request, end to end
+    timeout_s: float = 120.0  # one try, end to end (headers and body), a hard deadline
     connect_timeout_s: float = 10.0
     max_retries: int = 4  # on 429, 5xx and connection errors; never on other 4xx
     top_logprobs: int = 20  # OpenAI's maximum; expected mode reads them
+    max_answer_bytes: int = 8 * 1024 * 1024  # a larger answer is not read
 
     def key(self) -> str | None:
         """The API key: from the secret file when one is named (whitespace stripped)."""

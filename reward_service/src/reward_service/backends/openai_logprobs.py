@@ -13,6 +13,9 @@ the ``top_logprobs`` alternatives at that position (OpenAI: up to 20; vLLM: as m
   position, the tokenizer spells numbers as whole tokens and "1" is the score 1. Otherwise its
   split is unknown: its mass is left out, and where it is more than ``MAX_UNRESOLVED`` the
   question is unscored (the reading could move the score by up to 9 times that mass).
+- A log-probability that is not a number, is NaN or +inf, or is above zero, or a position whose
+  listed probabilities add up to more than one, is no probability at all: the question is
+  unscored with the reason (``ScoreReading.invalid``), never read as a confident score.
 - Scores the top list does not show (the endpoint omitted them: each is below the smallest listed
   probability) get probability zero.
 
@@ -36,12 +39,39 @@ NEG_INF = -math.inf
 _FLOOR = -9999.0
 _SCORES = {str(k): k for k in range(11)}
 MAX_UNRESOLVED = 0.01  # probability of a "1" that cannot be told from "10", tolerated
+# Rounding an endpoint may do (float16/bfloat16 softmax): a log-probability a hair above zero, or
+# listed probabilities summing a hair above one, are still probabilities.
+_ABOVE_ZERO = 1e-3
+_ABOVE_ONE = 0.02
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreReading:
     tokens: ScoreTokenLogprobs
     unresolved: float  # probability of a listed "1" whose continuation is unknown
+    invalid: str | None = None  # why these are not probabilities (then nothing else counts)
+
+
+def _invalid(position: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the log-probabilities listed at one position are not probabilities, or None."""
+    total = 0.0
+    seen: set[object] = set()
+    for entry in (position, *entries):
+        value = entry.get("logprob")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"a log-probability that is not a number ({type(value).__name__})"
+        number = float(value)
+        if math.isnan(number) or number == math.inf:
+            return f"an impossible log-probability ({number})"
+        if number > _ABOVE_ZERO:
+            return f"a log-probability above zero ({number:.4g})"
+        token = entry.get("token")
+        if entry is not position and token not in seen:
+            seen.add(token)
+            total += math.exp(min(0.0, number))
+    if total > 1.0 + _ABOVE_ONE:
+        return f"listed probabilities that add up to {total:.3f}"
+    return None
 
 
 def _logsumexp(values: Sequence[float]) -> float:
@@ -94,6 +124,13 @@ def positions_of(completion: Mapping[str, Any]) -> list[Mapping[str, Any]] | Non
 def read_score_tokens(positions: Sequence[Mapping[str, Any]]) -> ScoreReading:
     """The score tokens' log-probabilities from the answer's first positions (module docstring)."""
     first = _alternatives(positions[0])
+    read = positions[:2] if _token(positions[0]) == "1" else positions[:1]
+    for position in read:
+        listed = [e for e in position.get("top_logprobs") or [] if isinstance(e, Mapping)]
+        invalid = _invalid(position, listed)
+        if invalid is not None:
+            empty = ScoreTokenLogprobs((NEG_INF,) * SCORE_DIGITS, (NEG_INF,) * SCORE_DIGITS)
+            return ScoreReading(empty, 0.0, invalid)
     by_score: dict[int, list[float]] = {k: [] for k in range(11)}
     for entry in first:
         score = _SCORES.get(_token(entry))
