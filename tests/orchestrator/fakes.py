@@ -102,6 +102,9 @@ class FakeServices:
     max_seen_in_flight: int = 0
     # Added to the SC of an item by its category (another "model" for compare tests), kept in 0-10.
     sc_shift: Callable[[str], float] = field(default=lambda _category: 0.0)
+    # Another judge: the model it reports, and a salt that gives it its own item scores.
+    judge_model: ModelInfo = JUDGE_MODEL
+    judge_salt: str = ""
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -126,7 +129,7 @@ class FakeServices:
                 200,
                 json=RewardInfo(
                     version="0",
-                    model=JUDGE_MODEL,
+                    model=self.judge_model,
                     devices=["cpu"],
                     max_batch_images=self.max_batch_images,
                     max_wait_s=0.01,
@@ -209,11 +212,12 @@ class FakeServices:
                     0.0,
                     min(
                         10.0,
-                        fake_score("sc" + item.instruction) + self.sc_shift(item.category or ""),
+                        fake_score("sc" + self.judge_salt + item.instruction)
+                        + self.sc_shift(item.category or ""),
                     ),
                 )
             )
-            pq = None if unscored else fake_score("pq" + item.instruction)
+            pq = None if unscored else fake_score("pq" + self.judge_salt + item.instruction)
             results.append(
                 ItemScore(
                     id=item.id,
@@ -240,7 +244,7 @@ class FakeServices:
                 )
             )
         return httpx.Response(
-            200, content=ScoreResponse(results=results, model=JUDGE_MODEL).model_dump_json()
+            200, content=ScoreResponse(results=results, model=self.judge_model).model_dump_json()
         )
 
     def count(self, key: str) -> int:

@@ -33,6 +33,7 @@ from orchestrator.endpoints import (
     open_editor,
     open_reward,
 )
+from orchestrator.judges import JudgeNotFound
 from orchestrator.phases import ServiceNotReady
 from orchestrator.progress import LineProgress, PhaseProgress, RichProgress
 from orchestrator.records import Summary
@@ -78,6 +79,14 @@ RewardUrlOpt = Annotated[
     ),
 ]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")]
+JudgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--judge",
+        help="Which judge's scores (a run rescored by several): model id, protocol, or "
+        "MODEL:PROTOCOL:MODE. Default: the run's own.",
+    ),
+]
 
 
 def _setup_logging(verbose: int) -> None:
@@ -336,10 +345,13 @@ def report(
             help="Thumbnails inside report.html: one file to mail or attach to a supplement.",
         ),
     ] = False,
+    judge: JudgeOpt = None,
 ) -> None:
     """Re-render a run folder's summary.json, results and report.html from its records."""
     try:
-        paths, summary = rerender_report(run_dir, self_contained=self_contained)
+        paths, summary = rerender_report(run_dir, self_contained=self_contained, judge=judge)
+    except JudgeNotFound as exc:
+        raise _fail(str(exc), 2) from None
     except (BenchmarkError, RunFolderBusy) as exc:
         raise _fail(str(exc)) from None
     for table in summary_tables(summary, title=_title(summary, run_dir)):
@@ -360,6 +372,7 @@ def compare(
         typer.Option("--out", "-o", help="Where compare.json/.html go (runs/compare-TIME)."),
     ] = None,
     metric: Annotated[str, typer.Option("--metric", help="overall, sc or pq.")] = "overall",
+    judge: JudgeOpt = None,
     allow_different_judges: Annotated[
         bool,
         typer.Option(
@@ -373,7 +386,7 @@ def compare(
     from orchestrator.report.compare_view import compare_tables, verdict_lines
 
     try:
-        loaded = [load_run(path) for path in runs]
+        loaded = [load_run(path, judge=judge) for path in runs]
         labels = [run.label for run in loaded]
         for index, run in enumerate(loaded):  # two folders of one name: tell them apart
             if labels.count(run.label) > 1:
@@ -383,7 +396,7 @@ def compare(
             metric=metric,
             allow_different_judges=allow_different_judges,
         )
-    except CompareError as exc:
+    except (CompareError, JudgeNotFound) as exc:
         raise _fail(str(exc), 2) from None
     target = out or default_out("compare")
     json_path, html_path = write_compare(result, target)
@@ -395,6 +408,74 @@ def compare(
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     out_console.print(f"compare: {html_path.resolve()}", highlight=False, soft_wrap=True)
     out_console.print(f"data: {json_path.resolve()}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def rescore(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.", exists=True, file_okay=False)],
+    reward_url: Annotated[
+        str, typer.Option("--reward-url", help="The other judge (several: comma-separated).")
+    ],
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="Judge protocol (default: the run's).")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="expected or generate (default: the run's).")
+    ] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=8)] = None,
+    items_per_request: Annotated[int, typer.Option("--items-per-request", min=1, max=64)] = 4,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also redo jobs that failed permanently.")
+    ] = False,
+    ready_timeout_s: Annotated[float, typer.Option("--ready-timeout-s")] = 600.0,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Score a run's edits with another judge or protocol, kept beside the run's own scores.
+    Resumable: finished jobs are skipped."""
+    from orchestrator.rescore import RescoreRequest, rescore_run
+
+    _setup_logging(verbose)
+    if mode is not None and mode not in ("expected", "generate"):
+        raise _fail("--mode must be expected or generate", 2)
+    request = RescoreRequest(
+        run=run_dir,
+        reward_url=reward_url,
+        protocol=protocol,
+        mode=mode,  # type: ignore[arg-type]
+        max_new_tokens=max_new_tokens,
+        items_per_request=items_per_request,
+        reward_api_key=os.environ.get("EDITBENCH_REWARD_API_KEY"),
+        retry_failed=retry_failed,
+        ready_timeout_s=ready_timeout_s,
+    )
+    progress: PhaseProgress = (
+        RichProgress(err_console)
+        if out_console.is_terminal and err_console.is_terminal
+        else LineProgress(_print_line)
+    )
+    try:
+        outcome = asyncio.run(rescore_run(request, progress))
+    except KeyboardInterrupt:
+        err_console.print(
+            f"\n[yellow]interrupted.[/] Finished jobs are saved; continue with the same "
+            f"command: editbench rescore {run_dir} --reward-url {reward_url}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    except (BenchmarkError, ServiceNotReady, ServiceCallError, RunFolderBusy) as exc:
+        raise _fail(str(exc)) from None
+    counts = outcome.counts
+    out_console.print(
+        f"rescore: {counts.ok} scored, {counts.skipped} already done, {counts.failed} failed, "
+        f"{counts.unscored} unscored",
+        highlight=False,
+    )
+    if outcome.judge is None or outcome.summary is None or outcome.report is None:
+        raise _fail("nothing was scored: no report for this judge")
+    for table in summary_tables(outcome.summary, title=f"{run_dir.name} · {outcome.judge.label}"):
+        out_console.print(table)
+    out_console.print(f"judge: {outcome.judge.label}", highlight=False, soft_wrap=True)
+    out_console.print(f"report: {outcome.report.html.resolve()}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -27,9 +27,10 @@ from typing import Any
 
 from orchestrator import stats
 from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.judges import run_judges, select_judge
 from orchestrator.records import ResultRow
 from orchestrator.report.breakdown import item_metrics, partitions, run_reporting
-from orchestrator.report.results import build_rows
+from orchestrator.report.results import RunRecords, build_rows
 from orchestrator.store import RunStore, atomic_write_text
 
 METRICS = ("sc", "pq", "overall")
@@ -81,11 +82,13 @@ class LoadedRun:
         }
 
 
-def load_run(path: Path, label: str | None = None) -> LoadedRun:
+def load_run(path: Path, label: str | None = None, judge: str | None = None) -> LoadedRun:
+    """A run folder's result rows; ``judge`` names one of its judges (JudgeNotFound if none)."""
     store = RunStore(path)
     if not store.exists():
         raise CompareError(f"{path} is not a run folder (no run.json)")
-    rows = build_rows(store)
+    chosen = None if judge is None else select_judge(run_judges(store), judge)
+    rows = build_rows(store, RunRecords.read(store, chosen))
     return LoadedRun(
         label=label or path.resolve().name,
         path=path,

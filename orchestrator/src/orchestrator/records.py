@@ -329,6 +329,12 @@ class Summary(RecordModel):
     judge_usage: JudgeUsage | None = Field(
         default=None, description="None for a local judge (no endpoint reports tokens)."
     )
+    judge: dict[str, Any] | None = Field(
+        default=None, description="The judge chosen with --judge (None: the run's own scores)."
+    )
+    judges: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every judge that scored the run (rescore adds more)."
+    )
     warnings: list[str]
     integrity: dict[str, LogIntegrity] | None = None
     handovers: list[dict[str, Any]] = Field(default_factory=list)

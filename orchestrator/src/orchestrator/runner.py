@@ -34,6 +34,7 @@ from orchestrator.clients import (
 from orchestrator.config import RunSettings
 from orchestrator.endpoints import close_clients, endpoint_records, open_clients
 from orchestrator.handover import GpuSharing, Handover
+from orchestrator.judges import run_judges, select_judge
 from orchestrator.phases import EditPhase, PhaseContext, PhaseCounts, ScorePhase, now_iso
 from orchestrator.preflight import check_services
 from orchestrator.progress import PhaseProgress
@@ -304,13 +305,17 @@ def _start_provenance(
     return provenance
 
 
-def rerender_report(out: Path, *, self_contained: bool = False) -> tuple[ReportPaths, Summary]:
-    """``editbench report: rebuild the reports of a run folder from its files."""
+def rerender_report(
+    out: Path, *, self_contained: bool = False, judge: str | None = None
+) -> tuple[ReportPaths, Summary]:
+    """``editbench report``: rebuild the reports of a run folder from its files; ``judge``
+    names another judge that scored it (orchestrator.judges; JudgeNotFound if none)."""
     store = RunStore(out)
     if not store.exists():
         raise BenchmarkError(f"{out} is not a run folder (no run.json)")
     provenance = store.read_json("provenance.json", damaged_ok=True)
     if not isinstance(provenance, dict):
         provenance = {}
+    chosen = None if judge is None else select_judge(run_judges(store), judge)
     with store:
-        return write_report(store, provenance, self_contained=self_contained)
+        return write_report(store, provenance, self_contained=self_contained, judge=chosen)

@@ -6,6 +6,7 @@ Layout (paths in records are relative to the run folder, so it can be moved or s
     plan.jsonl        the selected items of the latest invocation (metadata, no images)
     edits.jsonl       one line per finished edit job, appended + fsynced as it arrives
     scores.jsonl      one line per finished score job, likewise
+    rescores.jsonl    score jobs of other judges or protocols (``editbench rescore``), likewise
     edits/<id>.png    edited images, written atomically (temp file + os.replace)
     thumbs/           small JPEGs for report.html
     results.jsonl     one row per item, edits and scores joined (rewritten by each report)
@@ -296,6 +297,7 @@ class RunStore:
         self.root = root
         self.edits = RecordLog(root / "edits.jsonl", EditRecord)
         self.scores = RecordLog(root / "scores.jsonl", ScoreRecord)
+        self.rescores = RecordLog(root / "rescores.jsonl", ScoreRecord)
         self._lock_handle: IO[bytes] | None = None
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -316,6 +318,7 @@ class RunStore:
     def close(self) -> None:
         self.edits.close()
         self.scores.close()
+        self.rescores.close()
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
             self._lock_handle.close()

@@ -29,7 +29,7 @@ from orchestrator.retry import (
     ReadinessGate,
     call_with_retry,
 )
-from orchestrator.store import latest_by_job, latest_ok_by_item
+from orchestrator.store import RecordLog, latest_by_job, latest_ok_by_item
 from shared_schemas import (
     ItemScore,
     ModelInfo,
@@ -95,8 +95,12 @@ class ScorePhase(Phase):
         concurrency: int | None = None,
         edited_dir: Path | None = None,
         allow_outside_paths: bool = False,
+        log: RecordLog[ScoreRecord] | None = None,
     ) -> None:
+        """``log``: where records go (default the run's scores.jsonl; rescore's rescores.jsonl).
+        A job finished in the run's own scores.jsonl is finished for any log."""
         super().__init__(ctx)
+        self.log = log if log is not None else ctx.store.scores
         self.client = client
         self.protocol = protocol
         self.mode = mode
@@ -208,7 +212,7 @@ class ScorePhase(Phase):
             self.items_per_request,
             concurrency,
         )
-        done = latest_by_job(await asyncio.to_thread(self.ctx.store.scores.read))
+        done = latest_by_job(await asyncio.to_thread(self._finished_records))
         protocol_hash = self.protocol_info.hash if self.protocol_info else None
         self.counts.planned = len(items)
         self.ctx.progress.start("score", len(items))
@@ -261,6 +265,10 @@ class ScorePhase(Phase):
             await self.gate.close()
             self.ctx.progress.finish()
         return self.counts
+
+    def _finished_records(self) -> list[ScoreRecord]:
+        own = self.ctx.store.scores.read()
+        return own if self.log is self.ctx.store.scores else [*own, *self.log.read()]
 
     async def _score_batch(self, batch: list[_ScoreJob]) -> None:
         stats = CallStats()
@@ -363,8 +371,14 @@ class ScorePhase(Phase):
             if not result.scored:
                 self.counts.unscored += 1
         else:
-            fields.update(retryable=retryable, error=error)
+            # Name the judge the job was meant for, so a failure counts for that judge.
+            fields.update(
+                retryable=retryable,
+                error=error,
+                protocol_hash=self.protocol_info.hash if self.protocol_info else None,
+                model=self.info.model if self.info else None,
+            )
         record = ScoreRecord.model_validate(fields)
         self.counts.retries += stats.retries
-        await asyncio.to_thread(self.ctx.store.scores.append, record)
+        await asyncio.to_thread(self.log.append, record)
         self._finish(record.ok)

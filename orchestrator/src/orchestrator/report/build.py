@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.judges import JudgeId, run_judges
 from orchestrator.records import ResultRow, Summary, is_inside_relpath
 from orchestrator.report.breakdown import run_reporting
 from orchestrator.report.html import render_html
@@ -64,13 +65,30 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def report_paths(root: Path, judge: JudgeId | None = None) -> ReportPaths:
+    """Where a report goes: the run's own judge in report.html and so on; another judge's
+    (``editbench report --judge``) beside it, in report-<judge slug>.html and so on."""
+    tail = "" if judge is None else f"-{judge.slug}"
+    return ReportPaths(
+        summary=root / f"summary{tail}.json",
+        results_jsonl=root / f"results{tail}.jsonl",
+        results_csv=root / f"results{tail}.csv",
+        html=root / f"report{tail}.html",
+    )
+
+
 def write_report(
-    store: RunStore, provenance: dict[str, Any], *, self_contained: bool = False
+    store: RunStore,
+    provenance: dict[str, Any],
+    *,
+    self_contained: bool = False,
+    judge: JudgeId | None = None,
 ) -> tuple[ReportPaths, Summary]:
     """results.jsonl, results.csv, summary.json and report.html, each written atomically.
 
-    ``self_contained``: report.html carries its thumbnails inside (one file to mail or attach)."""
-    records = RunRecords.read(store)
+    ``self_contained``: report.html carries its thumbnails inside (one file to mail or attach).
+    ``judge``: that judge's scores (see orchestrator.judges), in files named for it."""
+    records = RunRecords.read(store, judge)
     rows = build_rows(store, records)
     _fill_edited_thumbs(store, rows)
     # provenance.json is read back as it is: keep what the page needs in the shape it needs.
@@ -78,6 +96,8 @@ def write_report(
     provenance = {**provenance, "handovers": handovers}
     summary = summarize(rows, run_reporting(store), integrity(records)).model_copy(
         update={
+            "judge": None if judge is None else judge.describe(),
+            "judges": [j.describe() for j in run_judges(store)],
             "handovers": handovers,
             "run": {
                 "benchmark": provenance.get("benchmark"),
@@ -87,12 +107,7 @@ def write_report(
             },
         }
     )
-    paths = ReportPaths(
-        summary=store.root / "summary.json",
-        results_jsonl=store.root / "results.jsonl",
-        results_csv=store.root / "results.csv",
-        html=store.root / "report.html",
-    )
+    paths = report_paths(store.root, judge)
     write_jsonl_atomic(paths.results_jsonl, rows)
     atomic_write_text(paths.results_csv, rows_csv(rows, summary.reporting.columns()))
     atomic_write_text(

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from orchestrator.judges import JudgeId, scores_of
 from orchestrator.records import (
     EditRecord,
     JobRecord,
@@ -48,14 +49,16 @@ class RunRecords:
     skipped: dict[str, int]
 
     @classmethod
-    def read(cls, store: RunStore) -> RunRecords:
+    def read(cls, store: RunStore, judge: JudgeId | None = None) -> RunRecords:
+        """The logs; ``judge``: only that judge's score records (None: the run's own)."""
         edits = store.edits.read()
-        scores = store.scores.read()
+        scores = scores_of(store, judge)
+        skipped = store.scores.skipped + (store.rescores.skipped if judge is not None else 0)
         return cls(
             plan=store.read_plan(),
             edits=edits,
             scores=scores,
-            skipped={"edit": store.edits.skipped, "score": store.scores.skipped},
+            skipped={"edit": store.edits.skipped, "score": skipped},
         )
 
 
