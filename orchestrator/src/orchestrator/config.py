@@ -254,6 +254,7 @@ def resolve_settings(
         raise ConfigError(
             f"the editor refuses these edit settings: {where}: {first['msg']}"
         ) from None
+    _check_key_destinations(settings, explicit, saved_identity or {})
     if saved_identity:
         explicit_settings = RunSettings.model_validate({**dict(saved_identity), **explicit})
         conflicts = [
@@ -270,3 +271,30 @@ def resolve_settings(
                 "--out for a run with other settings):\n  " + "\n  ".join(conflicts)
             )
     return settings
+
+
+# Which URL each API key goes to, and the flag that names it.
+_KEY_DESTINATIONS = (
+    ("editor_api_key", "editor_url", "--editor-url", "the editor"),
+    ("reward_api_key", "reward_url", "--reward-url", "the judge"),
+)
+
+
+def _check_key_destinations(
+    settings: RunSettings, explicit: Mapping[str, Any], saved: Mapping[str, Any]
+) -> None:
+    """An API key goes only to URLs the user gave in this invocation (flag, environment,
+    config file) or the defaults, never to a URL read from the run folder's run.json, which
+    anyone who can write the folder can edit: such a URL must be confirmed by naming it."""
+    for key_field, url_field, flag, what in _KEY_DESTINATIONS:
+        if getattr(settings, key_field) is None or url_field in explicit:
+            continue
+        url = getattr(settings, url_field)
+        default = RunSettings.model_fields[url_field].default
+        if url_field not in saved or url == default:
+            continue
+        raise ConfigError(
+            f"the run folder's run.json names {url} for {what}, and an API key for it is set; "
+            f"a key is sent only to URLs given in this invocation: pass {flag} {url} "
+            f"(or EDITBENCH_{url_field.upper()}) to confirm it"
+        )
