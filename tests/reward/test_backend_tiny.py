@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from reward_service.models.qwen3_vl import TINY_RECIPE_VERSION, chat_template
 from reward_service.parsing import parse_score
 from reward_service.scorer import read_output
 from reward_service.scoring import expected_score, score_log_probs
+from shared_schemas import ScoreScale
 from tests.support.images import make_image
 from tests.support.judge_items import alone, chat_content, pairs
 
@@ -117,7 +119,7 @@ def test_expected_scores_lie_in_0_to_10_and_differ_between_inputs(
     judge: TransformersJudgeBackend,
 ) -> None:
     outputs = run(judge, [question(seed, words=seed) for seed in range(4)])
-    scores = [read_output("q", None, output) for output in outputs]
+    scores = [read_output("q", output) for output in outputs]
     for score in scores:
         assert score.score is not None and 0.0 <= score.score <= 10.0
         assert score.distribution is not None and sum(score.distribution) == pytest.approx(1.0)
@@ -191,6 +193,36 @@ def test_the_two_digit_reading_equals_explicit_full_prefills(
         assert math.exp(log_probs[1]) <= math.exp(float(first[one])) + 1e-9
 
 
+@pytest.mark.parametrize(("low", "high"), [(1, 5), (0, 25)])
+def test_expected_mode_reads_a_distribution_over_any_integer_scale(
+    judge: TransformersJudgeBackend, low: int, high: int
+) -> None:
+    # On 0..25 the digits after "1" and after "2" are read (12, 25 = two tokens), each equal to
+    # an explicit full prefill; on 1..5 the first digit alone. Batched with a 0..10 question.
+    batch = shared_prefix_batch()
+    scaled = [
+        JudgeItem(item.images, tuple(replace(q, scale=(low, high)) for q in item.questions))
+        for item in batch[:2]
+    ]
+    outputs = run(judge, [*scaled, batch[2]])
+    digits = judge.digit_ids
+    for (item, q), output in zip(pairs(scaled), outputs, strict=False):
+        assert isinstance(output, ScoreTokenLogprobs)
+        inputs = reference_inputs(judge, item, q)
+        first = last_token_logprobs(judge, inputs, [])
+        assert output.first == pytest.approx(first[digits].tolist(), abs=2e-4)
+        for lead in q.leads:
+            after = last_token_logprobs(judge, inputs, [digits[lead]])
+            assert output.after[lead] == pytest.approx(after[digits].tolist(), abs=2e-4)
+        score = read_output("q", output, ScoreScale(min=low, max=high))
+        assert score.distribution is not None and len(score.distribution) == high - low + 1
+        assert sum(score.distribution) == pytest.approx(1.0)
+        assert score.score is not None and low <= score.score <= high
+        assert score.score_mass is not None and 0.0 < score.score_mass <= 1.0
+    assert next(q.leads for _, q in pairs(scaled)) == ((1, 2) if high == 25 else ())
+    assert isinstance(outputs[-1], ScoreTokenLogprobs) and outputs[-1].after_other == ()
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_batched_expected_scores_equal_unbatched(
     judge: TransformersJudgeBackend, layout: str
@@ -219,7 +251,7 @@ def test_junk_from_the_tiny_judge_is_recorded_unscored_with_its_text(
     judge: TransformersJudgeBackend,
 ) -> None:
     outputs = run(judge, [question(seed, "generate", max_new_tokens=24) for seed in range(4)])
-    scores = [read_output("q", None, output) for output in outputs]
+    scores = [read_output("q", output) for output in outputs]
     for output, score in zip(outputs, scores, strict=True):
         assert score.raw_text == output.text
         assert score.score == parse_score(output.text).score

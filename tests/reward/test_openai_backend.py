@@ -141,7 +141,7 @@ def test_expected_mode_reads_logprobs_and_reports_usage() -> None:
     [output] = ask(judge, question())
     assert isinstance(output, ScoreTokenLogprobs)
     assert output.usage == TokenUsage(prompt_tokens=1543, completion_tokens=1)
-    score = read_output("q", None, output)
+    score = read_output("q", output)
     assert score.score is not None and 7.0 < score.score < 9.0
     assert score.usage is not None and score.usage.total_tokens == 1544
 
@@ -153,7 +153,7 @@ def test_a_one_that_cannot_be_told_from_ten_leaves_the_question_unscored() -> No
     [output] = ask(judge, question())
     assert isinstance(output, Unanswered)
     assert "1 from 10" in output.reason
-    score = read_output("q", None, output)
+    score = read_output("q", output)
     assert score.score is None and score.error == output.reason
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from reward_service.backends.openai_logprobs import positions_of, read_score_tokens
 from reward_service.scoring import expected_score
+from shared_schemas import ScoreScale
 
 ANSWERS = Path(__file__).parent / "data" / "openai_answers"
 
@@ -98,3 +99,45 @@ def test_an_answer_without_logprobs_has_no_positions() -> None:
     assert positions_of(answer("transformers_serve_no_logprobs")) is None
     assert positions_of({"choices": []}) is None
     assert positions_of({}) is None
+
+
+def read_scaled(name: str, low: int, high: int) -> tuple[float, float, list[float], float]:
+    positions = positions_of(answer(name))
+    assert positions is not None
+    reading = read_score_tokens(positions, (low, high))
+    tokens = reading.tokens
+    scale = ScoreScale(min=low, max=high)
+    expected = expected_score(tokens.first, tokens.after_one, scale, tokens.after)
+    assert expected is not None
+    return expected.score, expected.score_mass, list(expected.distribution), reading.unresolved
+
+
+def test_a_zero_to_twenty_five_scale_reads_two_digit_numbers_after_the_generated_lead() -> None:
+    e = math.exp
+    two = e(-0.4)
+    truth = {
+        25: two * e(-0.3),
+        20: two * e(-1.8),
+        22: two * e(-6.0),
+        2: two * e(-2.9),  # "2" then the end
+        9: e(-2.5),
+        7: e(-4.0),
+    }  # "2" then "9" (29) is off the scale; "1" could be 1 or 10..19: left out, reported
+    score, mass, distribution, unresolved = read_scaled("vllm_qwen_twenty_five", 0, 25)
+    want = sum(truth.values())
+    assert len(distribution) == 26
+    assert distribution == pytest.approx([truth.get(n, 0.0) / want for n in range(26)], abs=1e-9)
+    assert score == pytest.approx(sum(n * p for n, p in truth.items()) / want, abs=1e-9)
+    assert mass == pytest.approx(want, abs=1e-9)
+    assert unresolved == pytest.approx(e(-1.5))
+
+
+def test_a_one_to_five_scale_reads_whole_tokens_and_drops_numbers_off_the_scale() -> None:
+    e = math.exp
+    truth = {4: e(-0.35) + e(-5.0), 3: e(-1.6), 5: e(-3.5)}
+    score, mass, distribution, unresolved = read_scaled("openai_one_to_five", 1, 5)
+    want = sum(truth.values())
+    assert distribution == pytest.approx([truth.get(n, 0.0) / want for n in range(1, 6)])
+    assert score == pytest.approx(sum(n * p for n, p in truth.items()) / want, abs=1e-9)
+    assert mass == pytest.approx(want, abs=1e-9)
+    assert unresolved == 0.0

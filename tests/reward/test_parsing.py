@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reward_service.parsing import parse_score
+from reward_service.parsing import parse_score, parse_scores
+from shared_schemas import ScoreScale
 
 
 @pytest.mark.parametrize(
@@ -65,3 +66,66 @@ def test_answers_without_a_usable_score_are_unscored_with_a_reason(text: str, re
 def test_an_off_scale_labelled_score_is_not_replaced_by_a_weaker_match() -> None:
     parsed = parse_score("Looks 7/10 to me.\nScore: 15")
     assert parsed.score is None and parsed.rule == "labelled"
+
+
+# Several scores in one answer (parse_scores).
+
+NAMES = ["success", "overediting"]
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ('{"score": [7, 3], "reasoning": "ok"}', [7.0, 3.0]),
+        ('Here:\n{\n"score" : [7, 3],\n"reasoning" : "a\nb"\n}', [7.0, 3.0]),  # newline in string
+        ('{"score": {"overediting": 3, "success": 7}}', [7.0, 3.0]),
+        ('{score: [7, 3], reasoning: "fine"}', [7.0, 3.0]),  # keys without quotes
+        ("[7, 3]", [7.0, 3.0]),
+        ('{"score": ["7", "3.5"]}', [7.0, 3.5]),
+    ],
+)
+def test_json_answers_with_several_scores_are_read_in_order(text: str, want: list[float]) -> None:
+    parsed = parse_scores(text, NAMES, format="json", key="score")
+    assert parsed.error is None
+    assert [parsed.scores[n] for n in NAMES] == want
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("I think it is good.", "no JSON"),
+        ('{"score": [7]}', "1 score(s) where 2 were asked"),
+        ('{"score": [7, 3, 2]}', "3 score(s)"),
+        ('{"score": [7, 12]}', "outside 0..10"),
+        ('{"score": [7, true]}', "not a number"),
+        ('{"reasoning": "no scores"}', "no 'score'"),
+        ("", "empty"),
+    ],
+)
+def test_json_answers_without_the_declared_scores_are_unscored_with_the_reason(
+    text: str, problem: str
+) -> None:
+    parsed = parse_scores(text, NAMES, format="json", key="score")
+    assert parsed.scores == {"success": None, "overediting": None}
+    assert parsed.error is not None and problem in parsed.error
+
+
+def test_a_regex_rule_reads_named_groups_from_the_last_match() -> None:
+    pattern = r"S=(?P<success>\d+) O=(?P<overediting>\d+)"
+    parsed = parse_scores("S=1 O=1\nfinal: S=4 O=5", NAMES, format="regex", pattern=pattern)
+    assert parsed.scores == {"success": 4.0, "overediting": 5.0}
+    missing = parse_scores("nothing", NAMES, format="regex", pattern=pattern)
+    assert missing.scores == {"success": None, "overediting": None} and missing.error
+
+
+def test_scores_are_bounded_by_the_protocols_scale() -> None:
+    one_to_five = ScoreScale(min=1, max=5)
+    assert parse_score("Score: 4/5", one_to_five).score == 4.0
+    assert parse_score("4 out of 5", one_to_five).score == 4.0
+    assert parse_score("Score: 0", one_to_five).score is None
+    assert parse_score("Score: 7/10", one_to_five).score is None
+    wide = ScoreScale(min=0, max=25)
+    assert parse_score("Score: 25", wide).score == 25.0
+    assert parse_scores('{"score": [25, 26]}', NAMES, scale=wide).error == (
+        "the score overediting = 26 is outside 0..25"
+    )

@@ -36,13 +36,127 @@ def test_builtin_protocols_are_viescore_and_single() -> None:
 
 def test_viescore_asks_two_questions_on_both_images_and_two_on_the_edit() -> None:
     info = ProtocolRegistry.load().get("viescore").info()
-    asked = [(q.name, q.group, q.images) for q in info.questions]
+    asked = [(q.name, q.answers, q.images) for q in info.questions]
     assert asked == [
-        ("editing_success", "sc", ["source", "edited"]),
-        ("over_editing", "sc", ["source", "edited"]),
-        ("naturalness", "pq", ["edited"]),
-        ("artifacts", "pq", ["edited"]),
+        ("editing_success", ["editing_success"], ["source", "edited"]),
+        ("over_editing", ["over_editing"], ["source", "edited"]),
+        ("naturalness", ["naturalness"], ["edited"]),
+        ("artifacts", ["artifacts"], ["edited"]),
     ]
+    assert [(m.name, m.rule) for m in info.metrics] == [
+        ("sc", "min(editing_success, over_editing)"),
+        ("pq", "min(naturalness, artifacts)"),
+        ("overall", "geometric_mean(sc, pq)"),
+    ]
+    assert info.headline == "overall"
+    assert (info.scale.min, info.scale.max) == (0, 10)
+    assert info.modes == ["expected", "generate"]
+
+
+def test_a_file_written_with_combine_reads_as_the_equivalent_metrics() -> None:
+    legacy = parse_protocol(CUSTOM, "a.yaml", "file").info()
+    assert [(m.name, m.rule) for m in legacy.metrics] == [("overall", "overall")]
+    assert legacy.headline == "overall"
+
+
+SCALE_1_5 = """
+name: three-ways
+description: A 1-5 protocol with three metrics.
+scale: {min: 1, max: 5}
+answer:
+  expected: Answer with one integer from 1 to 5 and nothing else.
+  generate: 'Answer "Score: N", N from 1 to 5.'
+questions:
+  - name: accuracy
+    images: [source, edited]
+    prompt: "How accurate is the edit? {instruction}"
+  - name: quality
+    images: [edited]
+    prompt: How good does it look?
+metrics:
+  - {name: accuracy, label: Accuracy, score: accuracy}
+  - {name: quality, label: Quality, score: quality}
+  - {name: weighted, label: Weighted, weighted_mean: {accuracy: 2, quality: 1}}
+headline: weighted
+"""
+
+MULTI = """
+name: two-in-one
+description: One question answering two scores as JSON.
+scale: {min: 0, max: 25}
+questions:
+  - name: both
+    images: [source, edited]
+    prompt: 'Rate it. Reply {"score": [a, b]}.'
+    answers: [fidelity, realism]
+    parse: {format: json, key: score}
+metrics:
+  - {name: overall, label: Overall, min: [fidelity, realism]}
+"""
+
+
+def test_a_protocol_declares_its_scale_metrics_and_headline() -> None:
+    info = parse_protocol(SCALE_1_5, "a.yaml", "file").info()
+    assert (info.scale.min, info.scale.max) == (1, 5)
+    assert [(m.name, m.label, m.rule) for m in info.metrics] == [
+        ("accuracy", "Accuracy", "accuracy"),
+        ("quality", "Quality", "quality"),
+        ("weighted", "Weighted", "weighted_mean(accuracy*2, quality*1)"),
+    ]
+    assert info.headline == "weighted"
+    assert info.modes == ["expected", "generate"]
+
+
+def test_a_question_answering_several_scores_makes_the_protocol_generate_only() -> None:
+    info = parse_protocol(MULTI, "a.yaml", "file").info()
+    assert info.questions[0].answers == ["fidelity", "realism"]
+    assert info.modes == ["generate"]
+    assert info.headline == "overall"  # the only metric
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (("    parse: {format: json, key: score}\n", ""), "declare parse"),
+        (("min: [fidelity, realism]", "min: [fidelity, nope]"), "neither a score"),
+        (("scale: {min: 0, max: 25}", "scale: {min: 5, max: 5}"), "below max"),
+        (("scale: {min: 0, max: 25}", "scale: {min: 0, max: 100}"), "less than or equal"),
+        (("{format: json, key: score}", "{format: regex}"), "pattern"),
+        (
+            ("{format: json, key: score}", "{format: regex, pattern: '(?P<fidelity>\\d+)'}"),
+            "realism",
+        ),
+        (("answers: [fidelity, realism]", "answers: [fidelity, fidelity]"), "unique"),
+    ],
+)
+def test_bad_scales_metrics_and_parse_rules_are_refused(
+    change: tuple[str, str], problem: str
+) -> None:
+    with pytest.raises(ProtocolFileError, match=problem):
+        parse_protocol(MULTI.replace(*change), "bad.yaml", "file")
+
+
+def test_several_metrics_need_a_named_headline() -> None:
+    with pytest.raises(ProtocolFileError, match="headline"):
+        parse_protocol(SCALE_1_5.replace("headline: weighted\n", ""), "bad.yaml", "file")
+    with pytest.raises(ProtocolFileError, match="headline 'nope'"):
+        parse_protocol(SCALE_1_5.replace("headline: weighted", "headline: nope"), "b.yaml", "file")
+
+
+def test_verbatim_text_first_rendering_keeps_the_text_exactly() -> None:
+    text = MULTI.replace(
+        """    prompt: 'Rate it. Reply {"score": [a, b]}.'""",
+        """    prompt: "Rate it.\\n\\n\\n{instruction}\\n\\n{hints}\\n"
+""",
+    )
+    spec = parse_protocol("render: verbatim\nlayout: text_first\n" + text, "a", "file").spec
+    [question] = render(spec, instruction="add a hat", category=None, hints=None, mode="generate")
+    assert question.parts == (
+        "Rate it.\n\n\nadd a hat\n\n\n",
+        ImageSlot("source"),
+        ImageSlot("edited"),
+    )
+    assert question.answers == ("fidelity", "realism")
 
 
 def test_hash_is_the_sha256_of_the_canonical_definition() -> None:
@@ -112,6 +226,7 @@ def test_a_missing_protocols_folder_is_refused(tmp_path: Path) -> None:
         (CUSTOM.replace("images: [source, edited]", "images: []"), "images"),
         (CUSTOM.replace("images: [source, edited]", "images: [edited, edited]"), "once"),
         (CUSTOM.replace("combine: single", "combine: mean"), "combine"),
+        (CUSTOM.replace("combine: single", "combine: single\nmetrics: []"), "not both"),
         (CUSTOM + "extra_field: 1\n", "extra_field"),
         ("name: [unclosed", "not valid YAML"),
         ("- a list", "one mapping"),

@@ -69,6 +69,8 @@ def test_items_are_assembled_from_their_own_answers_with_batch_timings() -> None
     assert first.id == "i0" and first.protocol_hash == VIESCORE.hash
     assert first.sc is not None and first.pq is not None and first.overall is not None
     assert round(first.sc) == 6 and round(first.pq) == 4
+    assert first.metrics == {"sc": first.sc, "pq": first.pq, "overall": first.overall}
+    assert first.overall == pytest.approx(math.sqrt(first.sc * first.pq))
     assert first.timings.inference_s == pytest.approx(0.5)
     assert second.timings.inference_s == pytest.approx(0.25)
     assert second.timings.queue_wait_s == pytest.approx(0.6)
@@ -83,15 +85,15 @@ def test_a_count_of_answers_that_does_not_fit_the_items_is_an_error() -> None:
 
 
 def test_a_generated_answer_is_parsed_and_kept() -> None:
-    scored = read_output("q", "sc", GeneratedText("Fine.\nScore: 7", 5))
-    unscored = read_output("q", "sc", GeneratedText("I cannot tell.", 4))
+    scored = read_output("q", GeneratedText("Fine.\nScore: 7", 5))
+    unscored = read_output("q", GeneratedText("I cannot tell.", 4))
     assert (scored.score, scored.raw_text, scored.error) == (7.0, "Fine.\nScore: 7", None)
     assert unscored.score is None and unscored.raw_text == "I cannot tell."
     assert unscored.error == "no score found in the answer"
 
 
 def test_read_output_says_why_an_expected_answer_has_no_score() -> None:
-    nothing = read_output("q", None, ScoreTokenLogprobs((-math.inf,) * 10, (-math.inf,) * 10))
-    broken = read_output("q", None, ScoreTokenLogprobs((math.nan,) * 10, (0.0,) * 10))
+    nothing = read_output("q", ScoreTokenLogprobs((-math.inf,) * 10, (-math.inf,) * 10))
+    broken = read_output("q", ScoreTokenLogprobs((math.nan,) * 10, (0.0,) * 10))
     assert nothing.score is None and nothing.error == "the judge gave no probability to any score"
     assert broken.score is None and broken.error == "the model's probabilities are NaN"

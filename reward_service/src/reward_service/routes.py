@@ -90,6 +90,12 @@ async def create_scores(
     rid = request_id(request)
     response.headers["X-Request-ID"] = rid
     protocol = protocols.get(body.protocol)
+    if body.mode not in protocol.spec.modes:
+        raise InvalidInput(
+            f"protocol {protocol.name!r} is generate-only (its answers carry several scores, "
+            "or it asks for no bare number): use mode 'generate'",
+            param="mode",
+        )
     model = judge.ensure_ready()
     if body.mode not in model.modes:
         raise InvalidInput(

@@ -23,14 +23,23 @@ from reward_service.backends.base import (
 )
 from reward_service.batcher import Completed
 from reward_service.metrics import RewardMetrics
-from reward_service.parsing import parse_score
+from reward_service.parsing import parse_scores
 from reward_service.protocols import Protocol, render
-from reward_service.protocols.definition import ImageSlot
-from reward_service.scoring import combine, expected_score
+from reward_service.protocols.definition import ImageSlot, QuestionSpec
+from reward_service.protocols.metrics import compute_metrics
+from reward_service.scoring import expected_score
 from service_kit.images import RGBImage, decode_image, fit_within, read_header
-from shared_schemas import ItemScore, QuestionScore, ScoreItem, ScoreRequest, ScoreTimings
+from shared_schemas import (
+    DEFAULT_SCALE,
+    ItemScore,
+    QuestionScore,
+    ScoreItem,
+    ScoreRequest,
+    ScoreScale,
+    ScoreTimings,
+)
 from shared_schemas import TokenUsage as WireUsage
-from shared_schemas.scores import ImageRole, QuestionGroup
+from shared_schemas.scores import ImageRole
 
 # Where each image role sits in an item's images.
 IMAGE_INDEX: dict[ImageRole, int] = {"source": 0, "edited": 1}
@@ -104,6 +113,7 @@ def build_items(
                     content=content,
                     mode=request.mode,
                     max_new_tokens=request.max_new_tokens,
+                    scale=(protocol.spec.scale.min, protocol.spec.scale.max),
                 )
             )
         items.append(JudgeItem((item_images.source, item_images.edited), tuple(questions)))
@@ -115,45 +125,75 @@ def item_cost(item: ItemWork) -> int:
     return item.cost()
 
 
-def read_output(name: str, group: QuestionGroup | None, output: QuestionOutput) -> QuestionScore:
-    """One question's score from the judge's raw output; never a guess."""
-    score = _read_output(name, group, output)
+def read_output(
+    name: str, output: QuestionOutput, scale: ScoreScale = DEFAULT_SCALE
+) -> QuestionScore:
+    """A one-score question's score from the judge's raw output; never a guess."""
+    [score] = read_answers(QuestionSpec(name=name, images=["edited"], prompt="-"), output, scale)
+    return score
+
+
+def read_answers(
+    question: QuestionSpec, output: QuestionOutput, scale: ScoreScale
+) -> list[QuestionScore]:
+    """The question's named scores from the judge's raw output, one entry each; never a guess.
+    The output's token usage goes on the first entry only (so sums count it once)."""
+    scores = _read_output(question, output, scale)
     if output.usage is None:
-        return score
-    return score.model_copy(update={"usage": _wire_usage(output.usage)})
+        return scores
+    first = scores[0].model_copy(update={"usage": _wire_usage(output.usage)})
+    return [first, *scores[1:]]
 
 
 def _wire_usage(usage: TokenUsage) -> WireUsage:
     return WireUsage.of(usage.prompt_tokens, usage.completion_tokens)
 
 
-def _read_output(name: str, group: QuestionGroup | None, output: QuestionOutput) -> QuestionScore:
+def _read_output(
+    question: QuestionSpec, output: QuestionOutput, scale: ScoreScale
+) -> list[QuestionScore]:
+    names = question.scores
+    asked = None if names == [question.name] else question.name
     if isinstance(output, Unanswered):
-        return QuestionScore(name=name, group=group, score=None, error=output.reason)
+        return [
+            QuestionScore(name=n, question=asked, score=None, error=output.reason) for n in names
+        ]
     if isinstance(output, ScoreTokenLogprobs):
-        expected = expected_score(output.first, output.after_one)
+        if len(names) != 1:  # refused at the route: such protocols are generate-only
+            raise ValueError(f"question {question.name!r} answers several scores")
+        expected = expected_score(output.first, output.after_one, scale, output.after)
         if expected is None:
             broken = any(math.isnan(v) for v in (*output.first, *output.after_one))
-            return QuestionScore(
-                name=name,
-                group=group,
-                score=None,
-                error="the model's probabilities are NaN"
+            error = (
+                "the model's probabilities are NaN"
                 if broken
-                else "the judge gave no probability to any score",
+                else "the judge gave no probability to any score"
             )
-        return QuestionScore(
-            name=name,
-            group=group,
-            score=expected.score,
-            distribution=list(expected.distribution),
-            score_mass=expected.score_mass,
-        )
+            return [QuestionScore(name=names[0], question=asked, score=None, error=error)]
+        return [
+            QuestionScore(
+                name=names[0],
+                question=asked,
+                score=expected.score,
+                distribution=list(expected.distribution),
+                score_mass=expected.score_mass,
+            )
+        ]
     if isinstance(output, GeneratedText):
-        parsed = parse_score(output.text)
-        return QuestionScore(
-            name=name, group=group, score=parsed.score, raw_text=output.text, error=parsed.error
+        rule = question.parse
+        parsed = parse_scores(
+            output.text, names, format=rule.format, key=rule.key, pattern=rule.pattern, scale=scale
         )
+        return [
+            QuestionScore(
+                name=n,
+                question=asked,
+                score=parsed.scores.get(n),
+                raw_text=output.text,
+                error=parsed.error,
+            )
+            for n in names
+        ]
     raise TypeError(f"unknown judge output {type(output).__name__}")
 
 
@@ -173,10 +213,11 @@ def assemble(
     results = []
     for item, answer in zip(request.items, completed, strict=True):
         questions = [
-            read_output(q.name, q.group, output)
+            score
             for q, output in zip(spec.questions, answer.output, strict=True)
+            for score in read_answers(q, output, spec.scale)
         ]
-        combined = combine(spec.combine, [(q.group, q.score) for q in questions])
+        metrics = compute_metrics(spec.metrics, {q.name: q.score for q in questions})
         results.append(
             ItemScore(
                 id=item.id,
@@ -185,9 +226,10 @@ def assemble(
                 deterministic=deterministic,
                 mode=request.mode,
                 questions=questions,
-                sc=combined.sc,
-                pq=combined.pq,
-                overall=combined.overall,
+                metrics=metrics,
+                sc=metrics.get("sc"),
+                pq=metrics.get("pq"),
+                overall=metrics[spec.headline_metric],
                 scored=all(q.score is not None for q in questions),
                 timings=ScoreTimings(
                     queue_wait_s=answer.queued_s,

@@ -26,7 +26,9 @@ from shared_schemas.edits import (
 )
 from shared_schemas.images import ImageData, ImageFormat, decode_image_b64, sniff_format
 from shared_schemas.scores import (
+    DEFAULT_SCALE,
     ItemScore,
+    MetricInfo,
     ProtocolDefinition,
     ProtocolInfo,
     ProtocolQuestion,
@@ -37,12 +39,14 @@ from shared_schemas.scores import (
     ScoreMode,
     ScoreRequest,
     ScoreResponse,
+    ScoreScale,
     ScoreTimings,
     TokenUsage,
 )
 
 __all__ = [
     "API_PREFIX",
+    "DEFAULT_SCALE",
     "EditParameters",
     "EditRequest",
     "EditResponse",
@@ -54,6 +58,7 @@ __all__ = [
     "ImageData",
     "ImageFormat",
     "ItemScore",
+    "MetricInfo",
     "ModelInfo",
     "ModelSourceKind",
     "ModelState",
@@ -72,6 +77,7 @@ __all__ = [
     "ScoreMode",
     "ScoreRequest",
     "ScoreResponse",
+    "ScoreScale",
     "ScoreTimings",
     "TokenUsage",
     "WireModel",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared_schemas.common import ModelInfo, ModelState, RequestModel, WireModel
 from shared_schemas.images import ImageData
@@ -12,11 +12,35 @@ from shared_schemas.images import ImageData
 ScoreMode = Literal["expected", "generate"]
 SCORE_MODES: tuple[ScoreMode, ...] = ("expected", "generate")
 ImageRole = Literal["source", "edited"]
-QuestionGroup = Literal["sc", "pq", "overall"]
 
 MAX_ITEMS_PER_REQUEST = 64
-SCORE_MIN = 0.0
-SCORE_MAX = 10.0
+# The widest integer scale a protocol may declare (two digits: expected mode reads at most a
+# first digit and the digit after it).
+SCALE_LIMIT = 99
+
+
+class ScoreScale(WireModel):
+    """A protocol's integer scale: every score it produces lies in [min, max]."""
+
+    min: int = Field(ge=0, le=SCALE_LIMIT)
+    max: int = Field(ge=1, le=SCALE_LIMIT)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScoreScale:
+        if self.min >= self.max:
+            raise ValueError("scale: min must be below max")
+        return self
+
+    @property
+    def values(self) -> range:
+        return range(self.min, self.max + 1)
+
+    def contains(self, value: float) -> bool:
+        """A finite number within the scale (NaN and infinities never are)."""
+        return self.min <= value <= self.max
+
+
+DEFAULT_SCALE = ScoreScale(min=0, max=10)
 
 
 class ScoreItem(RequestModel):
@@ -39,9 +63,10 @@ class ScoreRequest(RequestModel):
     protocol: str = Field(default="viescore", min_length=1, max_length=200)
     mode: ScoreMode = Field(
         default="expected",
-        description="expected: probability-weighted mean over the score tokens, from one forward "
-        "pass (never fails to parse). generate: the judge writes reasoning and a score, which is "
-        "parsed; unparseable answers are returned unscored with the raw text.",
+        description="expected: probability-weighted mean over the scale's numbers, from one "
+        "forward pass (never fails to parse; only protocols whose ProtocolInfo.modes lists it). "
+        "generate: the judge writes its answer, which the protocol's parse rule reads; "
+        "unparseable answers are returned unscored with the raw text.",
     )
     max_new_tokens: int = Field(default=512, ge=8, le=4096, description="generate mode only.")
 
@@ -71,14 +96,24 @@ class TokenUsage(WireModel):
 
 
 class QuestionScore(WireModel):
-    name: str
-    group: QuestionGroup | None
+    """One named score of an item. A question that answers several scores in one answer (a
+    JSON list, say) gives one entry per score, each naming the question; the raw text, error and
+    token usage are on each of them (usage on the first only, so sums count it once)."""
+
+    name: str = Field(description="The score's name (a question's own name where it answers one).")
+    question: str | None = Field(
+        default=None, description="The question that asked for it (None: the same as name)."
+    )
+    group: str | None = Field(
+        default=None, description="Deprecated (one release): the metric that reads it, if any."
+    )
     score: float | None = Field(
-        ge=SCORE_MIN, le=SCORE_MAX, description="None when the answer could not be scored."
+        description="None when the answer could not be scored; else within the protocol's scale."
     )
     distribution: list[float] | None = Field(
         default=None,
-        description="expected mode: P(score = 0..10), renormalised over the 11 scores.",
+        description="expected mode: P(score = scale.min..scale.max), renormalised over the "
+        "scale's numbers.",
     )
     score_mass: float | None = Field(
         default=None,
@@ -109,9 +144,20 @@ class ItemScore(WireModel):
     )
     mode: ScoreMode
     questions: list[QuestionScore]
-    sc: float | None = Field(description="Semantic consistency (viescore): min of its questions.")
-    pq: float | None = Field(description="Perceptual quality (viescore): min of its questions.")
-    overall: float | None = Field(description="viescore: sqrt(sc * pq); single: the score.")
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="The protocol's metrics (ProtocolInfo.metrics), by name, in its order; None "
+        "where a score they read is unscored.",
+    )
+    sc: float | None = Field(
+        default=None, description="Deprecated (one release): metrics['sc'] where defined."
+    )
+    pq: float | None = Field(
+        default=None, description="Deprecated (one release): metrics['pq'] where defined."
+    )
+    overall: float | None = Field(
+        default=None, description="Deprecated (one release): the protocol's headline metric."
+    )
     scored: bool = Field(description="False when any question could not be scored.")
     timings: ScoreTimings
 
@@ -128,8 +174,19 @@ class ScoreResponse(WireModel):
 
 class ProtocolQuestion(WireModel):
     name: str
-    group: QuestionGroup | None
+    group: str | None = Field(default=None, description="Deprecated (one release).")
     images: list[ImageRole]
+    answers: list[str] = Field(
+        default_factory=list, description="The named scores its one answer carries, in order."
+    )
+
+
+class MetricInfo(WireModel):
+    """One metric a protocol reports for every item."""
+
+    name: str
+    label: str = Field(description="How tables and reports title it.")
+    rule: str = Field(description="How it is computed, e.g. 'min(editing_success, over_editing)'.")
 
 
 class ProtocolInfo(WireModel):
@@ -137,6 +194,19 @@ class ProtocolInfo(WireModel):
     hash: str = Field(description="sha256 of the protocol's full definition (prompts included).")
     description: str
     questions: list[ProtocolQuestion]
+    scale: ScoreScale = Field(
+        default=DEFAULT_SCALE, description="Every score and metric lies within it."
+    )
+    metrics: list[MetricInfo] = Field(
+        default_factory=list, description="What ItemScore.metrics holds, in this order."
+    )
+    headline: str | None = Field(default=None, description="The metric a leaderboard ranks by.")
+    modes: list[ScoreMode] = Field(
+        default_factory=lambda: list(SCORE_MODES),
+        description="How its answers can be read: generate only where an answer carries several "
+        "scores (expected mode cannot read a distribution per score there) or the protocol "
+        "gives no expected-mode answer instruction.",
+    )
     categories: list[str] = Field(
         default_factory=list, description="Categories with their own prompts, if any."
     )

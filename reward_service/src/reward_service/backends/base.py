@@ -25,8 +25,7 @@ from service_kit.backends import custom_backend_class
 
 Mode = Literal["expected", "generate"]
 
-# The score scale. Qwen tokenizes numbers digit by digit, so 0..9 are one token each and 10 is
-# the two tokens "1", "0".
+# Qwen tokenizes numbers digit by digit, so 0..9 are one token each and 10..99 two tokens.
 SCORE_DIGITS = 10
 
 
@@ -43,10 +42,18 @@ class JudgeQuestion:
     content: tuple[str | int, ...]  # the user turn in order: text, or an image's index
     mode: Mode
     max_new_tokens: int = 0  # generate mode only
+    scale: tuple[int, int] = (0, 10)  # the protocol's integer scale, min and max (<= 99)
 
     @property
     def image_indices(self) -> tuple[int, ...]:
         return tuple(part for part in self.content if isinstance(part, int))
+
+    @property
+    def leads(self) -> tuple[int, ...]:
+        """expected mode: the digits whose next token must be read (the first digits of the
+        scale's two-digit numbers: (1,) on 0..10, (1, 2) on 0..25, none on 1..5)."""
+        low, high = self.scale
+        return tuple(sorted({n // 10 for n in range(max(low, 10), high + 1)}))
 
 
 ImageT = TypeVar("ImageT")
@@ -96,11 +103,19 @@ class ScoreTokenLogprobs:
 
     ``first[d]`` is log P(first answer token is digit d). ``after_one[d]`` is
     log P(next token is digit d | answer so far is "1"), which tells 1 from 10 (and from 11..19).
+    ``after_other`` holds the same for the question's other leads (JudgeQuestion.leads): on a
+    0..25 scale, the digits after "2".
     """
 
     first: tuple[float, ...]
     after_one: tuple[float, ...]
     usage: TokenUsage | None = None
+    after_other: tuple[tuple[int, tuple[float, ...]], ...] = ()
+
+    @property
+    def after(self) -> dict[int, tuple[float, ...]]:
+        """The digit distribution after each lead that was read, "1" included."""
+        return {1: self.after_one, **dict(self.after_other)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,7 +207,7 @@ class OpenAIJudgeBackend:
                 return Unanswered(
                     "the judge endpoint returned no log-probabilities for this answer", usage
                 )
-            reading = read_score_tokens(positions)
+            reading = read_score_tokens(positions, question.scale)
             if reading.invalid is not None:
                 return Unanswered(
                     f"the judge endpoint reported {reading.invalid}: not a probability; not scored",
@@ -215,12 +215,13 @@ class OpenAIJudgeBackend:
                 )
             if reading.unresolved > MAX_UNRESOLVED:
                 return Unanswered(
-                    f"the endpoint's top log-probabilities cannot tell 1 from 10: P('1') = "
-                    f"{reading.unresolved:.3f} with no continuation listed",
+                    "the endpoint's top log-probabilities cannot tell a lead digit from the "
+                    f"numbers it starts (1 from 10): P = {reading.unresolved:.3f} with no "
+                    "continuation listed",
                     usage,
                 )
             tokens = reading.tokens
-            return ScoreTokenLogprobs(tokens.first, tokens.after_one, usage)
+            return ScoreTokenLogprobs(tokens.first, tokens.after_one, usage, tokens.after_other)
         text = client.redact(_text(completion))
         return GeneratedText(text, usage.completion_tokens if usage else 0, usage)
 

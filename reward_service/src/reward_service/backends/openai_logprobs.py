@@ -4,15 +4,16 @@ The answer's ``choices[0].logprobs.content`` lists, per generated token, its log
 the ``top_logprobs`` alternatives at that position (OpenAI: up to 20; vLLM: as many as asked, its
 ``max_logprobs`` allowing). Only what the endpoint reports counts:
 
-- A listed token that reads as a whole score after stripping whitespace ("7", " 7", "10") gives
-  that score its probability; spellings of the same score add up.
-- "1" is ambiguous (1, or the start of "10" where the tokenizer spells numbers digit by digit, as
-  Qwen's does). It is resolved by the next position when "1" is the token that was generated:
-  there "0" continues to 10, any other digit would be 11..19 (off the scale: dropped), and the
-  listed non-digit tokens end the number at 1. When a whole "10" token is listed at the first
-  position, the tokenizer spells numbers as whole tokens and "1" is the score 1. Otherwise its
-  split is unknown: its mass is left out, and where it is more than ``MAX_UNRESOLVED`` the
-  question is unscored (the reading could move the score by up to 9 times that mass).
+- A listed token that reads as a whole score of the question's scale after stripping whitespace
+  ("7", " 7", "10", "25") gives that score its probability; spellings of the same score add up.
+- A lead digit (the first digit of the scale's two-digit numbers: "1" on 0..10, "1" and "2" on
+  0..25) is ambiguous: the score itself, or the start of a longer number where the tokenizer
+  spells numbers digit by digit, as Qwen's does. It is resolved by the next position when the
+  lead is the token that was generated: there a digit continues the number (off the scale:
+  dropped) and the listed non-digit tokens end it at the lead. When a whole two-digit token
+  with that lead is listed at the first position, the tokenizer spells numbers as whole tokens
+  and the lead is its own score. Otherwise its split is unknown: its mass is left out, and where
+  it is more than ``MAX_UNRESOLVED`` the question is unscored.
 - A log-probability that is not a number, is NaN or +inf, or is above zero, or a position whose
   listed probabilities add up to more than one, is no probability at all: the question is
   unscored with the reason (``ScoreReading.invalid``), never read as a confident score.
@@ -37,8 +38,7 @@ from reward_service.backends.base import SCORE_DIGITS, ScoreTokenLogprobs
 NEG_INF = -math.inf
 # vLLM reports -9999.0 for a log-probability of minus infinity; OpenAI's lowest is about -100.
 _FLOOR = -9999.0
-_SCORES = {str(k): k for k in range(11)}
-MAX_UNRESOLVED = 0.01  # probability of a "1" that cannot be told from "10", tolerated
+MAX_UNRESOLVED = 0.01  # probability of a lead digit that cannot be told from its numbers, tolerated
 # Rounding an endpoint may do (float16/bfloat16 softmax): a log-probability a hair above zero, or
 # listed probabilities summing a hair above one, are still probabilities.
 _ABOVE_ZERO = 1e-3
@@ -48,7 +48,7 @@ _ABOVE_ONE = 0.02
 @dataclass(frozen=True, slots=True)
 class ScoreReading:
     tokens: ScoreTokenLogprobs
-    unresolved: float  # probability of a listed "1" whose continuation is unknown
+    unresolved: float  # probability of a listed lead digit whose continuation is unknown
     invalid: str | None = None  # why these are not probabilities (then nothing else counts)
 
 
@@ -121,45 +121,65 @@ def positions_of(completion: Mapping[str, Any]) -> list[Mapping[str, Any]] | Non
     return positions
 
 
-def read_score_tokens(positions: Sequence[Mapping[str, Any]]) -> ScoreReading:
-    """The score tokens' log-probabilities from the answer's first positions (module docstring)."""
+def read_score_tokens(
+    positions: Sequence[Mapping[str, Any]], scale: tuple[int, int] = (0, 10)
+) -> ScoreReading:
+    """The score tokens' log-probabilities from the answer's first positions (module docstring),
+    on the integer scale ``scale`` (min, max)."""
+    low, high = scale
+    values = range(low, high + 1)
+    spelled = {str(n): n for n in values}
+    leads = sorted({n // 10 for n in values if n >= 10})
     first = _alternatives(positions[0])
-    read = positions[:2] if _token(positions[0]) == "1" else positions[:1]
+    generated = _token(positions[0])
+    read = positions[:2] if generated in {str(lead) for lead in leads} else positions[:1]
     for position in read:
         listed = [e for e in position.get("top_logprobs") or [] if isinstance(e, Mapping)]
         invalid = _invalid(position, listed)
         if invalid is not None:
             empty = ScoreTokenLogprobs((NEG_INF,) * SCORE_DIGITS, (NEG_INF,) * SCORE_DIGITS)
             return ScoreReading(empty, 0.0, invalid)
-    by_score: dict[int, list[float]] = {k: [] for k in range(11)}
+    by_score: dict[int, list[float]] = {n: [] for n in values}
     for entry in first:
-        score = _SCORES.get(_token(entry))
-        if score is not None and score != 1:
+        score = spelled.get(_token(entry))
+        if score is not None and score not in leads:
             by_score[score].append(_logprob(entry))
-    log_one = _logsumexp([_logprob(e) for e in first if _token(e) == "1"])
-    one_generated = _token(positions[0]) == "1"
-    unresolved = NEG_INF
-    if one_generated and len(positions) > 1:
-        after = _alternatives(positions[1])
-        stop = _logsumexp([_logprob(e) for e in after if not _token(e).isdigit()])
-        zero = _logsumexp([_logprob(e) for e in after if _token(e) == "0"])
-        by_score[1].append(log_one + stop)
-        by_score[10].append(log_one + zero)
-    elif by_score[10]:  # a whole "10" token: this tokenizer spells numbers as whole tokens
-        by_score[1].append(log_one)
-    else:
-        unresolved = log_one
-    log_p = [_logsumexp(by_score[k]) for k in range(11)]
-    return ScoreReading(_encode(log_p), math.exp(unresolved))
+    unresolved: list[float] = []
+    for lead in leads:
+        log_lead = _logsumexp([_logprob(e) for e in first if _token(e) == str(lead)])
+        if generated == str(lead) and len(positions) > 1:
+            after = _alternatives(positions[1])
+            if lead in by_score:
+                stop = _logsumexp([_logprob(e) for e in after if not _token(e).isdigit()])
+                by_score[lead].append(log_lead + stop)
+            for digit in range(SCORE_DIGITS):
+                number = lead * 10 + digit
+                if number in by_score:
+                    following = [_logprob(e) for e in after if _token(e) == str(digit)]
+                    by_score[number].append(log_lead + _logsumexp(following))
+        elif any(by_score[n] for n in values if n >= 10 and n // 10 == lead):
+            # whole two-digit tokens: this tokenizer spells numbers as whole tokens
+            if lead in by_score:
+                by_score[lead].append(log_lead)
+        else:
+            unresolved.append(log_lead)
+    log_p = {n: _logsumexp(by_score[n]) for n in values}
+    return ScoreReading(_encode(log_p, leads), math.exp(_logsumexp(unresolved)))
 
 
-def _encode(log_p: Sequence[float]) -> ScoreTokenLogprobs:
-    """log P(score = 0..10) as first / after-one digit log-probabilities, so that
-    ``reward_service.scoring.score_log_probs`` gives back exactly these 11 values."""
-    one, ten = log_p[1], log_p[10]
-    both = _logsumexp([one, ten])
-    first = [log_p[0], both, *log_p[2:10]]
-    after_one = [NEG_INF] * SCORE_DIGITS
-    if both != NEG_INF:
-        after_one[0] = ten - both
-    return ScoreTokenLogprobs(first=tuple(first), after_one=tuple(after_one))
+def _encode(log_p: Mapping[int, float], leads: Sequence[int]) -> ScoreTokenLogprobs:
+    """log P(score = n) as first-digit and after-lead digit log-probabilities, so that
+    ``reward_service.scoring.score_log_probs`` gives back exactly these values."""
+    first = [log_p.get(d, NEG_INF) for d in range(SCORE_DIGITS)]
+    after: dict[int, list[float]] = {}
+    for lead in leads:
+        numbers = [log_p.get(lead * 10 + d, NEG_INF) for d in range(SCORE_DIGITS)]
+        whole = _logsumexp([log_p.get(lead, NEG_INF), *numbers])
+        first[lead] = whole
+        after[lead] = [NEG_INF if whole == NEG_INF else lp - whole for lp in numbers]
+    after_one = after.pop(1, [NEG_INF] * SCORE_DIGITS)
+    return ScoreTokenLogprobs(
+        first=tuple(first),
+        after_one=tuple(after_one),
+        after_other=tuple((lead, tuple(v)) for lead, v in sorted(after.items())),
+    )

@@ -75,7 +75,7 @@ class TransformersJudgeBackend:
             preprocess_on_device=options.get("preprocess_device", "auto") in ("auto", "model"),
             isolate_items=self.deterministic,
         )
-        self._planner = Planner(self.processor, device, self.digit_ids[1], plan)
+        self._planner = Planner(self.processor, device, self.digit_ids, plan)
         self._passes = Passes(self.model, self.processor, device, self.digit_ids)
         return replace(loaded.info, deterministic=self.deterministic)
 

@@ -1,27 +1,46 @@
 """What a judge protocol is (a validated YAML document) and how it renders into questions.
 
-A protocol names its questions (each with a score group and the images it shows), the system
-prompt, the prompt of each question, per-category overrides of both, and the sentence that asks
-for the answer in each mode. Templates may use ``{instruction}``, ``{category}`` and ``{hints}``;
-any other ``{name}`` is refused when the file is loaded (so a typo cannot silently reach the
-judge), while other braces, such as a JSON example, are left alone. A line holding only a
-variable that is empty (no hints, say) is dropped, runs of blank lines collapse to one and the
-result is stripped, so an absent hint leaves no gap.
+A protocol declares its integer ``scale``, its questions (each with the images it shows, its
+prompt, the named scores its one answer carries and how they are read from the answer), its
+``metrics`` (reward_service.protocols.metrics) and the ``headline`` metric, plus the system
+prompt, per-category overrides and the sentence that asks for the answer in each mode.
 
-A question's user turn is: for each of its images, the image's label (if any) and the image;
-then the rendered prompt, a blank line, and the mode's answer instruction.
+Templates may use ``{instruction}``, ``{category}`` and ``{hints}``; any other ``{name}`` is
+refused when the file is loaded (so a typo cannot silently reach the judge), while other braces,
+such as a JSON example, are left alone. With ``render: tidy`` (the default) a line holding only
+a variable that is empty (no hints, say) is dropped, runs of blank lines collapse to one and the
+result is stripped, so an absent hint leaves no gap; ``render: verbatim`` sends the text exactly
+as written, variables substituted (for prompts that must match another project's byte for byte).
+
+A question's user turn is, with ``layout: images_first`` (the default): for each of its images,
+the image's label (if any) and the image; then the rendered prompt, a blank line, and the mode's
+answer instruction (if the protocol gives one). With ``layout: text_first`` the text comes first.
+
+Reading answers. A question that answers one score (``answers`` left out: the score takes the
+question's name) is read in expected mode as a distribution over the scale, and in generate mode
+by ``parse`` (default ``format: score``: a labelled score, a fraction, a JSON ``score`` or a lone
+number; reward_service.parsing). A question whose answer carries several scores names them in
+``answers`` and declares ``parse``: ``format: json`` (``key`` holds a list, in the order of
+``answers``, or an object keyed by their names) or ``format: regex`` (a ``pattern`` with one named
+group per score). Expected mode cannot read one distribution per score from such an answer, so
+the protocol is then generate-only (ProtocolInfo.modes says so), as it is when it gives no
+expected-mode answer instruction.
+
+Files written before metrics existed (``combine: single`` or ``combine: viescore`` with question
+``group``s) still load: they are read as the equivalent ``metrics``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reward_service.scoring import CombineRule
-from shared_schemas.scores import ImageRole, QuestionGroup
+from reward_service.protocols.metrics import MetricSpec, check_metrics
+from shared_schemas import DEFAULT_SCALE, ScoreMode, ScoreScale
+from shared_schemas.scores import ImageRole
 
 Mode = Literal["expected", "generate"]
 
@@ -44,11 +63,59 @@ def _check_template(text: str, allowed: frozenset[str] = TEMPLATE_VARIABLES) -> 
     return text
 
 
+class ParseSpec(_Spec):
+    """How generate mode reads a question's scores from its answer."""
+
+    format: Literal["score", "json", "regex"] = "score"
+    key: str = Field(default="score", min_length=1, description="json: the key holding scores.")
+    pattern: str | None = Field(
+        default=None, description="regex: one named group per score; the last match counts."
+    )
+
+    @model_validator(mode="after")
+    def _pattern(self) -> Self:
+        if (self.format == "regex") != (self.pattern is not None):
+            raise ValueError("parse: a pattern is given with format: regex, and only then")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"parse: the pattern is not a valid regex: {exc}") from None
+        return self
+
+
 class QuestionSpec(_Spec):
     name: str = Field(pattern=_NAME)
-    group: QuestionGroup | None = None
     images: list[ImageRole] = Field(min_length=1, max_length=2)
     prompt: str = Field(min_length=1)
+    answers: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="The named scores the answer carries, in order (default: [name]).",
+    )
+    parse: ParseSpec = Field(default_factory=ParseSpec)
+
+    @property
+    def scores(self) -> list[str]:
+        return self.answers if self.answers is not None else [self.name]
+
+    @model_validator(mode="after")
+    def _readable(self) -> Self:
+        for answer in self.scores:
+            if not re.match(_NAME, answer):
+                raise ValueError(f"score name {answer!r} must match {_NAME}")
+        if len(self.scores) > 1 and self.parse.format == "score":
+            raise ValueError(
+                f"question {self.name!r} answers several scores: declare parse "
+                "(format: json with a key, or format: regex with a pattern)"
+            )
+        if self.parse.pattern is not None:
+            groups = set(re.compile(self.parse.pattern).groupindex)
+            missing = [a for a in self.scores if a not in groups]
+            if missing:
+                raise ValueError(f"question {self.name!r}: the pattern has no group {missing}")
+        return self
 
     @field_validator("prompt")
     @classmethod
@@ -83,26 +150,69 @@ class CategorySpec(_Spec):
 
 
 class AnswerSpec(_Spec):
-    """The last sentence of every question, per mode."""
+    """The last sentence of every question, per mode (None: nothing is appended; without an
+    expected-mode sentence the protocol is generate-only)."""
 
-    expected: str = Field(
+    expected: str | None = Field(
+        default=None,
         min_length=1,
         description="Must make the score's first digit the very next token, e.g. 'Answer with "
         "one integer from 0 to 10 and nothing else.'",
     )
-    generate: str = Field(min_length=1, description="Ask for brief reasoning, then 'Score: N'.")
+    generate: str | None = Field(
+        default=None, min_length=1, description="e.g. brief reasoning, then 'Score: N'."
+    )
 
 
 class ProtocolSpec(_Spec):
     name: str = Field(pattern=_NAME)
     description: str = Field(min_length=1)
-    combine: CombineRule
+    reference: str = Field(
+        default="", description="Where the prompts and rules come from (file and commit)."
+    )
+    scale: ScoreScale = DEFAULT_SCALE
+    render: Literal["tidy", "verbatim"] = "tidy"
+    layout: Literal["images_first", "text_first"] = "images_first"
     system: str = ""
     image_labels: dict[ImageRole, str] = Field(default_factory=dict)
     hints_format: str = "Additional guidance for this item: {hints}"
-    answer: AnswerSpec
+    answer: AnswerSpec = Field(default_factory=AnswerSpec)
     questions: list[QuestionSpec] = Field(min_length=1, max_length=16)
+    metrics: list[MetricSpec] = Field(min_length=1, max_length=32)
+    headline: str = ""
     categories: dict[str, CategorySpec] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_combine(cls, data: Any) -> Any:
+        """A file written before metrics (``combine`` and question ``group``s) as metrics."""
+        if not isinstance(data, dict) or "combine" not in data:
+            return data
+        data = dict(data)
+        rule = data.pop("combine")
+        questions = [dict(q) if isinstance(q, dict) else q for q in data.get("questions") or []]
+        groups: dict[str, list[str]] = {}
+        for q in questions:
+            if isinstance(q, dict):
+                groups.setdefault(str(q.pop("group", None)), []).append(str(q.get("name")))
+        data["questions"] = questions
+        if "metrics" in data:
+            raise ValueError("give metrics or the older combine, not both")
+        if rule == "single":
+            if len(questions) != 1:
+                raise ValueError("combine: single needs exactly one question")
+            name = next(iter(groups.values()))[0]
+            data["metrics"] = [{"name": "overall", "label": "Overall", "score": name}]
+        elif rule == "viescore":
+            if set(groups) != {"sc", "pq"}:
+                raise ValueError(
+                    "combine: viescore needs questions in groups sc and pq, and no others"
+                )
+            data["metrics"] = viescore_metrics(groups["sc"], groups["pq"])
+        else:
+            raise ValueError(f"combine: {rule!r} is not known (single, viescore); use metrics")
+        data.setdefault("headline", "overall")
+        return data
 
     @field_validator("system")
     @classmethod
@@ -121,21 +231,47 @@ class ProtocolSpec(_Spec):
         shown = {tuple(q.images) for q in self.questions}
         return max(1, sum(len(images) for images in shown))
 
+    @property
+    def score_names(self) -> list[str]:
+        """Every named score the questions answer, in order."""
+        return [score for q in self.questions for score in q.scores]
+
+    @property
+    def modes(self) -> list[ScoreMode]:
+        """generate always; expected where every answer is one score and the protocol asks for
+        it as a bare number."""
+        one_each = all(len(q.scores) == 1 for q in self.questions)
+        return ["expected", "generate"] if one_each and self.answer.expected else ["generate"]
+
+    @property
+    def headline_metric(self) -> str:
+        return self.headline or self.metrics[-1].name
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         names = [q.name for q in self.questions]
         if len(set(names)) != len(names):
             raise ValueError("question names must be unique")
+        scores = self.score_names
+        if len(set(scores)) != len(scores):
+            raise ValueError("score names (the questions' answers) must be unique")
         for category, spec in self.categories.items():
             unknown = sorted(set(spec.prompts) - set(names))
             if unknown:
                 raise ValueError(f"category {category!r} overrides unknown questions {unknown}")
-        groups = [q.group for q in self.questions]
-        if self.combine == "viescore" and not ({"sc", "pq"} <= set(groups) <= {"sc", "pq"}):
-            raise ValueError("combine: viescore needs questions in groups sc and pq, and no others")
-        if self.combine == "single" and len(self.questions) != 1:
-            raise ValueError("combine: single needs exactly one question")
+        if not self.headline and len(self.metrics) > 1:
+            raise ValueError("with several metrics, name the headline one (headline: NAME)")
+        check_metrics(self.metrics, scores, self.headline_metric)
         return self
+
+
+def viescore_metrics(sc: list[str], pq: list[str]) -> list[dict[str, Any]]:
+    """GEdit-Bench's aggregation over the given sub-scores: SC = min, PQ = min, O = sqrt(SC*PQ)."""
+    return [
+        {"name": "sc", "label": "Semantic consistency", "min": sc},
+        {"name": "pq", "label": "Perceptual quality", "min": pq},
+        {"name": "overall", "label": "Overall", "geometric_mean": ["sc", "pq"]},
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +286,14 @@ class RenderedQuestion:
     """One question for one item: the user turn holds text and image slots, in order."""
 
     name: str
-    group: QuestionGroup | None
+    answers: tuple[str, ...]
     system: str
     parts: tuple[str | ImageSlot, ...]
 
 
-def _fill(template: str, values: dict[str, str]) -> str:
+def _fill(template: str, values: dict[str, str], verbatim: bool = False) -> str:
+    if verbatim:
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
     for name, value in values.items():
         if not value:  # a line holding only an empty variable goes away with it
             template = re.sub(rf"(?m)^[ \t]*\{{{name}\}}[ \t]*(?:\n|$)", "", template)
@@ -178,19 +316,23 @@ def render(
         "category": category or "",
         "hints": _fill(spec.hints_format, {"hints": hints}) if hints else "",
     }
+    verbatim = spec.render == "verbatim"
     system_template = override.system if override and override.system is not None else spec.system
-    system = _fill(system_template, values)
+    system = _fill(system_template, values, verbatim)
     answer = spec.answer.expected if mode == "expected" else spec.answer.generate
     rendered = []
     for question in spec.questions:
         template = override.prompts.get(question.name, question.prompt) if override else None
-        prompt = _fill(template or question.prompt, values)
-        parts: list[str | ImageSlot] = []
+        prompt = _fill(template or question.prompt, values, verbatim)
+        text = f"{prompt}\n\n{answer}" if answer else prompt
+        images: list[str | ImageSlot] = []
         for role in question.images:
             label = spec.image_labels.get(role, "")
             if label:
-                parts.append(label)
-            parts.append(ImageSlot(role))
-        parts.append(f"{prompt}\n\n{answer}")
-        rendered.append(RenderedQuestion(question.name, question.group, system, tuple(parts)))
+                images.append(label)
+            images.append(ImageSlot(role))
+        parts = [text, *images] if spec.layout == "text_first" else [*images, text]
+        rendered.append(
+            RenderedQuestion(question.name, tuple(question.scores), system, tuple(parts))
+        )
     return rendered

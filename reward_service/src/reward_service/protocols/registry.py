@@ -63,9 +63,13 @@ class Protocol:
             hash=self.hash,
             description=self.spec.description,
             questions=[
-                ProtocolQuestion(name=q.name, group=q.group, images=list(q.images))
+                ProtocolQuestion(name=q.name, images=list(q.images), answers=q.scores)
                 for q in self.spec.questions
             ],
+            scale=self.spec.scale,
+            metrics=[m.info() for m in self.spec.metrics],
+            headline=self.spec.headline_metric,
+            modes=self.spec.modes,
             categories=sorted(self.spec.categories),
             source=self.source,
             images_per_item=self.spec.images_per_item,

@@ -13,6 +13,7 @@ from typing import Any
 
 from reward_service.backends.base import GeneratedText, QuestionOutput, ScoreTokenLogprobs
 from reward_service.backends.hf.planning import (
+    ONE,
     Bucket,
     ExpectedGroup,
     GenerateGroup,
@@ -32,9 +33,11 @@ class Passes:
         """One output per question, in batch order; the caller holds inference_mode."""
         outputs: list[QuestionOutput | None] = [None] * prepared.size
         for group in prepared.groups:
-            results: Sequence[QuestionOutput] = (
-                self.expected(group) if isinstance(group, ExpectedGroup) else self.generate(group)
-            )
+            if isinstance(group, ExpectedGroup):
+                for index, merged in _by_question(group, self.expected(group)).items():
+                    outputs[index] = merged
+                continue
+            results: Sequence[QuestionOutput] = self.generate(group)
             for index, result in zip(group.indices, results, strict=True):
                 outputs[index] = result
         missing = [i for i, output in enumerate(outputs) if output is None]
@@ -138,6 +141,27 @@ class Passes:
             text = self.processor.tokenizer.decode(tokens[:length], skip_special_tokens=True)
             results.append(GeneratedText(text=text.strip(), new_tokens=length))
         return results
+
+
+def _by_question(
+    group: ExpectedGroup, rows: Sequence[ScoreTokenLogprobs]
+) -> dict[int, ScoreTokenLogprobs]:
+    """One output per question from its rows (one per lead digit): the first answer token's
+    distribution from its first row, the distribution after each lead from that lead's row."""
+    leads = group.leads or [ONE] * len(rows)
+    mine: dict[int, list[tuple[int, ScoreTokenLogprobs]]] = {}
+    for index, lead, row in zip(group.indices, leads, rows, strict=True):
+        mine.setdefault(index, []).append((lead, row))
+    merged = {}
+    for index, read in mine.items():
+        after = {lead: row.after_one for lead, row in read}
+        first = read[0][1].first
+        merged[index] = ScoreTokenLogprobs(
+            first=first,
+            after_one=after.pop(ONE, read[0][1].after_one),
+            after_other=tuple(sorted(after.items())),
+        )
+    return merged
 
 
 def _pick(encoded: Any, images: list[int]) -> Any:

@@ -19,7 +19,9 @@ from PIL.Image import Image
 from reward_service.backends.base import JudgeItem, JudgeQuestion, Mode
 
 VISION_END = "<|vision_end|>"
-ONE = "1"  # appended after the generation prompt: Qwen splits digits into their own token
+# expected mode appends a lead digit after the generation prompt ("1" where the scale needs none):
+# Qwen splits digits into their own token.
+ONE = 1
 
 ImageKey = tuple[int, int]  # (the item's position in the batch, the image's index in the item)
 
@@ -67,8 +69,10 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class ExpectedGroup:
-    """expected mode. Every prompt ends with an appended "1": one forward pass reads the first
-    answer token's distribution at position -2 and the token after "1" at position -1.
+    """expected mode. Every prompt ends with an appended lead digit: one forward pass reads the
+    first answer token's distribution at position -2 and the token after the lead at position
+    -1. A question whose scale has several leads (0..25: "1" and "2") runs once per lead: its
+    rows repeat its position in ``indices``, with their digit in ``leads``.
 
     Questions that show the same images after the same system prompt share that prefix:
     ``prefixes`` holds each distinct prefix once and ``prefix_of`` says whose each question is;
@@ -86,6 +90,7 @@ class ExpectedGroup:
 
     indices: list[int]
     prefixes: Any  # BatchFeature
+    leads: list[int] = field(default_factory=list)  # per row; empty: every row's lead is "1"
     prefix_of: list[int] | None = None
     suffix_ids: Any = None  # (questions, suffix length)
     suffix_mask: Any = None
@@ -119,10 +124,12 @@ class PlanOptions:
 
 
 class Planner:
-    def __init__(self, processor: Any, device: str, digit_one: int, options: PlanOptions) -> None:
+    def __init__(
+        self, processor: Any, device: str, digit_ids: list[int], options: PlanOptions
+    ) -> None:
         self.processor = processor
         self.device = device
-        self.digit_one = digit_one
+        self.digit_ids = digit_ids
         self.options = options
 
     def plan(self, items: Sequence[JudgeItem[Image]]) -> PreparedBatch:
@@ -152,7 +159,10 @@ class Planner:
         for (mode, limit), indices in by_kind.items():
             mine = [asks[i] for i in indices]
             if mode == "expected":
-                group = self._expected(indices, mine)
+                rows = [(i, lead) for i in indices for lead in asks[i].question.leads or (ONE,)]
+                group = self._expected(
+                    [i for i, _ in rows], [asks[i] for i, _ in rows], [lead for _, lead in rows]
+                )
                 if group.prefix_of is not None:
                     shared += len(indices) - len(set(group.prefix_of))
                 if group.image_of is not None:
@@ -185,10 +195,11 @@ class Planner:
             **extra,
         )
 
-    def _expected(self, indices: list[int], asks: list[Ask]) -> ExpectedGroup:
+    def _expected(self, indices: list[int], asks: list[Ask], leads: list[int]) -> ExpectedGroup:
         import torch
 
         texts = [self.render(a.question) for a in asks]
+        ends = [str(lead) for lead in leads]
         cuts = [text.rfind(VISION_END) for text in texts]
         keys = [
             (text[: cut + len(VISION_END)], a.keys)
@@ -196,9 +207,9 @@ class Planner:
         ]
         distinct = list(dict.fromkeys(keys))
         if min(cuts) < 0 or len(distinct) == len(keys):
-            inputs = self._process([text + ONE for text in texts], asks)
-            self._check_ends_with_one(inputs["input_ids"])
-            return ExpectedGroup(indices, inputs)
+            inputs = self._process([t + e for t, e in zip(texts, ends, strict=True)], asks)
+            self._check_ends_with_leads(inputs["input_ids"], leads)
+            return ExpectedGroup(indices, inputs, leads)
         row = {key: i for i, key in enumerate(distinct)}
         owners = [keys.index(key) for key in distinct]
         prefixes = self._process([key[0] for key in distinct], [asks[i] for i in owners])
@@ -209,16 +220,27 @@ class Planner:
         )
         tokenizer = self.processor.tokenizer
         suffixes = tokenizer(
-            [text[cut + len(VISION_END) :] + ONE for text, cut in zip(texts, cuts, strict=True)],
+            [
+                text[cut + len(VISION_END) :] + end
+                for text, cut, end in zip(texts, cuts, ends, strict=True)
+            ],
             add_special_tokens=False,
         )["input_ids"]
         width = max(len(ids) for ids in suffixes)
         pad = tokenizer.pad_token_id
         suffix_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in suffixes])
         suffix_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in suffixes])
-        self._check_ends_with_one(suffix_ids)
+        self._check_ends_with_leads(suffix_ids, leads)
         return ExpectedGroup(
-            indices, prefixes, prefix_of, suffix_ids, suffix_mask, image_of, image_grid, buckets
+            indices,
+            prefixes,
+            leads,
+            prefix_of,
+            suffix_ids,
+            suffix_mask,
+            image_of,
+            image_grid,
+            buckets,
         )
 
     def _buckets(
@@ -280,9 +302,12 @@ class Planner:
         inputs["pixel_values"] = pixels[rows.to(pixels.device)]
         return image_of, grid[first]
 
-    def _check_ends_with_one(self, input_ids: Any) -> None:
-        if not bool((input_ids[:, -1] == self.digit_one).all()):
-            raise RuntimeError('the appended "1" did not tokenize as the digit token')
+    def _check_ends_with_leads(self, input_ids: Any, leads: list[int]) -> None:
+        import torch
+
+        wanted = torch.tensor([self.digit_ids[lead] for lead in leads], device=input_ids.device)
+        if not bool((input_ids[:, -1] == wanted).all()):
+            raise RuntimeError("an appended lead digit did not tokenize as its digit token")
 
 
 def _shifted(group: Group, offset: int) -> Group:
