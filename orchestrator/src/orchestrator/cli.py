@@ -479,6 +479,43 @@ def rescore(
 
 
 @app.command()
+def agreement(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.", exists=True, file_okay=False)],
+    judges: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--judges",
+            help="The two judges (or protocols) to compare, A then B (default: the run's own "
+            "and the first rescore).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where agreement.json/.html go (RUN).")
+    ] = None,
+    metric: Annotated[str, typer.Option("--metric", help="overall, sc or pq.")] = "overall",
+    resamples: Annotated[
+        int, typer.Option("--resamples", min=200, help="Bootstrap resamples (BCa).")
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+) -> None:
+    """How far two judges agree on one run's edits: rank correlations, pairwise agreement and
+    the mean offset, per category and overall, with 95% intervals."""
+    from orchestrator.agreement import AgreementError, run_agreement, write_agreement
+    from orchestrator.report.agreement_view import agreement_table
+
+    try:
+        result = run_agreement(
+            run_dir, judges=judges, metric=metric, resamples=resamples, seed=seed
+        )
+    except AgreementError as exc:
+        raise _fail(str(exc), 2) from None
+    json_path, html_path = write_agreement(result, out or run_dir)
+    out_console.print(agreement_table(result))
+    out_console.print(f"agreement: {html_path.resolve()}", highlight=False, soft_wrap=True)
+    out_console.print(f"data: {json_path.resolve()}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def edit(
     ctx: typer.Context,
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image to edit.")],

@@ -290,21 +290,54 @@ def bca_interval(
     """The statistic of ``data`` with a seeded BCa bootstrap interval (items resampled with
     replacement; pass pairs for paired statistics). A resample where the statistic is undefined
     (None, e.g. a constant resample for a correlation) is dropped; too few left: no interval."""
+    found = bca_intervals(
+        data, lambda d: {"x": statistic(d)}, ("x",), resamples=resamples, seed=seed, level=level
+    )
+    return found["x"]
+
+
+def bca_intervals(
+    data: Sequence[T],
+    statistics_of: Callable[[Sequence[T]], Mapping[str, float | None]],
+    names: Sequence[str],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, Interval]:
+    """BCa intervals of several statistics computed together on the same resamples (one pass
+    of an expensive shared step, e.g. counting pairs, serves them all)."""
     n = len(data)
-    theta = statistic(data) if n else None
-    if theta is None or n < 2:
-        return Interval(theta, None, None, n, "bca", level)
+    theta = statistics_of(data) if n else dict.fromkeys(names)
+    undefined = {name: Interval(theta.get(name), None, None, n, "bca", level) for name in names}
+    if n < 2:
+        return undefined
     rng = random.Random(seed)
-    replicates = [
-        v for _ in range(resamples) if (v := statistic(rng.choices(data, k=n))) is not None
-    ]
-    jack = [statistic([d for j, d in enumerate(data) if j != i]) for i in range(n)]
-    if len(replicates) < resamples // 2 or any(v is None for v in jack):
-        return Interval(theta, None, None, n, "bca", level)
-    bounds = bca_bounds(theta, replicates, [v for v in jack if v is not None], level)
-    if bounds is None:
-        return Interval(theta, None, None, n, "bca", level)
-    return Interval(theta, bounds[0], bounds[1], n, "bca", level)
+    replicates: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(resamples):
+        values = statistics_of(rng.choices(data, k=n))
+        for name in names:
+            if (v := values.get(name)) is not None:
+                replicates[name].append(v)
+    jack: dict[str, list[float | None]] = {name: [] for name in names}
+    for i in range(n):
+        values = statistics_of([d for j, d in enumerate(data) if j != i])
+        for name in names:
+            jack[name].append(values.get(name))
+    found = {}
+    for name in names:
+        estimate = theta.get(name)
+        reps, leave_one_out = replicates[name], jack[name]
+        if estimate is None or len(reps) < resamples // 2 or None in leave_one_out:
+            found[name] = undefined[name]
+            continue
+        bounds = bca_bounds(estimate, reps, [v for v in leave_one_out if v is not None], level)
+        found[name] = (
+            undefined[name]
+            if bounds is None
+            else Interval(estimate, bounds[0], bounds[1], n, "bca", level)
+        )
+    return found
 
 
 # ---- rank correlation and agreement ---------------------------------------------------------
