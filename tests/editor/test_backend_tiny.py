@@ -62,7 +62,7 @@ def test_edit_output_has_the_requested_size_and_is_deterministic(
     second = backend.edit(job(), never)
     assert (first.image.width, first.image.height) == (32, 48)
     assert np.array_equal(pixels(first.image), pixels(second.image))
-    assert np.isfinite(pixels(first.image)).all()
+    assert len(np.unique(pixels(first.image))) > 16  # an image, not a blank or constant one
 
 
 def test_true_cfg_changes_the_output(backend: DiffusersEditBackend) -> None:

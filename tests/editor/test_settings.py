@@ -42,7 +42,8 @@ def test_environment_variables_configure_the_editor() -> None:
     assert settings["model"] == "Qwen/Qwen-Image-Edit"
     assert settings["devices"] == ["cuda:0", "cuda:1"]
     assert settings["compile"] is True and settings["queue_capacity"] == 4
-    assert len(settings["api_keys"]) == 2  # secrets are not echoed
+    assert len(settings["api_keys"]) == 2
+    assert "k1" not in json.dumps(settings) and "k2" not in json.dumps(settings)  # not echoed
 
 
 def test_flags_override_environment_variables() -> None:

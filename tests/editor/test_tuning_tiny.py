@@ -163,7 +163,7 @@ def test_an_edit_stopped_early_does_not_shift_the_next_edits_cache_schedule(
         return original(*args, **kwargs)
 
     transformer.forward = fail_on_third_call
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="stopped mid-edit"):
         backend.edit(JOB, lambda: False)
     transformer.forward = original
     again = np.asarray(backend.edit(JOB, lambda: False).image.to_pil())

@@ -96,10 +96,15 @@ def test_the_run_folder_keeps_the_service_urls_and_no_api_key(tmp_path: Path) ->
         "share_gpu": False,
         "allow_mixed_revisions": False,
     }
-    for path in out.rglob("*"):
-        if path.is_file() and path.suffix in {".json", ".jsonl", ".html", ".csv", ".log"}:
-            text = path.read_text(encoding="utf-8")
-            assert "sk-editor-secret" not in text and "sk-judge" not in text, path
+    read = [
+        path
+        for path in out.rglob("*")
+        if path.is_file() and path.suffix in {".json", ".jsonl", ".html", ".csv", ".log"}
+    ]
+    assert {"run.json", "results.jsonl", "report.html"} <= {path.name for path in read}
+    for path in read:
+        text = path.read_text(encoding="utf-8")
+        assert "sk-editor-secret" not in text and "sk-judge" not in text, path
 
     # A resume with no flags gets the saved URLs; a flag given on resume wins.
     resumed = resolve_settings({}, environ={}, saved_identity=read_saved_identity(out))

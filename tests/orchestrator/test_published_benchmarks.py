@@ -265,6 +265,10 @@ def test_kris_statistics_equal_bagels_summarize(tmp_path: Path) -> None:
         want = dict(expected["subitems"][row.label].items())
         assert {short[c]: v for c, v in got.items()} == pytest.approx(want)
     assert stats.headline == pytest.approx(expected["summary"]["Overall"]["AVG"])
+    # Every row the reference prints was compared above (the loops ran over all of them).
+    shown = {row.label for table in (dims, types) for row in table.rows}
+    assert shown | {"Overall"} == set(expected["summary"])
+    assert {row.label for row in tasks.rows} == set(expected["subitems"])
 
 
 RISE_NAMES = ("consistency", "reasoning", "plausibility")
@@ -386,3 +390,5 @@ def test_rise_statistics_equal_gpt_eval(tmp_path: Path) -> None:
             else:
                 assert got == pytest.approx(expected)
     assert stats.headline == pytest.approx(100 * want["Overall"][2])
+    assert main.rows and dims.rows  # the loops above compared something
+    assert {row.label for row in main.rows} <= set(want)

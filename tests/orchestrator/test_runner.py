@@ -127,9 +127,10 @@ def test_a_run_writes_every_result_and_the_reports(small_benchmark: Path, tmp_pa
 
 
 async def _interrupt_after(
-    settings: RunSettings, services: FakeServices, path: str, finished: int
+    settings: RunSettings, services: FakeServices, path: str, finished: int, written: Path
 ) -> None:
-    """Run until ``finished`` requests to ``path`` have been answered, then cancel (Ctrl-C)."""
+    """Run until ``finished`` requests to ``path`` have been answered and their records are in
+    ``written``, then cancel (Ctrl-C)."""
     answered = asyncio.Event()
     count = 0
     original = services.handle
@@ -148,7 +149,10 @@ async def _interrupt_after(
         run_benchmark(settings, NullProgress(), transport=transport, policy=POLICY, sleep=no_sleep)
     )
     await answered.wait()
-    await asyncio.sleep(0.05)  # let the answered ones be written
+    for _ in range(600):  # until the answered ones are written (bounded: 30 s)
+        if written.exists() and len(lines(written)) >= finished:
+            break
+        await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -179,7 +183,7 @@ def test_resume_after_an_interrupted_edit_phase_repeats_nothing(
 ) -> None:
     out = tmp_path / "run"
     settings = settings_for(small_benchmark, out, edit_concurrency=1)
-    asyncio.run(_interrupt_after(settings, FakeServices(), "/v1/edits", finished=3))
+    asyncio.run(_interrupt_after(settings, FakeServices(), "/v1/edits", 3, out / "edits.jsonl"))
     done = lines(out / "edits.jsonl")
     assert len(done) == 3
 
@@ -197,7 +201,7 @@ def test_resume_after_an_interrupted_score_phase_repeats_nothing(
 ) -> None:
     out = tmp_path / "run"
     settings = settings_for(small_benchmark, out, items_per_request=1, score_concurrency=1)
-    asyncio.run(_interrupt_after(settings, FakeServices(), "/v1/scores", finished=2))
+    asyncio.run(_interrupt_after(settings, FakeServices(), "/v1/scores", 2, out / "scores.jsonl"))
     assert len(lines(out / "scores.jsonl")) == 2
 
     again = FakeServices()

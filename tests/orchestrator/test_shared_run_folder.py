@@ -141,7 +141,8 @@ def test_results_csv_neutralises_formulas_and_results_jsonl_keeps_the_text(
     results = JsonlLog(out / "results.jsonl").read()
     assert [r["item_id"] for r in results] == ["=1+0", "=1+1", "-9"]
     assert [r["instruction"] for r in results] == ["+do 0", "+do 1", "-2+3"]
-    assert all(isinstance(r["overall"], float) for r in results)
+    # The same numbers in both files (a negative score would have been quoted in the CSV).
+    assert [r["overall"] for r in results] == [float(row["overall"]) for row in parsed]
     assert json.loads((out / "summary.json").read_text())["categories"].keys() == {
         "@cat",
         "=HYPERLINK(1)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -122,9 +123,25 @@ async def test_a_killed_judge_worker_fails_only_the_batches_it_held_and_the_next
             victim = next(e["pid"] for e in read_journal(journal) if e["event"] == "batch")
             # The replica takes a second batch while one runs; a third waits for it.
             held = asyncio.create_task(http.post("/v1/scores", json=job_body("reward_service")))
-            await asyncio.sleep(0.5)
-            waiting = asyncio.create_task(http.post("/v1/scores", json=job_body("reward_service")))
-            await asyncio.sleep(0.5)
+
+            async def second_batch_on_the_model() -> bool:
+                metrics = (await http.get("/metrics")).text
+                started = re.search(r"^reward_queue_wait_seconds_count (\S+)$", metrics, re.M)
+                return started is not None and float(started.group(1)) >= 2
+
+            await until(second_batch_on_the_model)
+            sent = asyncio.Event()
+
+            async def trace(name: str, _: object) -> None:
+                if name == "http11.send_request_body.complete":
+                    sent.set()
+
+            waiting = asyncio.create_task(
+                http.post(
+                    "/v1/scores", json=job_body("reward_service"), extensions={"trace": trace}
+                )
+            )
+            await asyncio.wait_for(sent.wait(), 60)  # in the service before the kill
             os.kill(victim, signal.SIGKILL)
 
             died = await running

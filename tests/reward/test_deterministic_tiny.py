@@ -11,9 +11,11 @@ was written), so these comparisons do catch a batch leaking into an answer.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -85,6 +87,17 @@ def test_the_service_under_16_concurrent_clients_answers_as_alone(
 ) -> None:
     wire_items = score_items(range(count), size)
     body = {"protocol": protocol, "mode": mode, "max_new_tokens": 8}
+    before = shared_batches(reward)
     found = asyncio.run(served_placements(reward, wire_items, body, clients=16))
     assert all(len(answers) >= 1 for answers in found["concurrent"])
     assert served_differences(found) == []
+    # Some model call carried more than one client's request, so a batch was shared.
+    requests, calls = (a - b for a, b in zip(shared_batches(reward), before, strict=True))
+    assert requests > calls
+
+
+def shared_batches(url: str) -> tuple[float, float]:
+    """(client requests summed over model calls, model calls) from the service's /metrics."""
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    found = dict(re.findall(r"^reward_batch_requests_(sum|count) (\S+)$", metrics, re.M))
+    return float(found["sum"]), float(found["count"])
