@@ -1,11 +1,14 @@
-"""Who may import what: API processes stay free of the model stack; the CLI never needs torch."""
+"""Who may import what: API processes stay free of the model stack; the CLI never needs torch;
+no file imports itself through others."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, requires
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +65,97 @@ def test_each_service_pins_its_own_model_stack() -> None:
     for service in ("editbench-editor", "editbench-reward"):
         pins = {r.split("==")[0]: r.split("==")[1] for r in requires(service) or [] if "==" in r}
         assert {"torch", "transformers"} <= pins.keys(), service
+
+
+SOURCES = Path(__file__).resolve().parents[1]
+COMPONENTS = ("shared_schemas", "service_kit", "editor_service", "reward_service", "orchestrator")
+
+
+def _module_files() -> dict[str, Path]:
+    """Every module of every component, by dotted name (a package by its ``__init__``)."""
+    modules: dict[str, Path] = {}
+    for component in COMPONENTS:
+        src = SOURCES / component / "src"
+        for path in sorted(src.rglob("*.py")):
+            parts = list(path.relative_to(src).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules ``name`` imports anywhere in its file: at the top, inside functions
+    (lazy imports) and under ``TYPE_CHECKING`` alike (a cycle of files is a cycle however it is
+    hidden)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found.update(t for t in targets if t in modules and t != name)
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    cycles.append(sorted(group))
+    return cycles
+
+
+def test_import_cycles_are_found_through_lazy_and_type_checking_imports() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_file_imports_itself_through_others() -> None:
+    modules = _module_files()
+    assert "service_kit.errors" in modules and "orchestrator.cli" in modules
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    assert import_cycles(graph) == []

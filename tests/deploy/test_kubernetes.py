@@ -26,7 +26,7 @@ from tests.support.servers import REPO_ROOT
 KUBERNETES_VERSION = "1.33.0"
 MANIFESTS = REPO_ROOT / "deploy" / "kubernetes"
 SERVICES = {"editor": ("EDITOR_", EditorSettings), "reward": ("REWARD_", RewardSettings)}
-CLOSING_S = 30  # after the drain: the last responses and the workers' stop (service_kit.serving)
+CLOSING_S = 30  # after the drain: the last responses and the workers' stop (service_kit.app.server)
 
 
 def validator() -> str:

@@ -13,7 +13,7 @@ from tests.docker.compose import CPU_FILES, GPU_FILES, Compose, duration_s
 
 pytestmark = pytest.mark.docker
 
-RESPONSE_MARGIN_S = 10  # service_kit.serving: the last responses go out after the drain
+RESPONSE_MARGIN_S = 10  # service_kit.app.server: the last responses go out after the drain
 STOP_MARGIN_S = 20  # stopping the worker processes after that (join, terminate, kill)
 
 

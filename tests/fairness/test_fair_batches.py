@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reward_service.batcher import MicroBatcher
-from service_kit.fairness import client_context
+from service_kit.http.fairness import client_context
 from tests.reward.test_batcher import ScriptedModel, batcher_for, occupy, submit
 
 pytestmark = pytest.mark.anyio

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service_kit.auth import ApiKeys
-from service_kit.fairness import (
+from service_kit.http.auth import ApiKeys
+from service_kit.http.fairness import (
     ANONYMOUS,
     OTHER,
     ClientLabels,

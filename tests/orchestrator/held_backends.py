@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from editor_service.backends import base as edit_base
+from editor_service.backends import factory as edit_factory
 from reward_service.backends import base as judge_base
+from reward_service.backends import factory as judge_factory
 
 OUR_OPTIONS = ("gate_dir", "journal", "inner", "max_hold_s")
 ITEM_TAG = re.compile(r"\[item:([^\]]+)\]")
@@ -109,7 +111,7 @@ class HeldEditBackend:
             backend=str(spec.options.get("inner", "diffusers")),
             options=_inner_options(spec.options),
         )
-        self.inner = edit_base.make_backend(inner)
+        self.inner = edit_factory.make_backend(inner)
 
     def load(self, device: str) -> edit_base.LoadedModel:
         return self.inner.load(device)
@@ -148,7 +150,7 @@ class HeldJudgeBackend:
             backend=str(spec.options.get("inner", "transformers")),
             options=_inner_options(spec.options),
         )
-        self.inner = judge_base.make_backend(inner)
+        self.inner = judge_factory.make_backend(inner)
 
     def load(self, device: str) -> judge_base.LoadedModel:
         return self.inner.load(device)

@@ -22,13 +22,10 @@ import httpx
 import pytest
 
 from orchestrator.clients import make_http_client
-from orchestrator.endpoints import (
-    Endpoint,
-    EndpointSet,
-    PooledEditorClient,
-    one_family,
-    open_editor,
-)
+from orchestrator.endpoints.balancing import Endpoint, EndpointSet
+from orchestrator.endpoints.opening import open_editor
+from orchestrator.endpoints.pooled import PooledEditorClient
+from orchestrator.endpoints.urls import one_family
 from orchestrator.jobs import judge_key, model_key
 from orchestrator.store import JsonlLog
 from shared_schemas import EditRequest, ModelInfo

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from orchestrator.clients import EditorClient, RewardClient, ServiceCallError, make_http_client
-from service_kit.auth import ApiKeys
+from service_kit.http.auth import ApiKeys
 from tests.reliability.services import JOB_ROUTE, SERVICES, error_type, job_body, service_process
 from tests.support.servers import ServiceProcess
 

@@ -28,7 +28,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from service_kit.decoding import default_heavy_slots
+from service_kit.images.decode_gate import default_heavy_slots
 from tests.reliability.services import service_process
 from tests.support.images import image_bytes, make_image
 

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from service_kit.app.server import KEEP_ALIVE_S
 from service_kit.errors import MAX_RETRY_AFTER_S
-from service_kit.serving import KEEP_ALIVE_S
 from tests.reliability.services import SERVICES, service_process
 
 

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from service_kit.body_limit import BodyLimitMiddleware
+from service_kit.http.body_limit import BodyLimitMiddleware
 from shared_schemas import EditorInfo, ErrorResponse, RewardInfo
 from tests.support.fake_judges import read_journal
 from tests.support.hostile import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_kit.metrics import METHODS, OTHER_METHOD, UNMATCHED_ROUTE, method_label
+from service_kit.http.metrics import METHODS, OTHER_METHOD, UNMATCHED_ROUTE, method_label
 from tests.reliability.services import SERVICES, service_process
 
 MADE_UP = 1500

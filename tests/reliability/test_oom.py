@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_kit.oom import is_out_of_memory
+from service_kit.models.oom import is_out_of_memory
 from shared_schemas import EditorInfo
 from tests.reliability.services import JOB_ROUTE, SERVICES, error_type, job_body, service_process
 from tests.support.fake_judges import read_journal

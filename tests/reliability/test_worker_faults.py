@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_kit.serving import EXIT_WORKERS_GAVE_UP
+from service_kit.app.server import EXIT_WORKERS_GAVE_UP
 from shared_schemas import EditorInfo
 from tests.reliability.services import (
     JOB_ROUTE,
@@ -192,7 +192,7 @@ async def test_with_exit_when_failed_off_a_service_that_gave_up_stays_up_and_not
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
 
             async def given_up() -> bool:
-                if "giving up on it" not in service.log():  # service_kit.processes says so
+                if "giving up on it" not in service.log():  # service_kit.replicas.processes says so
                     return False
                 try:
                     return (await http.get("/health")).status_code == 200

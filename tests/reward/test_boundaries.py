@@ -23,7 +23,7 @@ def test_importing_the_reward_app_does_not_import_torch() -> None:
 def test_creating_the_app_and_picking_the_backend_does_not_import_torch() -> None:
     code = (
         "from reward_service.app import create_app\n"
-        "from reward_service.backends.base import make_backend\n"
+        "from reward_service.backends.factory import make_backend\n"
         "from reward_service.config import RewardSettings\n"
         "settings = RewardSettings(devices=['cpu'])\n"
         "create_app(settings)\n"

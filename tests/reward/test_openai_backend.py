@@ -26,8 +26,8 @@ from reward_service.backends.base import (
     ScoreTokenLogprobs,
     TokenUsage,
     Unanswered,
-    make_backend,
 )
+from reward_service.backends.factory import make_backend
 from reward_service.backends.openai_backend import OpenAIJudgeBackend
 from reward_service.backends.openai_endpoint import OPTION, EndpointConfig
 from reward_service.config import RewardSettings

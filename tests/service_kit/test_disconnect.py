@@ -22,7 +22,7 @@ async def never_disconnects() -> Message:
 
 
 async def test_the_work_answer_is_returned_when_the_client_stays() -> None:
-    from service_kit.disconnect import cancel_on_disconnect
+    from service_kit.http.disconnect import cancel_on_disconnect
 
     async def work() -> str:
         await asyncio.sleep(0)
@@ -32,7 +32,7 @@ async def test_the_work_answer_is_returned_when_the_client_stays() -> None:
 
 
 async def test_a_disconnect_cancels_the_work_and_runs_its_clean_up() -> None:
-    from service_kit.disconnect import cancel_on_disconnect
+    from service_kit.http.disconnect import cancel_on_disconnect
 
     gone = asyncio.Event()
     cleaned = asyncio.Event()
@@ -60,7 +60,7 @@ async def test_a_disconnect_cancels_the_work_and_runs_its_clean_up() -> None:
 
 async def test_a_failing_watch_does_not_cancel_the_work() -> None:
     """The race that once answered 500: the watcher ended (here: raised) before the work."""
-    from service_kit.disconnect import cancel_on_disconnect
+    from service_kit.http.disconnect import cancel_on_disconnect
 
     async def receive() -> Message:
         raise RuntimeError("the connection's receive channel broke")
@@ -79,7 +79,7 @@ async def test_a_failing_watch_does_not_cancel_the_work() -> None:
 
 
 async def test_body_messages_after_the_body_do_not_count_as_a_disconnect() -> None:
-    from service_kit.disconnect import cancel_on_disconnect
+    from service_kit.http.disconnect import cancel_on_disconnect
 
     messages: asyncio.Queue[Message] = asyncio.Queue()
     await messages.put({"type": "http.request", "body": b"", "more_body": False})

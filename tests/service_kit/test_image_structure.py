@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from service_kit.errors import ImageTooComplex
-from service_kit.image_structure import MAX_JPEG_SCANS, MIN_SEGMENTS, max_segments
-from service_kit.images import decode_image, fit_within, read_header
+from service_kit.images.decoding import decode_image, fit_within, read_header
+from service_kit.images.structure import MAX_JPEG_SCANS, MIN_SEGMENTS, max_segments
 from tests.support.images import make_image
 
 LIMIT = 4096 * 4096

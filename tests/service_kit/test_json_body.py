@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from service_kit.errors import install_exception_handlers
-from service_kit.json_body import document_json_bodies, json_body, json_body_openapi
+from service_kit.http.json_body import document_json_bodies, json_body, json_body_openapi
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from service_kit.errors import NotReady
-from service_kit.replica_metrics import ReplicaMetrics
-from service_kit.replicas import (
+from service_kit.replicas.metrics import ReplicaMetrics
+from service_kit.replicas.replica_set import (
     LoadModel,
     ReleaseModel,
     Replica,

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from editor_service.config import EditorSettings
 from reward_service.config import RewardSettings
 from service_kit.errors import FailureKind, worker_failure
-from service_kit.model_loading import RECIPE_FILE, ensure_built, model_folder
-from service_kit.model_source import ModelSource, folder_revision
+from service_kit.models.loading import RECIPE_FILE, ensure_built, model_folder
+from service_kit.models.sources import ModelSource, folder_revision
 from service_kit.settings import ModelServiceSettings
 
 SERVICES = [EditorSettings, RewardSettings]

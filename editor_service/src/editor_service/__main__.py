@@ -1,6 +1,6 @@
 """``python -m editor_service``: read EDITOR_* settings and flags, serve with uvicorn.
 
-SIGTERM drains first (service_kit.serving): /ready says 503, admitted jobs finish, then exit 0.
+SIGTERM drains first (service_kit.app.server): /ready says 503, admitted jobs finish, then exit 0.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import sys
 
 from editor_service.app import create_app
 from editor_service.config import EditorSettings
+from service_kit.app.server import serve
 from service_kit.logs import configure_logging
-from service_kit.serving import serve
 from service_kit.settings import load_settings
 
 

@@ -10,7 +10,7 @@ from editor_service.metrics import EditorMetrics
 from editor_service.openai_images import router as openai_router
 from editor_service.pool import PoolConfig, WorkerPool
 from editor_service.routes import router
-from service_kit.wiring import include_api, service_app
+from service_kit.app.factory import include_api, service_app
 
 SUMMARY = "Instruction-based image editing with Qwen-Image-Edit, one worker per GPU."
 
@@ -18,12 +18,10 @@ SUMMARY = "Instruction-based image editing with Qwen-Image-Edit, one worker per 
 def create_app(settings: EditorSettings) -> FastAPI:
     metrics = EditorMetrics()
 
-    def build(app: FastAPI, devices: list[str]) -> WorkerPool:
+    def build(devices: list[str]) -> WorkerPool:
         replicas = settings.replica_config("editor-worker", "model")
         config = PoolConfig(devices, settings.queue_capacity, settings.request_timeout_s, replicas)
-        pool = WorkerPool(settings.backend_spec(), config, metrics)
-        app.state.pool = pool  # the routes' PoolDep
-        return pool
+        return WorkerPool(settings.backend_spec(), config, metrics)  # the routes' PoolDep
 
     app = service_app(settings, metrics, router, build, version=__version__, summary=SUMMARY)
     include_api(app, openai_router)

@@ -13,7 +13,7 @@ import imagecodecs
 import numpy as np
 
 from editor_service.backends.base import RGBImage
-from service_kit.images import decode_image, read_header
+from service_kit.images.decoding import decode_image, read_header
 from shared_schemas import ImageFormat
 
 # The pipelines scale the source to about a megapixel before anything sees it; a larger JPEG is

@@ -1,8 +1,9 @@
 """Messages between the API process and its worker processes: plain frozen dataclasses.
 
-API -> worker (on the worker's own pipe): RunJob, service_kit.replicas' ReleaseModel and
-LoadModel, or None (stop). Worker -> API: the replica lifecycle events (service_kit.replicas) and
-the job events below. Errors travel as a type and a message, never as exception objects.
+API -> worker (on the worker's own pipe): RunJob, service_kit.replicas.replica_set's ReleaseModel
+and LoadModel, or None (stop). Worker -> API: the replica lifecycle events
+(service_kit.replicas.replica_set) and the job events below. Errors travel as a type and a message,
+never as exception objects.
 """
 
 from __future__ import annotations

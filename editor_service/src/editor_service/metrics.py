@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service_kit.metrics import ServiceMetrics
-from service_kit.replica_metrics import AdmissionMetrics, ReplicaMetrics
+from service_kit.http.metrics import ServiceMetrics
+from service_kit.replicas.metrics import AdmissionMetrics, ReplicaMetrics
 
 _EDIT_BUCKETS = (0.5, 1, 2, 4, 8, 15, 30, 45, 60, 90, 120, 300, 600)
 

@@ -29,12 +29,12 @@ from editor_service.backends.base import EditJob, LoadedModel, RGBImage
 from editor_service.codecs import SOURCE_PIXELS, encode_rgb
 from editor_service.pool import EditResult, Reservation
 from editor_service.routes import PoolDep, SettingsDep
-from service_kit.decoding import DecodeGate
-from service_kit.disconnect import cancel_on_disconnect
+from service_kit.app.state import DecodeGateDep
 from service_kit.errors import InvalidImage, InvalidInput, validation_message
-from service_kit.hosting import DecodeGateDep
-from service_kit.images import decode_image, read_header
-from service_kit.responses import json_response
+from service_kit.http.disconnect import cancel_on_disconnect
+from service_kit.http.json_response import json_response
+from service_kit.images.decode_gate import DecodeGate
+from service_kit.images.decoding import decode_image, read_header
 from service_kit.text_safety import check_user_text
 from shared_schemas import ErrorResponse, OpenAIImage, OpenAIImagesResponse
 from shared_schemas.edits import MAX_SEED, MAX_SIDE, SIZE_MULTIPLE

@@ -1,9 +1,9 @@
 """The editor's dispatch, API-process side: one bounded queue over the replica set.
 
 The replicas (one worker process per device), their lifecycle, GPU hand-over, admission and
-readiness are service_kit.replicas.ReplicaSet's. Here: jobs wait in this process (so a queued
-job can be dropped, expired or refused cheaply) and go to whichever worker is idle; each worker
-holds at most one job, so the pool always knows which job a dead worker held: that job alone
+readiness are service_kit.replicas.replica_set.ReplicaSet's. Here: jobs wait in this process (so a
+queued job can be dropped, expired or refused cheaply) and go to whichever worker is idle; each
+worker holds at most one job, so the pool always knows which job a dead worker held: that job alone
 fails (503) and the worker is restarted with backoff.
 """
 
@@ -32,10 +32,10 @@ from service_kit.errors import (
     WorkerDied,
     worker_failure,
 )
-from service_kit.fairness import ANONYMOUS, RoundRobin, current_client
-from service_kit.hosting import ReplicaDispatch
-from service_kit.processes import SPAWN
-from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
+from service_kit.http.fairness import ANONYMOUS, RoundRobin, current_client
+from service_kit.replicas.dispatch import ReplicaDispatch
+from service_kit.replicas.processes import SPAWN
+from service_kit.replicas.replica_set import Replica, ReplicaConfig, ReplicaSet
 from shared_schemas import WorkerInfo
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class WorkerPool(ReplicaDispatch[_Worker, LoadedModel]):
             on_tick=self._tick,
             extra_args=self._cancel_flag,
         )
-        # Fair sharing: one FIFO per client, taken in turn (service_kit.fairness).
+        # Fair sharing: one FIFO per client, taken in turn (service_kit.http.fairness).
         self._queue: RoundRobin[_Pending] = RoundRobin(lambda p: p.client)
         self._reserved = 0
         self._tickets = itertools.count(1)

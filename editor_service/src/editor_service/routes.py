@@ -14,10 +14,11 @@ from editor_service.backends.base import EditJob
 from editor_service.codecs import decode_to_rgb, encode_rgb, inspect_source
 from editor_service.config import EditorSettings
 from editor_service.pool import EditResult, WorkerPool
-from service_kit.decoding import DecodeGate
-from service_kit.disconnect import cancel_on_disconnect
-from service_kit.hosting import DecodeGateDep, from_state
-from service_kit.responses import json_response, model_info
+from service_kit.app.state import DecodeGateDep, hosted_dep, state_dep
+from service_kit.http.disconnect import cancel_on_disconnect
+from service_kit.http.json_response import json_response
+from service_kit.images.decode_gate import DecodeGate
+from service_kit.models.loaded_model import model_info
 from service_kit.text_safety import check_user_text
 from shared_schemas import (
     EditorInfo,
@@ -34,8 +35,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-PoolDep = Annotated[WorkerPool, from_state("pool")]
-SettingsDep = Annotated[EditorSettings, from_state("settings")]
+PoolDep = Annotated[WorkerPool, hosted_dep(lambda pool: pool)]
+SettingsDep = Annotated[EditorSettings, state_dep(lambda state: state.settings)]
 
 
 async def _edit(

@@ -1,8 +1,8 @@
 """The editor's worker process: one per device, one job at a time, model touched by this thread.
 
-Spawned by the pool. The replica runtime (service_kit.runtime) pins the device, loads the
-backend and reports; this module only runs jobs from its pipe until it receives None, stopping a
-job early when the pool sets the cancel flag to that job's ticket.
+Spawned by the pool. The replica runtime (service_kit.replicas.worker_runtime) pins the device,
+loads the backend and reports; this module only runs jobs from its pipe until it receives None,
+stopping a job early when the pool sets the cancel flag to that job's ticket.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from editor_service.backends.base import (
     EditBackend,
     InvalidJob,
     JobCancelled,
-    make_backend,
 )
+from editor_service.backends.factory import make_backend
 from editor_service.messages import JobDone, JobEvent, JobFailed, RunJob
-from service_kit.runtime import Failure, ReplicaRuntime
+from service_kit.replicas.worker_runtime import Failure, ReplicaRuntime
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

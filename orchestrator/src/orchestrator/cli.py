@@ -26,13 +26,9 @@ from orchestrator.clients import (
     make_http_client,
 )
 from orchestrator.config import ConfigError, RunSettings, resolve_settings
-from orchestrator.endpoints import (
-    close_clients,
-    endpoint_records,
-    first_url,
-    open_editor,
-    open_reward,
-)
+from orchestrator.endpoints.opening import open_editor, open_reward
+from orchestrator.endpoints.pooled import close_clients, endpoint_records
+from orchestrator.endpoints.urls import first_url
 from orchestrator.judges import JudgeNotFound
 from orchestrator.phases import ServiceNotReady
 from orchestrator.progress import LineProgress, PhaseProgress, RichProgress

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from orchestrator import safe_yaml
 from orchestrator.benchmarks.hub import is_hub_id
-from orchestrator.endpoints import split_urls
+from orchestrator.endpoints.urls import split_urls
 from orchestrator.jobs import EditSettings, SeedPolicy
 
 ENV_PREFIX = "EDITBENCH_"

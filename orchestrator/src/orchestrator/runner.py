@@ -32,7 +32,8 @@ from orchestrator.clients import (
     make_http_client,
 )
 from orchestrator.config import RunSettings
-from orchestrator.endpoints import close_clients, endpoint_records, open_clients
+from orchestrator.endpoints.opening import open_clients
+from orchestrator.endpoints.pooled import close_clients, endpoint_records
 from orchestrator.handover import GpuSharing, Handover
 from orchestrator.judges import run_judges, select_judge
 from orchestrator.phases import EditPhase, PhaseContext, PhaseCounts, ScorePhase, now_iso

@@ -1,6 +1,7 @@
 """``python -m reward_service``: read REWARD_* settings and flags, serve with uvicorn.
 
-SIGTERM drains first (service_kit.serving): /ready says 503, admitted requests finish, then exit 0.
+SIGTERM drains first (service_kit.app.server): /ready says 503, admitted requests finish, then exit
+0.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import sys
 from reward_service.app import create_app
 from reward_service.config import RewardSettings
 from reward_service.protocols import ProtocolFileError
+from service_kit.app.server import serve
 from service_kit.logs import configure_logging
-from service_kit.serving import serve
 from service_kit.settings import load_settings
 
 

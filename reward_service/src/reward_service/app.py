@@ -15,8 +15,8 @@ from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
 from reward_service.scorer import ItemWork, item_cost
-from service_kit.json_body import document_json_bodies
-from service_kit.wiring import service_app
+from service_kit.app.factory import service_app
+from service_kit.http.json_body import document_json_bodies
 from shared_schemas import ScoreRequest
 
 SUMMARY = "A Qwen3-VL judge for image edits: expected or generated 0-10 scores, batched."
@@ -28,14 +28,17 @@ def batch_key(item: ItemWork) -> tuple[str, int]:
     return first.mode, first.max_new_tokens if first.mode == "generate" else 0
 
 
-class _Hosting:
-    """The judge's dispatch as the lifespan and the server drive it (service_kit.hosting.Hosted):
+class JudgeDispatch:
+    """The judge's dispatch as the lifespan and the server drive it (service_kit.app.state.Hosted):
     the batcher holds the admitted work, the judge's replicas run it and say whether the service
-    is ready."""
+    is ready; the routes read the protocols here too."""
 
-    def __init__(self, judge: Judge, batcher: MicroBatcher[Any, Any]) -> None:
+    def __init__(
+        self, judge: Judge, batcher: MicroBatcher[Any, Any], protocols: ProtocolRegistry
+    ) -> None:
         self.judge = judge
         self.batcher = batcher
+        self.protocols = protocols
         self.replica_set = judge.replica_set
 
     async def start(self) -> None:
@@ -65,7 +68,7 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
     metrics = RewardMetrics()
     registry = protocols if protocols is not None else ProtocolRegistry.load(settings.protocols_dir)
 
-    def build(app: FastAPI, devices: list[str]) -> _Hosting:
+    def build(devices: list[str]) -> JudgeDispatch:
         judge = Judge(
             settings.backend_spec(),
             devices,
@@ -86,11 +89,8 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
             batches_out=len(devices) * settings.pipeline_depth,  # the one back-pressure owner
         )
         judge.work_in_flight = batcher.in_flight  # a release waits for admitted work
-        app.state.judge = judge  # the routes' JudgeDep and BatcherDep
-        app.state.batcher = batcher
-        return _Hosting(judge, batcher)
+        return JudgeDispatch(judge, batcher, registry)  # the routes' JudgeDep, BatcherDep...
 
     app = service_app(settings, metrics, router, build, version=__version__, summary=SUMMARY)
-    app.state.protocols = registry
     document_json_bodies(app, ScoreRequest)
     return app

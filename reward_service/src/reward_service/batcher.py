@@ -43,7 +43,7 @@ from service_kit.errors import (
     QueueFull,
     ServiceError,
 )
-from service_kit.fairness import ANONYMOUS, current_client, round_robin
+from service_kit.http.fairness import ANONYMOUS, current_client, round_robin
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +344,8 @@ class MicroBatcher(Generic[I, O]):
     def _take(self, key: Hashable) -> list[_Unit[I, O]]:
         batch: list[_Unit[I, O]] = []
         cost = 0
-        # Fair sharing: clients in turn, each client's units oldest first (service_kit.fairness).
+        # Fair sharing: clients in turn, each client's units oldest first
+        # (service_kit.http.fairness).
         for unit in round_robin([u for u in self._queue if u.key == key], _client_of):
             # While the budget allows (one unit always goes, even if over it).
             if cost >= self.max_batch_cost:

@@ -1,13 +1,12 @@
 """The judge's dispatch, API-process side: batches to the least-loaded replica.
 
 The replicas (one worker process per device, each holding one copy of the model), their
-lifecycle, GPU hand-over, admission and readiness are service_kit.replicas.ReplicaSet's. Here:
-the batcher hands a batch to ``pack`` (the scorer's judge items, pixels and all, as one
+lifecycle, GPU hand-over, admission and readiness are service_kit.replicas.replica_set.ReplicaSet's.
+Here: the batcher hands a batch to ``pack`` (the scorer's judge items, pixels and all, as one
 message) and then to ``score``, which sends it to the ready replica with the fewest batches and
-awaits its answer.
-The batcher owns back-pressure (reward_service.batcher): it keeps at most the pipeline depth
-(``REWARD_PIPELINE_DEPTH``) times the replicas batches out, so each replica holds one batch on
-the model while its worker prepares the next (template, image processing, tokens: "prepare"
+awaits its answer. The batcher owns back-pressure (reward_service.batcher): it keeps at most the
+pipeline depth (``REWARD_PIPELINE_DEPTH``) times the replicas batches out, so each replica holds one
+batch on the model while its worker prepares the next (template, image processing, tokens: "prepare"
 means only that). A replica that dies fails only the batches it held (503, retryable) and is
 restarted with backoff. An item whose question failed on its own (its batch-mates were scored,
 reward_service.worker) fails only its request, saying whether a retry can help.
@@ -33,10 +32,10 @@ from reward_service.messages import (
 )
 from reward_service.worker import judge_worker_main
 from service_kit.errors import BackendError, NotReady, ServiceError, WorkerDied, worker_failure
-from service_kit.hosting import ReplicaDispatch
-from service_kit.images import RGBImage
-from service_kit.replica_metrics import ReplicaMetrics
-from service_kit.replicas import Replica, ReplicaConfig, ReplicaSet
+from service_kit.images.decoding import RGBImage
+from service_kit.replicas.dispatch import ReplicaDispatch
+from service_kit.replicas.metrics import ReplicaMetrics
+from service_kit.replicas.replica_set import Replica, ReplicaConfig, ReplicaSet
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Messages between the API process and its judge workers: plain frozen dataclasses.
 
-API -> worker: ScoreBatch, CancelBatch, service_kit.replicas' ReleaseModel and LoadModel, or
-None (stop). Worker -> API: the replica lifecycle events (service_kit.replicas) and the batch
-events below. A batch is the judge items the scorer built, unchanged: each
-item's images travel once, as pixels, and its questions name them by index, so questions that
-show the same image still share it in the worker (and so share a prompt prefix).
+API -> worker: ScoreBatch, CancelBatch, service_kit.replicas.replica_set's ReleaseModel and
+LoadModel, or None (stop). Worker -> API: the replica lifecycle events
+(service_kit.replicas.replica_set) and the batch events below. A batch is the judge items the scorer
+built, unchanged: each item's images travel once, as pixels, and its questions name them by index,
+so questions that show the same image still share it in the worker (and so share a prompt prefix).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Literal
 from PIL.Image import Image
 
 from reward_service.backends.base import JudgeItem, QuestionOutput
-from service_kit.images import RGBImage
+from service_kit.images.decoding import RGBImage
 
 FailureKind = Literal[
     "out_of_memory", "backend_error", "cancelled", "endpoint_unavailable", "endpoint_refused"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from reward_service.messages import BatchDone
-from service_kit.metrics import ServiceMetrics
-from service_kit.replica_metrics import AdmissionMetrics, ReplicaMetrics
+from service_kit.http.metrics import ServiceMetrics
+from service_kit.replicas.metrics import AdmissionMetrics, ReplicaMetrics
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

@@ -27,11 +27,11 @@ from reward_service.scorer import (
     record,
     user_text,
 )
-from service_kit.disconnect import cancel_on_disconnect
+from service_kit.app.state import DecodeGateDep, hosted_dep, state_dep
 from service_kit.errors import InvalidInput, NotFound
-from service_kit.hosting import DecodeGateDep, from_state
-from service_kit.json_body import json_body, json_body_openapi
-from service_kit.responses import model_info
+from service_kit.http.disconnect import cancel_on_disconnect
+from service_kit.http.json_body import json_body, json_body_openapi
+from service_kit.models.loaded_model import model_info
 from service_kit.text_safety import check_user_text
 from shared_schemas import (
     ErrorResponse,
@@ -56,10 +56,13 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 Batcher = MicroBatcher[ItemWork, tuple[QuestionOutput, ...]]
 
 
-JudgeDep = Annotated[Judge, from_state("judge")]
-BatcherDep = Annotated[Batcher, from_state("batcher")]
-ProtocolsDep = Annotated[ProtocolRegistry, from_state("protocols")]
-SettingsDep = Annotated[RewardSettings, from_state("settings")]
+# The judge's dispatch (reward_service.app.JudgeDispatch) holds the judge, its batcher and the
+# protocols; the settings and metrics are the app's (service_kit.app.state).
+JudgeDep = Annotated[Judge, hosted_dep(lambda dispatch: dispatch.judge)]
+BatcherDep = Annotated[Batcher, hosted_dep(lambda dispatch: dispatch.batcher)]
+ProtocolsDep = Annotated[ProtocolRegistry, hosted_dep(lambda dispatch: dispatch.protocols)]
+SettingsDep = Annotated[RewardSettings, state_dep(lambda state: state.settings)]
+MetricsDep = Annotated[RewardMetrics, state_dep(lambda state: state.metrics)]
 
 
 def request_id(request: Request) -> str:
@@ -83,6 +86,7 @@ async def create_scores(
     batcher: BatcherDep,
     protocols: ProtocolsDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     gate: DecodeGateDep,
 ) -> ScoreResponse:
     """Score edited images with a judge protocol; one result per item, in order."""
@@ -116,7 +120,6 @@ async def create_scores(
         items = build_items(protocol, body, images, rid)
         completed = await cancel_on_disconnect(request, slot.submit(items, label=rid))
     results = assemble(protocol, body, completed, accepted_at, model.deterministic)
-    metrics: RewardMetrics = request.app.state.metrics
     record(metrics, body, results)
     logger.info(
         "request %s: %d items, %s/%s, %d unscored, %.2fs",

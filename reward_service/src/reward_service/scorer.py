@@ -28,7 +28,7 @@ from reward_service.protocols import Protocol, render
 from reward_service.protocols.definition import ImageSlot, QuestionSpec
 from reward_service.protocols.metrics import compute_metrics
 from reward_service.scoring import expected_score
-from service_kit.images import RGBImage, decode_image, fit_within, read_header
+from service_kit.images.decoding import RGBImage, decode_image, fit_within, read_header
 from shared_schemas import (
     DEFAULT_SCALE,
     ItemScore,

@@ -2,9 +2,9 @@
 
 The model runs here, away from the API process's HTTP, JSON and image decoding, which would
 otherwise contend with it for the interpreter: an eager forward pass of an MoE judge launches
-thousands of kernels from Python. The replica runtime (service_kit.runtime) pins the device,
-loads, releases and reports; here a receiving thread prepares the next batch (template, image
-processing, tokens) while the main thread runs the model on the current one.
+thousands of kernels from Python. The replica runtime (service_kit.replicas.worker_runtime) pins the
+device, loads, releases and reports; here a receiving thread prepares the next batch (template,
+image processing, tokens) while the main thread runs the model on the current one.
 
 A batch never fails an innocent item: when preparing or running a batch fails (a bad item, a
 shape error, out of memory), its halves are tried, and theirs, down to single items (at most
@@ -32,8 +32,8 @@ from reward_service.backends.base import (
     JudgeItem,
     QuestionError,
     QuestionOutput,
-    make_backend,
 )
+from reward_service.backends.factory import make_backend
 from reward_service.messages import (
     Answer,
     BatchDone,
@@ -43,7 +43,7 @@ from reward_service.messages import (
     QuestionFailed,
     ScoreBatch,
 )
-from service_kit.runtime import Failure, ReplicaRuntime
+from service_kit.replicas.worker_runtime import Failure, ReplicaRuntime
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

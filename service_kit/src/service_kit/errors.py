@@ -65,7 +65,7 @@ class ImageTooLarge(PayloadTooLarge):
 
 class ImageTooComplex(PayloadTooLarge):
     """The file's structure would cost more to decode than its size allows (see
-    service_kit.image_structure)."""
+    service_kit.images.structure)."""
 
     error_type = "image_too_complex"
 

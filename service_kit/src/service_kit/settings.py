@@ -18,9 +18,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from service_kit.devices import normalize_device, resolve_devices
-from service_kit.processes import RestartPolicy
-from service_kit.replicas import ReplicaConfig
+from service_kit.models.devices import normalize_device, resolve_devices
+from service_kit.replicas.processes import RestartPolicy
+from service_kit.replicas.replica_set import ReplicaConfig
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]

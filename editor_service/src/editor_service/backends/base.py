@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import service_kit.backends
-from service_kit.backends import BackendSpec, custom_backend_class
-from service_kit.images import RGBImage
+import service_kit.models.loaded_model
+from service_kit.images.decoding import RGBImage
+from service_kit.models.backend_spec import BackendSpec
 
 __all__ = [
     "BackendSpec",
@@ -25,7 +25,6 @@ __all__ = [
     "JobCancelled",
     "LoadedModel",
     "RGBImage",
-    "make_backend",
 ]
 
 
@@ -55,8 +54,9 @@ class EditOutput:
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedModel(service_kit.backends.LoadedModel):
-    """What a backend reports once loaded (service_kit.backends), and what an edit may take."""
+class LoadedModel(service_kit.models.loaded_model.LoadedModel):
+    """What a backend reports once loaded (service_kit.models.loaded_model), and what an edit may
+    take."""
 
     max_images: int = 1  # images one edit may take (Edit Plus: several)
     inpainting: bool = False  # whether a job may carry a mask
@@ -93,13 +93,3 @@ class EditBackend(Protocol):
     def release(self) -> None:
         """Free the device memory the model holds; ``load`` may be called again later."""
         ...
-
-
-def make_backend(spec: BackendSpec) -> EditBackend:
-    """Build the backend named by the spec; heavy modules are imported only here."""
-    if spec.backend == "diffusers":
-        from editor_service.backends.diffusers_backend import DiffusersEditBackend
-
-        return DiffusersEditBackend(spec)
-    backend: EditBackend = custom_backend_class(spec, "'diffusers'")(spec)
-    return backend

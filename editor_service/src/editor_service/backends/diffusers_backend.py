@@ -29,9 +29,9 @@ from editor_service.backends.speed_modes import (
     enable_step_schedule,
     quantize_fp8,
 )
-from service_kit.dtypes import resolve_dtype
-from service_kit.model_loading import RANDOM_REVISION, model_folder
-from service_kit.model_source import ModelSource, SourceKind, parse_model_source
+from service_kit.models.dtypes import resolve_dtype
+from service_kit.models.loading import RANDOM_REVISION, model_folder
+from service_kit.models.sources import ModelSource, SourceKind, parse_model_source
 from service_kit.text_safety import control_token_in
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class DiffusersEditBackend:
         if self.spec.options.get("deterministic"):
             # Before any kernel runs: each job is one pass of fixed shapes seeded by its own
             # generator, so with these kernels it repeats bit for bit on any worker.
-            from service_kit.determinism import use_deterministic_torch
+            from service_kit.models.determinism import use_deterministic_torch
 
             use_deterministic_torch()
         # Progress bars are noise in a service log; the worker logs each job instead.

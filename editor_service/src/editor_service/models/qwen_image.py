@@ -188,7 +188,7 @@ def build_pipeline(
         Qwen2VLVideoProcessor,
     )
 
-    from service_kit.model_loading import random_weights
+    from service_kit.models.loading import random_weights
     from service_kit.tiny_tokenizer import build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer(qwen3=False)
@@ -225,7 +225,7 @@ def build_pipeline(
 
 def ensure_tiny_folder(cache_dir: Path, variant: Variant) -> Path:
     """Build and save the tiny pipeline once; later calls (and other workers) reuse the folder."""
-    from service_kit.model_loading import ensure_built
+    from service_kit.models.loading import ensure_built
 
     return ensure_built(
         cache_dir / f"tiny-qwen-image-{variant}-v{TINY_RECIPE_VERSION}",

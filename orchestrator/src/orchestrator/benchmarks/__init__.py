@@ -7,8 +7,6 @@ from pathlib import Path
 
 from orchestrator.benchmarks.base import (
     Benchmark,
-    BenchmarkError,
-    Item,
     item_relpath,
     normalize_text,
     resolve_inside,
@@ -18,6 +16,7 @@ from orchestrator.benchmarks.folder import FolderBenchmark
 from orchestrator.benchmarks.gedit import GEditBenchmark, is_gedit_path, load_gedit
 from orchestrator.benchmarks.hub import is_hub_id, resolve_hub_dataset
 from orchestrator.benchmarks.imgedit import find_imgedit_index, load_imgedit
+from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.kris import find_kris_root, load_kris
 from orchestrator.benchmarks.manifest import MANIFEST_SUFFIXES, ManifestBenchmark, load_manifest
 from orchestrator.benchmarks.rise import find_rise_index, load_rise

@@ -12,34 +12,15 @@ import re
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from orchestrator.benchmarks.reporting import Reporting
-
-
-class BenchmarkError(ValueError):
-    """A benchmark that cannot be read, with a message that says where and why."""
+from orchestrator.benchmarks.items import BenchmarkError, Item
+from orchestrator.benchmarks.reporting import Reporting
 
 
 def normalize_text(value: str) -> str:
     """NFC, so a category typed on the command line matches the one in the file (物理 == 物理)."""
     return unicodedata.normalize("NFC", value.strip())
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One benchmark item. ``source`` says where its image lives (for people, not for reading)."""
-
-    id: str
-    category: str
-    instruction: str
-    source: str
-    language: str | None = None
-    hints: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 class Benchmark(ABC):
@@ -55,8 +36,6 @@ class Benchmark(ABC):
             # A manifest called manifest.jsonl is named after its folder.
             name = path.parent.name if path.is_file() and path.stem == "manifest" else path.stem
         self.name = name
-        from orchestrator.benchmarks.reporting import Reporting  # it imports this module
-
         self.reporting: Reporting = Reporting()
 
     @property

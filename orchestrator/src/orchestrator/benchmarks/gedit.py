@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.benchmarks.base import (
     OUTSIDE_HINT,
     Benchmark,
-    BenchmarkError,
-    Item,
     normalize_text,
     resolve_inside,
 )
+from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.reporting import GEDIT_REPORTING
 
 if TYPE_CHECKING:  # pyarrow takes a second to import: only GEdit-Bench runs pay for it

@@ -21,11 +21,10 @@ from orchestrator import safe_yaml
 from orchestrator.benchmarks.base import (
     OUTSIDE_HINT,
     Benchmark,
-    BenchmarkError,
-    Item,
     normalize_text,
     resolve_inside,
 )
+from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.reporting import check_reporting, manifest_reporting
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")

@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator import safe_yaml
-from orchestrator.benchmarks.base import BenchmarkError, Item
+from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.statistics import StatisticsName
 
 ITEM_FIELDS = ("category", "language")

@@ -20,8 +20,8 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from PIL.Image import Image
 
-import service_kit.backends
-from service_kit.backends import custom_backend_class
+import service_kit.models.backend_spec
+import service_kit.models.loaded_model
 
 Mode = Literal["expected", "generate"]
 
@@ -153,8 +153,9 @@ BackendOutput = QuestionOutput | QuestionError
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedModel(service_kit.backends.LoadedModel):
-    """What a backend reports once loaded (service_kit.backends), and how it can answer."""
+class LoadedModel(service_kit.models.loaded_model.LoadedModel):
+    """What a backend reports once loaded (service_kit.models.loaded_model), and how it can
+    answer."""
 
     # How answers can be read: an endpoint without log-probabilities supports generate only.
     modes: tuple[Mode, ...] = ("expected", "generate")
@@ -163,8 +164,8 @@ class LoadedModel(service_kit.backends.LoadedModel):
 
 
 @dataclass(frozen=True, slots=True)
-class BackendSpec(service_kit.backends.BackendSpec):
-    """Everything needed to build a backend (service_kit.backends): ``transformers`` (the
+class BackendSpec(service_kit.models.backend_spec.BackendSpec):
+    """Everything needed to build a backend (service_kit.models.backend_spec): ``transformers`` (the
     built-in backend), ``openai`` (a model served behind an OpenAI-compatible chat completions
     endpoint) or ``module:Class`` (a JudgeBackend of your own)."""
 
@@ -211,17 +212,3 @@ class JudgeBackend(Protocol):
     def release(self) -> None:
         """Free the device memory the model holds."""
         ...
-
-
-def make_backend(spec: BackendSpec) -> JudgeBackend:
-    """Build the backend the spec names; heavy modules are imported only here."""
-    if spec.backend == "transformers":
-        from reward_service.backends.transformers_backend import TransformersJudgeBackend
-
-        return TransformersJudgeBackend(spec)
-    if spec.backend == "openai":
-        from reward_service.backends.openai_backend import OpenAIJudgeBackend
-
-        return OpenAIJudgeBackend(spec)
-    backend: JudgeBackend = custom_backend_class(spec, "'transformers', 'openai'")(spec)
-    return backend

@@ -32,8 +32,8 @@ from reward_service.backends.hf.loading import BUILTIN_SOURCES, load_judge
 from reward_service.backends.hf.passes import Passes
 from reward_service.backends.hf.planning import Planner, PlanOptions, PreparedBatch
 from reward_service.backends.score_tokens import digit_token_ids
-from service_kit.model_source import ModelSource, parse_model_source
-from service_kit.oom import free_device_memory
+from service_kit.models.oom import free_device_memory
+from service_kit.models.sources import ModelSource, parse_model_source
 
 __all__ = ["BUILTIN_SOURCES", "PreparedBatch", "TransformersJudgeBackend"]
 
@@ -59,7 +59,7 @@ class TransformersJudgeBackend:
 
     def load(self, device: str) -> LoadedModel:
         if self.deterministic:
-            from service_kit.determinism import use_deterministic_torch
+            from service_kit.models.determinism import use_deterministic_torch
 
             use_deterministic_torch()
         loaded = load_judge(self.spec, self.source, device)

@@ -199,7 +199,7 @@ def build_model(
         Qwen3VLMoeForConditionalGeneration,
     )
 
-    from service_kit.model_loading import random_weights
+    from service_kit.models.loading import random_weights
     from service_kit.tiny_tokenizer import build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer(qwen3=True)
@@ -226,7 +226,7 @@ def build_model(
 
 def ensure_tiny_folder(cache_dir: Path, variant: Variant) -> Path:
     """Build and save the tiny judge once; later calls (and other processes) reuse the folder."""
-    from service_kit.model_loading import ensure_built
+    from service_kit.models.loading import ensure_built
 
     def save(staging: Path) -> None:
         model, processor = build_model("tiny", variant)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from reward_service.backends.base import BackendSpec, LoadedModel
-from service_kit.dtypes import resolve_dtype
-from service_kit.model_loading import RANDOM_REVISION, model_folder
-from service_kit.model_source import ModelSource, SourceKind
+from service_kit.models.dtypes import resolve_dtype
+from service_kit.models.loading import RANDOM_REVISION, model_folder
+from service_kit.models.sources import ModelSource, SourceKind
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Decoding client images safely.
 
-Only PNG, JPEG and WebP decoders are ever tried; the file's structure (service_kit.image_structure)
+Only PNG, JPEG and WebP decoders are ever tried; the file's structure (service_kit.images.structure)
 and then the pixel count and the shape are checked from the bytes and the header before any
 pixel is decoded (a few-hundred-byte PNG can declare 20000x20000; a small JPEG can hold thousands
 of scans); truncated files raise instead of decoding half grey. A JPEG larger than the model
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from service_kit.errors import ImageTooLarge, InvalidImage
-from service_kit.image_structure import check_structure
+from service_kit.images.structure import check_structure
 from shared_schemas import ImageFormat, sniff_format
 
 _PIL_FORMATS: dict[ImageFormat, str] = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}

@@ -1,34 +1,17 @@
-"""The backend seam both services share: what a worker needs to build its backend, what a
-backend reports once its model is loaded, and a backend named as ``module:Class``.
+"""What a backend reports once its model is loaded, and its wire form (ModelInfo).
 
-Plain dataclasses (they cross process boundaries); nothing here imports torch or FastAPI. Each
-service's ``backends.base`` adds its own job types, its own LoadedModel fields and its Protocol.
+A plain dataclass (it crosses process boundaries); nothing here imports torch or FastAPI. Each
+service's ``backends.base`` adds its own fields.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from service_kit.model_source import ModelSource
+from service_kit.models.sources import ModelSource
 from service_kit.text_safety import reserved_strings
-
-
-@dataclass(frozen=True, slots=True)
-class BackendSpec:
-    """Everything a worker needs to build its backend; picklable, cheap, no weights.
-
-    ``backend`` is a built-in backend's name or ``module:Class`` naming any class that implements
-    the service's backend Protocol and takes the spec as its only argument.
-    """
-
-    backend: str
-    model: str
-    revision: str | None
-    dtype: str
-    cache_dir: str
-    options: dict[str, Any] = field(default_factory=dict)
+from shared_schemas import ModelInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +56,19 @@ class LoadedModel:
         )
 
 
-def custom_backend_class(spec: BackendSpec, builtins: str) -> Any:
-    """The class ``module:Class`` in ``spec.backend`` names (imported now); ``builtins`` says
-    what else the setting may be, for the error."""
-    module_name, sep, class_name = spec.backend.partition(":")
-    if not sep:
-        raise ValueError(f"backend must be {builtins} or 'module:Class', not {spec.backend!r}")
-    return getattr(importlib.import_module(module_name), class_name)
+def model_info(model: LoadedModel) -> ModelInfo:
+    """The wire form; ``deterministic`` from the model's own field where it has one (the judge),
+    else from its details (the editor's option)."""
+    deterministic = getattr(model, "deterministic", None)
+    if deterministic is None:
+        deterministic = model.details.get("deterministic") is True
+    return ModelInfo(
+        id=model.id,
+        source=model.source,
+        revision=model.revision,
+        model_class=model.model_class,
+        dtype=model.dtype,
+        meaningful=model.meaningful,
+        options=dict(model.details),
+        deterministic=bool(deterministic),
+    )

@@ -1,7 +1,7 @@
 """One replica runtime for both services, API-process side: the replica set.
 
 A replica is one worker process on one device holding one copy of the model. The set spawns and
-supervises them (service_kit.processes.Supervisor) and owns, once for both services:
+supervises them (service_kit.replicas.processes.Supervisor) and owns, once for both services:
 
 - their lifecycle events (ready, failed to load, released) and states;
 - the model's wanted state and its hand-over: ``release`` and ``load`` run one at a time, each to
@@ -9,7 +9,7 @@ supervises them (service_kit.processes.Supervisor) and owns, once for both servi
   while a release waits for a running job runs after it, and its answer is the final state);
 - admission (``check_admission``: a request is refused with a 503 that carries the model state,
   never queued where nothing will serve it), readiness and "given up";
-- the replica metrics (service_kit.replica_metrics), the same names and labels for both services.
+- the replica metrics (service_kit.replicas.metrics), the same names and labels for both services.
 
 Each service keeps only its own dispatch on top: the editor runs one job per replica with a cancel
 flag, the judge sends batches to the least-loaded replica (the model LitServe follows: one
@@ -27,8 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from service_kit.errors import NotReady
-from service_kit.processes import RestartPolicy, Supervisor, WorkerHandle, cpu_threads_per_worker
-from service_kit.replica_metrics import ReplicaMetrics
+from service_kit.replicas.metrics import ReplicaMetrics
+from service_kit.replicas.processes import (
+    RestartPolicy,
+    Supervisor,
+    WorkerHandle,
+    cpu_threads_per_worker,
+)
 from shared_schemas import ModelState, ReadyResponse
 
 logger = logging.getLogger(__name__)
@@ -101,7 +106,8 @@ class ReplicaSet(Generic[R]):
     """Spawns and watches the replicas; see the module docstring.
 
     ``target(index, device, cpu_threads, spec, load_on_start, log_level, *extra_args(replica),
-    jobs, events)`` runs in each worker (service_kit.runtime.ReplicaRuntime serves it).
+    jobs, events)`` runs in each worker (service_kit.replicas.worker_runtime.ReplicaRuntime serves
+    it).
     ``on_event(replica, event)`` gets the service's own events (job results); ``on_exit(replica)``
     fails what a replica held when it exited unasked; ``on_change()`` runs after every event, exit
     and monitor pass (dispatch); ``idle()`` says no admitted work is left (a release waits for it).

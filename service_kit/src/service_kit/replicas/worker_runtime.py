@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from service_kit.logs import configure_logging
-from service_kit.oom import free_device_memory, is_out_of_memory
-from service_kit.processes import limit_cpu_threads, pin_device
-from service_kit.replicas import (
+from service_kit.models.oom import free_device_memory, is_out_of_memory
+from service_kit.replicas.processes import limit_cpu_threads, pin_device
+from service_kit.replicas.replica_set import (
     LoadModel,
     ReleaseModel,
     ReplicaLoadFailed,

@@ -26,14 +26,15 @@ import logging
 import signal
 import socket
 from types import FrameType
-from typing import Protocol
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
+from service_kit.app.state import Lifecycle, ServiceState
 from service_kit.errors import MAX_RETRY_AFTER_S
+from service_kit.http.stalled_connections import deadline_protocol
 from service_kit.settings import ServiceSettings
-from service_kit.stalled import deadline_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +45,6 @@ RESPONSE_GRACE_S = 10  # after the drain: for the last responses to be written o
 # default is 5 s: a load test's clients, back after a 5 s Retry-After, saw ReadErrors).
 KEEP_ALIVE_S = int(MAX_RETRY_AFTER_S) + 15
 POLL_S = 0.1
-
-
-class Lifecycle(Protocol):
-    """What the app's ``state.lifecycle`` offers the server (the editor's pool, the judge's
-    batcher and replicas). Every method is cheap and called on the event loop."""
-
-    def start_draining(self) -> None:
-        """Admit no new work from now on, and report not ready."""
-
-    def in_flight(self) -> int:
-        """Jobs admitted and not yet answered (queued, running, or being validated)."""
-
-    def fail_remaining(self) -> None:
-        """Answer every job still admitted with 503: the drain is over."""
-
-    def given_up(self) -> bool:
-        """Whether every worker has been given up on (none will be restarted)."""
 
 
 class DrainingServer(uvicorn.Server):
@@ -99,9 +83,9 @@ class DrainingServer(uvicorn.Server):
             watcher.cancel()
 
     def _lifecycle(self) -> Lifecycle | None:
-        """The app's lifecycle, once its lifespan has set one up."""
-        lifecycle: Lifecycle | None = getattr(self.app.state, "lifecycle", None)
-        return lifecycle
+        """The app's dispatch, once its lifespan has set one up."""
+        state: ServiceState[Any] | None = getattr(self.app.state, "service", None)
+        return state.hosted if state is not None else None
 
     async def _watch(self) -> None:
         while not self.should_exit:

@@ -1,22 +1,17 @@
 """/health (liveness), /ready (readiness) and /metrics, the same on every service.
 
-The app's state provides ``readiness`` (anything with a ``readiness() -> ReadyResponse`` method)
-and ``metrics`` (a ServiceMetrics). Probes never touch a model or a queue.
+They read the app's state (service_kit.app.state): the replica set's readiness and the metrics.
+Probes never touch a model or a queue.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from fastapi import APIRouter, Request, Response
 
+from service_kit.app.state import service_state
 from service_kit.errors import NotReady
-from service_kit.metrics import CONTENT_TYPE_LATEST
+from service_kit.http.metrics import CONTENT_TYPE_LATEST
 from shared_schemas import ErrorResponse, HealthResponse, ReadyResponse
-
-
-class ReadinessSource(Protocol):
-    def readiness(self) -> ReadyResponse: ...
 
 
 def probe_router() -> APIRouter:
@@ -34,8 +29,7 @@ def probe_router() -> APIRouter:
     )
     async def ready(request: Request) -> ReadyResponse:
         """Readiness: 200 once every worker has loaded its model and the service is not draining."""
-        source: ReadinessSource = request.app.state.readiness
-        state = source.readiness()
+        state: ReadyResponse = service_state(request.app).dispatch().replica_set.readiness()
         if not state.ready:
             raise NotReady(state.detail, retry_after_s=5, model_state=state.model_state)
         return state
@@ -43,7 +37,7 @@ def probe_router() -> APIRouter:
     @router.get("/metrics", response_class=Response)
     async def metrics(request: Request) -> Response:
         """Prometheus metrics."""
-        body = request.app.state.metrics.render()
+        body = service_state(request.app).metrics.render()
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router

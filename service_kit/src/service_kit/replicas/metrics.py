@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from service_kit.fairness import MAX_CLIENT_LABELS, ClientLabels
-from service_kit.processes import WorkerHandle
+from service_kit.http.fairness import MAX_CLIENT_LABELS, ClientLabels
+from service_kit.replicas.processes import WorkerHandle
 
 REPLICA_STATES = ("starting", "ready", "released", "restarting", "failed", "stopped")
 

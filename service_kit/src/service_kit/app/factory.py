@@ -7,31 +7,30 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from service_kit.auth import ApiKeyMiddleware, ApiKeys, api_key_dependencies
-from service_kit.body_limit import BodyLimitMiddleware
-from service_kit.decoding import DecodeGate
+from service_kit.app.lifespan import replica_lifespan
+from service_kit.app.model_routes import model_router
+from service_kit.app.probes import probe_router
+from service_kit.app.state import Hosted, ServiceState, service_state
 from service_kit.errors import install_exception_handlers
-from service_kit.fairness import ClientIdentityMiddleware
-from service_kit.hosting import Hosted, replica_lifespan
-from service_kit.metrics import HttpMetricsMiddleware, ServiceMetrics
-from service_kit.model_routes import model_router
-from service_kit.probes import probe_router
-from service_kit.settings import ModelServiceSettings, ServiceSettings
+from service_kit.http.auth import ApiKeyMiddleware, ApiKeys, api_key_dependencies
+from service_kit.http.body_limit import BodyLimitMiddleware
+from service_kit.http.fairness import ClientIdentityMiddleware
+from service_kit.http.metrics import HttpMetricsMiddleware, ServiceMetrics
+from service_kit.settings import ModelServiceSettings
 from shared_schemas import ErrorResponse
 
 
-def install_common(app: FastAPI, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
-    """Body limit, API keys, HTTP metrics, error handlers and /health, /ready, /metrics."""
-    app.state.metrics = metrics
-    app.state.decode_gate = DecodeGate()
-    app.state.api_keys = ApiKeys(settings.api_keys)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    # Inside the key check: who the request is from, for fair sharing (service_kit.fairness).
-    app.add_middleware(ClientIdentityMiddleware, keys=app.state.api_keys)
+def install_common(app: FastAPI, state: ServiceState[Any]) -> None:
+    """The app's state, body limit, API keys, HTTP metrics, error handlers and /health, /ready,
+    /metrics."""
+    app.state.service = state  # the one thing kept in app.state (service_kit.app.state)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=state.settings.max_body_bytes)
+    # Inside the key check: who the request is from, for fair sharing (service_kit.http.fairness).
+    app.add_middleware(ClientIdentityMiddleware, keys=state.api_keys)
     # Outside the body limit: a request without a key is refused before its body is read.
-    app.add_middleware(ApiKeyMiddleware, keys=app.state.api_keys)
+    app.add_middleware(ApiKeyMiddleware, keys=state.api_keys)
     # Added last, so it is outermost: it sees every answer, 401s and 413s included.
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     install_exception_handlers(app)
     app.include_router(probe_router())
 
@@ -39,7 +38,7 @@ def install_common(app: FastAPI, settings: ServiceSettings, metrics: ServiceMetr
 def include_api(app: FastAPI, router: APIRouter) -> None:
     """Include a service's own routes, behind its API keys if it has any (after install_common);
     with keys, every route's OpenAPI entry lists the 401 too."""
-    keys: ApiKeys = app.state.api_keys
+    keys = service_state(app).api_keys
     responses: dict[int | str, dict[str, Any]] = (
         {401: {"model": ErrorResponse, "description": "No API key, or not a valid one."}}
         if keys.enabled
@@ -52,19 +51,18 @@ def service_app(
     settings: ModelServiceSettings,
     metrics: ServiceMetrics,
     router: APIRouter,
-    build: Callable[[FastAPI, list[str]], Hosted],
+    build: Callable[[list[str]], Hosted],
     *,
     version: str,
     summary: str,
 ) -> FastAPI:
     """A service's app, named by its metrics' prefix: the replica lifespan over what ``build``
-    makes (service_kit.hosting), its settings, the common parts, its own routes and the model
+    makes (service_kit.app.lifespan), its state, the common parts, its own routes and the model
     hand-over routes."""
     service = metrics.prefix
     lifespan = replica_lifespan(settings, service, build)
     app = FastAPI(title=f"editbench {service}", version=version, summary=summary, lifespan=lifespan)
-    app.state.settings = settings
-    install_common(app, settings, metrics)
+    install_common(app, ServiceState(settings, metrics, ApiKeys(settings.api_keys)))
     include_api(app, router)
     include_api(app, model_router())
     return app

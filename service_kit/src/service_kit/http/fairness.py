@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service_kit.auth import ApiKeys
+from service_kit.http.auth import ApiKeys
 
 CLIENT_HEADER = "X-Editbench-Client"
 ANONYMOUS = "anonymous"

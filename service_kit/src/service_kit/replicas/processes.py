@@ -60,7 +60,7 @@ def cpu_threads_per_worker(devices: list[str]) -> int:
 
 def _worker_entry(target: Callable[..., None], *args: Any) -> None:
     """A worker's first step: Ctrl+C in a terminal signals the whole process group, and the
-    API process drains on it (service_kit.serving); its workers must go on with their jobs."""
+    API process drains on it (service_kit.app.server); its workers must go on with their jobs."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     target(*args)
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service_kit.model_source import ModelSource, folder_revision, hub_snapshot, snapshot_revision
+from service_kit.models.sources import ModelSource, folder_revision, hub_snapshot, snapshot_revision
 
 if TYPE_CHECKING:
     import torch

@@ -1,0 +1,1 @@
+"""A service's app: factory, typed state, lifespan, probes, model routes, draining server."""

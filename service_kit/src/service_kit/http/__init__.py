@@ -1,0 +1,1 @@
+"""The HTTP edge both services share: keys, limits, client identity, bodies, disconnects."""

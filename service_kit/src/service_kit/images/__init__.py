@@ -1,0 +1,1 @@
+"""Client images: structure checked from the bytes, decoded safely, heavy decodes gated."""

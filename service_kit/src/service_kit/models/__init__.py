@@ -1,0 +1,1 @@
+"""Worker-side model helpers: sources, loading, dtypes, devices, determinism, out of memory."""

@@ -1,0 +1,36 @@
+"""What a worker needs to build its backend (the spec), and a backend named as ``module:Class``.
+
+A plain dataclass (it crosses process boundaries); nothing here imports torch or FastAPI. Each
+service's ``backends.base`` adds its own options and its Protocol.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Everything a worker needs to build its backend; picklable, cheap, no weights.
+
+    ``backend`` is a built-in backend's name or ``module:Class`` naming any class that implements
+    the service's backend Protocol and takes the spec as its only argument.
+    """
+
+    backend: str
+    model: str
+    revision: str | None
+    dtype: str
+    cache_dir: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def custom_backend_class(spec: BackendSpec, builtins: str) -> Any:
+    """The class ``module:Class`` in ``spec.backend`` names (imported now); ``builtins`` says
+    what else the setting may be, for the error."""
+    module_name, sep, class_name = spec.backend.partition(":")
+    if not sep:
+        raise ValueError(f"backend must be {builtins} or 'module:Class', not {spec.backend!r}")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,1 @@
+"""The replica runtime both services share: worker processes, the replica set, the worker side."""
