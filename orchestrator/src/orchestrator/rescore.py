@@ -21,7 +21,8 @@ import httpx
 
 from orchestrator.benchmarks import Benchmark, BenchmarkError, Item, load_benchmark
 from orchestrator.clients import Timeouts, client_name, make_http_client
-from orchestrator.endpoints import close_clients, open_reward
+from orchestrator.endpoints.opening import open_reward
+from orchestrator.endpoints.pooled import close_clients
 from orchestrator.judges import JudgeId, judges_in
 from orchestrator.phases import PhaseContext, PhaseCounts, ScorePhase, now_iso
 from orchestrator.preflight import check_services

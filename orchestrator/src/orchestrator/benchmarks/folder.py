@@ -17,10 +17,9 @@ from typing import Any
 from orchestrator.benchmarks.base import (
     OUTSIDE_HINT,
     Benchmark,
-    BenchmarkError,
-    Item,
     resolve_inside,
 )
+from orchestrator.benchmarks.items import BenchmarkError, Item
 
 # Item.extra keys that hold image paths (relative to the root): a list of further inputs, and a
 # reference (ground-truth) image the judge may be shown.

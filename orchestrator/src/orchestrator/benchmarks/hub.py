@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.benchmarks.base import BenchmarkError
+from orchestrator.benchmarks.items import BenchmarkError
 
 # owner/name[@revision]: hub ids are letters, digits, '-', '_', '.'; one slash.
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*)(?:@(?P<rev>[\w.\-/]+))?$")

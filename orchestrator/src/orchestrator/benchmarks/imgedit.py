@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.benchmarks.base import BenchmarkError, Item, normalize_text
+from orchestrator.benchmarks.base import normalize_text
 from orchestrator.benchmarks.folder import FolderBenchmark, check_files, read_json, text_field
+from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.reporting import IMGEDIT_REPORTING, IMGEDIT_UGE_REPORTING
 
 BASIC_FILE = "basic_edit.json"

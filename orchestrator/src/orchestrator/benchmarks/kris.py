@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.benchmarks.base import BenchmarkError, Item, normalize_text
+from orchestrator.benchmarks.base import normalize_text
 from orchestrator.benchmarks.folder import (
     INPUT_IMAGES,
     REFERENCE_IMAGE,
@@ -24,6 +24,7 @@ from orchestrator.benchmarks.folder import (
     read_json,
     text_field,
 )
+from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.reporting import KRIS_REPORTING
 
 ANNOTATION = "annotation.json"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.benchmarks.base import BenchmarkError, Item, normalize_text
+from orchestrator.benchmarks.base import normalize_text
 from orchestrator.benchmarks.folder import (
     REFERENCE_IMAGE,
     FolderBenchmark,
@@ -24,6 +24,7 @@ from orchestrator.benchmarks.folder import (
     read_json,
     text_field,
 )
+from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.reporting import RISE_REPORTING
 
 INDEX_FILES = ("data_total.json", "data.json")
