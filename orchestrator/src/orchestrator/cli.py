@@ -512,6 +512,70 @@ def agreement(
 
 
 @app.command()
+def leaderboard(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders, one per model.", exists=True, file_okay=False),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where leaderboard.json/.csv/.html go."),
+    ] = None,
+    judge: JudgeOpt = None,
+    compare_judge: Annotated[
+        str | None,
+        typer.Option("--compare-judge", help="A second judge: do both rank the runs alike?"),
+    ] = None,
+    metric: Annotated[str, typer.Option("--metric", help="overall, sc or pq.")] = "overall",
+    table: Annotated[
+        str | None,
+        typer.Option("--table", help="Which declared table ranks (default the first, e.g. en)."),
+    ] = None,
+    allow_different_benchmarks: Annotated[
+        bool, typer.Option("--allow-different-benchmarks", help="Rank runs of other benchmarks.")
+    ] = False,
+    allow_different_judges: Annotated[
+        bool,
+        typer.Option("--allow-different-judges", help="Rank runs judged otherwise anyway."),
+    ] = False,
+    resamples: Annotated[int, typer.Option("--resamples", min=200)] = 2000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Rank runs of different editors on one benchmark: headline with its interval, paired
+    differences between neighbours, a rank range per run, per-category columns."""
+    from orchestrator.leaderboard import LeaderboardError, build_leaderboard, write_leaderboard
+    from orchestrator.report.leaderboard_view import leaderboard_table
+
+    target = out or default_out("leaderboard")
+    try:
+        result = build_leaderboard(
+            runs,
+            out=target,
+            judge=judge,
+            compare_judge=compare_judge,
+            metric=metric,
+            table=table,
+            allow_different_benchmarks=allow_different_benchmarks,
+            allow_different_judges=allow_different_judges,
+            resamples=resamples,
+            seed=seed,
+        )
+    except LeaderboardError as exc:
+        raise _fail(str(exc), 2) from None
+    json_path, _, html_path = write_leaderboard(result, target)
+    out_console.print(leaderboard_table(result))
+    for note in result["warnings"]:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    tau = (result.get("compare_judge") or {}).get("kendall_tau_b")
+    if tau is not None:
+        out_console.print(
+            f"Kendall tau-b between the rankings of the two judges: {tau:.2f}", highlight=False
+        )
+    out_console.print(f"leaderboard: {html_path.resolve()}", highlight=False, soft_wrap=True)
+    out_console.print(f"data: {json_path.resolve()}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def edit(
     ctx: typer.Context,
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image to edit.")],
