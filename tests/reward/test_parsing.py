@@ -79,7 +79,6 @@ NAMES = ["success", "overediting"]
         ('{"score": [7, 3], "reasoning": "ok"}', [7.0, 3.0]),
         ('Here:\n{\n"score" : [7, 3],\n"reasoning" : "a\nb"\n}', [7.0, 3.0]),  # newline in string
         ('{"score": {"overediting": 3, "success": 7}}', [7.0, 3.0]),
-        ('{score: [7, 3], reasoning: "fine"}', [7.0, 3.0]),  # keys without quotes
         ("[7, 3]", [7.0, 3.0]),
         ('{"score": ["7", "3.5"]}', [7.0, 3.5]),
     ],
@@ -129,3 +128,12 @@ def test_scores_are_bounded_by_the_protocols_scale() -> None:
     assert parse_scores('{"score": [25, 26]}', NAMES, scale=wide).error == (
         "the score overediting = 26 is outside 0..25"
     )
+
+
+def test_gedits_repair_of_keys_and_values_without_quotes_is_followed() -> None:
+    # GEdit-Bench/viescore/utils.py fix_json: keys quoted, a bare number becomes [number].
+    parsed = parse_scores("{score: 7, reasoning: fine}", ["overall"], format="json")
+    assert parsed.scores == {"overall": 7.0}
+    # fix_json breaks this one (it quotes "[7"); its list of scores is still read, as a bare list.
+    listed = parse_scores('{score: [7, 3], reasoning: "x"}', NAMES, format="json")
+    assert listed.scores == {"success": 7.0, "overediting": 3.0}

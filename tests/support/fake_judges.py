@@ -5,9 +5,9 @@ or ``REWARD_BACKEND=tests.support.fake_judges:FakeJudge`` for a real process.
 
 The item's instruction steers the fake (it appears in every rendered question):
 ``score=N`` answers N (expected mode puts 90% of the mass on N's tokens; generate mode writes
-"Score: N"); ``fake-junk`` makes generate mode answer without a score; ``fake-crash`` raises
-inside the model; ``fake-oom`` runs out of device memory; ``fake-short`` returns one output too
-few.
+"Score: N", or a JSON list of two where the prompt asks for GEdit's format); ``fake-junk``
+makes generate mode answer without a score; ``fake-crash`` raises inside the model; ``fake-oom``
+runs out of device memory; ``fake-short`` returns one output too few.
 Options (``backend_options``): ``load_delay_s``, ``batch_delay_s``, ``fail_load``; ``load_gate``
 and ``batch_gate``: paths of files the fake waits for (up to 30 s) before loading / scoring, so a
 test can hold the model; ``journal``: a file where each load and batch is recorded as a JSON line
@@ -149,6 +149,9 @@ class FakeJudge:
             return peaked_logprobs(target)
         if "fake-junk" in text:
             return GeneratedText(text="gogh</tool_response> painting ir ir", new_tokens=9)
+        if '"score" : [...]' in text:  # GEdit's prompts ask for a JSON list of two scores
+            answer = f'{{"score": [{target}, {target}], "reasoning": "as asked"}}'
+            return GeneratedText(text=answer, new_tokens=12)
         return GeneratedText(text=f"The edit is as asked.\nScore: {target}", new_tokens=9)
 
     def release(self) -> None:

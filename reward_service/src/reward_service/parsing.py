@@ -13,10 +13,11 @@ A rule that finds a score that is off the scale (``Score: 12``, ``4/5`` on 0..10
 in one JSON list) reports the problem instead of falling through to a weaker rule.
 
 Several scores in one answer (``parse_scores``): ``format: json`` reads the last JSON object
-holding the declared key (lenient as GEdit-Bench's reader is: newlines inside strings, keys
-without quotes), whose value is a list in the order of the question's scores or an object keyed
-by their names; failing an object, a bare list of numbers (``[6, 0]``), or for one score a bare
-number. ``format: regex`` takes the last match of the pattern, one named group per score.
+holding the declared key (lenient as GEdit-Bench's reader is: newlines inside strings, and its
+``fix_json`` repair of keys and values without quotes), whose value is a list in the order of
+the question's scores or an object keyed by their names; failing an object, a bare list of
+numbers (``[6, 0]``), or a bare number (unscored unless one score was asked). ``format: regex``
+takes the last match of the pattern, one named group per score.
 
 Whatever the rule, an answer with no score, the wrong number of scores, or a score off the scale
 is unscored, with the reason: never a guess, a zero or the middle of the scale.
@@ -175,7 +176,8 @@ class ParsedScores:
     error: str | None = None
 
 
-_UNQUOTED_KEY = re.compile(r"([{,]\s*)([A-Za-z_][A-Za-z0-9_]*)\s*:")
+_UNQUOTED_KEY = re.compile(r"(\w+):")
+_KEY_VALUE = re.compile(r'(".*?"):(.*?)(,|})')
 
 
 def parse_scores(
@@ -220,7 +222,7 @@ def _from_json_answer(body: str, names: Sequence[str], key: str, scale: ScoreSca
             listed = None
         if isinstance(listed, list):
             return _json_scores(listed, names, scale)
-    if len(names) == 1 and _LONE.fullmatch(body):
+    if _LONE.fullmatch(body):
         return _json_scores(body.rstrip("."), names, scale)
     return ParsedScores(dict.fromkeys(names), None, "no JSON with scores found in the answer")
 
@@ -230,16 +232,29 @@ def _same_key(found: object, key: str) -> bool:
 
 
 def _lenient_objects(body: str) -> list[dict[object, object]]:
-    """GEdit-Bench's repair: the span from the first "{" to the last "}" with its keys quoted."""
+    """GEdit-Bench's repair (GEdit-Bench/viescore/utils.py ``fix_json``, stepfun-ai/Step1X-Edit
+    @570eba6): the span from the first "{" to the last "}", newlines removed, keys quoted,
+    bare numbers made one-item lists and other bare values quoted."""
     start, end = body.find("{"), body.rfind("}")
     if not 0 <= start < end:
         return []
-    fixed = _UNQUOTED_KEY.sub(r'\1"\2":', body[start : end + 1])
+    fixed = _UNQUOTED_KEY.sub(r'"\1":', body[start : end + 1].replace("\n", ""))
+    fixed = _KEY_VALUE.sub(_quoted_value, fixed)
     try:
-        obj = json.JSONDecoder(strict=False).decode(fixed)
+        obj = json.loads(fixed)
     except ValueError:
         return []
     return [obj] if isinstance(obj, dict) else []
+
+
+def _quoted_value(match: re.Match[str]) -> str:
+    key, value, comma = match.groups()
+    value = value.strip()
+    if re.match(r"^-?\d+(\.\d+)?$", value):
+        value = f"[{value}]"
+    elif not re.match(r"^(true|false|null)$", value, re.IGNORECASE):
+        value = f'"{value}"'
+    return f"{key}: {value}{comma}"
 
 
 def _json_scores(value: object, names: Sequence[str], scale: ScoreScale) -> ParsedScores:
