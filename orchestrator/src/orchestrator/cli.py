@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
@@ -36,6 +35,7 @@ from orchestrator.records import Summary
 from orchestrator.report.tables import summary_tables
 from orchestrator.runner import default_out, read_saved_identity, rerender_report, run_benchmark
 from orchestrator.store import RunFolderBusy
+from orchestrator.terminal import SafeConsole
 from shared_schemas import ScoreItem, ScoreRequest
 
 app = typer.Typer(
@@ -46,8 +46,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None,

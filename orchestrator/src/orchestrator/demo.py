@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from rich.console import Console
 
-_out = Console(highlight=False)
-_err = Console(highlight=False, stderr=True)
+from orchestrator.terminal import SafeConsole
+
+_out = SafeConsole(highlight=False)
+_err = SafeConsole(highlight=False, stderr=True)
 
 
 def _say(message: str, *, err: bool = False) -> None:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -162,9 +163,16 @@ class JsonlLog:
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_symlink():  # never repaired, cut or appended through a link
+                raise UnsafeRunPath(
+                    f"{self.path} is a symbolic link; editbench does not append through links "
+                    "inside a run folder"
+                )
             self._repair_tail()
             self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666
+                self.path,
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o666,
             )
         return self._fd
 
@@ -280,6 +288,121 @@ class RecordLog(Generic[M]):
         self.lines.close()
 
 
+class UnsafeRunPath(BenchmarkError):
+    """A path of the run folder that goes through a symbolic link (or is not a plain file):
+    editbench neither writes nor reads through links inside a run folder, which others may
+    share and change."""
+
+
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _parts_of(relpath: str) -> list[str]:
+    parts = [p for p in relpath.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or relpath.startswith("/"):
+        raise UnsafeRunPath(f"{relpath!r} is not a path inside the run folder")
+    return parts
+
+
+def _open_dirs(root: Path, folders: list[str], *, create: bool) -> int:
+    """A descriptor of ``root/folders...``, each folder opened without following a link (and
+    made when ``create``); UnsafeRunPath where one is a link or not a folder."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for index, name in enumerate(folders):
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=fd)
+            try:
+                child = os.open(name, _NOFOLLOW_DIR, dir_fd=fd)
+            except (NotADirectoryError, OSError) as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                where = "/".join(folders[: index + 1])
+                raise UnsafeRunPath(
+                    f"{root / where} is a symbolic link or not a folder; editbench does not "
+                    "write or read through links inside a run folder (replace it with a folder)"
+                ) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_inside(root: Path, relpath: str, data: bytes) -> None:
+    """``atomic_write_bytes`` of ``root/relpath`` where no folder on the way may be a link:
+    a link swapped in for ``edits/`` never makes a write land outside the run folder."""
+    *folders, name = _parts_of(relpath)
+    fd = _open_dirs(root, folders, create=True)
+    try:
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        out = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o666,
+            dir_fd=fd,
+        )
+        try:
+            with os.fdopen(out, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=fd)
+            raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_inside(root: Path, relpath: str) -> bytes | None:
+    """The bytes of the plain file ``root/relpath``, reached without following any link; None
+    where it does not exist; UnsafeRunPath where a link or a non-file is on the way."""
+    *folders, name = _parts_of(relpath)
+    try:
+        fd = _open_dirs(root, folders, create=False)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            file_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            raise UnsafeRunPath(
+                f"{root / relpath} is a symbolic link; editbench does not read through links "
+                "inside a run folder"
+            ) from None
+        with os.fdopen(file_fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UnsafeRunPath(f"{root / relpath} is not a plain file")
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
+def is_file_inside(root: Path, relpath: str) -> bool:
+    """``root/relpath`` is a plain file reached without any link (and a path inside)."""
+    try:
+        parts = _parts_of(relpath)
+    except UnsafeRunPath:
+        return False
+    here = root
+    for part in parts:
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except OSError:
+            return False
+        if stat.S_ISLNK(mode):
+            return False
+    return stat.S_ISREG(mode)
+
+
 def latest_by_job(records: Iterable[J]) -> dict[str, J]:
     """The last record of each job id (later records supersede earlier ones)."""
     return {record.job_id: record for record in records}
@@ -368,9 +491,9 @@ class RunStore:
         """The thumbnail a report shows: ours, else one a run folder made before file names
         were collision-free (a report of such a folder keeps its pictures)."""
         current = self.thumb_relpath(kind, item_id)
-        if not self.path(current).is_file():
+        if not self.has_file(current):
             legacy = f"thumbs/{kind}/{legacy_item_relpath(item_id)}.jpg"
-            if self.path(legacy).is_file():
+            if self.has_file(legacy):
                 return legacy
         return current
 
@@ -378,7 +501,16 @@ class RunStore:
         return self.root / relpath
 
     def write_file(self, relpath: str, data: bytes) -> None:
-        atomic_write_bytes(self.root / relpath, data)
+        """Atomically, never through a link inside the run folder (UnsafeRunPath)."""
+        write_inside(self.root, relpath, data)
+
+    def read_file(self, relpath: str) -> bytes | None:
+        """A file of the folder, never through a link (UnsafeRunPath); None if absent."""
+        return read_inside(self.root, relpath)
+
+    def has_file(self, relpath: str) -> bool:
+        """A plain file of the folder, reached without a link."""
+        return is_file_inside(self.root, relpath)
 
     def read_plan(self) -> list[PlanRow]:
         return RecordLog(self.root / "plan.jsonl", PlanRow).read()

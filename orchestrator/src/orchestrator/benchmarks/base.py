@@ -149,6 +149,8 @@ _UNSAFE_FILE = re.compile(r"[^\w.\-]+")
 _UNSAFE_FOLDER = re.compile(r"[^\w\-]+")
 _SEGMENT_BYTES = 100  # + "~" + 16 hex + a suffix stays far below the 255-byte name limit
 _HASH_MARK = "~"  # never in a kept name: \w, ".", "-" are all a name keeps
+_MAX_SEGMENTS = 8  # folders deep, at most
+_PATH_BYTES = 400  # a name, folders included, at most (+ the hash); far below PATH_MAX
 
 
 def _segment(raw: str, unsafe: re.Pattern[str]) -> str:
@@ -161,11 +163,13 @@ def item_relpath(item_id: str) -> str:
 
     ``/`` in an id makes folders (GEdit ids are ``task_type/language/key``, the layout its own
     scripts write). A folder keeps letters of any script, digits, ``_`` and ``-``; the last
-    segment also ``.``; nothing can climb out of the run folder. When anything had to change,
-    ``~`` and 16 hex digits of the id's sha256 are appended. That makes the names collision-free
-    by construction: a kept name never contains ``~``, so a changed id never lands on a kept
-    one; two changed ids differ in their hash; and as folders have no ``.`` while files always
-    end in a suffix, no folder is ever named like a file.
+    segment also ``.``; nothing can climb out of the run folder; more than 8 folders or 400
+    bytes make one flat name. When anything had to change, or the name is not the same
+    case-folded (macOS and Windows file systems ignore case), ``~`` and 16 hex digits of the id's
+    sha256 are appended. That makes the names collision-free by construction, case ignored or
+    not: a kept name never contains ``~`` and is its own case-folding, so a changed id never
+    lands on a kept one; two changed ids differ in their hash; and as folders have no ``.``
+    while files always end in a suffix, no folder is ever named like a file.
     """
     raw_segments = item_id.split("/")
     segments = []
@@ -174,8 +178,13 @@ def item_relpath(item_id: str) -> str:
         segment = _segment(raw, _UNSAFE_FILE if last else _UNSAFE_FOLDER)
         if segment:
             segments.append(segment)
+    if len(segments) > _MAX_SEGMENTS or len("/".join(segments).encode()) > _PATH_BYTES:
+        # An absurd id (thousands of segments): one flat name, whatever the id's shape.
+        segments = [_segment("_".join(segments), _UNSAFE_FILE)]
     path = "/".join(segments) or "item"
-    if path != item_id:
+    # Case-insensitive file systems (macOS, Windows): a name with capitals gets the hash too,
+    # so two ids that differ only in case never name one file.
+    if path != item_id or path != path.casefold():
         path += _HASH_MARK + hashlib.sha256(item_id.encode()).hexdigest()[:16]
     return path
 

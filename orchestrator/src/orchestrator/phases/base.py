@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.benchmarks import Benchmark, Item
+from orchestrator.benchmarks import Benchmark, BenchmarkError, Item
 from orchestrator.clients import EditorClient, RewardClient, ServiceCallError, is_released
 from orchestrator.handover import GpuSharing
 from orchestrator.progress import PhaseProgress
@@ -159,6 +159,22 @@ async def wait_until_ready(
         await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
+MAX_ITEM_ID_CHARS = 1024
+
+
+class InvalidItem(ValueError):
+    """An item that cannot be run as it is (its id is absurdly long): that item fails, with
+    this message, and the others run."""
+
+
+def check_item(item_id: str) -> None:
+    if len(item_id) > MAX_ITEM_ID_CHARS:
+        raise InvalidItem(
+            f"the item id is {len(item_id)} characters long; at most {MAX_ITEM_ID_CHARS}: "
+            "shorten it in the benchmark"
+        )
+
+
 def error_record(exc: BaseException) -> tuple[ErrorRecord, bool]:
     """(error field, retryable) of a failed job."""
     if isinstance(exc, ServiceCallError):
@@ -171,6 +187,10 @@ def error_record(exc: BaseException) -> tuple[ErrorRecord, bool]:
             message=f"{where}: {first['msg']}" if where else first["msg"],
             param=where or None,
         ), False
+    if isinstance(exc, InvalidItem):
+        return ErrorRecord(type="invalid_input", message=str(exc), param="id"), False
+    if isinstance(exc, BenchmarkError):  # the run folder refused a write (a link in it)
+        return ErrorRecord(type="run_folder", message=str(exc)), True
     return ErrorRecord(type="client_error", message=f"{type(exc).__name__}: {exc}"), True
 
 
@@ -250,7 +270,10 @@ class Phase:
             return
         thumb = await asyncio.to_thread(make_thumbnail, data)
         if thumb is not None:
-            await asyncio.to_thread(self.ctx.store.write_file, relpath, thumb)
+            try:
+                await asyncio.to_thread(self.ctx.store.write_file, relpath, thumb)
+            except BenchmarkError as exc:  # a link in the run folder: no thumbnail, go on
+                logger.warning("item %r: no thumbnail: %s", item.id, exc)
 
     def _finish(self, ok: bool) -> None:
         if ok:

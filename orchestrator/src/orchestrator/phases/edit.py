@@ -13,6 +13,7 @@ from orchestrator.phases.base import (
     Phase,
     PhaseContext,
     PhaseCounts,
+    check_item,
     error_record,
     is_finished,
     item_fields,
@@ -122,7 +123,7 @@ class EditPhase(Phase):
         """A finished edit whose image was deleted since is done again."""
         if record is None or not record.ok or record.image is None:
             return True
-        return self.ctx.store.path(record.image).is_file()
+        return self.ctx.store.has_file(record.image)
 
     async def _edit_one(self, item: Item, image: bytes, source_sha: str, job_id: str) -> None:
         stats = CallStats()
@@ -135,6 +136,7 @@ class EditPhase(Phase):
             ),
         }
         try:
+            check_item(item.id)
             request = self.settings.request(item.id, image, item.instruction)
             self.counts.requests += 1
             response = await call_with_retry(

@@ -69,11 +69,14 @@ def find_edited_file(
                 candidate = resolve_inside(
                     edited_dir, f"{stem}{suffix}", allow_outside=allow_outside_paths
                 )
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:  # OSError: a name too long for the system
                 logger.warning("item %r: not using its edited image: %s", item.id, exc)
                 continue
-            if candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_file():
+                    return candidate
+            except OSError:
+                continue
     return None
 
 
@@ -188,7 +191,7 @@ class ScorePhase(Phase):
             record = latest_ok.get(item.id)
             if record is None or record.image is None:
                 continue
-            if self.ctx.store.path(record.image).is_file():
+            if self.ctx.store.has_file(record.image):  # inside, never through a link
                 found[item.id] = (self.ctx.store.path(record.image), record.image, record.job_id)
         return found
 

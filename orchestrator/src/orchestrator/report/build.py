@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from orchestrator.report.html import render_html
 from orchestrator.report.results import RunRecords, build_rows, integrity
 from orchestrator.report.summary import summarize
 from orchestrator.report.tables import rows_csv
-from orchestrator.store import RunStore, atomic_write_text, write_jsonl_atomic
+from orchestrator.store import RunStore, UnsafeRunPath, atomic_write_text, write_jsonl_atomic
 from orchestrator.thumbs import make_thumbnail
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +32,24 @@ class ReportPaths:
 
 def _fill_edited_thumbs(store: RunStore, rows: list[ResultRow]) -> None:
     for row in rows:
-        thumb = store.path(row.edited_thumb)
         image = row.edited_image
         # Only images of this run folder: one given with --edited-dir got its thumbnail when it
-        # was scored, and a path edited into a record must not make the report read elsewhere.
-        if thumb.exists() or not image or not is_inside_relpath(image):
+        # was scored, and a path edited into a record (or a link put in the folder) must not
+        # make the report read elsewhere.
+        thumb = row.edited_thumb
+        if not image or not is_inside_relpath(image) or store.path(thumb).is_symlink():
             continue
-        source = store.path(image)
-        if source.is_file():
-            data = make_thumbnail(source.read_bytes())
+        if store.path(thumb).exists() or not store.has_file(image):
+            continue
+        try:
+            source = store.read_file(image)
+            if source is None:
+                continue
+            data = make_thumbnail(source)
             if data is not None:
-                store.write_file(row.edited_thumb, data)
+                store.write_file(thumb, data)
+        except UnsafeRunPath as exc:
+            logger.warning("%s: no thumbnail made", exc)
 
 
 def _images(store: RunStore, rows: list[ResultRow], self_contained: bool) -> dict[str, str]:
@@ -51,10 +61,18 @@ def _images(store: RunStore, rows: list[ResultRow], self_contained: bool) -> dic
         if not self_contained:
             shown.append(row.edited_image)
         for value in shown:
-            if not value or not is_inside_relpath(value) or not store.path(value).is_file():
+            # Only plain files of the run folder, never reached through a link.
+            if not value or not is_inside_relpath(value) or not store.has_file(value):
                 continue
             if self_contained:
-                data = base64.b64encode(store.path(value).read_bytes()).decode("ascii")
+                try:
+                    raw = store.read_file(value)
+                except UnsafeRunPath as exc:
+                    logger.warning("%s: left out of the report", exc)
+                    continue
+                if raw is None:
+                    continue
+                data = base64.b64encode(raw).decode("ascii")
                 found[value] = f"data:image/jpeg;base64,{data}"
             else:
                 found[value] = value
