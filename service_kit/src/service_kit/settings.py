@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     CliSettingsSource,
@@ -101,7 +101,20 @@ class ServiceSettings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
-        return split_list(value)
+        """Never fail open: keys given (a variable, a secret file, a flag) that hold no key
+        once split and stripped (`` , ``, blanks, an empty file) are a start-up error."""
+        given = isinstance(value, str) or (isinstance(value, list | tuple) and len(value) > 0)
+        keys = split_list(value)
+        if isinstance(keys, list | tuple):
+            keys = [k.strip() if isinstance(k, str) else k for k in keys]
+            keys = [k for k in keys if not (isinstance(k, str) and not k)]
+            if given and not keys:
+                raise ValueError(
+                    "API keys are set but hold no key after parsing (only commas or blanks): "
+                    "set at least one key, or unset the variable (and remove its secret file) "
+                    "to run without authentication"
+                )
+        return keys
 
     @property
     def max_body_bytes(self) -> int:
@@ -175,6 +188,15 @@ def load_settings(
     secret files in ``secrets_dir`` (when that folder exists)."""
     source: CliSettingsSource[S] = CliSettingsSource(cls, cli_prog_name=prog)
     parsed = source(args=sys.argv[1:] if argv is None else argv)
-    if secrets_dir.is_dir():
-        return cls(_cli_settings_source=parsed, _secrets_dir=secrets_dir)
-    return cls(_cli_settings_source=parsed)
+    try:
+        if secrets_dir.is_dir():
+            return cls(_cli_settings_source=parsed, _secrets_dir=secrets_dir)
+        return cls(_cli_settings_source=parsed)
+    except ValidationError as exc:
+        # One line per setting, never the value given (it may be a key), and no traceback.
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        lines = [
+            f"  {prefix}{'.'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise SystemExit(f"{prog}: cannot start, invalid settings:\n" + "\n".join(lines)) from None

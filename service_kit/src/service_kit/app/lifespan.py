@@ -34,6 +34,15 @@ def replica_lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         devices = await asyncio.to_thread(settings.resolve_devices)
         logger.info("%s: model %s on %s", service, settings.model, ", ".join(devices))
+        keys = sum(1 for key in settings.api_keys if key.get_secret_value().strip())
+        if keys:
+            logger.info("%s: authentication on (%d API key(s))", service, keys)
+        else:
+            logger.warning(
+                "%s: authentication OFF: no API key is set, every route is open to anyone who "
+                "can reach this port",
+                service,
+            )
         hosted = build(devices)
         state = service_state(app)
         state.hosted = hosted
