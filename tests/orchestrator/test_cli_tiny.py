@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,7 +143,7 @@ def test_an_interrupted_edit_phase_resumes_without_repeating(
     process.send_signal(signal.SIGINT)
     code, _, stderr = finish(process)
     assert code == 130, stderr
-    assert "editbench run --resume --out" in stderr
+    assert f"{sys.executable} -m orchestrator run --resume --out {out}" in stderr
     assert [r["item_id"] for r in JsonlLog(out / "edits.jsonl").read()] == ["item-0"]
     held.open_gate(hold)
     wait_editor_idle(held.editor)

@@ -7,6 +7,8 @@ import asyncio
 import json
 import shlex
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,11 +26,12 @@ from orchestrator.phases import ServiceNotReady
 from orchestrator.progress import LineProgress
 from orchestrator.runner import read_saved_identity, run_benchmark
 from orchestrator.store import JsonlLog
+from tests.orchestrator.conftest import write_manifest
 from tests.orchestrator.fakes import EDITOR, REWARD, FakeServices, error
-from tests.orchestrator.harness import answered, editbench, finish, wait_for
+from tests.orchestrator.harness import answered, cli_env, editbench, finish, wait_for
 from tests.orchestrator.test_compare import POLICY, _no_sleep, run_sample
 from tests.orchestrator.test_endpoints import Service, started
-from tests.support.servers import free_port
+from tests.support.servers import REPO_ROOT, free_port
 
 
 class Notes:
@@ -168,7 +171,7 @@ def test_a_log_gets_a_progress_line_at_least_every_interval() -> None:
     lines: list[str] = []
     progress = LineProgress(lines.append, interval_s=30, tick_s=None, clock=lambda: now[0])
     progress.start("edit", 10)
-    assert lines == ["edit: 10 job(s) to do"]
+    assert lines == ["edit: 10 jobs"]
     progress.advance(skipped=True, count=2)
     now[0] += 29
     progress.tick()
@@ -176,16 +179,23 @@ def test_a_log_gets_a_progress_line_at_least_every_interval() -> None:
     now[0] += 1
     progress.tick()  # nothing finished, still a line: a stuck run is visible in the log
     assert lines[-1] == (
-        "edit: 0/8 done, 0 failed, 2 already done, 0.0/min, ETA -, elapsed 0:00:30"
+        "edit: 2/10 done (2 before this run), 0 failed, 0.0/min, ETA -, elapsed 0:00:30"
     )
     now[0] += 30
     progress.advance(ok=True, count=3)
     progress.advance(ok=False)
     assert lines[-1] == (
-        "edit: 3/8 done, 0 failed, 2 already done, 3.0/min, ETA 0:01:40, elapsed 0:01:00"
+        "edit: 5/10 done (2 before this run), 0 failed, 3.0/min, ETA 0:01:40, elapsed 0:01:00"
     )
+    progress.finish()  # interrupted: not "phase over"
+    assert lines[-1].startswith("edit: 6/10 done (2 before this run), 1 failed")
+    assert lines[-1].endswith("(stopped, 4 jobs left)")
+
+    progress.start("score", 1)
+    assert lines[-1] == "score: 1 job"
+    progress.advance()
     progress.finish()
-    assert lines[-1].startswith("edit: 4/8 done, 1 failed") and lines[-1].endswith("(phase over)")
+    assert lines[-1].startswith("score: 1/1 done, 0 failed") and lines[-1].endswith("(phase over)")
 
 
 def test_split_picks_a_datasetdict_split_from_the_command_line(tmp_path: Path) -> None:
@@ -233,12 +243,24 @@ def test_the_resume_command_printed_on_ctrl_c_works_as_printed(
     first.send_signal(signal.SIGINT)
     code, _, err = finish(first, 120)
     assert code == 130, err
+    # The interrupted phase says it stopped, not that it is over.
+    stopped = [line for line in err.splitlines() if line.startswith("edit: ")][-1]
+    assert "(phase over)" not in stopped and stopped.endswith("left)"), err
     printed = next(line.strip() for line in err.splitlines() if "--resume" in line)
     argv = shlex.split(printed)
-    assert argv[:2] == ["editbench", "run"] and argv[2:] == ["--resume", "--out", str(out)]
+    # The way this test started it (python -m orchestrator), by the same interpreter's path.
+    assert argv[:4] == [sys.executable, "-m", "orchestrator", "run"]
+    assert argv[4:] == ["--resume", "--out", str(out)]
 
-    # Exactly the printed command (no URL flags): the run folder knows where the services are.
-    second = editbench(*argv[1:])
+    # Exactly the printed command, as pasted (no URL flags): the run folder knows the services.
+    second = subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     code, _, err = finish(second, 300)
     assert code == 0, err
     results = JsonlLog(out / "results.jsonl").read()
@@ -263,3 +285,57 @@ def test_a_judge_that_is_down_is_reported_before_any_edit_by_the_cli(
     assert f"waiting for the reward at {nobody}" in err
     assert f"the reward at {nobody} is not ready after 3 s" in err
     assert answered(editor.url, "/v1/edits") == before  # not one edit was sent
+
+
+@pytest.fixture(scope="module")
+def generate_only_judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A real judge service that offers generate mode only (as an endpoint without logprobs)."""
+    folder = tmp_path_factory.mktemp("generate-only")
+    with ExitStack() as stack:
+        [judge] = started(
+            stack, Service("reward_service", folder, "judge", options={"modes": ["generate"]})
+        )
+        yield judge
+
+
+def test_a_mode_the_judge_does_not_offer_stops_the_run_before_the_first_edit_and_leaves_no_folder(
+    slow_services: tuple[Service, Service], generate_only_judge: Service, tmp_path: Path
+) -> None:
+    editor, _ = slow_services
+    before = answered(editor.url, "/v1/edits")
+    out = tmp_path / "run"
+    process = editbench(
+        "run", "-b", "sample", "--limit", "2", "--steps", "2", "--out", str(out),
+        "--editor-url", editor.url, "--reward-url", generate_only_judge.url,
+    )  # fmt: skip
+    code, _, err = finish(process, 120)
+    assert code == 1, err
+    assert "cannot read scores in --mode expected" in err and "--mode generate" in err
+    assert answered(editor.url, "/v1/edits") == before  # not one edit was sent
+    assert not out.exists()  # refused: no empty run folder left behind
+
+
+def test_a_run_whose_every_score_fails_says_why_and_exits_1(
+    slow_services: tuple[Service, Service], tmp_path: Path
+) -> None:
+    editor, judge = slow_services
+    rows = [{"id": f"j{n}", "category": "color", "instruction": f"fake-junk {n}"} for n in range(2)]
+    bench = write_manifest(tmp_path / "bench", rows)
+    process = editbench(
+        "run", "-b", str(bench), "--steps", "2", "--mode", "generate", "--protocol", "single",
+        "--editor-url", editor.url, "--reward-url", judge.url, "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    code, _, err = finish(process, 300)
+    assert code == 1, err
+    assert "every score of this run failed (2 of 2)" in err
+    assert "the judge said: " in err
+
+
+def test_resuming_with_another_judge_mode_points_at_rescore(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_with(FakeServices(), FakeServices().transport(), out, Notes())
+    refused = CliRunner().invoke(app, ["run", "--resume", "--out", str(out), "--mode", "generate"])
+    assert refused.exit_code == 2, refused.output
+    assert "mode: the run folder has 'expected', you asked for 'generate'" in refused.output
+    assert "editbench rescore RUN_FOLDER --reward-url URL --mode generate" in refused.output
+    assert "--phase score --edited-dir RUN_FOLDER/edits" in refused.output

@@ -10,9 +10,10 @@ makes generate mode answer without a score; ``fake-crash`` raises inside the mod
 runs out of device memory; ``fake-short`` returns one output too few.
 Options (``backend_options``): ``load_delay_s``, ``batch_delay_s``, ``fail_load``; ``load_gate``
 and ``batch_gate``: paths of files the fake waits for (up to 30 s) before loading / scoring, so a
-test can hold the model; ``journal``: a file where each load and batch is recorded as a JSON line
-(pid, thread, batch size, whether another batch was running), since the judge runs in its own
-process.
+test can hold the model; ``modes``: the score modes it says it offers (default both, as a
+local model; ``["generate"]`` as an endpoint without log-probabilities); ``journal``: a file where
+each load and batch is recorded as a JSON line (pid, thread, batch size, whether another batch was
+running), since the judge runs in its own process.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class FakeJudge:
             dtype="none",
             meaningful=False,
             details={"device": device},
+            modes=tuple(self.options.get("modes", ("expected", "generate"))),
         )
 
     def prepare(self, items: Sequence[JudgeItem[Image]]) -> object:

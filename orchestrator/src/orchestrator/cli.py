@@ -6,7 +6,10 @@ import asyncio
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,7 +37,7 @@ from orchestrator.progress import LineProgress, PhaseProgress, RichProgress
 from orchestrator.records import Summary
 from orchestrator.report.tables import summary_tables
 from orchestrator.runner import default_out, read_saved_identity, rerender_report, run_benchmark
-from orchestrator.store import RunFolderBusy
+from orchestrator.store import JsonlLog, RunFolderBusy
 from orchestrator.terminal import SafeConsole
 from shared_schemas import ScoreItem, ScoreRequest
 
@@ -95,13 +98,57 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _log_to_run_folder(out: Path) -> None:
+def _log_to_run_folder(out: Path) -> logging.Handler:
     """Every INFO line of a run (retries, failures, pauses) also goes to RUN/editbench.log."""
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "editbench.log", encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    return handler
+
+
+# What a run folder holds once a job has been recorded (before that, a refused run left it).
+_JOB_RECORDS = ("edits.jsonl", "scores.jsonl")
+
+
+def _remove_if_unused(out: Path, handler: logging.Handler) -> None:
+    """A run refused before its first job leaves no folder behind, if this invocation made it."""
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    if any((out / name).is_file() and (out / name).stat().st_size for name in _JOB_RECORDS):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _invocation() -> str:
+    """How the user started editbench, to print commands that run as pasted: the console
+    script by the path they ran (its bare name when that is what PATH finds), or python -m."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "editbench"
+    if Path(argv0).name == "__main__.py":
+        return shlex.join([sys.executable, "-m", "orchestrator"])
+    name = Path(argv0).name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == Path(argv0).resolve():
+        return name
+    return shlex.quote(argv0)
+
+
+def _every_score_failed(summary: Summary, out: Path) -> str | None:
+    """Why no item of the run got a score, when every score attempt failed; None otherwise."""
+    micro = summary.overall.micro
+    if micro.scored or not (micro.judge_failed or micro.unscored):
+        return None
+    reasons: Counter[str] = Counter()
+    for record in JsonlLog(out / "results.jsonl").read():
+        error = record.get("score_error")
+        for question in record.get("questions") or []:
+            error = error or question.get("error")
+        if error:
+            reasons[str(error)] += 1
+    failed = micro.judge_failed + micro.unscored
+    why = reasons.most_common(1)[0][0] if reasons else "see results.jsonl"
+    return f"every score of this run failed ({failed} of {failed}); the judge said: {why}"
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -291,7 +338,8 @@ def run(
     if settings.out is None:
         settings = settings.model_copy(update={"out": default_out(settings.benchmark)})
     assert settings.out is not None
-    _log_to_run_folder(settings.out)
+    made_folder = not settings.out.exists()
+    log_handler = _log_to_run_folder(settings.out)
     progress: PhaseProgress = (
         RichProgress(err_console)
         if out_console.is_terminal and err_console.is_terminal
@@ -300,14 +348,17 @@ def run(
     try:
         outcome = asyncio.run(run_benchmark(settings, progress))
     except KeyboardInterrupt:
-        target = settings.out or "RUN_FOLDER"
+        resume_command = f"{_invocation()} run --resume --out {shlex.quote(str(settings.out))}"
         err_console.print(
             f"\n[yellow]interrupted.[/] Finished jobs are saved; continue with:\n"
-            f"  editbench run --resume --out {target}",
+            f"  {escape(resume_command)}",
             soft_wrap=True,
+            highlight=False,
         )
         raise typer.Exit(130) from None
     except (BenchmarkError, ServiceNotReady, ServiceCallError, RunFolderBusy) as exc:
+        if made_folder and not isinstance(exc, RunFolderBusy):
+            _remove_if_unused(settings.out, log_handler)
         raise _fail(str(exc)) from None
     if outcome.summary is not None:
         for table in summary_tables(outcome.summary, title=_title(outcome.summary, outcome.out)):
@@ -325,6 +376,11 @@ def run(
         out_console.print(
             f"report: {outcome.report.html.resolve()}", highlight=False, soft_wrap=True
         )
+    failed_all = (
+        _every_score_failed(outcome.summary, outcome.out) if outcome.summary is not None else None
+    )
+    if failed_all is not None:
+        raise _fail(failed_all)
     if strict and outcome.summary is not None:
         micro = outcome.summary.overall.micro
         if micro.edit_failed or micro.judge_failed or micro.unscored:

@@ -45,6 +45,8 @@ IDENTITY = (
     "max_new_tokens",
     "edited_dir",
 )
+# Identity settings of the judge alone: a run's edits can be scored again with others.
+_JUDGE_IDENTITY = ("protocol", "mode", "max_new_tokens")
 # What the latest invocation selected: reused by a resume unless given again, never a conflict.
 SELECTION = ("categories", "languages", "limit", "limit_per_category")
 
@@ -266,9 +268,24 @@ def resolve_settings(
             and explicit_settings.identity()[key] != saved_identity[key]
         ]
         if conflicts:
+            judged = [
+                key
+                for key in _JUDGE_IDENTITY
+                if key in explicit and any(c.startswith(f"{key}:") for c in conflicts)
+            ]
+            hint = (
+                "\nTo score this run's edits again in another --"
+                + "/--".join(k.replace("_", "-") for k in judged)
+                + ", keeping the run's own scores: editbench rescore RUN_FOLDER --reward-url URL "
+                + " ".join(f"--{k.replace('_', '-')} {explicit[k]}" for k in judged)
+                + "; or a new run on these edits: editbench run --phase score --edited-dir "
+                "RUN_FOLDER/edits --benchmark ... --out NEW_FOLDER"
+                if judged
+                else ""
+            )
             raise ConfigError(
                 "these settings differ from the ones this run folder was made with (use a new "
-                "--out for a run with other settings):\n  " + "\n  ".join(conflicts)
+                "--out for a run with other settings):\n  " + "\n  ".join(conflicts) + hint
             )
     return settings
 

@@ -1,8 +1,11 @@
-"""Before the first job of a run: every service the run needs is up, and the protocol exists.
+"""Before the first job of a run: every service the run needs is up, the protocol exists and
+the judge can read scores in the run's mode.
 
-A judge that is down, or a ``--protocol`` it does not know, used to surface only after the whole
-edit phase (hours, on a real benchmark). The run now waits for each service it will need (saying
-what it waits for, one line per wait) and asks the judge for the protocol first.
+A judge that is down, a ``--protocol`` it does not know, or a ``--mode expected`` asked of a judge
+endpoint that returns no log-probabilities used to surface only after the whole edit phase
+(hours, on a real benchmark; the last as every score failing with a 400). The run now waits for
+each service it will need (saying what it waits for, one line per wait) and asks the judge for the
+protocol and its modes first.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ async def check_services(
     editor: EditorClient | None,
     reward: RewardClient | None,
     protocol: str | None,
+    mode: str | None = None,
 ) -> None:
     """ServiceNotReady / ServiceCallError now, instead of after the edit phase.
 
@@ -44,4 +48,25 @@ async def check_services(
             f"unknown judge protocol {protocol!r}; the service has: {', '.join(info.protocols)}",
             error_type="unknown_protocol",
         )
-    logger.info("services ready; judge protocol %s known", protocol)
+    if mode is not None and info.modes and mode not in info.modes:
+        offered = " or ".join(f"--mode {m}" for m in info.modes)
+        raise ServiceCallError(
+            "reward",
+            f"the judge at {reward.base_url} cannot read scores in --mode {mode} (it offers "
+            f"{offered}: an endpoint that returns no log-probabilities supports generate only). "
+            f"Run with {offered}, or use a judge that returns log-probabilities",
+            error_type="unsupported_mode",
+        )
+    if mode is not None:
+        listed = await call_with_retry(
+            reward.protocols, policy=ctx.policy, label="reward /v1/protocols", sleep=ctx.sleep
+        )
+        spec = next((p for p in listed.protocols if p.name == protocol), None)
+        if spec is not None and spec.modes and mode not in spec.modes:
+            raise ServiceCallError(
+                "reward",
+                f"the judge protocol {protocol!r} reads scores in "
+                f"{' or '.join(f'--mode {m}' for m in spec.modes)} only, not --mode {mode}",
+                error_type="unsupported_mode",
+            )
+    logger.info("services ready; judge protocol %s known, mode %s offered", protocol, mode)

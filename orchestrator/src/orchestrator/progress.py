@@ -21,6 +21,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from orchestrator.wording import counted
+
 
 class PhaseProgress(Protocol):
     def start(self, phase: str, total: int) -> None: ...
@@ -62,16 +64,18 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         elapsed = task.elapsed or 0.0
-        if not task.completed or elapsed <= 0:
+        fresh = int(task.fields.get("fresh", task.completed))  # done by this run, not before
+        if not fresh or elapsed <= 0:
             return Text("  -  /min  ETA -", style="progress.data.speed")
-        rate = task.completed / elapsed
+        rate = fresh / elapsed
         left = max(0.0, (task.total or 0) - task.completed) / rate
         eta = f"{int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
         return Text(f"{rate * 60:5.1f}/min  ETA {eta}", style="progress.data.speed")
 
 
 class RichProgress:
-    """One bar per phase: done/total, failed and skipped counts, rate, elapsed and ETA."""
+    """One bar per phase: done/total (jobs already done before count as done), failed and
+    already-done counts, rate, elapsed and ETA (both from this run's jobs only)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -95,25 +99,25 @@ class RichProgress:
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(phase, total=total, detail=self._detail())
+        self._fresh = 0
+        self._task = self._progress.add_task(phase, total=total, detail=self._detail(), fresh=0)
 
     def _detail(self) -> str:
         failed = f"[red]{self._failed} failed[/]" if self._failed else "0 failed"
-        return f"{failed}, {self._skipped} already done"
+        before = f", {self._skipped} done before" if self._skipped else ""
+        return f"{failed}{before}"
 
     def advance(self, *, ok: bool = True, skipped: bool = False, count: int = 1) -> None:
         if self._progress is None or self._task is None:
             return
         if skipped:
-            self._skipped += count
-            # Already-done jobs count towards the total but not towards the rate.
-            self._total -= count
-            self._progress.update(self._task, total=self._total)
-        elif not ok:
-            self._failed += count
-        if not skipped:
-            self._progress.advance(self._task, count)
-        self._progress.update(self._task, detail=self._detail())
+            self._skipped += count  # done, but not by this run: left out of the rate
+        else:
+            self._fresh += count
+            if not ok:
+                self._failed += count
+        self._progress.advance(self._task, count)
+        self._progress.update(self._task, detail=self._detail(), fresh=self._fresh)
 
     def note(self, message: str) -> None:
         self.console.log(message)
@@ -161,7 +165,7 @@ class LineProgress:
             self._phase, self._total = phase, total
             self._done = self._failed = self._skipped = 0
             self._started = self._last = self._clock()
-            self._write(f"{phase}: {total} job(s) to do")
+            self._write(f"{phase}: {counted(total, 'job')}")
         if self._tick_s is not None:
             self._stop.clear()
             self._thread = threading.Thread(
@@ -175,15 +179,16 @@ class LineProgress:
             self.tick()
 
     def line(self) -> str:
-        """``edit: 40/120 done, 2 failed, 10 already done, 3.1/min, ETA 0:25:48, 0:13:00``."""
+        """``edit: 50/120 done (10 before this run), 2 failed, 3.1/min, ETA 0:22:35, elapsed
+        0:13:00``: jobs done before count as done, the rate and ETA are this run's."""
         elapsed = self._clock() - self._started
-        todo = self._total - self._skipped
         rate = self._done / elapsed if elapsed > 0 and self._done else 0.0
-        eta = _clock((todo - self._done) / rate) if rate else "-"
+        left = self._total - self._skipped - self._done
+        eta = _clock(left / rate) if rate else "-"
+        before = f" ({self._skipped} before this run)" if self._skipped else ""
         return (
-            f"{self._phase}: {self._done}/{todo} done, {self._failed} failed, "
-            f"{self._skipped} already done, {rate * 60:.1f}/min, ETA {eta}, "
-            f"elapsed {_clock(elapsed)}"
+            f"{self._phase}: {self._done + self._skipped}/{self._total} done{before}, "
+            f"{self._failed} failed, {rate * 60:.1f}/min, ETA {eta}, elapsed {_clock(elapsed)}"
         )
 
     def tick(self) -> None:
@@ -214,5 +219,7 @@ class LineProgress:
             self._thread = None
         with self._lock:
             if self._phase:
-                self._write(self.line() + " (phase over)")
+                left = self._total - self._skipped - self._done
+                over = " (phase over)" if left <= 0 else f" (stopped, {counted(left, 'job')} left)"
+                self._write(self.line() + over)
                 self._phase = ""

@@ -205,6 +205,7 @@ async def run_benchmark(
                     editor=editor if settings.phase in ("edit", "all") else None,
                     reward=reward if settings.phase in ("score", "all") else None,
                     protocol=settings.protocol,
+                    mode=settings.mode,
                 )
                 if settings.phase in ("edit", "all"):
                     edit_phase = EditPhase(
