@@ -39,6 +39,7 @@ def test_every_run_flag_is_a_setting_of_the_same_name() -> None:
 
 def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
     out = tmp_path / "run"
+    out.mkdir()  # made beforehand: a refused run removes only a folder it made itself
     result = CliRunner().invoke(
         app,
         ["run", "--out", str(out), "--editor-url", DOWN, "--reward-url", DOWN, *args],

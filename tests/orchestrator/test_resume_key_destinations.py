@@ -49,6 +49,7 @@ def recorder() -> Iterator[tuple[str, list[str]]]:
 
 
 def run(out: Path, *args: str, env: dict[str, str]) -> Any:
+    out.mkdir(exist_ok=True)  # made beforehand: a refused run removes only a folder it made
     return CliRunner().invoke(
         app,
         ["run", "--out", str(out), *args],

@@ -2,4 +2,4 @@
 
 from orchestrator.cli import app
 
-app()
+app(prog_name="editbench")

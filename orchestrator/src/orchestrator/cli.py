@@ -257,7 +257,10 @@ def run(
     reward_url: RewardUrlOpt = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Inference steps (50).")] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", help="True CFG scale (4.0).")] = None,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    negative_prompt: Annotated[
+        str | None,
+        typer.Option("--negative-prompt", help="What the edit should avoid (' ': none)."),
+    ] = None,
     seed_policy: Annotated[
         str | None, typer.Option("--seed-policy", help="per-item (default), fixed or random.")
     ] = None,
@@ -271,12 +274,24 @@ def run(
     mode: Annotated[
         str | None, typer.Option("--mode", help="Judge mode: expected (default) or generate.")
     ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-new-tokens", help="Longest judge answer in --mode generate, in tokens (512)."
+        ),
+    ] = None,
     edit_concurrency: Annotated[
         int | None,
         typer.Option("--edit-concurrency", help="Edits in flight (2 per editor worker)."),
     ] = None,
-    score_concurrency: Annotated[int | None, typer.Option("--score-concurrency")] = None,
+    score_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--score-concurrency",
+            help="Judge requests in flight (default: what the judge's /v1/info says keeps it "
+            "busy).",
+        ),
+    ] = None,
     items_per_request: Annotated[
         int | None, typer.Option("--items-per-request", help="Items per judge request (4).")
     ] = None,
@@ -474,12 +489,21 @@ def rescore(
     mode: Annotated[
         str | None, typer.Option("--mode", help="expected or generate (default: the run's).")
     ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=8)] = None,
-    items_per_request: Annotated[int, typer.Option("--items-per-request", min=1, max=64)] = 4,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-new-tokens", min=8, help="Longest answer in --mode generate (the run's)."
+        ),
+    ] = None,
+    items_per_request: Annotated[
+        int, typer.Option("--items-per-request", min=1, max=64, help="Items per judge request.")
+    ] = 4,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also redo jobs that failed permanently.")
     ] = False,
-    ready_timeout_s: Annotated[float, typer.Option("--ready-timeout-s")] = 600.0,
+    ready_timeout_s: Annotated[
+        float, typer.Option("--ready-timeout-s", help="Wait this long for the judge's /ready.")
+    ] = 600.0,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Score a run's edits with another judge or protocol, kept beside the run's own scores.
@@ -638,11 +662,14 @@ def edit(
     instruction: Annotated[str, typer.Argument(help='The edit, e.g. "make the sky red".')],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the edit.")],
     editor_url: EditorUrlOpt = None,
-    steps: Annotated[int | None, typer.Option("--steps")] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Inference steps (50).")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="True CFG scale (4.0).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="(random)")] = None,
     size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT (auto).")] = None,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    negative_prompt: Annotated[
+        str | None,
+        typer.Option("--negative-prompt", help="What the edit should avoid (' ': none)."),
+    ] = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -676,14 +703,28 @@ def edit(
 @app.command()
 def score(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    edited: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    instruction: Annotated[str, typer.Argument()],
+    source: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The image before the edit.")
+    ],
+    edited: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The image after the edit.")
+    ],
+    instruction: Annotated[str, typer.Argument(help="The instruction the edit followed.")],
     reward_url: RewardUrlOpt = None,
-    protocol: Annotated[str | None, typer.Option("--protocol")] = None,
-    mode: Annotated[str | None, typer.Option("--mode")] = None,
-    category: Annotated[str | None, typer.Option("--category")] = None,
-    hints: Annotated[str | None, typer.Option("--hints")] = None,
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="Judge protocol (viescore).")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="expected (default) or generate.")
+    ] = None,
+    category: Annotated[
+        str | None,
+        typer.Option("--category", help="The edit's category, for protocols that ask by it."),
+    ] = None,
+    hints: Annotated[
+        str | None,
+        typer.Option("--hints", help="Extra facts for the judge (a benchmark item's hints)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ItemScore as JSON.")] = False,
     config: ConfigOpt = None,
     verbose: VerboseOpt = 0,
@@ -740,7 +781,9 @@ def status(
     ctx: typer.Context,
     editor_url: EditorUrlOpt = None,
     reward_url: RewardUrlOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print both services' state as JSON.")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Readiness and info of both services. Exits 1 unless both are ready."""
@@ -828,3 +871,73 @@ def demo(ctx: typer.Context) -> None:
 def version() -> None:
     """Print editbench's version."""
     out_console.print(__version__)
+
+
+def _metavar(param: Any, ctx: Any) -> str:
+    """What help shows after a parameter: nothing after a flag (never ``--resume <bool>``), a
+    name for a value (URL, N, SECONDS, FILE, FOLDER, or the option's own name), an argument's own
+    name in capitals."""
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return ""
+    name = (param.name or "value").upper()
+    if param.param_type_name == "argument":
+        return name  # typer adds the "..." of a repeated one
+    shown = param.display_type(ctx)  # typer's own: <int>, <file>, <dir>, <path>, <str>, ...
+    if name.endswith("_URL"):
+        return "URL"
+    if name.endswith("_S"):
+        return "SECONDS"
+    named = {"<int>": "N", "<file>": "FILE", "<dir>": "FOLDER", "<path>": "PATH"}
+    if shown in named:
+        return named[shown]
+    if shown.startswith("<list"):  # a repeatable option names one value
+        return name[:-3] + "Y" if name.endswith("IES") else name.removesuffix("S")
+    return name
+
+
+class _HelpCommand(typer.core.TyperCommand):
+    """A command whose help names values instead of showing their Python types."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)
+        for param in params:
+            if param.metavar is None:
+                param.metavar = _metavar(param, ctx)
+        return params
+
+
+class _HelpGroup(typer.core.TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)
+        for param in params:
+            if param.metavar is None:
+                param.metavar = _metavar(param, ctx)
+        return params
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out_console.print(f"editbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print editbench's version and exit.",
+            callback=_show_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Benchmark instruction-based image editing: edit with the editor service, judge with the
+    reward service, report per category."""
+
+
+app.info.cls = _HelpGroup
+for _command in app.registered_commands:  # every command, those added later in this file too
+    if _command.cls in (None, typer.core.TyperCommand):
+        _command.cls = _HelpCommand
