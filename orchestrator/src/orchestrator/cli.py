@@ -618,8 +618,11 @@ def leaderboard(
         bool,
         typer.Option("--allow-different-judges", help="Rank runs judged otherwise anyway."),
     ] = False,
-    resamples: Annotated[int, typer.Option("--resamples", min=200)] = 2000,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    resamples: Annotated[
+        int,
+        typer.Option("--resamples", min=200, help="Bootstrap resamples (BCa, for Kendall tau)."),
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
 ) -> None:
     """Rank runs of different editors on one benchmark: headline with its interval, paired
     differences between neighbours, a rank range per run, per-category columns."""
