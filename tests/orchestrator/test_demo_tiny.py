@@ -47,6 +47,8 @@ def test_demo_runs_the_sample_and_stops_both_services(model_cache: Path, tmp_pat
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert set(summary["categories"]) == {"color", "removal", "物理"}
     assert len(JsonlLog(out / "results.jsonl").read()) == 3
-    for url in re.findall(r"started \w+ at (http://127\.0\.0\.1:\d+)", done.stdout):
+    urls = re.findall(r"started \w+ at (http://127\.0\.0\.1:\d+)", done.stdout)
+    assert len(urls) == 2, done.stdout  # the editor and the judge
+    for url in urls:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/health", timeout=2)
