@@ -25,6 +25,7 @@ from orchestrator.report.breakdown import item_metrics, run_reporting
 from orchestrator.report.results import RunRecords, build_rows
 from orchestrator.store import RunStore, atomic_write_text
 
+MIN_BOOTSTRAP_N = 5
 CORRELATIONS = ("spearman", "kendall_tau_b", "pairwise_agreement", "offset_spread")
 
 DEFINITIONS = {
@@ -36,8 +37,8 @@ DEFINITIONS = {
     "mean_offset": "mean over items of (judge B - judge A), Student-t 95% interval",
     "offset_spread": "standard deviation over items of (judge B - judge A)",
     "intervals": "BCa bootstrap 95% intervals (items resampled with replacement, seeded) for "
-    "the correlations, agreement and spread; none below 3 items or when a judge's scores are "
-    "all equal",
+    "the correlations, agreement and spread; none below 5 items (too few distinct resamples) "
+    "or when a judge's scores are all equal",
 }
 
 
@@ -81,7 +82,9 @@ def agreement_of(
     intervals = stats.bca_intervals(
         pairs, _statistics, CORRELATIONS, resamples=resamples, seed=seed
     )
-    if len(pairs) < 3:  # two points always correlate +-1: no interval says anything
+    if len(pairs) < MIN_BOOTSTRAP_N:
+        # Three items have 10 distinct resamples, most of them with ties: such an "interval"
+        # (often [-1, -1]) would claim a certainty the data do not have.
         intervals = {
             k: stats.Interval(v.estimate, None, None, v.n, "bca") for k, v in intervals.items()
         }
