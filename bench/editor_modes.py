@@ -28,10 +28,21 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 COMPILED = {"EDITOR_COMPILE": "true"}
 
-# name -> (EDITOR_* settings, what it is). "lossless" is today's best setting: the reference.
+# name -> (EDITOR_* settings, what it is). "lossless" is the service's default setting.
 MODES: dict[str, tuple[dict[str, str], str]] = {
-    "lossless": (COMPILED, "regional compile, default attention (today's service setting)"),
-    "eager": ({}, "no compile"),
+    "lossless": (
+        COMPILED,
+        "regional compile (the default on CUDA), fused joint attention (the default)",
+    ),
+    "round2": (
+        {**COMPILED, "EDITOR_FUSED_ATTENTION": "false"},
+        "regional compile, diffusers' attention processor (round 2's lossless setting)",
+    ),
+    "eager": ({"EDITOR_COMPILE": "false"}, "no compile"),
+    "parked": (
+        {**COMPILED, "EDITOR_PARK_TEXT_ENCODER": "true"},
+        "lossless, the text encoder's weights in host memory while the transformer runs",
+    ),
     "nondeterministic": (
         {**COMPILED, "EDITOR_DETERMINISTIC": "false"},
         "regional compile, torch's default (non-deterministic) kernels: what determinism costs",

@@ -167,6 +167,8 @@ def in_process(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
         model_s = seconds(prepared)
         serial_s = seconds(batches, prepare_inline=True)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else None
+        if args.profile_dir:
+            profile_batch(args.profile_dir, protocol_name, backend, batches[0], len(batches[0]))
         record(
             stage=protocol_name,
             where="in-process",
@@ -187,6 +189,31 @@ def in_process(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
         summary[f"{protocol_name}_model_only_items_per_s"] = count / model_s
     backend.release()
     return summary
+
+
+def profile_batch(folder: Path, protocol: str, backend: Any, batch: Any, count: int) -> None:
+    """One batch's preparation and scoring under the torch profiler: kernels by kind, the top
+    kernels (and a gzip Chrome trace), beside the host time preparation takes."""
+    from profiling import kernel_table, print_table, profiled
+
+    folder.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    ready = backend.prepare(batch)
+    prepare_s = time.perf_counter() - began
+    with profiled(folder / f"judge-trace-{protocol}.json.gz") as prof:
+        began = time.perf_counter()
+        backend.score(ready)
+    score_s = time.perf_counter() - began
+    table = kernel_table(prof())
+    record(
+        stage=f"{protocol}-kernels",
+        where="in-process",
+        items=count,
+        prepare_s=prepare_s,
+        score_s_profiled=score_s,
+        kernels=table,
+    )
+    print_table(f"judge {protocol}: one batch of {count} items", table)
 
 
 async def through_service(
@@ -391,6 +418,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--part", nargs="+", choices=["in-process", "service"], default=["in-process", "service"]
+    )
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        help="in-process part: profile one batch per protocol (kernel tables, traces) there",
     )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
     parser.add_argument("--out", type=Path, default=Path("judge_bench.json"))

@@ -201,7 +201,8 @@ def main() -> None:
         "EDITOR_CACHE_DIR": str(args.cache_dir),
         "EDITOR_LOAD_ON_START": "false",
         "EDITOR_DEVICES": args.devices,
-        "EDITOR_COMPILE": "false" if args.no_compile else "true",
+        # Compile is the editor's own default on CUDA devices.
+        **({"EDITOR_COMPILE": "false"} if args.no_compile else {}),
         **dict(kv.split("=", 1) for kv in args.editor_env),
     }
     reward_env = {

@@ -52,7 +52,8 @@ BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
 
 
 def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, Any]:
-    """LoRA, FP8, attention backend, step cache and regional compilation, in that order.
+    """LoRA, FP8, Qwen's joint-attention kernels, attention backend, step cache and regional
+    compilation, in that order.
 
     Returns what was applied, for the model's provenance: results made with any of these are a
     different configuration from the plain model and are labelled as such. An option the device
@@ -70,6 +71,12 @@ def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, A
     if options.get("transformer_fp8"):
         quantize_fp8(pipe.transformer, str(options["transformer_fp8"]), device)
         applied["transformer_fp8"] = str(options["transformer_fp8"])
+    from editor_service.backends import qwen_kernels
+
+    if options.get("fused_attention", True):
+        # The same function as diffusers' processor, rounding apart: not a new configuration,
+        # so not part of what was applied (the service's options still say it).
+        qwen_kernels.install(pipe.transformer)
     if options.get("attention_backend"):
         pipe.transformer.set_attention_backend(options["attention_backend"])
         applied["attention_backend"] = options["attention_backend"]
@@ -87,7 +94,7 @@ def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, A
         warmup = int(options.get("step_cache_warmup") or 3)
         enable_step_schedule(pipe.transformer, interval, warmup)
         applied.update(step_cache_interval=interval, step_cache_warmup=warmup)
-    if options.get("compile"):
+    if compile_wanted(options, device):
         if device == "cpu":
             logger.warning("compile is for GPUs; running eagerly on the CPU")
         else:
@@ -97,6 +104,12 @@ def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, A
             pipe.transformer.compile_repeated_blocks(fullgraph=not cached)
             applied["compile"] = "regional"
     return applied
+
+
+def compile_wanted(options: dict[str, Any], device: str) -> bool:
+    """The compile option: as set, or by default on CUDA devices and not elsewhere."""
+    chosen = options.get("compile")
+    return device.startswith("cuda") if chosen is None else bool(chosen)
 
 
 class DiffusersEditBackend:
@@ -150,6 +163,11 @@ class DiffusersEditBackend:
             self.inpaint_pipe = diffusers.QwenImageEditInpaintPipeline(**components)
             self.inpaint_pipe.set_progress_bar_config(disable=True)
         applied = apply_tuning(pipe, self.spec.options, device)
+        if self.spec.options.get("park_text_encoder"):
+            # Same weights, same kernels, same images: not part of what was applied.
+            from editor_service.backends.parking import park_text_encoder
+
+            park_text_encoder(pipe, device)
         if self.spec.options.get("deterministic"):
             applied["deterministic"] = True
         logger.info(

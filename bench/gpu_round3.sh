@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Every GPU figure of docs/PERFORMANCE.md's third round (issue 30), in one go, on one GPU.
+#
+#     bash bench/gpu_round3.sh DEST            # H100: ~19 min
+#     QUICK=1 bash bench/gpu_round3.sh DEST    # CPU smoke test on the tiny models (every step)
+#
+# Runs one step after another, each bounded by `timeout`, each writing its JSON record and logs
+# into DEST (a step that fails is noted in DEST/round.log and the next one runs):
+#   1. editor-profile: in-process, diffusers' attention processor vs the fused one (the default),
+#      both compiled: phases of a true-CFG edit, 8-step edits, two transformer forwards under the
+#      torch profiler (kernels by kind, top kernels, FLOP rates, Chrome traces), PSNR
+#   2. editor-modes: through the service, 50-step true CFG, 8 and 4 steps, PSNR/SSIM against the
+#      first mode: round 2's setting (diffusers' processor), the new default, and the default with
+#      the text encoder parked in host memory (peak memory vs a host-to-device copy per edit)
+#   3. judge: in-process (one batch per protocol profiled) and through the service, 320 items,
+#      16 clients, single and viescore
+#   4. whole-run: `editbench run --share-gpu`, 54 items, 8 steps no CFG, viescore, the services'
+#      defaults (the editor compiles by default now)
+# The device's time is short and a call is limited to 10 minutes, so this is meant to be started
+# detached (`setsid bash bench/gpu_round3.sh DEST > DEST.log 2>&1 &`) and DEST collected by later
+# calls; DEST/done appears at the end.
+set -uo pipefail
+dest=${1:?usage: bench/gpu_round3.sh DEST}
+mkdir -p "$dest"
+dest=$(cd "$dest" && pwd)
+cd "$(dirname "$0")/.."
+log="$dest/round.log"
+
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  echo "[$(date +%T)] $name: start" | tee -a "$log"
+  local began=$SECONDS
+  timeout --signal=TERM --kill-after=30 "$limit" "$@" > "$dest/$name.out" 2>&1
+  local rc=$?
+  echo "[$(date +%T)] $name: rc=$rc in $((SECONDS - began)) s" | tee -a "$log"
+}
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no GPU"
+  python3 -c 'import torch, transformers, diffusers; print(torch.__version__, transformers.__version__, diffusers.__version__, torch.backends.cudnn.version())'
+  git log -1 --format='%H %s' 2>/dev/null || true
+} > "$dest/gpu.txt" 2>&1
+
+if [ -n "${QUICK:-}" ]; then  # tiny models, tiny counts: every step's code path in minutes
+  model=tiny
+  profile_args=(--side 64 --steps 3 --fast-steps 2 --repeats 1)
+  modes_args=(--side 64 --steps 3 --fast-steps 2 --fewest-steps 2 --warmup-steps 1 --repeats 1)
+  judge_args=(--side 64 --items 8 --in-process-items 4 --clients 2)
+  run_args=(--items 4 --side 64 --steps 2)
+else
+  model=random-full
+  profile_args=(--steps 20 --repeats 1)
+  modes_args=(--budget-s 480 --mode-reserve-s 160)
+  judge_args=(--items 320 --clients 16)
+  run_args=(--items 54)
+fi
+
+step editor-profile 420 python3 bench/editor_profile.py --model "$model" "${profile_args[@]}" \
+  --out-dir "$dest/editor-profile"
+step editor-modes 570 python3 bench/editor_bench.py --part modes --model "$model" \
+  --modes round2 lossless parked "${modes_args[@]}" --out "$dest/editor-modes.json"
+step judge 480 python3 bench/judge_bench.py --model "$model" --part in-process service \
+  --runs single/expected viescore/expected --no-handover "${judge_args[@]}" \
+  --profile-dir "$dest/judge-profile" --out "$dest/judge.json"
+step whole-run 480 python3 bench/whole_run.py --model "$model" "${run_args[@]}" \
+  --out "$dest/whole-run.json"
+touch "$dest/done"

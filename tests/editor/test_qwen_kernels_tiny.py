@@ -1,0 +1,236 @@
+"""Qwen-Image's fused joint attention (editor_service.backends.qwen_kernels) on the tiny model.
+
+It must compute what diffusers' own processor computes (float32 here, so only rounding may differ),
+with and without a text mask and behind a chosen attention backend, trace into one graph per block
+under torch.compile, and be what the editor runs by default (EDITOR_FUSED_ATTENTION=false gives
+diffusers' processor back).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from diffusers import QwenImageTransformer2DModel
+from diffusers.models.transformers.transformer_qwenimage import QwenDoubleStreamAttnProcessor2_0
+from torch._dynamo.testing import CompileCounter
+
+from editor_service.backends import qwen_kernels
+from editor_service.backends.base import BackendSpec, EditJob, RGBImage
+from editor_service.backends.diffusers_backend import DiffusersEditBackend, compile_wanted
+from editor_service.config import EditorSettings
+from editor_service.models.qwen_image import transformer_config
+from tests.support.images import make_image
+
+pytestmark = pytest.mark.tiny
+
+IMAGE_TOKENS = [(1, 4, 4), (1, 4, 6)]  # an edit: the noise latents, then the source image's
+
+
+def transformer(seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    model = QwenImageTransformer2DModel(**transformer_config("tiny")).eval()
+    return model
+
+
+def inputs(seed: int, text_tokens: int, *, masked: bool) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    image_tokens = sum(f * h * w for f, h, w in IMAGE_TOKENS)
+    mask = torch.ones(1, text_tokens, dtype=torch.long)
+    if masked:
+        mask[:, text_tokens - 3 :] = 0  # padding at the end of the prompt
+    return {
+        "hidden_states": torch.randn(1, image_tokens, 64, generator=g),
+        "encoder_hidden_states": torch.randn(1, text_tokens, 64, generator=g),
+        "encoder_hidden_states_mask": mask if masked else None,
+        "timestep": torch.tensor([0.7]),
+        "img_shapes": [IMAGE_TOKENS],
+        "return_dict": False,
+    }
+
+
+def forward(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    with torch.inference_mode():
+        out: torch.Tensor = model(**batch)[0]
+    return out
+
+
+def reference(model: Any) -> None:
+    for block in model.transformer_blocks:
+        block.attn.set_processor(QwenDoubleStreamAttnProcessor2_0())
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_fused_attention_computes_what_diffusers_processor_computes(
+    seed: int, masked: bool
+) -> None:
+    model = transformer(seed)
+    batch = inputs(seed, text_tokens=7 + seed, masked=masked)
+    expected = forward(model, batch)
+    assert qwen_kernels.install(model)
+    assert all(
+        isinstance(b.attn.processor, qwen_kernels.QwenJointAttention)
+        for b in model.transformer_blocks
+    )
+    got = forward(model, batch)
+    assert torch.isfinite(got).all()
+    error = (got - expected).norm() / expected.norm()
+    assert error < 1e-5, f"relative error {error:.2e}"
+    reference(model)  # and back: the reference again gives the reference's numbers
+    assert torch.equal(forward(model, batch), expected)
+
+
+def test_rotation_matches_the_complex_product() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 9, 3, 8, generator=g).to(torch.bfloat16)
+    angles = torch.randn(9, 4, generator=g, dtype=torch.float64).float()
+    freqs = torch.polar(torch.ones_like(angles), angles)
+    complex_x = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    expected = torch.view_as_real(complex_x * freqs[:, None]).flatten(3).to(x.dtype)
+    got = qwen_kernels.rotate(x, freqs)
+    assert got.dtype == torch.bfloat16 and got.shape == x.shape
+    # float32 products, one bf16 rounding: equal but for a rare last-bit difference.
+    assert (got.float() - expected.float()).abs().max() <= 2**-7 * expected.float().abs().max()
+
+
+def test_a_chosen_attention_backend_goes_through_diffusers_dispatcher() -> None:
+    model = transformer(3)
+    batch = inputs(3, text_tokens=6, masked=True)
+    expected = forward(model, batch)
+    qwen_kernels.install(model)
+    model.set_attention_backend("native")
+    processors = {type(b.attn.processor) for b in model.transformer_blocks}
+    assert processors == {qwen_kernels.QwenJointAttention}
+    assert all(b.attn.processor._attention_backend is not None for b in model.transformer_blocks)
+    got = forward(model, batch)
+    assert (got - expected).norm() / expected.norm() < 1e-5
+
+
+def test_each_block_compiles_into_one_graph_and_new_shapes_reuse_it_after_the_warm_up() -> None:
+    model = transformer(4)
+    qwen_kernels.install(model)
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    try:
+        # As the editor does it: fullgraph (a graph break inside a block raises instead of
+        # splitting it), then a warm-up of two shapes, after which the shapes are dynamic.
+        model.compile_repeated_blocks(fullgraph=True, backend=counter)
+        forward(model, inputs(1, text_tokens=8, masked=False))
+        forward(model, inputs(2, text_tokens=11, masked=False))
+        warmed = counter.frame_count
+        assert warmed >= 1
+        forward(model, inputs(3, text_tokens=14, masked=False))  # a third prompt length
+        assert counter.frame_count == warmed
+    finally:
+        torch._dynamo.reset()
+
+
+def test_other_transformers_keep_their_processors() -> None:
+    assert not qwen_kernels.install(torch.nn.Linear(2, 2))
+
+
+def test_compile_is_on_by_default_on_cuda_devices_only() -> None:
+    assert EditorSettings().backend_spec().options["compile"] is None
+    assert compile_wanted({"compile": None}, "cuda:0")
+    assert compile_wanted({}, "cuda:1")
+    assert not compile_wanted({"compile": None}, "cpu")
+    assert not compile_wanted({"compile": False}, "cuda:0")
+    assert compile_wanted({"compile": True}, "cpu")  # asked for: apply_tuning says it can't
+
+
+def edit_with(model_cache: Path, **options: Any) -> tuple[np.ndarray, Any]:
+    spec = BackendSpec("diffusers", "tiny", None, "float32", str(model_cache), options=options)
+    backend = DiffusersEditBackend(spec)
+    backend.load("cpu")
+    job = EditJob(
+        job_id="1-fused",
+        image=RGBImage.from_pil(make_image(32, 32, seed=6)),
+        instruction="make it snowy",
+        negative_prompt=" ",
+        num_inference_steps=3,
+        true_cfg_scale=4.0,
+        seed=11,
+        width=32,
+        height=32,
+    )
+    image = np.asarray(backend.edit(job, lambda: False).image.to_pil())
+    return image, backend.pipe.transformer.transformer_blocks[0].attn.processor
+
+
+def test_the_editor_runs_the_fused_attention_by_default_and_the_option_turns_it_off(
+    model_cache: Path,
+) -> None:
+    fused, processor = edit_with(model_cache)
+    assert isinstance(processor, qwen_kernels.QwenJointAttention)
+    plain, processor = edit_with(model_cache, fused_attention=False)
+    assert isinstance(processor, QwenDoubleStreamAttnProcessor2_0)
+    # The same edit: float32 rounding apart, the same 8-bit pixels (at most one level).
+    assert np.abs(fused.astype(int) - plain.astype(int)).max() <= 1
+    assert EditorSettings(fused_attention=False).backend_spec().options["fused_attention"] is False
+
+
+def test_a_parked_text_encoder_waits_in_host_memory_and_the_edit_is_the_same(
+    model_cache: Path,
+) -> None:
+    from editor_service.backends.parking import ParkedModule
+
+    plain, _ = edit_with(model_cache)
+    spec = BackendSpec(
+        "diffusers", "tiny", None, "float32", str(model_cache), {"park_text_encoder": True}
+    )
+    backend = DiffusersEditBackend(spec)
+    backend.load("cpu")
+    encoder = backend.pipe.text_encoder
+    parked = next(
+        hook.__self__
+        for hook in encoder._forward_pre_hooks.values()
+        if isinstance(getattr(hook, "__self__", None), ParkedModule)
+    )
+    assert not parked.on_device and parked.arrivals == 0
+    weight = next(encoder.parameters())
+    host = next(h for t, h in parked.tensors if t is weight)
+    assert weight.data_ptr() == host.data_ptr()  # parked: the module reads the host copy
+    job = EditJob(
+        job_id="1-parked",
+        image=RGBImage.from_pil(make_image(32, 32, seed=6)),
+        instruction="make it snowy",
+        negative_prompt=" ",
+        num_inference_steps=3,
+        true_cfg_scale=4.0,
+        seed=11,
+        width=32,
+        height=32,
+    )
+    image = np.asarray(backend.edit(job, lambda: False).image.to_pil())
+    # One arrival per edit (the negative prompt's pass found the weights there), parked again
+    # once the transformer started: the denoising loop ran without them on the device.
+    assert parked.arrivals == 1 and not parked.on_device
+    assert weight.data_ptr() == host.data_ptr()
+    assert np.array_equal(image, plain)
+    backend.edit(job, lambda: False)
+    assert parked.arrivals == 2
+
+
+def test_a_parked_module_computes_what_it_did_and_can_be_unparked() -> None:
+    from editor_service.backends.parking import ParkedModule
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8))
+    x = torch.randn(3, 4)
+    expected = module(x)
+    parked = ParkedModule(module, "cpu")
+    first = next(module.parameters())
+    stored = first.data_ptr()
+    with torch.inference_mode():
+        got = module(x)  # the pre-hook brings a fresh copy ("the device": another buffer here)
+    assert torch.equal(got, expected) and parked.on_device
+    assert first.data_ptr() != stored
+    parked.park()
+    assert first.data_ptr() == stored and not parked.on_device
+    parked.remove()
+    assert parked.on_device and not module._forward_pre_hooks
+    assert torch.equal(module(x), expected)
