@@ -36,7 +36,7 @@ class ParkedModule:
             return
         with torch.inference_mode(False), torch.no_grad():
             for tensor, host in self.tensors:
-                tensor.data = host.to(self.device, non_blocking=True)
+                tensor.data = host.to(self.device, non_blocking=True, copy=True)
         self.on_device = True
         self.arrivals += 1
 
