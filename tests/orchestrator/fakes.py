@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from shared_schemas import (
     ErrorInfo,
     ErrorResponse,
     ItemScore,
+    MetricInfo,
     ModelInfo,
     ProtocolInfo,
     ProtocolQuestion,
@@ -65,6 +67,12 @@ PROTOCOL = ProtocolInfo(
         ProtocolQuestion(name="editing_success", group="sc", images=["source", "edited"]),
         ProtocolQuestion(name="naturalness", group="pq", images=["edited"]),
     ],
+    metrics=[
+        MetricInfo(name="sc", label="SC", rule="min(editing_success)"),
+        MetricInfo(name="pq", label="PQ", rule="min(naturalness)"),
+        MetricInfo(name="overall", label="Overall", rule="geometric_mean(sc, pq)"),
+    ],
+    headline="overall",
     source="builtin",
 )
 
@@ -218,6 +226,8 @@ class FakeServices:
                 )
             )
             pq = None if unscored else fake_score("pq" + self.judge_salt + item.instruction)
+            # The protocol's rule, computed by the (fake) judge as the real one does.
+            overall = None if sc is None or pq is None else math.sqrt(sc * pq)
             results.append(
                 ItemScore(
                     id=item.id,
@@ -236,9 +246,10 @@ class FakeServices:
                             name="naturalness", group="pq", score=pq, usage=self.judge_usage
                         ),
                     ],
+                    metrics={"sc": sc, "pq": pq, "overall": overall},
                     sc=sc,
                     pq=pq,
-                    overall=None if sc is None or pq is None else round((sc * pq) ** 0.5, 4),
+                    overall=overall,
                     scored=not unscored,
                     timings=ScoreTimings(queue_wait_s=0, inference_s=0.01, total_s=0.01),
                 )

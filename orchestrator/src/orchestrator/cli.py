@@ -32,6 +32,7 @@ from orchestrator.endpoints.opening import open_editor, open_reward
 from orchestrator.endpoints.pooled import close_clients, endpoint_records
 from orchestrator.endpoints.urls import first_url
 from orchestrator.judges import JudgeNotFound
+from orchestrator.metrics import answer_values
 from orchestrator.phases import ServiceNotReady
 from orchestrator.progress import LineProgress, PhaseProgress, RichProgress
 from orchestrator.records import Summary
@@ -438,7 +439,10 @@ def compare(
         Path | None,
         typer.Option("--out", "-o", help="Where compare.json/.html go (runs/compare-TIME)."),
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="overall, sc or pq.")] = "overall",
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="The metric the tables show (default: the headline)."),
+    ] = None,
     judge: JudgeOpt = None,
     allow_different_judges: Annotated[
         bool,
@@ -450,7 +454,7 @@ def compare(
 ) -> None:
     """Runs side by side per group: paired differences on shared items, t 95% CIs, Holm."""
     from orchestrator.compare import CompareError, compare_runs, load_run, write_compare
-    from orchestrator.report.compare_view import compare_tables, verdict_lines
+    from orchestrator.report.compare_view import compare_tables, metrics_table, verdict_lines
 
     try:
         loaded = [load_run(path, judge=judge) for path in runs]
@@ -469,6 +473,8 @@ def compare(
     json_path, html_path = write_compare(result, target)
     for table in compare_tables(result):
         out_console.print(table)
+    if len(result["metrics"]) > 1:
+        out_console.print(metrics_table(result))
     for line in verdict_lines(result):
         out_console.print(line, highlight=False, soft_wrap=True)
     for note in result["warnings"]:
@@ -568,7 +574,9 @@ def agreement(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Where agreement.json/.html go (RUN).")
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="overall, sc or pq.")] = "overall",
+    metric: Annotated[
+        str, typer.Option("--metric", help="A metric of the runs' protocol (e.g. overall, sc, pq).")
+    ] = "overall",
     resamples: Annotated[
         int, typer.Option("--resamples", min=200, help="Bootstrap resamples (BCa).")
     ] = 2000,
@@ -606,7 +614,9 @@ def leaderboard(
         str | None,
         typer.Option("--compare-judge", help="A second judge: do both rank the runs alike?"),
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="overall, sc or pq.")] = "overall",
+    metric: Annotated[
+        str, typer.Option("--metric", help="A metric of the runs' protocol (e.g. overall, sc, pq).")
+    ] = "overall",
     table: Annotated[
         str | None,
         typer.Option("--table", help="Which declared table ranks (default the first, e.g. en)."),
@@ -770,8 +780,8 @@ def score(
     table.add_column("score", justify="right")
     for q in result.questions:
         table.add_row(q.name, "unscored" if q.score is None else f"{q.score:.2f}")
-    for name, value in (("SC", result.sc), ("PQ", result.pq), ("overall", result.overall)):
-        table.add_row(f"[bold]{name}", "-" if value is None else f"[bold]{value:.2f}")
+    for name, value in answer_values(result).items():
+        table.add_row(f"[bold]{escape(name)}", "-" if value is None else f"[bold]{value:.2f}")
     out_console.print(table)
     if not response.model.meaningful:
         err_console.print(

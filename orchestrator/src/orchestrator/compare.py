@@ -1,7 +1,9 @@
 """``editbench compare``: runs side by side, and is the difference larger than the judge's noise?
 
 Every run is compared with the first (the baseline) in the baseline's declared tables (per
-language, per category, subsets: see benchmarks/reporting.py). Per row and per table:
+language, per category, subsets: see benchmarks/reporting.py), for every metric of the runs'
+judge protocol (``metrics``; ``tables`` repeats the chosen one, the headline by default). Per
+row and per table:
 
 - each run's mean over its own scored items (as its report shows it);
 - on the items both runs scored with the same judge protocol (same item id and protocol hash),
@@ -28,12 +30,12 @@ from typing import Any
 from orchestrator import stats
 from orchestrator.benchmarks.reporting import Reporting
 from orchestrator.judges import run_judges, select_judge
+from orchestrator.metrics import MetricSet
 from orchestrator.records import ResultRow
 from orchestrator.report.breakdown import item_metrics, partitions, run_reporting
 from orchestrator.report.results import RunRecords, build_rows
 from orchestrator.store import RunStore, atomic_write_text
 
-METRICS = ("sc", "pq", "overall")
 INTERVALS = {
     "rows": "95% Student-t interval of the paired mean difference (run - baseline), n pairs; "
     "per row, not adjusted for the many rows",
@@ -57,6 +59,7 @@ class LoadedRun:
     rows: list[ResultRow]
     reporting: Reporting
     provenance: dict[str, Any]
+    metrics: MetricSet = field(default_factory=MetricSet.legacy)
     judges: list[str] = field(default_factory=list)
     protocol_hashes: list[str] = field(default_factory=list)
     editors: list[str] = field(default_factory=list)
@@ -88,13 +91,15 @@ def load_run(path: Path, label: str | None = None, judge: str | None = None) -> 
     if not store.exists():
         raise CompareError(f"{path} is not a run folder (no run.json)")
     chosen = None if judge is None else select_judge(run_judges(store), judge)
-    rows = build_rows(store, RunRecords.read(store, chosen))
+    records = RunRecords.read(store, chosen)
+    rows = build_rows(store, records)
     return LoadedRun(
         label=label or path.resolve().name,
         path=path,
         rows=rows,
         reporting=run_reporting(store),
         provenance=store.read_json("provenance.json", damaged_ok=True) or {},
+        metrics=records.metrics,
         judges=sorted({r.judge_model for r in rows if r.judge_model}),
         protocol_hashes=sorted({r.protocol_hash for r in rows if r.protocol_hash}),
         editors=sorted({r.editor_model for r in rows if r.editor_model}),
@@ -184,20 +189,49 @@ def _holm_rows(entries: Sequence[dict[str, Any]]) -> None:
 def compare_runs(
     runs: Sequence[LoadedRun],
     *,
-    metric: str = "overall",
+    metric: str | None = None,
     allow_different_judges: bool = False,
 ) -> dict[str, Any]:
-    """compare.json's body. The first run is the baseline; its reporting declaration is used."""
+    """compare.json's body. The first run is the baseline; its reporting declaration and its
+    protocol's metrics are used (``metric``: the one ``tables`` shows; None: the headline)."""
     if len(runs) < 2:
         raise CompareError("compare needs at least two run folders")
-    if metric not in METRICS:
-        raise CompareError(f"--metric must be one of {', '.join(METRICS)}")
+    metrics = runs[0].metrics
+    try:
+        chosen = metrics.check(metric)
+    except ValueError as exc:
+        raise CompareError(f"--metric: {exc}") from None
     problems = check_judges(runs)
     if problems and not allow_different_judges:
         raise CompareError(
             "these runs were judged differently, so their scores are not on one scale "
             "(--allow-different-judges compares them anyway):\n  " + "\n  ".join(problems)
         )
+    baseline = runs[0]
+    per_metric = [
+        {"name": m.name, "label": m.label, "rule": m.rule, "tables": _tables(runs, m.name)}
+        for m in metrics.metrics
+    ]
+    warnings = [f"compared anyway: {p}" for p in problems]
+    fingerprints = {run.describe()["benchmark_fingerprint"] for run in runs}
+    if len(fingerprints) > 1:
+        warnings.append("the runs used different benchmark files: only shared item ids pair")
+    return {
+        "metric": chosen,
+        "metric_label": metrics.label(chosen),
+        "metric_set": metrics.model_dump(mode="json"),
+        "baseline": baseline.label,
+        "runs": [run.describe() for run in runs],
+        "reporting": baseline.reporting.model_dump(mode="json"),
+        "intervals": INTERVALS,
+        "tables": next(m["tables"] for m in per_metric if m["name"] == chosen),
+        "metrics": per_metric,
+        "warnings": warnings,
+    }
+
+
+def _tables(runs: Sequence[LoadedRun], metric: str) -> list[dict[str, Any]]:
+    """The baseline's declared tables for one metric, every run against the baseline."""
     baseline = runs[0]
     reporting = baseline.reporting
     by_id = [{r.item_id: r for r in run.rows} for run in runs]
@@ -248,19 +282,7 @@ def compare_runs(
                 "micro": overall,
             }
         )
-    warnings = [f"compared anyway: {p}" for p in problems]
-    fingerprints = {run.describe()["benchmark_fingerprint"] for run in runs}
-    if len(fingerprints) > 1:
-        warnings.append("the runs used different benchmark files: only shared item ids pair")
-    return {
-        "metric": metric,
-        "baseline": baseline.label,
-        "runs": [run.describe() for run in runs],
-        "reporting": reporting.model_dump(mode="json"),
-        "intervals": INTERVALS,
-        "tables": tables,
-        "warnings": warnings,
-    }
+    return tables
 
 
 def write_compare(result: dict[str, Any], out: Path) -> tuple[Path, Path]:

@@ -11,9 +11,18 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.metrics import MetricSet
 from shared_schemas import ItemScore, ModelInfo, QuestionScore
 from shared_schemas.edits import EditTimings
 
@@ -31,6 +40,15 @@ class RecordModel(BaseModel):
     """Base of everything stored: frozen, unknown fields ignored, ``schema`` by its name."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+def _with_metrics_flat(data: Any, metrics: dict[str, Any]) -> Any:
+    """Each metric also as a key of its own (``row["overall"]``, ``stats["sc"]["mean"]``), as
+    files written before protocols declared metrics had them; never over a field's name."""
+    if isinstance(data, dict):
+        for name, value in metrics.items():
+            data.setdefault(name, value)
+    return data
 
 
 class ErrorRecord(RecordModel):
@@ -153,6 +171,10 @@ class ScoreRecord(JobRecord):
     protocol_hash: str | None = None
     deterministic: bool | None = None  # scored in the judge's deterministic mode (issue 19)
     scored: bool | None = None
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict, description="The protocol's metrics, as the judge returned them."
+    )
+    # Records written before metrics existed carry VIEScore's three (read, never written).
     sc: float | None = None
     pq: float | None = None
     overall: float | None = None
@@ -172,6 +194,15 @@ def model_name(model: ModelInfo | None) -> str | None:
     if model is None:
         return None
     return f"{model.id}@{model.revision}" if model.revision else model.id
+
+
+class LeftOutValue(RecordModel):
+    """A metric value of a record that no mean uses: damaged or hand-edited."""
+
+    item_id: str
+    metric: str
+    value: str
+    reason: str
 
 
 class ResultRow(RecordModel):
@@ -206,9 +237,14 @@ class ResultRow(RecordModel):
     score_attempts: int | None = None
     score_retries: int | None = None
     scored: bool = False
-    sc: float | None = None
-    pq: float | None = None
-    overall: float | None = None
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="The run's metrics in the protocol's order; None where unscored or left out.",
+    )
+    left_out: list[LeftOutValue] = Field(
+        default_factory=list,
+        description="Metric values the record held that no mean uses (NaN, inf, off the scale).",
+    )
     questions: list[QuestionScore] | None = None
     protocol: str | None = None
     protocol_hash: str | None = None
@@ -222,8 +258,23 @@ class ResultRow(RecordModel):
         """Has an edited image (made by this run, or given with --edited-dir)."""
         return self.edit_status == "ok" or bool(self.edited_image)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_metrics(cls, data: Any) -> Any:
+        """A row written before metrics existed: its sc, pq and overall."""
+        if isinstance(data, dict) and "metrics" not in data:
+            legacy = {k: data[k] for k in ("sc", "pq", "overall") if k in data}
+            if legacy:
+                data = {**data, "metrics": legacy}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return _with_metrics_flat(data, dict(data.get("metrics") or {}))
+
     def metric(self, name: str) -> float | None:
-        value = getattr(self, name)
+        value = self.metrics.get(name)
         return None if value is None else float(value)
 
     def dump(self) -> dict[str, Any]:
@@ -253,23 +304,30 @@ class GroupStats(RecordModel):
     judge_failed: int
     score_pending: int
     judge_error_rate: float | None
-    sc: MetricStats
-    pq: MetricStats
-    overall: MetricStats
+    metrics: dict[str, MetricStats] = Field(
+        default_factory=dict, description="Per metric of the run, in the protocol's order."
+    )
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return _with_metrics_flat(data, dict(data.get("metrics") or {}))
 
     def metric(self, name: str) -> MetricStats:
-        stats: MetricStats = getattr(self, name)
-        return stats
+        return self.metrics.get(name) or MetricStats(n=0)
 
 
 class MacroStats(RecordModel):
     """Unweighted mean over categories of each category's mean."""
 
-    sc: float | None
-    pq: float | None
-    overall: float | None
+    means: dict[str, float | None] = Field(default_factory=dict)
     categories_counted: int
     categories_without_scores: list[str]
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return _with_metrics_flat(data, dict(data.get("means") or {}))
 
 
 class Aggregate(RecordModel):
@@ -314,6 +372,10 @@ class JudgeUsage(RecordModel):
 class Summary(RecordModel):
     """summary.json's body, without the run's provenance (which the report adds)."""
 
+    metric_set: MetricSet = Field(
+        default_factory=MetricSet.legacy,
+        description="The run's metrics (names, labels, rules), headline and scale: its protocol's.",
+    )
     definitions: dict[str, str]
     categories: dict[str, GroupStats]
     overall: Aggregate
@@ -336,6 +398,9 @@ class Summary(RecordModel):
         default_factory=list, description="Every judge that scored the run (rescore adds more)."
     )
     warnings: list[str]
+    left_out: list[LeftOutValue] = Field(
+        default_factory=list, description="Metric values left out of every mean, and why."
+    )
     integrity: dict[str, LogIntegrity] | None = None
     handovers: list[dict[str, Any]] = Field(default_factory=list)
     run: dict[str, Any] | None = Field(

@@ -8,7 +8,7 @@ beside any manifest::
       group_by: [language, category]    # tables per language, one row per category
       subsets: {hard: is_hard}          # the same tables again on the rows where is_hard is true
       headline: macro                   # macro (mean of the row means) or micro (mean of items)
-      overall: judge                    # judge (as returned) or sqrt_sc_pq (recomputed per item)
+      overall: judge                    # deprecated, ignored: metrics are the protocol's
       labels: {category: task}          # optional display names of keys
       statistics: kris                  # optional: a benchmark's official statistics, computed
                                         # as its authors' script does (benchmarks/statistics.py)
@@ -46,6 +46,8 @@ class Reporting(BaseModel):
     group_by: list[str] = Field(default_factory=lambda: ["category"], min_length=1)
     subsets: dict[str, str] = Field(default_factory=dict)
     headline: Literal["macro", "micro"] = "macro"
+    # Deprecated and ignored (kept so older reporting files load): every metric, GEdit's
+    # sqrt(SC*PQ) included, is the judge protocol's, computed by the reward service only.
     overall: Literal["judge", "sqrt_sc_pq"] = "judge"
     labels: dict[str, str] = Field(
         default_factory=dict, description="Display names of keys, e.g. category: task_type."

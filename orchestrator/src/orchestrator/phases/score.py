@@ -12,6 +12,7 @@ from orchestrator.benchmarks import Item, item_relpath, resolve_inside
 from orchestrator.benchmarks.base import legacy_item_relpath
 from orchestrator.clients import RewardClient, ServiceCallError
 from orchestrator.jobs import judge_key, score_job_id, sha256_hex
+from orchestrator.metrics import answer_values
 from orchestrator.phases.base import (
     ModelChanged,
     Phase,
@@ -365,9 +366,7 @@ class ScorePhase(Phase):
                 protocol_hash=result.protocol_hash,
                 deterministic=result.deterministic,
                 scored=result.scored,
-                sc=result.sc,
-                pq=result.pq,
-                overall=result.overall,
+                metrics=answer_values(result),
                 score=result,
                 model=model,
             )

@@ -2,10 +2,12 @@
 
 One table per value of the split keys (GEdit-Bench: per instruction language), and the same again
 on each named subset (GEdit-Bench: the ``Intersection_exist`` rows). A table has one row per value
-of the row key (GEdit-Bench: task_type) with n, mean, std and a 95% interval of SC, PQ and overall,
-then ``average`` (the unweighted mean of the row means: GEdit's "Average") and ``micro`` (the mean
-over items). For GEdit-Bench this is exactly what its calculate_statistics.py prints, per item
-overall = sqrt(SC*PQ); only scored items count, as only they reach GEdit's score CSVs.
+of the row key (GEdit-Bench: task_type) with n, mean, std and a 95% interval of each of the run's
+metrics (its protocol's: orchestrator.metrics), then ``average`` (the unweighted mean of the row
+means: GEdit's "Average") and ``micro`` (the mean over items). For GEdit-Bench with the `gedit` or
+`viescore` protocol this is exactly what its calculate_statistics.py prints (per item overall =
+sqrt(SC*PQ), as the judge computed it); only scored items count, as only they reach GEdit's score
+CSVs. Nothing here recomputes a protocol's rule.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.benchmarks.reporting import GEDIT_REPORTING, Reporting, truthy, value_of
+from orchestrator.metrics import MetricSet
 from orchestrator.records import ResultRow
 from orchestrator.store import RunStore
 
-METRICS = ("sc", "pq", "overall")
 MISSING = "(none)"
 
 
@@ -43,15 +45,12 @@ def run_reporting(store: RunStore | Path) -> Reporting:
         return Reporting()
 
 
-def item_metrics(row: ResultRow, reporting: Reporting) -> dict[str, float] | None:
-    """SC, PQ and overall of a scored item (overall recomputed when declared), else None."""
+def item_metrics(row: ResultRow, _reporting: Reporting | None = None) -> dict[str, float] | None:
+    """A scored item's metric values as its judge protocol computed them (values left out as
+    damaged are absent), else None. The reporting declaration no longer changes them."""
     if not row.scored:
         return None
-    sc, pq, overall = row.sc, row.pq, row.overall
-    if reporting.overall == "sqrt_sc_pq":
-        overall = math.sqrt(sc * pq) if sc is not None and pq is not None else None
-    values = {"sc": sc, "pq": pq, "overall": overall}
-    return {k: float(v) for k, v in values.items() if v is not None}
+    return {k: float(v) for k, v in row.metrics.items() if v is not None}
 
 
 def describe(values: Sequence[float]) -> dict[str, Any]:
@@ -75,7 +74,9 @@ def _key(row: ResultRow, key: str) -> str:
     return MISSING if value is None or value == "" else str(value)
 
 
-def _table(by_row: dict[str, list[ResultRow]], reporting: Reporting) -> dict[str, Any]:
+def _table(
+    by_row: dict[str, list[ResultRow]], reporting: Reporting, metrics: MetricSet
+) -> dict[str, Any]:
     table_rows: dict[str, Any] = {}
     scored_all: list[dict[str, float]] = []
     for name in sorted(by_row):
@@ -83,18 +84,20 @@ def _table(by_row: dict[str, list[ResultRow]], reporting: Reporting) -> dict[str
         scored = [m for m in (item_metrics(r, reporting) for r in members) if m is not None]
         scored_all.extend(scored)
         entry: dict[str, Any] = {"items": len(members), "scored": len(scored)}
-        for metric in METRICS:
+        for metric in metrics.names:
             entry[metric] = describe([s[metric] for s in scored if metric in s])
         table_rows[name] = entry
     average: dict[str, Any] = {}
-    for metric in METRICS:
+    for metric in metrics.names:
         means = [r[metric]["mean"] for r in table_rows.values() if r[metric]["mean"] is not None]
         average[metric] = round(statistics.fmean(means), 6) if means else None
-    counted = [name for name, r in table_rows.items() if r["overall"]["n"] > 0]
+    counted = [name for name, r in table_rows.items() if r[metrics.headline]["n"] > 0]
     average["rows_counted"] = len(counted)
     average["rows_without_scores"] = sorted(set(table_rows) - set(counted))
     rows = [row for group in by_row.values() for row in group]
-    micro = {metric: describe([s[metric] for s in scored_all if metric in s]) for metric in METRICS}
+    micro = {
+        metric: describe([s[metric] for s in scored_all if metric in s]) for metric in metrics.names
+    }
     return {
         "items": len(rows),
         "scored": len(scored_all),
@@ -146,11 +149,14 @@ def partitions(rows: Sequence[ResultRow], reporting: Reporting) -> list[Partitio
     return found
 
 
-def reported_tables(rows: Sequence[ResultRow], reporting: Reporting) -> list[dict[str, Any]]:
+def reported_tables(
+    rows: Sequence[ResultRow], reporting: Reporting, metrics: MetricSet | None = None
+) -> list[dict[str, Any]]:
     """Every declared table: per split value, all rows then each subset."""
+    metrics = metrics or MetricSet.legacy()
     tables = []
     for part in partitions(rows, reporting):
-        table = _table(part.rows, reporting)
+        table = _table(part.rows, reporting, metrics)
         tables.append(
             {
                 "title": part.title,
@@ -158,11 +164,12 @@ def reported_tables(rows: Sequence[ResultRow], reporting: Reporting) -> list[dic
                 "subset": part.subset,
                 "row_key": reporting.row_key,
                 "row_label": reporting.label(reporting.row_key),
+                "metrics": metrics.names,
                 "headline": {
                     m: table["average"][m]
                     if reporting.headline == "macro"
                     else table["micro"][m]["mean"]
-                    for m in METRICS
+                    for m in metrics.names
                 },
                 **table,
             }

@@ -112,7 +112,7 @@ def write_report(
     # provenance.json is read back as it is: keep what the page needs in the shape it needs.
     handovers = [h for h in _list(provenance.get("handovers")) if isinstance(h, dict)]
     provenance = {**provenance, "handovers": handovers}
-    summary = summarize(rows, run_reporting(store), integrity(records)).model_copy(
+    summary = summarize(rows, records.metrics, run_reporting(store), integrity(records)).model_copy(
         update={
             "judge": None if judge is None else judge.describe(),
             "judges": [j.describe() for j in run_judges(store)],
@@ -127,7 +127,10 @@ def write_report(
     )
     paths = report_paths(store.root, judge)
     write_jsonl_atomic(paths.results_jsonl, rows)
-    atomic_write_text(paths.results_csv, rows_csv(rows, summary.reporting.columns()))
+    atomic_write_text(
+        paths.results_csv,
+        rows_csv(rows, summary.reporting.columns(), summary.metric_set.names),
+    )
     atomic_write_text(
         paths.summary,
         json.dumps(summary.dump(), ensure_ascii=False, indent=2, allow_nan=False) + "\n",

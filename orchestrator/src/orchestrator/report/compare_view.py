@@ -41,7 +41,7 @@ def compare_tables(result: dict[str, Any]) -> list[Table]:
     tables = []
     for declared in result["tables"]:
         table = Table(
-            title=f"compare · {declared['title']} · {result['metric']}",
+            title=f"compare · {declared['title']} · {result.get('metric_label', result['metric'])}",
             title_justify="left",
             caption=f"Δ = run - {result['baseline']} on shared items · 95% CI: paired t "
             "(Average: Welch) · n pairs · * rows: paired t-test significant after Holm across "
@@ -72,6 +72,50 @@ def compare_tables(result: dict[str, Any]) -> list[Table]:
         table.add_row("all pairs", *cells)
         tables.append(table)
     return tables
+
+
+def metric_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per metric of the protocol, in its order: each run's headline aggregate of the first
+    declared table (its Average, or its mean over items where the benchmark's headline is
+    micro) and every other run's paired difference there."""
+    micro = (result.get("reporting") or {}).get("headline") == "micro"
+    found = []
+    for metric in result.get("metrics") or []:
+        tables = [t for t in metric["tables"] if t["subset"] is None] or metric["tables"]
+        if not tables:
+            continue
+        table = tables[0]
+        found.append(
+            {
+                "name": metric["name"],
+                "label": metric["label"],
+                "table": table["title"],
+                "means": [r["mean"] for r in table["average"]["runs"]],
+                "diffs": (table["micro"] if micro else table["average"])["diffs"],
+            }
+        )
+    return found
+
+
+def metrics_table(result: dict[str, Any]) -> Table:
+    """Every metric of the protocol at a glance: each run's Average, and the differences."""
+    labels = [run["label"] for run in result["runs"]]
+    table = Table(
+        title="compare · every metric", title_justify="left", caption="first declared table"
+    )
+    table.add_column("metric")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for label in labels[1:]:
+        table.add_column(f"Δ {label}", justify="right")
+        table.add_column("95% CI", justify="right")
+        table.add_column("+/-/=", justify="right")
+    for row in metric_rows(result):
+        cells = [_f(m) for m in row["means"]]
+        for diff in row["diffs"]:
+            cells.extend(_diff_cells(diff))
+        table.add_row(row["label"], *cells)
+    return table
 
 
 def verdict_lines(result: dict[str, Any]) -> list[str]:
@@ -115,4 +159,6 @@ def _spans(result: dict[str, Any]) -> list[dict[str, float]]:
 
 
 def render_compare_html(result: dict[str, Any]) -> str:
-    return _env.get_template("compare.html.j2").render(result=result, spans=_spans(result))
+    return _env.get_template("compare.html.j2").render(
+        result=result, spans=_spans(result), metric_rows=metric_rows(result)
+    )

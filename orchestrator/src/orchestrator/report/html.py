@@ -8,8 +8,8 @@ from typing import Any
 from jinja2 import ChainableUndefined, Environment, PackageLoader, select_autoescape
 
 from orchestrator.benchmarks.reporting import ITEM_FIELDS, Reporting, truthy, value_of
+from orchestrator.metrics import MetricSet
 from orchestrator.records import GroupStats, ResultRow, Summary
-from orchestrator.report.summary import METRICS
 
 _env = Environment(
     loader=PackageLoader("orchestrator.report", "templates"),
@@ -20,38 +20,49 @@ _env = Environment(
     undefined=ChainableUndefined,
 )
 
-_COLOURS = {"sc": "#4c78a8", "pq": "#f58518", "overall": "#54a24b"}
-_LABELS = {"sc": "SC", "pq": "PQ", "overall": "Overall"}
+_PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d")
 
 
-def chart(categories: dict[str, GroupStats]) -> dict[str, Any]:
-    """Geometry of a horizontal grouped bar chart (0-10) of SC, PQ and overall per category."""
+def _ticks(low: int, high: int, count: int = 5) -> list[int]:
+    step = max(1, round((high - low) / count))
+    return [*range(low, high, step), high] if (high - low) % step else [*range(low, high + 1, step)]
+
+
+def chart(categories: dict[str, GroupStats], metrics: MetricSet) -> dict[str, Any]:
+    """Geometry of a horizontal grouped bar chart, over the protocol's scale, of each of the
+    run's metrics per category."""
     bar_h, gap, label_w, plot_w = 12, 14, 180, 460
+    low, high = metrics.scale.min, metrics.scale.max
+    colours = {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(metrics.names)}
     groups = []
     y = 24
     for name, stats in categories.items():
         bars = []
-        for index, metric in enumerate(METRICS):
+        for index, metric in enumerate(metrics.names):
             mean = stats.metric(metric).mean
             bars.append(
                 {
-                    "metric": _LABELS[metric],
-                    "colour": _COLOURS[metric],
+                    "metric": metrics.label(metric),
+                    "colour": colours[metric],
                     "y": y + index * bar_h,
-                    "width": 0 if mean is None else plot_w * mean / 10,
+                    "width": 0 if mean is None else plot_w * (mean - low) / (high - low),
                     "value": "n/a" if mean is None else f"{mean:.2f}",
                 }
             )
-        groups.append({"name": name, "n": stats.overall.n, "y": y, "bars": bars})
-        y += len(METRICS) * bar_h + gap
+        n = stats.metric(metrics.headline).n
+        groups.append({"name": name, "n": n, "y": y, "bars": bars})
+        y += len(metrics.names) * bar_h + gap
     return {
         "groups": groups,
         "height": y + 10,
         "width": label_w + plot_w + 60,
         "label_w": label_w,
         "plot_w": plot_w,
-        "ticks": [{"x": label_w + plot_w * t / 10, "label": t} for t in range(0, 11, 2)],
-        "legend": [{"label": _LABELS[m], "colour": _COLOURS[m]} for m in METRICS],
+        "ticks": [
+            {"x": label_w + plot_w * (t - low) / (high - low), "label": t}
+            for t in _ticks(low, high)
+        ],
+        "legend": [{"label": metrics.label(m), "colour": colours[m]} for m in metrics.names],
         "bar_h": bar_h,
     }
 
@@ -104,8 +115,12 @@ def facet_value(row: ResultRow, facet: dict[str, Any]) -> str:
     return "" if value is None else str(value)
 
 
-def histograms(rows: list[ResultRow], metric: str = "overall") -> list[dict[str, Any]]:
-    """Per category (and all items first): counts of ``metric`` in ten bins of width 1."""
+def histograms(rows: list[ResultRow], metrics: MetricSet) -> list[dict[str, Any]]:
+    """Per category (and all items first): counts of the headline metric in (at most) ten
+    equal bins over the protocol's scale."""
+    metric, low, high = metrics.headline, metrics.scale.min, metrics.scale.max
+    bins = min(10, high - low)
+    width = (high - low) / bins
     groups: dict[str, list[float]] = {"all items": []}
     for row in rows:
         value = row.metric(metric)
@@ -114,21 +129,33 @@ def histograms(rows: list[ResultRow], metric: str = "overall") -> list[dict[str,
             groups.setdefault(row.category, []).append(value)
     found = []
     for name, values in groups.items():
-        counts = [0] * 10
+        counts = [0] * bins
         for value in values:
-            counts[min(9, max(0, int(value)))] += 1
+            counts[min(bins - 1, max(0, int((value - low) / width)))] += 1
         top = max(counts) or 1
         mean = sum(values) / len(values) if values else None
+        step = 200 / bins
         found.append(
             {
                 "name": name,
                 "n": len(values),
                 "mean": mean,
                 "bars": [
-                    {"x": 20 + i * 20, "h": round(60 * c / top, 1), "count": c, "bin": i}
+                    {
+                        "x": round(20 + i * step, 1),
+                        "w": round(step - 2, 1),
+                        "h": round(60 * c / top, 1),
+                        "count": c,
+                        "low": f"{low + i * width:g}",
+                        "high": f"{low + (i + 1) * width:g}",
+                    }
                     for i, c in enumerate(counts)
                 ],
-                "mean_x": None if mean is None else round(20 + mean * 20, 1),
+                "mean_x": None if mean is None else round(20 + (mean - low) / width * step, 1),
+                "ticks": [
+                    {"x": round(20 + (t - low) / (high - low) * 200, 1), "label": t}
+                    for t in _ticks(low, high)
+                ],
             }
         )
     return found
@@ -161,8 +188,8 @@ def render_html(
         languages=sorted({row.language for row in rows if row.language}),
         statuses=["scored", "unscored", "edit failed", "judge failed", "pending"],
         facets=facets,
-        histograms=histograms(rows),
+        histograms=histograms(rows, summary.metric_set),
         provenance=provenance,
-        chart=chart(summary.categories),
+        chart=chart(summary.categories, summary.metric_set),
         images=images,
     )

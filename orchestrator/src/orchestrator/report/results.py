@@ -7,13 +7,15 @@ it judged the image the item's edit record points to (a re-edited item's old sco
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 from orchestrator.judges import JudgeId, scores_of
+from orchestrator.metrics import MetricSet, bound, metric_set, record_values
 from orchestrator.records import (
     EditRecord,
     JobRecord,
+    LeftOutValue,
     LogIntegrity,
     PlanRow,
     ResultRow,
@@ -47,6 +49,7 @@ class RunRecords:
     edits: list[EditRecord]
     scores: list[ScoreRecord]
     skipped: dict[str, int]
+    metrics: MetricSet  # the metrics of the protocol these scores were made with
 
     @classmethod
     def read(cls, store: RunStore, judge: JudgeId | None = None) -> RunRecords:
@@ -59,7 +62,18 @@ class RunRecords:
             edits=edits,
             scores=scores,
             skipped={"edit": store.edits.skipped, "score": skipped},
+            metrics=scores_metric_set(store, scores),
         )
+
+
+def scores_metric_set(store: RunStore, scores: Sequence[ScoreRecord]) -> MetricSet:
+    """The metric set of the protocol that made ``scores`` (orchestrator.metrics)."""
+    provenance = store.read_json("provenance.json", damaged_ok=True)
+    provenance = provenance if isinstance(provenance, dict) else {}
+    protocols = [s.protocol for s in scores]
+    seen = [list(s.score.metrics) for s in scores if s.score is not None and s.score.metrics]
+    seen += [list(s.metrics) for s in scores if s.metrics]
+    return metric_set(provenance, protocols[-1] if protocols else None, seen)
 
 
 def _log_integrity(records: Sequence[JobRecord], skipped: int) -> LogIntegrity:
@@ -99,10 +113,17 @@ def _edit_fields(edit: EditRecord | None) -> dict[str, object]:
     }
 
 
-def _score_fields(score: ScoreRecord | None) -> dict[str, object]:
+def _score_fields(score: ScoreRecord | None, metrics: MetricSet) -> dict[str, object]:
     if score is None:
-        return {"score_status": "pending"}
+        return {"score_status": "pending", "metrics": dict.fromkeys(metrics.names)}
     result = score.score if score.ok else None
+    values: dict[str, float | None] = dict.fromkeys(metrics.names)
+    left_out: list[LeftOutValue] = []
+    if result is not None:
+        legacy = {"sc": score.sc, "pq": score.pq, "overall": score.overall}
+        sources = record_values(score.metrics, result, legacy)
+        values, dropped = bound(sources, metrics.names, metrics.scale)
+        left_out = [LeftOutValue(item_id=score.item_id, **asdict(d)) for d in dropped]
     return {
         "score_status": score.status,
         "score_job_id": score.job_id,
@@ -111,9 +132,8 @@ def _score_fields(score: ScoreRecord | None) -> dict[str, object]:
         "score_attempts": score.attempts,
         "score_retries": score.retries,
         "scored": bool(result and result.scored),
-        "sc": result.sc if result else None,
-        "pq": result.pq if result else None,
-        "overall": result.overall if result else None,
+        "metrics": values,
+        "left_out": left_out,
         "questions": result.questions if result else None,
         "protocol": score.protocol,
         "protocol_hash": score.protocol_hash,
@@ -140,7 +160,7 @@ def build_rows(store: RunStore, records: RunRecords | None = None) -> list[Resul
                 if edited_sha is None or s.edited_sha256 == edited_sha
             ]
         )
-        fields = {**_edit_fields(edit), **_score_fields(score)}
+        fields = {**_edit_fields(edit), **_score_fields(score, records.metrics)}
         if fields.get("edited_image") is None and score is not None:
             fields["edited_image"] = score.edited_image
         rows.append(

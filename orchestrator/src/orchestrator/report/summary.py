@@ -11,11 +11,13 @@ import statistics
 from collections.abc import Iterable, Sequence
 
 from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.metrics import MetricSet
 from orchestrator.records import (
     Aggregate,
     GroupStats,
     JobCounts,
     JudgeUsage,
+    LeftOutValue,
     LogIntegrity,
     MacroStats,
     MetricStats,
@@ -25,12 +27,10 @@ from orchestrator.records import (
 )
 from orchestrator.report.breakdown import reported_tables
 
-METRICS = ("sc", "pq", "overall")
-
 DEFINITIONS = {
-    "sc": "semantic consistency (viescore: min of its questions), 0-10",
-    "pq": "perceptual quality (viescore: min of its questions), 0-10",
-    "overall": "per item, as the judge returns it (viescore: sqrt(SC*PQ)), 0-10",
+    "metrics": "per item, as the judge protocol computes them (metric_set: names, rules, "
+    "scale); a value that is not a finite number on the scale is left out and listed in "
+    "'left_out'",
     "micro": "mean over every scored item, whatever its category",
     "macro": "unweighted mean over categories of each category's mean (GEdit-Bench's headline)",
     "ci95": "normal-approximation 95% interval of the mean: mean +/- 1.96*std/sqrt(n)",
@@ -63,15 +63,15 @@ def describe(values: Sequence[float]) -> MetricStats:
     )
 
 
-def group_stats(rows: Sequence[ResultRow]) -> GroupStats:
+def group_stats(rows: Sequence[ResultRow], metrics: MetricSet) -> GroupStats:
     judged = [r for r in rows if r.score_status == "ok"]
     scored = [r for r in judged if r.scored]
     unscored = len(judged) - len(scored)
     judge_failed = sum(1 for r in rows if r.score_status == "failed")
     attempts = len(scored) + unscored + judge_failed
-    metrics = {
+    stats = {
         metric: describe([v for r in scored if (v := r.metric(metric)) is not None])
-        for metric in METRICS
+        for metric in metrics.names
     }
     return GroupStats(
         n_items=len(rows),
@@ -83,19 +83,19 @@ def group_stats(rows: Sequence[ResultRow]) -> GroupStats:
         judge_failed=judge_failed,
         score_pending=sum(1 for r in rows if r.score_status == "pending" and r.edited),
         judge_error_rate=round((unscored + judge_failed) / attempts, 4) if attempts else None,
-        **metrics,
+        metrics=stats,
     )
 
 
-def macro(categories: dict[str, GroupStats]) -> MacroStats:
+def macro(categories: dict[str, GroupStats], metrics: MetricSet) -> MacroStats:
     """Mean of category means, over the categories that have at least one score."""
     means: dict[str, float | None] = {}
-    for metric in METRICS:
+    for metric in metrics.names:
         found = [m for c in categories.values() if (m := c.metric(metric).mean) is not None]
         means[metric] = round(statistics.fmean(found), 4) if found else None
-    counted = [name for name, c in categories.items() if c.overall.n > 0]
+    counted = [name for name, c in categories.items() if c.metric(metrics.headline).n > 0]
     return MacroStats(
-        **means,
+        means=means,
         categories_counted=len(counted),
         categories_without_scores=sorted(set(categories) - set(counted)),
     )
@@ -108,45 +108,54 @@ def _by(rows: Iterable[ResultRow], key: str) -> dict[str, list[ResultRow]]:
     return dict(sorted(grouped.items()))
 
 
-def _aggregate(rows: Sequence[ResultRow]) -> Aggregate:
-    categories = {name: group_stats(group) for name, group in _by(rows, "category").items()}
-    return Aggregate(micro=group_stats(rows), macro=macro(categories))
+def _aggregate(rows: Sequence[ResultRow], metrics: MetricSet) -> Aggregate:
+    categories = {
+        name: group_stats(group, metrics) for name, group in _by(rows, "category").items()
+    }
+    return Aggregate(micro=group_stats(rows, metrics), macro=macro(categories, metrics))
 
 
 def summarize(
     rows: Sequence[ResultRow],
+    metrics: MetricSet | None = None,
     reporting: Reporting | None = None,
     integrity: dict[str, LogIntegrity] | None = None,
 ) -> Summary:
-    """summary.json's body (without provenance, which the caller adds).
+    """summary.json's body (without provenance, which the caller adds), over the run's metrics.
 
     ``tables`` holds the benchmark's declared tables (report/breakdown.py): for GEdit-Bench, its
     own statistics per language and on the Intersection_exist subset."""
+    metrics = metrics or MetricSet.legacy()
     reporting = reporting or Reporting()
-    categories = {name: group_stats(group) for name, group in _by(rows, "category").items()}
-    overall = Aggregate(micro=group_stats(rows), macro=macro(categories))
+    categories = {
+        name: group_stats(group, metrics) for name, group in _by(rows, "category").items()
+    }
+    overall = Aggregate(micro=group_stats(rows, metrics), macro=macro(categories, metrics))
     languages = None
     if len({r.language for r in rows if r.language}) > 1:
         languages = {
-            language: _aggregate(group)
+            language: _aggregate(group, metrics)
             for language, group in _by([r for r in rows if r.language], "language").items()
         }
+    left_out = [entry for r in rows for entry in r.left_out]
     models = ModelsSeen(
         editor=sorted({r.editor_model for r in rows if r.editor_model}),
         judge=sorted({r.judge_model for r in rows if r.judge_model}),
         protocol_hash=sorted({r.protocol_hash for r in rows if r.protocol_hash}),
     )
     return Summary(
-        definitions=DEFINITIONS,
+        metric_set=metrics,
+        definitions={**metrics.describe(), **DEFINITIONS},
         categories=categories,
         overall=overall,
         languages=languages,
         reporting=reporting,
-        tables=reported_tables(rows, reporting),
+        tables=reported_tables(rows, reporting, metrics),
         models=models,
         jobs={"edit": job_counts(rows, "edit"), "score": job_counts(rows, "score")},
         judge_usage=judge_usage(rows),
-        warnings=warnings_for(rows, models, overall.micro),
+        warnings=warnings_for(rows, models, overall.micro, left_out),
+        left_out=left_out,
         integrity=integrity,
     )
 
@@ -183,7 +192,12 @@ def job_counts(rows: Sequence[ResultRow], phase: str) -> JobCounts:
     )
 
 
-def warnings_for(rows: Sequence[ResultRow], models: ModelsSeen, micro: GroupStats) -> list[str]:
+def warnings_for(
+    rows: Sequence[ResultRow],
+    models: ModelsSeen,
+    micro: GroupStats,
+    left_out: Sequence[LeftOutValue] = (),
+) -> list[str]:
     notes = []
     for kind in ("editor", "judge", "protocol_hash"):
         seen: list[str] = getattr(models, kind)
@@ -202,6 +216,13 @@ def warnings_for(rows: Sequence[ResultRow], models: ModelsSeen, micro: GroupStat
         notes.append(
             f"{micro.judge_failed} judge call(s) failed and {micro.unscored} answer(s) "
             "were unscored: they are left out of the means"
+        )
+    if left_out:
+        shown = "; ".join(f"{e.item_id} {e.metric} = {e.value} ({e.reason})" for e in left_out[:5])
+        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        notes.append(
+            f"{len(left_out)} damaged metric value(s) left out of the means: {shown}{more} "
+            "(see summary.json 'left_out')"
         )
     pending = micro.edit_pending + micro.score_pending
     if pending:

@@ -25,34 +25,28 @@ def _rate(value: float | None) -> str:
 
 
 def summary_table(summary: Summary, title: str = "editbench") -> Table:
-    """Means per category, then micro (over items) and macro (over categories); the spread is
-    in summary.json and report.html."""
+    """Means of each of the run's metrics per category, then micro (over items) and macro (over
+    categories); the spread is in summary.json and report.html."""
+    metrics = summary.metric_set
     table = Table(
         title=title,
         title_justify="left",
         caption="micro: mean over scored items · macro: mean of the category means",
         caption_justify="left",
     )
-    for name, justify in (
-        ("category", "left"),
-        ("n", "right"),
-        ("SC", "right"),
-        ("PQ", "right"),
-        ("Overall", "right"),
-        ("edit fail", "right"),
-        ("unscored", "right"),
-        ("judge err", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("category")
+    table.add_column("n", justify="right")
+    for metric in metrics.metrics:
+        table.add_column(metric.label, justify="right")
+    for name in ("edit fail", "unscored", "judge err"):
+        table.add_column(name, justify="right")
 
     def add(name: str, stats: GroupStats, style: str | None = None) -> None:
-        n = stats.overall.n
+        n = stats.metric(metrics.headline).n
         table.add_row(
             name,
             str(n) + (f"/{stats.n_items}" if n != stats.n_items else ""),
-            _fmt(stats.sc.mean),
-            _fmt(stats.pq.mean),
-            _fmt(stats.overall.mean),
+            *(_fmt(stats.metric(m).mean) for m in metrics.names),
             str(stats.edit_failed),
             str(stats.unscored),
             _rate(stats.judge_error_rate),
@@ -67,9 +61,7 @@ def summary_table(summary: Summary, title: str = "editbench") -> Table:
     table.add_row(
         "macro",
         "",
-        _fmt(macro.sc),
-        _fmt(macro.pq),
-        _fmt(macro.overall),
+        *(_fmt(macro.means.get(m)) for m in metrics.names),
         "",
         "",
         "",
@@ -84,21 +76,25 @@ def _f3(value: float | None) -> str:
 
 def declared_tables(summary: Summary, title: str = "editbench") -> list[Table]:
     """The benchmark's declared tables (GEdit-Bench: per language, then its intersection
-    subset), as its own scripts print them: SC, PQ, O per row, then the unweighted Average."""
+    subset), as its own scripts print them: each metric per row (GEdit: SC, PQ, O), the
+    headline's spread, then the unweighted Average."""
     reporting = summary.reporting
+    metrics = summary.metric_set
+    headline = metrics.headline
     tables = []
     for declared in summary.tables:
+        heading = f"{title} · {declared['title']}"
         table = Table(
-            title=f"{title} · {declared['title']}",
+            title=heading,
+            min_width=min(len(heading), 160),  # the title on one line where the screen allows
             title_justify="left",
             caption=f"Average: unweighted mean over {declared['row_label']} rows"
             + (" (headline)" if reporting.headline == "macro" else "")
-            + " · micro: mean over items"
-            + (" · O = sqrt(SC*PQ) per item" if reporting.overall == "sqrt_sc_pq" else ""),
+            + " · micro: mean over items",
             caption_justify="left",
         )
         table.add_column(declared["row_label"])
-        for name in ("n", "SC", "PQ", "O", "O std"):
+        for name in ("n", *(m.label for m in metrics.metrics), f"{metrics.label(headline)} std"):
             table.add_column(name, justify="right")
         for name, row in declared["rows"].items():
             count = str(row["scored"]) + (
@@ -107,29 +103,23 @@ def declared_tables(summary: Summary, title: str = "editbench") -> list[Table]:
             table.add_row(
                 name,
                 count,
-                _f3(row["sc"]["mean"]),
-                _f3(row["pq"]["mean"]),
-                _f3(row["overall"]["mean"]),
-                _f3(row["overall"]["std"]),
+                *(_f3(row[m]["mean"]) for m in metrics.names),
+                _f3(row[headline]["std"]),
             )
         table.add_section()
         average, micro = declared["average"], declared["micro"]
         table.add_row(
             "Average",
             f"{average['rows_counted']} rows",
-            _f3(average["sc"]),
-            _f3(average["pq"]),
-            _f3(average["overall"]),
+            *(_f3(average[m]) for m in metrics.names),
             "",
             style="bold",
         )
         table.add_row(
             "micro",
             str(declared["scored"]),
-            _f3(micro["sc"]["mean"]),
-            _f3(micro["pq"]["mean"]),
-            _f3(micro["overall"]["mean"]),
-            _f3(micro["overall"]["std"]),
+            *(_f3(micro[m]["mean"]) for m in metrics.names),
+            _f3(micro[headline]["std"]),
         )
         tables.append(table)
     return tables
@@ -152,9 +142,6 @@ CSV_COLUMNS = (
     "edit_status",
     "score_status",
     "scored",
-    "sc",
-    "pq",
-    "overall",
     "seed",
     "edit_s",
     "edited_image",
@@ -186,23 +173,30 @@ def cell(value: Any) -> Any:
     return value
 
 
-def rows_csv(rows: Sequence[ResultRow], columns: Sequence[str] = ()) -> str:
-    """One CSV row per item; each judge question gets a ``q_<name>`` column, and each of the
-    benchmark's reporting ``columns`` (GEdit: Intersection_exist) one of its own."""
-    columns = [c for c in columns if c not in CSV_COLUMNS]
+def rows_csv(
+    rows: Sequence[ResultRow], columns: Sequence[str] = (), metrics: Sequence[str] = ()
+) -> str:
+    """One CSV row per item: the run's ``metrics`` (its protocol's, in order) after ``scored``;
+    each judge question's score gets a ``q_<name>`` column, and each of the benchmark's
+    reporting ``columns`` (GEdit: Intersection_exist) one of its own."""
+    fixed = list(CSV_COLUMNS)
+    at = fixed.index("scored") + 1
+    fixed[at:at] = [m for m in metrics if m not in CSV_COLUMNS]
+    columns = [c for c in columns if c not in fixed]
     questions: list[str] = []
     for row in rows:
         for q in row.questions or []:
             if f"q_{q.name}" not in questions:
                 questions.append(f"q_{q.name}")
     buffer = io.StringIO()
-    header = [*CSV_COLUMNS, *columns, *questions]
+    header = [*fixed, *columns, *[q for q in questions if q not in fixed]]
     writer = csv.DictWriter(buffer, fieldnames=header, extrasaction="ignore")
     writer.writerow({name: cell(name) for name in header})  # question names come from the judge
     for row in rows:
         error = row.edit_error or row.score_error
         flat: dict[str, Any] = {
             **row.dump(),
+            **row.metrics,
             "error": json.dumps(error.model_dump(mode="json"), ensure_ascii=False) if error else "",
         }
         for column in columns:
