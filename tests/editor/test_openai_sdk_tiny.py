@@ -85,6 +85,26 @@ def test_n_images_come_from_n_consecutive_seeds(client: openai.OpenAI) -> None:
     assert np.array_equal(second_image, pixels(second.data[0].b64_json))  # type: ignore[index]
 
 
+def test_n_images_without_a_seed_say_their_seeds_so_each_can_be_made_again(
+    client: openai.OpenAI,
+) -> None:
+    common: dict[str, Any] = {"image": png(), "prompt": "make it blue", "size": "32x32"}
+    raw = client.images.with_raw_response.edit(n=2, extra_body=CHEAP, **common)
+    answer = raw.parse()
+    # Fields the SDK keeps though it does not know them: each image's seed and timings, the model.
+    extras = [d.model_extra or {} for d in answer.data or []]
+    seeds = [extra["seed"] for extra in extras]
+    assert len(seeds) == 2 and all(isinstance(s, int) for s in seeds) and seeds[0] != seeds[1]
+    assert raw.headers["x-editbench-seeds"] == f"{seeds[0]},{seeds[1]}"
+    assert all(extra["timings"]["total_s"] >= extra["timings"]["pipeline_s"] for extra in extras)
+    assert (answer.model_extra or {})["model"]["id"] == "tiny"
+    # The second image made again from its seed alone.
+    again = client.images.edit(extra_body={**CHEAP, "seed": seeds[1]}, **common)
+    assert np.array_equal(pixels(again.data[0].b64_json), pixels(answer.data[1].b64_json))  # type: ignore[index]
+    stream = client.images.edit(stream=True, extra_body={**CHEAP, "seed": seeds[1]}, **common)
+    assert [(e.model_extra or {})["seed"] for e in stream] == [seeds[1]]
+
+
 def test_stream_true_yields_one_completed_event_per_image(client: openai.OpenAI) -> None:
     stream = client.images.edit(
         image=png(), prompt="make it blue", size="32x16", stream=True, extra_body=CHEAP

@@ -35,8 +35,9 @@ from service_kit.http.disconnect import cancel_on_disconnect
 from service_kit.http.json_response import json_response
 from service_kit.images.decode_gate import DecodeGate
 from service_kit.images.decoding import decode_image, read_header
+from service_kit.models.loaded_model import model_info
 from service_kit.text_safety import check_user_text
-from shared_schemas import ErrorResponse, OpenAIImage, OpenAIImagesResponse
+from shared_schemas import EditTimings, ErrorResponse, OpenAIImage, OpenAIImagesResponse
 from shared_schemas.edits import MAX_SEED, MAX_SIDE, SIZE_MULTIPLE
 from shared_schemas.images import encode_image_b64
 from shared_schemas.openai_images import OpenAIImageEditCompleted, OpenAIImageEditForm
@@ -163,16 +164,36 @@ async def create_openai_edit(
     size = f"{first.width}x{first.height}"
     created = int(time.time())
     if body.stream:
-        return _event_stream(made, body, size, created)
+        return _event_stream(made, body, size, created, seeds)
     answer = OpenAIImagesResponse(
         created=created,
-        data=[OpenAIImage(b64_json=encode_image_b64(encoded)) for _, encoded in made],
+        data=[
+            OpenAIImage(
+                b64_json=encode_image_b64(encoded),
+                seed=seed,
+                timings=EditTimings(
+                    queue_wait_s=result.queue_wait_s,
+                    edit_s=result.edit_s,
+                    pipeline_s=result.output.pipeline_s,
+                    total_s=result.total_s,
+                ),
+            )
+            for (result, encoded), seed in zip(made, seeds, strict=True)
+        ],
+        model=model_info(made[0][0].model),
         background="opaque",
         output_format=body.output_format,
         quality="auto",
         size=size,
     )
-    return json_response(answer)
+    response = json_response(answer)
+    response.headers.update(_seed_header(seeds))
+    return response
+
+
+def _seed_header(seeds: list[int]) -> dict[str, str]:
+    """The seeds in a header too, for clients that keep only the images (curl -i shows it)."""
+    return {"X-Editbench-Seeds": ",".join(str(seed) for seed in seeds)}
 
 
 async def _read_form(request: Request) -> FormData:
@@ -374,17 +395,22 @@ def decode_mask(
 
 
 def _event_stream(
-    made: list[tuple[EditResult, bytes]], body: OpenAIImageEditForm, size: str, created: int
+    made: list[tuple[EditResult, bytes]],
+    body: OpenAIImageEditForm,
+    size: str,
+    created: int,
+    seeds: list[int],
 ) -> Response:
     """The images as server-sent events, in OpenAI's streaming shape (no partial images)."""
     events = []
-    for _, encoded in made:
+    for (_, encoded), seed in zip(made, seeds, strict=True):
         event = OpenAIImageEditCompleted(
             b64_json=encode_image_b64(encoded),
             created_at=created,
             output_format=body.output_format,
             size=size,
+            seed=seed,
         )
         data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
         events.append(f"event: {event.type}\ndata: {data}\n\n")
-    return Response("".join(events), media_type="text/event-stream")
+    return Response("".join(events), media_type="text/event-stream", headers=_seed_header(seeds))

@@ -129,13 +129,22 @@ class EditorInfo(WireModel):
 class OpenAIImage(WireModel):
     b64_json: str
     revised_prompt: str | None = None
+    # editbench's own (the official SDK keeps unknown fields: ``image.seed``, ``image.timings``).
+    seed: int | None = Field(
+        default=None,
+        description="editbench: the seed that made this image; send it as seed with n=1 to make "
+        "the same image again.",
+    )
+    timings: EditTimings | None = Field(default=None, description="editbench: this image's times.")
 
 
 class OpenAIImagesResponse(WireModel):
-    """The answer of POST /v1/images/edits, in OpenAI's images API shape."""
+    """The answer of POST /v1/images/edits, in OpenAI's images API shape, plus editbench's
+    ``model`` and each image's ``seed`` and ``timings`` (fields the official SDK keeps)."""
 
     created: int
     data: list[OpenAIImage]
+    model: ModelInfo | None = Field(default=None, description="editbench: the model that edited.")
     background: Literal["opaque"] | None = None
     output_format: ImageFormat | None = None
     quality: Literal["auto"] | None = None

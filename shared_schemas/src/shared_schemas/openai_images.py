@@ -85,3 +85,4 @@ class OpenAIImageEditCompleted(WireModel):
     output_format: Literal["png", "jpeg", "webp"]
     quality: Literal["auto"] = "auto"
     size: str
+    seed: int | None = Field(default=None, description="editbench: the seed of this image.")
