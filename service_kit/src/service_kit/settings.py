@@ -84,6 +84,12 @@ class ServiceSettings(BaseSettings):
         description="A request whose body has not all arrived this long after its headers is "
         "answered 408 and closed (a deadline: 64 MiB needs about 4.5 Mbit/s).",
     )
+    write_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A client that reads nothing of its answer for this long (the server's "
+        "send buffer stays full) has its connection aborted, freeing the answer it holds.",
+    )
     max_worker_restarts: int = Field(
         default=5,
         ge=0,

@@ -15,6 +15,7 @@ from service_kit.errors import install_exception_handlers
 from service_kit.http.auth import ApiKeyMiddleware, ApiKeys, api_key_dependencies
 from service_kit.http.body_limit import BodyLimitMiddleware
 from service_kit.http.fairness import ClientIdentityMiddleware
+from service_kit.http.framing import AmbiguousFramingMiddleware
 from service_kit.http.metrics import HttpMetricsMiddleware, ServiceMetrics
 from service_kit.settings import ModelServiceSettings
 from shared_schemas import ErrorResponse
@@ -29,8 +30,9 @@ def install_common(app: FastAPI, state: ServiceState[Any]) -> None:
     app.add_middleware(ClientIdentityMiddleware, keys=state.api_keys)
     # Outside the body limit: a request without a key is refused before its body is read.
     app.add_middleware(ApiKeyMiddleware, keys=state.api_keys)
-    # Added last, so it is outermost: it sees every answer, 401s and 413s included.
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
+    # Added last, so it is outermost: an ambiguously framed request reaches nothing else.
+    app.add_middleware(AmbiguousFramingMiddleware)
     install_exception_handlers(app)
     app.include_router(probe_router())
 

@@ -156,7 +156,9 @@ def serve(app: FastAPI, settings: ServiceSettings) -> int:
         timeout_keep_alive=KEEP_ALIVE_S,
         # Deadlines on each request's headers and body (uvicorn has none): stalled clients
         # cannot hold connections.
-        http=deadline_protocol(settings.header_timeout_s, settings.body_timeout_s),
+        http=deadline_protocol(
+            settings.header_timeout_s, settings.body_timeout_s, settings.write_timeout_s
+        ),
     )
     server = DrainingServer(
         config,

@@ -10,6 +10,11 @@ state h11 itself keeps:
   one, until the request's headers are complete: ``header_timeout_s``;
 - body: from the end of the headers until the end of the body: ``body_timeout_s``.
 
+- answer: a client that does not read its answer (the server's write buffer stays above its
+  high-water mark: nothing drains it back below the low-water mark) for ``write_timeout_s`` has
+  its connection aborted, which frees the buffered answer. So a slow reader holds at most one
+  answer, for at most that long, never a connection and its memory forever.
+
 Both are deadlines, not idle timers: a client that trickles a byte now and then is closed too.
 On expiry the client gets ``408 request_timeout`` in the error envelope (when no answer has
 started) and the connection is closed; a handler waiting for the body sees the client gone.
@@ -54,11 +59,36 @@ class DeadlineH11Protocol(H11Protocol):
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 120.0
+    write_timeout_s: float = 60.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._phase: Phase | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._write_deadline: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.write_timeout_s, self._unread)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _unread(self) -> None:
+        self._write_deadline = None
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        pending = self.transport.get_write_buffer_size()
+        logger.warning(
+            "aborting the connection of %s: it did not read its answer (%d bytes waiting) for %gs",
+            client,
+            pending,
+            self.write_timeout_s,
+        )
+        self.transport.abort()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -76,6 +106,9 @@ class DeadlineH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
         super().connection_lost(exc)
 
     def _wanted(self) -> Phase | None:
@@ -119,10 +152,16 @@ class DeadlineH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def deadline_protocol(header_timeout_s: float, body_timeout_s: float) -> type[DeadlineH11Protocol]:
-    """The protocol class for uvicorn's ``http`` setting, with these two deadlines."""
+def deadline_protocol(
+    header_timeout_s: float, body_timeout_s: float, write_timeout_s: float = 60.0
+) -> type[DeadlineH11Protocol]:
+    """The protocol class for uvicorn's ``http`` setting, with these deadlines."""
     return type(
         "DeadlineH11Protocol",
         (DeadlineH11Protocol,),
-        {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s},
+        {
+            "header_timeout_s": header_timeout_s,
+            "body_timeout_s": body_timeout_s,
+            "write_timeout_s": write_timeout_s,
+        },
     )

@@ -1,0 +1,125 @@
+"""HTTP framing and slow readers (issue 31, class 4), on real service processes over raw
+sockets (nothing tidies the bytes up on the way):
+
+- a request with both Content-Length and Transfer-Encoding is answered 400 and its connection
+  closed (RFC 9112 6.1): a request smuggled behind it is never answered;
+- a client that never reads its answer has its connection aborted at the write deadline, which
+  frees the answer; the service keeps serving others meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.reliability.services import SERVICES, service_process
+
+HEAD_VARIANTS = [
+    "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+    "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+    "content-length: 0\r\ntransfer-encoding: chunked\r\n",
+    "Content-Length: 41\r\nTransfer-Encoding: chunked\r\n",
+]
+
+
+def connect(url: str, *, rcvbuf: int | None = None) -> socket.socket:
+    parts = urlsplit(url)
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(30)
+    sock.connect((parts.hostname or "", parts.port or 80))
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (bounded by the socket's timeout)."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("module", SERVICES)
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(
+    module: str, tmp_path: Path
+) -> None:
+    with service_process(module, tmp_path).running(ready_timeout_s=120) as service:
+        for index, head in enumerate(HEAD_VARIANTS):
+            smuggled = b"GET /v1/info HTTP/1.1\r\nHost: x\r\n\r\n"
+            request = (
+                f"POST /v1/info HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode()
+                + b"0\r\n\r\n"
+                + smuggled
+            )
+            with connect(service.url) as sock:
+                sock.sendall(request)
+                answer = read_until_closed(sock)  # returns only because the server closed
+            head_bytes, _, body = answer.partition(b"\r\n\r\n")
+            assert head_bytes.startswith(b"HTTP/1.1 400"), (index, answer[:200])
+            assert b"connection: close" in head_bytes.lower()
+            assert json.loads(body.split(b"HTTP/1.1")[0])["error"]["type"] == "invalid_request"
+            assert answer.count(b"HTTP/1.1 ") == 1  # the smuggled request got no answer
+        # Requests framed one way are served as ever, on a connection kept open.
+        with httpx.Client(base_url=service.url) as http:
+            assert http.get("/v1/info").status_code == 200
+            assert http.post("/v1/info", content=b"").status_code in (200, 405)
+
+
+def big_png(side: int) -> str:
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    path = Image.fromarray(pixels)
+    import io
+
+    buffer = io.BytesIO()
+    path.save(buffer, "PNG", compress_level=0)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off_at_the_write_deadline(
+    tmp_path: Path,
+) -> None:
+    service = service_process(
+        "editor_service",
+        tmp_path,
+        WRITE_TIMEOUT_S="2",
+        MAX_IMAGE_PIXELS=str(2048 * 2048),
+    )
+    body = json.dumps(
+        {"image": big_png(1536), "instruction": "mirror", "num_inference_steps": 2, "seed": 1}
+    ).encode()
+    request = (
+        b"POST /v1/edits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    with service.running(ready_timeout_s=120):
+        readers = [connect(service.url, rcvbuf=4096) for _ in range(3)]
+        try:
+            for sock in readers:
+                sock.sendall(request)
+            # Bounded wait for the service to say it gave up on them (it logs each).
+            deadline = time.monotonic() + 120
+            while service.log().count("did not read its answer") < 3:
+                assert time.monotonic() < deadline, service.log()
+                # Meanwhile everyone else is served.
+                assert httpx.get(f"{service.url}/health", timeout=10).status_code == 200
+                time.sleep(0.5)
+            for sock in readers:
+                received = read_until_closed(sock)
+                assert len(received) < len(body)  # cut off: the answer never arrived whole
+        finally:
+            for sock in readers:
+                sock.close()
+        assert httpx.get(f"{service.url}/ready", timeout=10).status_code == 200
