@@ -284,3 +284,14 @@ def test_expected_mode_questions_end_with_the_answer_instruction() -> None:
             "Answer with one integer from 0 to 10 and nothing else."
         )
     assert [sum(isinstance(p, ImageSlot) for p in q.parts) for q in questions] == [2, 2, 1, 1]
+
+
+def test_the_readmes_worked_example_is_a_valid_protocol() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Writing a protocol", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    info = parse_protocol(example, "README.md", "file").info()
+    assert (info.scale.min, info.scale.max) == (1, 5)
+    assert [m.name for m in info.metrics] == ["accuracy", "realism", "blend"]
+    assert info.metrics[2].rule == "weighted_mean(accuracy*3, realism*1)"
+    assert info.headline == "blend" and info.modes == ["expected", "generate"]
