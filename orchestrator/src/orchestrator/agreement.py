@@ -128,11 +128,12 @@ def run_agreement(
     run: Path,
     *,
     judges: Sequence[str] | None = None,
-    metric: str = "overall",
+    metric: str | None = None,
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """agreement.json's body for two judges of one run (default: its first two)."""
+    """agreement.json's body for two judges of one run (default: its first two); ``metric``:
+    one of judge A's protocol metrics (None: its headline)."""
     store = RunStore(run)
     if not store.exists():
         raise AgreementError(f"{run} is not a run folder (no run.json)")
@@ -140,7 +141,12 @@ def run_agreement(
         judge_a, judge_b = _judges(store, judges)
     except JudgeNotFound as exc:
         raise AgreementError(str(exc)) from None
-    rows_a = build_rows(store, RunRecords.read(store, judge_a))
+    records_a = RunRecords.read(store, judge_a)
+    try:
+        metric = records_a.metrics.check(metric)
+    except ValueError as exc:
+        raise AgreementError(f"--metric: {exc}") from None
+    rows_a = build_rows(store, records_a)
     rows_b = build_rows(store, RunRecords.read(store, judge_b))
     scores_a, scores_b = _scores(rows_a, metric, run), _scores(rows_b, metric, run)
     groups: dict[str, list[tuple[float, float]]] = {}

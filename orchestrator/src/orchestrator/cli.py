@@ -575,8 +575,9 @@ def agreement(
         Path | None, typer.Option("--out", "-o", help="Where agreement.json/.html go (RUN).")
     ] = None,
     metric: Annotated[
-        str, typer.Option("--metric", help="A metric of the runs' protocol (e.g. overall, sc, pq).")
-    ] = "overall",
+        str | None,
+        typer.Option("--metric", help="A metric of the protocol (default: its headline)."),
+    ] = None,
     resamples: Annotated[
         int, typer.Option("--resamples", min=200, help="Bootstrap resamples (BCa).")
     ] = 2000,
@@ -615,8 +616,9 @@ def leaderboard(
         typer.Option("--compare-judge", help="A second judge: do both rank the runs alike?"),
     ] = None,
     metric: Annotated[
-        str, typer.Option("--metric", help="A metric of the runs' protocol (e.g. overall, sc, pq).")
-    ] = "overall",
+        str | None,
+        typer.Option("--metric", help="A metric of the protocol (default: its headline)."),
+    ] = None,
     table: Annotated[
         str | None,
         typer.Option("--table", help="Which declared table ranks (default the first, e.g. en)."),

@@ -199,7 +199,7 @@ def build_leaderboard(
     out: Path,
     judge: str | None = None,
     compare_judge: str | None = None,
-    metric: str = "overall",
+    metric: str | None = None,
     table: str | None = None,
     allow_different_benchmarks: bool = False,
     allow_different_judges: bool = False,
@@ -210,6 +210,10 @@ def build_leaderboard(
     if len(paths) < 2:
         raise LeaderboardError("a leaderboard needs at least two run folders")
     runs = _load(paths, judge)
+    try:
+        metric = runs[0].metrics.check(metric)  # None: the protocol's headline
+    except ValueError as exc:
+        raise LeaderboardError(f"--metric: {exc}") from None
     warnings = _check(runs, allow_different_benchmarks, allow_different_judges)
     reporting = runs[0].reporting
     macro = reporting.headline == "macro"
