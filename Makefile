@@ -12,7 +12,7 @@ lint: setup
 	.venv/bin/ruff format --check .
 
 typecheck: setup
-	.venv/bin/mypy shared_schemas/src service_kit/src editor_service/src reward_service/src orchestrator/src
+	.venv/bin/mypy shared_schemas/src service_kit/src tiny_models/src editor_service/src reward_service/src orchestrator/src
 
 test: lint typecheck
 	.venv/bin/pytest

@@ -12,7 +12,8 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.editbench-installed
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
-COMPONENTS=(-e shared_schemas -e "service_kit[models]" -e editor_service -e reward_service -e orchestrator)
+COMPONENTS=(-e shared_schemas -e "service_kit[models]" -e "tiny_models[diffusers]" -e editor_service
+    -e reward_service -e orchestrator)
 
 "$PYTHON" - <<'PY'
 import sys

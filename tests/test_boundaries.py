@@ -68,7 +68,14 @@ def test_each_service_pins_its_own_model_stack() -> None:
 
 
 SOURCES = Path(__file__).resolve().parents[1]
-COMPONENTS = ("shared_schemas", "service_kit", "editor_service", "reward_service", "orchestrator")
+COMPONENTS = (
+    "shared_schemas",
+    "service_kit",
+    "tiny_models",
+    "editor_service",
+    "reward_service",
+    "orchestrator",
+)
 
 
 def _module_files() -> dict[str, Path]:
@@ -159,3 +166,12 @@ def test_no_file_imports_itself_through_others() -> None:
     assert "service_kit.errors" in modules and "orchestrator.cli" in modules
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert import_cycles(graph) == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["editor_service.backends.diffusers_backend", "reward_service.backends.hf.loading"],
+)
+def test_model_loaders_import_the_tiny_builders_only_when_asked(module: str) -> None:
+    """Test-model builders live in tiny_models, imported for the built-in sources alone."""
+    assert not {m for m in modules_after_import(module) if m.split(".")[0] == "tiny_models"}

@@ -14,7 +14,7 @@ PROBE = (
     "import importlib.util as u, json, os; "
     "print(json.dumps({'uid': os.getuid(), 'modules': sorted(m for m in "
     "('torch', 'torchvision', 'diffusers', 'transformers', 'editor_service', 'reward_service', "
-    "'orchestrator', 'hatchling') if u.find_spec(m))}))"
+    "'orchestrator', 'tiny_models', 'hatchling') if u.find_spec(m))}))"
 )
 
 
@@ -34,12 +34,14 @@ def test_each_image_holds_only_its_own_dependencies(images: dict[str, str]) -> N
     assert probe(images["editor"])["modules"] == [
         "diffusers",
         "editor_service",
+        "tiny_models",
         "torch",
         "torchvision",
         "transformers",
     ]
     assert probe(images["reward"])["modules"] == [
         "reward_service",
+        "tiny_models",
         "torch",
         "torchvision",
         "transformers",

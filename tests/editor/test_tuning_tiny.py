@@ -11,9 +11,9 @@ import pytest
 from editor_service.backends.base import BackendSpec, EditJob, RGBImage
 from editor_service.backends.diffusers_backend import DiffusersEditBackend
 from editor_service.backends.speed_modes import UnsupportedOption
-from editor_service.models.qwen_image import ensure_tiny_folder
 from tests.support.images import make_image
 from tests.support.tiny_lora import make_tiny_lora
+from tiny_models.qwen_image_edit import ensure_tiny_folder
 
 pytestmark = pytest.mark.tiny
 

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from service_kit.text_safety import control_token_in, find_reserved, reserved_strings
-from service_kit.tiny_tokenizer import build_qwen_tokenizer
 from tests.reliability.test_hostile_inputs import service
 from tests.support.hostile import edit_body, score_body, valid_png
 from tests.support.servers import ServiceProcess
+from tiny_models.tokenizer import build_qwen_tokenizer
 
 # Known to be Qwen's, to prove the set derived from the tokenizer is not empty or partial; the
 # services themselves use the derived set only.

@@ -25,13 +25,13 @@ from reward_service.backends.base import (
     ScoreTokenLogprobs,
 )
 from reward_service.backends.transformers_backend import PreparedBatch, TransformersJudgeBackend
-from reward_service.models.qwen3_vl import TINY_RECIPE_VERSION, chat_template
 from reward_service.parsing import parse_score
 from reward_service.scorer import read_output
 from reward_service.scoring import expected_score, score_log_probs
 from shared_schemas import ScoreScale
 from tests.support.images import make_image
 from tests.support.judge_items import alone, chat_content, pairs
+from tiny_models.qwen3_vl import TINY_RECIPE_VERSION, chat_template
 
 pytestmark = pytest.mark.tiny
 

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from reward_service.models.qwen3_vl import ensure_tiny_folder
 from shared_schemas import ErrorResponse, RewardInfo, ScoreResponse
 from tests.support.images import b64, image_bytes
 from tests.support.servers import REPO_ROOT, ServiceProcess, free_port, offline_env
+from tiny_models.qwen3_vl import ensure_tiny_folder
 
 pytestmark = pytest.mark.tiny
 

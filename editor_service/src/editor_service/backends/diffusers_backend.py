@@ -2,7 +2,8 @@
 
 Runs inside a worker process only. The pipeline class comes from the model folder
 (``DiffusionPipeline.from_pretrained``), so Edit and Edit-Plus checkpoints both load; built-in
-sources (``tiny``, ``random-full``) go through editor_service.models.qwen_image.
+sources (``tiny``, ``random-full``) are built by tiny_models.qwen_image_edit, imported only for
+them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from editor_service.backends.base import (
     BackendSpec,
@@ -125,8 +126,6 @@ class DiffusersEditBackend:
         import transformers
         from diffusers import DiffusionPipeline
 
-        from editor_service.models.qwen_image import Variant, build_pipeline, ensure_tiny_folder
-
         if self.spec.options.get("deterministic"):
             # Before any kernel runs: each job is one pass of fixed shapes seeded by its own
             # generator, so with these kernels it repeats bit for bit on any worker.
@@ -139,16 +138,22 @@ class DiffusersEditBackend:
         dtype = resolve_dtype(self.spec.dtype, device)
         source = self.source
         started = time.perf_counter()
-        variant: Variant = "edit-plus" if source.variant == "edit-plus" else "edit"
+        variant: Literal["edit", "edit-plus"] = (
+            "edit-plus" if source.variant == "edit-plus" else "edit"
+        )
         if source.kind == "random-full":
+            from tiny_models.qwen_image_edit import build_pipeline
+
             pipe: Any = build_pipeline("full", variant, device=device, dtype=dtype)
             revision: str | None = RANDOM_REVISION
         else:
-            folder, revision = model_folder(
-                source,
-                self.spec.revision,
-                lambda: ensure_tiny_folder(Path(self.spec.cache_dir), variant),
-            )
+
+            def build_tiny() -> Path:
+                from tiny_models.qwen_image_edit import ensure_tiny_folder
+
+                return ensure_tiny_folder(Path(self.spec.cache_dir), variant)
+
+            folder, revision = model_folder(source, self.spec.revision, build_tiny)
             pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
             pipe.to(device)
         pipe.set_progress_bar_config(disable=True)

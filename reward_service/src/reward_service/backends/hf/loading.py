@@ -1,8 +1,8 @@
 """Loading a Qwen-VL-family judge and its processor through transformers.
 
-From a hub id, a local folder or a built-in source (``tiny``, ``tiny-moe``, ``random-full``; see
-reward_service.models.qwen3_vl). The processor pads on the left, so every prompt ends at the last
-position and the next token is the answer's first.
+From a hub id, a local folder or a built-in source (``tiny``, ``tiny-moe``, ``random-full``: built
+by tiny_models.qwen3_vl, imported only for them). The processor pads on the left, so every prompt
+ends at the last position and the next token is the answer's first.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from reward_service.backends.base import BackendSpec, LoadedModel
 from service_kit.models.dtypes import resolve_dtype
@@ -39,23 +39,27 @@ def load_judge(spec: BackendSpec, source: ModelSource, device: str) -> Loaded:
     import transformers
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from reward_service.models.qwen3_vl import Variant, build_model, ensure_tiny_folder
-
     transformers.utils.logging.disable_progress_bar()
     dtype = resolve_dtype(spec.dtype, device)
     attn = str(spec.options.get("attn_implementation", "sdpa"))
-    variant: Variant = "moe" if source.variant == "moe" else "dense"
+    variant: Literal["dense", "moe"] = "moe" if source.variant == "moe" else "dense"
     model: Any
     processor: Any
     started = time.perf_counter()
     if source.kind == "random-full":
+        from tiny_models.qwen3_vl import build_model
+
         model, processor = build_model("full", "moe", device=device, dtype=dtype)
         model.set_attn_implementation(attn)
         revision: str | None = RANDOM_REVISION
     else:
-        folder, revision = model_folder(
-            source, spec.revision, lambda: ensure_tiny_folder(Path(spec.cache_dir), variant)
-        )
+
+        def build_tiny() -> Path:
+            from tiny_models.qwen3_vl import ensure_tiny_folder
+
+            return ensure_tiny_folder(Path(spec.cache_dir), variant)
+
+        folder, revision = model_folder(source, spec.revision, build_tiny)
         model = AutoModelForImageTextToText.from_pretrained(
             folder, dtype=dtype, attn_implementation=attn
         )

@@ -48,7 +48,7 @@ _SPECIAL_TOKENS = (
 
 def chat_template() -> str:
     """Our own minimal template, rendering like Qwen3-VL-Instruct's for text and images."""
-    return resources.files("reward_service.models").joinpath("chat_template.jinja").read_text()
+    return resources.files("tiny_models").joinpath("qwen3_vl_chat_template.jinja").read_text()
 
 
 def text_config(scale: Scale, variant: Variant, ids: dict[str, int]) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def model_config(scale: Scale, variant: Variant, ids: dict[str, int]) -> Any:
 
 
 def _token_ids(tokenizer: Any) -> dict[str, int]:
-    from service_kit.tiny_tokenizer import tiny_vocab_size
+    from tiny_models.tokenizer import tiny_vocab_size
 
     ids = {name: int(tokenizer.convert_tokens_to_ids(name)) for name in _SPECIAL_TOKENS}
     ids["__vocab_size__"] = tiny_vocab_size(tokenizer)
@@ -200,7 +200,7 @@ def build_model(
     )
 
     from service_kit.models.loading import random_weights
-    from service_kit.tiny_tokenizer import build_qwen_tokenizer
+    from tiny_models.tokenizer import build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer(qwen3=True)
     ids = _token_ids(tokenizer)

@@ -156,7 +156,7 @@ def text_encoder_config(scale: Scale, token_ids: dict[str, int]) -> dict[str, An
 
 
 def _special_ids(tokenizer: Any) -> dict[str, int]:
-    from service_kit.tiny_tokenizer import tiny_vocab_size
+    from tiny_models.tokenizer import tiny_vocab_size
 
     names = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
     names += ["<|endoftext|>", "<|im_end|>"]
@@ -189,7 +189,7 @@ def build_pipeline(
     )
 
     from service_kit.models.loading import random_weights
-    from service_kit.tiny_tokenizer import build_qwen_tokenizer
+    from tiny_models.tokenizer import build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer(qwen3=False)
     with random_weights(device, dtype):
