@@ -251,7 +251,12 @@ class FakeServices:
                     pq=pq,
                     overall=overall,
                     scored=not unscored,
-                    timings=ScoreTimings(queue_wait_s=0, inference_s=0.01, total_s=0.01),
+                    timings=ScoreTimings(
+                        queue_wait_s=0,
+                        inference_s=0.01 * len(body.items),
+                        total_s=0.01,
+                        batch_items=len(body.items),
+                    ),
                 )
             )
         return httpx.Response(

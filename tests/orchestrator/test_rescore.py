@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -134,3 +135,41 @@ def test_compare_pairs_two_runs_under_the_judge_it_is_told(tmp_path: Path) -> No
     micro = result["tables"][0]["micro"]["diffs"][0]
     expected = sum(score_b[i] - score_a[i] for i in score_a) / len(score_a)
     assert micro["mean_diff"] == round(expected, 6)
+
+
+def test_every_summary_says_what_judging_cost(tmp_path: Path) -> None:
+    from shared_schemas import TokenUsage
+
+    run = tmp_path / "run"
+    run_sample(run, FakeServices(), items_per_request=3)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    cost = summary["judge_cost"]
+    # The fake judge's batch of k items runs 0.01 * k s: 0.01 device-s per item.
+    assert cost["items"] == 12 and cost["items_with_timings"] == 12
+    assert cost["device_s_per_item"] == pytest.approx(0.01)
+    assert cost["device_s_total"] == pytest.approx(0.12)
+    provenance = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
+    wall = provenance["invocations"][-1]["score_wall_s"]
+    assert cost["items_per_s"] == pytest.approx(12 / wall, rel=1e-3)
+    assert cost["tokens_total"] is None  # a local judge reports no tokens
+    shown = cli("report", str(run))
+    assert "judge cost: 0.010 device-s per item" in shown.output
+    assert "judge cost: 0.010 device-s per item" in (run / "report.html").read_text("utf-8")
+
+    # An OpenAI-compatible judge reports tokens per question (2 questions an item here).
+    remote = other_judge()
+    remote.judge_usage = TokenUsage.of(prompt_tokens=100, completion_tokens=5)
+    outcome = rescore(run, remote)
+    theirs = json.loads((run / f"summary-{outcome.judge.slug}.json").read_text("utf-8"))
+    assert theirs["judge_cost"]["tokens_total"] == 12 * 2 * 105
+    assert theirs["judge_cost"]["tokens_per_item"] == 210
+    entry = provenance_rescore(run)
+    assert theirs["judge_cost"]["items_per_s"] == pytest.approx(
+        12 / entry["score_wall_s"], rel=1e-3
+    )
+
+
+def provenance_rescore(run: Path) -> dict[str, Any]:
+    provenance = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
+    entry: dict[str, Any] = provenance["rescores"][-1]
+    return entry

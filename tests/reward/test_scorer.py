@@ -60,7 +60,7 @@ def test_questions_go_item_by_item_in_protocol_order_and_share_each_items_images
 def test_items_are_assembled_from_their_own_answers_with_batch_timings() -> None:
     body = request(2)
     batch_a = BatchRun(number=1, size=1, started=0.0, duration_s=0.5)
-    batch_b = BatchRun(number=2, size=1, started=0.5, duration_s=0.25)
+    batch_b = BatchRun(number=2, size=3, started=0.5, duration_s=0.25)
     answers = [
         Completed(tuple(peaked_logprobs(t) for t in (8, 6, 9, 4)), batch_a, 0.1),
         Completed(tuple(peaked_logprobs(10) for _ in range(4)), batch_b, 0.6),
@@ -74,6 +74,8 @@ def test_items_are_assembled_from_their_own_answers_with_batch_timings() -> None
     assert first.timings.inference_s == pytest.approx(0.5)
     assert second.timings.inference_s == pytest.approx(0.25)
     assert second.timings.queue_wait_s == pytest.approx(0.6)
+    # How many items shared each batch: what an item's share of the device time is made of.
+    assert (first.timings.batch_items, second.timings.batch_items) == (1, 3)
     assert second.sc is not None and second.sc > 9
 
 

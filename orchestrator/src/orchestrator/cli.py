@@ -197,6 +197,14 @@ def _print_line(line: str) -> None:
     sys.stderr.flush()
 
 
+def _print_cost(summary: Summary) -> None:
+    from orchestrator.report.cost import cost_line
+
+    line = cost_line(summary.judge_cost)
+    if line:
+        out_console.print(line, highlight=False, soft_wrap=True)
+
+
 def _title(summary: Summary, out: Path) -> str:
     name = ((summary.run or {}).get("benchmark") or {}).get("name")
     return f"{name} · {out}" if name else f"editbench · {out}"
@@ -379,6 +387,7 @@ def run(
     if outcome.summary is not None:
         for table in summary_tables(outcome.summary, title=_title(outcome.summary, outcome.out)):
             out_console.print(table)
+        _print_cost(outcome.summary)
         for note in outcome.summary.warnings:
             err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     for handover in outcome.handovers:
@@ -424,6 +433,7 @@ def report(
         raise _fail(str(exc)) from None
     for table in summary_tables(summary, title=_title(summary, run_dir)):
         out_console.print(table)
+    _print_cost(summary)
     out_console.print(f"report: {paths.html.resolve()}", highlight=False, soft_wrap=True)
 
 
@@ -556,6 +566,7 @@ def rescore(
         raise _fail("nothing was scored: no report for this judge")
     for table in summary_tables(outcome.summary, title=f"{run_dir.name} · {outcome.judge.label}"):
         out_console.print(table)
+    _print_cost(outcome.summary)
     out_console.print(f"judge: {outcome.judge.label}", highlight=False, soft_wrap=True)
     out_console.print(f"report: {outcome.report.html.resolve()}", highlight=False, soft_wrap=True)
 

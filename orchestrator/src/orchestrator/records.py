@@ -369,6 +369,30 @@ class JudgeUsage(RecordModel):
     questions: int
 
 
+class JudgeCost(RecordModel):
+    """What judging the report's items cost (orchestrator/report/cost.py)."""
+
+    items: int = Field(description="Judge answers the report uses (scored or unscored).")
+    device_s_per_item: float | None = Field(
+        default=None,
+        description="The judge's device time per item (GPU-seconds on a GPU judge): each "
+        "item's batch wall time divided by the items in its batch, averaged; None when the "
+        "service does not report batches (a remote judge).",
+    )
+    device_s_total: float | None = None
+    items_with_timings: int = 0
+    items_per_s: float | None = Field(
+        default=None,
+        description="Items judged per second of the score phase's wall time (every invocation "
+        "that scored for this judge); None when no phase time was recorded.",
+    )
+    score_wall_s: float | None = None
+    tokens_total: int | None = Field(
+        default=None, description="Tokens an OpenAI-compatible judge reported (None: local)."
+    )
+    tokens_per_item: float | None = None
+
+
 class Summary(RecordModel):
     """summary.json's body, without the run's provenance (which the report adds)."""
 
@@ -390,6 +414,9 @@ class Summary(RecordModel):
     jobs: dict[str, JobCounts]
     judge_usage: JudgeUsage | None = Field(
         default=None, description="None for a local judge (no endpoint reports tokens)."
+    )
+    judge_cost: JudgeCost | None = Field(
+        default=None, description="Judge device time, throughput and tokens of these scores."
     )
     judge: dict[str, Any] | None = Field(
         default=None, description="The judge chosen with --judge (None: the run's own scores)."

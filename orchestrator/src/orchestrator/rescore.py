@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,11 @@ async def rescore_run(
                 if phase.protocol_definition is not None:
                     entry["protocol_definition"] = phase.protocol_definition.model_dump(mode="json")
                 store.write_json("provenance.json", provenance)
-                counts = await phase.run()
+                started = time.monotonic()
+                try:
+                    counts = await phase.run()
+                finally:
+                    entry["score_wall_s"] = round(time.monotonic() - started, 3)
             finally:
                 await close_clients([reward])
                 entry["finished_at"] = now_iso()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -248,10 +249,12 @@ async def run_benchmark(
                             score_phase.protocol_definition.model_dump(mode="json"),
                         )
                     store.write_json("provenance.json", provenance)
+                    started = time.monotonic()
                     try:
                         score_counts = await score_phase.run()
                     finally:
                         _record_endpoints(provenance["services"]["reward"], reward)
+                        invocation["score_wall_s"] = round(time.monotonic() - started, 3)
                     invocation["score"] = score_counts.as_dict()
         finally:
             await close_clients(pooled)

@@ -235,6 +235,7 @@ def assemble(
                     queue_wait_s=answer.queued_s,
                     inference_s=answer.batch.duration_s,
                     total_s=now - accepted_at,
+                    batch_items=answer.batch.size,
                 ),
             )
         )

@@ -131,6 +131,12 @@ class ScoreTimings(WireModel):
     queue_wait_s: float = Field(ge=0)
     inference_s: float = Field(ge=0, description="Wall time of the batches this item was in.")
     total_s: float = Field(ge=0)
+    batch_items: int | None = Field(
+        default=None,
+        ge=1,
+        description="Items in the batch this item was in: inference_s / batch_items is the "
+        "item's share of the judge's device time (None: not reported).",
+    )
 
 
 class ItemScore(WireModel):

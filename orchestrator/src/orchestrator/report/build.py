@@ -12,6 +12,7 @@ from typing import Any
 from orchestrator.judges import JudgeId, run_judges
 from orchestrator.records import ResultRow, Summary, is_inside_relpath
 from orchestrator.report.breakdown import run_reporting
+from orchestrator.report.cost import judge_cost
 from orchestrator.report.html import render_html
 from orchestrator.report.results import RunRecords, build_rows, integrity
 from orchestrator.report.summary import summarize
@@ -123,6 +124,11 @@ def write_report(
                 "started_at": provenance.get("started_at"),
                 "finished_at": provenance.get("finished_at"),
             },
+        }
+    )
+    summary = summary.model_copy(
+        update={
+            "judge_cost": judge_cost(rows, records.scores, summary.judge_usage, provenance, judge)
         }
     )
     paths = report_paths(store.root, judge)

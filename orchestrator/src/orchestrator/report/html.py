@@ -10,6 +10,7 @@ from jinja2 import ChainableUndefined, Environment, PackageLoader, select_autoes
 from orchestrator.benchmarks.reporting import ITEM_FIELDS, Reporting, truthy, value_of
 from orchestrator.metrics import MetricSet
 from orchestrator.records import GroupStats, ResultRow, Summary
+from orchestrator.report.cost import cost_line
 
 _env = Environment(
     loader=PackageLoader("orchestrator.report", "templates"),
@@ -192,4 +193,5 @@ def render_html(
         provenance=provenance,
         chart=chart(summary.categories, summary.metric_set),
         images=images,
+        cost_line=cost_line(summary.judge_cost),
     )

@@ -40,6 +40,10 @@ DEFINITIONS = {
     "per row the mean of each metric over scored items; 'average' is the unweighted mean of the "
     "row means, 'micro' the mean over items, 'headline' the declared one of the two",
     "std": "sample standard deviation of the item scores (the spread, not an uncertainty)",
+    "judge_cost": "device_s_per_item: the judge's device time per item (its batch's wall time "
+    "divided by the items in the batch, as the service reports them; GPU-seconds on a GPU); "
+    "items_per_s: items per second of score-phase wall time; tokens: as an OpenAI-compatible "
+    "judge reported them",
     "judge_usage": "tokens a remote (OpenAI-compatible) judge endpoint reported for the scores "
     "this report uses, summed; null for a local judge. Failed or superseded requests not counted",
 }
