@@ -114,6 +114,16 @@ def test_report_and_compare_pages_render_and_filter_in_chromium(
         assert f"{sum(inside)} of 12 items" in ranged
         assert visible_rows(ranged) == inside
 
+    # The filters are written into the address (so a view can be shared): the page rewrites it
+    # from its own state, dropping what it does not filter by, and links to it.
+    shared = browse(chromium, report.as_uri() + "?min=6&nosuch=1&status=", "--dump-dom")
+    assert 'id="f-link" href="report.html?min=6"' in shared
+    assert f'data-address="{report.as_uri()}?min=6"' in shared
+    both = browse(chromium, report.as_uri() + "?category=color&q=circle", "--dump-dom")
+    assert 'href="report.html?q=circle&amp;category=color"' in both
+    # Each 95% interval of a mean says how many values it rests on.
+    assert re.search(r"\d\.\d\d\u2013\d+\.\d\d <span class=\"muted\">n=\d+</span>", dom)
+
     compare = CliRunner().invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "cmp")])
     assert compare.exit_code == 0, compare.output
     screenshot(

@@ -12,7 +12,6 @@ CSVs. Nothing here recomputes a protocol's rule.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pydantic import ValidationError
 from orchestrator.benchmarks.reporting import GEDIT_REPORTING, Reporting, truthy, value_of
 from orchestrator.metrics import MetricSet
 from orchestrator.records import ResultRow
+from orchestrator.stats import mean_interval
 from orchestrator.store import RunStore
 
 MISSING = "(none)"
@@ -54,18 +54,19 @@ def item_metrics(row: ResultRow, _reporting: Reporting | None = None) -> dict[st
 
 
 def describe(values: Sequence[float]) -> dict[str, Any]:
-    """n, mean, std (sample) and a normal-approximation 95% interval of the mean."""
+    """n, mean, std (sample) and the Student-t 95% interval of the mean."""
     n = len(values)
     if n == 0:
         return {"n": 0, "mean": None, "std": None, "ci95": None}
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else None
-    half = 1.96 * std / math.sqrt(n) if std is not None else None
+    interval = mean_interval(values)
+    low, high = interval.low, interval.high
     return {
         "n": n,
         "mean": round(mean, 6),
         "std": round(std, 6) if std is not None else None,
-        "ci95": [round(mean - half, 6), round(mean + half, 6)] if half is not None else None,
+        "ci95": [round(low, 6), round(high, 6)] if low is not None and high is not None else None,
     }
 
 

@@ -6,7 +6,6 @@ answers are counted, reported, and left out of the means.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Sequence
 
@@ -26,6 +25,7 @@ from orchestrator.records import (
     Summary,
 )
 from orchestrator.report.breakdown import reported_tables
+from orchestrator.stats import mean_interval
 
 DEFINITIONS = {
     "metrics": "per item, as the judge protocol computes them (metric_set: names, rules, "
@@ -33,7 +33,8 @@ DEFINITIONS = {
     "'left_out'",
     "micro": "mean over every scored item, whatever its category",
     "macro": "unweighted mean over categories of each category's mean (GEdit-Bench's headline)",
-    "ci95": "normal-approximation 95% interval of the mean: mean +/- 1.96*std/sqrt(n)",
+    "ci95": "95% interval of the mean, Student-t: mean +/- t(0.975, n-1)*std/sqrt(n) "
+    "(orchestrator.stats.mean_interval); n is given beside it, none below n = 2",
     "judge_error_rate": "(unscored + judge_failed) / (scored + unscored + judge_failed)",
     "unscored": "the judge answered but the score could not be read (generate mode)",
     "tables": "the benchmark's declared tables (see 'reporting'): per split value and subset, "
@@ -56,14 +57,14 @@ def describe(values: Sequence[float]) -> MetricStats:
         return MetricStats(n=0)
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else None
-    half = 1.96 * std / math.sqrt(n) if std is not None else None
+    low, high = mean_interval(values).low, mean_interval(values).high
     return MetricStats(
         n=n,
         mean=round(mean, 4),
         std=round(std, 4) if std is not None else None,
         min=round(min(values), 4),
         max=round(max(values), 4),
-        ci95=[round(mean - half, 4), round(mean + half, 4)] if half is not None else None,
+        ci95=[round(low, 4), round(high, 4)] if low is not None and high is not None else None,
     )
 
 
