@@ -168,3 +168,50 @@ def test_two_judges_rankings_are_compared_by_kendall_tau(
     assert result["models"][0]["report"].endswith(f"report-{slugs[0]}.html")
     assert all((out / m["report"]).is_file() for m in result["models"])
     assert "Kendall tau-b between the rankings" in shown.output
+
+
+def test_a_benchmark_with_its_own_statistics_is_ranked_by_its_own_headline(
+    tmp_path: Path,
+) -> None:
+    """ImgEdit's Overall: per item the mean of three metrics (2 places), per edit type the mean
+    (2 places), Overall the mean of the types (2 places), written out here."""
+    rows = [
+        {"id": f"{kind}-{i}", "category": kind, "instruction": f"{kind} edit {i}"}
+        for kind in ("add", "remove", "style")
+        for i in range(4)
+    ]
+    manifest = write_manifest(tmp_path / "imgedit-like", rows)
+    (manifest.parent / "reporting.json").write_text(
+        json.dumps(
+            {
+                "statistics": "imgedit",
+                "metric_names": {"adherence": "sc", "quality": "pq", "preservation": "overall"},
+            }
+        ),
+        encoding="utf-8",
+    )
+    runs = []
+    for name, shift in (("low", 0.0), ("high", 2.0), ("mid", 1.0)):
+        run = tmp_path / name
+        run_sample(run, FakeServices(sc_shift=lambda _c, s=shift: s), benchmark=str(manifest))
+        runs.append(run)
+    out = tmp_path / "board"
+    shown = cli("leaderboard", *map(str, runs), "--out", str(out), "--resamples", "300")
+    assert shown.exit_code == 0, shown.output
+    result = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
+    expected = {}
+    for run in runs:
+        by: dict[str, list[float]] = {}
+        for r in JsonlLog(run / "results.jsonl").read():
+            item = round((r["sc"] + r["pq"] + r["overall"]) / 3, 2)
+            by.setdefault(r["category"], []).append(item)
+        types = [round(sum(v) / len(v), 2) for v in by.values()]  # as the script: sum / len
+        expected[run.name] = round(sum(types) / len(types), 2)
+    assert [m["label"] for m in result["models"]] == sorted(expected, key=lambda n: -expected[n])
+    assert "imgedit" in result["ranked_by"]
+    for m in result["models"]:
+        official = m["official_headline"]
+        assert official["estimate"] == pytest.approx(expected[m["label"]])
+        assert official["label"] == "Overall (1-5)" and official["n"] == 12
+        assert official["low"] <= official["estimate"] <= official["high"]
+    assert "Overall (1-5)" in (out / "leaderboard.html").read_text(encoding="utf-8")
