@@ -339,3 +339,17 @@ def test_resuming_with_another_judge_mode_points_at_rescore(tmp_path: Path) -> N
     assert "mode: the run folder has 'expected', you asked for 'generate'" in refused.output
     assert "editbench rescore RUN_FOLDER --reward-url URL --mode generate" in refused.output
     assert "--phase score --edited-dir RUN_FOLDER/edits" in refused.output
+
+
+def test_status_shows_each_url_whole_in_a_narrow_terminal(
+    slow_services: tuple[Service, Service],
+) -> None:
+    editor, judge = slow_services
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", "--editor-url", editor.url,
+         "--reward-url", judge.url],
+        cwd=REPO_ROOT, env={**cli_env(), "COLUMNS": "60"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert editor.url in done.stdout and judge.url in done.stdout, done.stdout

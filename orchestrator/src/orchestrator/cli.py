@@ -845,8 +845,12 @@ def status(
         out_console.print_json(json.dumps(found))
     else:
         table = Table(title="editbench services", title_justify="left")
+        longest = max(len(entry["url"]) for entry in found.values())
         for column in ("service", "url", "ready", "model", "capacity"):
-            table.add_column(column)
+            if column == "url":  # whole, to copy: the other columns wrap instead
+                table.add_column(column, no_wrap=True, min_width=longest)
+            else:
+                table.add_column(column)
         for name, entry in found.items():
             info = entry.get("info") or {}
             model = info.get("model") or {}
