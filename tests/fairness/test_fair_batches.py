@@ -1,5 +1,5 @@
-"""The judge's batcher shares batches fairly: a client flooding the queue cannot keep another
-client's item out of the next batch (scripted model, the batcher on its own)."""
+"""The admission queue shares the judge's batches fairly: a client flooding the queue cannot keep
+another client's item out of the next batch (scripted model, the queue on its own)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from reward_service.batcher import MicroBatcher
-from service_kit.http.fairness import client_context
-from tests.reward.test_batcher import ScriptedModel, batcher_for, occupy, submit
+from service_kit.http.client_identity import client_context
+from service_kit.replicas.admission import AdmissionQueue
+from tests.service_kit.test_admission import ScriptedModel, batcher_for, occupy, submit
 
 pytestmark = pytest.mark.anyio
 
 
-async def submit_as(client: str, batcher: MicroBatcher[Any, Any], items: list[Any]) -> list[Any]:
+async def submit_as(client: str, batcher: AdmissionQueue[Any, Any], items: list[Any]) -> list[Any]:
     with client_context(client):
         return await submit(batcher, items)
 
@@ -36,8 +36,9 @@ async def test_while_a_floods_the_judge_b_s_item_goes_into_the_next_batch() -> N
         await first
         assert [len(r) for r in await asyncio.gather(*flood)] == [2] * 10
     assert model.batches[:2] == [[0], [1, 2, 3, 4]]  # running, and packed before B came
-    # B's item is in the next batch formed after it came, not the fifth; A's units keep order.
-    assert model.batches[2] == [5, 1000, 6, 7]
+    # B's item is in the next batch formed after it came, not the fifth, and first in it (B was
+    # never served: issue 31, class 1); A's units keep their order.
+    assert model.batches[2] == [1000, 5, 6, 7]
 
 
 async def test_one_client_alone_is_batched_first_come_first_served() -> None:

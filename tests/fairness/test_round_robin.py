@@ -1,59 +1,56 @@
-"""The round-robin queue, client names and metric labels behind fair sharing, on their own."""
+"""The fair order, client names and metric labels behind fair sharing, on their own."""
 
 from __future__ import annotations
 
-import pytest
-
 from service_kit.http.auth import ApiKeys
-from service_kit.http.fairness import (
+from service_kit.http.client_identity import (
     ANONYMOUS,
     OTHER,
     ClientLabels,
-    RoundRobin,
     key_identity,
     resolve_client,
-    round_robin,
 )
+from service_kit.replicas.admission import FairOrder
 
 
 def client_of(item: str) -> str:
     return item[0]
 
 
-def test_round_robin_queue_takes_clients_in_turn_each_in_its_own_order() -> None:
-    queue: RoundRobin[str] = RoundRobin(client_of)
-    for item in ["a1", "a2", "a3", "a4", "b1", "c1", "b2"]:
-        queue.append(item)
-    assert len(queue) == 7
-    assert [queue.popleft() for _ in range(7)] == ["a1", "b1", "c1", "a2", "b2", "a3", "a4"]
+def take(order: FairOrder, queue: list[str]) -> str:
+    """What the admission queue does for a batch of one: the first unit in fair order goes, and
+    its client counts as served."""
+    item = order.arrange(queue, client_of)[0]
+    queue.remove(item)
+    order.served(client_of(item))
+    return item
+
+
+def test_fair_order_takes_clients_in_turn_each_in_its_own_order() -> None:
+    order = FairOrder()
+    queue = ["a1", "a2", "a3", "a4", "b1", "c1", "b2"]
+    assert [take(order, queue) for _ in range(7)] == ["a1", "b1", "c1", "a2", "b2", "a3", "a4"]
     assert not queue
-    with pytest.raises(IndexError):
-        queue.popleft()
 
 
-def test_a_newcomer_waits_at_most_one_item_of_a_client_already_queued() -> None:
-    queue: RoundRobin[str] = RoundRobin(client_of)
-    for i in range(5):
-        queue.append(f"a{i}")
-    assert queue.popleft() == "a0"
+def test_a_newcomer_is_served_next_not_after_the_running_client_s_next_item() -> None:
+    # Issue 31, class 1: b0 arrives while a0 runs; a1 no longer goes first.
+    order = FairOrder()
+    queue = [f"a{i}" for i in range(5)]
+    assert take(order, queue) == "a0"
     queue.append("b0")
-    assert [queue.popleft() for _ in range(2)] == ["a1", "b0"]
+    assert [take(order, queue) for _ in range(2)] == ["b0", "a1"]
 
 
-def test_remove_and_depths_follow_the_per_client_queues() -> None:
-    queue: RoundRobin[str] = RoundRobin(client_of)
-    for item in ["a1", "b1", "a2"]:
-        queue.append(item)
-    assert queue.depths() == {"a": 2, "b": 1}
-    queue.remove("b1")
-    assert "b1" not in queue and queue.depths() == {"a": 2}
-    assert list(queue) == ["a1", "a2"]
-    queue.clear()
-    assert len(queue) == 0 and queue.depths() == {}
+def test_a_client_served_long_ago_counts_as_new_and_memory_is_bounded() -> None:
+    order = FairOrder(memory=2)
+    for client in ("a", "b", "c"):  # a is forgotten: it was served longest ago
+        order.served(client)
+    assert order.arrange(["c1", "b1", "a1"], client_of) == ["a1", "b1", "c1"]
 
 
-def test_round_robin_interleaves_a_list_by_client() -> None:
-    assert round_robin(["a1", "a2", "a3", "b1"], client_of) == ["a1", "b1", "a2", "a3"]
+def test_fair_order_interleaves_a_list_by_client() -> None:
+    assert FairOrder().arrange(["a1", "a2", "a3", "b1"], client_of) == ["a1", "b1", "a2", "a3"]
 
 
 def test_client_is_the_key_digest_when_keys_are_on_never_the_key() -> None:

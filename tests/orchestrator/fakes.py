@@ -144,6 +144,7 @@ class FakeServices:
                     queue_capacity=16,
                     queue_depth=0,
                     protocols=["viescore"],
+                    client_in_flight={"viescore": 16},
                 ).model_dump(mode="json"),
             )
         if service == "reward" and path == "/v1/protocols":
@@ -171,6 +172,9 @@ class FakeServices:
             queue_capacity=self.max_in_flight - self.workers,
             queue_depth=0,
             max_in_flight=self.max_in_flight,
+            # What a real editor's admission queue publishes: a job running on every worker
+            # and the next waiting for each, within what it admits.
+            client_in_flight=min(2 * self.workers, self.max_in_flight),
         )
 
     async def _edit(self, request: httpx.Request) -> httpx.Response:

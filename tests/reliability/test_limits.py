@@ -278,7 +278,7 @@ async def hold_the_judge(
 ) -> list[asyncio.Task[httpx.Response]]:
     """Four one-item requests against a gated fake judge that takes one item per batch: one on
     the model, two more batches in flight (the replica holds one beside the one it runs, and the
-    batcher prepares one more), the fourth waiting in the queue. A request refused 429 because
+    admission queue takes one more ahead), the fourth waiting in the queue. A request refused 429 because
     the one before it still held its slot (slots are reserved before decoding) is replaced. The
     fake's gate holds batches for 30 s at most: what is tested next must take less."""
     held = [asyncio.create_task(client.post("/v1/scores", json=score_body()))]
@@ -341,8 +341,11 @@ def test_a_judge_request_that_waited_past_its_deadline_gets_504_and_never_reache
         async def scenario() -> list[int]:
             async with httpx.AsyncClient(base_url=reward.url, timeout=120) as client:
                 held = await hold_the_judge(client, reward.url, journal)
-                await asyncio.sleep(1.5)  # the waiting request's deadline (1 s) passes
-                assert await asyncio.to_thread(queue_depth, reward.url) == 1  # still waiting
+                # The waiting request is answered 504 at its deadline (1 s), while the judge is
+                # still held: the queue expires waiting work without waiting for a free replica.
+                done, _ = await asyncio.wait(held, timeout=20, return_when="FIRST_COMPLETED")
+                assert [task.result().status_code for task in done] == [504]
+                assert await asyncio.to_thread(queue_depth, reward.url) == 0
                 gate.touch()
                 return [(await task).status_code for task in held]
 

@@ -249,10 +249,10 @@ async def test_scores_return_429_with_retry_after_when_the_queue_is_full(tmp_pat
             await asyncio.sleep(0.01)
         # The replica takes a second batch (prepared while the first runs); the third waits.
         prepared = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while service_state(client.app).dispatch().batcher._in_flight < 2:  # type: ignore[attr-defined]
+        while service_state(client.app).dispatch().queue._in_flight < 2:  # type: ignore[attr-defined]
             await asyncio.sleep(0.01)
         queued = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while service_state(client.app).dispatch().batcher.depth < 1:  # type: ignore[attr-defined]
+        while service_state(client.app).dispatch().queue.depth < 1:  # type: ignore[attr-defined]
             await asyncio.sleep(0.01)
         refused = await client.post("/v1/scores", json={"items": [item()]})
         assert refused.status_code == 429
@@ -434,13 +434,13 @@ async def test_a_killed_judge_worker_fails_its_batch_and_comes_back(tmp_path: Pa
         running = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
         while not [e for e in read_journal(journal) if e["event"] == "batch"]:
             await asyncio.sleep(0.01)
-        victim = service_state(client.app).dispatch().judge.replicas[0].pid  # type: ignore[attr-defined]
+        victim = service_state(client.app).dispatch().replicas[0].pid  # type: ignore[attr-defined]
         os.kill(victim, signal.SIGKILL)
         died = await running
         assert died.status_code == 503
         assert error_of(died).error.type == "worker_died" and "Retry-After" in died.headers
         await wait_ready(client)
-        replica = service_state(client.app).dispatch().judge.replicas[0]  # type: ignore[attr-defined]
+        replica = service_state(client.app).dispatch().replicas[0]  # type: ignore[attr-defined]
         assert replica.pid != victim and replica.restarts == 1
         body = {"items": [item()], "protocol": "single"}
         assert (await client.post("/v1/scores", json=body)).status_code == 200

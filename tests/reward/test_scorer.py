@@ -7,7 +7,6 @@ import math
 import pytest
 
 from reward_service.backends.base import GeneratedText, ScoreTokenLogprobs
-from reward_service.batcher import BatchRun, Completed
 from reward_service.protocols import ProtocolRegistry
 from reward_service.scorer import (
     assemble,
@@ -16,6 +15,7 @@ from reward_service.scorer import (
     item_cost,
     read_output,
 )
+from service_kit.replicas.admission import BatchRun, Completed
 from shared_schemas import ScoreItem, ScoreRequest
 from tests.support.fake_judges import peaked_logprobs
 from tests.support.images import image_bytes

@@ -121,7 +121,8 @@ class FakeJudge:
             self._busy.acquire()
         try:
             assert isinstance(prepared, list)
-            self._record("batch", size=len(prepared), overlapped=overlapped)
+            texts = [_text(q) for q in prepared]
+            self._record("batch", size=len(prepared), overlapped=overlapped, texts=texts)
             return self._score(prepared)
         finally:
             self._busy.release()

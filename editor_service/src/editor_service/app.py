@@ -11,6 +11,8 @@ from editor_service.openai_images import router as openai_router
 from editor_service.pool import PoolConfig, WorkerPool
 from editor_service.routes import router
 from service_kit.app.factory import include_api, service_app
+from service_kit.app.state import ServiceState
+from service_kit.http.auth import ApiKeys
 
 SUMMARY = "Instruction-based image editing with Qwen-Image-Edit, one worker per GPU."
 
@@ -23,6 +25,7 @@ def create_app(settings: EditorSettings) -> FastAPI:
         config = PoolConfig(devices, settings.queue_capacity, settings.request_timeout_s, replicas)
         return WorkerPool(settings.backend_spec(), config, metrics)  # the routes' PoolDep
 
-    app = service_app(settings, metrics, router, build, version=__version__, summary=SUMMARY)
+    state: ServiceState[WorkerPool] = ServiceState(settings, metrics, ApiKeys(settings.api_keys))
+    app = service_app(state, router, build, version=__version__, summary=SUMMARY)
     include_api(app, openai_router)
     return app

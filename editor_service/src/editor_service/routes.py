@@ -118,4 +118,5 @@ async def info(pool: PoolDep, settings: SettingsDep) -> EditorInfo:
         queue_depth=pool.queue_depth,
         max_in_flight=len(workers) + settings.queue_capacity,
         model_state=pool.model_state(),
+        client_in_flight=pool.queue.client_in_flight(),
     )

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
 from reward_service import __version__
-from reward_service.backends.base import QuestionOutput
-from reward_service.batcher import MicroBatcher
 from reward_service.config import RewardSettings
 from reward_service.judge import Judge
 from reward_service.metrics import RewardMetrics
@@ -16,7 +14,10 @@ from reward_service.protocols import ProtocolRegistry
 from reward_service.routes import router
 from reward_service.scorer import ItemWork, item_cost
 from service_kit.app.factory import service_app
+from service_kit.app.state import ServiceState
+from service_kit.http.auth import ApiKeys
 from service_kit.http.json_body import document_json_bodies
+from service_kit.replicas.admission import BatchPolicy
 from shared_schemas import ScoreRequest
 
 SUMMARY = "A Qwen3-VL judge for image edits: expected or generated 0-10 scores, batched."
@@ -28,39 +29,11 @@ def batch_key(item: ItemWork) -> tuple[str, int]:
     return first.mode, first.max_new_tokens if first.mode == "generate" else 0
 
 
-class JudgeDispatch:
-    """The judge's dispatch as the lifespan and the server drive it (service_kit.app.state.Hosted):
-    the batcher holds the admitted work, the judge's replicas run it and say whether the service
-    is ready; the routes read the protocols here too."""
+@dataclass(eq=False)
+class RewardState(ServiceState[Judge]):
+    """The app's state (service_kit.app.state), with the protocols the routes read."""
 
-    def __init__(
-        self, judge: Judge, batcher: MicroBatcher[Any, Any], protocols: ProtocolRegistry
-    ) -> None:
-        self.judge = judge
-        self.batcher = batcher
-        self.protocols = protocols
-        self.replica_set = judge.replica_set
-
-    async def start(self) -> None:
-        await self.judge.start()
-        self.batcher.start()
-
-    async def stop(self, drain_timeout_s: float) -> None:
-        await self.batcher.stop(drain_timeout_s)
-        await self.judge.stop()
-
-    def start_draining(self) -> None:
-        self.judge.start_draining()
-        self.batcher.start_draining()
-
-    def in_flight(self) -> int:
-        return self.batcher.in_flight()
-
-    def fail_remaining(self) -> None:
-        self.batcher.fail_remaining()
-
-    def given_up(self) -> bool:
-        return self.judge.given_up()
+    protocols: ProtocolRegistry = field(kw_only=True)
 
 
 def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = None) -> FastAPI:
@@ -68,29 +41,24 @@ def create_app(settings: RewardSettings, protocols: ProtocolRegistry | None = No
     metrics = RewardMetrics()
     registry = protocols if protocols is not None else ProtocolRegistry.load(settings.protocols_dir)
 
-    def build(devices: list[str]) -> JudgeDispatch:
-        judge = Judge(
+    def build(devices: list[str]) -> Judge:
+        return Judge(
             settings.backend_spec(),
             devices,
             config=settings.replica_config("judge-worker", "judge model"),
-            on_batch=metrics.worker_batch,
-            metrics=metrics.replicas,
-        )
-        batcher: MicroBatcher[ItemWork, tuple[QuestionOutput, ...]] = MicroBatcher(
-            judge.score,
-            pack=judge.pack,
-            max_batch_cost=settings.max_batch_images,
-            max_wait_s=settings.max_wait_s,
+            metrics=metrics,
+            policy=BatchPolicy(
+                max_batch_cost=settings.max_batch_images,
+                max_wait_s=settings.max_wait_s,
+                key=batch_key,
+                cost=item_cost,
+            ),
             capacity=settings.queue_capacity,
             timeout_s=settings.request_timeout_s,
-            key=batch_key,
-            cost=item_cost,
-            observer=metrics,
-            batches_out=len(devices) * settings.pipeline_depth,  # the one back-pressure owner
+            pipeline_depth=settings.pipeline_depth,
         )
-        judge.work_in_flight = batcher.in_flight  # a release waits for admitted work
-        return JudgeDispatch(judge, batcher, registry)  # the routes' JudgeDep, BatcherDep...
 
-    app = service_app(settings, metrics, router, build, version=__version__, summary=SUMMARY)
+    state = RewardState(settings, metrics, ApiKeys(settings.api_keys), protocols=registry)
+    app = service_app(state, router, build, version=__version__, summary=SUMMARY)
     document_json_bodies(app, ScoreRequest)
     return app

@@ -69,8 +69,8 @@ class RewardSettings(ModelServiceSettings):
         ge=1,
         le=8,
         description="Batches each replica holds: one on the model while its worker prepares the "
-        "next (2). The batcher keeps this many per replica out, and no more; /v1/info shows the "
-        "total as batches_out, which clients size their requests in flight from.",
+        "next (2). The admission queue keeps this many per replica out, and no more; /v1/info "
+        "shows the total as batches_out, and the items a client should keep in flight.",
     )
     protocols_dir: Path | None = Field(
         default=None,

@@ -2,14 +2,15 @@
 
 The replicas (one worker process per device, each holding one copy of the model), their
 lifecycle, GPU hand-over, admission and readiness are service_kit.replicas.replica_set.ReplicaSet's.
-Here: the batcher hands a batch to ``pack`` (the scorer's judge items, pixels and all, as one
-message) and then to ``score``, which sends it to the ready replica with the fewest batches and
-awaits its answer. The batcher owns back-pressure (reward_service.batcher): it keeps at most the
-pipeline depth (``REWARD_PIPELINE_DEPTH``) times the replicas batches out, so each replica holds one
-batch on the model while its worker prepares the next (template, image processing, tokens: "prepare"
-means only that). A replica that dies fails only the batches it held (503, retryable) and is
-restarted with backoff. An item whose question failed on its own (its batch-mates were scored,
-reward_service.worker) fails only its request, saying whether a retry can help.
+Here: the admission queue (service_kit.replicas.admission) hands a batch to ``pack`` (the
+scorer's judge items, pixels and all, as one message) and then to ``score``, which sends it to the
+ready replica with the fewest batches and awaits its answer. The queue owns back-pressure: it
+keeps at most the pipeline depth (``REWARD_PIPELINE_DEPTH``) times the replicas batches out, so
+each replica holds one batch on the model while its worker prepares the next (template, image
+processing, tokens: "prepare" means only that). A replica that dies fails only the batches it
+held (503, retryable) and is restarted with backoff. An item whose question failed on its own
+(its batch-mates were scored, reward_service.worker) fails only its request, saying whether a
+retry can help.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reward_service.backends.base import BackendSpec, JudgeItem, LoadedModel, QuestionOutput
@@ -30,11 +31,12 @@ from reward_service.messages import (
     QuestionFailed,
     ScoreBatch,
 )
+from reward_service.metrics import RewardMetrics
 from reward_service.worker import judge_worker_main
 from service_kit.errors import BackendError, NotReady, ServiceError, WorkerDied, worker_failure
 from service_kit.images.decoding import RGBImage
+from service_kit.replicas.admission import AdmissionQueue, BatchPolicy
 from service_kit.replicas.dispatch import ReplicaDispatch
-from service_kit.replicas.metrics import ReplicaMetrics
 from service_kit.replicas.replica_set import Replica, ReplicaConfig, ReplicaSet
 
 logger = logging.getLogger(__name__)
@@ -42,10 +44,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Packed:
-    """A batch ready for a worker, and how many of its questions belong to each item."""
+    """A batch ready for a worker, and each item's key (the admission queue's uid) with how
+    many of its questions it holds."""
 
     batch: ScoreBatch
-    sizes: list[int]
+    keys: list[tuple[int, int]]
 
 
 @dataclass(eq=False)
@@ -60,28 +63,45 @@ class Judge(ReplicaDispatch[_Replica, LoadedModel]):
         spec: BackendSpec,
         devices: Sequence[str],
         *,
-        metrics: ReplicaMetrics,
+        metrics: RewardMetrics,
         config: ReplicaConfig,
-        on_batch: Callable[[int, str, BatchDone], None] | None = None,
+        policy: BatchPolicy[JudgeItem[RGBImage]],
+        capacity: int,
+        timeout_s: float,
+        pipeline_depth: int,
     ) -> None:
+        """``policy``: how items are batched; ``capacity`` items may wait, each at most
+        ``timeout_s``; ``pipeline_depth`` batches per replica may be out (one on the model, the
+        next being prepared in its worker)."""
         if not devices:
             raise ValueError("the judge needs at least one device")
         self.spec = spec
         self.replicas = [_Replica(i, d) for i, d in enumerate(devices)]
-        self._on_batch = on_batch  # per-batch timings from the worker, for the metrics
+        self._metrics = metrics  # per-batch timings from the worker, too
         self._batch_ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
-        # Admitted work not answered yet; the app points it at the batcher (a release waits).
-        self.work_in_flight: Callable[[], int] = self._outstanding
         self.replica_set: ReplicaSet[_Replica] = ReplicaSet(
             self.replicas,
             target=judge_worker_main,
             spec=spec,
             config=config,
-            metrics=metrics,
-            idle=lambda: self.work_in_flight() == 0 and self._outstanding() == 0,
+            metrics=metrics.replicas,
+            # A release waits for admitted work.
+            idle=lambda: self.queue.in_flight() == 0 and self._outstanding() == 0,
             on_event=self._on_event,
             on_exit=self._on_exit,
+        )
+        self.queue: AdmissionQueue[JudgeItem[RGBImage], tuple[QuestionOutput, ...]] = (
+            AdmissionQueue(
+                self.score,
+                pack=self.pack,
+                policy=policy,
+                capacity=capacity,
+                timeout_s=timeout_s,
+                metrics=metrics.admission,
+                on_batch=metrics.batch_done,
+                batches_out=len(devices) * pipeline_depth,  # the one back-pressure owner
+            )
         )
 
     def _outstanding(self) -> int:
@@ -89,24 +109,25 @@ class Judge(ReplicaDispatch[_Replica, LoadedModel]):
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def stop(self) -> None:
-        await self.replica_set.stop()
+    def stopped(self) -> None:
         for replica in self.replicas:
             self._fail_outstanding(replica, NotReady("the service is shutting down"))
 
     # ----------------------------------------------------------------- work
 
-    async def pack(self, items: list[JudgeItem[RGBImage]]) -> Packed:
-        """The items as one message; the worker prepares the batch."""
+    async def pack(self, items: dict[int, JudgeItem[RGBImage]]) -> Packed:
+        """The items (by key) as one message; the worker prepares the batch."""
         self._ensure_can_serve()
-        batch = ScoreBatch(next(self._batch_ids), tuple(items))
-        return Packed(batch, [len(item.questions) for item in items])
+        batch = ScoreBatch(next(self._batch_ids), tuple(items.values()))
+        return Packed(batch, [(uid, len(item.questions)) for uid, item in items.items()])
 
-    async def score(self, packed: Packed) -> list[tuple[QuestionOutput, ...] | ServiceError]:
-        """Run a batch on the replica with the least work: each item's outputs, in order, or
+    async def score(self, packed: Packed) -> dict[int, tuple[QuestionOutput, ...] | ServiceError]:
+        """Run a batch on the replica with the least work: each item's outputs by its key, or
         the error of an item whose question failed on its own."""
         answers = iter(await self._score(packed.batch))
-        return [_item_result(tuple(itertools.islice(answers, size))) for size in packed.sizes]
+        return {
+            uid: _item_result(tuple(itertools.islice(answers, size))) for uid, size in packed.keys
+        }
 
     async def _score(self, batch: ScoreBatch) -> Sequence[Answer]:
         replica = await self._least_loaded()
@@ -138,7 +159,7 @@ class Judge(ReplicaDispatch[_Replica, LoadedModel]):
             await asyncio.to_thread(self.replica_set.send, replica, message)
 
     async def _least_loaded(self) -> _Replica:
-        """The ready replica with the fewest batches. The batcher bounds how many batches are
+        """The ready replica with the fewest batches. The queue bounds how many batches are
         out (the pipeline depth per replica); while no replica is ready (one restarting, or loading
         again), the batch waits for one, unless nothing will serve it."""
         while True:
@@ -165,8 +186,7 @@ class Judge(ReplicaDispatch[_Replica, LoadedModel]):
             return
         if isinstance(event, BatchDone):
             future.set_result(event)
-            if self._on_batch is not None:
-                self._on_batch(replica.index, replica.device, event)
+            self._metrics.worker_batch(replica.index, replica.device, event)
         else:
             future.set_exception(worker_failure(event.kind, event.message))
 

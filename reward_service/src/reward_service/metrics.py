@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from reward_service.messages import BatchDone
 from service_kit.http.metrics import ServiceMetrics
 from service_kit.replicas.metrics import AdmissionMetrics, ReplicaMetrics
@@ -13,7 +11,7 @@ _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class RewardMetrics(ServiceMetrics):
-    """Also the batcher's observer (reward_service.batcher.BatchObserver)."""
+    """Batch metrics come from the admission queue (``batch_done``) and the workers."""
 
     def __init__(self) -> None:
         super().__init__("reward")
@@ -86,22 +84,8 @@ class RewardMetrics(ServiceMetrics):
         self.model_waiting_seconds.labels("idle").inc(done.idle_s)
         self.model_waiting_seconds.labels("preparing").inc(done.stall_s)
 
-    # BatchObserver
-
     def batch_done(self, size: int, submissions: int, seconds: float, ok: bool) -> None:
         self.batch_size.observe(size)
         self.batch_requests.observe(submissions)
         self.batch_seconds.observe(seconds)
         self.batches.labels("ok" if ok else "failed").inc()
-
-    def queue_depth(self, by_client: Mapping[str, int]) -> None:
-        self.admission.queued(by_client)
-
-    def queue_wait(self, seconds: float, client: str) -> None:
-        self.admission.waited(client, seconds)
-
-    def rejected(self, reason: str) -> None:
-        self.admission.rejected.labels(reason).inc()
-
-    def abandoned(self) -> None:
-        self.admission.disconnects.inc()

@@ -12,14 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 
 from reward_service import __version__
-from reward_service.backends.base import QuestionOutput
-from reward_service.batcher import MicroBatcher
 from reward_service.config import RewardSettings
 from reward_service.judge import Judge
 from reward_service.metrics import RewardMetrics
 from reward_service.protocols import ProtocolRegistry
 from reward_service.scorer import (
-    ItemWork,
     assemble,
     build_items,
     decode_items,
@@ -53,14 +50,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-Batcher = MicroBatcher[ItemWork, tuple[QuestionOutput, ...]]
 
-
-# The judge's dispatch (reward_service.app.JudgeDispatch) holds the judge, its batcher and the
-# protocols; the settings and metrics are the app's (service_kit.app.state).
-JudgeDep = Annotated[Judge, hosted_dep(lambda dispatch: dispatch.judge)]
-BatcherDep = Annotated[Batcher, hosted_dep(lambda dispatch: dispatch.batcher)]
-ProtocolsDep = Annotated[ProtocolRegistry, hosted_dep(lambda dispatch: dispatch.protocols)]
+# The judge is the app's dispatch; the protocols, settings and metrics are the app's state
+# (reward_service.app.RewardState).
+JudgeDep = Annotated[Judge, hosted_dep(lambda judge: judge)]
+ProtocolsDep = Annotated[ProtocolRegistry, state_dep(lambda state: state.protocols)]
 SettingsDep = Annotated[RewardSettings, state_dep(lambda state: state.settings)]
 MetricsDep = Annotated[RewardMetrics, state_dep(lambda state: state.metrics)]
 
@@ -83,7 +77,6 @@ async def create_scores(
     request: Request,
     response: Response,
     judge: JudgeDep,
-    batcher: BatcherDep,
     protocols: ProtocolsDep,
     settings: SettingsDep,
     metrics: MetricsDep,
@@ -108,7 +101,7 @@ async def create_scores(
             param="mode",
         )
     check_user_text(user_text(body.items), model.reserved_text)
-    async with batcher.reserve(len(body.items)) as slot:
+    async with judge.queue.reserve(len(body.items)) as slot:
         # Decoding off the event loop, after the slot is held: a refused request costs nothing,
         # and a bad image is refused with a 4xx before it reaches the model.
         images = await gate.decode(
@@ -157,9 +150,7 @@ async def get_protocol(name: str, protocols: ProtocolsDep) -> ProtocolDefinition
 
 
 @router.get("/info", response_model=RewardInfo, tags=["service"])
-async def info(
-    judge: JudgeDep, batcher: BatcherDep, protocols: ProtocolsDep, settings: SettingsDep
-) -> RewardInfo:
+async def info(judge: JudgeDep, protocols: ProtocolsDep, settings: SettingsDep) -> RewardInfo:
     """The judge model, device, batching limits and queue."""
     return RewardInfo(
         version=__version__,
@@ -169,9 +160,13 @@ async def info(
         max_wait_s=settings.max_wait_s,
         judge_image_pixels=settings.judge_image_pixels,
         queue_capacity=settings.queue_capacity,
-        queue_depth=batcher.depth,
+        queue_depth=judge.queue.depth,
         protocols=protocols.names,
         modes=list(judge.model.modes if judge.model is not None else SCORE_MODES),
         model_state=judge.model_state(),
-        batches_out=batcher.batches_out,
+        batches_out=judge.queue.batches_out,
+        client_in_flight={
+            name: judge.queue.client_in_flight(protocols.get(name).info().images_per_item)
+            for name in protocols.names
+        },
     )

@@ -21,7 +21,6 @@ from reward_service.backends.base import (
     TokenUsage,
     Unanswered,
 )
-from reward_service.batcher import Completed
 from reward_service.metrics import RewardMetrics
 from reward_service.parsing import parse_scores
 from reward_service.protocols import Protocol, render
@@ -29,6 +28,7 @@ from reward_service.protocols.definition import ImageSlot, QuestionSpec
 from reward_service.protocols.metrics import compute_metrics
 from reward_service.scoring import expected_score
 from service_kit.images.decoding import RGBImage, decode_image, fit_within, read_header
+from service_kit.replicas.admission import Completed
 from shared_schemas import (
     DEFAULT_SCALE,
     ItemScore,

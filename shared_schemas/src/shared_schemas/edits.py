@@ -124,6 +124,14 @@ class EditorInfo(WireModel):
         "one running per worker plus the queue."
     )
     model_state: ModelState = Field(default="loaded", description="Where the model is.")
+    client_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests one client should keep in flight to keep every serving worker "
+        "busy without being refused (the service's admission queue decides it; a client "
+        "sharing the service with others may be held to a smaller share: 429 with "
+        "Retry-After). None from services older than this field.",
+    )
 
 
 class OpenAIImage(WireModel):

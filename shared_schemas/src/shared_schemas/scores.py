@@ -270,3 +270,10 @@ class RewardInfo(WireModel):
         "replicas). To keep them full a client keeps one more batch of items in flight: "
         "(batches_out + 1) x max_batch_images images. None from services older than this field.",
     )
+    client_in_flight: dict[str, int] = Field(
+        default_factory=dict,
+        description="Items one client should keep in flight, by protocol, to keep every batch "
+        "the judge keeps out full without being refused (the service's admission queue decides "
+        "it; a client sharing the judge with others may be held to a smaller share: 429 with "
+        "Retry-After). Empty from services older than this field.",
+    )

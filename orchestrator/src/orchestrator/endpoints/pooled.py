@@ -119,6 +119,7 @@ class PooledEditorClient(PooledClient, EditorClient):
                 "queue_capacity": sum(i.queue_capacity for i in infos),
                 "queue_depth": sum(i.queue_depth for i in infos),
                 "max_in_flight": sum(i.max_in_flight for i in infos),
+                "client_in_flight": _total([i.client_in_flight for i in infos]),
             }
         )
 
@@ -143,6 +144,11 @@ class PooledRewardClient(PooledClient, RewardClient):
                 "queue_capacity": sum(i.queue_capacity for i in infos),
                 "queue_depth": sum(i.queue_depth for i in infos),
                 "protocols": protocols,
+                "client_in_flight": {
+                    p: sum(i.client_in_flight.get(p, 0) for i in infos)
+                    for p in protocols
+                    if all(p in i.client_in_flight for i in infos)
+                },
             }
         )
 
@@ -159,3 +165,9 @@ async def close_clients(clients: Sequence[EditorClient | RewardClient]) -> None:
     for client in clients:
         if isinstance(client, PooledClient):
             await client.endpoints.close()
+
+
+def _total(values: list[int | None]) -> int | None:
+    """The sum over the endpoints, or None if any is too old to say."""
+    known = [v for v in values if v is not None]
+    return sum(known) if len(known) == len(values) else None

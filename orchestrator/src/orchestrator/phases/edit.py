@@ -54,10 +54,11 @@ class EditPhase(Phase):
 
     @staticmethod
     def default_concurrency(info: EditorInfo) -> int:
-        """Two requests per ready worker (one running, one queued to start the moment it ends),
-        never more than the service accepts without refusing."""
-        workers = sum(1 for w in info.workers if w.state in ("ready", "busy")) or len(info.workers)
-        return max(1, min(info.max_in_flight, 2 * max(1, workers)))
+        """As many requests as the editor's /v1/info says a client should keep in flight (its
+        admission queue decides); one per worker from an editor too old to say."""
+        if info.client_in_flight is not None:
+            return info.client_in_flight
+        return max(1, len(info.workers))
 
     async def prepare(self) -> EditorInfo:
         await self._wait_for_service()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,18 +118,13 @@ class ScorePhase(Phase):
         self.gate = ReadinessGate("reward", client.is_ready, ctx.policy.probe_interval_s)
 
     def default_concurrency(self, info: RewardInfo) -> int:
-        """Enough requests in flight to keep the batches the judge keeps out (its /v1/info
-        ``batches_out``: pipeline depth x replicas) full, plus one more batch forming, within
-        the judge's queue. The judge sizes batches in images; an item costs its protocol's
-        images_per_item."""
-        cost = self.protocol_info.images_per_item if self.protocol_info else 2
-        per_batch = max(1, info.max_batch_images // max(1, cost))
-        # A judge older than batches_out kept two per replica.
-        batches_out = info.batches_out or 2 * max(1, len(info.devices))
-        batches = batches_out + 1
-        wanted = math.ceil(batches * per_batch / self.items_per_request)
-        room = max(1, (info.queue_capacity + 2 * per_batch) // self.items_per_request)
-        return max(1, min(wanted, room))
+        """As many requests as carry the items the judge's /v1/info says a client should keep
+        in flight for this protocol (its admission queue decides); one per replica from a judge
+        too old to say."""
+        items = info.client_in_flight.get(self.protocol, 0)
+        if not items:
+            return max(1, len(info.devices))
+        return max(1, items // self.items_per_request)
 
     async def prepare(self) -> tuple[RewardInfo, ProtocolInfo | None]:
         await self._wait_for_service()

@@ -12,12 +12,11 @@ from service_kit.app.model_routes import model_router
 from service_kit.app.probes import probe_router
 from service_kit.app.state import Hosted, ServiceState, service_state
 from service_kit.errors import install_exception_handlers
-from service_kit.http.auth import ApiKeyMiddleware, ApiKeys, api_key_dependencies
+from service_kit.http.auth import ApiKeyMiddleware, api_key_dependencies
 from service_kit.http.body_limit import BodyLimitMiddleware
-from service_kit.http.fairness import ClientIdentityMiddleware
+from service_kit.http.client_identity import ClientIdentityMiddleware
 from service_kit.http.framing import AmbiguousFramingMiddleware
-from service_kit.http.metrics import HttpMetricsMiddleware, ServiceMetrics
-from service_kit.settings import ModelServiceSettings
+from service_kit.http.metrics import HttpMetricsMiddleware
 from shared_schemas import ErrorResponse
 
 
@@ -26,7 +25,7 @@ def install_common(app: FastAPI, state: ServiceState[Any]) -> None:
     /metrics."""
     app.state.service = state  # the one thing kept in app.state (service_kit.app.state)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=state.settings.max_body_bytes)
-    # Inside the key check: who the request is from, for fair sharing (service_kit.http.fairness).
+    # Inside the key check: who the request is from (service_kit.http.client_identity).
     app.add_middleware(ClientIdentityMiddleware, keys=state.api_keys)
     # Outside the body limit: a request without a key is refused before its body is read.
     app.add_middleware(ApiKeyMiddleware, keys=state.api_keys)
@@ -50,8 +49,7 @@ def include_api(app: FastAPI, router: APIRouter) -> None:
 
 
 def service_app(
-    settings: ModelServiceSettings,
-    metrics: ServiceMetrics,
+    state: ServiceState[Any],
     router: APIRouter,
     build: Callable[[list[str]], Hosted],
     *,
@@ -61,10 +59,10 @@ def service_app(
     """A service's app, named by its metrics' prefix: the replica lifespan over what ``build``
     makes (service_kit.app.lifespan), its state, the common parts, its own routes and the model
     hand-over routes."""
-    service = metrics.prefix
-    lifespan = replica_lifespan(settings, service, build)
+    service = state.metrics.prefix
+    lifespan = replica_lifespan(state.settings, service, build)
     app = FastAPI(title=f"editbench {service}", version=version, summary=summary, lifespan=lifespan)
-    install_common(app, ServiceState(settings, metrics, ApiKeys(settings.api_keys)))
+    install_common(app, state)
     include_api(app, router)
     include_api(app, model_router())
     return app

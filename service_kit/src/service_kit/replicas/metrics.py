@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from service_kit.http.fairness import MAX_CLIENT_LABELS, ClientLabels
+from service_kit.http.client_identity import MAX_CLIENT_LABELS, ClientLabels
 from service_kit.replicas.processes import WorkerHandle
 
 REPLICA_STATES = ("starting", "ready", "released", "restarting", "failed", "stopped")

@@ -1,13 +1,10 @@
-"""Fair sharing between teammates: who a request is from, and a round-robin queue over them.
+"""Who a request is from, for fair sharing between teammates.
 
 A request's client is the API key it carries (a short digest, never the key) when keys are on;
 else the ``X-Editbench-Client`` header the CLI sets (``<user>/<run>``); else "anonymous". The
-middleware resolves it once per request into a context variable the editor pool and the judge
-batcher read when they queue the request's work, so the work carries it from then on.
-
-``RoundRobin`` keeps one FIFO per client and hands items out one client at a time, in rotation:
-a client that floods the queue delays another client's next item by at most one of its own.
-Capacity, deadlines and cancels stay the queue owners' business, unchanged.
+middleware resolves it once per request into a context variable the admission queue
+(service_kit.replicas.admission) reads when it admits and queues the request's work, so the work
+carries it from then on.
 
 ``ClientLabels`` bounds the /metrics label set: the first ``MAX_CLIENT_LABELS`` clients seen get
 their own label value, every later one is counted as "other".
@@ -15,13 +12,12 @@ their own label value, every later one is counted as "other".
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import contextvars
 import hashlib
 import re
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Iterator
+from typing import TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -89,70 +85,6 @@ class ClientIdentityMiddleware:
         headers = dict(scope.get("headers") or [])
         with client_context(resolve_client(headers, self.keys)):
             await self.app(scope, receive, send)
-
-
-class RoundRobin(Generic[T]):
-    """Per-client FIFOs taken in rotation; ``pop`` serves the next client's oldest item."""
-
-    def __init__(self, client_of: Callable[[T], str]) -> None:
-        self._client_of = client_of
-        self._queues: collections.OrderedDict[str, collections.deque[T]] = collections.OrderedDict()
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __bool__(self) -> bool:
-        return self._size > 0
-
-    def __iter__(self) -> Iterator[T]:
-        for queue in list(self._queues.values()):
-            yield from list(queue)
-
-    def __contains__(self, item: object) -> bool:
-        return any(item in q for q in self._queues.values())
-
-    def append(self, item: T) -> None:
-        self._queues.setdefault(self._client_of(item), collections.deque()).append(item)
-        self._size += 1
-
-    def popleft(self) -> T:
-        """The oldest item of the client whose turn it is; that client goes to the back."""
-        if not self._queues:
-            raise IndexError("pop from an empty queue")
-        client, queue = next(iter(self._queues.items()))
-        item = queue.popleft()
-        self._size -= 1
-        if queue:
-            self._queues.move_to_end(client)
-        else:
-            del self._queues[client]
-        return item
-
-    def remove(self, item: T) -> None:
-        client = self._client_of(item)
-        queue = self._queues[client]
-        queue.remove(item)
-        self._size -= 1
-        if not queue:
-            del self._queues[client]
-
-    def clear(self) -> None:
-        self._queues.clear()
-        self._size = 0
-
-    def depths(self) -> dict[str, int]:
-        """Items waiting, by client."""
-        return {client: len(queue) for client, queue in self._queues.items()}
-
-
-def round_robin(items: list[T], client_of: Callable[[T], str]) -> list[T]:
-    """``items`` (oldest first) interleaved one client at a time, clients in order of their
-    oldest item, each client's own order kept: A1 A2 A3 B1 becomes A1 B1 A2 A3."""
-    queue = RoundRobin(client_of)
-    for item in items:
-        queue.append(item)
-    return [queue.popleft() for _ in range(len(queue))]
 
 
 class ClientLabels:

@@ -1,16 +1,15 @@
-"""The micro-batcher on its own, with a scripted model: batching, admission, faults."""
+"""The admission queue on its own, with a scripted model: batching, admission, faults."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from reward_service.batcher import MicroBatcher
 from service_kit.errors import (
     BackendError,
     DeadlineExceeded,
@@ -18,12 +17,14 @@ from service_kit.errors import (
     PayloadTooLarge,
     QueueFull,
 )
+from service_kit.replicas.admission import AdmissionQueue, BatchPolicy
 
 pytestmark = pytest.mark.anyio
 
 
 class ScriptedModel:
-    """Doubles its inputs; can be held busy, made to fail or to return too few results."""
+    """Doubles its inputs, answering each by its key; can be held busy, made to fail or to
+    leave an item unanswered."""
 
     def __init__(self) -> None:
         self.batches: list[list[Any]] = []
@@ -33,18 +34,17 @@ class ScriptedModel:
         self.running = 0
         self.overlaps = 0
 
-    async def __call__(self, batch: list[Any]) -> Sequence[Any]:
+    async def __call__(self, batch: dict[int, Any]) -> Mapping[int, Any]:
         self.running += 1
         self.overlaps += self.running > 1
         try:
-            self.batches.append(batch)
+            self.batches.append(list(batch.values()))
             self.started.set()
             await self.gate.wait()
-            if any(item == "boom" for item in batch):
+            if any(item == "boom" for item in batch.values()):
                 raise RuntimeError("model crashed")
-            if any(item == "short" for item in batch):
-                return [2 * i for i in batch if isinstance(i, int)]
-            return [item * 2 for item in batch]
+            answers = [(uid, item * 2) for uid, item in batch.items() if item != "unanswered"]
+            return dict(reversed(answers))  # answered by key, in no particular order
         finally:
             self.running -= 1
 
@@ -57,15 +57,16 @@ class ScriptedModel:
 @asynccontextmanager
 async def batcher_for(
     model: ScriptedModel, **options: Any
-) -> AsyncIterator[MicroBatcher[Any, Any]]:
-    settings: dict[str, Any] = {
-        "max_batch_cost": 4,
-        "max_wait_s": 0.0,
-        "capacity": 32,
-        "timeout_s": 60.0,
-    }
+) -> AsyncIterator[AdmissionQueue[Any, Any]]:
+    policy: dict[str, Any] = {"max_batch_cost": 4, "max_wait_s": 0.0}
+    for name in ("max_batch_cost", "max_wait_s", "key", "cost"):
+        if name in options:
+            policy[name] = options.pop(name)
+    settings: dict[str, Any] = {"capacity": 32, "timeout_s": 60.0}
     settings.update(options)
-    batcher: MicroBatcher[Any, Any] = MicroBatcher(model, **settings)
+    batcher: AdmissionQueue[Any, Any] = AdmissionQueue(
+        model, policy=BatchPolicy(**policy), **settings
+    )
     batcher.start()
     try:
         yield batcher
@@ -74,12 +75,14 @@ async def batcher_for(
         await batcher.stop(drain_timeout_s=5)
 
 
-async def submit(batcher: MicroBatcher[Any, Any], items: list[Any]) -> list[Any]:
+async def submit(batcher: AdmissionQueue[Any, Any], items: list[Any]) -> list[Any]:
     async with batcher.reserve(len(items)) as slot:
         return [done.output for done in await slot.submit(items, label="test")]
 
 
-async def occupy(model: ScriptedModel, batcher: MicroBatcher[Any, Any]) -> asyncio.Task[list[Any]]:
+async def occupy(
+    model: ScriptedModel, batcher: AdmissionQueue[Any, Any]
+) -> asyncio.Task[list[Any]]:
     """Start a one-item request that holds the model until ``model.gate`` is set."""
     await model.hold()
     task = asyncio.create_task(submit(batcher, [0]))
@@ -194,11 +197,13 @@ async def test_every_request_of_a_failed_batch_gets_the_error() -> None:
         assert await submit(batcher, [7]) == [14]  # and the batcher keeps serving
 
 
-async def test_a_result_count_that_does_not_match_the_batch_fails_it() -> None:
+async def test_an_item_the_model_leaves_unanswered_fails_alone() -> None:
     model = ScriptedModel()
-    async with batcher_for(model) as batcher:
-        with pytest.raises(BackendError, match="returned 1 results for a batch of 2"):
-            await submit(batcher, [1, "short"])
+    async with batcher_for(model, max_batch_cost=8, max_wait_s=30.0) as batcher:
+        answered = asyncio.create_task(submit(batcher, [1, 2, 3]))
+        with pytest.raises(BackendError, match="no answer"):
+            await submit(batcher, [4, "unanswered", 5, 6, 7])
+        assert await answered == [2, 4, 6]  # matched by key, whatever the answers' order
 
 
 async def test_a_cancelled_request_never_reaches_the_model() -> None:
@@ -230,8 +235,8 @@ async def test_a_request_past_its_deadline_is_answered_504_not_run() -> None:
 
 async def test_stopping_answers_queued_requests_with_not_ready() -> None:
     model = ScriptedModel()
-    batcher: MicroBatcher[Any, Any] = MicroBatcher(
-        model, max_batch_cost=4, max_wait_s=0.0, capacity=8, timeout_s=60
+    batcher: AdmissionQueue[Any, Any] = AdmissionQueue(
+        model, policy=BatchPolicy(max_batch_cost=4), capacity=8, timeout_s=60
     )
     batcher.start()
     first = await occupy(model, batcher)
@@ -265,10 +270,10 @@ class ScriptedPrepare:
         self.during_model_run = 0
         self.calls = 0
 
-    async def __call__(self, batch: list[Any]) -> list[Any]:
+    async def __call__(self, batch: dict[int, Any]) -> dict[int, Any]:
         self.calls += 1
         self.during_model_run += self.model.running > 0
-        return list(batch)
+        return dict(batch)
 
 
 async def test_the_next_full_batch_is_prepared_while_the_model_runs() -> None:
