@@ -278,9 +278,9 @@ async def hold_the_judge(
 ) -> list[asyncio.Task[httpx.Response]]:
     """Four one-item requests against a gated fake judge that takes one item per batch: one on
     the model, two more batches in flight (the replica holds one beside the one it runs, and the
-    admission queue takes one more ahead), the fourth waiting in the queue. A request refused 429 because
-    the one before it still held its slot (slots are reserved before decoding) is replaced. The
-    fake's gate holds batches for 30 s at most: what is tested next must take less."""
+    admission queue takes one more ahead), the fourth waiting in the queue. A request refused 429
+    because the one before it still held its slot (slots are reserved before decoding) is
+    replaced. The fake's gate holds batches for 30 s at most: what is tested next must take less."""
     held = [asyncio.create_task(client.post("/v1/scores", json=score_body()))]
     await asyncio.to_thread(wait_until, lambda: judge_batches(journal), "the first batch")
     deadline = time.monotonic() + 20
