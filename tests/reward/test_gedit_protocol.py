@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from reward_service.backends.base import GeneratedText, TokenUsage
-from reward_service.batcher import BatchRun, Completed
 from reward_service.protocols import ProtocolRegistry, render
 from reward_service.protocols.definition import ImageSlot
 from reward_service.scorer import assemble, build_items, decode_items
+from service_kit.replicas.admission import BatchRun, Completed
 from shared_schemas import ScoreItem, ScoreRequest
 from tests.support.images import image_bytes
 

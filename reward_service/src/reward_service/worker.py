@@ -98,7 +98,7 @@ def judge_worker_main(
     )
     if not runtime.start(load_on_start):
         return
-    # What is sent here is bounded by the batcher (reward_service.batcher owns back-pressure).
+    # What is sent here is bounded by the admission queue (it owns back-pressure).
     work: queue.Queue[object] = queue.Queue()
     cancelled: set[int] = set()
     receiver = threading.Thread(
