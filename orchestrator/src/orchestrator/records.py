@@ -8,6 +8,7 @@ Unknown fields are ignored, so a folder written by a newer editbench still reads
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from pydantic import (
 )
 
 from orchestrator.benchmarks.reporting import Reporting
-from orchestrator.metrics import MetricSet
+from orchestrator.metrics import MetricSet, answer_values
 from shared_schemas import ItemScore, ModelInfo, QuestionScore
 from shared_schemas.edits import EditTimings
 
@@ -158,8 +159,85 @@ class EditRecord(JobRecord):
         return self
 
 
+@dataclass(frozen=True, slots=True)
+class ScoreJobFields:
+    """What every score record of one job says, however the job ended."""
+
+    job_id: str
+    item_id: str
+    category: str
+    language: str | None
+    instruction: str
+    hints: str | None
+    edit_job_id: str | None
+    edited_image: str
+    edited_sha256: str
+    source_sha256: str
+    protocol: str
+    mode: str
+    attempts: int
+    retries: int
+    finished_at: str
+
+
 class ScoreRecord(JobRecord):
-    """One line of scores.jsonl. ``score`` is the judge's whole answer (ok only)."""
+    """One line of scores.jsonl. ``score`` is the judge's whole answer (ok only). Built by
+    ``answered`` or ``failed``."""
+
+    @classmethod
+    def _of(cls, job: ScoreJobFields, **outcome: Any) -> ScoreRecord:
+        return cls(
+            job_id=job.job_id,
+            item_id=job.item_id,
+            category=job.category,
+            language=job.language,
+            instruction=job.instruction,
+            hints=job.hints,
+            edit_job_id=job.edit_job_id,
+            edited_image=job.edited_image,
+            edited_sha256=job.edited_sha256,
+            source_sha256=job.source_sha256,
+            protocol=job.protocol,
+            mode=job.mode,
+            attempts=job.attempts,
+            retries=job.retries,
+            finished_at=job.finished_at,
+            **outcome,
+        )
+
+    @classmethod
+    def answered(cls, job: ScoreJobFields, result: ItemScore, model: ModelInfo) -> ScoreRecord:
+        """The judge answered: its whole answer, and the protocol's metric values from it."""
+        return cls._of(
+            job,
+            status="ok",
+            protocol_hash=result.protocol_hash,
+            deterministic=result.deterministic,
+            scored=result.scored,
+            metrics=answer_values(result),
+            score=result,
+            model=model,
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        job: ScoreJobFields,
+        error: ErrorRecord,
+        *,
+        retryable: bool,
+        protocol_hash: str | None,
+        model: ModelInfo | None,
+    ) -> ScoreRecord:
+        """The call failed; the record names the judge it was meant for."""
+        return cls._of(
+            job,
+            status="failed",
+            retryable=retryable,
+            error=error,
+            protocol_hash=protocol_hash,
+            model=model,
+        )
 
     phase: Literal["score"] = "score"
     hints: str | None = None

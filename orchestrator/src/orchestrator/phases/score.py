@@ -11,7 +11,6 @@ from orchestrator.benchmarks import Item, item_relpath, resolve_inside
 from orchestrator.benchmarks.base import legacy_item_relpath
 from orchestrator.clients import RewardClient, ServiceCallError
 from orchestrator.jobs import judge_key, score_job_id, sha256_hex
-from orchestrator.metrics import answer_values
 from orchestrator.phases.base import (
     ModelChanged,
     Phase,
@@ -19,11 +18,10 @@ from orchestrator.phases.base import (
     PhaseCounts,
     error_record,
     is_finished,
-    item_fields,
     now_iso,
     stream_images,
 )
-from orchestrator.records import ErrorRecord, ScoreRecord
+from orchestrator.records import ErrorRecord, ScoreJobFields, ScoreRecord
 from orchestrator.retry import (
     CallStats,
     ReadinessGate,
@@ -340,41 +338,36 @@ class ScorePhase(Phase):
         result: ItemScore | None = None,
         model: ModelInfo | None = None,
     ) -> None:
-        fields: dict[str, object] = {
-            "job_id": job.job_id,
-            **item_fields(job.item),
-            "hints": job.item.hints,
-            "edit_job_id": job.edit_job_id,
-            "edited_image": job.edited_ref,
-            "edited_sha256": job.edited_sha256,
-            "source_sha256": job.source_sha256,
-            "protocol": self.protocol,
-            "mode": self.mode,
-            "status": status,
-            "attempts": stats.attempts,
-            "retries": stats.retries,
-            "finished_at": now_iso(),
-        }
-        if status == "ok" and result is not None:
-            fields.update(
-                protocol_hash=result.protocol_hash,
-                deterministic=result.deterministic,
-                scored=result.scored,
-                metrics=answer_values(result),
-                score=result,
-                model=model,
-            )
+        fields = ScoreJobFields(
+            job_id=job.job_id,
+            item_id=job.item.id,
+            category=job.item.category,
+            language=job.item.language,
+            instruction=job.item.instruction,
+            hints=job.item.hints,
+            edit_job_id=job.edit_job_id,
+            edited_image=job.edited_ref,
+            edited_sha256=job.edited_sha256,
+            source_sha256=job.source_sha256,
+            protocol=self.protocol,
+            mode=self.mode,
+            attempts=stats.attempts,
+            retries=stats.retries,
+            finished_at=now_iso(),
+        )
+        if status == "ok" and result is not None and model is not None:
+            record = ScoreRecord.answered(fields, result, model)
             if not result.scored:
                 self.counts.unscored += 1
         else:
             # Name the judge the job was meant for, so a failure counts for that judge.
-            fields.update(
+            record = ScoreRecord.failed(
+                fields,
+                error or ErrorRecord(type="client_error", message="no answer and no error"),
                 retryable=retryable,
-                error=error,
                 protocol_hash=self.protocol_info.hash if self.protocol_info else None,
                 model=self.info.model if self.info else None,
             )
-        record = ScoreRecord.model_validate(fields)
         self.counts.retries += stats.retries
         await asyncio.to_thread(self.log.append, record)
         self._finish(record.ok)

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from orchestrator.benchmarks.reporting import GEDIT_REPORTING, Reporting, truthy, value_of
 from orchestrator.metrics import MetricSet
-from orchestrator.records import ResultRow
+from orchestrator.records import MetricStats, ResultRow
 from orchestrator.stats import mean_interval
 from orchestrator.store import RunStore
 
@@ -53,21 +53,29 @@ def item_metrics(row: ResultRow, _reporting: Reporting | None = None) -> dict[st
     return {k: float(v) for k, v in row.metrics.items() if v is not None}
 
 
-def describe(values: Sequence[float]) -> dict[str, Any]:
-    """n, mean, std (sample) and the Student-t 95% interval of the mean."""
+def describe(values: Sequence[float]) -> MetricStats:
+    """n, mean, sample std, min, max and the Student-t 95% interval of the mean
+    (orchestrator.stats), rounded to 6 places; Nones when empty. The one description of a set
+    of scores: summary.json's categories and the declared tables both use it."""
     n = len(values)
     if n == 0:
-        return {"n": 0, "mean": None, "std": None, "ci95": None}
+        return MetricStats(n=0)
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else None
     interval = mean_interval(values)
     low, high = interval.low, interval.high
-    return {
-        "n": n,
-        "mean": round(mean, 6),
-        "std": round(std, 6) if std is not None else None,
-        "ci95": [round(low, 6), round(high, 6)] if low is not None and high is not None else None,
-    }
+    return MetricStats(
+        n=n,
+        mean=round(mean, 6),
+        std=None if std is None else round(std, 6),
+        min=round(min(values), 6),
+        max=round(max(values), 6),
+        ci95=[round(low, 6), round(high, 6)] if low is not None and high is not None else None,
+    )
+
+
+def _described(values: Sequence[float]) -> dict[str, Any]:
+    return describe(values).model_dump(mode="json")
 
 
 def _key(row: ResultRow, key: str) -> str:
@@ -86,7 +94,7 @@ def _table(
         scored_all.extend(scored)
         entry: dict[str, Any] = {"items": len(members), "scored": len(scored)}
         for metric in metrics.names:
-            entry[metric] = describe([s[metric] for s in scored if metric in s])
+            entry[metric] = _described([s[metric] for s in scored if metric in s])
         table_rows[name] = entry
     average: dict[str, Any] = {}
     for metric in metrics.names:
@@ -97,7 +105,8 @@ def _table(
     average["rows_without_scores"] = sorted(set(table_rows) - set(counted))
     rows = [row for group in by_row.values() for row in group]
     micro = {
-        metric: describe([s[metric] for s in scored_all if metric in s]) for metric in metrics.names
+        metric: _described([s[metric] for s in scored_all if metric in s])
+        for metric in metrics.names
     }
     return {
         "items": len(rows),

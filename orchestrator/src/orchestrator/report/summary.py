@@ -19,13 +19,11 @@ from orchestrator.records import (
     LeftOutValue,
     LogIntegrity,
     MacroStats,
-    MetricStats,
     ModelsSeen,
     ResultRow,
     Summary,
 )
-from orchestrator.report.breakdown import reported_tables
-from orchestrator.stats import mean_interval
+from orchestrator.report.breakdown import describe, reported_tables
 
 DEFINITIONS = {
     "metrics": "per item, as the judge protocol computes them (metric_set: names, rules, "
@@ -48,24 +46,6 @@ DEFINITIONS = {
     "judge_usage": "tokens a remote (OpenAI-compatible) judge endpoint reported for the scores "
     "this report uses, summed; null for a local judge. Failed or superseded requests not counted",
 }
-
-
-def describe(values: Sequence[float]) -> MetricStats:
-    """n, mean, std (sample), min, max and a 95% interval of the mean; Nones when empty."""
-    n = len(values)
-    if n == 0:
-        return MetricStats(n=0)
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if n > 1 else None
-    low, high = mean_interval(values).low, mean_interval(values).high
-    return MetricStats(
-        n=n,
-        mean=round(mean, 4),
-        std=round(std, 4) if std is not None else None,
-        min=round(min(values), 4),
-        max=round(max(values), 4),
-        ci95=[round(low, 4), round(high, 4)] if low is not None and high is not None else None,
-    )
 
 
 def group_stats(rows: Sequence[ResultRow], metrics: MetricSet) -> GroupStats:
