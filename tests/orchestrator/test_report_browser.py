@@ -84,7 +84,9 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
 
     a, b = tmp_path / "model-a", tmp_path / "model-b"
     run_sample(a, FakeServices(before_edit=refuse_one))
-    run_sample(b, FakeServices(sc_shift=lambda category: 1.5 if category == "color" else 0.0))
+    run_sample(
+        b, FakeServices(sc_shift=lambda category: 1.5 if category == "color" else 0.0), steps=3
+    )
     return a, b
 
 
@@ -126,12 +128,28 @@ def test_report_and_compare_pages_render_and_filter_in_chromium(
 
     compare = CliRunner().invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "cmp")])
     assert compare.exit_code == 0, compare.output
-    screenshot(
-        chromium,
-        (tmp_path / "cmp" / "compare.html").resolve().as_uri(),
-        tmp_path / "compare.png",
-        1000,
+    compare_page = (tmp_path / "cmp" / "compare.html").resolve().as_uri()
+    screenshot(chromium, compare_page, tmp_path / "compare.png", 1600)
+    shown = browse(chromium, compare_page, "--dump-dom")
+    # Each run's own warnings (random-weight fakes), what differs, each run's report linked.
+    assert shown.count('class="warn run-warning"') >= 2 and "random" in shown
+    steps_row = re.search(r"<tr><td>steps</td>(.*?)</tr>", shown, re.S)
+    assert steps_row is not None and re.findall(r"<code>(\d+)</code>", steps_row[1]) == ["2", "3"]
+    assert 'href="../model-a/report.html"' in shown and 'href="../model-b/report.html"' in shown
+    # The items that moved most, largest |difference| first, as the records say.
+    before, after = (
+        {r["item_id"]: r["overall"] for r in map(json.loads, lines)}
+        for lines in (
+            (run / "results.jsonl").read_text(encoding="utf-8").splitlines() for run in (a, b)
+        )
     )
+    paired = [i for i in before if before[i] is not None and after.get(i) is not None]
+    paired = [i for i in paired if abs(after[i] - before[i]) > 1e-9]  # unchanged: not listed
+    expected = sorted(paired, key=lambda i: (-abs(after[i] - before[i]), i))[:12]
+    moved = re.search(r'<table class="moved">(.*?)</table>', shown, re.S)
+    assert moved is not None
+    assert re.findall(r'<tr data-id="([^"]+)">', moved[1]) == expected
+    assert abs(after[expected[0]] - before[expected[0]]) > 0
 
     # Self-contained: one file, thumbnails inside, still renders once moved away from its run.
     shown = CliRunner().invoke(app, ["report", str(a), "--self-contained"])

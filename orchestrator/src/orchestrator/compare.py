@@ -46,6 +46,20 @@ INTERVALS = {
     "pairing": "same item id and judge protocol hash, scored in both runs",
 }
 EQUAL_EPS = 1e-9
+# Settings shown side by side when they differ between the runs (what made each run's numbers).
+COMPARED_SETTINGS = (
+    "steps",
+    "cfg",
+    "negative_prompt",
+    "seed_policy",
+    "seed",
+    "width",
+    "height",
+    "protocol",
+    "mode",
+    "max_new_tokens",
+)
+MOVED_ITEMS = 12  # the items that moved most, per run against the baseline
 
 
 class CompareError(ValueError):
@@ -63,6 +77,7 @@ class LoadedRun:
     judges: list[str] = field(default_factory=list)
     protocol_hashes: list[str] = field(default_factory=list)
     editors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the run's own (summary.json)
 
     def describe(self) -> dict[str, Any]:
         settings = self.provenance.get("settings") or {}
@@ -82,6 +97,8 @@ class LoadedRun:
             },
             "items": len(self.rows),
             "scored": sum(1 for r in self.rows if r.scored),
+            "warnings": self.warnings,
+            "identity": {k: settings.get(k) for k in COMPARED_SETTINGS},
         }
 
 
@@ -93,6 +110,7 @@ def load_run(path: Path, label: str | None = None, judge: str | None = None) -> 
     chosen = None if judge is None else select_judge(run_judges(store), judge)
     records = RunRecords.read(store, chosen)
     rows = build_rows(store, records)
+    summary = store.read_json("summary.json", damaged_ok=True) or {}
     return LoadedRun(
         label=label or path.resolve().name,
         path=path,
@@ -103,6 +121,7 @@ def load_run(path: Path, label: str | None = None, judge: str | None = None) -> 
         judges=sorted({r.judge_model for r in rows if r.judge_model}),
         protocol_hashes=sorted({r.protocol_hash for r in rows if r.protocol_hash}),
         editors=sorted({r.editor_model for r in rows if r.editor_model}),
+        warnings=[str(w) for w in summary.get("warnings") or []],
     )
 
 
@@ -227,7 +246,54 @@ def compare_runs(
         "tables": next(m["tables"] for m in per_metric if m["name"] == chosen),
         "metrics": per_metric,
         "warnings": warnings,
+        "differences": _differences(runs),
+        "moved": [_moved(baseline, run, chosen) for run in runs[1:]],
     }
+
+
+def _differences(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
+    """Each setting, editor or judge whose value is not the same in every run, with each run's."""
+    described = [run.describe() for run in runs]
+    rows = [
+        ("editor", [", ".join(d["editor"]) or None for d in described]),
+        ("judge", [", ".join(d["judge"]) or None for d in described]),
+        ("benchmark", [d["benchmark"] for d in described]),
+        *((k, [d["identity"].get(k) for d in described]) for k in COMPARED_SETTINGS),
+    ]
+    return [
+        {"setting": name, "values": values}
+        for name, values in rows
+        if len({json.dumps(v, sort_keys=True) for v in values}) > 1
+    ]
+
+
+def _moved(baseline: LoadedRun, run: LoadedRun, metric: str) -> dict[str, Any]:
+    """The paired items whose ``metric`` moved most (largest |run - baseline|; unchanged ones
+    left out), each with both runs' values and edited thumbnails (paths inside each run folder)."""
+    by_id = {row.item_id: row for row in run.rows}
+    pairs: list[dict[str, Any]] = []
+    for row in baseline.rows:
+        match = by_id.get(row.item_id)
+        if match is None or match.protocol_hash != row.protocol_hash:
+            continue
+        a, b = _value(row, baseline.reporting, metric), _value(match, baseline.reporting, metric)
+        if a is None or b is None:
+            continue
+        pairs.append(
+            {
+                "item_id": row.item_id,
+                "category": row.category,
+                "instruction": row.instruction,
+                "baseline": round(a, 6),
+                "run": round(b, 6),
+                "diff": round(b - a, 6),
+                "baseline_thumb": row.edited_thumb,
+                "run_thumb": match.edited_thumb,
+            }
+        )
+    pairs.sort(key=lambda p: (-abs(p["diff"]), p["item_id"]))
+    changed = [p for p in pairs if abs(p["diff"]) > EQUAL_EPS]
+    return {"label": run.label, "pairs": len(pairs), "items": changed[:MOVED_ITEMS]}
 
 
 def _tables(runs: Sequence[LoadedRun], metric: str) -> list[dict[str, Any]]:
@@ -294,5 +360,5 @@ def write_compare(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     atomic_write_text(
         json_path, json.dumps(result, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
     )
-    atomic_write_text(html_path, render_compare_html(result))
+    atomic_write_text(html_path, render_compare_html(result, out))
     return json_path, html_path

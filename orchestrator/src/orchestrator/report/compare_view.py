@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -158,7 +160,35 @@ def _spans(result: dict[str, Any]) -> list[dict[str, float]]:
     return spans
 
 
-def render_compare_html(result: dict[str, Any]) -> str:
+def render_compare_html(result: dict[str, Any], out: Path | None = None) -> str:
+    """compare.html; with ``out`` (where it is written) each run's report and the moved items'
+    thumbnails are linked by paths relative to it, where they exist."""
+
+    def link(run_path: str, inside: str | None) -> str | None:
+        if out is None or not inside:
+            return None
+        target = Path(run_path) / inside
+        if not target.is_file():
+            return None
+        return Path(os.path.relpath(target.resolve(), out.resolve())).as_posix()
+
+    runs = {run["label"]: run["path"] for run in result["runs"]}
+    reports = [link(run["path"], "report.html") for run in result["runs"]]
+    baseline_path = result["runs"][0]["path"]
+    thumbs = [
+        [
+            (
+                link(baseline_path, item["baseline_thumb"]),
+                link(runs[moved["label"]], item["run_thumb"]),
+            )
+            for item in moved["items"]
+        ]
+        for moved in result.get("moved", [])
+    ]
     return _env.get_template("compare.html.j2").render(
-        result=result, spans=_spans(result), metric_rows=metric_rows(result)
+        result=result,
+        spans=_spans(result),
+        metric_rows=metric_rows(result),
+        reports=reports,
+        thumbs=thumbs,
     )
