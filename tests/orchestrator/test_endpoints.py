@@ -28,6 +28,7 @@ from orchestrator.endpoints.pooled import PooledEditorClient
 from orchestrator.endpoints.urls import one_family
 from orchestrator.jobs import judge_key, model_key
 from orchestrator.store import JsonlLog
+from orchestrator.wording import counted
 from shared_schemas import EditRequest, ModelInfo
 from tests.orchestrator.conftest import write_manifest
 from tests.orchestrator.harness import answered, editbench, finish, wait_for
@@ -153,7 +154,7 @@ def test_run_spreads_jobs_over_every_endpoint_and_says_which_did_how_many(
     before |= {s.url: answered(s.url, "/v1/scores") for s in judges}
     out = tmp_path / "run"
 
-    code, _, err = finish(editbench(*run_args(benchmark(tmp_path, 12), out, editors, judges)))
+    code, printed, err = finish(editbench(*run_args(benchmark(tmp_path, 12), out, editors, judges)))
 
     assert code == 0, err
     edits, scores = records(out / "edits.jsonl"), records(out / "scores.jsonl")
@@ -175,6 +176,11 @@ def test_run_spreads_jobs_over_every_endpoint_and_says_which_did_how_many(
     report = (out / "report.html").read_text(encoding="utf-8")
     for s in editors + judges:
         assert f"{s.url}: {served[s.url]} jobs" in report
+    # ... and the run prints them, one line per service (docs/DEPLOY.md promises it)
+    for service, group in (("editor", editors), ("reward", judges)):
+        [line] = [x for x in printed.splitlines() if x.startswith(f"{service} replicas: ")]
+        for s in group:
+            assert f"{s.url} {counted(served[s.url], 'job')}" in line, line
     assert "all served fake:" in report
 
 

@@ -353,3 +353,18 @@ def test_status_shows_each_url_whole_in_a_narrow_terminal(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert editor.url in done.stdout and judge.url in done.stdout, done.stdout
+
+
+def test_a_path_inside_the_cli_container_is_printed_as_the_hosts(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "sample"
+    run_with(FakeServices(), FakeServices().transport(), out, Notes())
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "report", str(out)],
+        cwd=REPO_ROOT,
+        env={**cli_env(), "EDITBENCH_PATH_MAP": f"{tmp_path / 'runs'}=/home/me/editbench/runs"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "report: /home/me/editbench/runs/sample/report.html" in done.stdout

@@ -38,8 +38,9 @@ from orchestrator.progress import LineProgress, PhaseProgress, RichProgress
 from orchestrator.records import Summary
 from orchestrator.report.tables import summary_tables
 from orchestrator.runner import default_out, read_saved_identity, rerender_report, run_benchmark
-from orchestrator.store import JsonlLog, RunFolderBusy
+from orchestrator.store import JsonlLog, RunFolderBusy, RunStore
 from orchestrator.terminal import SafeConsole
+from orchestrator.wording import counted
 from shared_schemas import ScoreItem, ScoreRequest
 
 app = typer.Typer(
@@ -133,6 +134,38 @@ def _invocation() -> str:
     if found and Path(found).resolve() == Path(argv0).resolve():
         return name
     return shlex.quote(argv0)
+
+
+def _shown_path(path: Path) -> str:
+    """A path as the user can open it. In a container, EDITBENCH_PATH_MAP=CONTAINER=HOST (the
+    runs mount, e.g. /workspace/runs=/home/me/editbench/runs) turns the container's path into
+    the host's."""
+    resolved = path.resolve()
+    inside, sep, host = os.environ.get("EDITBENCH_PATH_MAP", "").partition("=")
+    if sep and inside and host:
+        try:
+            return str(Path(host) / resolved.relative_to(Path(inside)))
+        except ValueError:
+            pass
+    return str(resolved)
+
+
+def _replica_lines(out: Path) -> list[str]:
+    """How many jobs each replica (endpoint) of a service did in this run, from provenance.json:
+    ``editor replicas: http://10.0.1.5:8001 6 jobs, http://10.0.1.6:8001 6 jobs``."""
+    provenance = RunStore(out).read_json("provenance.json", damaged_ok=True) or {}
+    lines = []
+    for name, service in (provenance.get("services") or {}).items():
+        endpoints = service.get("endpoints") if isinstance(service, dict) else None
+        if not endpoints:
+            continue
+        parts = []
+        for e in endpoints:
+            failed = e.get("jobs_failed") or 0
+            extra = f" ({counted(failed, 'failed attempt')})" if failed else ""
+            parts.append(f"{e.get('url')} {counted(int(e.get('jobs_ok') or 0), 'job')}{extra}")
+        lines.append(f"{name} replicas: " + ", ".join(parts))
+    return lines
 
 
 def _every_score_failed(summary: Summary, out: Path) -> str | None:
@@ -397,9 +430,11 @@ def run(
         out_console.print(
             f"GPU hand-overs: {len(outcome.handovers)}, {total:.1f} s in all", highlight=False
         )
+    for line in _replica_lines(outcome.out):
+        out_console.print(line, highlight=False, soft_wrap=True)
     if outcome.report is not None:
         out_console.print(
-            f"report: {outcome.report.html.resolve()}", highlight=False, soft_wrap=True
+            f"report: {_shown_path(outcome.report.html)}", highlight=False, soft_wrap=True
         )
     failed_all = (
         _every_score_failed(outcome.summary, outcome.out) if outcome.summary is not None else None
@@ -434,7 +469,7 @@ def report(
     for table in summary_tables(summary, title=_title(summary, run_dir)):
         out_console.print(table)
     _print_cost(summary)
-    out_console.print(f"report: {paths.html.resolve()}", highlight=False, soft_wrap=True)
+    out_console.print(f"report: {_shown_path(paths.html)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -489,8 +524,8 @@ def compare(
         out_console.print(line, highlight=False, soft_wrap=True)
     for note in result["warnings"]:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
-    out_console.print(f"compare: {html_path.resolve()}", highlight=False, soft_wrap=True)
-    out_console.print(f"data: {json_path.resolve()}", highlight=False, soft_wrap=True)
+    out_console.print(f"compare: {_shown_path(html_path)}", highlight=False, soft_wrap=True)
+    out_console.print(f"data: {_shown_path(json_path)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
