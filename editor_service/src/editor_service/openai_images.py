@@ -32,7 +32,7 @@ from editor_service.routes import PoolDep, SettingsDep
 from service_kit.app.state import DecodeGateDep
 from service_kit.errors import InvalidImage, InvalidInput, validation_message
 from service_kit.http.disconnect import cancel_on_disconnect
-from service_kit.http.json_response import json_response
+from service_kit.http.json_response import json_answer, off_loop
 from service_kit.images.decode_gate import DecodeGate
 from service_kit.images.decoding import decode_image, read_header
 from service_kit.models.loaded_model import model_info
@@ -108,7 +108,10 @@ async def create_openai_edit(
     """Multipart ``image`` (or ``image[]``) + ``prompt`` and the SDK's options; answered with
     ``data[i].b64_json``, or as server-sent events with ``stream=true``."""
     form = await _read_form(request)
-    fields, files = await _split(form)
+    try:
+        fields, files = await _split(form)
+    finally:
+        await form.close()  # the uploads' spooled files, read by now
     body = _validate(fields)
     width, height = parse_size(body.size)
     model = pool.model
@@ -163,9 +166,24 @@ async def create_openai_edit(
     first = made[0][0].output.image
     size = f"{first.width}x{first.height}"
     created = int(time.time())
+    # Megabytes of base64, JSON and event framing: made off the event loop, so that every other
+    # client (/health included) is served meanwhile (service_kit.http.json_response).
     if body.stream:
-        return _event_stream(made, body, size, created, seeds)
-    answer = OpenAIImagesResponse(
+        events = await off_loop(lambda: _event_stream(made, body, size, created, seeds))
+        return Response(events, media_type="text/event-stream", headers=_seed_header(seeds))
+    return await json_answer(
+        lambda: _answer(made, body, size, created, seeds), headers=_seed_header(seeds)
+    )
+
+
+def _answer(
+    made: list[tuple[EditResult, bytes]],
+    body: OpenAIImageEditForm,
+    size: str,
+    created: int,
+    seeds: list[int],
+) -> OpenAIImagesResponse:
+    return OpenAIImagesResponse(
         created=created,
         data=[
             OpenAIImage(
@@ -186,9 +204,6 @@ async def create_openai_edit(
         quality="auto",
         size=size,
     )
-    response = json_response(answer)
-    response.headers.update(_seed_header(seeds))
-    return response
 
 
 def _seed_header(seeds: list[int]) -> dict[str, str]:
@@ -400,7 +415,7 @@ def _event_stream(
     size: str,
     created: int,
     seeds: list[int],
-) -> Response:
+) -> bytes:
     """The images as server-sent events, in OpenAI's streaming shape (no partial images)."""
     events = []
     for (_, encoded), seed in zip(made, seeds, strict=True):
@@ -413,4 +428,4 @@ def _event_stream(
         )
         data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
         events.append(f"event: {event.type}\ndata: {data}\n\n")
-    return Response("".join(events), media_type="text/event-stream", headers=_seed_header(seeds))
+    return "".join(events).encode()

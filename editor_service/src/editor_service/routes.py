@@ -16,7 +16,7 @@ from editor_service.config import EditorSettings
 from editor_service.pool import EditResult, WorkerPool
 from service_kit.app.state import DecodeGateDep, hosted_dep, state_dep
 from service_kit.http.disconnect import cancel_on_disconnect
-from service_kit.http.json_response import json_response
+from service_kit.http.json_response import json_answer
 from service_kit.images.decode_gate import DecodeGate
 from service_kit.models.loaded_model import model_info
 from service_kit.text_safety import check_user_text
@@ -82,26 +82,28 @@ async def create_edit(
 ) -> Response:
     """Edit one image with one instruction."""
     job, result, encoded = await _edit(request, pool, settings, gate, body)
-    answer = EditResponse(
-        image=encoded,
-        output_format=body.output_format,
-        width=result.output.image.width,
-        height=result.output.image.height,
-        seed=job.seed,
-        num_inference_steps=job.num_inference_steps,
-        true_cfg_scale=job.true_cfg_scale,
-        negative_prompt=job.negative_prompt,
-        worker=result.worker,
-        device=result.device,
-        model=model_info(result.model),
-        timings=EditTimings(
-            queue_wait_s=result.queue_wait_s,
-            edit_s=result.edit_s,
-            pipeline_s=result.output.pipeline_s,
-            total_s=result.total_s,
-        ),
+    # Megabytes of base64 and JSON: made off the event loop (service_kit.http.json_response).
+    return await json_answer(
+        lambda: EditResponse(
+            image=encoded,
+            output_format=body.output_format,
+            width=result.output.image.width,
+            height=result.output.image.height,
+            seed=job.seed,
+            num_inference_steps=job.num_inference_steps,
+            true_cfg_scale=job.true_cfg_scale,
+            negative_prompt=job.negative_prompt,
+            worker=result.worker,
+            device=result.device,
+            model=model_info(result.model),
+            timings=EditTimings(
+                queue_wait_s=result.queue_wait_s,
+                edit_s=result.edit_s,
+                pipeline_s=result.output.pipeline_s,
+                total_s=result.total_s,
+            ),
+        )
     )
-    return json_response(answer)
 
 
 @router.get("/info", response_model=EditorInfo, tags=["service"])
