@@ -46,6 +46,7 @@ class Endpoint:
     model: ModelInfo | None = None
     info: Any = None  # EditorInfo | RewardInfo from its latest /v1/info
     last_error: str | None = None
+    busy_until: float = 0.0  # it answered 429: others are preferred until then
 
     def record(self) -> dict[str, Any]:
         """What provenance keeps of this endpoint."""
@@ -99,7 +100,39 @@ class EndpointSet:
                 f"no ready endpoint ({down or 'none found'})",
                 error_type="unreachable",
             )
-        return min(candidates, key=lambda e: (e.in_flight / e.weight, e.in_flight, e.jobs_ok))
+        # One that refused work (429) a moment ago comes after every one that did not.
+        now = self.clock()
+        return min(
+            candidates,
+            key=lambda e: (
+                e.busy_until > now,
+                e.in_flight / e.weight,
+                e.in_flight,
+                e.jobs_ok,
+            ),
+        )
+
+    def others_ready(self, endpoint: Endpoint) -> bool:
+        return any(e is not endpoint for e in self.ready())
+
+    def busy(self, endpoint: Endpoint, retry_after_s: float | None) -> None:
+        """It answered 429: prefer the others until its Retry-After (at least a second)."""
+        endpoint.busy_until = self.clock() + max(1.0, min(retry_after_s or 1.0, self.max_pause_s))
+
+    def changed_model(self, endpoint: Endpoint, model: ModelInfo | None) -> bool:
+        """Whether an answer's model is not the run's (then the endpoint is not used again):
+        answers of another revision are never recorded under this one's job ids."""
+        if self.allow_mixed_revisions or self.reference is None:
+            return False
+        if self.key(model) == self.key(self.reference):
+            return False
+        endpoint.state = "other_model"
+        endpoint.model = model
+        endpoint.last_error = f"now serves {_name(model)}, not {_name(self.reference)}"
+        logger.warning(
+            "%s endpoint %s not used any more: %s", self.service, endpoint.url, endpoint.last_error
+        )
+        return True
 
     def set_aside(self, endpoint: Endpoint, exc: ServiceCallError) -> None:
         if endpoint.state != "ready":

@@ -11,12 +11,13 @@ from pydantic import BaseModel
 
 from orchestrator.clients import (
     EditorClient,
+    InvalidResponse,
     RewardClient,
     ServiceCallError,
     ServiceUnreachable,
 )
-from orchestrator.endpoints.balancing import EndpointSet
-from shared_schemas import EditorInfo, ReadyResponse, RewardInfo
+from orchestrator.endpoints.balancing import Endpoint, EndpointSet
+from shared_schemas import EditorInfo, ModelInfo, ReadyResponse, RewardInfo
 
 M = TypeVar("M", bound=BaseModel)
 # Answers that mean "this endpoint is down, restarting or draining": use another one meanwhile.
@@ -53,21 +54,37 @@ class PooledClient:
         except ServiceCallError as exc:
             if job:
                 endpoint.jobs_failed += 1
-            if isinstance(exc, ServiceUnreachable) or exc.status in _DOWN_STATUSES:
+            # Down, or answering garbage (a 2xx that is not the shared schema): set aside.
+            garbage = isinstance(exc, InvalidResponse)
+            if isinstance(exc, ServiceUnreachable) or exc.status in _DOWN_STATUSES or garbage:
                 self.endpoints.set_aside(endpoint, exc)
                 if self.endpoints.ready():
-                    raise EndpointFailed(
-                        self.service,
-                        f"{endpoint.url}: {exc.message} (retrying on another endpoint)",
-                        error_type="endpoint_failed",
-                    ) from exc
+                    raise self._elsewhere(endpoint, exc.message) from exc
+            elif exc.status == 429:  # busy: another endpoint that is not takes the call
+                self.endpoints.busy(endpoint, exc.retry_after_s)
+                if self.endpoints.others_ready(endpoint):
+                    raise self._elsewhere(endpoint, exc.message) from exc
             raise
-        else:
-            if job:
-                endpoint.jobs_ok += 1
-            return result
         finally:
             endpoint.in_flight -= 1
+        answered = getattr(result, "model", None)
+        if (
+            job
+            and isinstance(answered, ModelInfo)
+            and self.endpoints.changed_model(endpoint, answered)
+        ):
+            endpoint.jobs_failed += 1
+            raise self._elsewhere(endpoint, endpoint.last_error or "serves another model")
+        if job:
+            endpoint.jobs_ok += 1
+        return result
+
+    def _elsewhere(self, endpoint: Endpoint, why: str) -> EndpointFailed:
+        return EndpointFailed(
+            self.service,
+            f"{endpoint.url}: {why} (retrying on another endpoint)",
+            error_type="endpoint_failed",
+        )
 
     async def ready(self) -> ReadyResponse:
         """Ready when any endpoint is: probes the set-aside ones first (the readiness gate's
