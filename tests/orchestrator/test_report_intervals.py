@@ -28,9 +28,9 @@ def test_the_interval_of_a_mean_at_n_4_is_students_t() -> None:
     assert stats.ci95 == pytest.approx([low, high], abs=1e-4)
     normal_half = 1.96 * statistics.stdev(SMALL) / 2
     assert (high - low) / 2 > 1.5 * normal_half  # the old mean +/- 1.96 sd/sqrt(n) was too short
-    assert describe_row(SMALL)["ci95"] == pytest.approx([low, high], abs=1e-6)
+    assert describe_row(SMALL).ci95 == pytest.approx([low, high], abs=1e-6)
 
 
 def test_no_interval_from_one_value() -> None:
     assert describe([5.0]).ci95 is None and describe([5.0]).n == 1
-    assert describe_row([5.0])["ci95"] is None
+    assert describe_row([5.0]).ci95 is None

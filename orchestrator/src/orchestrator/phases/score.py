@@ -28,6 +28,7 @@ from orchestrator.retry import (
     call_with_retry,
 )
 from orchestrator.store import RecordLog, latest_by_job, latest_ok_by_item
+from orchestrator.wording import counted
 from shared_schemas import (
     ItemScore,
     ModelInfo,
@@ -200,7 +201,7 @@ class ScorePhase(Phase):
         self.counts.missing_edit = len(self.ctx.items) - len(items)
         if self.counts.missing_edit:
             self.ctx.progress.note(
-                f"{self.counts.missing_edit} item(s) have no edited image and are not scored"
+                f"{counted(self.counts.missing_edit, 'item')} without an edited image: not scored"
             )
         logger.info(
             "score phase: %d items, %d per request, %d requests in flight",

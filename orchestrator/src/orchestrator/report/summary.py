@@ -24,6 +24,7 @@ from orchestrator.records import (
     Summary,
 )
 from orchestrator.report.breakdown import describe, reported_tables
+from orchestrator.wording import counted
 
 DEFINITIONS = {
     "metrics": "per item, as the judge protocol computes them (metric_set: names, rules, "
@@ -196,20 +197,23 @@ def warnings_for(
     ):
         notes.append("random-weight models (e.g. tiny) made these results: the scores mean nothing")
     if micro.edit_failed:
-        notes.append(f"{micro.edit_failed} edit(s) failed: see results.jsonl for the errors")
+        notes.append(
+            f"{counted(micro.edit_failed, 'edit')} failed: see results.jsonl for the errors"
+        )
     if micro.judge_failed or micro.unscored:
         notes.append(
-            f"{micro.judge_failed} judge call(s) failed and {micro.unscored} answer(s) "
-            "were unscored: they are left out of the means"
+            f"{counted(micro.judge_failed, 'judge call')} failed and "
+            f"{counted(micro.unscored, 'answer')} went unscored: they are left out of the means"
         )
     if left_out:
         shown = "; ".join(f"{e.item_id} {e.metric} = {e.value} ({e.reason})" for e in left_out[:5])
         more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
         notes.append(
-            f"{len(left_out)} damaged metric value(s) left out of the means: {shown}{more} "
+            f"{counted(len(left_out), 'damaged metric value')} left out of the means: "
+            f"{shown}{more} "
             "(see summary.json 'left_out')"
         )
     pending = micro.edit_pending + micro.score_pending
     if pending:
-        notes.append(f"{pending} job(s) not finished yet: run again with --resume")
+        notes.append(f"{counted(pending, 'job')} not finished yet: run again with --resume")
     return notes
