@@ -6,6 +6,7 @@ import asyncio
 import collections
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -170,6 +171,29 @@ async def test_generate_mode_reads_the_score_and_keeps_the_raw_text(tmp_path: Pa
     [question] = result.questions
     assert question.raw_text is not None and question.raw_text.endswith("Score: 9")
     assert question.distribution is None and question.score_mass is None
+
+
+async def test_gedit_asks_two_questions_and_answers_its_metrics_from_two_scores_each(
+    tmp_path: Path,
+) -> None:
+    async with client_for(settings(tmp_path)) as client:
+        listed = ProtocolsResponse.model_validate((await client.get("/v1/protocols")).json())
+        response = await client.post(
+            "/v1/scores",
+            json={"items": [item("score=7")], "mode": "generate", "protocol": "gedit"},
+        )
+    gedit = next(p for p in listed.protocols if p.name == "gedit")
+    assert gedit.modes == ["generate"] and gedit.headline == "overall"
+    assert response.status_code == 200, response.text
+    [result] = ScoreResponse.model_validate(response.json()).results
+    assert [(q.question, q.name, q.score) for q in result.questions] == [
+        ("semantics", "editing_success", 7.0),
+        ("semantics", "over_editing", 7.0),
+        ("quality", "naturalness", 5.0),  # GEdit's PQ prompt has no instruction: the fake's 5
+        ("quality", "artifacts", 5.0),
+    ]
+    assert result.metrics == {"sc": 7.0, "pq": 5.0, "overall": math.sqrt(7.0 * 5.0)}
+    assert result.scored and result.overall == result.metrics["overall"]
 
 
 async def test_unparseable_generate_answers_are_unscored_never_guessed(tmp_path: Path) -> None:
