@@ -120,7 +120,8 @@ def test_a_question_answering_several_scores_makes_the_protocol_generate_only() 
         (("    parse: {format: json, key: score}\n", ""), "declare parse"),
         (("min: [fidelity, realism]", "min: [fidelity, nope]"), "neither a score"),
         (("scale: {min: 0, max: 25}", "scale: {min: 5, max: 5}"), "below max"),
-        (("scale: {min: 0, max: 25}", "scale: {min: 0, max: 100}"), "less than or equal"),
+        (("scale: {min: 0, max: 25}", "scale: {min: 0, max: 5000}"), "less than or equal"),
+        (("scale: {min: 0, max: 25}", "scale: {min: -5, max: 5}"), "greater than or equal"),
         (("{format: json, key: score}", "{format: regex}"), "pattern"),
         (
             ("{format: json, key: score}", "{format: regex, pattern: '(?P<fidelity>\\d+)'}"),
@@ -134,6 +135,12 @@ def test_bad_scales_metrics_and_parse_rules_are_refused(
 ) -> None:
     with pytest.raises(ProtocolFileError, match=problem):
         parse_protocol(MULTI.replace(*change), "bad.yaml", "file")
+
+
+def test_a_scale_beyond_two_digits_is_read_in_generate_mode_only() -> None:
+    wide = SCALE_1_5.replace("{min: 1, max: 5}", "{min: 0, max: 100}")
+    info = parse_protocol(wide, "wide.yaml", "file").info()
+    assert (info.scale.max, info.modes) == (100, ["generate"])
 
 
 def test_several_metrics_need_a_named_headline() -> None:

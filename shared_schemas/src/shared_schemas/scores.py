@@ -14,9 +14,10 @@ SCORE_MODES: tuple[ScoreMode, ...] = ("expected", "generate")
 ImageRole = Literal["source", "edited"]
 
 MAX_ITEMS_PER_REQUEST = 64
-# The widest integer scale a protocol may declare (two digits: expected mode reads at most a
-# first digit and the digit after it).
-SCALE_LIMIT = 99
+# The widest integer scale a protocol may declare; expected mode reads scales up to two digits
+# (a first digit and the digit after it), wider ones are generate-only.
+SCALE_LIMIT = 1000
+EXPECTED_SCALE_LIMIT = 99
 
 
 class ScoreScale(WireModel):

@@ -24,7 +24,7 @@ number; reward_service.parsing). A question whose answer carries several scores 
 ``answers``, or an object keyed by their names) or ``format: regex`` (a ``pattern`` with one named
 group per score). Expected mode cannot read one distribution per score from such an answer, so
 the protocol is then generate-only (ProtocolInfo.modes says so), as it is when it gives no
-expected-mode answer instruction.
+expected-mode answer instruction or its scale goes beyond 99 (0..100, say).
 
 Files written before metrics existed (``combine: single`` or ``combine: viescore`` with question
 ``group``s) still load: they are read as the equivalent ``metrics``.
@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from reward_service.protocols.metrics import MetricSpec, check_metrics
 from shared_schemas import DEFAULT_SCALE, ScoreMode, ScoreScale
-from shared_schemas.scores import ImageRole
+from shared_schemas.scores import EXPECTED_SCALE_LIMIT, ImageRole
 
 Mode = Literal["expected", "generate"]
 
@@ -238,10 +238,12 @@ class ProtocolSpec(_Spec):
 
     @property
     def modes(self) -> list[ScoreMode]:
-        """generate always; expected where every answer is one score and the protocol asks for
-        it as a bare number."""
+        """generate always; expected where every answer is one score, the protocol asks for it
+        as a bare number, and the scale's numbers have at most two digits."""
         one_each = all(len(q.scores) == 1 for q in self.questions)
-        return ["expected", "generate"] if one_each and self.answer.expected else ["generate"]
+        narrow = self.scale.max <= EXPECTED_SCALE_LIMIT
+        readable = one_each and narrow and self.answer.expected
+        return ["expected", "generate"] if readable else ["generate"]
 
     @property
     def headline_metric(self) -> str:
