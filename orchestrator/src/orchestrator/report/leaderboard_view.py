@@ -21,7 +21,7 @@ _env = Environment(
 def leaderboard_table(result: dict[str, Any]) -> Table:
     table = Table(
         title=f"leaderboard · {result['benchmark'] or '-'} · {result['table']} · "
-        f"{result['metric']} ({result['headline']})",
+        f"ranked by {result['ranked_by']}",
         title_justify="left",
         caption="95% intervals (n items) · rank: [best, worst] rank the data allow "
         "(Holm-adjusted paired t-tests) · Δ next: paired difference to the run ranked below",
@@ -36,9 +36,13 @@ def leaderboard_table(result: dict[str, Any]) -> Table:
         ("Δ next", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    official = result["models"][0].get("official_headline") if result["models"] else None
+    if official:
+        table.add_column(official["label"], justify="right")
     for m in result["models"]:
         low, high = m["rank_interval"]
         nxt = m["vs_next"]
+        extra = [interval_text(m["official_headline"] or {})] if official else []
         table.add_row(
             str(m["rank"]),
             f"{low}" if low == high else f"{low}-{high}",
@@ -46,6 +50,7 @@ def leaderboard_table(result: dict[str, Any]) -> Table:
             interval_text(m["headline"], digits=3),
             str(m["headline"]["n"]),
             "-" if nxt is None else interval_text(nxt, digits=3, signed=True) + f" n={nxt['n']}",
+            *extra,
         )
     return table
 
