@@ -74,6 +74,8 @@ def test_editor_admits_and_starts_a_teammate_s_edit_while_one_client_holds_every
                 teammate = asyncio.create_task(http.post("/v1/edits", json=edit("b0"), headers=B))
 
                 async def three_waiting() -> bool:
+                    # B cannot be answered while A's first edit holds the worker: done = refused.
+                    assert not teammate.done(), teammate.result().text
                     return (await info()).queue_depth == 3
 
                 await until(three_waiting, "B's edit was not queued")
@@ -132,6 +134,8 @@ def test_judge_admits_and_batches_a_teammate_s_item_while_one_client_holds_every
                 )
 
                 async def two_waiting() -> bool:
+                    # B cannot be answered while the judge is held: done = refused.
+                    assert not teammate.done(), teammate.result().text
                     return await depth() == 2
 
                 await until(two_waiting, "B's item was not queued")
