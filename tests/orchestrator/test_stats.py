@@ -88,6 +88,12 @@ def test_macro_mean_interval_is_welch_satterthwaite() -> None:
     assert got.estimate == pytest.approx(centre, rel=1e-12)
     assert got.low == pytest.approx(centre - half, rel=1e-9)
     assert got.high == pytest.approx(centre + half, rel=1e-9)
+    # Its test: t = centre / se with Satterthwaite's df, two-sided.
+    test = stats.macro_t_test(strata)
+    se = math.sqrt(sum(v)) / k
+    assert test.t == pytest.approx(centre / se, rel=1e-9)
+    assert test.df == pytest.approx(df, rel=1e-12)
+    assert test.p == pytest.approx(2 * sp.t.sf(abs(centre / se), df), rel=1e-8)
     # One stratum alone: Welch's interval is the plain t interval.
     alone = stats.macro_mean_interval([strata[1]])
     plain = stats.mean_interval(strata[1])

@@ -23,7 +23,7 @@ import io
 import json
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,8 +255,20 @@ def build_leaderboard(
     officials = {run.label: _official(run, reporting, resamples, seed) for run in runs}
     ranked = _ranking(entries, macro, officials)
     order = [e.run.label for e, _ in ranked]
+    row_of = {i: name for e in entries for name, values in e.rows.items() for i in values}
+
+    def by_rows(a: Mapping[Any, float | None], b: Mapping[Any, float | None]) -> stats.TTest:
+        """b - a per row on shared items; the Welch test of the mean of the row means."""
+        strata: dict[str, list[float]] = {}
+        for item, diff in stats.paired_differences(a, b).items():
+            strata.setdefault(row_of[item], []).append(diff)
+        return stats.macro_t_test(list(strata.values()))
+
     ranks = stats.rank_intervals(
-        {e.run.label: e.items() for e in entries}, order=order, alpha=1 - stats.LEVEL
+        {e.run.label: e.items() for e in entries},
+        order=order,
+        alpha=1 - stats.LEVEL,
+        test=by_rows if macro else stats.paired_t,
     )
     row_names = sorted({name for e in entries for name in e.rows})
     models = []
@@ -311,7 +323,8 @@ def build_leaderboard(
             "vs_next": "95% interval of the paired difference (this run - the next) on the "
             "items both scored with the same protocol hash",
             "rank_interval": "[1 + runs significantly better, N - runs significantly worse]: "
-            "paired t-tests on shared items, Holm-adjusted over all pairs of runs",
+            "paired tests on shared items of the headline's statistic (macro: Welch over the "
+            "rows' mean differences; micro: paired t), Holm-adjusted over all pairs of runs",
         },
         "warnings": warnings,
     }

@@ -82,7 +82,7 @@ class TTest:
 
     interval: Interval
     t: float | None
-    df: int
+    df: float
     p: float | None
 
 
@@ -212,8 +212,9 @@ def paired_t(
     return t_test(list(paired_differences(a, b).values()), level)
 
 
-def macro_mean_interval(strata: Sequence[Sequence[float]], level: float = LEVEL) -> Interval:
-    """The unweighted mean of the strata means, with a Welch-Satterthwaite t interval.
+def macro_t_test(strata: Sequence[Sequence[float]], level: float = LEVEL) -> TTest:
+    """The unweighted mean of the strata means, its Welch-Satterthwaite t interval, and the
+    two-sided p-value of mean 0 (t = estimate / se with Satterthwaite's df).
 
     Var = sum(s_c^2 / n_c) / K^2; df = (sum v_c)^2 / sum(v_c^2 / (n_c - 1)). Empty strata are
     left out (as the Average leaves out empty rows); a stratum of one value has no variance, so
@@ -221,17 +222,29 @@ def macro_mean_interval(strata: Sequence[Sequence[float]], level: float = LEVEL)
     kept = [list(s) for s in strata if s]
     n = sum(len(s) for s in kept)
     if not kept:
-        return Interval(None, None, None, 0, "welch-t", level)
+        return TTest(Interval(None, None, None, 0, "welch-t", level), None, 0, None)
     estimate = math.fsum(math.fsum(s) / len(s) for s in kept) / len(kept)
     if any(len(s) < 2 for s in kept):
-        return Interval(estimate, None, None, n, "welch-t", level)
+        return TTest(Interval(estimate, None, None, n, "welch-t", level), None, 0, None)
     parts = [statistics.variance(s) / len(s) for s in kept]
     total = math.fsum(parts)
     if total == 0.0:
-        return Interval(estimate, estimate, estimate, n, "welch-t", level)
+        p = 1.0 if estimate == 0.0 else 0.0
+        t = 0.0 if estimate == 0.0 else math.copysign(math.inf, estimate)
+        return TTest(Interval(estimate, estimate, estimate, n, "welch-t", level), t, n - 1, p)
     df = total**2 / math.fsum(v * v / (len(s) - 1) for v, s in zip(parts, kept, strict=True))
-    half = t_ppf(0.5 + level / 2.0, df) * math.sqrt(total) / len(kept)
-    return Interval(estimate, estimate - half, estimate + half, n, "welch-t", level)
+    se = math.sqrt(total) / len(kept)
+    half = t_ppf(0.5 + level / 2.0, df) * se
+    t = estimate / se
+    p = min(1.0, 2.0 * t_sf(abs(t), df))
+    interval = Interval(estimate, estimate - half, estimate + half, n, "welch-t", level)
+    return TTest(interval, t, df, p)
+
+
+def macro_mean_interval(strata: Sequence[Sequence[float]], level: float = LEVEL) -> Interval:
+    """The unweighted mean of the strata means, with a Welch-Satterthwaite t interval
+    (``macro_t_test``)."""
+    return macro_t_test(strata, level).interval
 
 
 # ---- bootstrap --------------------------------------------------------------------------------
@@ -487,26 +500,32 @@ class RankInterval:
     worse: list[str]
 
 
+PairTest = Callable[[Mapping[Any, float | None], Mapping[Any, float | None]], TTest]
+
+
 def rank_intervals(
     scores: Mapping[str, Mapping[Any, float | None]],
     *,
     order: Sequence[str] | None = None,
     alpha: float = 1.0 - LEVEL,
+    test: PairTest = paired_t,
 ) -> dict[str, RankInterval]:
     """Each model's rank and rank interval: [1 + #models significantly better, N - #models
-    significantly worse], from paired t-tests on the items each pair shares, Holm-adjusted over
-    all N(N-1)/2 pairs. ``order`` is the ranking (best first); default: by mean item score."""
+    significantly worse], from a test of ``b - a`` on the items each pair shares (default the
+    paired t-test; a leaderboard ranked by a mean of category means passes a Welch test by
+    category), Holm-adjusted over all N(N-1)/2 pairs. ``order`` is the ranking (best first);
+    default: by mean item score."""
     names = list(scores)
     if order is None:
         means = {m: mean_interval(list(scores[m].values())).estimate for m in names}
         order = sorted(names, key=lambda m: (means[m] is None, -(means[m] or 0.0)))
     pairs = list(combinations(names, 2))
-    tests = [paired_t(scores[a], scores[b]) for a, b in pairs]
+    tests = [test(scores[a], scores[b]) for a, b in pairs]
     adjusted = holm([t.p for t in tests])
     better: dict[str, list[str]] = {m: [] for m in names}
     worse: dict[str, list[str]] = {m: [] for m in names}
-    for (a, b), test, p in zip(pairs, tests, adjusted, strict=True):
-        estimate = test.interval.estimate
+    for (a, b), result, p in zip(pairs, tests, adjusted, strict=True):
+        estimate = result.interval.estimate
         if p is None or p >= alpha or not estimate:
             continue
         winner, loser = (b, a) if estimate > 0 else (a, b)
