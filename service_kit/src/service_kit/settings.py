@@ -90,6 +90,12 @@ class ServiceSettings(BaseSettings):
         description="A client that reads nothing of its answer for this long (the server's "
         "send buffer stays full) has its connection aborted, freeing the answer it holds.",
     )
+    max_unread_answers_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description="Answers waiting for clients that do not keep up with them, all connections "
+        "together: beyond this, the connection stalled longest is aborted (a memory bound).",
+    )
     max_worker_restarts: int = Field(
         default=5,
         ge=0,

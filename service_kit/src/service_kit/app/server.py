@@ -157,7 +157,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> int:
         # Deadlines on each request's headers and body (uvicorn has none): stalled clients
         # cannot hold connections.
         http=deadline_protocol(
-            settings.header_timeout_s, settings.body_timeout_s, settings.write_timeout_s
+            settings.header_timeout_s,
+            settings.body_timeout_s,
+            settings.write_timeout_s,
+            int(settings.max_unread_answers_mb * 2**20),
         ),
     )
     server = DrainingServer(

@@ -10,10 +10,12 @@ state h11 itself keeps:
   one, until the request's headers are complete: ``header_timeout_s``;
 - body: from the end of the headers until the end of the body: ``body_timeout_s``.
 
-- answer: a client that does not read its answer (the server's write buffer stays above its
-  high-water mark: nothing drains it back below the low-water mark) for ``write_timeout_s`` has
-  its connection aborted, which frees the buffered answer. So a slow reader holds at most one
-  answer, for at most that long, never a connection and its memory forever.
+- answer: a client that reads nothing of its answer (the server's send buffer, above its
+  high-water mark, does not shrink) for ``write_timeout_s`` has its connection aborted, which
+  frees the buffered answer; one that reads, however slowly, gets another period. And answers
+  waiting for such readers are bounded in memory: when those of all connections add up to more
+  than ``max_unread_bytes``, the connection stalled longest is aborted. So slow readers never
+  hold connections and memory forever.
 
 Both are deadlines, not idle timers: a client that trickles a byte now and then is closed too.
 On expiry the client gets ``408 request_timeout`` in the error envelope (when no answer has
@@ -60,34 +62,66 @@ class DeadlineH11Protocol(H11Protocol):
     header_timeout_s: float = 10.0
     body_timeout_s: float = 120.0
     write_timeout_s: float = 60.0
+    max_unread_bytes: int = 256 * 2**20
+    # Per server class (deadline_protocol makes one each): connections whose reader lags.
+    _paused: dict[DeadlineH11Protocol, float] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._phase: Phase | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
+        self._unread_bytes = 0
 
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._write_deadline is None:
+            self._unread_bytes = self.transport.get_write_buffer_size()
             self._write_deadline = self.loop.call_later(self.write_timeout_s, self._unread)
+        type(self)._paused[self] = self.loop.time()
+        self._bound_unread_answers()
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        type(self)._paused.pop(self, None)
         if self._write_deadline is not None:
             self._write_deadline.cancel()
             self._write_deadline = None
 
     def _unread(self) -> None:
+        """The write deadline: abort unless the client read something since it was armed."""
         self._write_deadline = None
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        if self.transport.is_closing() and self.transport.get_write_buffer_size() == 0:
+            return
         pending = self.transport.get_write_buffer_size()
-        logger.warning(
-            "aborting the connection of %s: it did not read its answer (%d bytes waiting) for %gs",
-            client,
-            pending,
-            self.write_timeout_s,
+        if pending < self._unread_bytes:  # it reads, slowly: give it another period
+            self._unread_bytes = pending
+            self._write_deadline = self.loop.call_later(self.write_timeout_s, self._unread)
+            return
+        self._abort(
+            f"it read none of its answer ({pending} bytes waiting) for {self.write_timeout_s:g}s"
         )
+
+    def _bound_unread_answers(self) -> None:
+        """The memory bound: while answers waiting for their readers add up to more than
+        ``max_unread_bytes``, the connection stalled longest is aborted."""
+        paused = type(self)._paused
+        total = sum(p.transport.get_write_buffer_size() for p in paused)
+        while total > self.max_unread_bytes and paused:
+            oldest = min(paused, key=paused.__getitem__)
+            total -= oldest.transport.get_write_buffer_size()
+            oldest._abort(
+                f"answers unread by their clients add up to more than "
+                f"{self.max_unread_bytes} bytes; this one waited longest"
+            )
+
+    def _abort(self, why: str) -> None:
+        type(self)._paused.pop(self, None)
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        logger.warning("aborting the connection of %s: %s", client, why)
         self.transport.abort()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -106,6 +140,7 @@ class DeadlineH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        type(self)._paused.pop(self, None)
         if self._write_deadline is not None:
             self._write_deadline.cancel()
             self._write_deadline = None
@@ -153,9 +188,12 @@ class DeadlineH11Protocol(H11Protocol):
 
 
 def deadline_protocol(
-    header_timeout_s: float, body_timeout_s: float, write_timeout_s: float = 60.0
+    header_timeout_s: float,
+    body_timeout_s: float,
+    write_timeout_s: float = 60.0,
+    max_unread_bytes: int = 256 * 2**20,
 ) -> type[DeadlineH11Protocol]:
-    """The protocol class for uvicorn's ``http`` setting, with these deadlines."""
+    """The protocol class for uvicorn's ``http`` setting, with these deadlines and bound."""
     return type(
         "DeadlineH11Protocol",
         (DeadlineH11Protocol,),
@@ -163,5 +201,7 @@ def deadline_protocol(
             "header_timeout_s": header_timeout_s,
             "body_timeout_s": body_timeout_s,
             "write_timeout_s": write_timeout_s,
+            "max_unread_bytes": max_unread_bytes,
+            "_paused": {},
         },
     )
