@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config import resolve_settings
+from orchestrator.phases.base import ModelChanged
 from orchestrator.progress import NullProgress
 from orchestrator.retry import RetryPolicy
 from orchestrator.runner import run_benchmark
@@ -89,3 +90,20 @@ def test_one_misbehaving_replica_never_fails_or_mixes_the_run(
     assert sorted(s["item_id"] for s in scores if s["status"] == "ok") == sorted(
         e["item_id"] for e in ok
     )
+
+
+def test_a_lone_endpoint_redeployed_with_another_revision_stops_the_run_unrecorded(
+    services: dict[str, Service], tmp_path: Path
+) -> None:
+    with (
+        MisbehavingProxy(services["a"].url, "revision").running() as proxy,
+        pytest.raises(ModelChanged, match="redeployed-other-revision"),
+    ):
+        run(tmp_path, [proxy.url], services["judge"].url)
+    edits = (
+        records(tmp_path / "run" / "edits.jsonl")
+        if (tmp_path / "run" / "edits.jsonl").exists()
+        else []
+    )
+    assert not [e for e in edits if e["status"] == "ok"]
+    assert proxy.posts >= 1

@@ -148,10 +148,15 @@ class EditPhase(Phase):
                 stats=stats,
                 sleep=self.ctx.sleep,
             )
+            expected = self.info.model if self.info is not None else None
+            if not _pooled(self.client) and model_key(response.model) != model_key(expected):
+                # Redeployed mid-run with another model: its answer is never recorded under
+                # this run's job ids (made for the model the phase started with); the run stops.
+                raise ModelChanged("editor", expected, response.model)
             relpath = self.ctx.store.edit_image_relpath(item.id, response.output_format)
             await asyncio.to_thread(self.ctx.store.write_file, relpath, response.image)
             await self._ensure_thumb("edited", item, response.image)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ModelChanged):
             raise
         except Exception as exc:
             error, retryable = error_record(exc)
@@ -188,3 +193,8 @@ class EditPhase(Phase):
         self.counts.retries += stats.retries
         await asyncio.to_thread(self.ctx.store.edits.append, record)
         self._finish(ok)
+
+
+def _pooled(client: EditorClient) -> bool:
+    """Several endpoints: their set checks each answer's model itself (and may allow mixing)."""
+    return hasattr(client, "endpoints")
