@@ -22,8 +22,8 @@ from editor_service.backends import qwen_kernels
 from editor_service.backends.base import BackendSpec, EditJob, RGBImage
 from editor_service.backends.diffusers_backend import DiffusersEditBackend, compile_wanted
 from editor_service.config import EditorSettings
-from editor_service.models.qwen_image import transformer_config
 from tests.support.images import make_image
+from tiny_models.qwen_image_edit import transformer_config
 
 pytestmark = pytest.mark.tiny
 
