@@ -30,18 +30,15 @@ COMPILED = {"EDITOR_COMPILE": "true"}
 
 # name -> (EDITOR_* settings, what it is). "lossless" is the service's default setting.
 MODES: dict[str, tuple[dict[str, str], str]] = {
-    "lossless": (
-        COMPILED,
-        "regional compile (the default on CUDA), fused joint attention (the default)",
-    ),
-    "round2": (
-        {**COMPILED, "EDITOR_FUSED_ATTENTION": "false"},
-        "regional compile, diffusers' attention processor (round 2's lossless setting)",
+    "lossless": (COMPILED, "regional compile (the default on CUDA), diffusers' processor"),
+    "fused": (
+        {**COMPILED, "EDITOR_FUSED_ATTENTION": "true"},
+        "regional compile, the fused joint attention (qwen_kernels; no gain measured)",
     ),
     "eager": ({"EDITOR_COMPILE": "false"}, "no compile"),
     "parked": (
         {**COMPILED, "EDITOR_PARK_TEXT_ENCODER": "true"},
-        "lossless, the text encoder's weights in host memory while the transformer runs",
+        "lossless, the text encoder's linear layers in host memory between their calls",
     ),
     "nondeterministic": (
         {**COMPILED, "EDITOR_DETERMINISTIC": "false"},

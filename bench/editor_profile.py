@@ -24,6 +24,7 @@ Each figure is a JSON line in DIR/editor-profile.jsonl; the summary is DIR/edito
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -163,6 +164,58 @@ def transformer_flops(transformer: Any, kwargs: dict[str, Any]) -> tuple[float, 
     return float(layers * linear), float(layers * attention)
 
 
+def gpu_clocks() -> str:
+    """SM clock, power and temperature as nvidia-smi reads them now ('' without it)."""
+    import subprocess
+
+    try:
+        return subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=clocks.sm,power.draw,temperature.gpu",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def sustained(count: int, transformer: Any, kwargs: dict[str, Any], name: str) -> dict[str, Any]:
+    """``count`` forwards back to back, each timed with CUDA events (wall clock on the CPU), with
+    the GPU's clocks read every tenth: does a forward slow down when the GPU stays busy?"""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    times: list[float] = []
+    clocks: list[str] = [gpu_clocks()] if cuda else []
+    with torch.inference_mode():
+        for i in range(count):
+            if cuda:
+                began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(True)
+                began.record()
+                transformer(**kwargs)
+                ended.record()
+                ended.synchronize()
+                times.append(began.elapsed_time(ended))
+            else:
+                start = time.perf_counter()
+                transformer(**kwargs)
+                times.append((time.perf_counter() - start) * 1e3)
+            if cuda and i % 10 == 9:
+                clocks.append(gpu_clocks())
+    figures = {
+        "forward_ms": [round(t, 2) for t in times],
+        "first5_ms": statistics.mean(times[:5]),
+        "last5_ms": statistics.mean(times[-5:]),
+        "clocks_power_temp": clocks,
+    }
+    record(variant=name, stage="sustained-forwards", **figures)
+    return figures
+
+
 def run_variant(args: argparse.Namespace, name: str, images: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -248,6 +301,8 @@ def run_variant(args: argparse.Namespace, name: str, images: dict[str, Any]) -> 
             for _ in range(2):
                 pipe.transformer(**captured)
     table = kernel_table(prof())
+    if args.sustained:
+        summary["sustained"] = sustained(args.sustained, pipe.transformer, captured, name)
     gemm_flops, attention_flops = transformer_flops(pipe.transformer, captured)
     flops = gemm_flops + attention_flops
     kinds = table["kinds"]
@@ -271,7 +326,15 @@ def run_variant(args: argparse.Namespace, name: str, images: dict[str, Any]) -> 
     record(variant=name, stage="transformer-kernels", **rates, kernels=table)
     print_table(f"{name}: two transformer forwards", table)
     summary["transformer"] = {**rates, "kinds": kinds}
+    # Everything that holds the pipeline goes before the next variant loads (the first round
+    # ran out of memory on an H100 loading the second with the first still referenced).
+    captured.clear()
+    del pipe, phases, out, prof, handle
     backend.release()
+    torch._dynamo.reset()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
     return summary
 
 
@@ -282,6 +345,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--fast-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--sustained", type=int, default=0, help="forwards back to back, each timed (0: none)"
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
     parser.add_argument("--out-dir", type=Path, required=True)

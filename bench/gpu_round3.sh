@@ -6,12 +6,12 @@
 #
 # Runs one step after another, each bounded by `timeout`, each writing its JSON record and logs
 # into DEST (a step that fails is noted in DEST/round.log and the next one runs):
-#   1. editor-profile: in-process, diffusers' attention processor vs the fused one (the default),
+#   1. editor-profile: in-process, diffusers' attention processor (the default) vs the fused one,
 #      both compiled: phases of a true-CFG edit, 8-step edits, two transformer forwards under the
 #      torch profiler (kernels by kind, top kernels, FLOP rates, Chrome traces), PSNR
 #   2. editor-modes: through the service, 50-step true CFG, 8 and 4 steps, PSNR/SSIM against the
-#      first mode: round 2's setting (diffusers' processor), the new default, and the default with
-#      the text encoder parked in host memory (peak memory vs a host-to-device copy per edit)
+#      first mode: the default (compiled, diffusers' processor), the fused joint attention, and the
+#      default with the text encoder parked in host memory (peak memory vs a copy per edit)
 #   3. judge: in-process (one batch per protocol profiled) and through the service, 320 items,
 #      16 clients, single and viescore
 #   4. whole-run: `editbench run --share-gpu`, 54 items, 8 steps no CFG, viescore, the services'
@@ -59,7 +59,7 @@ fi
 step editor-profile 420 python3 bench/editor_profile.py --model "$model" "${profile_args[@]}" \
   --out-dir "$dest/editor-profile"
 step editor-modes 570 python3 bench/editor_bench.py --part modes --model "$model" \
-  --modes round2 lossless parked "${modes_args[@]}" --out "$dest/editor-modes.json"
+  --modes lossless fused parked "${modes_args[@]}" --out "$dest/editor-modes.json"
 step judge 480 python3 bench/judge_bench.py --model "$model" --part in-process service \
   --runs single/expected viescore/expected --no-handover "${judge_args[@]}" \
   --profile-dir "$dest/judge-profile" --out "$dest/judge.json"

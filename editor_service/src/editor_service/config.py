@@ -39,10 +39,11 @@ class EditorSettings(ModelServiceSettings):
         "CUDA devices, off on the CPU.",
     )
     fused_attention: bool = Field(
-        default=True,
-        description="Qwen-Image's joint attention with qk-norm and RoPE in one fused pass writing "
-        "the attention kernel's own layout (editor_service.backends.qwen_kernels): the same "
-        "images within rounding, faster compiled. False: diffusers' own processor.",
+        default=False,
+        description="Qwen-Image's joint attention with qk-norm and RoPE fused into one pass "
+        "that writes the attention kernel's own layout (editor_service.backends.qwen_kernels): "
+        "the same images within rounding, but no faster than diffusers' processor compiled on "
+        "an H100 (docs/PERFORMANCE.md). Off by default.",
     )
     attention_backend: str | None = Field(
         default=None,
@@ -51,10 +52,10 @@ class EditorSettings(ModelServiceSettings):
     )
     park_text_encoder: bool = Field(
         default=False,
-        description="Keep the text encoder's weights in pinned host memory while the "
-        "transformer runs, copied to the GPU at each edit's start: peak GPU memory down by the "
-        "text encoder's size (15.4 GiB for Qwen-Image-Edit), one host-to-device copy of it per "
-        "edit added. The same images.",
+        description="Keep the text encoder's linear layers in pinned host memory, each copied "
+        "to the GPU for its own calls only: peak GPU memory down by about the text encoder's "
+        "size (15.4 GiB for Qwen-Image-Edit), one host-to-device copy of it per edit added "
+        "(docs/PERFORMANCE.md). The same images.",
     )
     lora: str | None = Field(
         default=None,

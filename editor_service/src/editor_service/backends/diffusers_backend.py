@@ -74,7 +74,7 @@ def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, A
         applied["transformer_fp8"] = str(options["transformer_fp8"])
     from editor_service.backends import qwen_kernels
 
-    if options.get("fused_attention", True):
+    if options.get("fused_attention"):
         # The same function as diffusers' processor, rounding apart: not a new configuration,
         # so not part of what was applied (the service's options still say it).
         qwen_kernels.install(pipe.transformer)
