@@ -33,6 +33,7 @@ from orchestrator.judges import run_judges, select_judge
 from orchestrator.metrics import MetricSet
 from orchestrator.records import ResultRow
 from orchestrator.report.breakdown import item_metrics, partitions, run_reporting
+from orchestrator.report.official import run_statistics
 from orchestrator.report.results import RunRecords, build_rows
 from orchestrator.store import RunStore, atomic_write_text
 
@@ -205,6 +206,25 @@ def _holm_rows(entries: Sequence[dict[str, Any]]) -> None:
         )
 
 
+def official_headlines(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
+    """Each run's official statistics headline (KRIS-Bench, ImgEdit, RISEBench), as their
+    authors compute it; empty when the baseline's benchmark declares none."""
+    if runs[0].reporting.statistics is None:
+        return []
+    found = []
+    for run in runs:
+        stats = run_statistics(run.rows, run.reporting)
+        found.append(
+            {
+                "run": run.label,
+                "statistics": None if stats is None else stats.name,
+                "headline_label": None if stats is None else stats.headline_label,
+                "headline": None if stats is None else stats.headline,
+            }
+        )
+    return found
+
+
 def compare_runs(
     runs: Sequence[LoadedRun],
     *,
@@ -239,6 +259,7 @@ def compare_runs(
         "metric": chosen,
         "metric_label": metrics.label(chosen),
         "metric_set": metrics.model_dump(mode="json"),
+        "official": official_headlines(runs),
         "baseline": baseline.label,
         "runs": [run.describe() for run in runs],
         "reporting": baseline.reporting.model_dump(mode="json"),

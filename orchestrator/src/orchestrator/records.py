@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.benchmarks.statistics import OfficialStatistics
 from orchestrator.metrics import MetricSet, answer_values
 from shared_schemas import ItemScore, ModelInfo, QuestionScore
 from shared_schemas.edits import EditTimings
@@ -488,6 +489,11 @@ class Summary(RecordModel):
     tables: list[dict[str, Any]] = Field(
         default_factory=list, description="The benchmark's declared tables (report/breakdown.py)."
     )
+    official: OfficialStatistics | None = Field(
+        default=None,
+        description="The benchmark's official tables and headline, as its authors' script "
+        "computes them (reporting.statistics; benchmarks/statistics.py).",
+    )
     models: ModelsSeen
     jobs: dict[str, JobCounts]
     judge_usage: JudgeUsage | None = Field(
@@ -514,7 +520,7 @@ class Summary(RecordModel):
 
     def dump(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        for key in ("languages", "integrity", "run"):
+        for key in ("languages", "integrity", "run", "official"):
             if data[key] is None:
                 del data[key]
         return data

@@ -37,8 +37,33 @@ def _diff_cells(diff: dict[str, Any]) -> list[str]:
     ]
 
 
+def official_table(result: dict[str, Any]) -> Table | None:
+    """Each run's official headline (as the benchmark's authors compute it) and its difference
+    from the baseline's."""
+    official = result.get("official") or []
+    if not official:
+        return None
+    base = official[0]["headline"]
+    table = Table(title=f"Official headline: {official[0]['headline_label']}")
+    table.add_column("run")
+    table.add_column("headline", justify="right")
+    table.add_column("vs baseline", justify="right")
+    for entry in official:
+        value = entry["headline"]
+        delta = None if value is None or base is None else value - base
+        table.add_row(entry["run"], _f(value), _f(delta, signed=True))
+    return table
+
+
 def compare_tables(result: dict[str, Any]) -> list[Table]:
-    """One table per declared table: each run's mean, then per other run the paired difference."""
+    """One table per declared table: each run's mean, then per other run the paired difference;
+    then the official headlines when the benchmark has them."""
+    tables = _declared_tables(result)
+    official = official_table(result)
+    return tables + ([official] if official is not None else [])
+
+
+def _declared_tables(result: dict[str, Any]) -> list[Table]:
     labels = [run["label"] for run in result["runs"]]
     tables = []
     for declared in result["tables"]:

@@ -24,6 +24,7 @@ from orchestrator.records import (
     Summary,
 )
 from orchestrator.report.breakdown import describe, reported_tables
+from orchestrator.report.official import run_statistics
 from orchestrator.wording import counted
 
 DEFINITIONS = {
@@ -36,6 +37,8 @@ DEFINITIONS = {
     "(orchestrator.stats.mean_interval); n is given beside it, none below n = 2",
     "judge_error_rate": "(unscored + judge_failed) / (scored + unscored + judge_failed)",
     "unscored": "the judge answered but the score could not be read (generate mode)",
+    "official": "the benchmark's official tables and headline, computed as its authors' script "
+    "does (present for KRIS-Bench, ImgEdit, RISEBench)",
     "tables": "the benchmark's declared tables (see 'reporting'): per split value and subset, "
     "per row the mean of each metric over scored items; 'average' is the unweighted mean of the "
     "row means, 'micro' the mean over items, 'headline' the declared one of the two",
@@ -137,6 +140,7 @@ def summarize(
         languages=languages,
         reporting=reporting,
         tables=reported_tables(rows, reporting, metrics),
+        official=run_statistics(rows, reporting),
         models=models,
         jobs={"edit": job_counts(rows, "edit"), "score": job_counts(rows, "score")},
         judge_usage=judge_usage(rows),

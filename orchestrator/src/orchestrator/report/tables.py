@@ -12,6 +12,7 @@ from rich.table import Table
 
 from orchestrator.benchmarks.reporting import value_of
 from orchestrator.records import GroupStats, ResultRow, Summary
+from orchestrator.report.official import official_tables
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:
@@ -130,8 +131,12 @@ def summary_tables(summary: Summary, title: str = "editbench") -> list[Table]:
     language, or into subsets), else the per-category table."""
     reporting = summary.reporting
     if len(reporting.group_by) > 1 or reporting.subsets:
-        return declared_tables(summary, title)
-    return [summary_table(summary, title)]
+        shown = declared_tables(summary, title)
+    else:
+        shown = [summary_table(summary, title)]
+    if summary.official is not None:
+        shown += official_tables(summary.official)
+    return shown
 
 
 CSV_COLUMNS = (

@@ -1,0 +1,227 @@
+"""KRIS-Bench, ImgEdit and RISEBench, each in its published layout, through ``editbench run`` on
+both real services (tiny models, CPU): the official tables in summary.json, the terminal,
+report.html and ``editbench compare`` equal the authors' statistics re-implemented in
+tests/orchestrator/test_published_benchmarks.py, over the per-item scores the run recorded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.store import JsonlLog
+from tests.orchestrator.harness import editbench, finish
+from tests.orchestrator.published_layouts import write_imgedit, write_kris, write_rise
+from tests.orchestrator.test_published_benchmarks import (
+    KRIS_WITH_KP,
+    kris_summarize,
+    rise_gpt_eval,
+)
+from tests.support.servers import REUSE_FREED_MEMORY, ServiceProcess
+
+pytestmark = pytest.mark.tiny
+
+# Judging protocols whose questions carry the dimension names the statistics read (the scale
+# and prompts do not matter to this test: it checks that what the judge said reaches the
+# official tables exactly as the authors' scripts would compute them).
+_PROTOCOL = """name: {name}
+description: dimensions of {name} (test)
+combine: viescore
+answer:
+  expected: Answer with one integer from 0 to 10 and nothing else.
+  generate: 'End with "Score: N".'
+questions:
+{questions}
+"""
+
+
+def _protocol(name: str, sc: list[str], pq: list[str]) -> str:
+    lines = []
+    for group, names in (("sc", sc), ("pq", pq)):
+        for question in names:
+            images = "[source, edited]" if group == "sc" else "[edited]"
+            lines.append(
+                f"  - name: {question}\n    group: {group}\n    images: {images}\n"
+                f'    prompt: "Instruction: {{instruction}}. Rate the {question}."'
+            )
+    return _PROTOCOL.format(name=name, questions="\n".join(lines))
+
+
+@pytest.fixture(scope="module")
+def services(
+    model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    folder = tmp_path_factory.mktemp("published-services")
+    protocols = folder / "protocols"
+    protocols.mkdir()
+    for name, sc, pq in (
+        ("kris-dims", ["consistency", "instruction"], ["quality", "knowledge"]),
+        ("imgedit-dims", ["adherence", "preservation"], ["quality"]),
+        ("rise-dims", ["consistency", "reasoning"], ["plausibility"]),
+    ):
+        (protocols / f"{name}.yaml").write_text(_protocol(name, sc, pq), encoding="utf-8")
+    editor = ServiceProcess(
+        "editor_service",
+        {
+            "EDITOR_MODEL": "tiny",
+            "EDITOR_DEVICES": "cpu",
+            "EDITOR_CACHE_DIR": str(model_cache),
+            **REUSE_FREED_MEMORY,
+        },
+        folder / "editor.log",
+    )
+    reward = ServiceProcess(
+        "reward_service",
+        {
+            "REWARD_MODEL": "tiny",
+            "REWARD_DEVICES": "cpu",
+            "REWARD_CACHE_DIR": str(model_cache),
+            "REWARD_PROTOCOLS_DIR": str(protocols),
+            "REWARD_MAX_WAIT_S": "0.05",
+            **REUSE_FREED_MEMORY,
+        },
+        folder / "reward.log",
+    )
+    with editor.running(), reward.running():
+        yield editor.url, reward.url
+
+
+def _run(services: tuple[str, str], benchmark: Path, protocol: str, out: Path) -> str:
+    editor, reward = services
+    code, stdout, stderr = finish(
+        editbench(
+            "run",
+            "--benchmark",
+            str(benchmark),
+            "--protocol",
+            protocol,
+            "--out",
+            str(out),
+            "--editor-url",
+            editor,
+            "--reward-url",
+            reward,
+            "--steps",
+            "2",
+            "--size",
+            "32x32",
+        )
+    )
+    assert code == 0, stderr
+    return stdout
+
+
+def _scores(out: Path) -> list[dict[str, Any]]:
+    rows = JsonlLog(out / "results.jsonl").read()
+    assert rows and all(r["score_status"] == "ok" for r in rows)
+    for row in rows:
+        row["by_name"] = {q["name"]: q["score"] for q in row["questions"]}
+    return rows
+
+
+def _official(out: Path) -> dict[str, Any]:
+    official = json.loads((out / "summary.json").read_text(encoding="utf-8"))["official"]
+    assert isinstance(official, dict)
+    return official
+
+
+def _table(official: dict[str, Any], title: str) -> dict[str, list[float | None]]:
+    table = next(t for t in official["tables"] if t["title"] == title)
+    return {row["label"]: row["values"] for row in table["rows"]}
+
+
+def _shown(out: Path, stdout: str, official: dict[str, Any], tmp_path: Path) -> None:
+    """The terminal, report.html and compare show the official tables and headline."""
+    assert "(official)" in stdout
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Official statistics" in html and official["headline_label"] in html
+    twin = tmp_path / "twin"
+    shutil.copytree(out, twin)
+    folder = tmp_path / "compared"
+    code, printed, stderr = finish(editbench("compare", str(out), str(twin), "--out", str(folder)))
+    assert code == 0, stderr
+    assert "Official headline" in printed
+    result = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
+    assert [o["headline"] for o in result["official"]] == [official["headline"]] * 2
+    assert "Official headline" in (folder / "compare.html").read_text(encoding="utf-8")
+
+
+def test_kris_bench_runs_end_to_end_with_its_official_tables(
+    services: tuple[str, str], tmp_path: Path
+) -> None:
+    bench = write_kris(tmp_path / "data")
+    out = tmp_path / "kris-run"
+    stdout = _run(services, bench, "kris-dims", out)
+    rows = _scores(out)
+    results: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        extra = row["extra"]
+        keys = ["consistency", "instruction", "quality"]
+        if extra["dimension"] in KRIS_WITH_KP:
+            keys.append("knowledge")
+        results[row["category"]][extra["image_id"]] = {
+            f"{k}_score": row["by_name"][k] for k in keys
+        }
+    want = kris_summarize(results)
+    official = _official(out)
+    assert official["headline"] == pytest.approx(want["summary"]["Overall"]["AVG"])
+    types = _table(official, "KRIS-Bench knowledge types")
+    for label, values in types.items():
+        assert values[0] == pytest.approx(want["summary"][label]["AVG"])
+    dims = _table(official, "KRIS-Bench reasoning dimensions")
+    for label, values in dims.items():
+        assert values[-1] == pytest.approx(want["summary"][label]["AVG"])
+        assert values[0] == pytest.approx(want["summary"][label]["consistency_score"])
+    _shown(out, stdout, official, tmp_path)
+
+
+def test_imgedit_runs_end_to_end_with_its_official_tables(
+    services: tuple[str, str], tmp_path: Path
+) -> None:
+    bench = write_imgedit(tmp_path / "data", "basic")
+    out = tmp_path / "imgedit-run"
+    _run(services, bench, "imgedit-dims", out)
+    rows = _scores(out)
+    # step1 (on the recorded numbers), step2, and the mean of the edit types
+    per_item = {
+        r["item_id"]: round(sum(r["by_name"].values()) / len(r["by_name"]), 2) for r in rows
+    }
+    by_type: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        by_type[r["category"]].append(per_item[r["item_id"]])
+    types = {t: round(sum(v) / len(v), 2) for t, v in by_type.items()}
+    official = _official(out)
+    table = _table(official, "ImgEdit edit types")
+    assert {k: v[0] for k, v in table.items() if k != "Overall"} == types
+    assert official["headline"] == round(sum(types.values()) / len(types), 2)
+
+
+def test_risebench_runs_end_to_end_with_its_official_tables(
+    services: tuple[str, str], tmp_path: Path
+) -> None:
+    bench = write_rise(tmp_path / "data")
+    out = tmp_path / "rise-run"
+    _run(services, bench, "rise-dims", out)
+    rows = _scores(out)
+    authors = []
+    for r in rows:
+        s = r["by_name"]
+        free = bool(r["extra"].get("consistency_free"))
+        if r["category"] == "logical_reasoning":
+            scores = [s["consistency"], s["reasoning"]]
+        else:
+            scores = [None if free else s["consistency"], s["reasoning"], s["plausibility"]]
+        row: dict[str, Any] = {"category": r["category"], "scores": scores}
+        if free:
+            row["consistency_free"] = True
+        authors.append(row)
+    want = rise_gpt_eval(authors)
+    official = _official(out)
+    for label, values in _table(official, "RISEBench").items():
+        assert values == pytest.approx(want[label], nan_ok=True)
+    assert official["headline"] == pytest.approx(100 * want["Overall"][2])
