@@ -53,6 +53,7 @@ def test_kris_bench_loads_every_task_with_its_dimension_inputs_and_reference(
     view = items["viewpoint_change/3"]
     assert view.extra["reference_image"] == "viewpoint_change/3-gt.jpg"
     assert items["chemistry/7"].extra["explanation"] == "why chemistry 7"
+    assert items["chemistry/7"].hints == "why chemistry 7"  # the official judge reads it
     assert items["chemistry/7"].extra["knowledge_type"] == "Conceptual Knowledge"
     extra = bench.extra_images(multi)
     assert extra["input_images"] == [
@@ -95,6 +96,8 @@ def test_risebench_loads_its_references_and_flags(tmp_path: Path) -> None:
     text = items["logical_reasoning/logical_reasoning_2"]
     assert text.extra["reference"] == "The path goes 1-2-4."
     assert text.extra["reference_kind"] == "text"
+    assert text.hints == "The path goes 1-2-4."  # the official judge reads it
+    assert logical.hints is None
     assert items["causal_reasoning/causal_reasoning_2"].extra["consistency_free"] is True
     assert items["temporal_reasoning/temporal_reasoning_1"].extra["reference"] == "Rotten."
 

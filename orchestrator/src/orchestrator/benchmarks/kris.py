@@ -6,7 +6,8 @@
 ``explain``), images beside it. 22 tasks in 7 reasoning dimensions and 3 knowledge types (as
 BAGEL's KRIS summarize.py groups them, the statistics the KRIS-Bench tables use). The first
 ``ori_img`` is the item's source; further ones are its ``input_images``; ``gt_img`` its
-``reference_image``. Item ids are ``<task>/<image_id>``: the authors' scripts read edits from
+``reference_image``; ``explain_en`` is kept as ``explanation`` and is the item's ``hints`` (the
+official judge reads it). Item ids are ``<task>/<image_id>``: the authors' scripts read edits from
 ``results/<model>/<task>/<image_id>.jpg``, so ``--edited-dir results/<model>`` matches.
 """
 
@@ -117,6 +118,9 @@ def load_kris(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
                     category=task,
                     instruction=text_field(row, ("ins_en", "instruction"), where),
                     source=inputs[0],
+                    # The official judge reads the explanation (knowledge and anomaly tasks):
+                    # the kris protocols put the item's hints where KRIS-Bench's {explanation} is.
+                    hints=extra.get("explanation"),
                     extra=extra,
                 )
             )

@@ -5,7 +5,8 @@
 same fields): a list of ``{"index", "category", "instruction", "image", ...}`` with images
 relative to the JSON's folder, and per item one reference: ``reference`` (text),
 ``reference_txt`` (text, logical puzzles) or ``reference_img`` (an image); optional ``subtask``,
-``reasoning_img``, ``consistency_free``, ``reasoning_wo_ins``, all kept. Four categories:
+``reasoning_img``, ``consistency_free``, ``reasoning_wo_ins``, all kept; a text reference is also
+the item's ``hints`` (the official judge reads it). Four categories:
 temporal_reasoning, causal_reasoning, spatial_reasoning, logical_reasoning. Item ids are
 ``<category>/<index>``: gpt_eval.py reads edits from ``outputs/<model>/images/<category>/
 <index>.png``, so ``--edited-dir outputs/<model>/images`` matches.
@@ -79,12 +80,16 @@ def load_rise(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
             extra["reference_kind"] = "image"
         elif "reference" in extra:
             extra["reference_kind"] = "text"
+        reference = extra.get("reference") if extra.get("reference_kind") == "text" else None
         items.append(
             Item(
                 id=f"{category}/{name}",
                 category=category,
                 instruction=text_field(row, ("instruction",), where),
                 source=text_field(row, ("image",), where),
+                # The official judge reads the text reference: the rise protocols put the
+                # item's hints where RISEBench's {reference} is.
+                hints=str(reference) if reference else None,
                 extra=extra,
             )
         )

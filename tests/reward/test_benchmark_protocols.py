@@ -1,0 +1,191 @@
+"""The built-in `imgedit`, `kris`, `kris-knowledge`, `rise` and `rise-logical` protocols against
+the benchmarks' own prompt files (tests/reward/data/benchmark_prompts, README there names each
+file and commit): the text sent for every edit type / task is the authors' prompt, filled as their
+scripts fill it, and the answers are read as their extractors read them (minus their guesses)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from reward_service.parsing import parse_scores
+from reward_service.protocols import ProtocolRegistry, render
+from reward_service.protocols.definition import ImageSlot
+
+DATA = Path(__file__).parent / "data" / "benchmark_prompts"
+REGISTRY = ProtocolRegistry.load()
+INSTRUCTION = "Replace the {cat} with a <dog> and write “你好” on the wall"
+HINTS = "Water boils at 100 °C; {bubbles} should show."
+
+
+def _kris() -> dict[str, str]:
+    tree = ast.parse((DATA / "kris_prompts.py.txt").read_text(encoding="utf-8"))
+    return {
+        node.targets[0].id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+
+
+IMGEDIT = json.loads((DATA / "imgedit_prompts.json").read_text(encoding="utf-8"))
+KRIS = _kris()
+RISE = json.loads((DATA / "rise_prompts.json").read_text(encoding="utf-8"))
+
+
+def _sent(protocol: str, category: str, hints: str | None = None) -> dict[str, list[object]]:
+    spec = REGISTRY.get(protocol).spec
+    questions = render(
+        spec, instruction=INSTRUCTION, category=category, hints=hints, mode="generate"
+    )
+    assert all(q.system == "" for q in questions)
+    return {q.name: list(q.parts) for q in questions}
+
+
+@pytest.mark.parametrize("edit_type", sorted(IMGEDIT))
+def test_imgedit_sends_its_edit_types_prompt_then_both_images(edit_type: str) -> None:
+    sent = _sent("imgedit", edit_type)["scores"]
+    # basic_bench.py: prompt.replace('<edit_prompt>', edit_prompt), then original, then result
+    assert sent[0] == IMGEDIT[edit_type].replace("<edit_prompt>", INSTRUCTION)
+    assert sent[1:] == [ImageSlot("source"), ImageSlot("edited")]
+
+
+def test_imgedit_reads_the_three_scores_as_step1_does() -> None:
+    question = REGISTRY.get("imgedit").spec.questions[0]
+    answer = (
+        "Brief reasoning: No texture change applied: shell remains textured.\n"
+        "Prompt Compliance: 1\nVisual Seamlessness: 4\nPhysical & Detail Fidelity: 3"
+    )
+    parsed = parse_scores(
+        answer,
+        question.scores,
+        format=question.parse.format,
+        pattern=question.parse.pattern,
+        scale=REGISTRY.get("imgedit").spec.scale,
+    )
+    assert parsed.scores == {"adherence": 1, "quality": 4, "preservation": 3}
+    missing = parse_scores(
+        "Brief reasoning: fine.\nPrompt Compliance: 4",
+        question.scores,
+        format="regex",
+        pattern=question.parse.pattern,
+        scale=REGISTRY.get("imgedit").spec.scale,
+    )
+    assert set(missing.scores.values()) == {None} and missing.error
+
+
+@pytest.mark.parametrize("task", ["color_change", "anomaly_correction"])
+def test_kris_sends_its_prompts_with_the_images_labelled_as_metrics_common_does(
+    task: str,
+) -> None:
+    sent = _sent("kris", task, HINTS)
+    labelled = [
+        "This is the original image:",
+        ImageSlot("source"),
+        "This is the edited image:",
+        ImageSlot("edited"),
+    ]
+    assert sent["consistency"] == [KRIS["prompt_consist"].format(instruct=INSTRUCTION), *labelled]
+    if task == "anomaly_correction":
+        want = KRIS["prompt_abnormal_instruction_following"].format(
+            instruct=INSTRUCTION, explanation=HINTS
+        )
+    else:
+        want = KRIS["prompt_instruction_following"].format(instruct=INSTRUCTION)
+    assert sent["instruction"] == [want, *labelled]
+    # evaluate_with_gpt(prompt_quality, ...): sent unformatted, doubled braces and all
+    assert sent["quality"][0] == KRIS["prompt_quality"]
+    assert sent["quality"][1:] == ["This is the edited image:", ImageSlot("edited")]
+
+
+def test_kris_knowledge_asks_instruction_and_knowledge_in_one_call() -> None:
+    sent = _sent("kris-knowledge", "chemistry", HINTS)
+    want = KRIS["prompt_dual_evaluation"].format(instruct=INSTRUCTION, explanation=HINTS)
+    assert sent["dual"][0] == want
+    question = next(q for q in REGISTRY.get("kris-knowledge").spec.questions if q.name == "dual")
+    answer = (
+        'Reasoning first.\n{\n  "instruction_score": 4,\n  "instruction_reasoning": "ok",\n'
+        '  "knowledge_score": 2,\n  "knowledge_reasoning": "wrong colour"\n}'
+    )
+    parsed = parse_scores(
+        answer, question.scores, format="regex", pattern=question.parse.pattern,
+        scale=REGISTRY.get("kris-knowledge").spec.scale,
+    )  # fmt: skip
+    assert parsed.scores == {"instruction": 4, "knowledge": 2}
+
+
+@pytest.mark.parametrize(
+    ("answer", "score"),
+    [
+        ('{\n"reasoning": "all kept",\n"consistency_score": 5\n}', 5),
+        ("Consistency score: 3", 3),
+        ("consistency_score\uff1a2", 2),  # a full-width colon, as the extractors allow
+        ("I would say it is fine.", None),  # the authors would take any digit 1-5: a guess
+    ],
+)
+def test_kris_scores_are_read_as_its_extractors_read_them(answer: str, score: int | None) -> None:
+    question = REGISTRY.get("kris").spec.questions[0]
+    parsed = parse_scores(
+        answer, question.scores, format="regex", pattern=question.parse.pattern,
+        scale=REGISTRY.get("kris").spec.scale,
+    )  # fmt: skip
+    assert parsed.scores == {"consistency": score}
+
+
+@pytest.mark.parametrize(
+    ("category", "names"),
+    [
+        ("temporal_reasoning", ("prompt_consist", "prompt_reasoning", "prompt_generation")),
+        ("causal_reasoning", ("prompt_consist", "prompt_reasoning", "prompt_generation")),
+        (
+            "spatial_reasoning",
+            ("prompt_spatial_cons", "prompt_spatial_ref", "prompt_spatial_qual"),
+        ),
+    ],
+)
+def test_rise_sends_gpt_evals_prompts_for_each_category(
+    category: str, names: tuple[str, str, str]
+) -> None:
+    sent = _sent("rise", category, HINTS)
+    fill = {"instruct": INSTRUCTION, "reference": HINTS}
+    consistency, reasoning, plausibility = (RISE[n] for n in names)
+    assert sent["consistency"] == [
+        consistency.format(**fill),
+        ImageSlot("source"),
+        ImageSlot("edited"),
+    ]
+    assert sent["reasoning"] == [reasoning.format(**fill), ImageSlot("edited")]
+    assert sent["plausibility"] == [plausibility, ImageSlot("edited")]
+
+
+def test_rise_logical_sends_the_text_reference_prompts() -> None:
+    sent = _sent("rise-logical", "logical_reasoning", HINTS)
+    fill = {"instruct": INSTRUCTION, "reference": HINTS}
+    assert sent["consistency"][0] == RISE["prompt_logical_cons_ans"].format(**fill)
+    assert sent["reasoning"][0] == RISE["prompt_logical_txt"].format(**fill)
+    assert REGISTRY.get("rise-logical").spec.scale.max == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "score"),
+    [
+        ("Step 1 ... step 3.\n\n**Final Score:** **4**", 4),
+        ("**Final Score**: **2**", 2),
+        ("Final Score: 5", 5),
+        ("The edit is good.", None),
+        ("**Final Score:** **7**", None),  # off the 1-5 scale
+    ],
+)
+def test_rise_reads_the_final_score_as_extract_does(answer: str, score: int | None) -> None:
+    protocol = REGISTRY.get("rise").spec
+    question = protocol.questions[1]
+    parsed = parse_scores(
+        answer, question.scores, format="regex", pattern=question.parse.pattern,
+        scale=protocol.scale,
+    )  # fmt: skip
+    assert parsed.scores == {"reasoning": score}
