@@ -1,7 +1,8 @@
-"""The built-in `imgedit`, `kris`, `kris-knowledge`, `rise` and `rise-logical` protocols against
-the benchmarks' own prompt files (tests/reward/data/benchmark_prompts, README there names each
-file and commit): the text sent for every edit type / task is the authors' prompt, filled as their
-scripts fill it, and the answers are read as their extractors read them (minus their guesses)."""
+"""The built-in `imgedit`, `imgedit-uge`, `kris`, `kris-knowledge`, `rise` and `rise-logical`
+protocols against the benchmarks' own prompt files (tests/reward/data/benchmark_prompts; its
+README names each file and commit): the text sent for every edit type / task is the authors'
+prompt, filled as their scripts fill it, and the answers are read as their extractors read them
+(minus their guesses)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def _kris() -> dict[str, str]:
 
 
 IMGEDIT = json.loads((DATA / "imgedit_prompts.json").read_text(encoding="utf-8"))
+UGE = json.loads((DATA / "imgedit_uge_prompt.json").read_text(encoding="utf-8"))["prompt"]
 KRIS = _kris()
 RISE = json.loads((DATA / "rise_prompts.json").read_text(encoding="utf-8"))
 
@@ -77,6 +79,19 @@ def test_imgedit_reads_the_three_scores_as_step1_does() -> None:
         scale=REGISTRY.get("imgedit").spec.scale,
     )
     assert set(missing.scores.values()) == {None} and missing.error
+
+
+def test_imgedit_uge_sends_its_prompt_and_reads_the_labelled_score() -> None:
+    sent = _sent("imgedit-uge", "uge")["overall"]
+    assert sent[0] == UGE.replace("<edit_prompt>", INSTRUCTION)
+    assert sent[1:] == [ImageSlot("source"), ImageSlot("edited")]
+    protocol = REGISTRY.get("imgedit-uge").spec
+    question = protocol.questions[0]
+    parsed = parse_scores(
+        "Brief reasoning: clean removal, nothing else touched.\nScore: 4",
+        question.scores, format="regex", pattern=question.parse.pattern, scale=protocol.scale,
+    )  # fmt: skip
+    assert parsed.scores == {"overall": 4}
 
 
 @pytest.mark.parametrize("task", ["color_change", "anomaly_correction"])
