@@ -98,9 +98,11 @@ def test_service_deployment_asks_for_gpus_probes_ready_and_health_and_outlasts_i
     # every setting it passes is one the service has (a typo would be silently ignored)
     fields = {f"{prefix}{name}".upper() for name in settings.model_fields}
     assert {n for n in env if n.startswith(prefix)} <= fields
-    # API keys come from the Secret, under a key it has
-    ref = env[f"{prefix}API_KEYS"]["valueFrom"]["secretKeyRef"]
-    assert ref["key"] in one("Secret", ref["name"])["stringData"]
+    # API keys are a file the service reads (/run/secrets/<prefix>api_keys), from the Secret,
+    # under a key it has; never an environment variable
+    assert f"{prefix}API_KEYS" not in env
+    keys_file = secret_file(pod, container, "/run/secrets")
+    assert keys_file == f"{prefix.lower()}api_keys"
     # the model cache is a mounted volume backed by a claim that exists
     volumes = {v["name"]: v for v in pod["volumes"]}
     (cache,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/cache"]
@@ -134,8 +136,90 @@ def test_cli_job_runs_editbench_against_the_headless_services_with_keys_from_the
             f"http://{service}-replicas:{port}"
         )
         assert one("Service", f"{service}-replicas")["spec"]["ports"][0]["port"] == port
-        ref = env[f"EDITBENCH_{service.upper()}_API_KEY"]["valueFrom"]["secretKeyRef"]
-        assert ref["key"] in one("Secret", ref["name"])["stringData"]
-    assert {n[len("EDITBENCH_") :].lower() for n in env} <= set(RunSettings.model_fields)
-    (runs,) = pod["volumes"]
-    assert one("PersistentVolumeClaim", runs["persistentVolumeClaim"]["claimName"])
+        assert f"EDITBENCH_{service.upper()}_API_KEY" not in env  # a file, not a variable
+        path = env[f"EDITBENCH_{service.upper()}_API_KEY_FILE"]["value"]
+        folder, name = path.rsplit("/", 1)
+        assert secret_file(pod, container, folder, name) == name
+    settings = {n[len("EDITBENCH_") :].lower().removesuffix("_file") for n in env}
+    assert settings <= set(RunSettings.model_fields)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (runs,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/workspace/runs"]
+    assert one("PersistentVolumeClaim", volumes[runs["name"]]["persistentVolumeClaim"]["claimName"])
+
+
+def secret_file(
+    pod: dict[str, Any], container: dict[str, Any], folder: str, name: str | None = None
+) -> str:
+    """The file a Secret volume mounted at ``folder`` puts there (the one of ``items``, or
+    ``name`` from the whole Secret), checked to come from a key the Secret has."""
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == folder]
+    assert mount.get("readOnly") is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    secret = one("Secret", volume["secret"]["secretName"])
+    if name is None:
+        (item,) = volume["secret"]["items"]
+        assert item["key"] in secret["stringData"]
+        return str(item["path"])
+    assert name in secret["stringData"]
+    return name
+
+
+PODS = [("Deployment", "editor"), ("Deployment", "reward"), ("Job", "editbench-run")]
+
+
+@pytest.mark.parametrize(("kind", "name"), PODS)
+def test_every_pod_meets_the_restricted_pod_security_level_with_a_read_only_root(
+    kind: str, name: str
+) -> None:
+    """What the "restricted" Pod Security Standard requires (kubernetes.io/docs/concepts/
+    security/pod-security-standards), checked field by field, plus a read-only root file system
+    with its writable places mounted, and no service-account token."""
+    assert_restricted(one(kind, name)["spec"]["template"]["spec"])
+
+
+def assert_restricted(pod: dict[str, Any]) -> None:
+    assert pod["automountServiceAccountToken"] is False
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    pod_context = pod["securityContext"]
+    assert pod_context["runAsNonRoot"] is True and pod_context["runAsUser"] != 0
+    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"}
+    allowed |= {"persistentVolumeClaim", "projected", "secret"}
+    for volume in pod["volumes"]:
+        assert set(volume) - {"name"} <= allowed, volume
+    for container in pod["containers"] + pod.get("initContainers", []):
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert not context["capabilities"].get("add")
+        assert not context.get("privileged")
+        for where in (context, pod_context):
+            assert where["seccompProfile"]["type"] in ("RuntimeDefault", "Localhost")
+        assert context["readOnlyRootFilesystem"] is True
+        assert context.get("runAsNonRoot", pod_context["runAsNonRoot"]) is True
+        mounted = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/tmp" in mounted
+        for variable in container.get("env", []):  # no secret as an environment variable
+            assert "secretKeyRef" not in variable.get("valueFrom", {}), variable["name"]
+
+
+MUTATIONS = {
+    "capabilities kept": lambda c, p: c["securityContext"].pop("capabilities"),
+    "writable root": lambda c, p: c["securityContext"].update(readOnlyRootFilesystem=False),
+    "escalation": lambda c, p: c["securityContext"].update(allowPrivilegeEscalation=True),
+    "no seccomp": lambda c, p: c["securityContext"].pop("seccompProfile"),
+    "token mounted": lambda c, p: p.update(automountServiceAccountToken=True),
+    "root": lambda c, p: p["securityContext"].update(runAsNonRoot=False),
+    "host path": lambda c, p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}),
+    "key in env": lambda c, p: c.setdefault("env", []).append(
+        {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_the_restricted_check_fails_a_pod_that_is_not(mutation: str) -> None:
+    """The check above can fail: the editor's pod with any one protection taken away does."""
+    pod = one("Deployment", "editor")["spec"]["template"]["spec"]
+    MUTATIONS[mutation](pod["containers"][0], pod)
+    with pytest.raises((AssertionError, KeyError)):
+        assert_restricted(pod)

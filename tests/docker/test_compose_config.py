@@ -5,11 +5,17 @@ The GPU override cannot run here; what it asks of Docker is checked in its resol
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.docker.compose import CPU_FILES, GPU_FILES, Compose, duration_s
+from tests.support.servers import REPO_ROOT
 
 pytestmark = pytest.mark.docker
 
@@ -33,7 +39,8 @@ VARIABLES = (
 
 
 def resolved(files: tuple[str, ...], **env: str) -> dict[str, Any]:
-    return Compose(project="editbench-config", files=files, env=env, unset=VARIABLES).config()
+    compose = Compose(project="editbench-config", files=files, env=env, unset=VARIABLES)
+    return compose.config()
 
 
 def gpu_requests(service: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,3 +131,64 @@ def test_cpu_compose_runs_tiny_models_offline_with_restart_and_healthchecks() ->
         "reward": "service_healthy",
     }
     assert orchestrator["environment"]["EDITBENCH_EDITOR_URL"] == "http://editor:8001"
+
+
+@pytest.mark.parametrize("files", [CPU_FILES, GPU_FILES])
+def test_every_container_is_hardened_read_only_without_capabilities_or_new_privileges(
+    files: tuple[str, ...],
+) -> None:
+    services = resolved(files)["services"]
+    assert set(services) == {"editor", "reward", "orchestrator"}
+    for name, service in services.items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert not service.get("cap_add") and not service.get("privileged"), name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        # what is written, is written to a volume or a bounded tmpfs
+        assert any(t.startswith("/tmp") for t in service["tmpfs"]), name
+    for name in ("editor", "reward"):
+        assert any(t.startswith("/home/editbench") for t in services[name]["tmpfs"])
+
+
+def stack_config(*files: str, env: dict[str, str]) -> dict[str, Any]:
+    command = ["docker", "stack", "config"]
+    for name in files:
+        command += ["--compose-file", name]
+    done = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded: dict[str, Any] = yaml.safe_load(done.stdout)
+    return loaded
+
+
+def test_the_swarm_stack_is_hardened_and_its_hugging_face_token_is_a_secret(
+    tmp_path: Path,
+) -> None:
+    key = tmp_path / "key"
+    key.write_text("k")
+    env = {
+        "EDITBENCH_EDITOR_KEYS_FILE": str(key),
+        "EDITBENCH_REWARD_KEYS_FILE": str(key),
+        "EDITBENCH_HF_TOKEN_FILE": str(key),
+        "HF_TOKEN": "hf_in_the_callers_shell",
+    }
+    for files in (("docker-stack.yml",), ("docker-stack.yml", "docker-stack.gpu.yml")):
+        config = stack_config(*files, env=env)
+        for name, service in config["services"].items():
+            assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+            tmpfs = {v["target"] for v in service["volumes"] if v["type"] == "tmpfs"}
+            assert {"/tmp", "/home/editbench"} <= tmpfs, name
+            environment = service.get("environment") or {}
+            assert "HF_TOKEN" not in environment, name
+            assert "hf_in_the_callers_shell" not in json.dumps(service), name
+            secrets = {s["source"]: s for s in service["secrets"]}
+            assert f"{name}_api_keys" in secrets
+            if "docker-stack.gpu.yml" in files:
+                assert environment["HF_TOKEN_PATH"] == "/run/secrets/hf_token"
+                assert secrets["hf_token"]["mode"] == 0o400
