@@ -79,13 +79,6 @@ def test_items_are_assembled_from_their_own_answers_with_batch_timings() -> None
     assert second.sc is not None and second.sc > 9
 
 
-def test_a_count_of_answers_that_does_not_fit_the_items_is_an_error() -> None:
-    with pytest.raises(ValueError, match="3 answers for 1 items"):
-        run = BatchRun(1, 3, 0.0, 0.1)
-        answer = Completed(tuple(peaked_logprobs(1) for _ in range(4)), run, 0.0)
-        assemble(VIESCORE, request(1), [answer] * 3, 0.0)
-
-
 def test_a_generated_answer_is_parsed_and_kept() -> None:
     scored = read_output("q", GeneratedText("Fine.\nScore: 7", 5))
     unscored = read_output("q", GeneratedText("I cannot tell.", 4))

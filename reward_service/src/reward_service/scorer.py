@@ -204,11 +204,10 @@ def assemble(
     accepted_at: float,
     deterministic: bool = False,
 ) -> list[ItemScore]:
-    """Item scores from each item's answers (one per question, in the protocol's order);
+    """Item scores from each item's answers (one per question, in the protocol's order), as the
+    admission queue returns them: matched to the items by key, in the items' order;
     ``deterministic``: whether the judge scored in deterministic mode."""
     spec = protocol.spec
-    if len(completed) != len(request.items):
-        raise ValueError(f"{len(completed)} answers for {len(request.items)} items")
     now = time.monotonic()
     results = []
     for item, answer in zip(request.items, completed, strict=True):
