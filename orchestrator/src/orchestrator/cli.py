@@ -893,8 +893,7 @@ def status(
                 f"{len(info.get('workers', []))} workers, max_in_flight {info.get('max_in_flight')}"
                 if name == "editor" and info
                 else f"{len(info.get('devices', []))} replicas, batch "
-                f"{info.get('max_batch_images')} images, queue {info.get('queue_capacity')} items; "
-                f"protocols {', '.join(info.get('protocols') or [])}"
+                f"{info.get('max_batch_images')} images, queue {info.get('queue_capacity')} items"
                 if info
                 else "-"
             )
@@ -908,6 +907,21 @@ def status(
                 label += " [yellow](random weights)[/]"
             table.add_row(name, entry["url"], ready, label, capacity)
         out_console.print(table)
+        # Below the table, whole (a narrow terminal wraps cells): the judge's protocols, a list
+        # that grows with every benchmark, and which services run random-weight models.
+        protocols = (found.get("reward", {}).get("info") or {}).get("protocols") or []
+        if protocols:
+            out_console.print(f"judge protocols: {escape(', '.join(protocols))}", highlight=False)
+        toys = [
+            name
+            for name, entry in found.items()
+            if not ((entry.get("info") or {}).get("model") or {}).get("meaningful", True)
+        ]
+        if toys:
+            out_console.print(
+                f"[yellow]note:[/] {' and '.join(toys)} run random weights: scores mean nothing",
+                highlight=False,
+            )
     if not all(entry["ready"] for entry in found.values()):
         raise typer.Exit(1)
 

@@ -409,6 +409,59 @@ class MacroStats(RecordModel):
         return _with_metrics_flat(data, dict(data.get("means") or {}))
 
 
+class TableRow(RecordModel):
+    """One row of a declared table: its items, those scored, and each metric's statistics
+    (``row["sc"]`` is ``row.metrics["sc"]``)."""
+
+    items: int
+    scored: int
+    metrics: dict[str, MetricStats] = Field(default_factory=dict)
+
+    def __getitem__(self, metric: str) -> MetricStats:
+        return self.metrics[metric]
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return _with_metrics_flat(data, dict(data.get("metrics") or {}))
+
+
+class TableAverage(RecordModel):
+    """A declared table's unweighted mean over its rows, per metric (``average["sc"]``)."""
+
+    means: dict[str, float | None] = Field(default_factory=dict)
+    rows_counted: int
+    rows_without_scores: list[str]
+
+    def __getitem__(self, metric: str) -> float | None:
+        return self.means[metric]
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return _with_metrics_flat(data, dict(data.get("means") or {}))
+
+
+class DeclaredTable(RecordModel):
+    """One of the benchmark's declared tables (report/breakdown.py): per split value and subset,
+    a row per value of the row key, their Average and the mean over items (micro)."""
+
+    title: str
+    split: dict[str, str]
+    subset: str | None
+    row_key: str
+    row_label: str
+    metrics: list[str]
+    headline: dict[str, float | None] = Field(
+        description="Per metric, the declared headline aggregate (Average or micro mean)."
+    )
+    items: int
+    scored: int
+    rows: dict[str, TableRow]
+    average: TableAverage
+    micro: dict[str, MetricStats]
+
+
 class Aggregate(RecordModel):
     micro: GroupStats
     macro: MacroStats
@@ -486,7 +539,7 @@ class Summary(RecordModel):
         default=None, description="Per instruction language, when there is more than one."
     )
     reporting: Reporting = Field(default_factory=Reporting)
-    tables: list[dict[str, Any]] = Field(
+    tables: list[DeclaredTable] = Field(
         default_factory=list, description="The benchmark's declared tables (report/breakdown.py)."
     )
     official: OfficialStatistics | None = Field(

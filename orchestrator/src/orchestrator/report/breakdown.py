@@ -22,7 +22,13 @@ from pydantic import ValidationError
 
 from orchestrator.benchmarks.reporting import GEDIT_REPORTING, Reporting, truthy, value_of
 from orchestrator.metrics import MetricSet
-from orchestrator.records import MetricStats, ResultRow
+from orchestrator.records import (
+    DeclaredTable,
+    MetricStats,
+    ResultRow,
+    TableAverage,
+    TableRow,
+)
 from orchestrator.stats import mean_interval
 from orchestrator.store import RunStore
 
@@ -74,10 +80,6 @@ def describe(values: Sequence[float]) -> MetricStats:
     )
 
 
-def _described(values: Sequence[float]) -> dict[str, Any]:
-    return describe(values).model_dump(mode="json")
-
-
 def _key(row: ResultRow, key: str) -> str:
     value = value_of(row, key)
     return MISSING if value is None or value == "" else str(value)
@@ -85,36 +87,36 @@ def _key(row: ResultRow, key: str) -> str:
 
 def _table(
     by_row: dict[str, list[ResultRow]], reporting: Reporting, metrics: MetricSet
-) -> dict[str, Any]:
-    table_rows: dict[str, Any] = {}
+) -> tuple[dict[str, TableRow], TableAverage, dict[str, MetricStats], int, int]:
+    table_rows: dict[str, TableRow] = {}
     scored_all: list[dict[str, float]] = []
     for name in sorted(by_row):
         members = by_row[name]
         scored = [m for m in (item_metrics(r, reporting) for r in members) if m is not None]
         scored_all.extend(scored)
-        entry: dict[str, Any] = {"items": len(members), "scored": len(scored)}
-        for metric in metrics.names:
-            entry[metric] = _described([s[metric] for s in scored if metric in s])
-        table_rows[name] = entry
-    average: dict[str, Any] = {}
+        table_rows[name] = TableRow(
+            items=len(members),
+            scored=len(scored),
+            metrics={
+                metric: describe([s[metric] for s in scored if metric in s])
+                for metric in metrics.names
+            },
+        )
+    means: dict[str, float | None] = {}
     for metric in metrics.names:
-        means = [r[metric]["mean"] for r in table_rows.values() if r[metric]["mean"] is not None]
-        average[metric] = round(statistics.fmean(means), 6) if means else None
-    counted = [name for name, r in table_rows.items() if r[metrics.headline]["n"] > 0]
-    average["rows_counted"] = len(counted)
-    average["rows_without_scores"] = sorted(set(table_rows) - set(counted))
-    rows = [row for group in by_row.values() for row in group]
+        found = [m for r in table_rows.values() if (m := r[metric].mean) is not None]
+        means[metric] = round(statistics.fmean(found), 6) if found else None
+    counted = [name for name, r in table_rows.items() if r[metrics.headline].n > 0]
+    average = TableAverage(
+        means=means,
+        rows_counted=len(counted),
+        rows_without_scores=sorted(set(table_rows) - set(counted)),
+    )
     micro = {
-        metric: _described([s[metric] for s in scored_all if metric in s])
-        for metric in metrics.names
+        metric: describe([s[metric] for s in scored_all if metric in s]) for metric in metrics.names
     }
-    return {
-        "items": len(rows),
-        "scored": len(scored_all),
-        "rows": table_rows,
-        "average": average,
-        "micro": micro,
-    }
+    items = sum(len(group) for group in by_row.values())
+    return table_rows, average, micro, items, len(scored_all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,28 +163,30 @@ def partitions(rows: Sequence[ResultRow], reporting: Reporting) -> list[Partitio
 
 def reported_tables(
     rows: Sequence[ResultRow], reporting: Reporting, metrics: MetricSet | None = None
-) -> list[dict[str, Any]]:
+) -> list[DeclaredTable]:
     """Every declared table: per split value, all rows then each subset."""
     metrics = metrics or MetricSet.legacy()
     tables = []
     for part in partitions(rows, reporting):
-        table = _table(part.rows, reporting, metrics)
+        table_rows, average, micro, items, scored = _table(part.rows, reporting, metrics)
         tables.append(
-            {
-                "title": part.title,
-                "split": part.split,
-                "subset": part.subset,
-                "row_key": reporting.row_key,
-                "row_label": reporting.label(reporting.row_key),
-                "metrics": metrics.names,
-                "headline": {
-                    m: table["average"][m]
-                    if reporting.headline == "macro"
-                    else table["micro"][m]["mean"]
+            DeclaredTable(
+                title=part.title,
+                split=part.split,
+                subset=part.subset,
+                row_key=reporting.row_key,
+                row_label=reporting.label(reporting.row_key),
+                metrics=metrics.names,
+                headline={
+                    m: average[m] if reporting.headline == "macro" else micro[m].mean
                     for m in metrics.names
                 },
-                **table,
-            }
+                items=items,
+                scored=scored,
+                rows=table_rows,
+                average=average,
+                micro=micro,
+            )
         )
     return tables
 

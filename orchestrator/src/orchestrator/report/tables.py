@@ -84,43 +84,41 @@ def declared_tables(summary: Summary, title: str = "editbench") -> list[Table]:
     headline = metrics.headline
     tables = []
     for declared in summary.tables:
-        heading = f"{title} · {declared['title']}"
+        heading = f"{title} · {declared.title}"
         table = Table(
             title=heading,
             min_width=min(len(heading), 160),  # the title on one line where the screen allows
             title_justify="left",
-            caption=f"Average: unweighted mean over {declared['row_label']} rows"
+            caption=f"Average: unweighted mean over {declared.row_label} rows"
             + (" (headline)" if reporting.headline == "macro" else "")
             + " · micro: mean over items",
             caption_justify="left",
         )
-        table.add_column(declared["row_label"])
+        table.add_column(declared.row_label)
         for name in ("n", *(m.label for m in metrics.metrics), f"{metrics.label(headline)} std"):
             table.add_column(name, justify="right")
-        for name, row in declared["rows"].items():
-            count = str(row["scored"]) + (
-                f"/{row['items']}" if row["scored"] != row["items"] else ""
-            )
+        for name, row in declared.rows.items():
+            count = str(row.scored) + (f"/{row.items}" if row.scored != row.items else "")
             table.add_row(
                 name,
                 count,
-                *(_f3(row[m]["mean"]) for m in metrics.names),
-                _f3(row[headline]["std"]),
+                *(_f3(row[m].mean) for m in metrics.names),
+                _f3(row[headline].std),
             )
         table.add_section()
-        average, micro = declared["average"], declared["micro"]
+        average, micro = declared.average, declared.micro
         table.add_row(
             "Average",
-            f"{average['rows_counted']} rows",
+            f"{average.rows_counted} rows",
             *(_f3(average[m]) for m in metrics.names),
             "",
             style="bold",
         )
         table.add_row(
             "micro",
-            str(declared["scored"]),
-            *(_f3(micro[m]["mean"]) for m in metrics.names),
-            _f3(micro[headline]["std"]),
+            str(declared.scored),
+            *(_f3(micro[m].mean) for m in metrics.names),
+            _f3(micro[headline].std),
         )
         tables.append(table)
     return tables
