@@ -230,3 +230,45 @@ def test_writes_through_the_store_refuse_paths_that_climb_out(tmp_path: Path) ->
     with pytest.raises(UnsafeRunPath):
         store.write_file("edits/link/c.png", b"x")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_the_run_log_is_never_written_through_a_link_and_keeps_one_line_per_record(
+    tmp_path: Path,
+) -> None:
+    import logging
+
+    from orchestrator.terminal import LogLineFormatter
+
+    out = tmp_path / "run"
+    out.mkdir()
+    private = tmp_path / "private.txt"
+    private.write_text("someone's file\n")
+    (out / "editbench.log").symlink_to(private)
+    benchmark = write_manifest(
+        tmp_path / "bench", [{"id": "a", "category": "c", "instruction": "x"}]
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--benchmark",
+            str(benchmark),
+            "--out",
+            str(out),
+            "--editor-url",
+            "http://127.0.0.1:9",
+            "--reward-url",
+            "http://127.0.0.1:9",
+        ],
+        env={"EDITBENCH_READY_TIMEOUT_S": "0"},
+    )
+    assert result.exit_code == 2 and "symbolic link" in result.output
+    assert private.read_text() == "someone's file\n"
+
+    forged = "2026-12-06 07:00:00,000 ERROR x: FORGED"
+    for value in (f"a\n{forged}", f"a\r{forged}", f"a\u2028{forged}", f"a\x1b[2K{forged}"):
+        record = logging.LogRecord(
+            "x", logging.WARNING, __file__, 1, "item %r: %s", ("i", value), None
+        )
+        text = LogLineFormatter("%(levelname)s %(message)s").format(record)
+        assert "\n" not in text and "\r" not in text and "\x1b" not in text and "\u2028" not in text

@@ -39,7 +39,7 @@ from orchestrator.records import Summary
 from orchestrator.report.tables import summary_tables
 from orchestrator.runner import default_out, read_saved_identity, rerender_report, run_benchmark
 from orchestrator.store import JsonlLog, RunFolderBusy, RunStore
-from orchestrator.terminal import SafeConsole
+from orchestrator.terminal import LogLineFormatter, SafeConsole
 from orchestrator.wording import counted
 from shared_schemas import ScoreItem, ScoreRequest
 
@@ -103,9 +103,16 @@ def _setup_logging(verbose: int) -> None:
 def _log_to_run_folder(out: Path) -> logging.Handler:
     """Every INFO line of a run (retries, failures, pauses) also goes to RUN/editbench.log."""
     out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "editbench.log", encoding="utf-8")
+    path = out / "editbench.log"
+    if path.is_symlink():  # never append through a link in a run folder (issue 31, class 8)
+        raise _fail(
+            f"{path} is a symbolic link; editbench does not write through links in a "
+            "run folder (remove it)",
+            2,
+        )
+    handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(LogLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
 

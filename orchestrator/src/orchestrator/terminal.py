@@ -10,6 +10,7 @@ same for one string.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
@@ -41,3 +42,21 @@ class SafeConsole(Console):
             for segment in Segment.strip_links(buffer)
         )
         return super()._render_buffer(safe)
+
+
+_LINE_BREAKS = re.compile("[\n\r\u2028\u2029\x85]")
+
+
+class LogLineFormatter(logging.Formatter):
+    """For a log file: a record's message on one line (control characters and line breaks as
+    escapes), and every further line of a record (a traceback) marked ``  | ``, so no value from
+    a manifest, a record or a service forges a line of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = _LINE_BREAKS.sub(lambda m: f"\\x{ord(m.group()):02x}", record.message)
+        record.message = printable(message)
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        first, *rest = super().format(record).replace("\r", "\\r").split("\n")
+        return "\n".join([first, *("  | " + line for line in rest)])
