@@ -268,6 +268,12 @@ def test_kris_statistics_equal_bagels_summarize(tmp_path: Path) -> None:
         want = dict(expected["subitems"][row.label].items())
         assert {short[c]: v for c, v in got.items()} == pytest.approx(want)
     assert stats.headline == pytest.approx(expected["summary"]["Overall"]["AVG"])
+    # the fixture's multi-input and ground-truth items are named as not judged officially
+    assert any("3 item(s) have more inputs" in note for note in stats.notes)
+    without_kp = [
+        JudgedItem(i.item_id, i.category, i.extra, {**i.metrics, "knowledge": None}) for i in judged
+    ]
+    assert any("kris-knowledge" in note for note in kris_statistics(without_kp).notes)
     # Every row the reference prints was compared above (the loops ran over all of them).
     shown = {row.label for table in (dims, types) for row in table.rows}
     assert shown | {"Overall"} == set(expected["summary"])
@@ -393,5 +399,6 @@ def test_rise_statistics_equal_gpt_eval(tmp_path: Path) -> None:
             else:
                 assert got == pytest.approx(expected)
     assert stats.headline == pytest.approx(100 * want["Overall"][2])
+    assert any(n.startswith("2 item(s) are judged against a reference image") for n in stats.notes)
     assert main.rows and dims.rows  # the loops above compared something
     assert {row.label for row in main.rows} <= set(want)

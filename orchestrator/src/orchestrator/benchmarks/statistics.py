@@ -76,6 +76,11 @@ class OfficialStatistics(BaseModel):
     headline_label: str
     headline: float | None
     tables: list[StatTable]
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What keeps these numbers from being the published ones (items the "
+        "built-in protocols cannot judge officially yet, dimensions no answer carried).",
+    )
 
     def table(self, title: str) -> StatTable:
         return next(t for t in self.tables if t.title == title)
@@ -230,6 +235,24 @@ def kris_statistics(
         n = sum(dim_items[d] for d in dims)
         if n:
             type_rows.append(StatRow(label=kind, values=[_mean(pooled)], n=n))
+    notes = []
+    missing_kp = [
+        d
+        for d, metrics in KRIS_DIMENSION_METRICS.items()
+        if dim_items[d] and "knowledge" in metrics and not per_dim[d].get("knowledge")
+    ]
+    if missing_kp:
+        notes.append(
+            f"no knowledge score for {', '.join(missing_kp)}: judge those tasks with kris-knowledge"
+        )
+    extra_images = sum(
+        1 for i in items if i.extra.get("input_images") or i.extra.get("reference_image")
+    )
+    if extra_images:
+        notes.append(
+            f"{extra_images} item(s) have more inputs or a ground-truth image the official "
+            "judge shows; the built-in protocols show the first input and the edit only"
+        )
     everything = [v for d in KRIS_DIMENSION_METRICS for v in flat[d]]
     overall = _mean(everything)
     type_rows.append(StatRow(label="Overall", values=[overall], n=sum(dim_items.values())))
@@ -243,6 +266,7 @@ def kris_statistics(
             StatTable(title="KRIS-Bench knowledge types", columns=["AVG"], rows=type_rows),
             StatTable(title="KRIS-Bench tasks", columns=columns[:-1], rows=task_rows),
         ],
+        notes=notes,
     )
 
 
@@ -354,12 +378,24 @@ def rise_statistics(
             )
         )
     accuracy = main_rows[0].values[2]
+    unofficial = sum(
+        1
+        for i in items
+        if _truthy(i.extra.get("reference_image")) or _truthy(i.extra.get("reasoning_img"))
+    )
+    notes = []
+    if unofficial:
+        notes.append(
+            f"{unofficial} item(s) are judged against a reference image or the input by the "
+            "official judge; the built-in protocols show the source and the edit only"
+        )
     return OfficialStatistics(
         name="rise",
         reference="RISEBench gpt_eval.py (calculate_score, calculate_completion, main)",
         headline_label="Overall accuracy (%)",
         headline=None if accuracy is None else 100 * accuracy,
         tables=tables,
+        notes=notes,
     )
 
 

@@ -51,6 +51,7 @@ def official_tables(stats: OfficialStatistics) -> list[Table]:
         caption = None
         if index == 0:
             caption = f"{stats.headline_label}: {_cell(stats.headline)} · {stats.reference}"
+            caption += "".join(f"\nnote: {note}" for note in stats.notes)
         table = Table(title=f"{declared.title} (official)", caption=caption)
         table.add_column("")
         for column in declared.columns:
