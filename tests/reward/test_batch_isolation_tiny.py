@@ -53,7 +53,7 @@ def prepared(judge: TransformersJudgeBackend, items: list[JudgeItem[Image]]) -> 
         work: object = judge.prepare(items)
     except Exception:
         work = None
-    return _Prepared(1, items, work, now, now)
+    return _Prepared(1, tuple(range(len(items))), items, work, now, now)
 
 
 def test_a_bad_item_fails_alone_and_its_batch_mates_are_scored_as_alone(
@@ -66,13 +66,14 @@ def test_a_bad_item_fails_alone_and_its_batch_mates_are_scored_as_alone(
     batch = [innocents[0], innocents[1], culprit, innocents[2], innocents[3]]
 
     done = _score(judge, prepared(judge, batch), time.perf_counter())
+    outputs = [answer for key in range(len(batch)) for answer in done.answers[key]]
 
-    assert len(done.outputs) == len(batch)
-    failed = done.outputs[2]
+    assert len(outputs) == len(batch)
+    failed = outputs[2]
     assert isinstance(failed, QuestionFailed)
     assert failed.kind == "backend_error" and failed.retryable is False
     assert "will not help" in failed.message
-    for innocent, output in zip(innocents, [*done.outputs[:2], *done.outputs[3:]], strict=True):
+    for innocent, output in zip(innocents, [*outputs[:2], *outputs[3:]], strict=True):
         assert isinstance(output, ScoreTokenLogprobs)
         alone = judge.score(judge.prepare([innocent]))[0]
         assert isinstance(alone, ScoreTokenLogprobs)
@@ -82,5 +83,6 @@ def test_a_bad_item_fails_alone_and_its_batch_mates_are_scored_as_alone(
 def test_a_batch_that_runs_whole_is_not_split(judge: TransformersJudgeBackend) -> None:
     batch = [question(seed) for seed in range(3)]
     done = _score(judge, prepared(judge, batch), time.perf_counter())
-    assert all(isinstance(o, ScoreTokenLogprobs) for o in done.outputs)
-    assert len(done.outputs) == 3
+    outputs = [answer for key in range(len(batch)) for answer in done.answers[key]]
+    assert all(isinstance(o, ScoreTokenLogprobs) for o in outputs)
+    assert len(outputs) == 3

@@ -33,22 +33,13 @@ from reward_service.messages import (
 )
 from reward_service.metrics import RewardMetrics
 from reward_service.worker import judge_worker_main
-from service_kit.errors import BackendError, NotReady, ServiceError, WorkerDied, worker_failure
+from service_kit.errors import NotReady, ServiceError, WorkerDied, worker_failure
 from service_kit.images.decoding import RGBImage
 from service_kit.replicas.admission import AdmissionQueue, BatchPolicy
 from service_kit.replicas.dispatch import ReplicaDispatch
 from service_kit.replicas.replica_set import Replica, ReplicaConfig, ReplicaSet
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Packed:
-    """A batch ready for a worker, and each item's key (the admission queue's uid) with how
-    many of its questions it holds."""
-
-    batch: ScoreBatch
-    keys: list[tuple[int, int]]
 
 
 @dataclass(eq=False)
@@ -115,21 +106,21 @@ class Judge(ReplicaDispatch[_Replica, LoadedModel]):
 
     # ----------------------------------------------------------------- work
 
-    async def pack(self, items: dict[int, JudgeItem[RGBImage]]) -> Packed:
+    async def pack(self, items: dict[int, JudgeItem[RGBImage]]) -> ScoreBatch:
         """The items (by key) as one message; the worker prepares the batch."""
         self._ensure_can_serve()
-        batch = ScoreBatch(next(self._batch_ids), tuple(items.values()))
-        return Packed(batch, [(uid, len(item.questions)) for uid, item in items.items()])
+        return ScoreBatch(next(self._batch_ids), tuple(items.values()), tuple(items))
 
-    async def score(self, packed: Packed) -> dict[int, tuple[QuestionOutput, ...] | ServiceError]:
+    async def score(
+        self, batch: ScoreBatch
+    ) -> dict[int, tuple[QuestionOutput, ...] | ServiceError]:
         """Run a batch on the replica with the least work: each item's outputs by its key, or
-        the error of an item whose question failed on its own."""
-        answers = iter(await self._score(packed.batch))
-        return {
-            uid: _item_result(tuple(itertools.islice(answers, size))) for uid, size in packed.keys
-        }
+        the error of an item whose question failed on its own (an item the worker did not
+        answer fails alone: the admission queue sees no answer for its key)."""
+        done = await self._score(batch)
+        return {key: _item_result(answers) for key, answers in done.answers.items()}
 
-    async def _score(self, batch: ScoreBatch) -> Sequence[Answer]:
+    async def _score(self, batch: ScoreBatch) -> BatchDone:
         replica = await self._least_loaded()
         future: asyncio.Future[BatchDone] = asyncio.get_running_loop().create_future()
         replica.outstanding[batch.batch_id] = future
@@ -148,11 +139,7 @@ class Judge(ReplicaDispatch[_Replica, LoadedModel]):
                 raise
         finally:
             replica.outstanding.pop(batch.batch_id, None)
-        if len(done.outputs) != batch.questions:
-            raise BackendError(
-                f"the judge answered {len(done.outputs)} of {batch.questions} questions"
-            )
-        return list(done.outputs)
+        return done
 
     async def _send(self, replica: _Replica, message: object) -> None:
         async with replica.sending:

@@ -24,12 +24,12 @@ FailureKind = Literal[
 
 @dataclass(frozen=True, slots=True)
 class ScoreBatch:
+    """Items to judge, each with its key (the admission queue's uid): the answers come back by
+    key."""
+
     batch_id: int
     items: tuple[JudgeItem[RGBImage], ...]
-
-    @property
-    def questions(self) -> int:
-        return sum(len(item.questions) for item in self.items)
+    keys: tuple[int, ...]
 
     def decoded(self) -> list[JudgeItem[Image]]:
         """The items with their pixels as images (in the worker), questions untouched."""
@@ -65,7 +65,7 @@ Answer = QuestionOutput | QuestionFailed
 @dataclass(frozen=True, slots=True)
 class BatchDone:
     batch_id: int
-    outputs: tuple[Answer, ...]
+    answers: dict[int, tuple[Answer, ...]]  # item key -> its questions' answers, in order
     prepare_s: float
     score_s: float
     idle_s: float = 0.0  # how long the free model waited before this batch reached the worker

@@ -15,6 +15,7 @@ retry can help. A remote endpoint that is unavailable fails the whole batch (no 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -58,6 +59,7 @@ Items = list[JudgeItem[Image]]
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     batch_id: int
+    keys: tuple[int, ...]  # one per item: what its answers are returned under
     items: Items
     work: object  # what the backend's prepare returned; None if preparing failed
     received_at: float  # perf_counter() when the batch came off the pipe
@@ -156,7 +158,9 @@ def _receive(
             # The model thread finds the culprit (see the module docstring).
             logger.warning("preparing batch %d failed", message.batch_id, exc_info=True)
             prepared = None
-        work.put(_Prepared(message.batch_id, items, prepared, started, time.perf_counter()))
+        work.put(
+            _Prepared(message.batch_id, message.keys, items, prepared, started, time.perf_counter())
+        )
 
 
 def _score(backend: JudgeBackend, item: _Prepared, free_since: float) -> JudgeEvent:
@@ -171,9 +175,15 @@ def _score(backend: JudgeBackend, item: _Prepared, free_since: float) -> JudgeEv
     except _Unavailable as exc:
         logger.warning("%s: %s", what, exc.error.message)
         return BatchFailed(item.batch_id, "endpoint_unavailable", exc.error.message)
+    # The backend answers the batch's questions in order (its seam is a model call); here they
+    # become each item's answers, under its key.
+    flat = iter(answers)
     return BatchDone(
         item.batch_id,
-        tuple(answers),
+        {
+            key: tuple(itertools.islice(flat, len(one.questions)))
+            for key, one in zip(item.keys, item.items, strict=True)
+        },
         prepare_s=item.ready_at - item.received_at,
         score_s=time.perf_counter() - started,
         idle_s=max(0.0, item.received_at - free_since),
