@@ -76,7 +76,7 @@ def test_a_bad_setting_is_refused_with_a_message() -> None:
         text=True,
     )
     assert out.returncode != 0
-    assert "queue_capacity" in out.stderr or "queue-capacity" in out.stderr
+    assert "queue_capacity" in out.stderr.lower() or "queue-capacity" in out.stderr
 
 
 def test_fp8_on_cpu_workers_is_refused_at_start_up_with_a_clear_error() -> None:

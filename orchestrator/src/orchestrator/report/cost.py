@@ -19,15 +19,20 @@ from orchestrator.judges import JudgeId
 from orchestrator.records import JudgeCost, JudgeUsage, ResultRow, ScoreRecord
 
 
+def _dicts(value: object) -> list[dict[str, Any]]:
+    """The dicts of a provenance list; anything else (a damaged file) counts as none."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def _phase_walls(provenance: dict[str, Any], judge: JudgeId | None) -> tuple[int, float]:
     """(items scored, seconds) over the score phases that worked for this judge."""
     if judge is None:
-        phases = [i for i in provenance.get("invocations") or [] if isinstance(i, dict)]
+        phases = _dicts(provenance.get("invocations"))
     else:
         phases = [
             r
-            for r in provenance.get("rescores") or []
-            if isinstance(r, dict) and (r.get("judge") or {}).get("label") == judge.label
+            for r in _dicts(provenance.get("rescores"))
+            if isinstance(r.get("judge"), dict) and r["judge"].get("label") == judge.label
         ]
     items, seconds = 0, 0.0
     for phase in phases:
