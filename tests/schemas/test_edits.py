@@ -36,9 +36,14 @@ def test_edit_request_round_trips_through_json() -> None:
     assert again.image == PNG
 
 
-def test_edit_request_defaults_are_qwen_image_edit_published_settings() -> None:
+def test_edit_request_leaves_steps_and_guidance_to_the_loaded_family() -> None:
     request = EditRequest(image=b64(PNG), instruction="x")
-    assert (request.num_inference_steps, request.true_cfg_scale) == (50, 4.0)
+    # The service fills the family's published defaults (Qwen-Image-Edit: 50 steps, true CFG 4).
+    assert (request.num_inference_steps, request.true_cfg_scale, request.parameters) == (
+        None,
+        None,
+        {},
+    )
     assert request.negative_prompt == " "
     assert request.seed is None and request.width is None and request.output_format == "png"
 

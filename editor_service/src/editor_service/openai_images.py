@@ -15,6 +15,7 @@ import functools
 import io
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -27,6 +28,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from editor_service.backends.base import EditJob, LoadedModel, RGBImage
 from editor_service.codecs import SOURCE_PIXELS, encode_rgb
+from editor_service.families.wire import check_parameters
 from editor_service.pool import EditResult, Reservation
 from editor_service.routes import PoolDep, SettingsDep
 from service_kit.app.state import DecodeGateDep
@@ -37,7 +39,14 @@ from service_kit.images.decode_gate import DecodeGate
 from service_kit.images.decoding import decode_image, read_header
 from service_kit.models.loaded_model import model_info
 from service_kit.text_safety import check_user_text
-from shared_schemas import EditTimings, ErrorResponse, OpenAIImage, OpenAIImagesResponse
+from shared_schemas import (
+    EditTimings,
+    ErrorResponse,
+    OpenAIImage,
+    OpenAIImagesResponse,
+    OpenAIModel,
+    OpenAIModelList,
+)
 from shared_schemas.edits import MAX_SEED, MAX_SIDE, SIZE_MULTIPLE
 from shared_schemas.images import encode_image_b64
 from shared_schemas.openai_images import OpenAIImageEditCompleted, OpenAIImageEditForm
@@ -112,10 +121,17 @@ async def create_openai_edit(
         fields, files = await _split(form)
     finally:
         await form.close()  # the uploads' spooled files, read by now
-    body = _validate(fields)
+    body, parameters = _validate(fields)
     width, height = parse_size(body.size)
     model = pool.model
     _check_against_model(body, files, model, width)
+    check_parameters(
+        model,
+        num_inference_steps=body.num_inference_steps,
+        parameters=parameters,
+        width=width,
+        height=height,
+    )
     if model is not None:  # else the worker's backend checks
         texts = [("prompt", body.prompt), ("negative_prompt", body.negative_prompt)]
         check_user_text(texts, model.reserved_text)
@@ -135,12 +151,13 @@ async def create_openai_edit(
             instruction=body.prompt,
             negative_prompt=body.negative_prompt,
             num_inference_steps=body.num_inference_steps,
-            true_cfg_scale=body.true_cfg_scale,
+            true_cfg_scale=None,
             seed=seed,
             width=width,
             height=height,
             more_images=tuple(decoded.images[1:]),
             mask=decoded.mask,
+            parameters=parameters,
         )
         return await cancel_on_disconnect(request, slot.run(job))
 
@@ -211,6 +228,13 @@ def _seed_header(seeds: list[int]) -> dict[str, str]:
     return {"X-Editbench-Seeds": ",".join(str(seed) for seed in seeds)}
 
 
+@router.get("/models", response_model=OpenAIModelList, tags=["service"])
+async def list_models(pool: PoolDep) -> OpenAIModelList:
+    """The served model in OpenAI's list shape (empty until it has loaded), for OpenAI clients."""
+    model = pool.model
+    return OpenAIModelList(data=[OpenAIModel(id=model.id)] if model is not None else [])
+
+
 async def _read_form(request: Request) -> FormData:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
@@ -253,16 +277,43 @@ async def _split(form: FormData) -> tuple[dict[str, str], _Files]:
     return fields, _Files(images, mask)
 
 
-def _validate(fields: dict[str, str]) -> OpenAIImageEditForm:
+def _validate(fields: dict[str, str]) -> tuple[OpenAIImageEditForm, dict[str, float]]:
+    """The form, and the family parameters among its fields (any other numeric field, such as
+    guidance_scale; checked against the loaded family by the caller)."""
+    known = {k: v for k, v in fields.items() if k in OpenAIImageEditForm.model_fields}
+    parameters: dict[str, float] = {}
+    for name, text in fields.items():
+        if name in known:
+            continue
+        value = _number(text)
+        if value is None or len(name) > 64:
+            raise InvalidInput(
+                f"{name[:64]}: not a parameter of this service's images/edits", param=name[:64]
+            )
+        parameters[name] = value
+    if len(parameters) > 16:
+        raise InvalidInput("too many model parameters (16 at most)", param=next(iter(parameters)))
     try:
-        return OpenAIImageEditForm.model_validate(fields)
+        body = OpenAIImageEditForm.model_validate(known)
     except ValidationError as exc:
         message, param = validation_message(exc.errors())
         if param in REFUSED_VALUE:
             message = f"{param}: {REFUSED_VALUE[param]}"
-        elif param is not None and param not in OpenAIImageEditForm.model_fields:
-            message = f"{param}: not a parameter of this service's images/edits"
         raise InvalidInput(message, param=param) from None
+    if body.true_cfg_scale is not None:
+        parameters["true_cfg_scale"] = body.true_cfg_scale
+    return body, parameters
+
+
+def _number(text: str) -> float | None:
+    """A finite number written plainly (a few characters), else None."""
+    if len(text) > 32:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def parse_size(size: str) -> tuple[int | None, int | None]:

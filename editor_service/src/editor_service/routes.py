@@ -13,8 +13,10 @@ from editor_service import __version__
 from editor_service.backends.base import EditJob
 from editor_service.codecs import decode_to_rgb, encode_rgb, inspect_source
 from editor_service.config import EditorSettings
+from editor_service.families.wire import check_parameters, family_info
 from editor_service.pool import EditResult, WorkerPool
 from service_kit.app.state import DecodeGateDep, hosted_dep, state_dep
+from service_kit.errors import InvalidInput
 from service_kit.http.disconnect import cancel_on_disconnect
 from service_kit.http.json_response import json_answer
 from service_kit.images.decode_gate import DecodeGate
@@ -53,6 +55,21 @@ async def _edit(
     if loaded is not None:  # else the worker's backend checks (and any job waits for a model)
         texts = [(instruction_param, body.instruction), ("negative_prompt", body.negative_prompt)]
         check_user_text(texts, loaded.reserved_text)
+    parameters = dict(body.parameters)
+    if body.true_cfg_scale is not None:
+        if "true_cfg_scale" in parameters and parameters["true_cfg_scale"] != body.true_cfg_scale:
+            raise InvalidInput(
+                "true_cfg_scale: given twice with different values (field and parameters)",
+                param="true_cfg_scale",
+            )
+        parameters["true_cfg_scale"] = body.true_cfg_scale
+    check_parameters(
+        loaded,
+        num_inference_steps=body.num_inference_steps,
+        parameters=parameters,
+        width=body.width,
+        height=body.height,
+    )
     async with pool.reserve() as slot:
         pixels = await gate.decode(
             functools.partial(inspect_source, body.image, settings.max_image_pixels),
@@ -64,10 +81,11 @@ async def _edit(
             instruction=body.instruction,
             negative_prompt=body.negative_prompt,
             num_inference_steps=body.num_inference_steps,
-            true_cfg_scale=body.true_cfg_scale,
+            true_cfg_scale=None,
             seed=body.seed if body.seed is not None else secrets.randbelow(2**32),
             width=body.width,
             height=body.height,
+            parameters=parameters,
         )
         result = await cancel_on_disconnect(request, slot.run(job))
     encoded = await asyncio.to_thread(
@@ -82,6 +100,8 @@ async def create_edit(
 ) -> Response:
     """Edit one image with one instruction."""
     job, result, encoded = await _edit(request, pool, settings, gate, body)
+    output = result.output
+    ran = output.parameters or job.family_parameters()
     # Megabytes of base64 and JSON: made off the event loop (service_kit.http.json_response).
     return await json_answer(
         lambda: EditResponse(
@@ -90,9 +110,11 @@ async def create_edit(
             width=result.output.image.width,
             height=result.output.image.height,
             seed=job.seed,
-            num_inference_steps=job.num_inference_steps,
-            true_cfg_scale=job.true_cfg_scale,
+            num_inference_steps=output.num_inference_steps or job.num_inference_steps or 0,
+            true_cfg_scale=ran.get("true_cfg_scale"),
             negative_prompt=job.negative_prompt,
+            family=result.model.family,
+            parameters=ran,
             worker=result.worker,
             device=result.device,
             model=model_info(result.model),
@@ -114,6 +136,7 @@ async def info(pool: PoolDep, settings: SettingsDep) -> EditorInfo:
     return EditorInfo(
         version=__version__,
         model=model_info(loaded) if loaded else None,
+        family=family_info(loaded),
         devices=[w.device for w in workers],
         workers=workers,
         queue_capacity=settings.queue_capacity,

@@ -1,4 +1,9 @@
-"""Requests and responses of the editor service (Qwen-Image-Edit)."""
+"""Requests and responses of the editor service (any hosted family of editing models).
+
+Family-neutral: the common fields (steps, seed, size, negative prompt) plus the loaded family's
+own parameters by name (``parameters``), which the service checks against the family that is
+loaded (GET /v1/info lists them with their defaults). ``true_cfg_scale`` keeps its own field
+(Qwen-Image-Edit's and Kontext's parameter, by the name it always had)."""
 
 from __future__ import annotations
 
@@ -15,23 +20,38 @@ SIZE_MULTIPLE = 16
 MAX_SIDE = 4096
 
 
+# A family parameter's value: a number (guidance scales and the like).
+FamilyParameters = dict[str, float]
+
+
 class EditParameters(RequestModel):
-    """How to edit. Defaults are Qwen-Image-Edit's published settings (50 steps, true CFG 4)."""
+    """How to edit. Omitted values are the loaded family's published defaults (Qwen-Image-Edit:
+    50 steps, true CFG 4; FLUX.1 Kontext: 28 steps, guidance 2.5)."""
 
     negative_prompt: str = Field(
         default=" ",
         max_length=4000,
         description="Used only with true CFG (true_cfg_scale > 1).",
     )
-    num_inference_steps: int = Field(
-        default=50,
+    num_inference_steps: int | None = Field(
+        default=None,
         ge=2,
         le=200,
-        description="At least 2: with Qwen-Image's scheduler (shift_terminal) one step divides "
-        "by zero and the output is NaN.",
+        description="Omitted: the family's default. At least 2: with Qwen-Image's scheduler "
+        "(shift_terminal) one step divides by zero and the output is NaN.",
     )
-    true_cfg_scale: float = Field(
-        default=4.0, ge=1.0, le=20.0, description="1 turns classifier-free guidance off."
+    true_cfg_scale: float | None = Field(
+        default=None,
+        ge=1.0,
+        le=20.0,
+        description="True classifier-free guidance, for families that take it (Qwen-Image-Edit, "
+        "Kontext); 1 turns it off. Omitted: the family's default.",
+    )
+    parameters: FamilyParameters = Field(
+        default_factory=dict,
+        max_length=16,
+        description="The loaded family's own parameters by name (e.g. guidance_scale), as "
+        "GET /v1/info lists them; one the family does not take is a 400 naming it.",
     )
     seed: int | None = Field(
         default=None,
@@ -89,8 +109,14 @@ class EditResponse(WireModel):
     height: int
     seed: int
     num_inference_steps: int
-    true_cfg_scale: float
+    true_cfg_scale: float | None = Field(
+        default=None, description="As run, for families that take it."
+    )
     negative_prompt: str
+    family: str | None = Field(default=None, description="The family of the model that edited.")
+    parameters: FamilyParameters = Field(
+        default_factory=dict, description="The family's own parameters as run, defaults filled."
+    )
     worker: int = Field(description="Index of the worker process that ran the edit.")
     device: str
     model: ModelInfo
@@ -109,12 +135,41 @@ class WorkerInfo(WireModel):
     restarts: int = Field(ge=0)
 
 
+class FamilyParameterInfo(WireModel):
+    name: str
+    default: float
+    minimum: float
+    maximum: float
+    description: str
+
+
+class EditorFamilyInfo(WireModel):
+    """The loaded model's family: what an edit request may carry for it."""
+
+    name: str = Field(description="e.g. qwen-image-edit, flux-kontext, longcat-image-edit.")
+    title: str
+    parameters: list[FamilyParameterInfo] = Field(
+        description="The family's own parameters (the request's ``parameters`` map; "
+        "true_cfg_scale also by its own field)."
+    )
+    default_steps: int
+    min_steps: int
+    takes_size: bool = Field(description="Whether an output size (width/height, size) applies.")
+    takes_negative_prompt: bool
+    prompt_token_limit: int
+    max_images: int = Field(description="Images one edit may take.")
+    inpainting: bool = Field(description="Whether an edit may carry a mask.")
+
+
 class EditorInfo(WireModel):
     """GET /v1/info on the editor."""
 
     service: Literal["editor"] = "editor"
     version: str
     model: ModelInfo | None = Field(description="None until the first worker has loaded.")
+    family: EditorFamilyInfo | None = Field(
+        default=None, description="The loaded model's family; None until it has loaded."
+    )
     devices: list[str]
     workers: list[WorkerInfo]
     queue_capacity: int = Field(description="Jobs that may wait beyond those running.")
@@ -157,3 +212,17 @@ class OpenAIImagesResponse(WireModel):
     output_format: ImageFormat | None = None
     quality: Literal["auto"] | None = None
     size: str | None = Field(default=None, description="WIDTHxHEIGHT of the images made.")
+
+
+class OpenAIModel(WireModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "editbench"
+
+
+class OpenAIModelList(WireModel):
+    """GET /v1/models on the editor: the served model, in OpenAI's list shape (what clients of
+    /v1/images/edits read to name the model)."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]

@@ -2,7 +2,8 @@
 
 Every text field the SDK can send is here, honoured, or refused by the values it allows; the
 files (``image`` / ``image[]``, ``mask``) travel beside it. editbench's own edit parameters
-(steps, CFG, seed...) may be added as form fields too.
+(steps, CFG, seed...) may be added as form fields too, and so may the loaded family's own
+parameters by name (``guidance_scale=2.5``, as SGLang's and vLLM-Omni's forms take them).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class OpenAIImageEditForm(RequestModel):
     safety_identifier: str | None = Field(default=None, max_length=500)
     # editbench's own parameters (see EditParameters)
     negative_prompt: str = Field(default=" ", max_length=4000)
-    num_inference_steps: int = Field(default=50, ge=2, le=200)
-    true_cfg_scale: float = Field(default=4.0, ge=1.0, le=20.0)
+    num_inference_steps: int | None = Field(default=None, ge=2, le=200)
+    true_cfg_scale: float | None = Field(default=None, ge=1.0, le=20.0)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     compress_level: int = Field(default=1, ge=0, le=9, description="png only: zlib level.")
 

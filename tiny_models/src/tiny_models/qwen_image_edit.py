@@ -41,6 +41,16 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+# Qwen2.5-VL's image processor settings (also LongCat-Image-Edit's).
+IMAGE_PROCESSOR: dict[str, Any] = {
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": _CLIP_MEAN,
+    "image_std": _CLIP_STD,
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+}
 
 
 def transformer_config(scale: Scale) -> dict[str, Any]:
@@ -155,7 +165,7 @@ def text_encoder_config(scale: Scale, token_ids: dict[str, int]) -> dict[str, An
     return {"text_config": text, "vision_config": vision, "tie_word_embeddings": False, **ids}
 
 
-def _special_ids(tokenizer: Any) -> dict[str, int]:
+def special_ids(tokenizer: Any) -> dict[str, int]:
     from tiny_models.tokenizer import tiny_vocab_size
 
     names = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
@@ -196,17 +206,9 @@ def build_pipeline(
         transformer: Any = QwenImageTransformer2DModel(**transformer_config(scale))
         vae: Any = AutoencoderKLQwenImage(**vae_config(scale))
         text_encoder = Qwen2_5_VLForConditionalGeneration(
-            Qwen2_5_VLConfig(**text_encoder_config(scale, _special_ids(tokenizer)))
+            Qwen2_5_VLConfig(**text_encoder_config(scale, special_ids(tokenizer)))
         )
-    image_processor = Qwen2VLImageProcessor(
-        patch_size=14,
-        temporal_patch_size=2,
-        merge_size=2,
-        image_mean=_CLIP_MEAN,
-        image_std=_CLIP_STD,
-        min_pixels=3136,
-        max_pixels=12845056,
-    )
+    image_processor = Qwen2VLImageProcessor(**IMAGE_PROCESSOR)
     processor = Qwen2VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,

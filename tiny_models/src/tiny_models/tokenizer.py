@@ -219,3 +219,30 @@ def _merges_of(bpe: object) -> list[tuple[str, str]]:
 def tiny_vocab_size(tokenizer: Qwen2Tokenizer) -> int:
     """The embedding size for a tiny model: len(tokenizer) padded to a multiple of 128."""
     return (len(tokenizer) + 127) // 128 * 128
+
+
+def build_clip_tokenizer() -> Any:
+    """A CLIP tokenizer (FLUX's first text encoder) over single characters: CLIP's own
+    pre-tokenization and specials, every byte-level character a token (with and without
+    CLIP's end-of-word ``</w>``), no merges. Reads 77 tokens, as CLIP does."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+        vocab[f"{char}</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def build_t5_tokenizer() -> Any:
+    """A T5 tokenizer (FLUX's second text encoder): a unigram model over characters and
+    word-initial characters (``▁a``), with T5's specials in T5's ids (pad 0, eos 1, unk 2)."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    for char in string.ascii_letters + string.digits + string.punctuation:
+        pieces += [(char, -3.0), (f"▁{char}", -3.5)]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)

@@ -7,8 +7,8 @@ messages for the API process.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import service_kit.models.loaded_model
@@ -34,8 +34,8 @@ class EditJob:
     image: RGBImage
     instruction: str
     negative_prompt: str
-    num_inference_steps: int
-    true_cfg_scale: float
+    num_inference_steps: int | None  # None: the family's default
+    true_cfg_scale: float | None  # a family parameter (Qwen, Kontext) by its historic name
     seed: int
     width: int | None  # output size; None: the model's default for the source
     height: int | None
@@ -44,6 +44,15 @@ class EditJob:
     # Where to edit (white) and what to keep (black), the size of ``image``: an inpainting edit,
     # where the model has one (LoadedModel.inpainting); the output is then ~1 MP.
     mask: RGBImage | None = None
+    # The family's own parameters by name (guidance_scale...), checked against the loaded family.
+    parameters: Mapping[str, float] = field(default_factory=dict)
+
+    def family_parameters(self) -> dict[str, float]:
+        """``parameters`` with ``true_cfg_scale`` when it was given by its own field."""
+        given = dict(self.parameters)
+        if self.true_cfg_scale is not None:
+            given["true_cfg_scale"] = self.true_cfg_scale
+        return given
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,9 @@ class EditOutput:
     image: RGBImage
     pipeline_s: float  # the pipeline call alone, for overhead accounting
     device_memory_peak_bytes: int | None = None  # since the model loaded, if the device tells
+    # What the edit ran with, the family's defaults filled in (None/empty: as the job said).
+    num_inference_steps: int | None = None
+    parameters: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class LoadedModel(service_kit.models.loaded_model.LoadedModel):
 
     max_images: int = 1  # images one edit may take (Edit Plus: several)
     inpainting: bool = False  # whether a job may carry a mask
+    family: str | None = None  # editor_service.families: what the pipeline takes
 
 
 class InvalidJob(Exception):

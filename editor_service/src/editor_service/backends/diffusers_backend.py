@@ -9,11 +9,12 @@ them.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from editor_service.backends.base import (
     BackendSpec,
@@ -26,10 +27,13 @@ from editor_service.backends.base import (
     RGBImage,
 )
 from editor_service.backends.speed_modes import (
+    QWEN_FP8_LAYERS,
     UnsupportedOption,
     enable_step_schedule,
     quantize_fp8,
 )
+from editor_service.families.base import EditorFamily, InvalidParameter
+from editor_service.families.registry import builtin_sources, family_of_builtin, family_of_pipeline
 from service_kit.models.dtypes import resolve_dtype
 from service_kit.models.loading import RANDOM_REVISION, model_folder
 from service_kit.models.sources import ModelSource, SourceKind, parse_model_source
@@ -37,24 +41,15 @@ from service_kit.text_safety import control_token_in
 
 logger = logging.getLogger(__name__)
 
-# Images one Edit Plus edit takes (Qwen-Image-Edit-2509 is trained on 1 to 3).
-EDIT_PLUS_MAX_IMAGES = 3
-
-# Qwen-Image's own cap on a prompt (diffusers refuses max_sequence_length above it); with the
-# source image's tokens in the same sequence it stays inside the transformer's text positions.
-MAX_PROMPT_TOKENS = 1024
-
-BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
-    "tiny": ("tiny", "edit"),
-    "tiny-plus": ("tiny", "edit-plus"),
-    "random-full": ("random-full", "edit"),
-    "random-full-plus": ("random-full", "edit-plus"),
-}
+# Every family's built-in names (tiny, tiny-kontext, random-full...): name -> (kind, variant).
+BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = builtin_sources()
 
 
-def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, Any]:
-    """LoRA, FP8, Qwen's joint-attention kernels, attention backend, step cache and regional
-    compilation, in that order.
+def apply_tuning(
+    pipe: Any, options: dict[str, Any], device: str, *, fp8_layers: str = QWEN_FP8_LAYERS
+) -> dict[str, Any]:
+    """LoRA, FP8 (the family's layers), Qwen's joint-attention kernels, attention backend, step
+    cache and regional compilation, in that order.
 
     Returns what was applied, for the model's provenance: results made with any of these are a
     different configuration from the plain model and are labelled as such. An option the device
@@ -70,7 +65,7 @@ def apply_tuning(pipe: Any, options: dict[str, Any], device: str) -> dict[str, A
         pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
         applied.update(lora=str(options["lora"]), lora_scale=scale)
     if options.get("transformer_fp8"):
-        quantize_fp8(pipe.transformer, str(options["transformer_fp8"]), device)
+        quantize_fp8(pipe.transformer, str(options["transformer_fp8"]), device, fp8_layers)
         applied["transformer_fp8"] = str(options["transformer_fp8"])
     from editor_service.backends import qwen_kernels
 
@@ -119,6 +114,7 @@ class DiffusersEditBackend:
         self.source: ModelSource = parse_model_source(spec.model, BUILTIN_SOURCES)
         self.pipe: Any = None  # a diffusers pipeline (dynamically typed), once loaded
         self.inpaint_pipe: Any = None  # the same components as an inpainting pipeline, if any
+        self.family: EditorFamily | None = None  # chosen by the loaded pipeline's class
         self.device = "cpu"
 
     def load(self, device: str) -> LoadedModel:
@@ -138,36 +134,35 @@ class DiffusersEditBackend:
         dtype = resolve_dtype(self.spec.dtype, device)
         source = self.source
         started = time.perf_counter()
-        variant: Literal["edit", "edit-plus"] = (
-            "edit-plus" if source.variant == "edit-plus" else "edit"
-        )
         if source.kind == "random-full":
-            from tiny_models.qwen_image_edit import build_pipeline
-
-            pipe: Any = build_pipeline("full", variant, device=device, dtype=dtype)
+            builder = importlib.import_module(family_of_builtin(str(source.variant)).builder)
+            pipe: Any = builder.build_pipeline("full", source.variant, device=device, dtype=dtype)
             revision: str | None = RANDOM_REVISION
         else:
 
             def build_tiny() -> Path:
-                from tiny_models.qwen_image_edit import ensure_tiny_folder
-
-                return ensure_tiny_folder(Path(self.spec.cache_dir), variant)
+                builder = importlib.import_module(family_of_builtin(str(source.variant)).builder)
+                folder: Path = builder.ensure_tiny_folder(Path(self.spec.cache_dir), source.variant)
+                return folder
 
             folder, revision = model_folder(source, self.spec.revision, build_tiny)
             pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
             pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
+        pipeline_class = type(pipe).__name__
+        family = self.family = family_of_pipeline(pipeline_class)
         self.pipe = pipe
         self.device = device
-        if type(pipe) is diffusers.QwenImageEditPipeline:
-            # Shares every component (no extra memory): masks work on Edit checkpoints. Built from
-            # the components, not with from_pipe: from_pipe casts the shared modules to its own
-            # dtype argument (float32 by default), which turned a bf16 model into a float32 one
-            # (and made the compiled blocks recompile for it).
-            components: dict[str, Any] = pipe.components  # type: ignore[attr-defined]
-            self.inpaint_pipe = diffusers.QwenImageEditInpaintPipeline(**components)
+        inpaint_class = family.inpaint_pipelines.get(pipeline_class)
+        if inpaint_class is not None:
+            # Shares every component (no extra memory): masks work on these checkpoints. Built
+            # from the components, not with from_pipe: from_pipe casts the shared modules to its
+            # own dtype argument (float32 by default), which turned a bf16 model into a float32
+            # one (and made the compiled blocks recompile for it).
+            components: dict[str, Any] = pipe.components
+            self.inpaint_pipe = getattr(diffusers, inpaint_class)(**components)
             self.inpaint_pipe.set_progress_bar_config(disable=True)
-        applied = apply_tuning(pipe, self.spec.options, device)
+        applied = apply_tuning(pipe, self.spec.options, device, fp8_layers=family.fp8_layers)
         if self.spec.options.get("park_text_encoder"):
             # Same weights, same kernels, same images: not part of what was applied.
             from editor_service.backends.parking import park_text_encoder
@@ -186,7 +181,6 @@ class DiffusersEditBackend:
         )
         if applied.get("compile"):
             self._warm_up()  # the last thing load does: nothing may change the model after it
-        plus = isinstance(pipe, diffusers.QwenImageEditPlusPipeline)
         return LoadedModel.of(
             source,
             revision,
@@ -194,8 +188,9 @@ class DiffusersEditBackend:
             dtype,
             pipe.tokenizer,
             details=applied,
-            max_images=EDIT_PLUS_MAX_IMAGES if plus else 1,
+            max_images=family.pipeline_classes[pipeline_class],
             inpainting=self.inpaint_pipe is not None,
+            family=family.name,
         )
 
     def _warm_up(self) -> None:
@@ -210,6 +205,9 @@ class DiffusersEditBackend:
             warmup = int(self.spec.options.get("step_cache_warmup") or 3)
             steps = warmup + int(self.spec.options["step_cache_interval"]) + 1
         source = RGBImage.from_pil(Image.new("RGB", (512, 512), (120, 140, 160)))
+        family = self.family
+        assert family is not None
+        cfg = 4.0 if family.parameter("true_cfg_scale") else None
         for i, (instruction, side) in enumerate(
             [("make it red", 1024), ("replace the background with a quiet beach at sunset", 768)]
         ):
@@ -219,10 +217,10 @@ class DiffusersEditBackend:
                 instruction=instruction,
                 negative_prompt=" ",
                 num_inference_steps=steps,
-                true_cfg_scale=4.0,
+                true_cfg_scale=cfg,
                 seed=0,
-                width=side,
-                height=1024,
+                width=side if family.takes_size else None,
+                height=1024 if family.takes_size else None,
             )
             self.edit(warm, lambda: False)
         logger.info("compiled and warmed up in %.1fs", time.perf_counter() - started)
@@ -249,21 +247,29 @@ class DiffusersEditBackend:
                 pipe._interrupt = True
             return callback_kwargs
 
-        use_cfg = job.true_cfg_scale > 1.0
+        family = self.family
+        assert family is not None
+        try:
+            settings = family.resolve(
+                num_inference_steps=job.num_inference_steps,
+                negative_prompt=job.negative_prompt,
+                parameters=job.family_parameters(),
+                width=job.width,
+                height=job.height,
+            )
+        except InvalidParameter as exc:
+            raise InvalidJob(str(exc), param=exc.param) from None
+        kwargs: dict[str, Any] = family.call(settings)
         self._check_prompt_length("instruction", job.instruction)
-        if use_cfg and job.negative_prompt:
-            self._check_prompt_length("negative_prompt", job.negative_prompt)
-        kwargs: dict[str, Any] = {
-            "image": image,
-            "prompt": job.instruction,
-            "negative_prompt": job.negative_prompt if use_cfg else None,
-            "true_cfg_scale": job.true_cfg_scale,
-            "num_inference_steps": job.num_inference_steps,
-            "generator": torch.Generator(device=self.device).manual_seed(job.seed),
-            "callback_on_step_end": on_step_end,
-        }
-        if job.width is not None and job.height is not None:
-            kwargs["width"], kwargs["height"] = job.width, job.height
+        if kwargs.get("negative_prompt"):
+            self._check_prompt_length("negative_prompt", kwargs["negative_prompt"])
+        kwargs.update(
+            image=image,
+            prompt=job.instruction,
+            generator=torch.Generator(device=self.device).manual_seed(job.seed),
+        )
+        if family.stops_between_steps:
+            kwargs["callback_on_step_end"] = on_step_end
         if job.mask is not None:
             # The whole masked region is made anew (OpenAI's mask semantics), the rest kept.
             kwargs.update(mask_image=job.mask.to_pil().convert("L"), strength=1.0)
@@ -288,6 +294,8 @@ class DiffusersEditBackend:
         return EditOutput(
             image=RGBImage.from_pil(result),
             pipeline_s=pipeline_s,
+            num_inference_steps=settings.num_inference_steps,
+            parameters=settings.parameters,
             device_memory_peak_bytes=(
                 torch.cuda.max_memory_allocated() if self.device.startswith("cuda") else None
             ),
@@ -297,18 +305,22 @@ class DiffusersEditBackend:
         """Refuse a prompt longer than the model reads: the transformer's text positions are
         finite, and past them the pipeline fails inside the model instead of saying why."""
         pipe: Any = self.pipe
+        family = self.family
+        assert family is not None
+        tokenizer = getattr(pipe, family.prompt_tokenizer)
         # The route refused these already; this is the tokenizer's own word, as a defence.
-        control = control_token_in(pipe.tokenizer, text)
+        control = control_token_in(tokenizer, text)
         if control is not None:
             raise InvalidJob(
                 f"{param} contains {control!r}, one of the model's control tokens; "
                 "user text may not contain them",
                 param=param,
             )
-        tokens = len(pipe.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if tokens > MAX_PROMPT_TOKENS:
+        tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if tokens > family.prompt_token_limit:
             raise InvalidJob(
-                f"{param} is {tokens} tokens long; the model reads at most {MAX_PROMPT_TOKENS}",
+                f"{param} is {tokens} tokens long; the model reads at most "
+                f"{family.prompt_token_limit}",
                 param=param,
             )
 

@@ -16,9 +16,10 @@ logger = logging.getLogger(__name__)
 
 FP8_GRANULARITIES = ("row", "tensor")
 
-# The transformer blocks' attention projections and MLPs: the bulk of the FLOPs. Left in bf16:
-# the per-block modulation (one token per image), the input/output projections and embeddings.
-_FP8_LAYERS = re.compile(r"transformer_blocks\.\d+\.(attn|img_mlp|txt_mlp)\..+")
+# Qwen-Image's transformer blocks' attention projections and MLPs: the bulk of the FLOPs. Left
+# in bf16: the per-block modulation (one token per image), the input/output projections and
+# embeddings. Each family names its own (editor_service.families).
+QWEN_FP8_LAYERS = r"transformer_blocks\.\d+\.(attn|img_mlp|txt_mlp)\..+"
 
 # torch._scaled_mm's FP8 kernels need Ada (8.9) or Hopper (9.0) and newer.
 _FP8_MIN_CAPABILITY = (8, 9)
@@ -43,7 +44,9 @@ def check_fp8_device(device: str, capability: tuple[int, int] | None) -> None:
         )
 
 
-def quantize_fp8(transformer: Any, granularity: str, device: str) -> int:
+def quantize_fp8(
+    transformer: Any, granularity: str, device: str, layers: str = QWEN_FP8_LAYERS
+) -> int:
     """torchao float8 dynamic activation + weight quantization of the blocks' linear layers.
 
     ``granularity``: ``row`` (a scale per row of weights and per token of activations; closer to
@@ -70,9 +73,10 @@ def quantize_fp8(transformer: Any, granularity: str, device: str) -> int:
         ) from exc
 
     chosen: list[str] = []
+    pattern = re.compile(layers)
 
     def wanted(module: torch.nn.Module, name: str) -> bool:
-        if isinstance(module, torch.nn.Linear) and _FP8_LAYERS.fullmatch(name):
+        if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name):
             chosen.append(name)
             return True
         return False

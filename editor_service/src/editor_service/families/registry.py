@@ -1,0 +1,35 @@
+"""The families the editor hosts: the one place a family is registered."""
+
+from __future__ import annotations
+
+from editor_service.families import flux_kontext, longcat_image, qwen_image
+from editor_service.families.base import EditorFamily
+from service_kit.models.sources import SourceKind
+
+FAMILIES: tuple[EditorFamily, ...] = (qwen_image.FAMILY, flux_kontext.FAMILY, longcat_image.FAMILY)
+
+
+def family_named(name: str) -> EditorFamily:
+    return next(f for f in FAMILIES if f.name == name)
+
+
+def family_of_pipeline(class_name: str) -> EditorFamily:
+    """The family whose pipeline this is; ValueError naming the ones hosted if none."""
+    for family in FAMILIES:
+        if class_name in family.pipeline_classes:
+            return family
+    known = ", ".join(c for f in FAMILIES for c in f.pipeline_classes)
+    raise ValueError(f"{class_name} is not an editing pipeline this service hosts ({known})")
+
+
+def family_of_builtin(variant: str) -> EditorFamily:
+    return next(f for f in FAMILIES if any(v == variant for _, v in f.builtins.values()))
+
+
+def builtin_sources() -> dict[str, tuple[SourceKind, str]]:
+    """Every family's built-in model names: name -> (kind, variant)."""
+    sources: dict[str, tuple[SourceKind, str]] = {}
+    for family in FAMILIES:
+        for name, (kind, variant) in family.builtins.items():
+            sources[name] = ("tiny" if kind == "tiny" else "random-full", variant)
+    return sources

@@ -1,0 +1,69 @@
+"""The loaded family on the wire: /v1/info's description and the API process's early check."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from editor_service.backends.base import LoadedModel
+from editor_service.families.base import EditorFamily, InvalidParameter
+from editor_service.families.registry import family_named
+from service_kit.errors import InvalidInput
+from shared_schemas import EditorFamilyInfo, FamilyParameterInfo
+
+
+def loaded_family(model: LoadedModel | None) -> EditorFamily | None:
+    if model is None or model.family is None:
+        return None
+    return family_named(model.family)
+
+
+def family_info(model: LoadedModel | None) -> EditorFamilyInfo | None:
+    family = loaded_family(model)
+    if family is None or model is None:
+        return None
+    return EditorFamilyInfo(
+        name=family.name,
+        title=family.title,
+        parameters=[
+            FamilyParameterInfo(
+                name=p.name,
+                default=p.default,
+                minimum=p.minimum,
+                maximum=p.maximum,
+                description=p.description,
+            )
+            for p in family.parameters
+        ],
+        default_steps=family.default_steps,
+        min_steps=family.min_steps,
+        takes_size=family.takes_size,
+        takes_negative_prompt=family.takes_negative_prompt,
+        prompt_token_limit=family.prompt_token_limit,
+        max_images=model.max_images,
+        inpainting=model.inpainting,
+    )
+
+
+def check_parameters(
+    model: LoadedModel | None,
+    *,
+    num_inference_steps: int | None,
+    parameters: Mapping[str, float],
+    width: int | None,
+    height: int | None,
+) -> None:
+    """Refuse (400 naming it) what the loaded family does not take, before anything is queued.
+    Before a model has loaded, the worker's backend makes the same check."""
+    family = loaded_family(model)
+    if family is None:
+        return
+    try:
+        family.resolve(
+            num_inference_steps=num_inference_steps,
+            negative_prompt=None,
+            parameters=parameters,
+            width=width,
+            height=height,
+        )
+    except InvalidParameter as exc:
+        raise InvalidInput(str(exc), param=exc.param) from None

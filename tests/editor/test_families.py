@@ -1,0 +1,92 @@
+"""The family seam as data: each family's own parameters, refused on the families without them."""
+
+from __future__ import annotations
+
+import pytest
+
+from editor_service.families.base import EditorFamily, InvalidParameter
+from editor_service.families.registry import (
+    FAMILIES,
+    builtin_sources,
+    family_of_builtin,
+    family_of_pipeline,
+)
+
+
+def resolve(family: EditorFamily, **parameters: float) -> dict[str, float]:
+    settings = family.resolve(
+        num_inference_steps=None,
+        negative_prompt=" ",
+        parameters=parameters,
+        width=None,
+        height=None,
+    )
+    return settings.parameters
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_each_family_fills_its_own_defaults(family: EditorFamily) -> None:
+    assert resolve(family) == {p.name: p.default for p in family.parameters}
+    assert family.parameters, "a family with no parameters of its own proves nothing here"
+
+
+@pytest.mark.parametrize(
+    ("owner", "other"),
+    [(a, b) for a in FAMILIES for b in FAMILIES if a is not b],
+    ids=lambda f: f.name,
+)
+def test_a_familys_own_parameters_are_refused_by_the_others(
+    owner: EditorFamily, other: EditorFamily
+) -> None:
+    own = [p for p in owner.parameters if other.parameter(p.name) is None]
+    for parameter in own:
+        with pytest.raises(InvalidParameter) as refused:
+            resolve(other, **{parameter.name: parameter.default})
+        assert refused.value.param == parameter.name
+        assert parameter.name in str(refused.value) and other.title in str(refused.value)
+    for parameter in owner.parameters:
+        assert resolve(owner, **{parameter.name: parameter.default})[parameter.name] == (
+            parameter.default
+        )
+
+
+def test_every_family_has_a_parameter_another_family_refuses() -> None:
+    for family in FAMILIES:
+        assert any(
+            other.parameter(p.name) is None
+            for p in family.parameters
+            for other in FAMILIES
+            if other is not family
+        ), family.name
+
+
+def test_guidance_scale_is_kontexts_and_longcats_not_qwens() -> None:
+    kontext, longcat = family_of_pipeline("FluxKontextPipeline"), family_of_builtin("longcat-edit")
+    qwen = family_of_pipeline("QwenImageEditPlusPipeline")
+    assert resolve(kontext, guidance_scale=3.0)["guidance_scale"] == 3.0
+    assert resolve(longcat)["guidance_scale"] == 4.5
+    with pytest.raises(InvalidParameter, match="guidance_scale"):
+        resolve(qwen, guidance_scale=3.0)
+    with pytest.raises(InvalidParameter, match="true_cfg_scale"):
+        resolve(longcat, true_cfg_scale=4.0)
+
+
+def test_out_of_range_values_and_sizes_are_refused_naming_the_field() -> None:
+    kontext, longcat = family_of_builtin("kontext"), family_of_builtin("longcat-edit")
+    with pytest.raises(InvalidParameter) as refused:
+        resolve(kontext, guidance_scale=99.0)
+    assert refused.value.param == "guidance_scale"
+    with pytest.raises(InvalidParameter) as refused:
+        longcat.resolve(
+            num_inference_steps=2, negative_prompt=None, parameters={}, width=64, height=64
+        )
+    assert refused.value.param == "size"
+
+
+def test_builtin_names_and_pipeline_classes_are_unique_across_families() -> None:
+    names = [name for f in FAMILIES for name in f.builtins]
+    classes = [c for f in FAMILIES for c in f.pipeline_classes]
+    assert len(names) == len(set(names)) and len(classes) == len(set(classes))
+    assert {"tiny", "tiny-plus", "tiny-kontext", "tiny-longcat"} <= builtin_sources().keys()
+    with pytest.raises(ValueError, match="not an editing pipeline"):
+        family_of_pipeline("StableDiffusionPipeline")
