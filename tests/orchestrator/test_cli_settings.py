@@ -58,7 +58,7 @@ def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> dict[
         ("", {"EDITBENCH_STEPS": "5"}, [], 5),
         ("steps = 7\n", {"EDITBENCH_STEPS": "5"}, [], 5),
         ("", {"EDITBENCH_STEPS": "5"}, ["--steps", "3"], 3),
-        ("", {}, [], 50),
+        ("", {}, [], None),  # the editor family's default
     ],
 )
 def test_a_flag_wins_and_an_absent_flag_hides_nothing(
@@ -67,7 +67,7 @@ def test_a_flag_wins_and_an_absent_flag_hides_nothing(
     config: str,
     env: dict[str, str],
     flags: list[str],
-    steps: int,
+    steps: int | None,
 ) -> None:
     path = tmp_path / "editbench.toml"
     path.write_text(config, encoding="utf-8")

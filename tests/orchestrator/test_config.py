@@ -13,12 +13,29 @@ def test_defaults_point_at_local_services() -> None:
     settings = resolve_settings({}, environ={})
     assert settings.editor_url == "http://127.0.0.1:8001"
     assert settings.reward_url == "http://127.0.0.1:8002"
-    assert (settings.steps, settings.cfg, settings.protocol, settings.mode) == (
-        50,
-        4.0,
+    # Steps and CFG left to the editor family (Qwen-Image-Edit: 50 and 4.0; Kontext: 28, none).
+    assert (settings.steps, settings.cfg, settings.params, settings.protocol, settings.mode) == (
+        None,
+        None,
+        {},
         "viescore",
         "expected",
     )
+
+
+def test_family_parameters_come_as_name_value_pairs_from_flags_env_and_file(
+    tmp_path: Path,
+) -> None:
+    flags = resolve_settings({"params": ["guidance_scale=2.5", "true_cfg_scale=1"]}, environ={})
+    assert flags.params == {"guidance_scale": 2.5, "true_cfg_scale": 1.0}
+    assert flags.edit_settings().parameters(None).parameters == flags.params
+    env = resolve_settings({}, environ={"EDITBENCH_PARAMS": "guidance_scale=3"})
+    assert env.params == {"guidance_scale": 3.0}
+    config = tmp_path / "editbench.toml"
+    config.write_text("[editbench.params]\nguidance_scale = 4.5\n", encoding="utf-8")
+    assert resolve_settings({}, environ={}, config_file=config).params == {"guidance_scale": 4.5}
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        resolve_settings({"params": ["guidance_scale"]}, environ={})
 
 
 def test_cli_beats_env_beats_file(tmp_path: Path) -> None:

@@ -318,3 +318,28 @@ def test_judges_in_and_out_of_deterministic_mode_are_not_mixed_in_one_run() -> N
     assert admitted("editor", model_key, [plain, deterministic]) == ["ready", "ready"]
     fp8 = plain.model_copy(update={"options": {"transformer_fp8": "row"}})
     assert admitted("editor", model_key, [plain, fp8]) == ["ready", "other_model"]
+
+
+def test_repeating_the_url_flags_adds_endpoints_instead_of_keeping_the_last(
+    four: dict[str, list[Service]], tmp_path: Path
+) -> None:
+    """``--editor-url A --editor-url B`` is A and B, as ``--categories`` adds categories."""
+    editors, judges = four["editors"], four["judges"]
+    before = {s.url: answered(s.url, "/v1/edits") for s in editors}
+    before |= {s.url: answered(s.url, "/v1/scores") for s in judges}
+    out = tmp_path / "run"
+    args = run_args(benchmark(tmp_path, 8), out, editors, judges)
+    for flag, group in (("--editor-url", editors), ("--reward-url", judges)):
+        at = args.index(flag)
+        args[at : at + 2] = [part for s in group for part in (flag, s.url)]
+
+    code, _, err = finish(editbench(*args))
+
+    assert code == 0, err
+    edits = records(out / "edits.jsonl")
+    assert Counter(r["item_id"] for r in edits) == {f"i{k:02d}": 1 for k in range(8)}
+    served = {s.url: answered(s.url, "/v1/edits") - before[s.url] for s in editors}
+    served |= {s.url: answered(s.url, "/v1/scores") - before[s.url] for s in judges}
+    assert all(n > 0 for n in served.values()), served
+    assert set(endpoints_of(out, "editor")) == {s.url for s in editors}
+    assert set(endpoints_of(out, "reward")) == {s.url for s in judges}

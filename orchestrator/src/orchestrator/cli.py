@@ -64,18 +64,18 @@ ConfigOpt = Annotated[
     ),
 ]
 EditorUrlOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
         "--editor-url",
-        help="Editor service; several: comma-separated, each a replica (a name that resolves "
-        "to several addresses is one per address) (env EDITBENCH_EDITOR_URL).",
+        help="Editor service; several: repeat the flag or comma-separate, each a replica (a name "
+        "that resolves to several addresses is one per address) (env EDITBENCH_EDITOR_URL).",
     ),
 ]
 RewardUrlOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
         "--reward-url",
-        help="Reward service; several: comma-separated, as --editor-url "
+        help="Reward service; several: repeat the flag or comma-separate, as --editor-url "
         "(env EDITBENCH_REWARD_URL).",
     ),
 ]
@@ -304,8 +304,39 @@ def run(
     ] = None,
     editor_url: EditorUrlOpt = None,
     reward_url: RewardUrlOpt = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Inference steps (50).")] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg", help="True CFG scale (4.0).")] = None,
+    editor_api: Annotated[
+        str | None,
+        typer.Option(
+            "--editor-api",
+            help="What --editor-url speaks: editbench (our editor service, default) or openai "
+            "(any OpenAI-compatible images-edit endpoint; URL ends in /v1) "
+            "(env EDITBENCH_EDITOR_API).",
+        ),
+    ] = None,
+    editor_model: Annotated[
+        str | None,
+        typer.Option(
+            "--editor-model",
+            help="--editor-api openai: the model to ask for (default: the endpoint's first "
+            "in /v1/models).",
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Inference steps (default: the editor family's, e.g. 50)."),
+    ] = None,
+    cfg: Annotated[
+        float | None,
+        typer.Option("--cfg", help="True CFG scale, for families that take it (Qwen: 4.0)."),
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="An editor family's own parameter, NAME=VALUE (repeat), e.g. "
+            "guidance_scale=2.5; the editor's /v1/info lists them.",
+        ),
+    ] = None,
     negative_prompt: Annotated[
         str | None,
         typer.Option("--negative-prompt", help="What the edit should avoid (' ': none)."),
@@ -730,8 +761,15 @@ def edit(
     instruction: Annotated[str, typer.Argument(help='The edit, e.g. "make the sky red".')],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the edit.")],
     editor_url: EditorUrlOpt = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Inference steps (50).")] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg", help="True CFG scale (4.0).")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Inference steps (the family's default).")
+    ] = None,
+    cfg: Annotated[
+        float | None, typer.Option("--cfg", help="True CFG scale (the family's default).")
+    ] = None,
+    params: Annotated[
+        list[str] | None, typer.Option("--param", help="A family parameter, NAME=VALUE.")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="(random)")] = None,
     size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT (auto).")] = None,
     negative_prompt: Annotated[

@@ -35,6 +35,7 @@ IDENTITY = (
     "split",
     "steps",
     "cfg",
+    "params",
     "negative_prompt",
     "seed_policy",
     "seed",
@@ -83,11 +84,25 @@ class RunSettings(BaseModel):
         default=False,
         description="Let the endpoints of one service serve different model revisions.",
     )
+    editor_api: Literal["editbench", "openai"] = Field(
+        default="editbench",
+        description="What --editor-url speaks: our editor service, or any OpenAI-compatible "
+        "images-edit endpoint (URL = its base URL ending in /v1).",
+    )
+    editor_model: str | None = Field(
+        default=None,
+        description="--editor-api openai: the model name to send (default: the first of the "
+        "endpoint's /v1/models).",
+    )
     editor_api_key: SecretStr | None = None
     reward_api_key: SecretStr | None = None
-    # Edit parameters (Qwen-Image-Edit's published defaults)
-    steps: int = Field(default=50, ge=1, le=200)
-    cfg: float = Field(default=4.0, ge=1.0, le=20.0)
+    # Edit parameters; omitted: the editor family's published defaults (its /v1/info)
+    steps: int | None = Field(default=None, ge=1, le=200)
+    cfg: float | None = Field(default=None, ge=1.0, le=20.0)
+    params: dict[str, float] = Field(
+        default_factory=dict,
+        description="The editor family's own parameters (NAME=VALUE, e.g. guidance_scale=2.5).",
+    )
     negative_prompt: str = " "
     seed_policy: SeedPolicy = "per-item"
     seed: int = Field(default=42, ge=0, le=2**63 - 1)
@@ -124,6 +139,21 @@ class RunSettings(BaseModel):
             return ",".join(split_urls(value))
         return value
 
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, value: object) -> object:
+        """``NAME=VALUE`` (repeated, or comma-separated) or a mapping (config file)."""
+        parts = [value] if isinstance(value, str) else value
+        if not isinstance(parts, list | tuple):
+            return value
+        found: dict[str, object] = {}
+        for part in (p.strip() for item in parts for p in str(item).split(",") if p.strip()):
+            name, sep, number = part.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"param {part!r}: write NAME=VALUE, e.g. guidance_scale=2.5")
+            found[name.strip()] = number.strip()
+        return found
+
     @field_validator("categories", "languages", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
@@ -155,6 +185,7 @@ class RunSettings(BaseModel):
         return EditSettings(
             steps=self.steps,
             cfg=self.cfg,
+            params=dict(self.params),
             negative_prompt=self.negative_prompt,
             seed_policy=self.seed_policy,
             seed=self.seed,

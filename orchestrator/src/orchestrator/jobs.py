@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from shared_schemas import EditParameters, EditRequest, ModelInfo
@@ -76,14 +76,16 @@ class EditSettings:
     (derived from the seed and the item id: reproducible, uncorrelated across items) or ``random``
     (the editor picks one and reports it)."""
 
-    steps: int = 50
-    cfg: float = 4.0
+    steps: int | None = None  # None: the editor family's default (Qwen-Image-Edit: 50)
+    cfg: float | None = None  # true CFG, for families that take it (Qwen: 4.0 by default)
     negative_prompt: str = " "
     seed_policy: SeedPolicy = "per-item"
     seed: int = 42
     width: int | None = None
     height: int | None = None
     output_format: Literal["png", "jpeg", "webp"] = "png"
+    # The editor family's own parameters by name (guidance_scale...): /v1/info lists them.
+    params: dict[str, float] = field(default_factory=dict)
 
     def item_seed(self, item_id: str) -> int | None:
         if self.seed_policy == "fixed":
@@ -101,6 +103,7 @@ class EditSettings:
             negative_prompt=self.negative_prompt,
             num_inference_steps=self.steps,
             true_cfg_scale=self.cfg,
+            parameters=dict(self.params),
             seed=seed,
             width=self.width,
             height=self.height,
@@ -112,7 +115,10 @@ class EditSettings:
         return EditRequest(image=image, instruction=instruction, **dict(parameters))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        settings = asdict(self)
+        if not settings["params"]:
+            del settings["params"]  # as before families had parameters of their own
+        return settings
 
     def check(self) -> None:
         """Raise pydantic's ValidationError now if the editor's schema refuses these settings,

@@ -78,14 +78,15 @@ class PlanRow(RecordModel):
 class EditParams(RecordModel):
     """The edit settings a job ran with; ``seed`` is the item's own (None: the editor chose)."""
 
-    steps: int
-    cfg: float
+    steps: int | None = None  # None: the editor family's default
+    cfg: float | None = None
     negative_prompt: str
     seed_policy: str
     seed: int | None = None
     width: int | None = None
     height: int | None = None
     output_format: str = "png"
+    params: dict[str, float] = Field(default_factory=dict)
 
 
 class EditOutcome(RecordModel):
@@ -97,6 +98,12 @@ class EditOutcome(RecordModel):
     num_inference_steps: int | None = None
     true_cfg_scale: float | None = None
     negative_prompt: str | None = None
+    family: str | None = None  # the editor family (qwen-image-edit, flux-kontext...)
+    parameters: dict[str, float] = Field(default_factory=dict)  # the family's, as run
+    # A served editor (--editor-api openai): the form fields sent besides image and prompt, and
+    # the usage it reported (tokens, cost), where it did.
+    sent: dict[str, str] = Field(default_factory=dict)
+    usage: dict[str, Any] | None = None
     worker: int | None = None
     device: str | None = None
     timings: EditTimings | None = None

@@ -22,6 +22,7 @@ from orchestrator.endpoints.pooled import (
 )
 from orchestrator.endpoints.urls import Resolver, expand, resolve_addresses, split_urls
 from orchestrator.jobs import judge_key
+from orchestrator.openai_editor import OpenAIEditorClient
 from shared_schemas import EditorInfo, RewardInfo
 
 if TYPE_CHECKING:
@@ -38,6 +39,19 @@ def reward_weight(info: RewardInfo) -> int:
     return len(info.devices)
 
 
+def editor_client(
+    http: httpx.AsyncClient,
+    url: str,
+    api_key: str | None = None,
+    api: str = "editbench",
+    model: str | None = None,
+) -> EditorClient:
+    """A client of one editor endpoint: our service, or an OpenAI-compatible images-edit one."""
+    if api == "openai":
+        return OpenAIEditorClient(http, url, api_key, model)
+    return EditorClient(http, url, api_key)
+
+
 async def open_editor(
     http: httpx.AsyncClient,
     urls: str | Sequence[str],
@@ -45,6 +59,8 @@ async def open_editor(
     *,
     allow_mixed_revisions: bool = False,
     resolve: Resolver = resolve_addresses,
+    api: str = "editbench",
+    model: str | None = None,
 ) -> EditorClient:
     """The editor client of a run: a plain one for one endpoint, a pooled one for several.
 
@@ -52,13 +68,13 @@ async def open_editor(
     endpoints = EndpointSet(
         "editor",
         split_urls(urls),
-        lambda url: EditorClient(http, url, api_key),
+        lambda url: editor_client(http, url, api_key, api, model),
         editor_weight,
         allow_mixed_revisions=allow_mixed_revisions,
         resolve=resolve,
     )
     if not await _several(endpoints):
-        return EditorClient(http, endpoints.given[0], api_key)
+        return editor_client(http, endpoints.given[0], api_key, api, model)
     await endpoints.start()
     return PooledEditorClient(http, endpoints)
 
@@ -115,10 +131,22 @@ async def open_clients(
     uses_reward = settings.phase != "edit" or settings.share_gpu
     editor = (
         await open_editor(
-            http, settings.editor_url, editor_api_key, allow_mixed_revisions=mixed, resolve=resolve
+            http,
+            settings.editor_url,
+            editor_api_key,
+            allow_mixed_revisions=mixed,
+            resolve=resolve,
+            api=settings.editor_api,
+            model=settings.editor_model,
         )
         if uses_editor
-        else EditorClient(http, split_urls(settings.editor_url)[0], editor_api_key)
+        else editor_client(
+            http,
+            split_urls(settings.editor_url)[0],
+            editor_api_key,
+            settings.editor_api,
+            settings.editor_model,
+        )
     )
     try:
         reward = (
