@@ -176,7 +176,7 @@ def test_sglang_endpoint_errors_are_recorded_in_the_endpoints_words(
         requests = server.requests()
 
     assert code == 0, err
-    assert "1 edit(s) failed" in err
+    assert "1 edit failed" in err
     by_item = {r["item_id"]: r for r in records(out / "edits.jsonl")}
     assert by_item["i01"]["status"] == "failed"
     assert by_item["i01"]["error"]["message"].startswith("HTTP 400: Your request was rejected")
