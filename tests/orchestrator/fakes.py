@@ -195,7 +195,7 @@ class FakeServices:
                 width=64,
                 height=64,
                 seed=body.seed if body.seed is not None else 7,
-                num_inference_steps=body.num_inference_steps,
+                num_inference_steps=body.num_inference_steps or 50,  # Qwen's default
                 true_cfg_scale=body.true_cfg_scale,
                 negative_prompt=body.negative_prompt,
                 worker=0,

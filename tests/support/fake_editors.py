@@ -54,7 +54,7 @@ class MirrorEditBackend:
         if log := self.options.get("start_log"):  # the order jobs start in, for fairness tests
             with open(log, "a") as starts:
                 starts.write(job.instruction + "\n")
-        steps = max(1, job.num_inference_steps)
+        steps = max(1, job.num_inference_steps or 50)  # None: the family default (Qwen: 50)
         per_step = float(self.options.get("step_delay_s", 0))
         delay = float(self.options.get("edit_delay_s", 0)) + per_step * steps
         for _ in range(steps):
