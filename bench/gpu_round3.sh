@@ -45,7 +45,7 @@ step() {  # step NAME SECONDS COMMAND...
 if [ -n "${QUICK:-}" ]; then  # tiny models, tiny counts: every step's code path in minutes
   model=tiny
   profile_args=(--side 64 --steps 3 --fast-steps 2 --repeats 1)
-  modes_args=(--side 64 --steps 3 --fast-steps 2 --fewest-steps 2 --warmup-steps 1 --repeats 1)
+  modes_args=(--side 64 --steps 3 --fast-steps 2 --fewest-steps 2 --warmup-steps 2 --repeats 1)
   judge_args=(--side 64 --items 8 --in-process-items 4 --clients 2)
   run_args=(--items 4 --side 64 --steps 2)
 else
