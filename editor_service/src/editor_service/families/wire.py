@@ -56,6 +56,13 @@ def check_parameters(
     Before a model has loaded, the worker's backend makes the same check."""
     family = loaded_family(model)
     if family is None:
+        if model is not None:  # a custom backend that names no family takes none of theirs
+            for name in parameters:
+                if name != "true_cfg_scale":  # the historic field every backend receives
+                    raise InvalidInput(
+                        f"{name}: not a parameter of {model.id} (its backend names no family)",
+                        param=name,
+                    )
         return
     try:
         family.resolve(
