@@ -74,7 +74,9 @@ def answered(stack: Stack, container: str, service: str) -> float:
 
 def test_replicas_take_their_api_keys_from_swarm_secrets(stack: Stack) -> None:
     for service, (port, _, _, key) in JOBS.items():
-        for container in stack.containers(service):
+        containers = stack.containers(service)
+        assert len(containers) == 2, service  # every replica checked, and some are
+        for container in containers:
             assert stack.fetch(container, port, "/v1/info").startswith("401\n")
             status, body = stack.fetch(container, port, "/v1/info", key).split("\n", 1)
             assert status == "200"
@@ -90,7 +92,6 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
         for n in range(ITEMS)
     ]
     write_manifest(runs / "bench", rows)
-    os.chmod(runs, 0o777)  # the CLI's container writes as uid 1000 where the host user is not
     editors, judges = stack.containers("editor"), stack.containers("reward")
     assert (len(editors), len(judges)) == (2, 2)
     start = {c: answered(stack, c, "editor") for c in editors}
@@ -100,8 +101,12 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
         "--detach",
         "--network",
         f"{stack.name}_editbench",
+        "--user",  # as docs/DEPLOY.md: the run folder belongs to whoever ran it
+        f"{os.getuid()}:{os.getgid()}",
         "--volume",
         f"{runs}:/workspace/runs",
+        "--env",
+        f"EDITBENCH_PATH_MAP=/workspace/runs={runs}",
         "--env",
         "EDITBENCH_EDITOR_URL=http://tasks.editor:8001",
         "--env",
@@ -166,3 +171,10 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
     reward_endpoints = provenance["services"]["reward"]["endpoints"]
     assert len([e for e in reward_endpoints if e["jobs_ok"] > 0]) == 2
     assert len(provenance["services"]["editor"]["models"]) == 1
+    # As docs/DEPLOY.md says: each replica's jobs printed, the host's report path, files the
+    # invoking user owns.
+    counted_line = next(line for line in logs.splitlines() if line.startswith("editor replicas: "))
+    assert counted_line.count(" job") == len(editor_endpoints)
+    assert any(line.startswith("reward replicas: ") for line in logs.splitlines())
+    assert f"report: {out / 'report.html'}" in logs
+    assert {p.stat().st_uid for p in out.rglob("*")} == {os.getuid()}
