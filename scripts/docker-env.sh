@@ -49,8 +49,14 @@ if ! docker info >/dev/null 2>&1; then
         rm -f "$pidfile"
     fi
     log "starting dockerd (log: $DOCKERD_LOG)"
-    # Detached from this shell's stdio, so CI does not wait on it.
-    setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    # Detached from this shell's stdio, so CI does not wait on it, and from every other descriptor
+    # it holds: a caller's lock file (flock) must not stay locked for the engine's lifetime.
+    (
+        for fd in $(ls "/proc/$BASHPID/fd" 2>/dev/null); do
+            if [[ $fd -gt 2 ]]; then eval "exec $fd>&-"; fi
+        done 2>/dev/null
+        exec setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null
+    ) &
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break
         sleep 1
