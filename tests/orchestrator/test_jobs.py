@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.jobs import EditSettings, edit_job_id, score_job_id
-from shared_schemas import ModelInfo
+from shared_schemas import EditorFamilyInfo, FamilyParameterInfo, ModelInfo
 
 MODEL = ModelInfo(
     id="m", source="hub", revision="r1", model_class="P", dtype="bf16", meaningful=True
@@ -138,3 +138,47 @@ def test_an_endpoint_judges_reported_model_and_digits_change_the_score_job_id() 
     assert score_id(endpoint) == score_id(
         configured(base_url="http://b/v1", endpoint_model="gpt-x-1", top_logprobs=20)
     )
+
+
+def _family(name: str, steps: int, cfg: float | None) -> EditorFamilyInfo:
+    parameters = []
+    if cfg is not None:
+        parameters.append(
+            FamilyParameterInfo(
+                name="true_cfg_scale", default=cfg, minimum=1.0, maximum=20.0, description="CFG"
+            )
+        )
+    return EditorFamilyInfo(
+        name=name,
+        title=name,
+        parameters=parameters,
+        default_steps=steps,
+        min_steps=1,
+        takes_size=True,
+        takes_negative_prompt=True,
+        prompt_token_limit=1024,
+        max_images=1,
+        inpainting=False,
+    )
+
+
+def test_a_run_left_to_the_qwen_familys_defaults_keeps_the_ids_of_older_runs() -> None:
+    # The id this edit had when the CLI's defaults were 50 steps and true CFG 4.0 (df2b86a):
+    # run folders made then resume without redoing their edits.
+    resolved = EditSettings().resolved(_family("qwen-image-edit", 50, 4.0))
+    assert (resolved.steps, resolved.cfg) == (50, 4.0)
+    assert edit_id(settings=resolved) == "e-86da2dec3b7ff7a32d2ff0200accf492"
+
+
+def test_family_defaults_fill_only_what_the_run_left_open() -> None:
+    kontext = _family("flux-kontext", 28, None)
+    assert EditSettings().resolved(kontext).steps == 28
+    assert EditSettings().resolved(kontext).cfg is None
+    assert EditSettings(steps=8).resolved(kontext).steps == 8
+    assert EditSettings(cfg=2.0).resolved(_family("qwen-image-edit", 50, 4.0)).cfg == 2.0
+    # Another family's default is another configuration: another id.
+    assert edit_id(settings=EditSettings().resolved(kontext)) != edit_id(
+        settings=EditSettings().resolved(_family("qwen-image-edit", 50, 4.0))
+    )
+    # An editor that publishes no family (a served endpoint) keeps the settings as given.
+    assert EditSettings().resolved(None) == EditSettings()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from shared_schemas import EditParameters, EditRequest, ModelInfo
+from shared_schemas import EditorFamilyInfo, EditParameters, EditRequest, ModelInfo
 
 SeedPolicy = Literal["fixed", "per-item", "random"]
 JOB_ID_CHARS = 32
@@ -113,6 +113,19 @@ class EditSettings:
     def request(self, item_id: str, image: bytes, instruction: str) -> EditRequest:
         parameters = self.parameters(self.item_seed(item_id))
         return EditRequest(image=image, instruction=instruction, **dict(parameters))
+
+    def resolved(self, family: EditorFamilyInfo | None) -> EditSettings:
+        """These settings with the steps and true CFG left to the editor filled from its family's
+        published defaults (/v1/info), so job ids and records name what was run: a Qwen run with
+        the defaults keeps the ids of runs made when the CLI's defaults were 50 steps and CFG 4.0.
+        An editor that publishes no family (a served endpoint) leaves them to itself."""
+        if family is None:
+            return self
+        steps = self.steps if self.steps is not None else family.default_steps
+        cfg = self.cfg
+        if cfg is None:
+            cfg = next((p.default for p in family.parameters if p.name == "true_cfg_scale"), None)
+        return replace(self, steps=steps, cfg=cfg)
 
     def as_dict(self) -> dict[str, Any]:
         settings = asdict(self)

@@ -82,6 +82,7 @@ class EditPhase(Phase):
 
     async def run(self) -> PhaseCounts:
         info = self.info or await self.prepare()
+        self.settings = self.settings.resolved(info.family)
         concurrency = self.concurrency_override or self.default_concurrency(info)
         logger.info(
             "edit phase: %d items, %d in flight (editor: %d workers, max_in_flight %d)",
