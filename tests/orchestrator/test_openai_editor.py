@@ -186,6 +186,25 @@ def test_sglang_endpoint_errors_are_recorded_in_the_endpoints_words(
     assert all(r["ignored"] == [] for r in requests if r["route"] == "edits")
 
 
+def test_a_refused_key_stops_the_run_at_once_instead_of_waiting_for_readiness(
+    tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    secret = tmp_path / "wrong.key"
+    secret.write_text("sk-wrong-key-000000000000\n", encoding="utf-8")
+    env = {**key_env, "EDITBENCH_EDITOR_API_KEY_FILE": str(secret)}
+    with fake(tmp_path, "vllm-omni") as server:
+        args = run_edit_only(server, bench(tmp_path, 2), tmp_path / "run")
+        args[args.index("--ready-timeout-s") + 1] = "3600"
+        # Far below the hour of --ready-timeout-s: the refusal ends the run, not the timeout.
+        code, _, err = finish(editbench_with(env, *args), timeout_s=240)
+        requests = server.requests()
+
+    assert code != 0
+    assert "refused this client's key (HTTP 401" in err, err
+    assert "sk-wrong-key" not in err
+    assert not any(r["route"] == "edits" and r.get("status") != 401 for r in requests)
+
+
 def test_a_killed_run_resumes_to_exactly_one_record_per_item(
     tmp_path: Path, key_env: dict[str, str]
 ) -> None:

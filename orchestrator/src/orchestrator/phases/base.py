@@ -143,6 +143,12 @@ async def wait_until_ready(
                     f"the {client.service} at {client.base_url} has released its model "
                     f"({exc.message}): run with --share-gpu, or POST /v1/model/load to it"
                 ) from None
+            if exc.status in (401, 403):
+                # A refused key does not get better by waiting out --ready-timeout-s.
+                raise ServiceNotReady(
+                    f"the {client.service} at {client.base_url} refused this client's key "
+                    f"(HTTP {exc.status}: {exc.message}): check the API key given for it"
+                ) from None
             now = time.monotonic()
             # One line per wait: when it starts, when the reason changes, then every 30 s.
             if said is None or said[0] != exc.message or now - said[1] >= NOTE_EVERY_S:
