@@ -30,8 +30,10 @@ def compiled(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any
     counter = CompileCounter()
     plain_tuning = diffusers_backend.apply_tuning
 
-    def tuning_compiling_on_the_cpu(pipe: Any, options: dict[str, Any], device: str) -> Any:
-        applied = plain_tuning(pipe, {**options, "compile": False}, device)
+    def tuning_compiling_on_the_cpu(
+        pipe: Any, options: dict[str, Any], device: str, **family: Any
+    ) -> Any:
+        applied = plain_tuning(pipe, {**options, "compile": False}, device, **family)
         pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=counter)
         return {**applied, "compile": "regional"}
 
