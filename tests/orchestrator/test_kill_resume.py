@@ -97,6 +97,7 @@ def runs_done(held: HeldServices, service: str) -> Counter[str]:
 def figures(run: Path) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     summary.pop("run")  # settings and times: where and when, not what
+    summary.pop("judge_cost")  # the judge's measured seconds: how long it took, not what it said
     return summary
 
 
