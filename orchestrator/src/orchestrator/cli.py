@@ -1019,24 +1019,24 @@ def _metavar(param: Any, ctx: Any) -> str:
     return name
 
 
+def _named_values(params: list[Any], ctx: Any) -> list[Any]:
+    """``params`` with a value name on each that has none (instead of its Python type)."""
+    for param in params:
+        if param.metavar is None:
+            param.metavar = _metavar(param, ctx)
+    return params
+
+
 class _HelpCommand(typer.core.TyperCommand):
     """A command whose help names values instead of showing their Python types."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)
-        for param in params:
-            if param.metavar is None:
-                param.metavar = _metavar(param, ctx)
-        return params
+        return _named_values(super().get_params(ctx), ctx)
 
 
 class _HelpGroup(typer.core.TyperGroup):
     def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)
-        for param in params:
-            if param.metavar is None:
-                param.metavar = _metavar(param, ctx)
-        return params
+        return _named_values(super().get_params(ctx), ctx)
 
 
 def _show_version(value: bool) -> None:
