@@ -183,34 +183,75 @@ def gpu_clocks() -> str:
         return ""
 
 
-def sustained(count: int, transformer: Any, kwargs: dict[str, Any], name: str) -> dict[str, Any]:
+SMI_FIELDS = (
+    "timestamp,clocks.sm,clocks.mem,power.draw.instant,power.draw.average,temperature.gpu,"
+    "temperature.memory,utilization.gpu,clocks_event_reasons.active,"
+    "clocks_event_reasons.sw_power_cap,clocks_event_reasons.hw_slowdown,"
+    "clocks_event_reasons.hw_thermal_slowdown,clocks_event_reasons.hw_power_brake_slowdown,"
+    "clocks_event_reasons.sw_thermal_slowdown"
+)
+
+
+def sample_gpu(path: Path | None) -> Any:
+    """nvidia-smi sampling every 100 ms into ``path`` (CSV) while the caller runs; None when
+    there is no path or no nvidia-smi. The caller terminates the returned process."""
+    import subprocess
+
+    if path is None:
+        return None
+    try:
+        return subprocess.Popen(
+            ["nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv", "-lms", "100"],
+            stdout=path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+    except OSError:
+        return None
+
+
+def sustained(
+    count: int, transformer: Any, kwargs: dict[str, Any], name: str, smi_log: Path | None = None
+) -> dict[str, Any]:
     """``count`` forwards back to back, each timed with CUDA events (wall clock on the CPU), with
-    the GPU's clocks read every tenth: does a forward slow down when the GPU stays busy?"""
+    the GPU's clocks read every tenth and, with ``smi_log``, nvidia-smi's clocks, power,
+    temperatures and clock-event reasons sampled every 100 ms: does a forward slow down when the
+    GPU stays busy, and what does the GPU say about it?"""
     import torch
 
     cuda = torch.cuda.is_available()
     times: list[float] = []
+    ended_at: list[float] = []  # wall clock at each forward's end, to line up with the samples
     clocks: list[str] = [gpu_clocks()] if cuda else []
-    with torch.inference_mode():
-        for i in range(count):
-            if cuda:
-                began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(True)
-                began.record()
-                transformer(**kwargs)
-                ended.record()
-                ended.synchronize()
-                times.append(began.elapsed_time(ended))
-            else:
-                start = time.perf_counter()
-                transformer(**kwargs)
-                times.append((time.perf_counter() - start) * 1e3)
-            if cuda and i % 10 == 9:
-                clocks.append(gpu_clocks())
+    sampler = sample_gpu(smi_log) if cuda else None
+    try:
+        with torch.inference_mode():
+            for i in range(count):
+                if cuda:
+                    began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(True)
+                    began.record()
+                    transformer(**kwargs)
+                    ended.record()
+                    ended.synchronize()
+                    times.append(began.elapsed_time(ended))
+                else:
+                    start = time.perf_counter()
+                    transformer(**kwargs)
+                    times.append((time.perf_counter() - start) * 1e3)
+                ended_at.append(round(time.time(), 3))
+                if cuda and i % 10 == 9:
+                    clocks.append(gpu_clocks())
+    finally:
+        if sampler is not None:
+            time.sleep(0.5)
+            sampler.terminate()
+            sampler.wait(timeout=10)
     figures = {
         "forward_ms": [round(t, 2) for t in times],
+        "ended_at": ended_at,
         "first5_ms": statistics.mean(times[:5]),
         "last5_ms": statistics.mean(times[-5:]),
         "clocks_power_temp": clocks,
+        "smi_log": str(smi_log) if sampler is not None else None,
     }
     record(variant=name, stage="sustained-forwards", **figures)
     return figures
@@ -293,7 +334,7 @@ def run_variant(args: argparse.Namespace, name: str, images: dict[str, Any]) -> 
             )
 
     handle = pipe.transformer.register_forward_pre_hook(capture, with_kwargs=True)
-    backend.edit(job(args, 1, 1.0, 3000), lambda: False)
+    backend.edit(job(args, 2, 1.0, 3000), lambda: False)  # the family takes 2 steps at least
     handle.remove()
     with torch.inference_mode():
         pipe.transformer(**captured)  # untimed: the profiler's own start
@@ -302,7 +343,22 @@ def run_variant(args: argparse.Namespace, name: str, images: dict[str, Any]) -> 
                 pipe.transformer(**captured)
     table = kernel_table(prof())
     if args.sustained:
-        summary["sustained"] = sustained(args.sustained, pipe.transformer, captured, name)
+        summary["sustained"] = sustained(
+            args.sustained,
+            pipe.transformer,
+            captured,
+            name,
+            args.out_dir / f"smi-{name}.csv" if args.smi_log else None,
+        )
+        if args.sustained_rest > 0:
+            time.sleep(args.sustained_rest)
+            summary["sustained_after_rest"] = sustained(
+                max(1, args.sustained // 3),
+                pipe.transformer,
+                captured,
+                f"{name}-after-rest",
+                args.out_dir / f"smi-{name}-after-rest.csv" if args.smi_log else None,
+            )
     gemm_flops, attention_flops = transformer_flops(pipe.transformer, captured)
     flops = gemm_flops + attention_flops
     kinds = table["kinds"]
@@ -347,6 +403,19 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--sustained", type=int, default=0, help="forwards back to back, each timed (0: none)"
+    )
+    parser.add_argument(
+        "--smi-log",
+        action="store_true",
+        help="with --sustained: nvidia-smi's clocks, power, temperatures and clock-event reasons "
+        "every 100 ms into OUT_DIR/smi-VARIANT.csv",
+    )
+    parser.add_argument(
+        "--sustained-rest",
+        type=float,
+        default=0.0,
+        help="with --sustained: rest this many seconds after the forwards, then run a third as "
+        "many again (does a slowdown go away when the GPU rests?)",
     )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
