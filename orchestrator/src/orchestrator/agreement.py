@@ -178,12 +178,12 @@ def run_agreement(
         ),
     )
     reporting = run_reporting(run)
-    provenance = store.read_json("provenance.json", damaged_ok=True) or {}
+    provenance = store.read_provenance()
     return {
         "run": {
             "label": run.resolve().name,
             "path": str(run),
-            "benchmark": (provenance.get("benchmark") or {}).get("name"),
+            "benchmark": provenance.benchmark_name(),
         },
         "judges": {"a": judge_a.describe(), "b": judge_b.describe()},
         "metric": metric,

@@ -160,17 +160,16 @@ def _shown_path(path: Path) -> str:
 def _replica_lines(out: Path) -> list[str]:
     """How many jobs each replica (endpoint) of a service did in this run, from provenance.json:
     ``editor replicas: http://10.0.1.5:8001 6 jobs, http://10.0.1.6:8001 6 jobs``."""
-    provenance = RunStore(out).read_json("provenance.json", damaged_ok=True) or {}
+    services = RunStore(out).read_provenance().services
     lines = []
-    for name, service in (provenance.get("services") or {}).items():
-        endpoints = service.get("endpoints") if isinstance(service, dict) else None
-        if not endpoints:
+    for name, service in (("editor", services.editor), ("reward", services.reward)):
+        if service is None or not service.endpoints:
             continue
         parts = []
-        for e in endpoints:
-            failed = e.get("jobs_failed") or 0
+        for e in service.endpoints:
+            failed = e.jobs_failed
             extra = f" ({counted(failed, 'failed attempt')})" if failed else ""
-            parts.append(f"{e.get('url')} {counted(int(e.get('jobs_ok') or 0), 'job')}{extra}")
+            parts.append(f"{e.url} {counted(e.jobs_ok, 'job')}{extra}")
         lines.append(f"{name} replicas: " + ", ".join(parts))
     return lines
 

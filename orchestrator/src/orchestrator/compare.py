@@ -31,6 +31,7 @@ from orchestrator import stats
 from orchestrator.benchmarks.reporting import Reporting
 from orchestrator.judges import run_judges, select_judge
 from orchestrator.metrics import MetricSet
+from orchestrator.provenance import Provenance
 from orchestrator.records import ResultRow
 from orchestrator.report.breakdown import item_metrics, partitions, run_reporting
 from orchestrator.report.official import run_statistics
@@ -73,7 +74,7 @@ class LoadedRun:
     path: Path
     rows: list[ResultRow]
     reporting: Reporting
-    provenance: dict[str, Any]
+    provenance: Provenance
     metrics: MetricSet = field(default_factory=MetricSet.legacy)
     judges: list[str] = field(default_factory=list)
     protocol_hashes: list[str] = field(default_factory=list)
@@ -81,25 +82,25 @@ class LoadedRun:
     warnings: list[str] = field(default_factory=list)  # the run's own (summary.json)
 
     def describe(self) -> dict[str, Any]:
-        settings = self.provenance.get("settings") or {}
-        benchmark = self.provenance.get("benchmark") or {}
+        setting = self.provenance.setting
+        benchmark = self.provenance.benchmark
         return {
             "label": self.label,
             "path": str(self.path),
-            "benchmark": benchmark.get("name"),
-            "benchmark_fingerprint": benchmark.get("fingerprint"),
+            "benchmark": None if benchmark is None else benchmark.name,
+            "benchmark_fingerprint": None if benchmark is None else benchmark.fingerprint,
             "editor": self.editors,
             "judge": self.judges,
             "protocol_hash": self.protocol_hashes,
             "settings": {
-                k: settings.get(k)
+                k: setting(k)
                 for k in ("steps", "cfg", "seed_policy", "seed", "width", "height", "protocol")
-                if settings.get(k) is not None
+                if setting(k) is not None
             },
             "items": len(self.rows),
             "scored": sum(1 for r in self.rows if r.scored),
             "warnings": self.warnings,
-            "identity": {k: settings.get(k) for k in COMPARED_SETTINGS},
+            "identity": {k: setting(k) for k in COMPARED_SETTINGS},
         }
 
 
@@ -117,7 +118,7 @@ def load_run(path: Path, label: str | None = None, judge: str | None = None) -> 
         path=path,
         rows=rows,
         reporting=run_reporting(store),
-        provenance=store.read_json("provenance.json", damaged_ok=True) or {},
+        provenance=store.read_provenance(),
         metrics=records.metrics,
         judges=sorted({r.judge_model for r in rows if r.judge_model}),
         protocol_hashes=sorted({r.protocol_hash for r in rows if r.protocol_hash}),

@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from orchestrator.provenance import Provenance
 from shared_schemas import DEFAULT_SCALE, ItemScore, MetricInfo, ProtocolInfo, ScoreScale
 
 LEGACY = (
@@ -86,28 +86,12 @@ class MetricSet(BaseModel):
         return name
 
 
-def _protocol_infos(provenance: Mapping[str, Any]) -> list[ProtocolInfo]:
-    """Every judge protocol description recorded in provenance.json (run and rescores)."""
-    found: list[Any] = [(provenance.get("services") or {}).get("protocol")]
-    for entry in provenance.get("rescores") or []:
-        if isinstance(entry, Mapping):
-            found.append(entry.get("protocol_info"))
-    infos = []
-    for data in found:
-        if isinstance(data, Mapping):
-            try:
-                infos.append(ProtocolInfo.model_validate(data))
-            except ValidationError:
-                continue
-    return infos
-
-
 def metric_set(
-    provenance: Mapping[str, Any], protocol: str | None, seen: Iterable[Sequence[str]] = ()
+    provenance: Provenance, protocol: str | None, seen: Iterable[Sequence[str]] = ()
 ) -> MetricSet:
     """The metric set of a protocol a run's records name: its recorded description, else the
     metric names its answers carried (``seen``, in order), else VIEScore's legacy three."""
-    for info in _protocol_infos(provenance):
+    for info in provenance.protocol_infos():
         if info.name == protocol and info.metrics:
             return MetricSet.from_protocol(info)
     names: list[str] = []

@@ -28,6 +28,7 @@ from orchestrator.judges import JudgeId, judges_in
 from orchestrator.phases import PhaseContext, PhaseCounts, ScorePhase, now_iso
 from orchestrator.preflight import check_services
 from orchestrator.progress import PhaseProgress
+from orchestrator.provenance import JudgeRecord, PhaseCountsRecord, RescoreEntry, ServiceRecord
 from orchestrator.records import Summary
 from orchestrator.report import ReportPaths, write_report
 from orchestrator.retry import RetryPolicy
@@ -101,18 +102,15 @@ async def rescore_run(
     extra: dict[str, Any] = {"transport": transport} if transport is not None else {}
     with store:
         items = _items(benchmark, store)
-        provenance = store.read_json("provenance.json", damaged_ok=True)
-        provenance = provenance if isinstance(provenance, dict) else {}
-        if not isinstance(provenance.get("rescores"), list):
-            provenance["rescores"] = []
-        entry: dict[str, Any] = {
-            "started_at": now_iso(),
-            "reward_url": request.reward_url,
-            "protocol": protocol,
-            "mode": mode,
-            "max_new_tokens": max_new_tokens,
-        }
-        provenance["rescores"].append(entry)
+        provenance = store.read_provenance()
+        entry = RescoreEntry(
+            started_at=now_iso(),
+            reward_url=request.reward_url,
+            protocol=protocol,
+            mode=mode,
+            max_new_tokens=max_new_tokens,
+        )
+        provenance.rescores.append(entry)
         ctx = PhaseContext(
             benchmark=benchmark,
             items=items,
@@ -146,25 +144,24 @@ async def rescore_run(
                     log=store.rescores,
                 )
                 info, protocol_info = await phase.prepare()
-                entry["reward"] = info.model_dump(mode="json")
-                if protocol_info is not None:
-                    entry["protocol_info"] = protocol_info.model_dump(mode="json")
+                entry.reward = ServiceRecord.model_validate(info.model_dump(mode="json"))
+                entry.protocol_info = protocol_info
                 if phase.protocol_definition is not None:
-                    entry["protocol_definition"] = phase.protocol_definition.model_dump(mode="json")
-                store.write_json("provenance.json", provenance)
+                    entry.protocol_definition = phase.protocol_definition.model_dump(mode="json")
+                store.write_provenance(provenance)
                 started = time.monotonic()
                 try:
                     counts = await phase.run()
                 finally:
-                    entry["score_wall_s"] = round(time.monotonic() - started, 3)
+                    entry.score_wall_s = round(time.monotonic() - started, 3)
             finally:
                 await close_clients([reward])
-                entry["finished_at"] = now_iso()
-                entry["counts"] = counts.as_dict()
-                store.write_json("provenance.json", provenance)
+                entry.finished_at = now_iso()
+                entry.counts = PhaseCountsRecord(**counts.as_dict())
+                store.write_provenance(provenance)
         judge = _judge_of_this_rescore(store, protocol, mode, entry)
-        entry["judge"] = None if judge is None else judge.describe()
-        store.write_json("provenance.json", provenance)
+        entry.judge = None if judge is None else JudgeRecord(**judge.describe())
+        store.write_provenance(provenance)
         report = summary = None
         if judge is not None:
             report, summary = await asyncio.to_thread(write_report, store, provenance, judge=judge)
@@ -172,13 +169,11 @@ async def rescore_run(
 
 
 def _judge_of_this_rescore(
-    store: RunStore, protocol: str, mode: str, entry: dict[str, Any]
+    store: RunStore, protocol: str, mode: str, entry: RescoreEntry
 ) -> JudgeId | None:
     """The judge this rescore's records name (the model the service reported)."""
-    model = (entry.get("reward") or {}).get("model") or {}
-    model_name = None
-    if model.get("id"):
-        model_name = model["id"] + (f"@{model['revision']}" if model.get("revision") else "")
+    model = None if entry.reward is None else entry.reward.model
+    model_name = None if model is None else model.name
     records = [*store.scores.read(), *store.rescores.read()]
     for judge in reversed(judges_in(records)):
         if (judge.protocol, judge.mode) == (protocol, mode) and (

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from orchestrator.benchmarks import (
     Benchmark,
@@ -40,7 +41,16 @@ from orchestrator.judges import run_judges, select_judge
 from orchestrator.phases import EditPhase, PhaseContext, PhaseCounts, ScorePhase, now_iso
 from orchestrator.preflight import check_services
 from orchestrator.progress import PhaseProgress
-from orchestrator.provenance import software
+from orchestrator.provenance import (
+    BenchmarkInfo,
+    HandoverRecord,
+    Invocation,
+    PhaseCountsRecord,
+    Provenance,
+    ServiceRecord,
+    SettingsRecord,
+    software,
+)
 from orchestrator.records import PlanRow, Summary
 from orchestrator.report import ReportPaths, write_report
 from orchestrator.retry import RetryPolicy
@@ -149,7 +159,7 @@ async def run_benchmark(
         await asyncio.to_thread(store.write_plan, _plan_rows(items))
         store.write_json("reporting.json", benchmark.reporting.model_dump(mode="json"))
         provenance = _start_provenance(store, settings, benchmark, len(items))
-        invocation: dict[str, Any] = provenance["invocations"][-1]
+        invocation = provenance.invocations[-1]
         edit_counts: PhaseCounts | None = None
         score_counts: PhaseCounts | None = None
         ctx = PhaseContext(
@@ -184,13 +194,15 @@ async def run_benchmark(
 
                     def record(handover: Handover) -> None:
                         handovers.append(handover)
-                        provenance.setdefault("handovers", []).append(
-                            {
-                                **handover.as_record(),
-                                "invocation": len(provenance["invocations"]) - 1,
-                            }
+                        provenance.handovers.append(
+                            HandoverRecord.model_validate(
+                                {
+                                    **handover.as_record(),
+                                    "invocation": len(provenance.invocations) - 1,
+                                }
+                            )
                         )
-                        store.write_json("provenance.json", provenance)
+                        store.write_provenance(provenance)
 
                     ctx.gpu = GpuSharing(
                         editor,
@@ -213,16 +225,13 @@ async def run_benchmark(
                         ctx, editor, settings.edit_settings(), settings.edit_concurrency
                     )
                     info = await edit_phase.prepare()
-                    provenance["services"]["editor"] = {
-                        "url": settings.editor_url,
-                        **info.model_dump(mode="json"),
-                    }
-                    store.write_json("provenance.json", provenance)
+                    provenance.services.editor = _service(settings.editor_url, info)
+                    store.write_provenance(provenance)
                     try:
                         edit_counts = await edit_phase.run()
                     finally:
-                        _record_endpoints(provenance["services"]["editor"], editor)
-                    invocation["edit"] = edit_counts.as_dict()
+                        _record_endpoints(provenance.services.editor, editor)
+                    invocation.edit = PhaseCountsRecord(**edit_counts.as_dict())
                 if settings.phase in ("score", "all"):
                     score_phase = ScorePhase(
                         ctx,
@@ -236,30 +245,27 @@ async def run_benchmark(
                         allow_outside_paths=settings.allow_outside_paths,
                     )
                     reward_info, protocol_info = await score_phase.prepare()
-                    provenance["services"]["reward"] = {
-                        "url": settings.reward_url,
-                        **reward_info.model_dump(mode="json"),
-                    }
+                    provenance.services.reward = _service(settings.reward_url, reward_info)
                     if protocol_info is not None:
-                        provenance["services"]["protocol"] = protocol_info.model_dump(mode="json")
+                        provenance.services.protocol = protocol_info
                     if score_phase.protocol_definition is not None:
                         # The judge's prompts, verbatim: what the protocol hash stands for.
                         store.write_json(
                             "protocol.json",
                             score_phase.protocol_definition.model_dump(mode="json"),
                         )
-                    store.write_json("provenance.json", provenance)
+                    store.write_provenance(provenance)
                     started = time.monotonic()
                     try:
                         score_counts = await score_phase.run()
                     finally:
-                        _record_endpoints(provenance["services"]["reward"], reward)
-                        invocation["score_wall_s"] = round(time.monotonic() - started, 3)
-                    invocation["score"] = score_counts.as_dict()
+                        _record_endpoints(provenance.services.reward, reward)
+                        invocation.score_wall_s = round(time.monotonic() - started, 3)
+                    invocation.score = PhaseCountsRecord(**score_counts.as_dict())
         finally:
             await close_clients(pooled)
-            invocation["finished_at"] = provenance["finished_at"] = now_iso()
-            store.write_json("provenance.json", provenance)
+            invocation.finished_at = provenance.finished_at = now_iso()
+            store.write_provenance(provenance)
             try:
                 report, summary = await asyncio.to_thread(write_report, store, provenance)
             except Exception:
@@ -267,11 +273,17 @@ async def run_benchmark(
     return RunOutcome(out, len(items), edit_counts, score_counts, report, summary, handovers)
 
 
-def _record_endpoints(service: dict[str, Any], client: EditorClient | RewardClient) -> None:
+def _service(url: str, info: BaseModel) -> ServiceRecord:
+    """A service's entry: where it is and its /v1/info, whole."""
+    return ServiceRecord.model_validate({"url": url, **info.model_dump(mode="json")})
+
+
+def _record_endpoints(service: ServiceRecord, client: EditorClient | RewardClient) -> None:
     """Which endpoint did how many jobs, and which model each served (several endpoints)."""
     records = endpoint_records(client)
     if records is not None:
-        service.update(records)
+        for key, value in records.items():
+            setattr(service, key, value)
 
 
 def _secret(value: Any) -> str | None:
@@ -280,33 +292,29 @@ def _secret(value: Any) -> str | None:
 
 def _start_provenance(
     store: RunStore, settings: RunSettings, benchmark: Benchmark, selected: int
-) -> dict[str, Any]:
-    previous = store.read_json("provenance.json", damaged_ok=True)
-    provenance: dict[str, Any] = previous if isinstance(previous, dict) else {}
+) -> Provenance:
+    """The folder's provenance (every earlier invocation kept) with this invocation begun."""
+    provenance = store.read_provenance()
     started = now_iso()
-    provenance.setdefault("started_at", started)
-    for key, kind in (("invocations", list), ("services", dict)):
-        if not isinstance(provenance.get(key), kind):  # absent, or edited into another shape
-            provenance[key] = kind()
-    if not isinstance(provenance.get("handovers", []), list):
-        del provenance["handovers"]
-    provenance["editbench"] = software()
-    provenance["benchmark"] = {
-        "name": benchmark.name,
-        "path": str(benchmark.path),
-        "format": benchmark.format,
-        "items": len(benchmark.items),
-        "selected": selected,
-        "categories": benchmark.categories,
-        "fingerprint": benchmark.fingerprint(),
-    }
-    provenance["settings"] = settings.model_dump(
-        mode="json", exclude={"editor_api_key", "reward_api_key"}
+    if provenance.started_at is None:
+        provenance.started_at = started
+    provenance.editbench = software()
+    provenance.benchmark = BenchmarkInfo(
+        name=benchmark.name,
+        path=str(benchmark.path),
+        format=benchmark.format,
+        items=len(benchmark.items),
+        selected=selected,
+        categories=benchmark.categories,
+        fingerprint=benchmark.fingerprint(),
     )
-    provenance["invocations"].append(
-        {"started_at": started, "phase": settings.phase, "selected": selected}
+    provenance.settings = SettingsRecord.model_validate(
+        settings.model_dump(mode="json", exclude={"editor_api_key", "reward_api_key"})
     )
-    store.write_json("provenance.json", provenance)
+    provenance.invocations.append(
+        Invocation(started_at=started, phase=settings.phase, selected=selected)
+    )
+    store.write_provenance(provenance)
     return provenance
 
 
@@ -318,9 +326,7 @@ def rerender_report(
     store = RunStore(out)
     if not store.exists():
         raise BenchmarkError(f"{out} is not a run folder (no run.json)")
-    provenance = store.read_json("provenance.json", damaged_ok=True)
-    if not isinstance(provenance, dict):
-        provenance = {}
+    provenance = store.read_provenance()
     chosen = None if judge is None else select_judge(run_judges(store), judge)
     with store:
         return write_report(store, provenance, self_contained=self_contained, judge=chosen)

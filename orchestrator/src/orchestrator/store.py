@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from orchestrator.benchmarks import BenchmarkError, item_relpath
 from orchestrator.benchmarks.base import legacy_item_relpath
+from orchestrator.provenance import PROVENANCE_SCHEMA, Provenance
 from orchestrator.records import EditRecord, JobRecord, PlanRow, RecordModel, ScoreRecord
 
 logger = logging.getLogger(__name__)
@@ -474,6 +475,16 @@ class RunStore:
                 logger.warning("%s; going on without it", message)
                 return None
             raise DamagedRunFile(message) from None
+
+    def read_provenance(self) -> Provenance:
+        """provenance.json as a `Provenance`: every shape editbench wrote reads; a damaged file
+        or part is a warning naming it (and left out), an absent one an empty provenance."""
+        return Provenance.read(
+            self.read_json("provenance.json", damaged_ok=True), self.root / "provenance.json"
+        )
+
+    def write_provenance(self, provenance: Provenance) -> None:
+        self.write_json("provenance.json", {**provenance.dump(), "schema": PROVENANCE_SCHEMA})
 
     def write_json(self, name: str, data: Any) -> None:
         atomic_write_text(

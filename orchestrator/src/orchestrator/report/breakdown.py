@@ -41,8 +41,8 @@ def run_reporting(store: RunStore | Path) -> Reporting:
     data = store.read_json("reporting.json", damaged_ok=True)
     if not isinstance(data, dict):
         # A run folder from before reporting.json: GEdit-Bench is still reported its way.
-        provenance = store.read_json("provenance.json") or {}
-        if (provenance.get("benchmark") or {}).get("format") == "gedit":
+        benchmark = store.read_provenance().benchmark
+        if benchmark is not None and benchmark.format == "gedit":
             return GEDIT_REPORTING
         return Reporting()
     try:

@@ -7,9 +7,9 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.judges import JudgeId, run_judges
+from orchestrator.provenance import Provenance
 from orchestrator.records import ResultRow, Summary, is_inside_relpath
 from orchestrator.report.breakdown import run_reporting
 from orchestrator.report.cost import judge_cost
@@ -80,10 +80,6 @@ def _images(store: RunStore, rows: list[ResultRow], self_contained: bool) -> dic
     return found
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def report_paths(root: Path, judge: JudgeId | None = None) -> ReportPaths:
     """Where a report goes: the run's own judge in report.html and so on; another judge's
     (``editbench report --judge``) beside it, in report-<judge slug>.html and so on."""
@@ -98,7 +94,7 @@ def report_paths(root: Path, judge: JudgeId | None = None) -> ReportPaths:
 
 def write_report(
     store: RunStore,
-    provenance: dict[str, Any],
+    provenance: Provenance,
     *,
     self_contained: bool = False,
     judge: JudgeId | None = None,
@@ -110,19 +106,17 @@ def write_report(
     records = RunRecords.read(store, judge)
     rows = build_rows(store, records)
     _fill_edited_thumbs(store, rows)
-    # provenance.json is read back as it is: keep what the page needs in the shape it needs.
-    handovers = [h for h in _list(provenance.get("handovers")) if isinstance(h, dict)]
-    provenance = {**provenance, "handovers": handovers}
+    handovers = [h.dump() for h in provenance.handovers]
     summary = summarize(rows, records.metrics, run_reporting(store), integrity(records)).model_copy(
         update={
             "judge": None if judge is None else judge.describe(),
             "judges": [j.describe() for j in run_judges(store)],
             "handovers": handovers,
             "run": {
-                "benchmark": provenance.get("benchmark"),
-                "settings": provenance.get("settings"),
-                "started_at": provenance.get("started_at"),
-                "finished_at": provenance.get("finished_at"),
+                "benchmark": None if provenance.benchmark is None else provenance.benchmark.dump(),
+                "settings": None if provenance.settings is None else provenance.settings.dump(),
+                "started_at": provenance.started_at,
+                "finished_at": provenance.finished_at,
             },
         }
     )

@@ -13,35 +13,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from orchestrator.judges import JudgeId
+from orchestrator.provenance import PhaseCountsRecord, Provenance
 from orchestrator.records import JudgeCost, JudgeUsage, ResultRow, ScoreRecord
 
 
-def _dicts(value: object) -> list[dict[str, Any]]:
-    """The dicts of a provenance list; anything else (a damaged file) counts as none."""
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _phase_walls(provenance: dict[str, Any], judge: JudgeId | None) -> tuple[int, float]:
+def _phase_walls(provenance: Provenance, judge: JudgeId | None) -> tuple[int, float]:
     """(items scored, seconds) over the score phases that worked for this judge."""
+    phases: list[tuple[float | None, PhaseCountsRecord | None]]
     if judge is None:
-        phases = _dicts(provenance.get("invocations"))
+        phases = [(i.score_wall_s, i.score) for i in provenance.invocations]
     else:
         phases = [
-            r
-            for r in _dicts(provenance.get("rescores"))
-            if isinstance(r.get("judge"), dict) and r["judge"].get("label") == judge.label
+            (r.score_wall_s, r.counts)
+            for r in provenance.rescores
+            if r.judge is not None and r.judge.label == judge.label
         ]
     items, seconds = 0, 0.0
-    for phase in phases:
-        wall = phase.get("score_wall_s")
-        counts = phase.get("score") if judge is None else phase.get("counts")
-        done = (counts or {}).get("ok") if isinstance(counts, dict) else None
-        if isinstance(wall, int | float) and isinstance(done, int) and done > 0:
-            items += done
-            seconds += float(wall)
+    for wall, counts in phases:
+        if wall is not None and counts is not None and counts.ok > 0:
+            items += counts.ok
+            seconds += wall
     return items, seconds
 
 
@@ -49,7 +42,7 @@ def judge_cost(
     rows: Sequence[ResultRow],
     records: Sequence[ScoreRecord],
     usage: JudgeUsage | None,
-    provenance: dict[str, Any],
+    provenance: Provenance,
     judge: JudgeId | None = None,
 ) -> JudgeCost:
     used = {r.score_job_id for r in rows if r.score_status == "ok" and r.score_job_id}

@@ -9,6 +9,7 @@ from jinja2 import ChainableUndefined, Environment, PackageLoader, select_autoes
 
 from orchestrator.benchmarks.reporting import ITEM_FIELDS, Reporting, truthy, value_of
 from orchestrator.metrics import MetricSet
+from orchestrator.provenance import Provenance
 from orchestrator.records import GroupStats, ResultRow, Summary
 from orchestrator.report.cost import cost_line
 
@@ -17,7 +18,7 @@ _env = Environment(
     autoescape=select_autoescape(["html", "j2"]),
     trim_blocks=True,
     lstrip_blocks=True,
-    # provenance.json may be missing or damaged (then {}): its absent fields render empty.
+    # provenance.json may be missing or damaged (then empty): its absent parts render empty.
     undefined=ChainableUndefined,
 )
 
@@ -166,7 +167,7 @@ def render_html(
     *,
     summary: Summary,
     rows: list[ResultRow],
-    provenance: dict[str, Any],
+    provenance: Provenance,
     images: dict[str, str],
 ) -> str:
     """The page. ``images`` maps the relative path of each image that exists to its ``src``
@@ -190,7 +191,7 @@ def render_html(
         statuses=["scored", "unscored", "edit failed", "judge failed", "pending"],
         facets=facets,
         histograms=histograms(rows, summary.metric_set),
-        provenance=provenance,
+        provenance=provenance.dump(),
         chart=chart(summary.categories, summary.metric_set),
         images=images,
         cost_line=cost_line(summary.judge_cost),

@@ -68,8 +68,7 @@ class RunRecords:
 
 def scores_metric_set(store: RunStore, scores: Sequence[ScoreRecord]) -> MetricSet:
     """The metric set of the protocol that made ``scores`` (orchestrator.metrics)."""
-    provenance = store.read_json("provenance.json", damaged_ok=True)
-    provenance = provenance if isinstance(provenance, dict) else {}
+    provenance = store.read_provenance()
     protocols = [s.protocol for s in scores]
     seen = [list(s.score.metrics) for s in scores if s.score is not None and s.score.metrics]
     seen += [list(s.metrics) for s in scores if s.metrics]
