@@ -41,8 +41,9 @@ def write_kris(parent: Path) -> Path:
     for seed, (category, image_id, ori, gt) in enumerate(KRIS_ROWS):
         folder = root / category
         folder.mkdir(parents=True, exist_ok=True)
-        for name in [ori] if isinstance(ori, str) else ori:
-            (folder / name).write_bytes(image_bytes(24, 24, seed=seed))
+        for n, name in enumerate([ori] if isinstance(ori, str) else ori):
+            # each input its own picture, so a reader that mixes them up is seen
+            (folder / name).write_bytes(image_bytes(24, 24, seed=seed + 1000 * n))
         entry: dict[str, Any] = {
             "ori_img": ori,
             "ins_en": f"{category} instruction {image_id}",

@@ -1,6 +1,7 @@
 """KRIS-Bench, ImgEdit and RISEBench load unchanged from their published layouts, and their
 official statistics equal independent re-implementations of the authors' scripts (written here
-from those scripts: ImgEdit's step1/step2, BAGEL's KRIS summarize.py, RISEBench's gpt_eval.py)."""
+from those scripts: ImgEdit's step1/step2, BAGEL's KRIS summarize.py, RISEBench's gpt_eval.py),
+whether the benchmark was read from the authors' layout or the hub's (hub_layouts.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from orchestrator.benchmarks.statistics import (
     kris_statistics,
     rise_statistics,
 )
+from tests.orchestrator.hub_layouts import write_imgedit_lmms, write_kris_lmms, write_rise_hub
 from tests.orchestrator.published_layouts import (
     IMGEDIT_BASIC,
     KRIS_ROWS,
@@ -125,6 +127,8 @@ def test_an_unknown_kris_task_is_refused_listing_the_known(tmp_path: Path) -> No
 
 
 # --- independent re-implementations of the authors' statistics ------------------------------
+# Each over the authors' layout and over the hub's (lmms-eval's tables, RISEBench's data.zip).
+LAYOUTS = ("authors", "hub")
 
 
 def imgedit_step1(entry: str) -> float | None:
@@ -147,8 +151,10 @@ def imgedit_step2(score_dict: dict[str, float], meta: dict[str, Any]) -> dict[st
     return {t: round(sum(s) / len(s), 2) for t, s in by_type.items() if s}
 
 
-def test_imgedit_statistics_equal_the_authors_steps(tmp_path: Path) -> None:
-    bench = load_benchmark(write_imgedit(tmp_path, "basic"))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_imgedit_statistics_equal_the_authors_steps(tmp_path: Path, layout: str) -> None:
+    basic = write_imgedit(tmp_path, "basic")
+    bench = load_benchmark(basic if layout == "authors" else write_imgedit_lmms(tmp_path, basic))
     rng = random.Random(7)
     answers, judged = {}, []
     for item in bench.items:
@@ -231,8 +237,10 @@ def kris_summarize(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, A
     return {"summary": summary, "subitems": subitems}
 
 
-def test_kris_statistics_equal_bagels_summarize(tmp_path: Path) -> None:
-    bench = load_benchmark(write_kris(tmp_path))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_kris_statistics_equal_bagels_summarize(tmp_path: Path, layout: str) -> None:
+    root = write_kris(tmp_path)
+    bench = load_benchmark(root if layout == "authors" else write_kris_lmms(tmp_path, root))
     rng = random.Random(3)
     results: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     judged = []
@@ -357,8 +365,10 @@ def rise_gpt_eval(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     return final
 
 
-def test_rise_statistics_equal_gpt_eval(tmp_path: Path) -> None:
-    bench = load_benchmark(write_rise(tmp_path))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_rise_statistics_equal_gpt_eval(tmp_path: Path, layout: str) -> None:
+    authors = write_rise(tmp_path)
+    bench = load_benchmark(authors if layout == "authors" else write_rise_hub(tmp_path, authors))
     rng = random.Random(11)
     rows, judged = [], []
     for n, item in enumerate(bench.items):

@@ -21,6 +21,7 @@ from orchestrator.benchmarks.kris import find_kris_root, load_kris
 from orchestrator.benchmarks.manifest import MANIFEST_SUFFIXES, ManifestBenchmark, load_manifest
 from orchestrator.benchmarks.rise import find_rise_index, load_rise
 from orchestrator.benchmarks.sample import bundled_sample
+from orchestrator.benchmarks.tables import choose_files, detect_table, load_table, parquet_files
 
 __all__ = [
     "Benchmark",
@@ -84,11 +85,18 @@ def _load_path(path: Path, *, split: str | None, allow_outside_paths: bool) -> B
         return load_imgedit(path, allow_outside_paths=allow_outside_paths)
     if find_rise_index(path) is not None:
         return load_rise(path, allow_outside_paths=allow_outside_paths)
+    if parquet_files(path):
+        # A hub table: which benchmark is told by its columns (tables.py), never by order.
+        files = choose_files(path, split)
+        layout = detect_table(files)
+        if layout is not None:
+            return load_table(path, layout, files, allow_outside_paths=allow_outside_paths)
     if is_gedit_path(path):
         return load_gedit(path, split=split, allow_outside_paths=allow_outside_paths)
     raise BenchmarkError(
         f"{path}: not a benchmark: expected a manifest ({', '.join(MANIFEST_SUFFIXES)}), "
         "a folder with manifest.jsonl, GEdit-Bench parquet / save_to_disk files, KRIS-Bench "
-        "(<task>/annotation.json), ImgEdit (basic_edit.json / UGE_edit.json) or RISEBench "
-        "(data_total.json)"
+        "(<task>/annotation.json, or lmms-eval's parquet), ImgEdit (basic_edit.json / "
+        "UGE_edit.json, or lmms-eval's parquet) or RISEBench (data_total.json, or the hub's "
+        "datav2_total_w_subtask.json with data.zip)"
     )

@@ -68,6 +68,24 @@ def find_kris_root(path: Path) -> Path | None:
     return None
 
 
+def task_fields(folder: str, image_id: str, where: str) -> dict[str, Any]:
+    """An item's ``task`` (its folder, aliases resolved), reasoning ``dimension``,
+    ``knowledge_type`` and ``image_id``; an unknown task is an error naming the 22."""
+    task = _ALIASES.get(folder, folder)
+    dimension = _TASK_DIMENSION.get(task)
+    if dimension is None:
+        raise BenchmarkError(
+            f"{where}: task {folder!r} is not one of KRIS-Bench's 22 "
+            f"({', '.join(sorted(_TASK_DIMENSION))})"
+        )
+    return {
+        "task": task,
+        "dimension": dimension,
+        "knowledge_type": _DIMENSION_TYPE[dimension],
+        "image_id": image_id,
+    }
+
+
 def _images(value: Any, where: str) -> list[str]:
     if isinstance(value, str) and value.strip():
         return [value.strip()]
@@ -83,13 +101,7 @@ def load_kris(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
     items: list[Item] = []
     for annotation in sorted(root.glob(f"*/{ANNOTATION}")):
         folder = annotation.parent.name
-        task = _ALIASES.get(folder, folder)
-        dimension = _TASK_DIMENSION.get(task)
-        if dimension is None:
-            raise BenchmarkError(
-                f"{annotation}: task {folder!r} is not one of KRIS-Bench's 22 "
-                f"({', '.join(sorted(_TASK_DIMENSION))})"
-            )
+        task_fields(folder, "", str(annotation))  # an unknown task folder fails before reading
         data = read_json(annotation)
         if not isinstance(data, dict):
             raise BenchmarkError(f"{annotation}: expected an object keyed by image id")
@@ -98,12 +110,8 @@ def load_kris(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
             if not isinstance(row, dict):
                 raise BenchmarkError(f"{where}: not an object")
             inputs = [f"{folder}/{name}" for name in _images(row.get("ori_img"), where)]
-            extra: dict[str, Any] = {
-                "task": task,
-                "dimension": dimension,
-                "knowledge_type": _DIMENSION_TYPE[dimension],
-                "image_id": str(image_id),
-            }
+            extra = task_fields(folder, str(image_id), where)
+            task = extra["task"]
             explanation = row.get("explain_en", row.get("explain"))
             if isinstance(explanation, str) and explanation.strip():
                 extra["explanation"] = explanation.strip()

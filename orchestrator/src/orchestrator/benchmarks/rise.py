@@ -10,6 +10,10 @@ the item's ``hints`` (the official judge reads it). Four categories:
 temporal_reasoning, causal_reasoning, spatial_reasoning, logical_reasoning. Item ids are
 ``<category>/<index>``: gpt_eval.py reads edits from ``outputs/<model>/images/<category>/
 <index>.png``, so ``--edited-dir outputs/<model>/images`` matches.
+
+On the hub (``PhoenixZ/RISEBench``, the README's "HF-RISEBench" link): the 360-item
+``datav2_total_w_subtask.json`` beside ``data.zip`` (``data/<category>_images/...``): read from
+the archive as it is (archive.py), or from ``data/`` when it was unpacked beside the JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from orchestrator.benchmarks.archive import ZipBenchmark, check_members, find_prefix
 from orchestrator.benchmarks.base import normalize_text
 from orchestrator.benchmarks.folder import (
     REFERENCE_IMAGE,
@@ -28,7 +33,10 @@ from orchestrator.benchmarks.folder import (
 from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.reporting import RISE_REPORTING
 
-INDEX_FILES = ("data_total.json", "data.json")
+# The repository's RISEBench-64, and the 360-item release on the hub (PhoenixZ/RISEBench).
+INDEX_FILES = ("data_total.json", "data.json", "datav2_total_w_subtask.json")
+# The hub keeps the images in data.zip beside the JSON (members data/<category>_images/...).
+HUB_ARCHIVE = "data.zip"
 CATEGORIES = ("temporal_reasoning", "causal_reasoning", "spatial_reasoning", "logical_reasoning")
 # Kept as they are (the judge's prompt choice and the statistics read them).
 _KEPT = ("subtask", "reasoning_img", "consistency_free", "reasoning_wo_ins", "reference")
@@ -54,7 +62,42 @@ def load_rise(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
     index = find_rise_index(path)
     if index is None:
         raise BenchmarkError(f"{path}: no {' or '.join(INDEX_FILES)}")
-    data = read_json(index)
+    items = rise_items(read_json(index), index)
+    name = "RISEBench"
+    root = _image_root(index, items[0].source)
+    benchmark: FolderBenchmark
+    if root is None:
+        archive = index.parent / HUB_ARCHIVE
+        prefix = find_prefix(archive, items[0].source)
+        if prefix is None:
+            raise BenchmarkError(
+                f"{archive}: holds no {items[0].source!r} (the first item's image)"
+            )
+        check_members(archive, prefix, items)
+        benchmark = ZipBenchmark(index, archive, prefix, items, name=name)
+    else:
+        check_files(root, items, allow_outside=allow_outside_paths)
+        benchmark = FolderBenchmark(
+            index, root, items, name=name, allow_outside_paths=allow_outside_paths
+        )
+    benchmark.format = "rise"
+    benchmark.reporting = RISE_REPORTING
+    return benchmark
+
+
+def _image_root(index: Path, first_image: str) -> Path | None:
+    """The folder the JSON's image paths are relative to: its own folder, or ``data/`` beside
+    it (the hub's data.zip unpacked there); None when only the hub's data.zip has them."""
+    for candidate in (index.parent, index.parent / "data"):
+        if (candidate / first_image).is_file():
+            return candidate
+    if (index.parent / HUB_ARCHIVE).is_file():
+        return None
+    return index.parent  # check_files names what is missing
+
+
+def rise_items(data: Any, index: Path) -> list[Item]:
+    """RISEBench's rows as items (the same whichever way its images are stored)."""
     if not isinstance(data, list) or not data:
         raise BenchmarkError(f"{index}: expected a list of items")
     items: list[Item] = []
@@ -93,11 +136,4 @@ def load_rise(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
                 extra=extra,
             )
         )
-    root = index.parent
-    check_files(root, items, allow_outside=allow_outside_paths)
-    benchmark = FolderBenchmark(
-        index, root, items, name="RISEBench", allow_outside_paths=allow_outside_paths
-    )
-    benchmark.format = "rise"
-    benchmark.reporting = RISE_REPORTING
-    return benchmark
+    return items
