@@ -1,5 +1,6 @@
-"""The built-in `imgedit`, `imgedit-uge`, `kris`, `kris-knowledge`, `rise` and `rise-logical`
-protocols against the benchmarks' own prompt files (tests/reward/data/benchmark_prompts; its
+"""The built-in `imgedit`, `imgedit-uge`, `kris`, `rise` (and the superseded `kris-knowledge` and
+`rise-logical`, kept for older runs) protocols against the benchmarks' own prompt files
+(tests/reward/data/benchmark_prompts; its
 README names each file and commit): the text sent for every edit type / task is the authors'
 prompt, filled as their scripts fill it, and the answers are read as their extractors read them
 (minus their guesses)."""
@@ -118,6 +119,71 @@ def test_kris_sends_its_prompts_with_the_images_labelled_as_metrics_common_does(
     assert sent["quality"][1:] == ["This is the edited image:", ImageSlot("edited")]
 
 
+# The tasks each of KRIS-Bench's eval scripts judges (mercurystraw/Kris_Bench@2114fec9afad and its
+# later metrics_common.py; metrics_knowledge.py's daily_life and rule_reasoning are the data's
+# practical_knowledge and rule-based_reasoning, as lmms-eval's kris_bench/utils.py maps them).
+KRIS_COMMON = (
+    "count_change", "color_change", "anomaly_correction", "position_movement",
+    "size_adjustment", "part_completion", "multi-instruction_execution",
+    "viewpoint_change", "temporal_prediction", "multi-element_composition",
+)  # fmt: skip
+KRIS_KNOWLEDGE = (
+    "abstract_reasoning", "mathematics", "practical_knowledge", "medicine",
+    "rule-based_reasoning", "biology", "geography", "chemistry", "humanities", "physics",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("task", KRIS_COMMON + KRIS_KNOWLEDGE)
+def test_kris_asks_each_task_the_questions_its_authors_script_asks(task: str) -> None:
+    sent = _sent("kris", task, HINTS)
+    info = REGISTRY.get("kris").info()
+    if task in KRIS_KNOWLEDGE:  # metrics_knowledge.py: consistency, dual_score, image_quality
+        assert list(sent) == ["consistency", "instruction_knowledge", "quality"]
+        want = KRIS["prompt_dual_evaluation"].format(instruct=INSTRUCTION, explanation=HINTS)
+        assert sent["instruction_knowledge"][0] == want
+        assert info.metrics_for(task) == [
+            "consistency", "instruction", "knowledge", "quality", "overall"
+        ]  # fmt: skip
+    else:  # metrics_common.py and the view / temporal / multi-element scripts: no knowledge
+        assert list(sent) == ["consistency", "instruction", "quality"]
+        assert info.metrics_for(task) == ["consistency", "instruction", "quality", "overall"]
+    assert sent["consistency"][0] == KRIS["prompt_consist"].format(instruct=INSTRUCTION)
+    assert sent["quality"][0] == KRIS["prompt_quality"]
+    assert len(KRIS_COMMON + KRIS_KNOWLEDGE) == 20
+
+
+def test_kris_reads_instruction_and_knowledge_from_the_one_dual_answer() -> None:
+    question = next(
+        q for q in REGISTRY.get("kris").spec.questions if q.name == "instruction_knowledge"
+    )
+    answer = (
+        'Reasoning first.\n{\n  "instruction_score": 4,\n  "instruction_reasoning": "ok",\n'
+        '  "knowledge_score": 2,\n  "knowledge_reasoning": "wrong colour"\n}'
+    )
+    parsed = parse_scores(
+        answer, question.scores, format="regex", pattern=question.parse.pattern,
+        scale=REGISTRY.get("kris").spec.scale,
+    )  # fmt: skip
+    assert parsed.scores == {"instruction": 4, "knowledge": 2}
+
+
+def test_the_superseded_split_protocols_still_load_unchanged_for_older_runs() -> None:
+    # Their hashes as runs made before the merge recorded them (job ids and compare read them).
+    knowledge, logical = REGISTRY.get("kris-knowledge"), REGISTRY.get("rise-logical")
+    assert knowledge.hash == "069e611b3409cb677720ddd88da322fabcb0eb6b74c1170083a6fc946e5855cb"
+    assert logical.hash == "545c5cdc6e01aea7b77c134075d7b8a3b8be7ace39fecc494d283c249de92bf0"
+    assert knowledge.info().superseded_by == "kris" and logical.info().superseded_by == "rise"
+    assert REGISTRY.get("kris").info().superseded_by is None
+    # The merged protocols ask exactly the split ones' prompts of the same categories.
+    split = _sent("kris-knowledge", "chemistry", HINTS)
+    merged = _sent("kris", "chemistry", HINTS)
+    assert merged["instruction_knowledge"] == split["dual"]
+    assert _sent("rise", "logical_reasoning", HINTS) == {
+        f"logical_{name}": parts
+        for name, parts in _sent("rise-logical", "logical_reasoning", HINTS).items()
+    }
+
+
 def test_kris_knowledge_asks_instruction_and_knowledge_in_one_call() -> None:
     sent = _sent("kris-knowledge", "chemistry", HINTS)
     want = KRIS["prompt_dual_evaluation"].format(instruct=INSTRUCTION, explanation=HINTS)
@@ -186,6 +252,37 @@ def test_rise_logical_sends_the_text_reference_prompts() -> None:
     assert REGISTRY.get("rise-logical").spec.scale.max == 1
 
 
+def test_rise_asks_logical_puzzles_their_own_0_1_questions_in_the_same_protocol() -> None:
+    protocol = REGISTRY.get("rise")
+    sent = _sent("rise", "logical_reasoning", HINTS)
+    fill = {"instruct": INSTRUCTION, "reference": HINTS}
+    # eval_vanilla, logical_reasoning with reference_txt: two calls, no plausibility.
+    assert sent == {
+        "logical_consistency": [
+            RISE["prompt_logical_cons_ans"].format(**fill),
+            ImageSlot("source"),
+            ImageSlot("edited"),
+        ],
+        "logical_reasoning": [RISE["prompt_logical_txt"].format(**fill), ImageSlot("edited")],
+    }
+    spec = protocol.spec
+    scales = {q.name: spec.question_scale(q) for q in spec.questions}
+    assert {n: (s.min, s.max) for n, s in scales.items()} == {
+        "consistency": (1, 5),
+        "reasoning": (1, 5),
+        "plausibility": (1, 5),
+        "logical_consistency": (0, 1),
+        "logical_reasoning": (0, 1),
+    }
+    info = protocol.info()
+    assert info.metrics_for("logical_reasoning") == [
+        "logical_consistency", "logical_reasoning", "logical_weighted"
+    ]  # fmt: skip
+    assert info.metrics_for("causal_reasoning") == [
+        "consistency", "reasoning", "plausibility", "weighted"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("answer", "score"),
     [
@@ -194,6 +291,7 @@ def test_rise_logical_sends_the_text_reference_prompts() -> None:
         ("Final Score: 5", 5),
         ("The edit is good.", None),
         ("**Final Score:** **7**", None),  # off the 1-5 scale
+        ("**Final Score:** **0**", None),  # off the 1-5 scale (the protocol's is 0-5)
     ],
 )
 def test_rise_reads_the_final_score_as_extract_does(answer: str, score: int | None) -> None:
@@ -201,6 +299,6 @@ def test_rise_reads_the_final_score_as_extract_does(answer: str, score: int | No
     question = protocol.questions[1]
     parsed = parse_scores(
         answer, question.scores, format="regex", pattern=question.parse.pattern,
-        scale=protocol.scale,
+        scale=protocol.question_scale(question),
     )  # fmt: skip
     assert parsed.scores == {"reasoning": score}

@@ -15,7 +15,7 @@ from reward_service import __version__
 from reward_service.config import RewardSettings
 from reward_service.judge import Judge
 from reward_service.metrics import RewardMetrics
-from reward_service.protocols import ProtocolRegistry
+from reward_service.protocols import ProtocolRegistry, canonical_document
 from reward_service.scorer import (
     assemble,
     build_items,
@@ -144,9 +144,7 @@ async def get_protocol(name: str, protocols: ProtocolsDep) -> ProtocolDefinition
     protocol = protocols.find(name)
     if protocol is None:
         raise NotFound(f"no protocol named {name!r}; see GET /v1/protocols", param="name")
-    return ProtocolDefinition(
-        info=protocol.info(), definition=protocol.spec.model_dump(mode="json")
-    )
+    return ProtocolDefinition(info=protocol.info(), definition=canonical_document(protocol.spec))
 
 
 @router.get("/info", response_model=RewardInfo, tags=["service"])

@@ -1,8 +1,9 @@
 """From a score request to judge questions, and from the judge's outputs to item scores.
 
 Each item becomes one JudgeItem, built here once and carried unchanged to the judge's worker:
-its two images, decoded once (to pixels), and its questions in the protocol's order, naming the
-images by index. The answers are read back in the same order.
+its two images, decoded once (to pixels), and the questions its category is asked (the
+protocol's question set for it, in the protocol's order), naming the images by index. The
+answers are read back in the same order; metrics the item's questions cannot make are absent.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def build_items(
             hints=item.hints,
             mode=request.mode,
         )
+        scales = {q.name: protocol.spec.question_scale(q) for q in protocol.spec.questions}
         for question in rendered:
             content = tuple(
                 IMAGE_INDEX[part.role] if isinstance(part, ImageSlot) else part
@@ -113,7 +115,7 @@ def build_items(
                     content=content,
                     mode=request.mode,
                     max_new_tokens=request.max_new_tokens,
-                    scale=(protocol.spec.scale.min, protocol.spec.scale.max),
+                    scale=(scales[question.name].min, scales[question.name].max),
                 )
             )
         items.append(JudgeItem((item_images.source, item_images.edited), tuple(questions)))
@@ -213,8 +215,8 @@ def assemble(
     for item, answer in zip(request.items, completed, strict=True):
         questions = [
             score
-            for q, output in zip(spec.questions, answer.output, strict=True)
-            for score in read_answers(q, output, spec.scale)
+            for q, output in zip(spec.questions_for(item.category), answer.output, strict=True)
+            for score in read_answers(q, output, spec.question_scale(q))
         ]
         metrics = compute_metrics(spec.metrics, {q.name: q.score for q in questions})
         results.append(
@@ -228,7 +230,7 @@ def assemble(
                 metrics=metrics,
                 sc=metrics.get("sc"),
                 pq=metrics.get("pq"),
-                overall=metrics[spec.headline_metric],
+                overall=metrics.get(spec.headline_metric),
                 scored=all(q.score is not None for q in questions),
                 timings=ScoreTimings(
                     queue_wait_s=answer.queued_s,

@@ -186,6 +186,9 @@ class ProtocolQuestion(WireModel):
     answers: list[str] = Field(
         default_factory=list, description="The named scores its one answer carries, in order."
     )
+    scale: ScoreScale | None = Field(
+        default=None, description="Its own scale where it differs from the protocol's."
+    )
 
 
 class MetricInfo(WireModel):
@@ -194,6 +197,19 @@ class MetricInfo(WireModel):
     name: str
     label: str = Field(description="How tables and reports title it.")
     rule: str = Field(description="How it is computed, e.g. 'min(editing_success, over_editing)'.")
+
+
+class QuestionSetInfo(WireModel):
+    """The questions asked of items of some categories, and the metrics such an item has: a
+    metric not listed is absent for those items by design (not unscored)."""
+
+    name: str
+    categories: list[str] | None = Field(
+        description="None: the default set, for every category no other set names (and items "
+        "without a category)."
+    )
+    questions: list[str]
+    metrics: list[str] = Field(description="The metrics an item judged with this set has.")
 
 
 class ProtocolInfo(WireModel):
@@ -223,6 +239,31 @@ class ProtocolInfo(WireModel):
         description="Images one item puts through the model (questions on the same images "
         "share them); batches are sized in images.",
     )
+    question_sets: list[QuestionSetInfo] = Field(
+        default_factory=list,
+        description="Which questions (and so which metrics) apply to which categories; empty: "
+        "every question and metric applies to every item.",
+    )
+    superseded_by: str | None = Field(
+        default=None, description="Kept for runs that name it; new runs should use this one."
+    )
+
+    def question_set(self, category: str | None) -> QuestionSetInfo | None:
+        """The set an item of ``category`` is judged with (None: the protocol has no sets)."""
+        default = None
+        for entry in self.question_sets:
+            if entry.categories is None:
+                default = entry
+            elif category is not None and category in entry.categories:
+                return entry
+        return default
+
+    def metrics_for(self, category: str | None) -> list[str]:
+        """The metrics an item of ``category`` has; the others are absent for it by design."""
+        entry = self.question_set(category)
+        if entry is None:
+            return [m.name for m in self.metrics]
+        return [m.name for m in self.metrics if m.name in entry.metrics]
 
 
 class ProtocolsResponse(WireModel):

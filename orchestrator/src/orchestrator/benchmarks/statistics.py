@@ -294,12 +294,24 @@ class RiseScores:
     complete: int
 
 
+def _dimension(
+    item: JudgedItem, name: str, logical: bool, names: Mapping[str, str]
+) -> float | None:
+    """A dimension's answer: a logical puzzle's 0/1 one is ``logical_<name>`` under the merged
+    ``rise`` protocol, ``<name>`` under the superseded ``rise-logical``."""
+    if logical:
+        value = _value(item, f"logical_{name}", names)
+        if value is not None or f"logical_{name}" in item.metrics:
+            return value
+    return _value(item, name, names)
+
+
 def rise_item(item: JudgedItem, names: Mapping[str, str]) -> RiseScores:
     """One item as gpt_eval.py's main() and calculate_score/calculate_completion see it."""
     logical = item.category == "logical_reasoning"
     free = _truthy(item.extra.get("consistency_free"))
-    c = None if free else _value(item, "consistency", names)
-    r = _value(item, "reasoning", names)
+    c = None if free else _dimension(item, "consistency", logical, names)
+    r = _dimension(item, "reasoning", logical, names)
     p = None if logical else _value(item, "plausibility", names)
     needed = [r] + ([] if free else [c]) + ([] if logical else [p])
     if any(v is None for v in needed):

@@ -6,6 +6,7 @@ from reward_service.protocols.registry import (
     ProtocolFileError,
     ProtocolRegistry,
     UnknownProtocol,
+    canonical_document,
     canonical_json,
     protocol_hash,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "ProtocolSpec",
     "RenderedQuestion",
     "UnknownProtocol",
+    "canonical_document",
     "canonical_json",
     "protocol_hash",
     "render",

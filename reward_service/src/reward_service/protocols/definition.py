@@ -26,6 +26,17 @@ group per score). Expected mode cannot read one distribution per score from such
 the protocol is then generate-only (ProtocolInfo.modes says so), as it is when it gives no
 expected-mode answer instruction or its scale goes beyond 99 (0..100, say).
 
+Questions per category. By default every question is asked of every item. A protocol whose
+categories are judged with different questions declares ``question_sets``: each names the
+questions it asks and the ``categories`` it applies to; exactly one set leaves ``categories`` out
+and applies to every other category (and to items without one). Two questions may answer the
+same score name when no set asks both (KRIS-Bench's instruction score comes from a one-score call
+on most tasks and from the instruction+knowledge call on its knowledge tasks). A score an item's
+set does not ask is absent for that item, and so is every metric that reads nothing it has
+(reward_service.protocols.metrics): absent, never zero and never a guess. A question may declare
+its own ``scale`` (RISEBench's logical puzzles answer 0/1 inside a 0-5 protocol); it must lie
+within the protocol's, which bounds every score and metric.
+
 Files written before metrics existed (``combine: single`` or ``combine: viescore`` with question
 ``group``s) still load: they are read as the equivalent ``metrics``.
 """
@@ -33,12 +44,13 @@ Files written before metrics existed (``combine: single`` or ``combine: viescore
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reward_service.protocols.metrics import MetricSpec, check_metrics
+from reward_service.protocols.metrics import MetricSpec, check_metrics, present_metrics
 from shared_schemas import DEFAULT_SCALE, ScoreMode, ScoreScale
 from shared_schemas.scores import EXPECTED_SCALE_LIMIT, ImageRole
 
@@ -95,6 +107,9 @@ class QuestionSpec(_Spec):
         description="The named scores the answer carries, in order (default: [name]).",
     )
     parse: ParseSpec = Field(default_factory=ParseSpec)
+    scale: ScoreScale | None = Field(
+        default=None, description="This question's own scale, within the protocol's (default)."
+    )
 
     @property
     def scores(self) -> list[str]:
@@ -149,6 +164,21 @@ class CategorySpec(_Spec):
         return prompts
 
 
+class QuestionSetSpec(_Spec):
+    """The questions asked of items in some categories (``categories`` left out: the default
+    set, for every category no other set names)."""
+
+    categories: list[str] | None = Field(default=None, min_length=1)
+    questions: list[str] = Field(min_length=1, max_length=16)
+
+    @field_validator("questions", "categories")
+    @classmethod
+    def _distinct(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError(f"a name is listed twice: {names}")
+        return names
+
+
 class AnswerSpec(_Spec):
     """The last sentence of every question, per mode (None: nothing is appended; without an
     expected-mode sentence the protocol is generate-only)."""
@@ -181,6 +211,15 @@ class ProtocolSpec(_Spec):
     metrics: list[MetricSpec] = Field(min_length=1, max_length=32)
     headline: str = ""
     categories: dict[str, CategorySpec] = Field(default_factory=dict)
+    question_sets: dict[str, QuestionSetSpec] = Field(
+        default_factory=dict,
+        description="Which questions are asked of which categories (empty: all, of every item).",
+    )
+    superseded_by: str | None = Field(
+        default=None,
+        pattern=_NAME,
+        description="Kept loadable for runs that name it; new runs should use this protocol.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -226,15 +265,55 @@ class ProtocolSpec(_Spec):
 
     @property
     def images_per_item(self) -> int:
-        """Images one item puts through the model: questions showing the same images (after
-        the same system prompt) share one prefill of them."""
-        shown = {tuple(q.images) for q in self.questions}
-        return max(1, sum(len(images) for images in shown))
+        """Images one item puts through the model (the most over the question sets): questions
+        showing the same images (after the same system prompt) share one prefill of them."""
+        most = 1
+        for questions in self._sets().values():
+            shown = {tuple(q.images) for q in questions}
+            most = max(most, sum(len(images) for images in shown))
+        return most
 
     @property
     def score_names(self) -> list[str]:
-        """Every named score the questions answer, in order."""
-        return [score for q in self.questions for score in q.scores]
+        """Every named score the questions answer, in order, each once."""
+        return list(dict.fromkeys(score for q in self.questions for score in q.scores))
+
+    def question_scale(self, question: QuestionSpec) -> ScoreScale:
+        return question.scale or self.scale
+
+    def set_name(self, category: str | None) -> str | None:
+        """The question set an item of ``category`` is judged with (None: no sets declared)."""
+        if not self.question_sets:
+            return None
+        default = ""
+        for name, spec in self.question_sets.items():
+            if spec.categories is None:
+                default = name
+            elif category is not None and category in spec.categories:
+                return name
+        return default
+
+    def questions_for(self, category: str | None) -> list[QuestionSpec]:
+        """The questions asked of an item of ``category``, in the protocol's order."""
+        name = self.set_name(category)
+        return list(self.questions) if name is None else self._sets()[name]
+
+    def metrics_of(self, questions: Sequence[QuestionSpec]) -> list[str]:
+        """The metrics an item asked ``questions`` has (the others are absent for it)."""
+        return present_metrics(self.metrics, [s for q in questions for s in q.scores])
+
+    def question_set_lists(self) -> list[list[QuestionSpec]]:
+        """Each declared question set's questions, in the order of ``question_sets``."""
+        return list(self._sets().values()) if self.question_sets else []
+
+    def _sets(self) -> dict[str, list[QuestionSpec]]:
+        if not self.question_sets:
+            return {"": list(self.questions)}
+        by_name = {q.name: q for q in self.questions}
+        return {
+            name: [by_name[q] for q in by_name if q in spec.questions]
+            for name, spec in self.question_sets.items()
+        }
 
     @property
     def modes(self) -> list[ScoreMode]:
@@ -254,17 +333,70 @@ class ProtocolSpec(_Spec):
         names = [q.name for q in self.questions]
         if len(set(names)) != len(names):
             raise ValueError("question names must be unique")
-        scores = self.score_names
-        if len(set(scores)) != len(scores):
-            raise ValueError("score names (the questions' answers) must be unique")
+        self._check_sets(names)
+        for set_name, questions in self._sets().items():
+            scores = [s for q in questions for s in q.scores]
+            if len(set(scores)) != len(scores):
+                where = f" in question set {set_name!r}" if set_name else ""
+                raise ValueError(f"score names (the questions' answers) must be unique{where}")
+        for question in self.questions:
+            scale = self.question_scale(question)
+            if not (self.scale.min <= scale.min and scale.max <= self.scale.max):
+                raise ValueError(
+                    f"question {question.name!r}: its scale {scale.min}..{scale.max} must lie "
+                    f"within the protocol's {self.scale.min}..{self.scale.max}"
+                )
         for category, spec in self.categories.items():
             unknown = sorted(set(spec.prompts) - set(names))
             if unknown:
                 raise ValueError(f"category {category!r} overrides unknown questions {unknown}")
+            asked = {q.name for q in self.questions_for(category)}
+            unasked = sorted(set(spec.prompts) - asked)
+            if unasked:
+                raise ValueError(
+                    f"category {category!r} overrides {unasked}, which its question set "
+                    f"{self.set_name(category)!r} does not ask"
+                )
+        if self.superseded_by == self.name:
+            raise ValueError("superseded_by names the protocol itself")
         if not self.headline and len(self.metrics) > 1:
             raise ValueError("with several metrics, name the headline one (headline: NAME)")
-        check_metrics(self.metrics, scores, self.headline_metric)
+        check_metrics(self.metrics, self.score_names, self.headline_metric)
+        for metric in self.metrics:
+            if not any(metric.name in self.metrics_of(q) for q in self._sets().values()):
+                raise ValueError(
+                    f"metric {metric.name!r} reads scores that no question set asks together"
+                )
         return self
+
+    def _check_sets(self, names: list[str]) -> None:
+        if not self.question_sets:
+            return
+        defaults = [n for n, s in self.question_sets.items() if s.categories is None]
+        if len(defaults) != 1:
+            raise ValueError(
+                "question_sets: exactly one set leaves out categories (the questions for every "
+                f"other category); found {len(defaults)}" + (f": {defaults}" if defaults else "")
+            )
+        owner: dict[str, str] = {}
+        used: set[str] = set()
+        for set_name, spec in self.question_sets.items():
+            if not re.match(_NAME, set_name):
+                raise ValueError(f"question set name {set_name!r} must match {_NAME}")
+            unknown = [q for q in spec.questions if q not in names]
+            if unknown:
+                raise ValueError(f"question set {set_name!r} names unknown questions {unknown}")
+            used.update(spec.questions)
+            for category in spec.categories or []:
+                if category in owner:
+                    raise ValueError(
+                        f"category {category!r} is in question sets {owner[category]!r} and "
+                        f"{set_name!r}; a category is judged by one set"
+                    )
+                owner[category] = set_name
+        unused = [n for n in names if n not in used]
+        if unused:
+            raise ValueError(f"questions {unused} are in no question set")
 
 
 def viescore_metrics(sc: list[str], pq: list[str]) -> list[dict[str, Any]]:
@@ -323,7 +455,7 @@ def render(
     system = _fill(system_template, values, verbatim)
     answer = spec.answer.expected if mode == "expected" else spec.answer.generate
     rendered = []
-    for question in spec.questions:
+    for question in spec.questions_for(category):
         template = override.prompts.get(question.name, question.prompt) if override else None
         prompt = _fill(template or question.prompt, values, verbatim)
         text = f"{prompt}\n\n{answer}" if answer else prompt

@@ -11,6 +11,12 @@ scores (what its questions answer) or metrics defined above it:
 A metric is None where any value it reads is None (an unscored question is never replaced by a
 guess). A name resolves to a metric defined above first, then to a score, so a metric may take
 the name of the one score it reads (``overall: {score: overall}``).
+
+Absent is not unscored. Where a protocol asks different questions of different categories
+(``question_sets``), a score its set does not ask is absent for the item: a rule then runs over
+the inputs the item has (a mean of the three dimensions it was asked; weights renormalised over
+those present), and a metric none of whose inputs the item has is absent too (left out of the
+item's metrics, so no mean counts it), never zero and never a guess.
 """
 
 from __future__ import annotations
@@ -110,21 +116,39 @@ def check_metrics(metrics: Sequence[MetricSpec], scores: Sequence[str], headline
         raise ValueError(f"headline {headline!r} is not one of the metrics ({sorted(defined)})")
 
 
+def present_metrics(metrics: Sequence[MetricSpec], scores: Sequence[str]) -> list[str]:
+    """The metrics an item has when it was asked for ``scores`` (in the protocol's order): those
+    reading at least one score or metric it has."""
+    present = set(scores)
+    names = []
+    for metric in metrics:
+        if metric.name not in names and any(n in present for n in metric.inputs):
+            present.add(metric.name)
+            names.append(metric.name)
+    return names
+
+
 def compute_metrics(
     metrics: Sequence[MetricSpec], scores: Mapping[str, float | None]
 ) -> dict[str, float | None]:
-    """Every metric of one item, in the protocol's order, from its named scores."""
+    """Every metric one item has, in the protocol's order, from the named scores it was asked
+    (``scores``: None where unscored; a score it was not asked is absent from the mapping)."""
     values: dict[str, float | None] = {}
     for metric in metrics:
-        inputs = [values[n] if n in values else scores[n] for n in metric.inputs]
-        values[metric.name] = _apply(metric, inputs)
+        inputs = [
+            (n, values[n] if n in values else scores[n])
+            for n in metric.inputs
+            if n in values or n in scores
+        ]
+        if inputs:
+            values[metric.name] = _apply(metric, inputs)
     return values
 
 
-def _apply(metric: MetricSpec, inputs: list[float | None]) -> float | None:
-    if any(v is None for v in inputs):
+def _apply(metric: MetricSpec, inputs: list[tuple[str, float | None]]) -> float | None:
+    if any(v is None for _, v in inputs):
         return None
-    numbers = [float(v) for v in inputs if v is not None]
+    numbers = [float(v) for _, v in inputs if v is not None]
     kind = metric.kind
     if kind == "score":
         return numbers[0]
@@ -135,7 +159,8 @@ def _apply(metric: MetricSpec, inputs: list[float | None]) -> float | None:
     if kind == "mean":
         return math.fsum(numbers) / len(numbers)
     if kind == "weighted_mean":
-        weights = list((metric.weighted_mean or {}).values())
+        table = metric.weighted_mean or {}
+        weights = [table[n] for n, _ in inputs]
         return math.fsum(w * v for w, v in zip(weights, numbers, strict=True)) / math.fsum(weights)
     if any(v < 0 for v in numbers):
         return None  # no real geometric mean (scales start at 0 or above: cannot happen)

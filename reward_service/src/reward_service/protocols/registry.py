@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from reward_service.protocols.definition import ProtocolSpec
 from service_kit.errors import InvalidInput, validation_message
-from shared_schemas import ProtocolInfo, ProtocolQuestion
+from shared_schemas import ProtocolInfo, ProtocolQuestion, QuestionSetInfo
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,32 @@ class UnknownProtocol(InvalidInput):
     error_type = "unknown_protocol"
 
 
+# Fields added after protocols were first hashed, with their defaults: left out of the canonical
+# document while at the default, so a protocol that does not use them keeps the hash that older
+# runs recorded (their job ids and compare's pairing read it).
+_LATER_FIELDS: dict[str, object] = {"question_sets": {}}
+_LATER_QUESTION_FIELDS: dict[str, object] = {"scale": None}
+# Never hashed: they cannot change a score (a superseded protocol keeps its hash).
+_UNHASHED = ("superseded_by",)
+
+
+def canonical_document(spec: ProtocolSpec) -> dict[str, Any]:
+    """The validated definition with defaults filled in (what GET /v1/protocols/{name} shows
+    and the hash is taken of); later fields at their defaults are left out."""
+    document: dict[str, Any] = spec.model_dump(mode="json", exclude=set(_UNHASHED))
+    for name, default in _LATER_FIELDS.items():
+        if document.get(name) == default:
+            document.pop(name, None)
+    for question in document.get("questions", []):
+        for name, default in _LATER_QUESTION_FIELDS.items():
+            if question.get(name) == default:
+                question.pop(name, None)
+    return document
+
+
 def canonical_json(spec: ProtocolSpec) -> bytes:
     """The exact bytes a protocol's hash is taken of."""
-    document = spec.model_dump(mode="json")
+    document = canonical_document(spec)
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -63,7 +86,9 @@ class Protocol:
             hash=self.hash,
             description=self.spec.description,
             questions=[
-                ProtocolQuestion(name=q.name, images=list(q.images), answers=q.scores)
+                ProtocolQuestion(
+                    name=q.name, images=list(q.images), answers=q.scores, scale=q.scale
+                )
                 for q in self.spec.questions
             ],
             scale=self.spec.scale,
@@ -73,6 +98,18 @@ class Protocol:
             categories=sorted(self.spec.categories),
             source=self.source,
             images_per_item=self.spec.images_per_item,
+            question_sets=[
+                QuestionSetInfo(
+                    name=name,
+                    categories=spec.categories,
+                    questions=[q.name for q in questions],
+                    metrics=self.spec.metrics_of(questions),
+                )
+                for (name, spec), questions in zip(
+                    self.spec.question_sets.items(), self.spec.question_set_lists(), strict=True
+                )
+            ],
+            superseded_by=self.spec.superseded_by,
         )
 
 
@@ -132,6 +169,13 @@ class ProtocolRegistry:
         if user_folder is not None:
             protocols += folder_protocols(user_folder)
         registry = cls(protocols)
+        for protocol in registry:
+            successor = protocol.spec.superseded_by
+            if successor is not None and registry.find(successor) is None:
+                raise ProtocolFileError(
+                    f"{protocol.origin}: superseded_by names {successor!r}, which is not a "
+                    f"protocol here ({', '.join(registry.names)})"
+                )
         for protocol in registry:
             logger.info("protocol %s (%s) sha256 %s", protocol.name, protocol.origin, protocol.hash)
         return registry
