@@ -162,13 +162,13 @@ def test_many_small_rows_are_held_to_holms_standard(tmp_path: Path) -> None:
     from orchestrator.compare import _difference, _holm_rows
 
     rows = [_difference([[0.9, 1.1, 0.2, 1.6]]) for _ in range(3)]
-    assert all(r["significant"] for r in rows)  # the uncorrected interval excludes 0
+    assert all(r.significant for r in rows)  # the uncorrected interval excludes 0
     _holm_rows(rows)
     p = scipy_stats.ttest_1samp([0.9, 1.1, 0.2, 1.6], 0.0).pvalue
     assert 0.01 < p < 0.05
     for r in rows:
-        assert r["p_holm"] == pytest.approx(min(1.0, 3 * p), abs=1e-5)
-        assert r["significant_uncorrected"] and not r["significant"]
+        assert r.p_holm == pytest.approx(min(1.0, 3 * p), abs=1e-5)
+        assert r.significant_uncorrected and not r.significant
 
 
 def test_gedit_runs_compare_per_language_and_on_the_intersection(tmp_path: Path) -> None:
@@ -198,3 +198,37 @@ def test_gedit_runs_compare_per_language_and_on_the_intersection(tmp_path: Path)
     assert en["background_change"]["diffs"][0]["mean_diff"] == 0.0
     html = (out / "compare.html").read_text(encoding="utf-8")
     assert "Average over task_type" in html
+
+
+def test_compare_json_reads_back_as_the_typed_comparison_it_was_written_from(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.compare import compare_runs, load_run, write_compare
+    from orchestrator.comparison import COMPARE_SCHEMA, ComparisonError, read_comparison
+
+    a, b = two_models(tmp_path)
+    result = compare_runs([load_run(a), load_run(b)])
+    json_path, _ = write_compare(result, tmp_path / "cmp")
+    written = json.loads(json_path.read_text(encoding="utf-8"))
+    assert written["schema"] == COMPARE_SCHEMA
+    read = read_comparison(json_path)
+    assert read == result
+    color = read.tables[0].rows["color"].diffs[0]
+    assert color.better == color.pairs == 4 and color.mean_diff is not None and color.mean_diff > 0
+    assert [run.label for run in read.runs] == ["model-a", "model-b"]
+
+    # A compare.json written before it was typed (no schema key) reads, as schema 0.
+    del written["schema"]
+    json_path.write_text(json.dumps(written), encoding="utf-8")
+    assert read_comparison(json_path).schema_version == 0
+
+    # A damaged one names the file and the field, or the line and column.
+    written["tables"][0]["rows"]["color"]["diffs"][0]["better"] = "two"
+    json_path.write_text(json.dumps(written), encoding="utf-8")
+    with pytest.raises(
+        ComparisonError, match=r"compare\.json: tables\.0\.rows\.color\.diffs\.0\.better"
+    ):
+        read_comparison(json_path)
+    json_path.write_text('{"metric": ', encoding="utf-8")
+    with pytest.raises(ComparisonError, match=r"compare\.json:1:\d+: not valid JSON"):
+        read_comparison(json_path)

@@ -340,7 +340,7 @@ def test_an_old_run_folder_reports_resumes_and_compares_through_the_model(tmp_pa
     assert "editor 0.1.0 at http://127.0.0.1:8001" in html  # the old services entry, shown
 
     result = compare_runs([load_run(a), load_run(b)])
-    assert {"setting": "cfg", "values": [7.5, None]} in result["differences"]
+    assert ("cfg", [7.5, None]) in [(d.setting, d.values) for d in result.differences]
 
     # A resume keeps the older invocation and appends its own, in the current schema.
     run_sample(a, FakeServices())

@@ -555,11 +555,11 @@ def compare(
     json_path, html_path = write_compare(result, target)
     for table in compare_tables(result):
         out_console.print(table)
-    if len(result["metrics"]) > 1:
+    if len(result.metrics) > 1:
         out_console.print(metrics_table(result))
     for line in verdict_lines(result):
         out_console.print(line, highlight=False, soft_wrap=True)
-    for note in result["warnings"]:
+    for note in result.warnings:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     out_console.print(f"compare: {_shown_path(html_path)}", highlight=False, soft_wrap=True)
     out_console.print(f"data: {_shown_path(json_path)}", highlight=False, soft_wrap=True)

@@ -29,6 +29,23 @@ from typing import Any
 
 from orchestrator import stats
 from orchestrator.benchmarks.reporting import Reporting
+from orchestrator.comparison import (
+    AverageMean,
+    CompareAverage,
+    CompareMicro,
+    CompareRow,
+    CompareTable,
+    Comparison,
+    Difference,
+    MetricComparison,
+    MovedItems,
+    MovedPair,
+    OfficialHeadline,
+    RunDescription,
+    RunMean,
+    SettingDifference,
+    comparison_text,
+)
 from orchestrator.judges import run_judges, select_judge
 from orchestrator.metrics import MetricSet
 from orchestrator.provenance import Provenance
@@ -81,27 +98,27 @@ class LoadedRun:
     editors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the run's own (summary.json)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RunDescription:
         setting = self.provenance.setting
         benchmark = self.provenance.benchmark
-        return {
-            "label": self.label,
-            "path": str(self.path),
-            "benchmark": None if benchmark is None else benchmark.name,
-            "benchmark_fingerprint": None if benchmark is None else benchmark.fingerprint,
-            "editor": self.editors,
-            "judge": self.judges,
-            "protocol_hash": self.protocol_hashes,
-            "settings": {
+        return RunDescription(
+            label=self.label,
+            path=str(self.path),
+            benchmark=None if benchmark is None else benchmark.name,
+            benchmark_fingerprint=None if benchmark is None else benchmark.fingerprint,
+            editor=self.editors,
+            judge=self.judges,
+            protocol_hash=self.protocol_hashes,
+            settings={
                 k: setting(k)
                 for k in ("steps", "cfg", "seed_policy", "seed", "width", "height", "protocol")
                 if setting(k) is not None
             },
-            "items": len(self.rows),
-            "scored": sum(1 for r in self.rows if r.scored),
-            "warnings": self.warnings,
-            "identity": {k: setting(k) for k in COMPARED_SETTINGS},
-        }
+            items=len(self.rows),
+            scored=sum(1 for r in self.rows if r.scored),
+            warnings=self.warnings,
+            identity={k: setting(k) for k in COMPARED_SETTINGS},
+        )
 
 
 def load_run(path: Path, label: str | None = None, judge: str | None = None) -> LoadedRun:
@@ -163,19 +180,11 @@ def _paired(
     return diffs
 
 
-def _counts(diffs: Sequence[float]) -> dict[str, int]:
-    return {
-        "better": sum(1 for d in diffs if d > EQUAL_EPS),
-        "worse": sum(1 for d in diffs if d < -EQUAL_EPS),
-        "equal": sum(1 for d in diffs if abs(d) <= EQUAL_EPS),
-    }
-
-
 def _mean(values: Sequence[float]) -> float | None:
     return round(statistics.fmean(values), 6) if values else None
 
 
-def _difference(strata: Sequence[Sequence[float]]) -> dict[str, Any]:
+def _difference(strata: Sequence[Sequence[float]]) -> Difference:
     """A row's (one stratum) or the Average's (several) paired difference with its t interval."""
     flat = [d for s in strata for d in s]
     if len(strata) == 1:
@@ -184,30 +193,32 @@ def _difference(strata: Sequence[Sequence[float]]) -> dict[str, Any]:
     else:
         interval, p = stats.macro_mean_interval(strata), None
     ci = None if interval.low is None or interval.high is None else [interval.low, interval.high]
-    return {
-        "pairs": len(flat),
-        "n": interval.n,
-        "mean_diff": None if interval.estimate is None else round(interval.estimate, 6),
-        "ci95": None if ci is None else [round(v, 6) for v in ci],
-        "method": interval.method,
-        "p": None if p is None else round(p, 6),
-        "significant": interval.excludes(0.0),
-        **_counts(flat),
-    }
+    return Difference(
+        pairs=len(flat),
+        n=interval.n,
+        mean_diff=None if interval.estimate is None else round(interval.estimate, 6),
+        ci95=None if ci is None else [round(v, 6) for v in ci],
+        method=interval.method,
+        p=None if p is None else round(p, 6),
+        significant=interval.excludes(0.0),
+        better=sum(1 for d in flat if d > EQUAL_EPS),
+        worse=sum(1 for d in flat if d < -EQUAL_EPS),
+        equal=sum(1 for d in flat if abs(d) <= EQUAL_EPS),
+    )
 
 
-def _holm_rows(entries: Sequence[dict[str, Any]]) -> None:
+def _holm_rows(entries: Sequence[Difference]) -> None:
     """Holm across a table's rows: ``p_holm`` and ``significant`` say what survives it."""
-    adjusted = stats.holm([e["p"] for e in entries])
+    adjusted = stats.holm([e.p for e in entries])
     for entry, p in zip(entries, adjusted, strict=True):
-        entry["p_holm"] = None if p is None else round(p, 6)
-        entry["significant"] = p is not None and p < 1.0 - stats.LEVEL
-        entry["significant_uncorrected"] = entry["ci95"] is not None and (
-            entry["ci95"][0] > 0 or entry["ci95"][1] < 0
+        entry.p_holm = None if p is None else round(p, 6)
+        entry.significant = p is not None and p < 1.0 - stats.LEVEL
+        entry.significant_uncorrected = entry.ci95 is not None and (
+            entry.ci95[0] > 0 or entry.ci95[1] < 0
         )
 
 
-def official_headlines(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
+def official_headlines(runs: Sequence[LoadedRun]) -> list[OfficialHeadline]:
     """Each run's official statistics headline (KRIS-Bench, ImgEdit, RISEBench), as their
     authors compute it; empty when the baseline's benchmark declares none."""
     if runs[0].reporting.statistics is None:
@@ -216,12 +227,12 @@ def official_headlines(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
     for run in runs:
         stats = run_statistics(run.rows, run.reporting)
         found.append(
-            {
-                "run": run.label,
-                "statistics": None if stats is None else stats.name,
-                "headline_label": None if stats is None else stats.headline_label,
-                "headline": None if stats is None else stats.headline,
-            }
+            OfficialHeadline(
+                run=run.label,
+                statistics=None if stats is None else stats.name,
+                headline_label=None if stats is None else stats.headline_label,
+                headline=None if stats is None else stats.headline,
+            )
         )
     return found
 
@@ -231,7 +242,7 @@ def compare_runs(
     *,
     metric: str | None = None,
     allow_different_judges: bool = False,
-) -> dict[str, Any]:
+) -> Comparison:
     """compare.json's body. The first run is the baseline; its reporting declaration and its
     protocol's metrics are used (``metric``: the one ``tables`` shows; None: the headline)."""
     if len(runs) < 2:
@@ -249,51 +260,51 @@ def compare_runs(
         )
     baseline = runs[0]
     per_metric = [
-        {"name": m.name, "label": m.label, "rule": m.rule, "tables": _tables(runs, m.name)}
+        MetricComparison(name=m.name, label=m.label, rule=m.rule, tables=_tables(runs, m.name))
         for m in metrics.metrics
     ]
     warnings = [f"compared anyway: {p}" for p in problems]
-    fingerprints = {run.describe()["benchmark_fingerprint"] for run in runs}
+    fingerprints = {run.describe().benchmark_fingerprint for run in runs}
     if len(fingerprints) > 1:
         warnings.append("the runs used different benchmark files: only shared item ids pair")
-    return {
-        "metric": chosen,
-        "metric_label": metrics.label(chosen),
-        "metric_set": metrics.model_dump(mode="json"),
-        "official": official_headlines(runs),
-        "baseline": baseline.label,
-        "runs": [run.describe() for run in runs],
-        "reporting": baseline.reporting.model_dump(mode="json"),
-        "intervals": INTERVALS,
-        "tables": next(m["tables"] for m in per_metric if m["name"] == chosen),
-        "metrics": per_metric,
-        "warnings": warnings,
-        "differences": _differences(runs),
-        "moved": [_moved(baseline, run, chosen) for run in runs[1:]],
-    }
+    return Comparison(
+        metric=chosen,
+        metric_label=metrics.label(chosen),
+        metric_set=metrics,
+        official=official_headlines(runs),
+        baseline=baseline.label,
+        runs=[run.describe() for run in runs],
+        reporting=baseline.reporting,
+        intervals=INTERVALS,
+        tables=next(m.tables for m in per_metric if m.name == chosen),
+        metrics=per_metric,
+        warnings=warnings,
+        differences=_differences(runs),
+        moved=[_moved(baseline, run, chosen) for run in runs[1:]],
+    )
 
 
-def _differences(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
+def _differences(runs: Sequence[LoadedRun]) -> list[SettingDifference]:
     """Each setting, editor or judge whose value is not the same in every run, with each run's."""
     described = [run.describe() for run in runs]
-    rows = [
-        ("editor", [", ".join(d["editor"]) or None for d in described]),
-        ("judge", [", ".join(d["judge"]) or None for d in described]),
-        ("benchmark", [d["benchmark"] for d in described]),
-        *((k, [d["identity"].get(k) for d in described]) for k in COMPARED_SETTINGS),
+    rows: list[tuple[str, list[Any]]] = [
+        ("editor", [", ".join(d.editor) or None for d in described]),
+        ("judge", [", ".join(d.judge) or None for d in described]),
+        ("benchmark", [d.benchmark for d in described]),
+        *((k, [d.identity.get(k) for d in described]) for k in COMPARED_SETTINGS),
     ]
     return [
-        {"setting": name, "values": values}
+        SettingDifference(setting=name, values=values)
         for name, values in rows
         if len({json.dumps(v, sort_keys=True) for v in values}) > 1
     ]
 
 
-def _moved(baseline: LoadedRun, run: LoadedRun, metric: str) -> dict[str, Any]:
+def _moved(baseline: LoadedRun, run: LoadedRun, metric: str) -> MovedItems:
     """The paired items whose ``metric`` moved most (largest |run - baseline|; unchanged ones
     left out), each with both runs' values and edited thumbnails (paths inside each run folder)."""
     by_id = {row.item_id: row for row in run.rows}
-    pairs: list[dict[str, Any]] = []
+    pairs: list[MovedPair] = []
     for row in baseline.rows:
         match = by_id.get(row.item_id)
         if match is None or match.protocol_hash != row.protocol_hash:
@@ -302,85 +313,80 @@ def _moved(baseline: LoadedRun, run: LoadedRun, metric: str) -> dict[str, Any]:
         if a is None or b is None:
             continue
         pairs.append(
-            {
-                "item_id": row.item_id,
-                "category": row.category,
-                "instruction": row.instruction,
-                "baseline": round(a, 6),
-                "run": round(b, 6),
-                "diff": round(b - a, 6),
-                "baseline_thumb": row.edited_thumb,
-                "run_thumb": match.edited_thumb,
-            }
+            MovedPair(
+                item_id=row.item_id,
+                category=row.category,
+                instruction=row.instruction,
+                baseline=round(a, 6),
+                run=round(b, 6),
+                diff=round(b - a, 6),
+                baseline_thumb=row.edited_thumb,
+                run_thumb=match.edited_thumb,
+            )
         )
-    pairs.sort(key=lambda p: (-abs(p["diff"]), p["item_id"]))
-    changed = [p for p in pairs if abs(p["diff"]) > EQUAL_EPS]
-    return {"label": run.label, "pairs": len(pairs), "items": changed[:MOVED_ITEMS]}
+    pairs.sort(key=lambda p: (-abs(p.diff), p.item_id))
+    changed = [p for p in pairs if abs(p.diff) > EQUAL_EPS]
+    return MovedItems(label=run.label, pairs=len(pairs), items=changed[:MOVED_ITEMS])
 
 
-def _tables(runs: Sequence[LoadedRun], metric: str) -> list[dict[str, Any]]:
+def _tables(runs: Sequence[LoadedRun], metric: str) -> list[CompareTable]:
     """The baseline's declared tables for one metric, every run against the baseline."""
     baseline = runs[0]
     reporting = baseline.reporting
     by_id = [{r.item_id: r for r in run.rows} for run in runs]
     tables = []
     for part in partitions(baseline.rows, reporting):
-        rows: dict[str, Any] = {}
+        rows: dict[str, CompareRow] = {}
         strata: list[list[list[float]]] = [[] for _ in runs[1:]]
         for name, members in part.rows.items():
             ids = [m.item_id for m in members]
-            entry: dict[str, Any] = {"runs": [], "diffs": []}
+            means = []
             for run_rows in by_id:
                 values = [
                     v
                     for i in ids
                     if i in run_rows and (v := _value(run_rows[i], reporting, metric)) is not None
                 ]
-                entry["runs"].append({"n": len(values), "mean": _mean(values)})
+                means.append(RunMean(n=len(values), mean=_mean(values)))
+            diffs = []
             for index, other in enumerate(by_id[1:]):
-                diffs = _paired(members, other, reporting, metric)
-                strata[index].append(diffs)
-                entry["diffs"].append(_difference([diffs]))
-            rows[name] = entry
+                paired = _paired(members, other, reporting, metric)
+                strata[index].append(paired)
+                diffs.append(_difference([paired]))
+            rows[name] = CompareRow(runs=means, diffs=diffs)
         for index in range(len(runs) - 1):
-            _holm_rows([entry["diffs"][index] for entry in rows.values()])
-        average: dict[str, Any] = {"runs": [], "diffs": []}
+            _holm_rows([entry.diffs[index] for entry in rows.values()])
+        averages = []
         for index in range(len(runs)):
-            means = [r["runs"][index]["mean"] for r in rows.values()]
-            average["runs"].append(
-                {
-                    "rows": sum(m is not None for m in means),
-                    "mean": _mean([m for m in means if m is not None]),
-                }
-            )
-        overall: dict[str, Any] = {"diffs": []}
+            row_means = [r.runs[index].mean for r in rows.values()]
+            known = [m for m in row_means if m is not None]
+            averages.append(AverageMean(rows=len(known), mean=_mean(known)))
+        average = CompareAverage(runs=averages, diffs=[])
+        micro = CompareMicro(diffs=[])
         for index in range(len(runs) - 1):
-            average["diffs"].append(_difference([s for s in strata[index] if s]))
-            flat = [d for s in strata[index] for d in s]
-            overall["diffs"].append(_difference([flat]))
+            average.diffs.append(_difference([s for s in strata[index] if s]))
+            micro.diffs.append(_difference([[d for s in strata[index] for d in s]]))
         tables.append(
-            {
-                "title": part.title,
-                "split": part.split,
-                "subset": part.subset,
-                "row_key": reporting.row_key,
-                "row_label": reporting.label(reporting.row_key),
-                "rows": rows,
-                "average": average,
-                "micro": overall,
-            }
+            CompareTable(
+                title=part.title,
+                split=part.split,
+                subset=part.subset,
+                row_key=reporting.row_key,
+                row_label=reporting.label(reporting.row_key),
+                rows=rows,
+                average=average,
+                micro=micro,
+            )
         )
     return tables
 
 
-def write_compare(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+def write_compare(result: Comparison, out: Path) -> tuple[Path, Path]:
     """compare.json and compare.html in ``out``, each written atomically."""
     from orchestrator.report.compare_view import render_compare_html
 
     out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / "compare.json", out / "compare.html"
-    atomic_write_text(
-        json_path, json.dumps(result, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
-    )
+    atomic_write_text(json_path, comparison_text(result))
     atomic_write_text(html_path, render_compare_html(result, out))
     return json_path, html_path

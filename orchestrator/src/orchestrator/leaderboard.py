@@ -101,7 +101,7 @@ def _check(runs: Sequence[LoadedRun], allow_benchmarks: bool, allow_judges: bool
     problems: list[str] = []
     described = [run.describe() for run in runs]
     for key, what in (("benchmark", "benchmarks"), ("benchmark_fingerprint", "benchmark files")):
-        seen = {d["label"]: d[key] for d in described}
+        seen = {d.label: getattr(d, key) for d in described}
         if len(set(seen.values())) > 1:
             line = f"different {what}: " + "; ".join(f"{k}: {v}" for k, v in seen.items())
             if not allow_benchmarks:
@@ -279,7 +279,7 @@ def build_leaderboard(
             {
                 "rank": position + 1,
                 "label": entry.run.label,
-                "run": entry.run.describe(),
+                "run": entry.run.describe().model_dump(mode="json"),
                 "report": _report_link(entry.run, out, judge),
                 "headline": headline.as_dict(),
                 "official_headline": officials[entry.run.label],
@@ -313,7 +313,7 @@ def build_leaderboard(
         "row_label": reporting.label(reporting.row_key),
         "rows": row_names,
         "judge": judge,
-        "benchmark": runs[0].describe()["benchmark"],
+        "benchmark": runs[0].describe().benchmark,
         "models": models,
         "intervals": {
             "headline": "95% Student-t interval of the mean (macro: Welch-Satterthwaite over "
