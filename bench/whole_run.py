@@ -135,8 +135,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def phases(run: Path, started: float, finished: float) -> dict[str, Any]:
     """Per-phase wall time from the run folder's records."""
-    provenance = json.loads((run / "provenance.json").read_text())
-    handovers = provenance.get("handovers", [])
+    from orchestrator.store import RunStore  # the run's own reader of provenance.json
+
+    handovers = [h.dump() for h in RunStore(run).read_provenance().handovers]
     edits = read_jsonl(run / "edits.jsonl")
     scores = read_jsonl(run / "scores.jsonl")
     to_editor = [h for h in handovers if h["to"] == "editor"]
