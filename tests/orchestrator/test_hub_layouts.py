@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.benchmarks import Benchmark, BenchmarkError, load_benchmark
-from orchestrator.benchmarks.archive import ZipBenchmark
+from orchestrator.benchmarks.archive import ArchiveBenchmark
 from orchestrator.benchmarks.tables import TableBenchmark
 from tests.orchestrator.hub_layouts import (
     write_imgedit_lmms,
@@ -127,7 +127,7 @@ def test_risebench_hub_snapshot_reads_its_images_from_data_zip(
     authors = write_rise(tmp_path / "authors")
     folder = write_rise_hub(hub_cache, authors)
     hub = load_benchmark("PhoenixZ/RISEBench")
-    assert isinstance(hub, ZipBenchmark)
+    assert isinstance(hub, ArchiveBenchmark)
     assert hub.name == "RISEBench"
     _same_items(hub, load_benchmark(authors))
     assert not (folder / "data").exists()  # the cache is read as it is, never unpacked
@@ -199,3 +199,19 @@ def test_an_unknown_kris_task_in_the_table_is_refused(hub_cache: Path, tmp_path:
     write_kris_lmms(hub_cache, root)
     with pytest.raises(BenchmarkError, match=r"'alchemy' is not one of KRIS-Bench's 22"):
         load_benchmark("wukeming11/kris-bench")
+
+
+def test_a_kris_table_without_file_names_counts_its_images(hub_cache: Path, tmp_path: Path) -> None:
+    """lmms-eval reads only ori_images and gt_image: without ori_img / gt_img the inputs are
+    counted from the images themselves, and the same images come out."""
+    root = write_kris(tmp_path / "authors")
+    folder = write_kris_lmms(hub_cache, root)
+    shard = folder / "data" / "test-00000-of-00001.parquet"
+    pq.write_table(pq.read_table(shard).drop_columns(["ori_img", "gt_img"]), shard)
+    hub = load_benchmark("wukeming11/kris-bench")
+    multi = next(i for i in hub.items if i.id == "multi-element_composition/21")
+    assert multi.extra["input_images"] == [
+        "multi-element_composition/ori_images[1]",
+        "multi-element_composition/ori_images[2]",
+    ]
+    assert _images(hub) == _images(load_benchmark(root))

@@ -16,7 +16,13 @@ import pytest
 
 from orchestrator.store import JsonlLog
 from tests.orchestrator.harness import editbench, finish
-from tests.orchestrator.published_layouts import write_imgedit, write_kris, write_rise
+from tests.orchestrator.hub_layouts import write_imgedit_lmms
+from tests.orchestrator.published_layouts import (
+    IMGEDIT_BASIC,
+    write_imgedit,
+    write_kris,
+    write_rise,
+)
 from tests.orchestrator.test_published_benchmarks import (
     KRIS_WITH_KP,
     kris_summarize,
@@ -91,7 +97,7 @@ def services(
         yield editor.url, reward.url
 
 
-def _run(services: tuple[str, str], benchmark: Path, protocol: str, out: Path) -> str:
+def _run(services: tuple[str, str], benchmark: Path | str, protocol: str, out: Path) -> str:
     editor, reward = services
     code, stdout, stderr = finish(
         editbench(
@@ -186,6 +192,24 @@ def test_imgedit_runs_end_to_end_with_its_official_tables(
     bench = write_imgedit(tmp_path / "data", "basic")
     out = tmp_path / "imgedit-run"
     _run(services, bench, "imgedit-dims", out)
+    _imgedit_tables_are_the_authors(out)
+
+
+def test_imgedit_from_the_hub_cache_runs_end_to_end_with_its_official_tables(
+    services: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--benchmark kcz358/imgedit`` (lmms-eval's table) from a pre-filled hub cache."""
+    cache = tmp_path / "hub"
+    write_imgedit_lmms(cache, write_imgedit(tmp_path / "data", "basic"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "imgedit-hub-run"
+    _run(services, "kcz358/imgedit", "imgedit-dims", out)
+    assert len(_scores(out)) == len(IMGEDIT_BASIC)
+    _imgedit_tables_are_the_authors(out)
+
+
+def _imgedit_tables_are_the_authors(out: Path) -> None:
     rows = _scores(out)
     # step1 (on the recorded numbers), step2, and the mean of the edit types
     per_item = {

@@ -267,7 +267,9 @@ def run(
     split: Annotated[
         str | None,
         typer.Option(
-            "--split", help="Split of a DatasetDict folder (save_to_disk); default train."
+            "--split",
+            help="Split of a DatasetDict folder (save_to_disk; default train) or of a hub "
+            "parquet dataset (data/<split>-*.parquet; default test, else train).",
         ),
     ] = None,
     resume: Annotated[

@@ -1,24 +1,81 @@
-"""Benchmarks whose images the hub keeps in a zip archive beside the JSON index, read from the
-archive as it is (a hub cache is never unpacked; nothing is written next to it).
+"""Benchmarks whose files the hub keeps in one archive, read from the archive as it is (a hub
+cache is never unpacked; nothing is written next to it).
 
-RISEBench on the hub (``PhoenixZ/RISEBench``): ``datav2_total_w_subtask.json`` and ``data.zip``,
-whose members are ``data/<category>_images/<n>.png``; the JSON's image paths are relative to
-that ``data/`` folder (gpt_eval.py ``--input data``; readers that unpack it: BAGEL's
-eval/gen/rise README, "data/ ... causal_reasoning_images ...").
+- RISEBench on the hub (``PhoenixZ/RISEBench``): ``datav2_total_w_subtask.json`` and
+  ``data.zip``, whose members are ``data/<category>_images/<n>.png``; the JSON's image paths are
+  relative to that ``data/`` folder (gpt_eval.py ``--input data``; readers that unpack it: BAGEL's
+  eval/gen/rise README, "data/ ... causal_reasoning_images ...").
+- ImgEdit-Bench on the hub (``sysuyy/ImgEdit``, the ImgEdit README's "Benchmark.tar # dataset
+  for benchmark"): the suites' JSON files and their image folders in one tar.
+
+Members are found by name: a zip's central directory, a tar's headers read once into an index
+(name -> offset and size), so reading one image is one seek however large the archive.
 """
 
 from __future__ import annotations
 
 import posixpath
+import tarfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from orchestrator.benchmarks.folder import EXTRA_IMAGE_KEYS, FolderBenchmark
 from orchestrator.benchmarks.items import BenchmarkError, Item
 
 
-def _member(prefix: str, relpath: str) -> str | None:
+class Archive:
+    """The regular files of one zip or tar archive, read by member name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tar: dict[str, tuple[int, int]] | None = None
+        try:
+            if zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as opened:
+                    self.names = {i.filename for i in opened.infolist() if not i.is_dir()}
+            else:
+                with tarfile.open(path, "r:") as opened:  # uncompressed: members can be seeked
+                    self._tar = {
+                        m.name.removeprefix("./"): (m.offset_data, m.size)
+                        for m in opened
+                        if m.isfile()
+                    }
+                self.names = set(self._tar)
+        except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
+            raise BenchmarkError(f"{path}: not a readable zip or tar archive: {exc}") from None
+
+    def read(self, name: str) -> bytes:
+        if name not in self.names:
+            raise KeyError(name)
+        if self._tar is None:
+            with zipfile.ZipFile(self.path) as opened:
+                return opened.read(name)
+        offset, size = self._tar[name]
+        with self.path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(size)
+
+    def find(self, relpath: str, under: str = "") -> str | None:
+        """The folder (``''`` or ``'x/y/'``) holding ``relpath``, among those starting with
+        ``under``; the shortest when several do."""
+        target = posixpath.normpath(relpath)
+        found = [
+            name[: -len(target)]
+            for name in self.names
+            if name.startswith(under) and (name == target or name.endswith("/" + target))
+        ]
+        return min(found, key=len) if found else None
+
+    def members(self, suffix: str) -> list[str]:
+        """Members whose name is ``suffix`` or ends with ``/suffix``, shortest first."""
+        return sorted(
+            (n for n in self.names if n == suffix or n.endswith("/" + suffix)),
+            key=lambda n: (len(n), n),
+        )
+
+
+def member_name(prefix: str, relpath: str) -> str | None:
     """The archive member a relative image path names, or None when it would leave the prefix."""
     name = posixpath.normpath(relpath.replace("\\", "/"))
     if name.startswith(("../", "/")) or name in ("..", "."):
@@ -26,50 +83,36 @@ def _member(prefix: str, relpath: str) -> str | None:
     return prefix + name
 
 
-def find_prefix(archive: Path, first_image: str) -> str | None:
-    """The folder inside ``archive`` that ``first_image`` is relative to ('' or 'data/')."""
-    target = posixpath.normpath(first_image)
-    try:
-        with zipfile.ZipFile(archive) as opened:
-            for name in opened.namelist():
-                if name == target:
-                    return ""
-                if name.endswith("/" + target):
-                    return name[: -len(target)]
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise BenchmarkError(f"{archive}: not a readable zip archive: {exc}") from None
-    return None
+class ArchiveBenchmark(FolderBenchmark):
+    """A `FolderBenchmark` whose image files are members of one archive, under ``prefix``."""
 
-
-class ZipBenchmark(FolderBenchmark):
-    """A `FolderBenchmark` whose image files are members of one zip archive."""
-
-    format = "zip"
+    format = "archive"
 
     def __init__(
-        self, path: Path, archive: Path, prefix: str, items: Sequence[Item], *, name: str
+        self, path: Path, archive: Archive, prefix: str, items: Sequence[Item], *, name: str
     ) -> None:
-        super().__init__(path, archive.parent, items, name=name)
+        super().__init__(path, archive.path.parent, items, name=name)
         self.archive = archive
         self.prefix = prefix
 
     def _read(self, item: Item, relpath: str) -> bytes:
-        member = _member(self.prefix, relpath)
+        member = member_name(self.prefix, relpath)
         if member is None:
             raise BenchmarkError(f"item {item.id!r}: image path {relpath!r} leaves the archive")
         try:
-            with zipfile.ZipFile(self.archive) as opened:
-                return opened.read(member)
+            return self.archive.read(member)
         except KeyError:
-            raise BenchmarkError(f"item {item.id!r}: {member!r} is not in {self.archive}") from None
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise BenchmarkError(f"item {item.id!r}: cannot read {self.archive}: {exc}") from None
+            raise BenchmarkError(
+                f"item {item.id!r}: {member!r} is not in {self.archive.path}"
+            ) from None
+        except OSError as exc:
+            raise BenchmarkError(
+                f"item {item.id!r}: cannot read {self.archive.path}: {exc}"
+            ) from None
 
 
-def check_members(archive: Path, prefix: str, items: Sequence[Item]) -> None:
+def check_members(archive: Archive, prefix: str, items: Iterable[Item]) -> None:
     """Every image an item names is a member of ``archive``; all offenders named together."""
-    with zipfile.ZipFile(archive) as opened:
-        names = set(opened.namelist())
     problems: list[str] = []
     for item in items:
         paths = [item.source]
@@ -77,12 +120,14 @@ def check_members(archive: Path, prefix: str, items: Sequence[Item]) -> None:
             value = item.extra.get(key)
             paths += [value] if isinstance(value, str) else [str(p) for p in value or []]
         for relpath in paths:
-            member = _member(prefix, relpath)
+            member = member_name(prefix, relpath)
             if member is None:
                 problems.append(f"item {item.id!r}: image path {relpath!r} leaves the archive")
-            elif member not in names:
+            elif member not in archive.names:
                 problems.append(f"item {item.id!r}: {member!r} is not in the archive")
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise BenchmarkError(f"{len(problems)} image problem(s) in {archive}:\n  {shown}{more}")
+        raise BenchmarkError(
+            f"{len(problems)} image problem(s) in {archive.path}:\n  {shown}{more}"
+        )

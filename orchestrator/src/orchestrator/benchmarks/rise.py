@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.benchmarks.archive import ZipBenchmark, check_members, find_prefix
+from orchestrator.benchmarks.archive import Archive, ArchiveBenchmark, check_members
 from orchestrator.benchmarks.base import normalize_text
 from orchestrator.benchmarks.folder import (
     REFERENCE_IMAGE,
@@ -67,14 +67,13 @@ def load_rise(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
     root = _image_root(index, items[0].source)
     benchmark: FolderBenchmark
     if root is None:
-        archive = index.parent / HUB_ARCHIVE
-        prefix = find_prefix(archive, items[0].source)
+        archive = Archive(index.parent / HUB_ARCHIVE)
+        prefix = archive.find(items[0].source)
         if prefix is None:
-            raise BenchmarkError(
-                f"{archive}: holds no {items[0].source!r} (the first item's image)"
-            )
+            first = items[0].source
+            raise BenchmarkError(f"{archive.path}: holds no {first!r} (the first item's image)")
         check_members(archive, prefix, items)
-        benchmark = ZipBenchmark(index, archive, prefix, items, name=name)
+        benchmark = ArchiveBenchmark(index, archive, prefix, items, name=name)
     else:
         check_files(root, items, allow_outside=allow_outside_paths)
         benchmark = FolderBenchmark(

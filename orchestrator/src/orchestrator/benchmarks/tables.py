@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +71,9 @@ class TableLayout:
     reporting: Reporting
     # (row's metadata, list lengths of list-of-image columns, where) -> item and its images
     build: Callable[[dict[str, Any], dict[str, int], str], tuple[Item, RowImages]]
-    list_columns: tuple[str, ...] = ()
+    # list-of-image column -> the column naming its images, one name each (its length is the
+    # number of images, read without reading the images)
+    list_columns: dict[str, str] = field(default_factory=dict)
 
 
 def _text(row: dict[str, Any], key: str) -> str:
@@ -147,7 +149,7 @@ KRIS_TABLE = TableLayout(
     format="kris",
     reporting=KRIS_REPORTING,
     build=_kris_row,
-    list_columns=("ori_images",),
+    list_columns={"ori_images": "ori_img"},
 )
 IMGEDIT_TABLE = TableLayout(
     name="ImgEdit-Bench (basic) as lmms-eval reads it",
@@ -361,16 +363,16 @@ def _metadata(file: Path) -> list[dict[str, Any]]:
     schema = pq.read_schema(file)
     plain = [f.name for f in schema if not _is_image_type(f.type)]
     rows: list[dict[str, Any]] = pq.read_table(file, columns=plain).to_pylist()
-    for field in schema:
-        if not _is_image_type(field.type) or pa.types.is_list(field.type):
+    for column in schema:
+        if not _is_image_type(column.type) or pa.types.is_list(column.type):
             continue
         present: list[bool] = []
         for batch in pq.ParquetFile(file).iter_batches(
-            batch_size=_BATCH_ROWS, columns=[field.name]
+            batch_size=_BATCH_ROWS, columns=[column.name]
         ):
             present += [bool(v) for v in batch.column(0).is_valid().to_pylist()]
         for row, flag in zip(rows, present, strict=True):
-            row[field.name] = True if flag else None
+            row[column.name] = True if flag else None
     return rows
 
 
@@ -401,8 +403,14 @@ def load_table(
             raise BenchmarkError(
                 f"{file}: not {layout.name}: missing column(s) {', '.join(missing)}"
             )
-        lengths = _list_lengths(file, [c for c in layout.list_columns if c in names])
-        for row_index, row in enumerate(_metadata(file)):
+        metadata = _metadata(file)
+        lengths: dict[str, list[int]] = {}
+        for column, named_by in layout.list_columns.items():
+            counted = [row.get(named_by) for row in metadata]
+            if all(isinstance(n, list) for n in counted):
+                lengths[column] = [len(n) for n in counted if isinstance(n, list)]
+        lengths |= _list_lengths(file, [c for c in layout.list_columns if c not in lengths])
+        for row_index, row in enumerate(metadata):
             where = f"{file.name}: row {row_index}"
             counts = {c: values[row_index] for c, values in lengths.items()}
             item, images = layout.build(row, counts, where)
