@@ -5,6 +5,7 @@ refused with a 400 naming it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,7 +187,23 @@ def test_several_images_on_a_single_image_model_are_refused_naming_image(
     client: openai.OpenAI,
 ) -> None:
     error = refused(lambda: client.images.edit(image=[png(), png(seed=1)], prompt="combine them"))
-    assert error["param"] == "image" and "Edit Plus" in error["message"]
+    assert error["param"] == "image" and "takes 1" in error["message"]
+
+
+def test_further_inputs_on_the_json_route_of_a_single_image_model_are_a_400_naming_the_limit(
+    tiny_editor: str,
+) -> None:
+    body = {
+        "image": b64(png()[1]),
+        "images": [b64(png(seed=1)[1])],
+        "instruction": "combine them",
+        **CHEAP,
+    }
+    answer = httpx.post(f"{tiny_editor}/v1/edits", json=body, timeout=60)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["param"] == "images"
+    assert "2 input images given" in error["message"] and "takes 1" in error["message"]
 
 
 def test_mask_runs_the_inpainting_pipeline(client: openai.OpenAI, tiny_editor: str) -> None:
@@ -216,17 +233,65 @@ def test_a_mask_that_cannot_be_used_is_refused_naming_it(
     assert error["param"] == param and words in error["message"]
 
 
+PLUS_LOG = "editor-plus.log"
+
+
 @pytest.fixture(scope="module")
-def plus_editor(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    logs = tmp_path_factory.mktemp("editor-plus-logs")
+def plus_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("editor-plus-logs")
+
+
+@pytest.fixture(scope="module")
+def plus_editor(model_cache: Path, plus_logs: Path) -> Iterator[str]:
     env = {
         "EDITOR_MODEL": "tiny-plus",
         "EDITOR_DEVICES": "cpu",
         "EDITOR_CACHE_DIR": str(model_cache),
         **REUSE_FREED_MEMORY,
     }
-    with ServiceProcess("editor_service", env, logs / "editor.log").running() as service:
+    with ServiceProcess("editor_service", env, plus_logs / PLUS_LOG).running() as service:
         yield service.url
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_the_json_route_gives_an_edit_plus_pipeline_every_input_image(
+    plus_editor: str, plus_logs: Path
+) -> None:
+    info = httpx.get(f"{plus_editor}/v1/info", timeout=10).json()
+    assert info["family"]["max_images"] == 3
+    common = {"instruction": "put the second on the first", "seed": 5, "width": 32, "height": 32}
+    first, second = b64(image_bytes(40, 24, seed=1)), b64(image_bytes(24, 40, seed=2))
+    both = httpx.post(
+        f"{plus_editor}/v1/edits",
+        json={"image": first, "images": [second], **common, **CHEAP},
+        timeout=120,
+    )
+    one = httpx.post(
+        f"{plus_editor}/v1/edits", json={"image": first, **common, **CHEAP}, timeout=120
+    )
+    assert both.status_code == 200 and one.status_code == 200
+    # The pipeline was handed both images (the backend logs what it passes), and the second
+    # changed the edit: the same seed without it gives another image.
+    log = (plus_logs / PLUS_LOG).read_text()
+    assert "2 input images to QwenImageEditPlusPipeline: 40x24, 24x40" in log
+    assert not np.array_equal(pixels(both.json()["image"]), pixels(one.json()["image"]))
+    too_many = httpx.post(
+        f"{plus_editor}/v1/edits",
+        json={"image": first, "images": [second] * 3, **common, **CHEAP},
+        timeout=60,
+    )
+    assert too_many.status_code == 400
+    error = too_many.json()["error"]
+    assert error["param"] == "images" and "takes at most 3" in error["message"]
+    broken = httpx.post(
+        f"{plus_editor}/v1/edits",
+        json={"image": first, "images": [b64(image_bytes(16, 16)[:40])], **common, **CHEAP},
+        timeout=60,
+    )
+    assert broken.status_code == 400 and broken.json()["error"]["param"] == "images[0]"
 
 
 def test_several_images_go_to_an_edit_plus_model_which_has_no_mask(plus_editor: str) -> None:

@@ -21,16 +21,17 @@ from shared_schemas import ImageFormat
 SOURCE_PIXELS = 1024 * 1024
 
 
-def inspect_source(data: bytes, max_pixels: int) -> float:
-    """What decoding the source will cost (structure and header only); raises InvalidImage,
-    ImageTooLarge or ImageTooComplex."""
-    return read_header(data, max_pixels=max_pixels).decode_cost
+def inspect_source(data: bytes, max_pixels: int, param: str = "image") -> float:
+    """What decoding an input image will cost (structure and header only); raises InvalidImage,
+    ImageTooLarge or ImageTooComplex naming ``param``."""
+    return read_header(data, max_pixels=max_pixels, param=param).decode_cost
 
 
-def decode_to_rgb(data: bytes, max_pixels: int) -> RGBImage:
-    """A client's PNG, JPEG or WebP to RGB pixels; raises InvalidImage or ImageTooLarge."""
+def decode_to_rgb(data: bytes, max_pixels: int, param: str = "image") -> RGBImage:
+    """A client's PNG, JPEG or WebP to RGB pixels; raises InvalidImage or ImageTooLarge naming
+    ``param``."""
     return RGBImage.from_pil(
-        decode_image(data, max_pixels=max_pixels, scale_to_pixels=SOURCE_PIXELS)
+        decode_image(data, max_pixels=max_pixels, param=param, scale_to_pixels=SOURCE_PIXELS)
     )
 
 

@@ -28,7 +28,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from editor_service.backends.base import EditJob, LoadedModel, RGBImage
 from editor_service.codecs import SOURCE_PIXELS, encode_rgb
-from editor_service.families.wire import check_parameters
+from editor_service.families.wire import check_input_count, check_parameters
 from editor_service.pool import EditResult, Reservation
 from editor_service.routes import PoolDep, SettingsDep
 from service_kit.app.state import DecodeGateDep
@@ -346,17 +346,7 @@ def _check_against_model(
             f"model: this service serves {model.id!r}, not {body.model!r} (or leave model out)",
             param="model",
         )
-    if len(files.images) > model.max_images:
-        needs = (
-            "a multi-image Edit Plus model (e.g. Qwen/Qwen-Image-Edit-2509)"
-            if model.max_images == 1
-            else f"at most {model.max_images} images"
-        )
-        raise InvalidInput(
-            f"image: {len(files.images)} images given; {model.id} takes {model.max_images}; "
-            f"several need {needs}",
-            param="image",
-        )
+    check_input_count(model, len(files.images), param="image")
     if files.mask is not None:
         if not model.inpainting:
             raise InvalidInput(

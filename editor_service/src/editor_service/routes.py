@@ -13,7 +13,7 @@ from editor_service import __version__
 from editor_service.backends.base import EditJob
 from editor_service.codecs import decode_to_rgb, encode_rgb, inspect_source
 from editor_service.config import EditorSettings
-from editor_service.families.wire import check_parameters, family_info
+from editor_service.families.wire import check_input_count, check_parameters, family_info
 from editor_service.pool import EditResult, WorkerPool
 from service_kit.app.state import DecodeGateDep, hosted_dep, state_dep
 from service_kit.errors import InvalidInput
@@ -70,14 +70,19 @@ async def _edit(
         width=body.width,
         height=body.height,
     )
+    check_input_count(loaded, len(body.input_images), param="images")
     async with pool.reserve() as slot:
-        pixels = await gate.decode(
-            functools.partial(inspect_source, body.image, settings.max_image_pixels),
-            functools.partial(decode_to_rgb, body.image, settings.max_image_pixels),
-        )
+        pixels = [
+            await gate.decode(
+                functools.partial(inspect_source, data, settings.max_image_pixels, param),
+                functools.partial(decode_to_rgb, data, settings.max_image_pixels, param),
+            )
+            for data, param in zip(body.input_images, _input_params(body), strict=True)
+        ]
         job = EditJob(
             job_id=pool.new_job_id(),
-            image=pixels,
+            image=pixels[0],
+            more_images=tuple(pixels[1:]),
             instruction=body.instruction,
             negative_prompt=body.negative_prompt,
             num_inference_steps=body.num_inference_steps,
@@ -92,6 +97,11 @@ async def _edit(
         encode_rgb, result.output.image, body.output_format, body.compress_level
     )
     return job, result, encoded
+
+
+def _input_params(body: EditRequest) -> list[str]:
+    """The request field each input image came in (errors name it)."""
+    return ["image", *(f"images[{i}]" for i in range(len(body.images)))]
 
 
 @router.post("/edits", response_model=EditResponse, responses=ERRORS)

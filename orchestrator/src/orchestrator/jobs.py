@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -110,9 +111,14 @@ class EditSettings:
             output_format=self.output_format,
         )
 
-    def request(self, item_id: str, image: bytes, instruction: str) -> EditRequest:
+    def request(
+        self, item_id: str, image: bytes, instruction: str, more: Sequence[bytes] = ()
+    ) -> EditRequest:
+        """The edit of one item: its first input image, its further ones (``more``, in order)."""
         parameters = self.parameters(self.item_seed(item_id))
-        return EditRequest(image=image, instruction=instruction, **dict(parameters))
+        return EditRequest(
+            image=image, images=list(more), instruction=instruction, **dict(parameters)
+        )
 
     def resolved(self, family: EditorFamilyInfo | None) -> EditSettings:
         """These settings with the steps and true CFG left to the editor filled from its family's
@@ -146,18 +152,20 @@ def edit_job_id(
     instruction: str,
     settings: EditSettings,
     editor_model: ModelInfo | None,
+    input_sha256: Sequence[str] = (),
 ) -> str:
-    return _job_id(
-        "edit",
-        {
-            "item": item_id,
-            "source": source_sha256,
-            "instruction": instruction,
-            "params": settings.as_dict(),
-            "seed": settings.item_seed(item_id),
-            "model": model_key(editor_model),
-        },
-    )
+    """``input_sha256``: the item's further input images (none: the ids of older runs)."""
+    fields: dict[str, Any] = {
+        "item": item_id,
+        "source": source_sha256,
+        "instruction": instruction,
+        "params": settings.as_dict(),
+        "seed": settings.item_seed(item_id),
+        "model": model_key(editor_model),
+    }
+    if input_sha256:
+        fields["inputs"] = list(input_sha256)
+    return _job_id("edit", fields)
 
 
 def score_job_id(
@@ -173,10 +181,20 @@ def score_job_id(
     mode: str,
     max_new_tokens: int,
     judge_model: ModelInfo | None,
+    input_sha256: Sequence[str] = (),
+    reference_sha256: str | None = None,
 ) -> str:
+    """``input_sha256`` / ``reference_sha256``: the further inputs and the reference image the
+    judge is sent (none: the ids of older runs)."""
+    extra: dict[str, Any] = {}
+    if input_sha256:
+        extra["inputs"] = list(input_sha256)
+    if reference_sha256 is not None:
+        extra["reference"] = reference_sha256
     return _job_id(
         "score",
         {
+            **extra,
             "item": item_id,
             "source": source_sha256,
             "edited": edited_sha256,

@@ -1,7 +1,8 @@
 """A served editor behind OpenAI's images-edit route (``--editor-api openai``).
 
 The URL is the base URL as the official SDK takes it (``http://host:port/v1``); an edit is
-``POST {base}/images/edits`` as multipart: the image file, ``prompt``, ``model``, ``n=1`` and
+``POST {base}/images/edits`` as multipart: the image file (an item's several inputs as
+``image[]`` parts, as the SDK sends a list), ``prompt``, ``model``, ``n=1`` and
 ``output_format=png`` always; ``size``, ``seed``, ``num_inference_steps``, ``true_cfg_scale``,
 ``negative_prompt`` and the family parameters (``guidance_scale``...) only when the run sets
 them, as the engines take them as extra form fields (SGLang diffusion, vLLM-Omni; OpenAI's own
@@ -46,6 +47,18 @@ from shared_schemas import (
 
 # Requests kept in flight against one served editor (its own queue does the rest).
 DEFAULT_IN_FLIGHT = 4
+
+
+def image_parts(images: list[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The form's image files: one as ``image``; several as ``image[]`` parts in order, as the
+    official SDK sends a list (``images.edit(image=[...])``)."""
+    key = "image" if len(images) == 1 else "image[]"
+    parts = []
+    for index, data in enumerate(images):
+        kind = sniff_format(data) or "png"
+        name = "source" if index == 0 else f"input_{index + 1}"
+        parts.append((key, (f"{name}.{kind}", data, f"image/{kind}")))
+    return parts
 
 
 class OpenAIEditResponse(EditResponse):
@@ -187,13 +200,9 @@ class OpenAIEditorClient(EditorClient):
     async def edit(self, request: EditRequest) -> EditResponse:
         model = await self._served_model()
         fields = self.form(request, model)
-        kind = sniff_format(request.image) or "png"
         started = time.perf_counter()
         response = await self._call(
-            "POST",
-            "/images/edits",
-            data=fields,
-            files={"image": (f"source.{kind}", request.image, f"image/{kind}")},
+            "POST", "/images/edits", data=fields, files=image_parts(request.input_images)
         )
         elapsed = time.perf_counter() - started
         try:

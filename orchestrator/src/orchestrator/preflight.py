@@ -16,6 +16,7 @@ from orchestrator.clients import EditorClient, RewardClient, ServiceCallError
 from orchestrator.phases import PhaseContext
 from orchestrator.phases.base import wait_until_ready
 from orchestrator.retry import call_with_retry
+from orchestrator.wording import counted
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ async def check_services(
     for client in (editor, reward):
         if client is not None:
             await wait_until_ready(client, ctx.ready_timeout_s, ctx.progress, released_ok=sharing)
+    if editor is not None:
+        await _note_inputs_over_limit(ctx, editor)
     if reward is None or protocol is None:
         return
     info = await call_with_retry(
@@ -70,3 +73,20 @@ async def check_services(
                 error_type="unsupported_mode",
             )
     logger.info("services ready; judge protocol %s known, mode %s offered", protocol, mode)
+
+
+async def _note_inputs_over_limit(ctx: PhaseContext, editor: EditorClient) -> None:
+    """Say now how many selected items have more input images than the editor's family takes
+    (its /v1/info): the edit phase records them as failed without sending them."""
+    info = await call_with_retry(
+        editor.info, policy=ctx.policy, label="editor /v1/info", sleep=ctx.sleep
+    )
+    if info.family is None:  # a served endpoint, or no model loaded yet: it answers for itself
+        return
+    limit = info.family.max_images
+    over = sum(1 for item in ctx.items if ctx.benchmark.input_count(item) > limit)
+    if over:
+        ctx.progress.note(
+            f"{counted(over, 'item')} have more input images than {info.family.title} takes "
+            f"({limit}): they will be recorded as not edited, and the run goes on"
+        )

@@ -53,6 +53,10 @@ def _with_metrics_flat(data: Any, metrics: dict[str, Any]) -> Any:
     return data
 
 
+# ErrorRecord.type of an item with more input images than the editor's family takes (never sent).
+TOO_MANY_INPUTS = "too_many_inputs"
+
+
 class ErrorRecord(RecordModel):
     """Why a job failed: which service said what (None: it never reached one)."""
 

@@ -19,6 +19,7 @@ from reward_service.protocols import ProtocolRegistry, canonical_document
 from reward_service.scorer import (
     assemble,
     build_items,
+    check_images,
     decode_items,
     inspect_items,
     record,
@@ -101,6 +102,7 @@ async def create_scores(
             param="mode",
         )
     check_user_text(user_text(body.items), model.reserved_text)
+    check_images(protocol, body)
     async with judge.queue.reserve(len(body.items)) as slot:
         # Decoding off the event loop, after the slot is held: a refused request costs nothing,
         # and a bad image is refused with a 4xx before it reaches the model.

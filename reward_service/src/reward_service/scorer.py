@@ -1,9 +1,10 @@
 """From a score request to judge questions, and from the judge's outputs to item scores.
 
 Each item becomes one JudgeItem, built here once and carried unchanged to the judge's worker:
-its two images, decoded once (to pixels), and the questions its category is asked (the
-protocol's question set for it, in the protocol's order), naming the images by index. The
-answers are read back in the same order; metrics the item's questions cannot make are absent.
+its images (source, edit, further inputs, reference), decoded once (to pixels), and the
+questions its category is asked (the protocol's question set for it, in the protocol's order),
+naming the images by index. The answers are read back in the same order; metrics the item's
+questions cannot make are absent.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ from reward_service.backends.base import (
 from reward_service.metrics import RewardMetrics
 from reward_service.parsing import parse_scores
 from reward_service.protocols import Protocol, render
-from reward_service.protocols.definition import ImageSlot, QuestionSpec
+from reward_service.protocols.definition import (
+    ImageSlot,
+    MissingImage,
+    QuestionSpec,
+    RenderedQuestion,
+)
 from reward_service.protocols.metrics import compute_metrics
 from reward_service.scoring import expected_score
+from service_kit.errors import InvalidInput
 from service_kit.images.decoding import RGBImage, decode_image, fit_within, read_header
 from service_kit.replicas.admission import Completed
 from shared_schemas import (
@@ -42,22 +49,44 @@ from shared_schemas import (
 from shared_schemas import TokenUsage as WireUsage
 from shared_schemas.scores import ImageRole
 
-# Where each image role sits in an item's images.
-IMAGE_INDEX: dict[ImageRole, int] = {"source": 0, "edited": 1}
-
 
 @dataclass(frozen=True, slots=True)
 class ItemImages:
     source: RGBImage
     edited: RGBImage
+    inputs: tuple[RGBImage, ...] = ()  # further inputs after the source (input_2, ...)
+    reference: RGBImage | None = None
+
+    def ordered(self) -> tuple[RGBImage, ...]:
+        """The item's images as the judge item holds them (image_index's order)."""
+        extra = () if self.reference is None else (self.reference,)
+        return (self.source, self.edited, *self.inputs, *extra)
+
+
+def image_index(role: ImageRole, inputs: int) -> int:
+    """Where an image role sits in ItemImages.ordered() of an item with ``inputs`` further
+    inputs (roles the item lacks are left out by the renderer)."""
+    if role == "source":
+        return 0
+    if role == "edited":
+        return 1
+    if role == "reference":
+        return 2 + inputs
+    return int(role.removeprefix("input_"))  # input_2 -> 2, right after the edit
+
+
+def _fields(item: ScoreItem, i: int) -> list[tuple[bytes, str]]:
+    """An item's images with the request field each came in, in ItemImages.ordered()'s order."""
+    fields = [(item.source_image, f"items[{i}].source_image")]
+    fields.append((item.edited_image, f"items[{i}].edited_image"))
+    fields += [(d, f"items[{i}].input_images[{k}]") for k, d in enumerate(item.input_images)]
+    if item.reference_image is not None:
+        fields.append((item.reference_image, f"items[{i}].reference_image"))
+    return fields
 
 
 def _images(items: Sequence[ScoreItem]) -> list[tuple[bytes, str]]:
-    return [
-        (data, f"items[{i}].{name}")
-        for i, item in enumerate(items)
-        for name, data in (("source_image", item.source_image), ("edited_image", item.edited_image))
-    ]
+    return [field for i, item in enumerate(items) for field in _fields(item, i)]
 
 
 def inspect_items(items: Sequence[ScoreItem], max_pixels: int) -> float:
@@ -74,10 +103,40 @@ def decode_items(
 ) -> list[ItemImages]:
     """Decode every image to pixels, at most ``judge_pixels`` each when given (scaled down,
     aspect kept), or raise InvalidImage / ImageTooLarge naming the field."""
-    pixels = [_pixels(data, max_pixels, param, judge_pixels) for data, param in _images(items)]
-    return [
-        ItemImages(source, edited) for source, edited in zip(pixels[::2], pixels[1::2], strict=True)
-    ]
+    decoded = []
+    for i, item in enumerate(items):
+        source, edited, *rest = (
+            _pixels(data, max_pixels, param, judge_pixels) for data, param in _fields(item, i)
+        )
+        inputs = tuple(rest[: len(item.input_images)])
+        reference = rest[len(item.input_images)] if item.reference_image is not None else None
+        decoded.append(ItemImages(source, edited, inputs, reference))
+    return decoded
+
+
+def check_images(protocol: Protocol, request: ScoreRequest) -> None:
+    """InvalidInput (400 naming the item's field) when a question shows an image an item does
+    not carry (a reference image), before anything is decoded."""
+    for i, item in enumerate(request.items):
+        try:
+            _render(protocol, request, item)
+        except MissingImage as exc:
+            raise InvalidInput(
+                f"items[{i}]: protocol {protocol.name!r}: {exc}",
+                param=f"items[{i}].{exc.role}_image",
+            ) from None
+
+
+def _render(protocol: Protocol, request: ScoreRequest, item: ScoreItem) -> list[RenderedQuestion]:
+    return render(
+        protocol.spec,
+        instruction=item.instruction,
+        category=item.category,
+        hints=item.hints,
+        mode=request.mode,
+        inputs=1 + len(item.input_images),
+        has_reference=item.reference_image is not None,
+    )
 
 
 def _pixels(data: bytes, max_pixels: int, param: str, judge_pixels: int | None) -> RGBImage:
@@ -95,17 +154,12 @@ def build_items(
     items = []
     for index, (item, item_images) in enumerate(zip(request.items, images, strict=True)):
         questions = []
-        rendered = render(
-            protocol.spec,
-            instruction=item.instruction,
-            category=item.category,
-            hints=item.hints,
-            mode=request.mode,
-        )
         scales = {q.name: protocol.spec.question_scale(q) for q in protocol.spec.questions}
-        for question in rendered:
+        for question in _render(protocol, request, item):
             content = tuple(
-                IMAGE_INDEX[part.role] if isinstance(part, ImageSlot) else part
+                image_index(part.role, len(item.input_images))
+                if isinstance(part, ImageSlot)
+                else part
                 for part in question.parts
             )
             questions.append(
@@ -118,7 +172,7 @@ def build_items(
                     scale=(scales[question.name].min, scales[question.name].max),
                 )
             )
-        items.append(JudgeItem((item_images.source, item_images.edited), tuple(questions)))
+        items.append(JudgeItem(item_images.ordered(), tuple(questions)))
     return items
 
 

@@ -18,6 +18,9 @@ MAX_SEED = 2**63 - 1
 # Output sides must be multiples of 16 (VAE factor 8 x patch 2) for Qwen-Image.
 SIZE_MULTIPLE = 16
 MAX_SIDE = 4096
+# Input images one edit request may carry at most (the first included); the loaded family takes
+# fewer (GET /v1/info: family.max_images), and more than it takes is a 400 naming its limit.
+MAX_EDIT_INPUTS = 6
 
 
 # A family parameter's value: a number (guidance scales and the like).
@@ -90,7 +93,20 @@ class EditRequest(EditParameters):
     """POST /v1/edits."""
 
     image: ImageData
+    images: list[ImageData] = Field(
+        default_factory=list,
+        max_length=MAX_EDIT_INPUTS - 1,
+        description="Further input images after ``image``, in order, for a family that takes "
+        "several (Qwen-Image-Edit-2509/2511: family.max_images in GET /v1/info); each is "
+        "checked and decoded as ``image`` is. More than the family takes is a 400 naming its "
+        "limit.",
+    )
     instruction: str = Field(min_length=1, max_length=4000, description="The edit to make.")
+
+    @property
+    def input_images(self) -> list[bytes]:
+        """Every input image, the first included, in order."""
+        return [self.image, *self.images]
 
 
 class EditTimings(WireModel):

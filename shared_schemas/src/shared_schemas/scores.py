@@ -11,7 +11,24 @@ from shared_schemas.images import ImageData
 
 ScoreMode = Literal["expected", "generate"]
 SCORE_MODES: tuple[ScoreMode, ...] = ("expected", "generate")
-ImageRole = Literal["source", "edited"]
+# The images a protocol question may show, by role: the item's first input (``source``), its
+# edit, its further inputs in order (``input_2`` is ScoreItem.input_images[0]) and a reference
+# (ground-truth) image. A question's further inputs are shown where the item has them.
+ImageRole = Literal[
+    "source", "edited", "input_2", "input_3", "input_4", "input_5", "input_6", "reference"
+]
+IMAGE_ROLES: tuple[ImageRole, ...] = (
+    "source",
+    "edited",
+    "input_2",
+    "input_3",
+    "input_4",
+    "input_5",
+    "input_6",
+    "reference",
+)
+# Input images one item may carry (``source`` included): roles source, input_2..input_6.
+MAX_ITEM_INPUTS = 6
 
 MAX_ITEMS_PER_REQUEST = 64
 # The widest integer scale a protocol may declare; expected mode reads scales up to two digits
@@ -55,6 +72,20 @@ class ScoreItem(RequestModel):
     hints: str | None = Field(
         default=None, max_length=4000, description="Per-item guidance for the judge, if any."
     )
+    input_images: list[ImageData] = Field(
+        default_factory=list,
+        max_length=MAX_ITEM_INPUTS - 1,
+        description="The item's further input images after source_image, in order (roles "
+        "input_2, input_3, ...): shown where the protocol's questions name them.",
+    )
+    reference_image: ImageData | None = Field(
+        default=None,
+        description="A reference (ground-truth) image (role reference), for protocols whose "
+        "questions show one.",
+    )
+
+    def image_count(self) -> int:
+        return 2 + len(self.input_images) + (self.reference_image is not None)
 
 
 class ScoreRequest(RequestModel):

@@ -32,7 +32,7 @@ from editor_service.backends.speed_modes import (
     enable_step_schedule,
     quantize_fp8,
 )
-from editor_service.families.base import EditorFamily, InvalidParameter
+from editor_service.families.base import EditorFamily, InvalidParameter, input_limit_message
 from editor_service.families.registry import builtin_sources, family_of_builtin, family_of_pipeline
 from service_kit.models.dtypes import resolve_dtype
 from service_kit.models.loading import RANDOM_REVISION, model_folder
@@ -231,9 +231,23 @@ class DiffusersEditBackend:
 
         if self.pipe is None:
             raise RuntimeError("edit() before load()")
+        family = self.family
+        assert family is not None
+        takes = family.pipeline_classes[type(self.pipe).__name__]
+        if 1 + len(job.more_images) > takes:  # the API process checks once a model is known
+            given = 1 + len(job.more_images)
+            raise InvalidJob(input_limit_message(self.source.name, takes, given), param="image")
         image: Any = job.image.to_pil()
         if job.more_images:
             image = [image, *(extra.to_pil() for extra in job.more_images)]
+            # What the pipeline is given, per job (a multi-input edit is rare and worth a line).
+            logger.info(
+                "job %s: %d input images to %s: %s",
+                job.job_id,
+                len(image),
+                type(self.pipe).__name__,
+                ", ".join(f"{i.width}x{i.height}" for i in image),
+            )
         pipe = self.pipe
         if job.mask is not None:
             if self.inpaint_pipe is None:
@@ -247,8 +261,6 @@ class DiffusersEditBackend:
                 pipe._interrupt = True
             return callback_kwargs
 
-        family = self.family
-        assert family is not None
         try:
             settings = family.resolve(
                 num_inference_steps=job.num_inference_steps,

@@ -19,6 +19,16 @@ from typing import Any
 ONE_IMAGE = 1
 
 
+def input_limit_message(model_name: str, takes: int, given: int) -> str:
+    """Why an edit with ``given`` input images is refused by a model that takes ``takes``."""
+    if takes == 1:
+        return (
+            f"{given} input images given; {model_name} takes 1 (several need a multi-image "
+            "model, e.g. Qwen/Qwen-Image-Edit-2509)"
+        )
+    return f"{given} input images given; {model_name} takes at most {takes}"
+
+
 class InvalidParameter(ValueError):
     """A request parameter the loaded family does not take, or a value out of its range."""
 

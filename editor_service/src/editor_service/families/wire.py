@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from editor_service.backends.base import LoadedModel
-from editor_service.families.base import EditorFamily, InvalidParameter
+from editor_service.families.base import EditorFamily, InvalidParameter, input_limit_message
 from editor_service.families.registry import family_named
 from service_kit.errors import InvalidInput
 from shared_schemas import EditorFamilyInfo, FamilyParameterInfo
@@ -42,6 +42,14 @@ def family_info(model: LoadedModel | None) -> EditorFamilyInfo | None:
         max_images=model.max_images,
         inpainting=model.inpainting,
     )
+
+
+def check_input_count(model: LoadedModel | None, given: int, *, param: str) -> None:
+    """Refuse (400 naming ``param`` and the limit) more input images than the loaded model's
+    family takes, before anything is queued or decoded. Before a model has loaded, the worker's
+    backend makes the same check."""
+    if model is not None and given > model.max_images:
+        raise InvalidInput(input_limit_message(model.id, model.max_images, given), param=param)
 
 
 def check_parameters(

@@ -46,6 +46,19 @@ class Benchmark(ABC):
     def iter_images(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes]]:
         """Yield ``(item, encoded image bytes)`` for the given items, one at a time."""
 
+    def input_count(self, item: Item) -> int:  # noqa: ARG002 (a default)
+        """How many input images the item has, its first included (without reading them)."""
+        return 1
+
+    def input_images(self, item: Item) -> list[bytes]:  # noqa: ARG002 (a default)
+        """The item's further input images after its first, in order (none here: a benchmark
+        whose items have several inputs says so)."""
+        return []
+
+    def reference_image(self, item: Item) -> bytes | None:  # noqa: ARG002 (a default)
+        """The item's reference (ground-truth) image, where the benchmark has one."""
+        return None
+
     def fingerprint(self) -> str:
         """sha256 of the benchmark's metadata (ids, categories, instructions): for provenance."""
         digest = hashlib.sha256()

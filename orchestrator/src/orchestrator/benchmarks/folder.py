@@ -89,6 +89,21 @@ class FolderBenchmark(Benchmark):
                 found[key] = [self._read(item, str(p)) for p in paths]
         return found
 
+    def input_count(self, item: Item) -> int:
+        return 1 + len(_input_paths(item))
+
+    def input_images(self, item: Item) -> list[bytes]:
+        return [self._read(item, path) for path in _input_paths(item)]
+
+    def reference_image(self, item: Item) -> bytes | None:
+        value = item.extra.get(REFERENCE_IMAGE)
+        return self._read(item, value) if isinstance(value, str) and value else None
+
+
+def _input_paths(item: Item) -> list[str]:
+    value = item.extra.get(INPUT_IMAGES)
+    return [value] if isinstance(value, str) else [str(p) for p in value or []]
+
 
 def check_files(root: Path, items: Sequence[Item], *, allow_outside: bool) -> None:
     """Every image an item names exists inside ``root``; all offenders are named together."""

@@ -23,7 +23,7 @@ from orchestrator.benchmarks import Benchmark, BenchmarkError, Item
 from orchestrator.clients import EditorClient, RewardClient, ServiceCallError, is_released
 from orchestrator.handover import GpuSharing
 from orchestrator.progress import PhaseProgress
-from orchestrator.records import ErrorRecord, JobRecord
+from orchestrator.records import TOO_MANY_INPUTS, ErrorRecord, JobRecord
 from orchestrator.retry import (
     Retry,
     RetryPolicy,
@@ -31,7 +31,7 @@ from orchestrator.retry import (
 )
 from orchestrator.store import RunStore
 from orchestrator.thumbs import make_thumbnail
-from shared_schemas import ModelInfo
+from shared_schemas import EditorInfo, ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,20 @@ class ModelChanged(ServiceCallError):
             service,
             f"serves {_model_name(after)} after loading, not {_model_name(before)}: run again",
             error_type="model_changed",
+        )
+
+
+class TooManyInputs(Exception):
+    """An item with more input images than the editor's family takes (GET /v1/info): recorded
+    as failed permanently before anything is sent; the run goes on."""
+
+    def __init__(self, item_id: str, given: int, limit: int, info: EditorInfo | None) -> None:
+        family = info.family.title if info is not None and info.family is not None else "editor"
+        model = info.model.id if info is not None and info.model is not None else "the editor"
+        takes = "1" if limit == 1 else f"at most {limit}"
+        super().__init__(
+            f"item {item_id!r} has {given} input images; {model} ({family}) takes {takes}: "
+            "not edited (a multi-image model such as Qwen-Image-Edit-2509 takes several)"
         )
 
 
@@ -193,6 +207,8 @@ def error_record(exc: BaseException) -> tuple[ErrorRecord, bool]:
             message=f"{where}: {first['msg']}" if where else first["msg"],
             param=where or None,
         ), False
+    if isinstance(exc, TooManyInputs):
+        return ErrorRecord(type=TOO_MANY_INPUTS, message=str(exc), param="image"), False
     if isinstance(exc, InvalidItem):
         return ErrorRecord(type="invalid_input", message=str(exc), param="id"), False
     if isinstance(exc, BenchmarkError):  # the run folder refused a write (a link in it)

@@ -13,6 +13,7 @@ from orchestrator.phases.base import (
     Phase,
     PhaseContext,
     PhaseCounts,
+    TooManyInputs,
     check_item,
     error_record,
     is_finished,
@@ -98,6 +99,7 @@ class EditPhase(Phase):
         try:
             async for item, image in stream_images(self.ctx.benchmark, self.ctx.items):
                 await self._ensure_thumb("source", item, image)
+                more = await asyncio.to_thread(self.ctx.benchmark.input_images, item)
                 source_sha = sha256_hex(image)
                 job_id = edit_job_id(
                     item_id=item.id,
@@ -105,13 +107,14 @@ class EditPhase(Phase):
                     instruction=item.instruction,
                     settings=self.settings,
                     editor_model=info.model,
+                    input_sha256=[sha256_hex(data) for data in more],
                 )
                 record = done.get(job_id)
                 if is_finished(record, self.ctx.retry_failed) and self._image_kept(record):
                     self.counts.skipped += 1
                     self.ctx.progress.advance(skipped=True)
                     continue
-                await self._dispatch(self._edit_one(item, image, source_sha, job_id))
+                await self._dispatch(self._edit_one(item, image, more, source_sha, job_id))
             await self._drain()
         except BaseException:
             await self._cancel_all()
@@ -127,7 +130,15 @@ class EditPhase(Phase):
             return True
         return self.ctx.store.has_file(record.image)
 
-    async def _edit_one(self, item: Item, image: bytes, source_sha: str, job_id: str) -> None:
+    def _input_limit(self) -> int | None:
+        """Input images one edit may carry: the editor family's (GET /v1/info); None from an
+        editor that publishes no family (a served endpoint answers for itself)."""
+        family = self.info.family if self.info is not None else None
+        return family.max_images if family is not None else None
+
+    async def _edit_one(
+        self, item: Item, image: bytes, more: list[bytes], source_sha: str, job_id: str
+    ) -> None:
         stats = CallStats()
         base = {
             "job_id": job_id,
@@ -139,7 +150,11 @@ class EditPhase(Phase):
         }
         try:
             check_item(item.id)
-            request = self.settings.request(item.id, image, item.instruction)
+            limit = self._input_limit()
+            if limit is not None and 1 + len(more) > limit:
+                # The editor would refuse it, and its first input alone is another task.
+                raise TooManyInputs(item.id, 1 + len(more), limit, self.info)  # never sent
+            request = self.settings.request(item.id, image, item.instruction, more)
             self.counts.requests += 1
             response = await call_with_retry(
                 lambda: self.client.edit(request),

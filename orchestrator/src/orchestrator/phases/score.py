@@ -1,4 +1,5 @@
-"""Phase 2: every (source, edited, instruction) through POST /v1/scores, in small batches."""
+"""Phase 2: every (source, edited, instruction) through POST /v1/scores, in small batches,
+with the item's further input images and reference image where its benchmark has them."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ class _ScoreJob:
     edited_sha256: str
     edited_ref: str
     edit_job_id: str | None
+    inputs: list[bytes]  # further input images after the source, in order
+    reference: bytes | None
 
 
 def find_edited_file(
@@ -221,6 +224,7 @@ class ScorePhase(Phase):
                 edited_bytes = await asyncio.to_thread(path.read_bytes)
                 if self.edited_dir is not None:
                     await self._ensure_thumb("edited", item, edited_bytes)
+                inputs, reference = await asyncio.to_thread(self._judged_images, item)
                 job = _ScoreJob(
                     item=item,
                     job_id="",
@@ -230,6 +234,8 @@ class ScorePhase(Phase):
                     edited_sha256=sha256_hex(edited_bytes),
                     edited_ref=ref,
                     edit_job_id=edit_job,
+                    inputs=inputs,
+                    reference=reference,
                 )
                 job.job_id = score_job_id(
                     item_id=item.id,
@@ -243,6 +249,8 @@ class ScorePhase(Phase):
                     mode=self.mode,
                     max_new_tokens=self.max_new_tokens,
                     judge_model=info.model,
+                    input_sha256=[sha256_hex(data) for data in inputs],
+                    reference_sha256=sha256_hex(reference) if reference is not None else None,
                 )
                 if is_finished(done.get(job.job_id), self.ctx.retry_failed):
                     self.counts.skipped += 1
@@ -263,6 +271,12 @@ class ScorePhase(Phase):
             self.ctx.progress.finish()
         return self.counts
 
+    def _judged_images(self, item: Item) -> tuple[list[bytes], bytes | None]:
+        """The item's further inputs and reference image, sent to the judge beside the source
+        and the edit (its protocol's questions show those they name)."""
+        benchmark = self.ctx.benchmark
+        return benchmark.input_images(item), benchmark.reference_image(item)
+
     def _finished_records(self) -> list[ScoreRecord]:
         own = self.ctx.store.scores.read()
         return own if self.log is self.ctx.store.scores else [*own, *self.log.read()]
@@ -279,6 +293,8 @@ class ScorePhase(Phase):
                         instruction=job.item.instruction,
                         category=job.item.category,
                         hints=job.item.hints,
+                        input_images=job.inputs,
+                        reference_image=job.reference,
                     )
                     for job in batch
                 ],

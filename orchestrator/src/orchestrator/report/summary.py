@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from orchestrator.benchmarks.reporting import Reporting
 from orchestrator.metrics import MetricSet
 from orchestrator.records import (
+    TOO_MANY_INPUTS,
     Aggregate,
     GroupStats,
     JobCounts,
@@ -203,6 +204,13 @@ def warnings_for(
     if micro.edit_failed:
         notes.append(
             f"{counted(micro.edit_failed, 'edit')} failed: see results.jsonl for the errors"
+        )
+    too_many = [r for r in rows if r.edit_error and r.edit_error.type == TOO_MANY_INPUTS]
+    if too_many:
+        notes.append(
+            f"{counted(len(too_many), 'item')} with more input images than the editor takes "
+            "were not edited and are left out (an editor that takes several, such as "
+            "Qwen-Image-Edit-2509, edits them)"
         )
     if micro.judge_failed or micro.unscored:
         notes.append(

@@ -15,6 +15,11 @@ as written, variables substituted (for prompts that must match another project's
 A question's user turn is, with ``layout: images_first`` (the default): for each of its images,
 the image's label (if any) and the image; then the rendered prompt, a blank line, and the mode's
 answer instruction (if the protocol gives one). With ``layout: text_first`` the text comes first.
+A question names its images by role, in the order shown (shared_schemas.scores.ImageRole: the
+item's ``source``, its ``edited`` image, its further inputs ``input_2``..``input_6``, shown where
+the item has them, and a ``reference`` image); its ``labels`` override the protocol's
+``image_labels`` for it, and ``with_reference`` says how it is asked of an item that carries a
+reference image (other images, prompt or labels).
 
 Reading answers. A question that answers one score (``answers`` left out: the score takes the
 question's name) is read in expected mode as a distribution over the scale, and in generate mode
@@ -52,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from reward_service.protocols.metrics import MetricSpec, check_metrics, present_metrics
 from shared_schemas import DEFAULT_SCALE, ScoreMode, ScoreScale
-from shared_schemas.scores import EXPECTED_SCALE_LIMIT, ImageRole
+from shared_schemas.scores import EXPECTED_SCALE_LIMIT, IMAGE_ROLES, ImageRole
 
 Mode = Literal["expected", "generate"]
 
@@ -96,9 +101,50 @@ class ParseSpec(_Spec):
         return self
 
 
+def _distinct_roles(images: list[ImageRole]) -> list[ImageRole]:
+    if len(set(images)) != len(images):
+        raise ValueError("an image may be shown once per question")
+    return images
+
+
+class ReferenceVariant(_Spec):
+    """A question as asked of items that carry a reference image (``with_reference``): other
+    images, prompt or labels, as the official judging shows the reference where an item has
+    one (RISEBench's reference_img)."""
+
+    images: list[ImageRole] = Field(min_length=1, max_length=len(IMAGE_ROLES))
+    prompt: str | None = Field(default=None, min_length=1, description="None: the question's.")
+    labels: dict[ImageRole, str] | None = Field(default=None, description="None: the question's.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_variables(cls, prompt: str | None) -> str | None:
+        return None if prompt is None else _check_template(prompt)
+
+    @field_validator("images")
+    @classmethod
+    def _distinct(cls, images: list[ImageRole]) -> list[ImageRole]:
+        if "reference" not in images:
+            raise ValueError("with_reference: its images show the reference")
+        return _distinct_roles(images)
+
+
 class QuestionSpec(_Spec):
     name: str = Field(pattern=_NAME)
-    images: list[ImageRole] = Field(min_length=1, max_length=2)
+    images: list[ImageRole] = Field(
+        min_length=1,
+        max_length=len(IMAGE_ROLES),
+        description="The images shown, in order: source, edited, reference, and the item's "
+        "further inputs input_2..input_6 (each shown where the item has it).",
+    )
+    labels: dict[ImageRole, str] = Field(
+        default_factory=dict,
+        description="Text shown before an image in this question (beside the protocol's "
+        "image_labels, which it overrides), as the official prompt labels it.",
+    )
+    with_reference: ReferenceVariant | None = Field(
+        default=None, description="How the question is asked of an item with a reference image."
+    )
     prompt: str = Field(min_length=1)
     answers: list[str] | None = Field(
         default=None,
@@ -140,9 +186,7 @@ class QuestionSpec(_Spec):
     @field_validator("images")
     @classmethod
     def _distinct(cls, images: list[ImageRole]) -> list[ImageRole]:
-        if len(set(images)) != len(images):
-            raise ValueError("an image may be shown once per question")
-        return images
+        return _distinct_roles(images)
 
 
 class CategorySpec(_Spec):
@@ -435,6 +479,34 @@ def _fill(template: str, values: dict[str, str], verbatim: bool = False) -> str:
     return _BLANK_RUNS.sub("\n\n", text).strip()
 
 
+class MissingImage(ValueError):
+    """A question shows an image the item does not carry (``role``)."""
+
+    def __init__(self, message: str, role: ImageRole) -> None:
+        super().__init__(message)
+        self.role = role
+
+
+def _shown(
+    question: QuestionSpec, inputs: int, has_reference: bool
+) -> tuple[list[ImageRole], dict[ImageRole, str] | None, str | None]:
+    """The images a question shows for an item with ``inputs`` input images (and a reference
+    or not), its labels (None: the question's) and its prompt (None: the question's)."""
+    variant = question.with_reference if has_reference else None
+    if variant is not None:
+        images, labels, prompt = list(variant.images), variant.labels, variant.prompt
+    else:
+        images, labels, prompt = list(question.images), None, None
+    if "reference" in images and not has_reference:
+        raise MissingImage(
+            f"question {question.name!r} shows a reference image and the item has none",
+            role="reference",
+        )
+    # Further inputs the item has, in the question's order (an item with fewer shows fewer).
+    kept = [r for r in images if not r.startswith("input_") or int(r[6:]) <= inputs]
+    return kept, labels, prompt
+
+
 def render(
     spec: ProtocolSpec,
     *,
@@ -442,8 +514,12 @@ def render(
     category: str | None,
     hints: str | None,
     mode: Mode,
+    inputs: int = 1,
+    has_reference: bool = False,
 ) -> list[RenderedQuestion]:
-    """The protocol's questions for one item, with the item's category overrides applied."""
+    """The protocol's questions for one item (``inputs`` input images, a reference image or
+    not), with the item's category overrides applied. MissingImage when a question shows a
+    reference image the item does not have."""
     override = spec.categories.get(category) if category is not None else None
     values = {
         "instruction": instruction,
@@ -456,12 +532,14 @@ def render(
     answer = spec.answer.expected if mode == "expected" else spec.answer.generate
     rendered = []
     for question in spec.questions_for(category):
+        shown, variant_labels, variant_prompt = _shown(question, inputs, has_reference)
         template = override.prompts.get(question.name, question.prompt) if override else None
-        prompt = _fill(template or question.prompt, values, verbatim)
+        prompt = _fill(variant_prompt or template or question.prompt, values, verbatim)
         text = f"{prompt}\n\n{answer}" if answer else prompt
+        labels = {**spec.image_labels, **question.labels, **(variant_labels or {})}
         images: list[str | ImageSlot] = []
-        for role in question.images:
-            label = spec.image_labels.get(role, "")
+        for role in shown:
+            label = labels.get(role, "")
             if label:
                 images.append(label)
             images.append(ImageSlot(role))
