@@ -18,6 +18,10 @@ Hugging Face cache in huggingface_hub's documented layout (``datasets--owner--na
   README): ``datav2_total_w_subtask.json`` beside ``data.zip`` holding ``data/<image>``; its
   readers download both and unpack the zip so that the JSON's paths are relative to ``data/``
   (BAGEL eval/gen/rise README; gpt_eval.py ``--input data``).
+- ImgEdit-Bench's own hub copy (``sysuyy/ImgEdit``, PKU-YuanGroup/ImgEdit@547185d README:
+  "Benchmark.tar # dataset for benchmark"; basic_bench_readme.md links it for "the benchmark
+  images"): the suites' folders as the authors' Benchmark/ lays them out, in one plain tar. Its
+  inner folder names are not documented; the reader finds the JSON and its images by name.
 - KRIS-Bench's own hub copy (``Liang0223/KRIS_Bench``, linked from the Kris_Bench README): the
   ``<task>/annotation.json`` folders at the snapshot's root (BAGEL's run_kris.sh downloads the
   snapshot as the KRIS_Bench folder).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -143,4 +148,13 @@ def write_rise_hub(cache: Path, authors: Path, repo_id: str = "PhoenixZ/RISEBenc
 def write_kris_hub(cache: Path, kris_root: Path, repo_id: str = "Liang0223/KRIS_Bench") -> Path:
     folder = snapshot(cache, repo_id)
     shutil.copytree(kris_root, folder, dirs_exist_ok=True)
+    return folder
+
+
+def write_imgedit_hub(cache: Path, parent: Path, repo_id: str = "sysuyy/ImgEdit") -> Path:
+    """``parent`` holds the authors' Basic/ and UGE/ folders (published_layouts.write_imgedit)."""
+    folder = snapshot(cache, repo_id)
+    with tarfile.open(folder / "Benchmark.tar", "w") as archive:
+        for suite in ("Basic", "UGE"):
+            archive.add(parent / suite, arcname=f"Benchmark/{suite}")
     return folder

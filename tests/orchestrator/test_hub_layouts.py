@@ -15,6 +15,7 @@ from orchestrator.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from orchestrator.benchmarks.archive import ArchiveBenchmark
 from orchestrator.benchmarks.tables import TableBenchmark
 from tests.orchestrator.hub_layouts import (
+    write_imgedit_hub,
     write_imgedit_lmms,
     write_kris_hub,
     write_kris_lmms,
@@ -22,6 +23,7 @@ from tests.orchestrator.hub_layouts import (
 )
 from tests.orchestrator.published_layouts import (
     IMGEDIT_BASIC,
+    IMGEDIT_UGE,
     KRIS_ROWS,
     write_imgedit,
     write_kris,
@@ -215,3 +217,19 @@ def test_a_kris_table_without_file_names_counts_its_images(hub_cache: Path, tmp_
         "multi-element_composition/ori_images[2]",
     ]
     assert _images(hub) == _images(load_benchmark(root))
+
+
+def test_imgedits_benchmark_tar_is_read_as_it_is(hub_cache: Path, tmp_path: Path) -> None:
+    basic = write_imgedit(tmp_path / "authors", "basic")
+    uge = write_imgedit(tmp_path / "authors", "uge")
+    folder = write_imgedit_hub(hub_cache, tmp_path / "authors")
+    hub = load_benchmark("sysuyy/ImgEdit")
+    assert isinstance(hub, ArchiveBenchmark) and hub.name == "ImgEdit"
+    assert [i.id for i in hub.items] == list(IMGEDIT_BASIC)
+    _same_items(hub, load_benchmark(basic))
+    hard = load_benchmark("sysuyy/ImgEdit", split="uge")
+    assert [i.id for i in hard.items] == list(IMGEDIT_UGE)
+    _same_items(hard, load_benchmark(uge))
+    assert [p.name for p in folder.iterdir()] == ["Benchmark.tar"]  # nothing unpacked
+    with pytest.raises(BenchmarkError, match="suites are basic and uge"):
+        load_benchmark("sysuyy/ImgEdit", split="multiturn")

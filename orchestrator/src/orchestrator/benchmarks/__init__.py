@@ -15,7 +15,12 @@ from orchestrator.benchmarks.base import (
 from orchestrator.benchmarks.folder import FolderBenchmark
 from orchestrator.benchmarks.gedit import GEditBenchmark, is_gedit_path, load_gedit
 from orchestrator.benchmarks.hub import is_hub_id, resolve_hub_dataset
-from orchestrator.benchmarks.imgedit import find_imgedit_index, load_imgedit
+from orchestrator.benchmarks.imgedit import (
+    find_imgedit_archive,
+    find_imgedit_index,
+    load_imgedit,
+    load_imgedit_archive,
+)
 from orchestrator.benchmarks.items import BenchmarkError, Item
 from orchestrator.benchmarks.kris import find_kris_root, load_kris
 from orchestrator.benchmarks.manifest import MANIFEST_SUFFIXES, ManifestBenchmark, load_manifest
@@ -83,6 +88,8 @@ def _load_path(path: Path, *, split: str | None, allow_outside_paths: bool) -> B
         return load_kris(path, allow_outside_paths=allow_outside_paths)
     if find_imgedit_index(path) is not None:
         return load_imgedit(path, allow_outside_paths=allow_outside_paths)
+    if find_imgedit_archive(path) is not None:
+        return load_imgedit_archive(path, split)
     if find_rise_index(path) is not None:
         return load_rise(path, allow_outside_paths=allow_outside_paths)
     if parquet_files(path):
@@ -97,6 +104,6 @@ def _load_path(path: Path, *, split: str | None, allow_outside_paths: bool) -> B
         f"{path}: not a benchmark: expected a manifest ({', '.join(MANIFEST_SUFFIXES)}), "
         "a folder with manifest.jsonl, GEdit-Bench parquet / save_to_disk files, KRIS-Bench "
         "(<task>/annotation.json, or lmms-eval's parquet), ImgEdit (basic_edit.json / "
-        "UGE_edit.json, or lmms-eval's parquet) or RISEBench (data_total.json, or the hub's "
-        "datav2_total_w_subtask.json with data.zip)"
+        "UGE_edit.json, the hub's Benchmark.tar, or lmms-eval's parquet) or RISEBench "
+        "(data_total.json, or the hub's datav2_total_w_subtask.json with data.zip)"
     )
