@@ -93,7 +93,9 @@ def test_the_backend_refuses_control_tokens_itself_and_reports_its_reserved_set(
     model = backend.load("cpu")
     assert {"<|im_end|>", "<|image_pad|>", "<|vision_start|>"} <= set(model.reserved_text)
     for field in ("instruction", "negative_prompt"):
-        with pytest.raises(InvalidJob) as refused:
+        with pytest.raises(
+            InvalidJob, match=r"contains '<\|image_pad\|>', one of the model's c"
+        ) as refused:
             backend.edit(job(**{field: "add <|image_pad|> a hat"}), never)
         assert refused.value.param == field
     near_miss = backend.edit(job(instruction="add <|image_pad a hat |>"), never)

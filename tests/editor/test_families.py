@@ -73,10 +73,10 @@ def test_guidance_scale_is_kontexts_and_longcats_not_qwens() -> None:
 
 def test_out_of_range_values_and_sizes_are_refused_naming_the_field() -> None:
     kontext, longcat = family_of_builtin("kontext"), family_of_builtin("longcat-edit")
-    with pytest.raises(InvalidParameter) as refused:
+    with pytest.raises(InvalidParameter, match=r"guidance_scale: 99.0 is outside ") as refused:
         resolve(kontext, guidance_scale=99.0)
     assert refused.value.param == "guidance_scale"
-    with pytest.raises(InvalidParameter) as refused:
+    with pytest.raises(InvalidParameter, match="it takes no output size") as refused:
         longcat.resolve(
             num_inference_steps=2, negative_prompt=None, parameters={}, width=64, height=64
         )

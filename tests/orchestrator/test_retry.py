@@ -78,7 +78,7 @@ async def call_info(
 def test_input_errors_are_never_retried(status: int) -> None:
     transport, seen = scripted([error(status, "invalid_input", "bad image")])
     sleeps = Sleeps()
-    with pytest.raises(ServiceCallError) as caught:
+    with pytest.raises(ServiceCallError, match="bad image") as caught:
         asyncio.run(call_info(transport, sleeps))
     assert seen == ["/v1/info"]
     assert sleeps.waits == []
@@ -144,7 +144,7 @@ def test_connection_errors_are_retried() -> None:
 
 def test_server_errors_are_retried_only_twice() -> None:
     transport, seen = scripted([error(500, "server_error", "boom")] * 5)
-    with pytest.raises(ServiceCallError) as caught:
+    with pytest.raises(ServiceCallError, match="boom") as caught:
         asyncio.run(call_info(transport, Sleeps()))
     assert caught.value.status == 500
     assert seen.count("/v1/info") == 3
@@ -152,7 +152,7 @@ def test_server_errors_are_retried_only_twice() -> None:
 
 def test_gives_up_when_the_next_wait_would_pass_the_job_deadline() -> None:
     transport, seen = scripted([error(503, "not_ready", "restarting", retry_after="100")] * 3)
-    with pytest.raises(ServiceCallError) as caught:
+    with pytest.raises(ServiceCallError, match="restarting") as caught:
         asyncio.run(call_info(transport, Sleeps(), RetryPolicy(job_deadline_s=50)))
     assert caught.value.status == 503
     assert seen.count("/v1/info") == 1
@@ -168,7 +168,7 @@ def test_non_envelope_error_bodies_still_give_a_typed_error() -> None:
 
 def test_a_2xx_body_that_breaks_the_schema_is_a_permanent_error() -> None:
     transport, seen = scripted([httpx.Response(200, json={"service": "editor"})])
-    with pytest.raises(ServiceCallError) as caught:
+    with pytest.raises(ServiceCallError, match="does not match the shared schema") as caught:
         asyncio.run(call_info(transport, Sleeps()))
     assert caught.value.error_type == "invalid_response"
     assert seen.count("/v1/info") == 1

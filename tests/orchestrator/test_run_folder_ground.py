@@ -93,7 +93,7 @@ def test_a_linked_log_file_is_never_appended_or_cut_through(tmp_path: Path) -> N
     private = tmp_path / "private.log"
     private.write_bytes(b"someone's log without a final newline")
     (out / "edits.jsonl").symlink_to(private)
-    with pytest.raises(UnsafeRunPath):
+    with pytest.raises(UnsafeRunPath, match=r"edits\.jsonl is a symbolic link"):
         run(benchmark, out)
     assert private.read_bytes() == b"someone's log without a final newline"
 
@@ -222,12 +222,12 @@ def test_writes_through_the_store_refuse_paths_that_climb_out(tmp_path: Path) ->
     store = RunStore(tmp_path / "run")
     store.root.mkdir()
     for bad in ("../x.png", "/etc/x", "edits/../../x"):
-        with pytest.raises(UnsafeRunPath):
+        with pytest.raises(UnsafeRunPath, match="is not a path inside the run folder"):
             store.write_file(bad, b"x")
     store.write_file("edits/a/b.png", b"ok")
     assert store.read_file("edits/a/b.png") == b"ok" and store.has_file("edits/a/b.png")
     os.symlink(tmp_path, store.root / "edits" / "link")
-    with pytest.raises(UnsafeRunPath):
+    with pytest.raises(UnsafeRunPath, match="edits/link is a symbolic link or not a folder"):
         store.write_file("edits/link/c.png", b"x")
     assert not (tmp_path / "c.png").exists()
 

@@ -71,7 +71,7 @@ def test_a_failed_append_leaves_nothing_glued_to_the_next_record(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", half_then_fail)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left on device"):  # the injected failure
         log.append({"job_id": "b", "status": "ok", "pad": "y" * 40})
     monkeypatch.setattr(os, "write", real_write)
     assert not path.read_bytes().endswith(b"\n")  # what the failed write left
@@ -136,7 +136,7 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> 
 
 
 def test_a_run_folder_has_one_writer_at_a_time(tmp_path: Path) -> None:
-    with RunStore(tmp_path / "run"), pytest.raises(RunFolderBusy):
+    with RunStore(tmp_path / "run"), pytest.raises(RunFolderBusy, match="in use by another"):
         RunStore(tmp_path / "run").open()
     with RunStore(tmp_path / "run"):  # released on exit
         pass

@@ -47,7 +47,7 @@ def test_explicit_devices_are_used_without_probing() -> None:
     "bad", [{"devices": "tpu"}, {"max_batch_images": 0}, {"max_wait_s": -1}, {"dtype": "int8"}]
 )
 def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=rf"\n{next(iter(bad))}\n"):  # names the setting
         RewardSettings.model_validate(bad)
 
 

@@ -152,7 +152,7 @@ async def test_a_full_queue_refuses_with_retry_after_before_any_work() -> None:
         queued = asyncio.create_task(submit(batcher, [1, 2, 3]))
         while batcher.depth < 3:
             await asyncio.sleep(0.01)
-        with pytest.raises(QueueFull) as refused:
+        with pytest.raises(QueueFull, match=r"the queue \(3\) is full") as refused:
             async with batcher.reserve(1):
                 pytest.fail("a full queue must refuse before the body runs")
         assert refused.value.status_code == 429
@@ -167,7 +167,7 @@ async def test_reserved_slots_count_as_taken_until_released() -> None:
     model = ScriptedModel()
     async with batcher_for(model, capacity=2) as batcher:
         async with batcher.reserve(2):
-            with pytest.raises(QueueFull):
+            with pytest.raises(QueueFull, match=r"the queue \(2\) is full"):
                 async with batcher.reserve(1):
                     pass
         async with batcher.reserve(2):  # released without being submitted
@@ -227,7 +227,7 @@ async def test_a_request_past_its_deadline_is_answered_504_not_run() -> None:
         late = asyncio.create_task(submit(batcher, [9]))
         await asyncio.sleep(0.1)
         model.gate.set()
-        with pytest.raises(DeadlineExceeded):
+        with pytest.raises(DeadlineExceeded, match="unstarted"):
             await late
         first.cancel()
     assert 9 not in [item for batch in model.batches for item in batch]
@@ -244,11 +244,11 @@ async def test_stopping_answers_queued_requests_with_not_ready() -> None:
     while batcher.depth < 1:
         await asyncio.sleep(0.01)
     await batcher.stop(drain_timeout_s=0.05)
-    with pytest.raises(NotReady):
+    with pytest.raises(NotReady, match="the service is shutting down"):
         await queued
-    with pytest.raises(NotReady):
+    with pytest.raises(NotReady, match="the service is shutting down"):
         await first  # its batch was still running when the batcher stopped
-    with pytest.raises(NotReady):
+    with pytest.raises(NotReady, match="the service is shutting down"):
         async with batcher.reserve(1):
             pass
 

@@ -150,7 +150,8 @@ async def test_a_load_sent_while_a_release_waits_for_a_job_runs_after_the_releas
     release = asyncio.create_task(h.set.release())
     await asyncio.sleep(0.01)
     assert not release.done()
-    with pytest.raises(NotReady) as refused:  # a job arriving in between: refused, not queued
+    # A job arriving in between: refused, not queued.
+    with pytest.raises(NotReady, match="released from its device") as refused:
         h.set.check_admission()
     assert refused.value.model_state == "released"
     load = asyncio.create_task(h.set.load())
@@ -219,7 +220,7 @@ async def test_a_replica_that_cannot_load_says_why_and_a_given_up_set_is_failed(
     assert "failed to load: RuntimeError: no memory" in detail
     assert h.set.model_state() == "loading" and not h.admitted()
     h.replicas[0].state = "failed"  # the restart policy gave up on it
-    with pytest.raises(NotReady) as refused:
+    with pytest.raises(NotReady, match="keep failing, see the service log") as refused:
         h.set.check_admission()
     assert refused.value.model_state == "failed" and h.set.given_up()
     assert "keep failing" in h.set.readiness().detail
