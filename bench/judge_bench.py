@@ -7,12 +7,22 @@
     # deterministic mode's cost (REWARD_DETERMINISTIC), single and viescore through the service:
     python bench/judge_bench.py --modes default deterministic --runs single/expected \
         viescore/expected --out judge-deterministic.json
+    # the judge's layer variants (issue 30) one after another on one machine, through the service:
+    python bench/judge_bench.py --part service --variants eager compiled \
+        --runs single/expected viescore/expected --no-handover --items 320 --clients 16
 
 Items carry two images (source, edited) of --side x --side. In-process, the service's own code
 builds the questions (reward_service.scorer) and the backend prepares and scores them batch by
 batch: once timing the model alone (inputs prepared beforehand), once with preparation in line.
 Then the service is started and concurrent clients send the same items over HTTP; the CPU work
 overlaps the model there. Every figure is a JSON line; a table is printed last.
+
+``--variants`` runs all of it once per backend-option variant (VARIANTS below, or NAME=JSON),
+each on top of ``--backend-options``, one service start each; every figure names its variant and
+options, the summary gives each variant's speed-up against the first, and ``scores`` records how
+far each variant's scores moved from the first's on the same items (beside ``batch_noise``: the
+same variant's first request scored alone and again among concurrent ones, the noise floor of a
+non-deterministic judge).
 
 ``--modes`` runs all of it once per judge mode (default, deterministic); each figure says which
 (``deterministic``), and the summary gives deterministic mode's cost in throughput per protocol.
@@ -44,10 +54,20 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS: list[dict[str, Any]] = []
 JSON_HEADERS = {"content-type": "application/json"}
 JOURNAL: list[Path] = []  # each record is appended here at once: a killed run keeps its figures
+CONTEXT: dict[str, Any] = {}  # fields every record carries (the variant being measured)
+# Named backend-option variants (REWARD_BACKEND_OPTIONS, merged over --backend-options);
+# reward_service/backends/hf/compiled_layers.py says what each option does.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},  # the device's defaults, whatever they are
+    "eager": {"compile": False, "vision_attention": "per_image"},  # before issue 30
+    "grouped": {"compile": False, "vision_attention": "grouped"},
+    "compiled": {"compile": True, "vision_attention": "grouped"},
+    "compiled-per-image": {"compile": True, "vision_attention": "per_image"},
+}
 
 
 def record(**fields: Any) -> None:
-    fields["t"] = round(time.time(), 1)
+    fields = {**CONTEXT, **fields, "t": round(time.time(), 1)}
     RESULTS.append(fields)
     line = json.dumps(fields)
     print(line, flush=True)
@@ -86,6 +106,13 @@ def items(count: int, side: int) -> list[dict[str, Any]]:
     ]
 
 
+def variant_options(args: argparse.Namespace, variant: str) -> str:
+    """The variant's REWARD_BACKEND_OPTIONS (JSON): --backend-options, then the variant's."""
+    name, _, given = variant.partition("=")
+    options = json.loads(given) if given else VARIANTS[name]
+    return json.dumps({**json.loads(args.backend_options), **options})
+
+
 def in_process(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
     """The backend alone, as the service's model thread drives it, batch after batch."""
     import torch
@@ -105,7 +132,7 @@ def in_process(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
             None,
             "auto",
             str(args.cache_dir),
-            json.loads(args.backend_options),
+            json.loads(CONTEXT.get("backend_options", args.backend_options)),
             deterministic=deterministic,
         )
     )
@@ -266,7 +293,7 @@ async def through_service(
                 return result
 
             progress(f"service {protocol}/{mode}: {len(payloads)} requests of {per_request}")
-            await send(payloads[0])  # warm-up for this shape
+            alone = await send(payloads[0])  # warm-up for this shape
             before = parse_metrics((await client.get(f"{url}/metrics")).text)
             began = time.perf_counter()
             answers = await asyncio.gather(*(send(p) for p in payloads))
@@ -274,6 +301,10 @@ async def through_service(
             after = parse_metrics((await client.get(f"{url}/metrics")).text)
             results = [r for a in answers for r in a["results"]]
             tokens = [q for r in results for q in r["questions"]]
+            SCORES[(protocol, mode)] = item_scores(results)
+            noise = score_differences(
+                item_scores(answers[0]["results"]), item_scores(alone["results"])
+            )
             record(
                 stage=protocol,
                 where="service",
@@ -287,7 +318,8 @@ async def through_service(
                 scored=sum(r["scored"] for r in results),
                 answer_chars=sum(len(q.get("raw_text") or "") for q in tokens)
                 / max(1, len(tokens)),
-                backend_options=args.backend_options,
+                backend_options=CONTEXT.get("backend_options", args.backend_options),
+                batch_noise=noise,
                 request_latency_s_mean=sum(latencies[1:]) / max(1, len(latencies) - 1),
                 # Inside the workers, over this run: where the model's time went, and how the
                 # batches spread over the replicas (one per device).
@@ -301,6 +333,45 @@ async def through_service(
     batches = [line for line in metrics.splitlines() if line.startswith("reward_batch_size_")]
     record(stage="batches", where="service", metrics=batches)
     return summary
+
+
+SCORES: dict[tuple[str, str], dict[str, list[float | None]]] = {}  # the last service run's
+
+
+def item_scores(results: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """Each (item id, score name)'s score and expected-mode distribution, as one list."""
+    return {
+        f"{result['id']}/{question['name']}": [
+            question["score"],
+            *(question.get("distribution") or []),
+        ]
+        for result in results
+        for question in result["questions"]
+    }
+
+
+def score_differences(
+    mine: dict[str, list[float | None]], reference: dict[str, list[float | None]]
+) -> dict[str, Any]:
+    """How far scores (and distribution entries) moved between two runs over the same items."""
+    scores, probabilities, unmatched = [], [], 0
+    for key, values in mine.items():
+        other = reference.get(key)
+        if other is None or len(other) != len(values) or None in (values[0], other[0]):
+            unmatched += 1
+            continue
+        pairs = [
+            (float(a), float(b)) for a, b in zip(values, other, strict=True) if None not in (a, b)
+        ]
+        scores.append(abs(pairs[0][0] - pairs[0][1]))
+        probabilities += [abs(a - b) for a, b in pairs[1:]]
+    return {
+        "compared": len(scores),
+        "unmatched": unmatched,
+        "max_abs_score_diff": max(scores, default=None),
+        "mean_abs_score_diff": sum(scores) / len(scores) if scores else None,
+        "max_abs_probability_diff": max(probabilities, default=None),
+    }
 
 
 WATCHED = (
@@ -339,10 +410,11 @@ def run_service(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]
         REWARD_MODEL=args.model,
         REWARD_CACHE_DIR=str(args.cache_dir),
         REWARD_MAX_BATCH_IMAGES=str(args.batch_images),
-        REWARD_BACKEND_OPTIONS=args.backend_options,
+        REWARD_BACKEND_OPTIONS=CONTEXT.get("backend_options", args.backend_options),
         REWARD_DETERMINISTIC=str(deterministic).lower(),
     )
-    log = open(args.out.with_suffix(".service.log"), "wb")  # noqa: SIM115
+    suffix = f".{CONTEXT['variant']}.service.log" if CONTEXT.get("variant") else ".service.log"
+    log = open(args.out.with_suffix(suffix), "wb")  # noqa: SIM115
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "reward_service", "--port", str(port), "--log-level", "info"],
@@ -408,6 +480,13 @@ def main() -> None:
     parser.add_argument(
         "--backend-options", default="{}", help="REWARD_BACKEND_OPTIONS (JSON), both parts"
     )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[],
+        help=f"backend-option variants to run one after another: {', '.join(VARIANTS)}, or "
+        'NAME={"json": "options"} (merged over --backend-options)',
+    )
     parser.add_argument("--no-handover", action="store_true", help="skip release/load timing")
     parser.add_argument(
         "--modes",
@@ -434,22 +513,60 @@ def main() -> None:
     if args.stall_dump_s:
         faulthandler.dump_traceback_later(args.stall_dump_s, exit=False)
 
+    for variant in args.variants:
+        name, _, given = variant.partition("=")
+        if not given and name not in VARIANTS:
+            parser.error(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}, or NAME=JSON")
+    names = [v.partition("=")[0] for v in args.variants]
+    if len(set(names)) != len(names):
+        parser.error("each variant needs a name of its own")
     summary: dict[str, Any] = {}
     for mode in sorted(args.modes, key=lambda m: m == "deterministic"):  # default first
         deterministic = mode == "deterministic"
-        figures: dict[str, Any] = {}
-        if "in-process" in args.part:
-            figures.update(in_process(args, deterministic))
-        if "service" in args.part:
-            figures.update(run_service(args, deterministic))
-            for protocol in ("single", "viescore"):
-                alone = figures.get(f"{protocol}_model_only_items_per_s")
-                served = figures.get(f"service_{protocol}_expected_items_per_s")
-                if alone and served:
-                    overhead = round(100 * (1 - served / alone), 2)
-                    figures[f"{protocol}_service_overhead_pct"] = overhead
-        prefix = "deterministic_" if deterministic and len(args.modes) > 1 else ""
-        summary.update({prefix + name: value for name, value in figures.items()})
+        reference: dict[tuple[str, str], dict[str, list[float | None]]] = {}
+        for variant in args.variants or [None]:
+            figures: dict[str, Any] = {}
+            name = variant.partition("=")[0] if variant else ""
+            if variant:
+                CONTEXT.update(variant=name, backend_options=variant_options(args, variant))
+                progress(f"variant {name}: REWARD_BACKEND_OPTIONS={CONTEXT['backend_options']}")
+            if "in-process" in args.part:
+                figures.update(in_process(args, deterministic))
+            if "service" in args.part:
+                SCORES.clear()
+                figures.update(run_service(args, deterministic))
+                for protocol in ("single", "viescore"):
+                    alone = figures.get(f"{protocol}_model_only_items_per_s")
+                    served = figures.get(f"service_{protocol}_expected_items_per_s")
+                    if alone and served:
+                        overhead = round(100 * (1 - served / alone), 2)
+                        figures[f"{protocol}_service_overhead_pct"] = overhead
+                if reference:  # the first variant's scores, same items, same order of requests
+                    for (protocol, how), scores in SCORES.items():
+                        if (protocol, how) in reference:
+                            record(
+                                stage="scores",
+                                protocol=protocol,
+                                mode=how,
+                                against=args.variants[0].partition("=")[0],
+                                **score_differences(scores, reference[(protocol, how)]),
+                            )
+                else:
+                    reference = dict(SCORES)
+            prefix = "deterministic_" if deterministic and len(args.modes) > 1 else ""
+            prefix += f"{name}_" if len(args.variants) > 1 else ""
+            summary.update({prefix + key: value for key, value in figures.items()})
+        CONTEXT.clear()
+        if len(args.variants) > 1:
+            first = names[0]
+            for key in [
+                k for k in summary if k.startswith(f"{first}_") and k.endswith("_items_per_s")
+            ]:
+                base = summary[key]
+                for other in names[1:]:
+                    value = summary.get(other + key[len(first) :])
+                    if base and value:
+                        summary[f"{other}_speedup_{key[len(first) + 1 :]}"] = round(value / base, 3)
     if len(args.modes) > 1:
         for name in list(summary):
             if not name.startswith("deterministic_") and name.endswith("_items_per_s"):

@@ -2,8 +2,12 @@
 
 The jobs live in backends.hf: ``loading`` (model and processor), ``planning`` (templates, images,
 tokens and shared prefixes; the preparing thread) and ``passes`` (the forward passes; the model
-thread). Options (``REWARD_BACKEND_OPTIONS``): ``attn_implementation``, ``reuse_image_encodings``,
-``prefix_buckets`` and ``preprocess_device``.
+thread), with ``compiled_layers`` (the decoder layers and vision blocks written for torch.compile)
+and ``warm_up`` (their compile at load). Options (``REWARD_BACKEND_OPTIONS``):
+``attn_implementation``, ``reuse_image_encodings``, ``prefix_buckets``, ``preprocess_device``,
+``compile`` (regional torch.compile; default on CUDA devices outside deterministic mode),
+``vision_attention`` (``grouped`` by default on CUDA: images of one length in one attention call;
+``per_image``) and ``compile_backend`` (``inductor``).
 
 Deterministic mode (``REWARD_DETERMINISTIC``, the spec's ``deterministic``): every item's forward
 passes (vision encoder included) run on their own, with shapes that depend on that item alone,
@@ -28,9 +32,11 @@ from reward_service.backends.base import (
     LoadedModel,
     QuestionOutput,
 )
+from reward_service.backends.hf.compiled_layers import install, layer_options
 from reward_service.backends.hf.loading import BUILTIN_SOURCES, load_judge
 from reward_service.backends.hf.passes import Passes
 from reward_service.backends.hf.planning import Planner, PlanOptions, PreparedBatch
+from reward_service.backends.hf.warm_up import warm_up
 from reward_service.backends.score_tokens import digit_token_ids
 from service_kit.models.oom import free_device_memory
 from service_kit.models.sources import ModelSource, parse_model_source
@@ -77,7 +83,13 @@ class TransformersJudgeBackend:
         )
         self._planner = Planner(self.processor, device, self.digit_ids, plan)
         self._passes = Passes(self.model, self.processor, device, self.digit_ids)
-        return replace(loaded.info, deterministic=self.deterministic)
+        layers = layer_options(options, device, self.deterministic)
+        details = dict(loaded.info.details)
+        if install(self.model, layers, self.deterministic):
+            details.update(layers.describe())
+            if layers.compile:
+                warm_up(self)
+        return replace(loaded.info, deterministic=self.deterministic, details=details)
 
     def release(self) -> None:
         self.model = None

@@ -1,0 +1,194 @@
+"""The judge's compiled layers and grouped vision attention (issue 30) on the tiny MoE judge (CPU).
+
+Compiled with inductor, as on the GPU: answers equal the eager layers' within a float32 tolerance,
+the warm-up at load compiles every graph (no recompiles for new batch sizes, image sizes, shared
+prefixes or generate steps afterwards), deterministic mode stays bit-identical in every placement
+with compile on, and the defaults follow the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from reward_service.backends.base import (
+    BackendSpec,
+    GeneratedText,
+    JudgeItem,
+    QuestionOutput,
+    ScoreTokenLogprobs,
+)
+from reward_service.backends.hf.compiled_layers import LayerOptions, _runs, layer_options
+from reward_service.backends.transformers_backend import TransformersJudgeBackend
+from tests.support.determinism import differences, judge_items, placements, score_items
+
+pytestmark = pytest.mark.tiny
+
+MODEL = "tiny-moe"
+TOLERANCE = 1e-3  # natural-log probability, float32: measured worst 9.3e-5 when written
+
+
+def size(seed: int) -> tuple[int, int]:
+    return 48 + 16 * (seed % 3), 64
+
+
+def load(cache: Path, options: dict[str, Any], deterministic: bool = False) -> Any:
+    spec = BackendSpec(
+        "transformers", MODEL, None, "auto", str(cache), options, deterministic=deterministic
+    )
+    backend = TransformersJudgeBackend(spec)
+    info = backend.load("cpu")
+    return backend, info
+
+
+@pytest.fixture(scope="module")
+def eager(model_cache: Path) -> Iterator[TransformersJudgeBackend]:
+    backend, info = load(model_cache, {})
+    assert "compile" not in info.details  # the CPU's default: transformers' own layers
+    yield backend
+    backend.release()
+
+
+@pytest.fixture(scope="module")
+def compiled(model_cache: Path) -> Iterator[tuple[TransformersJudgeBackend, Any, dict[str, int]]]:
+    from torch._dynamo.utils import counters
+
+    before = dict(counters["stats"])
+    backend, info = load(model_cache, {"compile": True, "vision_attention": "grouped"})
+    warmed = {key: value - before.get(key, 0) for key, value in counters["stats"].items()}
+    yield backend, info, warmed
+    backend.release()
+
+
+def batches(protocol: str, mode: str, sizes: list[int]) -> list[list[JudgeItem[Any]]]:
+    """Batches of these many items (distinct images and sizes, prompts of different lengths)."""
+    found, seed = [], 0
+    for count in sizes:
+        found.append(judge_items(score_items(range(seed, seed + count), size), protocol, mode))
+        seed += count
+    return found
+
+
+def answers(backend: TransformersJudgeBackend, batch: list[JudgeItem[Any]]) -> list[QuestionOutput]:
+    return list(backend.score(backend.prepare(batch)))
+
+
+def worst_difference(a: list[QuestionOutput], b: list[QuestionOutput]) -> float:
+    worst = 0.0
+    for x, y in zip(a, b, strict=True):
+        assert isinstance(x, ScoreTokenLogprobs) and isinstance(y, ScoreTokenLogprobs)
+        for p, q in zip(x.first + x.after_one, y.first + y.after_one, strict=True):
+            worst = max(worst, abs(p - q))
+    return worst
+
+
+CASES = [("single", "expected", [1, 3]), ("viescore", "expected", [1, 2])]
+
+
+@pytest.mark.parametrize(("protocol", "mode", "sizes"), CASES)
+def test_compiled_layers_answer_as_eager_within_float_noise(
+    eager: TransformersJudgeBackend,
+    compiled: tuple[TransformersJudgeBackend, Any, dict[str, int]],
+    protocol: str,
+    mode: str,
+    sizes: list[int],
+) -> None:
+    for batch in batches(protocol, mode, sizes):
+        reference, found = answers(eager, batch), answers(compiled[0], batch)
+        assert len(found) == len(reference) > 0
+        assert all(
+            math.isfinite(v) for a in found if isinstance(a, ScoreTokenLogprobs) for v in a.first
+        )
+        assert worst_difference(found, reference) < TOLERANCE
+
+
+def test_compiled_generate_mode_answers_text(
+    compiled: tuple[TransformersJudgeBackend, Any, dict[str, int]],
+) -> None:
+    (batch,) = batches("single", "generate", [3])
+    found = answers(compiled[0], batch)
+    assert len(found) == 3
+    assert all(isinstance(a, GeneratedText) and a.new_tokens >= 1 for a in found)
+
+
+def test_the_warm_up_compiles_every_graph_so_new_batch_shapes_never_recompile(
+    compiled: tuple[TransformersJudgeBackend, Any, dict[str, int]],
+) -> None:
+    from torch._dynamo.utils import counters
+
+    backend, _, warmed = compiled
+    assert warmed.get("unique_graphs", 0) > 0  # the load compiled
+    before = dict(counters["stats"])
+    shapes = [
+        *batches("single", "expected", [1, 2, 5]),
+        *batches("viescore", "expected", [1, 3]),
+        *batches("single", "generate", [1, 2]),
+    ]
+    for batch in shapes:
+        answers(backend, batch)
+    assert counters["stats"].get("unique_graphs", 0) == before.get("unique_graphs", 0)
+    assert counters["stats"].get("calls_captured", 0) == before.get("calls_captured", 0)
+
+
+def test_the_loaded_model_names_its_layer_options(
+    compiled: tuple[TransformersJudgeBackend, Any, dict[str, int]],
+) -> None:
+    _, info, _ = compiled
+    assert info.details["compile"] == "regional (inductor)"
+    assert info.details["vision_attention"] == "grouped"
+
+
+def test_grouped_vision_attention_answers_as_per_image(
+    eager: TransformersJudgeBackend, model_cache: Path
+) -> None:
+    grouped, info = load(model_cache, {"compile": False, "vision_attention": "grouped"})
+    try:
+        assert info.details["vision_attention"] == "grouped"
+        for batch in batches("viescore", "expected", [3]):  # images of several sizes
+            assert worst_difference(answers(grouped, batch), answers(eager, batch)) < 1e-5
+    finally:
+        grouped.release()
+
+
+def test_deterministic_mode_with_compile_stays_bit_identical_in_every_placement(
+    model_cache: Path,
+) -> None:
+    backend, info = load(model_cache, {"compile": True}, deterministic=True)
+    try:
+        assert info.deterministic and info.details["compile"] == "regional (inductor)"
+        items = judge_items(score_items(range(6), size), "single", "expected")
+        partners = judge_items(score_items(range(100, 104), size), "single", "expected")
+        found = placements(backend, items, partners)
+        assert differences(found) == {name: [] for name in found}
+    finally:
+        backend.release()
+        torch.use_deterministic_algorithms(False)  # process-wide: leave later tests as they were
+
+
+def test_layer_options_default_by_device_and_mode() -> None:
+    assert layer_options({}, "cuda:0", False) == LayerOptions(True, "grouped")
+    assert layer_options({}, "cpu", False) == LayerOptions(False, "per_image")
+    assert layer_options({}, "cuda:1", True) == LayerOptions(False, "grouped")  # deterministic
+    assert layer_options({"compile": "true"}, "cpu", True).compile
+    assert not layer_options({"compile": "false"}, "cuda:0", False).compile
+    chosen = layer_options(
+        {"vision_attention": "per_image", "compile_backend": "aot_eager"}, "cuda:0", False
+    )
+    assert chosen == LayerOptions(True, "per_image", "aot_eager")
+    assert not LayerOptions(False, "per_image").replaces_layers
+
+
+def test_an_unknown_vision_attention_is_refused_with_its_choices() -> None:
+    with pytest.raises(ValueError, match="per_image"):
+        layer_options({"vision_attention": "packed"}, "cuda:0", False)
+
+
+def test_grouped_attention_runs_consecutive_images_of_one_length_together() -> None:
+    assert _runs([16, 16, 16]) == [(3, 16)]
+    assert _runs([16, 12, 12, 16]) == [(1, 16), (2, 12), (1, 16)]
+    assert _runs([]) == []
