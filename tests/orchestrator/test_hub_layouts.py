@@ -43,11 +43,14 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-def _images(bench: Benchmark) -> dict[str, dict[str, list[bytes]]]:
-    """Every item's images by role, as the runner reads them."""
-    found: dict[str, dict[str, list[bytes]]] = {}
+def _images(bench: Benchmark) -> dict[str, tuple[int, list[bytes], bytes | None]]:
+    """Every item's images as the runner reads them: how many inputs (without reading them),
+    all inputs in order, the reference image."""
+    found: dict[str, tuple[int, list[bytes], bytes | None]] = {}
     for item, data in bench.iter_images(bench.items):
-        found[item.id] = {"source": [data], **bench.extra_images(item)}  # type: ignore[attr-defined]
+        inputs = [data, *bench.input_images(item)]
+        assert bench.input_count(item) == len(inputs)
+        found[item.id] = (len(inputs), inputs, bench.reference_image(item))
     return found
 
 
@@ -88,9 +91,8 @@ def test_lmms_eval_kris_table_gives_the_authors_items(hub_cache: Path, tmp_path:
     ]
     assert multi.extra["knowledge_type"] == "Procedural Knowledge"
     view = next(i for i in hub.items if i.id == "viewpoint_change/3")
-    assert hub.extra_images(view)["reference_image"] == [
-        (root / "viewpoint_change" / "3-gt.jpg").read_bytes()
-    ]
+    assert hub.reference_image(view) == (root / "viewpoint_change" / "3-gt.jpg").read_bytes()
+    assert hub.input_count(multi) == 3 and hub.reference_image(multi) is None
 
 
 def test_the_kris_fixture_is_what_lmms_evals_reader_sees(hub_cache: Path, tmp_path: Path) -> None:

@@ -320,6 +320,16 @@ class TableBenchmark(Benchmark):
             start += size
         raise BenchmarkError(f"{self._files[file_index]}: no row {row}")
 
+    def input_count(self, item: Item) -> int:
+        return 1 + len(self._rows[item.id][2].inputs)
+
+    def input_images(self, item: Item) -> list[bytes]:
+        return self.extra_images(item).get(INPUT_IMAGES, [])
+
+    def reference_image(self, item: Item) -> bytes | None:
+        found = self.extra_images(item).get(REFERENCE_IMAGE)
+        return found[0] if found else None
+
     def extra_images(self, item: Item) -> dict[str, list[bytes]]:
         """The item's further images by role, as `FolderBenchmark.extra_images` gives them:
         ``input_images`` (more inputs, in order) and ``reference_image``."""
@@ -364,7 +374,8 @@ def _metadata(file: Path) -> list[dict[str, Any]]:
     plain = [f.name for f in schema if not _is_image_type(f.type)]
     rows: list[dict[str, Any]] = pq.read_table(file, columns=plain).to_pylist()
     for column in schema:
-        if not _is_image_type(column.type) or pa.types.is_list(column.type):
+        kind = column.type
+        if not _is_image_type(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
             continue
         present: list[bool] = []
         for batch in pq.ParquetFile(file).iter_batches(
