@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator.benchmarks import BenchmarkError, FolderBenchmark, load_benchmark
+from orchestrator.benchmarks.rise import judge_variant as rise_judge_variant
 from orchestrator.benchmarks.statistics import (
     JudgedItem,
     imgedit_statistics,
@@ -67,6 +68,13 @@ def test_kris_bench_loads_every_task_with_its_dimension_inputs_and_reference(
     streamed = dict(bench.iter_images(bench.items))
     assert streamed[items["color_change/2"]] == (root / "color_change" / "2.png").read_bytes()
     assert bench.reporting.statistics == "kris"
+    # What the edit and the judge are sent beside the first input (in order).
+    assert bench.input_count(multi) == 3 and bench.input_images(multi) == extra["input_images"]
+    assert bench.reference_image(view) == (root / "viewpoint_change" / "3-gt.jpg").read_bytes()
+    assert bench.input_count(view) == 1 and bench.input_images(view) == []
+    # metrics_temporal_prediction.py's layout: frames 1-3 given, frame 4 to predict.
+    assert items["temporal_prediction/4"].extra["judge_variant"] == "frame_4"
+    assert "judge_variant" not in multi.extra
 
 
 def test_imgedit_basic_and_uge_load_with_their_keys_as_ids(tmp_path: Path) -> None:
@@ -102,6 +110,15 @@ def test_risebench_loads_its_references_and_flags(tmp_path: Path) -> None:
     assert logical.hints is None
     assert items["causal_reasoning/causal_reasoning_2"].extra["consistency_free"] is True
     assert items["temporal_reasoning/temporal_reasoning_1"].extra["reference"] == "Rotten."
+    # The variants of the rise protocol's questions, as eval_vanilla branches.
+    assert logical.extra["judge_variant"] == "reference_image"
+    spatial = items["spatial_reasoning/spatial_reasoning_2"]
+    assert spatial.extra["judge_variant"] == "reference_image"
+    assert "judge_variant" not in text.extra
+    assert "judge_variant" not in items["spatial_reasoning/spatial_reasoning_1"].extra
+    assert rise_judge_variant("temporal_reasoning", {"reasoning_img": "x.png"}) == "input"
+    assert rise_judge_variant("spatial_reasoning", {"reasoning_img": 1}) == "spatial_input"
+    assert rise_judge_variant("temporal_reasoning", {"reference_kind": "image"}) is None
 
 
 def test_a_missing_image_or_one_outside_the_folder_is_named(tmp_path: Path) -> None:
@@ -276,8 +293,16 @@ def test_kris_statistics_equal_bagels_summarize(tmp_path: Path, layout: str) -> 
         want = dict(expected["subitems"][row.label].items())
         assert {short[c]: v for c, v in got.items()} == pytest.approx(want)
     assert stats.headline == pytest.approx(expected["summary"]["Overall"]["AVG"])
-    # the fixture's multi-input and ground-truth items are named as not judged officially
-    assert any("3 item(s) have more inputs" in note for note in stats.notes)
+    # The kris protocol judges multi-input and ground-truth items officially; a temporal item
+    # whose frames are not laid out as the script lays them out is named.
+    assert not any("temporal" in note for note in stats.notes)
+    unlaid = [
+        JudgedItem(i.item_id, i.category, {**i.extra, "judge_variant": None}, i.metrics)
+        for i in judged
+    ]
+    assert any(
+        note.startswith("1 temporal_prediction item(s)") for note in kris_statistics(unlaid).notes
+    )
     without_kp = [
         JudgedItem(i.item_id, i.category, i.extra, {**i.metrics, "knowledge": None}) for i in judged
     ]
@@ -409,6 +434,13 @@ def test_rise_statistics_equal_gpt_eval(tmp_path: Path, layout: str) -> None:
             else:
                 assert got == pytest.approx(expected)
     assert stats.headline == pytest.approx(100 * want["Overall"][2])
-    assert any(n.startswith("2 item(s) are judged against a reference image") for n in stats.notes)
+    # Reference-image items are judged against their reference (the rise protocol's variant);
+    # only eval_vanilla's reasoning_wo_ins branch is named as not reproduced.
+    assert not stats.notes
+    flagged = [
+        JudgedItem(i.item_id, i.category, {**i.extra, "reasoning_wo_ins": True}, i.metrics)
+        for i in judged
+    ]
+    assert any(n.startswith("1 logical item(s)") for n in rise_statistics(flagged).notes)
     assert main.rows and dims.rows  # the loops above compared something
     assert {row.label for row in main.rows} <= set(want)

@@ -41,10 +41,27 @@ KRIS = _kris()
 RISE = json.loads((DATA / "rise_prompts.json").read_text(encoding="utf-8"))
 
 
-def _sent(protocol: str, category: str, hints: str | None = None) -> dict[str, list[object]]:
+def _sent(
+    protocol: str,
+    category: str,
+    hints: str | None = None,
+    *,
+    inputs: int = 1,
+    reference: bool = False,
+    variant: str | None = None,
+) -> dict[str, list[object]]:
+    """What each question sends for an item with ``inputs`` input images (a reference image or
+    not, of a variant or none): text and image slots, in order."""
     spec = REGISTRY.get(protocol).spec
     questions = render(
-        spec, instruction=INSTRUCTION, category=category, hints=hints, mode="generate"
+        spec,
+        instruction=INSTRUCTION,
+        category=category,
+        hints=hints,
+        mode="generate",
+        inputs=inputs,
+        has_reference=reference,
+        variant=variant,
     )
     assert all(q.system == "" for q in questions)
     return {q.name: list(q.parts) for q in questions}
@@ -133,9 +150,18 @@ KRIS_KNOWLEDGE = (
 )  # fmt: skip
 
 
+# The tasks whose scripts ask other questions than metrics_common.py's (each answers the same
+# three scores: consistency, instruction, quality).
+KRIS_QUESTIONS = {
+    "viewpoint_change": ["consistency", "instruction_view", "quality"],
+    "multi-element_composition": ["consistency_multi", "instruction_multi", "quality_to_evaluate"],
+    "temporal_prediction": ["consistency_temporal", "instruction_temporal", "quality_to_evaluate"],
+}
+
+
 @pytest.mark.parametrize("task", KRIS_COMMON + KRIS_KNOWLEDGE)
 def test_kris_asks_each_task_the_questions_its_authors_script_asks(task: str) -> None:
-    sent = _sent("kris", task, HINTS)
+    sent = _sent("kris", task, HINTS, reference=True)  # any item may have a gt_img
     info = REGISTRY.get("kris").info()
     if task in KRIS_KNOWLEDGE:  # metrics_knowledge.py: consistency, dual_score, image_quality
         assert list(sent) == ["consistency", "instruction_knowledge", "quality"]
@@ -145,10 +171,12 @@ def test_kris_asks_each_task_the_questions_its_authors_script_asks(task: str) ->
             "consistency", "instruction", "knowledge", "quality", "overall"
         ]  # fmt: skip
     else:  # metrics_common.py and the view / temporal / multi-element scripts: no knowledge
-        assert list(sent) == ["consistency", "instruction", "quality"]
+        assert list(sent) == KRIS_QUESTIONS.get(task, ["consistency", "instruction", "quality"])
         assert info.metrics_for(task) == ["consistency", "instruction", "quality", "overall"]
-    assert sent["consistency"][0] == KRIS["prompt_consist"].format(instruct=INSTRUCTION)
-    assert sent["quality"][0] == KRIS["prompt_quality"]
+    if "consistency" in sent:  # prompt_consist (all but multi-element and temporal)
+        assert sent["consistency"][0] == KRIS["prompt_consist"].format(instruct=INSTRUCTION)
+    quality = "quality" if "quality" in sent else "quality_to_evaluate"
+    assert sent[quality][0] == KRIS["prompt_quality"]
     assert len(KRIS_COMMON + KRIS_KNOWLEDGE) == 20
 
 
@@ -302,3 +330,146 @@ def test_rise_reads_the_final_score_as_extract_does(answer: str, score: int | No
         scale=protocol.question_scale(question),
     )  # fmt: skip
     assert parsed.scores == {"reasoning": score}
+
+
+def test_kris_viewpoint_change_shows_the_ground_truth_view_as_metrics_view_change_does() -> None:
+    # metrics_view_change.py @2114fec9afad, evaluate_with_gpt(prompt, ori, edited, gt): each
+    # image after its label, the ground truth last; quality: the edit, "This is the edited image:"
+    sent = _sent("kris", "viewpoint_change", HINTS, reference=True)
+    original = ["This is the original image:", ImageSlot("source")]
+    edited = ["This is the edited image:", ImageSlot("edited")]
+    assert sent["consistency"] == [
+        KRIS["prompt_consist"].format(instruct=INSTRUCTION), *original, *edited
+    ]  # fmt: skip
+    assert sent["instruction_view"] == [
+        KRIS["prompt_view_instruction_following"].format(instruct=INSTRUCTION),
+        *original,
+        *edited,
+        "This is the ground truth image:",
+        ImageSlot("reference"),
+    ]
+    assert sent["quality"] == [KRIS["prompt_quality"], *edited]
+
+
+@pytest.mark.parametrize("inputs", [2, 3])
+def test_kris_multi_element_shows_every_input_then_the_prediction(inputs: int) -> None:
+    # metrics_multi_element.py @2114fec9afad, evaluate_multi_element_with_gpt: the prompt, then
+    # "Reference Image {idx}:" and each input (idx from 1), then "Predicted Image:" and the edit;
+    # evaluate_with_gpt for quality: "This is the image to evaluate:".
+    sent = _sent("kris", "multi-element_composition", HINTS, inputs=inputs)
+    roles = ["source", *(f"input_{n}" for n in range(2, inputs + 1))]
+    shown: list[object] = []
+    for idx, role in enumerate(roles, start=1):
+        shown += [f"Reference Image {idx}:", ImageSlot(role)]  # type: ignore[arg-type]
+    shown += ["Predicted Image:", ImageSlot("edited")]
+    assert sent["consistency_multi"] == [
+        KRIS["prompt_consist_multi"].format(instruct=INSTRUCTION), *shown
+    ]  # fmt: skip
+    assert sent["instruction_multi"] == [
+        KRIS["prompt_instruction_multi"].format(instruct=INSTRUCTION), *shown
+    ]  # fmt: skip
+    assert sent["quality_to_evaluate"] == [
+        KRIS["prompt_quality"], "This is the image to evaluate:", ImageSlot("edited")
+    ]  # fmt: skip
+
+
+def _temporal_layout(ori_img: list[str]) -> list[tuple[str, object]]:
+    """metrics_temporal_prediction.py @2114fec9afad, re-implemented: the frame numbers from the
+    references' names, the predicted frame the one missing from 1-4, every frame sorted by
+    number, each after "Frame n (Reference):" / "Frame n (Generated):". Images as roles: the
+    references are the item's inputs in ori_img order (source, input_2, ...)."""
+    import re
+
+    numbers = [int(re.search(r"(\d+)-(\d+)", ref).group(2)) for ref in ori_img]  # type: ignore[union-attr]
+    missing = {1, 2, 3, 4} - set(numbers)
+    predicted = next(iter(missing)) if len(missing) == 1 else max(numbers) + 1
+    roles = ["source", *(f"input_{n}" for n in range(2, len(ori_img) + 1))]
+    frames = [(n, role, "Reference") for n, role in zip(numbers, roles, strict=True)]
+    frames.append((predicted, "edited", "Generated"))
+    frames.sort(key=lambda frame: frame[0])
+    return [(f"Frame {n} ({kind}):", ImageSlot(role)) for n, role, kind in frames]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "ori_img",
+    [
+        ["1-2.jpg", "1-3.jpg", "1-4.jpg"],
+        ["16-1.jpg", "16-3.jpg", "16-4.jpg"],
+        ["26-1.jpg", "26-2.jpg", "26-4.jpg"],
+        ["36-1.jpg", "36-2.jpg", "36-3.jpg"],
+        ["51-2.png", "51-3.png", "51-4.png"],
+    ],
+)
+def test_kris_temporal_shows_the_frames_in_order_with_the_generated_one_at_its_place(
+    ori_img: list[str],
+) -> None:
+    from orchestrator.benchmarks.kris import temporal_variant
+
+    variant = temporal_variant([f"temporal_prediction/{name}" for name in ori_img])
+    sent = _sent("kris", "temporal_prediction", None, inputs=3, variant=variant)
+    shown = [part for pair in _temporal_layout(ori_img) for part in pair]
+    # The prompts are formatted with N= and instruct=; their text never uses N.
+    assert sent["consistency_temporal"] == [
+        KRIS["prompt_consist_temporal"].format(N=0, instruct=INSTRUCTION), *shown
+    ]  # fmt: skip
+    assert sent["instruction_temporal"] == [
+        KRIS["prompt_instruction_temporal"].format(N=0, instruct=INSTRUCTION), *shown
+    ]  # fmt: skip
+    assert sent["quality_to_evaluate"][1:] == [
+        "This is the image to evaluate:",
+        ImageSlot("edited"),
+    ]
+
+
+def test_rise_spatial_items_with_a_reference_image_are_judged_against_it() -> None:
+    # eval_vanilla, spatial_reasoning with reference_img: img1 = the reference image for the
+    # consistency call (prompt_spatial_cons) and the reasoning call (prompt_spatial_ref_img).
+    sent = _sent("rise", "spatial_reasoning", None, reference=True, variant="reference_image")
+    assert sent["consistency"] == [
+        RISE["prompt_spatial_cons"].format(instruct=INSTRUCTION),
+        ImageSlot("reference"),
+        ImageSlot("edited"),
+    ]
+    assert sent["reasoning"] == [
+        RISE["prompt_spatial_ref_img"].format(instruct=INSTRUCTION),
+        ImageSlot("reference"),
+        ImageSlot("edited"),
+    ]
+    assert sent["plausibility"] == [RISE["prompt_spatial_qual"], ImageSlot("edited")]
+
+
+def test_rise_logical_puzzles_with_an_image_answer_are_judged_against_it() -> None:
+    # eval_vanilla, logical_reasoning with reference_img: prompt_logical_cons and
+    # prompt_logical_img, each over [reference image, edit].
+    sent = _sent("rise", "logical_reasoning", None, reference=True, variant="reference_image")
+    assert sent == {
+        "logical_consistency": [
+            RISE["prompt_logical_cons"].format(instruct=INSTRUCTION),
+            ImageSlot("reference"),
+            ImageSlot("edited"),
+        ],
+        "logical_reasoning": [
+            RISE["prompt_logical_img"].format(instruct=INSTRUCTION),
+            ImageSlot("reference"),
+            ImageSlot("edited"),
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("category", "variant", "prompt"),
+    [
+        ("temporal_reasoning", "input", "prompt_reasoning_w_input"),
+        ("causal_reasoning", "input", "prompt_reasoning_w_input"),
+        ("spatial_reasoning", "spatial_input", "prompt_spatial_ref_w_input"),
+    ],
+)
+def test_rise_items_with_reasoning_img_show_their_input_to_the_reasoning_check(
+    category: str, variant: str, prompt: str
+) -> None:
+    sent = _sent("rise", category, HINTS, variant=variant)
+    fill = {"instruct": INSTRUCTION, "reference": HINTS}
+    assert sent["reasoning"] == [
+        RISE[prompt].format(**fill), ImageSlot("source"), ImageSlot("edited")
+    ]  # fmt: skip
+    assert sent["consistency"][1:] == [ImageSlot("source"), ImageSlot("edited")]

@@ -1,6 +1,6 @@
 """Questions that show more than an item's source and edit: its further inputs (input_2..),
-a reference image, per-question labels and the reference variant; the wire fields that carry
-them, and the errors that name the field at fault."""
+a reference image, per-question labels and the variants an item's loader picks; the wire fields
+that carry them, and the errors that name the field at fault."""
 
 from __future__ import annotations
 
@@ -32,10 +32,13 @@ questions:
     prompt: "Compose: {instruction}"
   - name: view
     images: [source, edited]
-    with_reference:
-      images: [source, edited, reference]
-      labels: {reference: "This is the ground truth image:"}
-      prompt: "Compare with the ground truth: {instruction}"
+    variants:
+      ground_truth:
+        images: [source, edited, reference]
+        labels: {reference: "This is the ground truth image:"}
+        prompt: "Compare with the ground truth: {instruction}"
+      generated_first:
+        images: [edited, source]
     prompt: "No ground truth: {instruction}"
   - name: quality
     images: [edited]
@@ -125,8 +128,13 @@ def test_a_question_label_overrides_the_protocols_label_for_that_question_only()
     ]
 
 
-def test_an_item_with_a_reference_image_is_asked_the_reference_variant() -> None:
-    with_reference, without = sent(item(reference=True), item())
+def test_an_item_is_asked_the_variant_its_loader_names_and_others_the_question() -> None:
+    with_reference, without, first, unknown = sent(
+        item(reference=True, variant="ground_truth"),
+        item(reference=True),
+        item(variant="generated_first"),
+        item(variant="not_listed"),
+    )
     assert with_reference["view"] == [
         "Compare with the ground truth: put them together\n\nScore: N",
         "This is the original image:",
@@ -138,6 +146,16 @@ def test_an_item_with_a_reference_image_is_asked_the_reference_variant() -> None
     ]
     assert without["view"][0] == "No ground truth: put them together\n\nScore: N"
     assert "<reference>" not in without["view"]
+    assert unknown["view"] == without["view"]
+    assert first["view"] == [
+        "No ground truth: put them together\n\nScore: N",
+        "This is the edited image:",
+        "<edited>",
+        "This is the original image:",
+        "<source>",
+    ]
+    # Questions without variants are asked as written whatever the item's variant.
+    assert first["quality"] == without["quality"]
 
 
 def test_a_question_that_needs_a_reference_the_item_lacks_is_a_400_naming_the_field() -> None:
@@ -154,6 +172,11 @@ def test_a_question_that_needs_a_reference_the_item_lacks_is_a_400_naming_the_fi
         check_images(protocol, request)
     assert refused.value.param == "items[0].reference_image"
     assert "reference" in str(refused.value)
+    # The same for a variant that shows one.
+    request = ScoreRequest(items=[item(variant="ground_truth")], protocol="multi")
+    with pytest.raises(InvalidInput) as refused:
+        check_images(PROTOCOL, request)
+    assert refused.value.param == "items[0].reference_image"
 
 
 def test_a_bad_further_input_or_reference_is_refused_naming_its_field() -> None:
@@ -177,18 +200,3 @@ def test_the_wire_bounds_the_inputs_and_old_items_still_validate() -> None:
         item().model_dump_json(exclude={"input_images", "reference_image"})
     )
     assert old.input_images == [] and old.reference_image is None
-
-
-def test_a_reference_variant_must_show_the_reference() -> None:
-    text = """
-name: bad
-description: x
-questions:
-  - name: q
-    images: [edited]
-    with_reference: {images: [edited]}
-    prompt: x
-metrics: [{name: q, score: q, label: Q}]
-"""
-    with pytest.raises(Exception, match="reference"):
-        parse_protocol(text, "test:bad", "file")

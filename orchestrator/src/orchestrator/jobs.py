@@ -183,14 +183,17 @@ def score_job_id(
     judge_model: ModelInfo | None,
     input_sha256: Sequence[str] = (),
     reference_sha256: str | None = None,
+    variant: str | None = None,
 ) -> str:
-    """``input_sha256`` / ``reference_sha256``: the further inputs and the reference image the
-    judge is sent (none: the ids of older runs)."""
+    """``input_sha256`` / ``reference_sha256`` / ``variant``: the further inputs, the reference
+    image and the question variant the judge is sent (none: the ids of older runs)."""
     extra: dict[str, Any] = {}
     if input_sha256:
         extra["inputs"] = list(input_sha256)
     if reference_sha256 is not None:
         extra["reference"] = reference_sha256
+    if variant is not None:
+        extra["variant"] = variant
     return _job_id(
         "score",
         {

@@ -136,6 +136,7 @@ def _render(protocol: Protocol, request: ScoreRequest, item: ScoreItem) -> list[
         mode=request.mode,
         inputs=1 + len(item.input_images),
         has_reference=item.reference_image is not None,
+        variant=item.variant,
     )
 
 

@@ -84,8 +84,14 @@ class ScoreItem(RequestModel):
         "questions show one.",
     )
 
-    def image_count(self) -> int:
-        return 2 + len(self.input_images) + (self.reference_image is not None)
+    variant: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Which variant of the protocol's questions the item is asked, where a "
+        "question has variants (its benchmark's loader names it, e.g. KRIS-Bench's temporal "
+        "frame_2: the frames in order, the generated one second); else the question as written.",
+    )
 
 
 class ScoreRequest(RequestModel):

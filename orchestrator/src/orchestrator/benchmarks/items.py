@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Item.extra key: which variant of a protocol's questions the judge asks of the item
+# (ScoreItem.variant), where its benchmark's official judging shows its images otherwise.
+JUDGE_VARIANT = "judge_variant"
+
 
 class BenchmarkError(ValueError):
     """A benchmark that cannot be read, with a message that says where and why."""

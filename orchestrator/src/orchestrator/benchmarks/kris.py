@@ -13,6 +13,7 @@ official judge reads it). Item ids are ``<task>/<image_id>``: the authors' scrip
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from orchestrator.benchmarks.folder import (
     read_json,
     text_field,
 )
-from orchestrator.benchmarks.items import BenchmarkError, Item
+from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item
 from orchestrator.benchmarks.reporting import KRIS_REPORTING
 
 ANNOTATION = "annotation.json"
@@ -94,6 +95,28 @@ def _images(value: Any, where: str) -> list[str]:
     raise BenchmarkError(f"{where}: 'ori_img' must be a file name or a list of them")
 
 
+_FRAME = re.compile(r"(\d+)-(\d+)")
+
+
+def temporal_variant(inputs: list[str]) -> str | None:
+    """A temporal_prediction item's judge variant, ``frame_N`` (N: the frame to predict), when
+    its reference frames are the other three of frames 1-4 in order: the kris protocol then
+    shows the frames in order with the generated one at N, labelled as
+    metrics_temporal_prediction.py (@2114fec9afad) labels them. N is the frame missing from the
+    references' ``<id>-<frame>`` names, as that script finds it. None for any other layout (the
+    question as written: the references in order, then the prediction)."""
+    frames = []
+    for name in inputs:
+        found = _FRAME.search(Path(name).name)
+        if found is None:
+            return None
+        frames.append(int(found.group(2)))
+    missing = sorted({1, 2, 3, 4} - set(frames))
+    if len(missing) != 1 or frames != sorted({1, 2, 3, 4} - set(missing)):
+        return None
+    return f"frame_{missing[0]}"
+
+
 def load_kris(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchmark:
     root = find_kris_root(path)
     if root is None:
@@ -117,6 +140,9 @@ def load_kris(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
                 extra["explanation"] = explanation.strip()
             if len(inputs) > 1:
                 extra[INPUT_IMAGES] = inputs[1:]
+            variant = temporal_variant(inputs) if task == "temporal_prediction" else None
+            if variant is not None:
+                extra[JUDGE_VARIANT] = variant
             gt = row.get("gt_img")
             if isinstance(gt, str) and gt.strip():
                 extra[REFERENCE_IMAGE] = f"{folder}/{gt.strip()}"

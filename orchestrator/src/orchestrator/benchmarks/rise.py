@@ -30,7 +30,7 @@ from orchestrator.benchmarks.folder import (
     read_json,
     text_field,
 )
-from orchestrator.benchmarks.items import BenchmarkError, Item
+from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item
 from orchestrator.benchmarks.reporting import RISE_REPORTING
 
 # The repository's RISEBench-64, and the 360-item release on the hub (PhoenixZ/RISEBench).
@@ -95,6 +95,20 @@ def _image_root(index: Path, first_image: str) -> Path | None:
     return index.parent  # check_files names what is missing
 
 
+def judge_variant(category: str, extra: dict[str, Any]) -> str | None:
+    """Which of the rise protocol's question variants the item is asked, as gpt_eval.py's
+    eval_vanilla (@5f22651) branches: spatial and logical items with a reference image are judged
+    against it in place of their input (``reference_image``); temporal, causal and spatial items
+    with ``reasoning_img`` are shown their input for the reasoning check (``input``; spatial:
+    ``spatial_input``, its own prompt). None: the questions as written."""
+    with_image = extra.get("reference_kind") == "image"
+    if with_image and category in ("spatial_reasoning", "logical_reasoning"):
+        return "reference_image"
+    if category != "logical_reasoning" and "reasoning_img" in extra:
+        return "spatial_input" if category == "spatial_reasoning" else "input"
+    return None
+
+
 def rise_items(data: Any, index: Path) -> list[Item]:
     """RISEBench's rows as items (the same whichever way its images are stored)."""
     if not isinstance(data, list) or not data:
@@ -122,6 +136,9 @@ def rise_items(data: Any, index: Path) -> list[Item]:
             extra["reference_kind"] = "image"
         elif "reference" in extra:
             extra["reference_kind"] = "text"
+        variant = judge_variant(category, extra)
+        if variant is not None:
+            extra[JUDGE_VARIANT] = variant
         reference = extra.get("reference") if extra.get("reference_kind") == "text" else None
         items.append(
             Item(

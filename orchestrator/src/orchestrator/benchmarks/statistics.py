@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.benchmarks.items import JUDGE_VARIANT
+
 StatisticsName = Literal["imgedit", "kris", "rise"]
 
 
@@ -79,7 +81,8 @@ class OfficialStatistics(BaseModel):
     notes: list[str] = Field(
         default_factory=list,
         description="What keeps these numbers from being the published ones (items the "
-        "built-in protocols cannot judge officially yet, dimensions no answer carried).",
+        "built-in protocols cannot judge officially, items left out because the editor could "
+        "not take them, dimensions no answer carried).",
     )
 
     def table(self, title: str) -> StatTable:
@@ -245,13 +248,14 @@ def kris_statistics(
         notes.append(
             f"no knowledge score for {', '.join(missing_kp)}: judge those tasks with kris-knowledge"
         )
-    extra_images = sum(
-        1 for i in items if i.extra.get("input_images") or i.extra.get("reference_image")
+    unlaid = sum(
+        1 for i in items if i.category == "temporal_prediction" and not i.extra.get(JUDGE_VARIANT)
     )
-    if extra_images:
+    if unlaid:
         notes.append(
-            f"{extra_images} item(s) have more inputs or a ground-truth image the official "
-            "judge shows; the built-in protocols show the first input and the edit only"
+            f"{unlaid} temporal_prediction item(s) have reference frames other than the other "
+            "three of frames 1-4 in order: judged without metrics_temporal_prediction.py's frame "
+            "layout"
         )
     everything = [v for d in KRIS_DIMENSION_METRICS for v in flat[d]]
     overall = _mean(everything)
@@ -390,16 +394,19 @@ def rise_statistics(
             )
         )
     accuracy = main_rows[0].values[2]
+    # The one branch of eval_vanilla the rise protocol does not reproduce (see rise.yaml).
     unofficial = sum(
         1
         for i in items
-        if _truthy(i.extra.get("reference_image")) or _truthy(i.extra.get("reasoning_img"))
+        if i.category == "logical_reasoning"
+        and i.extra.get(JUDGE_VARIANT) == "reference_image"
+        and _truthy(i.extra.get("reasoning_wo_ins"))
     )
     notes = []
     if unofficial:
         notes.append(
-            f"{unofficial} item(s) are judged against a reference image or the input by the "
-            "official judge; the built-in protocols show the source and the edit only"
+            f"{unofficial} logical item(s) are checked with prompt_logical_img_wo_q by the "
+            "official judge (reasoning_wo_ins); the built-in protocol asks prompt_logical_img"
         )
     return OfficialStatistics(
         name="rise",

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.benchmarks.base import OUTSIDE_HINT, Benchmark, normalize_text, resolve_inside
 from orchestrator.benchmarks.folder import INPUT_IMAGES, REFERENCE_IMAGE
-from orchestrator.benchmarks.items import BenchmarkError, Item
-from orchestrator.benchmarks.kris import task_fields
+from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item
+from orchestrator.benchmarks.kris import task_fields, temporal_variant
 from orchestrator.benchmarks.reporting import IMGEDIT_REPORTING, KRIS_REPORTING, Reporting
 
 if TYPE_CHECKING:  # pyarrow takes a second to import: only table benchmarks pay for it
@@ -102,6 +102,9 @@ def _kris_row(row: dict[str, Any], lengths: dict[str, int], where: str) -> tuple
         extra["explanation"] = explanation
     if count > 1:
         extra[INPUT_IMAGES] = labels[1:]
+    variant = temporal_variant(labels) if extra["task"] == "temporal_prediction" else None
+    if variant is not None:  # the kris protocol's frame layout (benchmarks/kris.py)
+        extra[JUDGE_VARIANT] = variant
     reference = None
     if row.get("gt_image") is not None:
         extra[REFERENCE_IMAGE] = f"{folder}/{_text(row, 'gt_img') or 'gt_image'}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orchestrator.benchmarks import Item, item_relpath, resolve_inside
 from orchestrator.benchmarks.base import legacy_item_relpath
+from orchestrator.benchmarks.items import JUDGE_VARIANT
 from orchestrator.clients import RewardClient, ServiceCallError
 from orchestrator.jobs import judge_key, score_job_id, sha256_hex
 from orchestrator.phases.base import (
@@ -80,6 +81,13 @@ def find_edited_file(
             except OSError:
                 continue
     return None
+
+
+def judge_variant(item: Item) -> str | None:
+    """The variant of the protocol's questions the judge asks of the item, as its loader
+    named it (KRIS-Bench's temporal frames), if any."""
+    value = item.extra.get(JUDGE_VARIANT)
+    return value if isinstance(value, str) and value else None
 
 
 class ScorePhase(Phase):
@@ -251,6 +259,7 @@ class ScorePhase(Phase):
                     judge_model=info.model,
                     input_sha256=[sha256_hex(data) for data in inputs],
                     reference_sha256=sha256_hex(reference) if reference is not None else None,
+                    variant=judge_variant(item),
                 )
                 if is_finished(done.get(job.job_id), self.ctx.retry_failed):
                     self.counts.skipped += 1
@@ -295,6 +304,7 @@ class ScorePhase(Phase):
                         hints=job.item.hints,
                         input_images=job.inputs,
                         reference_image=job.reference,
+                        variant=judge_variant(job.item),
                     )
                     for job in batch
                 ],

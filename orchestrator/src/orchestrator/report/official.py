@@ -15,7 +15,8 @@ from rich.table import Table
 
 from orchestrator.benchmarks.reporting import Reporting
 from orchestrator.benchmarks.statistics import JudgedItem, OfficialStatistics, official_statistics
-from orchestrator.records import ResultRow
+from orchestrator.records import TOO_MANY_INPUTS, ResultRow
+from orchestrator.wording import counted
 
 
 def row_metrics(row: ResultRow) -> dict[str, float | None]:
@@ -38,7 +39,17 @@ def run_statistics(rows: Sequence[ResultRow], reporting: Reporting) -> OfficialS
     """The declared official statistics of these rows (None when the benchmark has none)."""
     if reporting.statistics is None:
         return None
-    return official_statistics(reporting.statistics, judged_items(rows), reporting.metric_names)
+    stats = official_statistics(reporting.statistics, judged_items(rows), reporting.metric_names)
+    not_edited = sum(
+        1 for r in rows if r.edit_error is not None and r.edit_error.type == TOO_MANY_INPUTS
+    )
+    if not_edited:
+        note = (
+            f"{counted(not_edited, 'item')} with more input images than the editor takes "
+            "were not edited and are left out (the published tables include them)"
+        )
+        stats = stats.model_copy(update={"notes": [*stats.notes, note]})
+    return stats
 
 
 def _cell(value: float | None) -> str:

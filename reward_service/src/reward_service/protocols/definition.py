@@ -18,8 +18,8 @@ answer instruction (if the protocol gives one). With ``layout: text_first`` the 
 A question names its images by role, in the order shown (shared_schemas.scores.ImageRole: the
 item's ``source``, its ``edited`` image, its further inputs ``input_2``..``input_6``, shown where
 the item has them, and a ``reference`` image); its ``labels`` override the protocol's
-``image_labels`` for it, and ``with_reference`` says how it is asked of an item that carries a
-reference image (other images, prompt or labels).
+``image_labels`` for it, and its ``variants`` say how it is asked of items whose ``variant``
+(named by the benchmark's loader) they list: other images, prompt or labels.
 
 Reading answers. A question that answers one score (``answers`` left out: the score takes the
 question's name) is read in expected mode as a distribution over the scale, and in generate mode
@@ -107,10 +107,10 @@ def _distinct_roles(images: list[ImageRole]) -> list[ImageRole]:
     return images
 
 
-class ReferenceVariant(_Spec):
-    """A question as asked of items that carry a reference image (``with_reference``): other
-    images, prompt or labels, as the official judging shows the reference where an item has
-    one (RISEBench's reference_img)."""
+class QuestionVariant(_Spec):
+    """A question as asked of some items: other images, prompt or labels (``variants``, chosen
+    by the item's ``variant`` as its benchmark's loader names it: KRIS-Bench's temporal frames
+    in their order, RISEBench's items judged against their reference image)."""
 
     images: list[ImageRole] = Field(min_length=1, max_length=len(IMAGE_ROLES))
     prompt: str | None = Field(default=None, min_length=1, description="None: the question's.")
@@ -124,8 +124,6 @@ class ReferenceVariant(_Spec):
     @field_validator("images")
     @classmethod
     def _distinct(cls, images: list[ImageRole]) -> list[ImageRole]:
-        if "reference" not in images:
-            raise ValueError("with_reference: its images show the reference")
         return _distinct_roles(images)
 
 
@@ -142,8 +140,11 @@ class QuestionSpec(_Spec):
         description="Text shown before an image in this question (beside the protocol's "
         "image_labels, which it overrides), as the official prompt labels it.",
     )
-    with_reference: ReferenceVariant | None = Field(
-        default=None, description="How the question is asked of an item with a reference image."
+    variants: dict[str, QuestionVariant] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="How the question is asked of an item whose variant (ScoreItem.variant) "
+        "is named here; any other item is asked the question as written.",
     )
     prompt: str = Field(min_length=1)
     answers: list[str] | None = Field(
@@ -488,11 +489,12 @@ class MissingImage(ValueError):
 
 
 def _shown(
-    question: QuestionSpec, inputs: int, has_reference: bool
+    question: QuestionSpec, inputs: int, has_reference: bool, item_variant: str | None
 ) -> tuple[list[ImageRole], dict[ImageRole, str] | None, str | None]:
-    """The images a question shows for an item with ``inputs`` input images (and a reference
-    or not), its labels (None: the question's) and its prompt (None: the question's)."""
-    variant = question.with_reference if has_reference else None
+    """The images a question shows for an item with ``inputs`` input images (a reference or
+    not, of a variant or none), its labels (None: the question's) and its prompt (None: the
+    question's)."""
+    variant = question.variants.get(item_variant) if item_variant is not None else None
     if variant is not None:
         images, labels, prompt = list(variant.images), variant.labels, variant.prompt
     else:
@@ -516,6 +518,7 @@ def render(
     mode: Mode,
     inputs: int = 1,
     has_reference: bool = False,
+    variant: str | None = None,
 ) -> list[RenderedQuestion]:
     """The protocol's questions for one item (``inputs`` input images, a reference image or
     not), with the item's category overrides applied. MissingImage when a question shows a
@@ -532,7 +535,7 @@ def render(
     answer = spec.answer.expected if mode == "expected" else spec.answer.generate
     rendered = []
     for question in spec.questions_for(category):
-        shown, variant_labels, variant_prompt = _shown(question, inputs, has_reference)
+        shown, variant_labels, variant_prompt = _shown(question, inputs, has_reference, variant)
         template = override.prompts.get(question.name, question.prompt) if override else None
         prompt = _fill(variant_prompt or template or question.prompt, values, verbatim)
         text = f"{prompt}\n\n{answer}" if answer else prompt

@@ -40,7 +40,11 @@ class UnknownProtocol(InvalidInput):
 # document while at the default, so a protocol that does not use them keeps the hash that older
 # runs recorded (their job ids and compare's pairing read it).
 _LATER_FIELDS: dict[str, object] = {"question_sets": {}}
-_LATER_QUESTION_FIELDS: dict[str, object] = {"scale": None, "labels": {}, "with_reference": None}
+_LATER_QUESTION_FIELDS: dict[str, object] = {
+    "scale": None,
+    "labels": {},
+    "variants": {},
+}
 # Never hashed: they cannot change a score (a superseded protocol keeps its hash).
 _UNHASHED = ("superseded_by",)
 
