@@ -50,6 +50,24 @@ def snapshot(cache: Path, repo_id: str) -> Path:
     return folder
 
 
+def as_blobs(folder: Path) -> Path:
+    """The snapshot as huggingface_hub really keeps it: each file's content in the repo's
+    ``blobs/<hash>``, the snapshot's file a relative symlink to it (file_download.py's
+    ``_create_symlink``), so a reader must follow links out of the snapshot into blobs/."""
+    import hashlib
+    import os
+
+    blobs = folder.parents[1] / "blobs"
+    blobs.mkdir(exist_ok=True)
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        data = file.read_bytes()
+        blob = blobs / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        file.unlink()
+        file.symlink_to(os.path.relpath(blob, file.parent))
+    return folder
+
+
 def _image(path: Path) -> dict[str, Any]:
     return {"bytes": path.read_bytes(), "path": path.name}
 

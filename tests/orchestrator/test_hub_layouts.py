@@ -15,6 +15,7 @@ from orchestrator.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from orchestrator.benchmarks.archive import ArchiveBenchmark
 from orchestrator.benchmarks.tables import TableBenchmark
 from tests.orchestrator.hub_layouts import (
+    as_blobs,
     write_imgedit_hub,
     write_imgedit_lmms,
     write_kris_hub,
@@ -235,3 +236,44 @@ def test_imgedits_benchmark_tar_is_read_as_it_is(hub_cache: Path, tmp_path: Path
     assert [p.name for p in folder.iterdir()] == ["Benchmark.tar"]  # nothing unpacked
     with pytest.raises(BenchmarkError, match="suites are basic and uge"):
         load_benchmark("sysuyy/ImgEdit", split="multiturn")
+
+
+@pytest.mark.parametrize(
+    "repo_id", ["Liang0223/KRIS_Bench", "wukeming11/kris-bench", "PhoenixZ/RISEBench"]
+)
+def test_a_real_hub_cache_of_symlinks_into_blobs_loads(
+    hub_cache: Path, tmp_path: Path, repo_id: str
+) -> None:
+    """huggingface_hub keeps files in blobs/ and links them from the snapshot: following those
+    links is not leaving the benchmark's folder."""
+    if repo_id == "PhoenixZ/RISEBench":
+        authors = load_benchmark(write_rise(tmp_path / "authors"))
+        as_blobs(write_rise_hub(hub_cache, tmp_path / "authors"))
+    else:
+        root = write_kris(tmp_path / "authors")
+        authors = load_benchmark(root)
+        writer = write_kris_hub if repo_id == "Liang0223/KRIS_Bench" else write_kris_lmms
+        as_blobs(writer(hub_cache, root, repo_id))
+    _same_items(load_benchmark(repo_id), authors)
+
+
+def test_a_link_out_of_the_cache_is_still_refused(hub_cache: Path, tmp_path: Path) -> None:
+    root = write_kris(tmp_path / "authors")
+    folder = as_blobs(write_kris_hub(hub_cache, root))
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"not yours")
+    image = folder / "chemistry" / "7.jpg"
+    image.unlink()
+    image.symlink_to(secret)
+    with pytest.raises(BenchmarkError, match="leads outside"):
+        load_benchmark("Liang0223/KRIS_Bench")
+    # nor does '..' reach the blobs from an annotation
+    image.unlink()
+    image.symlink_to(next((folder.parents[1] / "blobs").iterdir()))
+    annotation = folder / "chemistry" / "annotation.json"
+    blob = next((folder.parents[1] / "blobs").iterdir()).name
+    text = annotation.read_text(encoding="utf-8").replace('"7.jpg"', f'"../../../blobs/{blob}"')
+    annotation.unlink()
+    annotation.write_text(text, encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"leads outside .*through '\.\.'"):
+        load_benchmark("Liang0223/KRIS_Bench")

@@ -8,6 +8,7 @@ grows.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
 from abc import ABC, abstractmethod
@@ -107,9 +108,27 @@ def resolve_inside(root: Path, raw: str | Path, *, allow_outside: bool = False) 
         return candidate.resolve()
     resolved = (base / candidate).resolve()
     if not allow_outside and not resolved.is_relative_to(base):
+        if _hub_blob(base, candidate, resolved):
+            return resolved
         how = "through '..'" if ".." in candidate.parts else "through a symlink"
         raise ValueError(f"image path {str(raw)!r} leads outside {base} ({how})")
     return resolved
+
+
+_HUB_REPO_KINDS = ("datasets--", "models--", "spaces--")
+
+
+def _hub_blob(base: Path, candidate: Path, resolved: Path) -> bool:
+    """Whether ``candidate`` is a file of a Hugging Face cache snapshot (``base`` is in
+    ``<repo>/snapshots/<commit>/``) linked, as huggingface_hub links every file, to that repo's
+    ``blobs/``: reading it does not leave the benchmark (no '..', and nowhere but the blobs)."""
+    if not os.path.normpath(base / candidate).startswith(str(base) + os.sep):
+        return False
+    for folder in (base, *base.parents):
+        snapshots = folder.parent
+        if snapshots.name == "snapshots" and snapshots.parent.name.startswith(_HUB_REPO_KINDS):
+            return resolved.is_relative_to((snapshots.parent / "blobs").resolve())
+    return False
 
 
 def select_items(
