@@ -59,10 +59,17 @@ CONTEXT: dict[str, Any] = {}  # fields every record carries (the variant being m
 # reward_service/backends/hf/compiled_layers.py says what each option does.
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},  # the device's defaults, whatever they are
-    "eager": {"compile": False, "vision_attention": "per_image"},  # before issue 30
-    "grouped": {"compile": False, "vision_attention": "grouped"},
-    "compiled": {"compile": True, "vision_attention": "grouped"},
-    "compiled-per-image": {"compile": True, "vision_attention": "per_image"},
+    # transformers' own layers, as before issue 30
+    "eager": {"compile": False, "vision_attention": "per_image", "patch_embed": "conv"},
+    # issue 30's changes without compile
+    "uncompiled": {"compile": False, "vision_attention": "grouped", "patch_embed": "linear"},
+    # all of them: the CUDA defaults
+    "compiled": {"compile": True, "vision_attention": "grouped", "patch_embed": "linear"},
+    "compiled-per-image": {
+        "compile": True,
+        "vision_attention": "per_image",
+        "patch_embed": "linear",
+    },
 }
 
 
@@ -195,7 +202,8 @@ def in_process(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
         serial_s = seconds(batches, prepare_inline=True)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else None
         if args.profile_dir:
-            profile_batch(args.profile_dir, protocol_name, backend, batches[0], len(batches[0]))
+            folder = args.profile_dir / CONTEXT.get("variant", "")  # one folder per variant
+            profile_batch(folder, protocol_name, backend, batches[0], len(batches[0]))
         record(
             stage=protocol_name,
             where="in-process",

@@ -1,9 +1,11 @@
-"""The judge's compiled layers and grouped vision attention (issue 30) on the tiny MoE judge (CPU).
+"""The judge's compiled layers, grouped vision attention and linear patch embedding (issue 30) on
+the tiny MoE judge (CPU).
 
 Compiled with inductor, as on the GPU: answers equal the eager layers' within a float32 tolerance,
 the warm-up at load compiles every graph (no recompiles for new batch sizes, image sizes, shared
 prefixes or generate steps afterwards), deterministic mode stays bit-identical in every placement
-with compile on, and the defaults follow the device.
+with compile on, a compile that fails at load leaves a judge that runs eagerly and says so, and
+the defaults follow the device.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.tiny
 
 MODEL = "tiny-moe"
 TOLERANCE = 1e-3  # natural-log probability, float32: measured worst 9.3e-5 when written
+CUDA_DEFAULTS = {"compile": True, "vision_attention": "grouped", "patch_embed": "linear"}
 
 
 def size(seed: int) -> tuple[int, int]:
@@ -59,7 +62,7 @@ def compiled(model_cache: Path) -> Iterator[tuple[TransformersJudgeBackend, Any,
     from torch._dynamo.utils import counters
 
     before = dict(counters["stats"])
-    backend, info = load(model_cache, {"compile": True, "vision_attention": "grouped"})
+    backend, info = load(model_cache, CUDA_DEFAULTS)
     warmed = {key: value - before.get(key, 0) for key, value in counters["stats"].items()}
     yield backend, info, warmed
     backend.release()
@@ -141,18 +144,43 @@ def test_the_loaded_model_names_its_layer_options(
     _, info, _ = compiled
     assert info.details["compile"] == "regional (inductor)"
     assert info.details["vision_attention"] == "grouped"
+    assert info.details["patch_embed"] == "linear"
 
 
-def test_grouped_vision_attention_answers_as_per_image(
+@pytest.mark.parametrize(
+    "options",
+    [{"vision_attention": "grouped"}, {"patch_embed": "linear"}],
+    ids=["grouped vision attention", "linear patch embedding"],
+)
+def test_the_uncompiled_options_answer_as_transformers_layers(
+    eager: TransformersJudgeBackend, model_cache: Path, options: dict[str, str]
+) -> None:
+    backend, info = load(model_cache, {"compile": False, **options})
+    try:
+        assert info.details["compile"] == "off"
+        assert {info.details[name] for name in options} == set(options.values())
+        for batch in batches("viescore", "expected", [3]):  # images of several sizes
+            assert worst_difference(answers(backend, batch), answers(eager, batch)) < TOLERANCE
+    finally:
+        backend.release()
+
+
+def test_a_compile_that_fails_at_load_leaves_an_eager_judge_that_says_so(
     eager: TransformersJudgeBackend, model_cache: Path
 ) -> None:
-    grouped, info = load(model_cache, {"compile": False, "vision_attention": "grouped"})
+    from torch._dynamo import register_backend
+
+    def failing(graph: Any, inputs: Any) -> Any:
+        raise RuntimeError("this backend compiles nothing")
+
+    register_backend(failing, name="editbench_failing")
+    backend, info = load(model_cache, {**CUDA_DEFAULTS, "compile_backend": "editbench_failing"})
     try:
-        assert info.details["vision_attention"] == "grouped"
-        for batch in batches("viescore", "expected", [3]):  # images of several sizes
-            assert worst_difference(answers(grouped, batch), answers(eager, batch)) < 1e-5
+        assert info.details["compile"].startswith("off (failed at warm-up:")
+        (batch,) = batches("single", "expected", [2])
+        assert worst_difference(answers(backend, batch), answers(eager, batch)) < TOLERANCE
     finally:
-        grouped.release()
+        backend.release()
 
 
 def test_deterministic_mode_with_compile_stays_bit_identical_in_every_placement(
@@ -171,21 +199,25 @@ def test_deterministic_mode_with_compile_stays_bit_identical_in_every_placement(
 
 
 def test_layer_options_default_by_device_and_mode() -> None:
-    assert layer_options({}, "cuda:0", False) == LayerOptions(True, "grouped")
-    assert layer_options({}, "cpu", False) == LayerOptions(False, "per_image")
-    assert layer_options({}, "cuda:1", True) == LayerOptions(False, "grouped")  # deterministic
+    assert layer_options({}, "cuda:0", False) == LayerOptions(True, "grouped", "inductor", "linear")
+    assert layer_options({}, "cpu", False) == LayerOptions(False, "per_image", "inductor", "conv")
+    deterministic = layer_options({}, "cuda:1", True)
+    assert deterministic == LayerOptions(False, "grouped", "inductor", "linear")
     assert layer_options({"compile": "true"}, "cpu", True).compile
     assert not layer_options({"compile": "false"}, "cuda:0", False).compile
     chosen = layer_options(
         {"vision_attention": "per_image", "compile_backend": "aot_eager"}, "cuda:0", False
     )
-    assert chosen == LayerOptions(True, "per_image", "aot_eager")
+    assert chosen == LayerOptions(True, "per_image", "aot_eager", "linear")
     assert not LayerOptions(False, "per_image").replaces_layers
+    assert LayerOptions(patch_embed="linear").replaces_layers
 
 
-def test_an_unknown_vision_attention_is_refused_with_its_choices() -> None:
+def test_unknown_layer_options_are_refused_with_their_choices() -> None:
     with pytest.raises(ValueError, match="per_image"):
         layer_options({"vision_attention": "packed"}, "cuda:0", False)
+    with pytest.raises(ValueError, match="linear"):
+        layer_options({"patch_embed": "fft"}, "cuda:0", False)
 
 
 def test_grouped_attention_runs_consecutive_images_of_one_length_together() -> None:

@@ -7,7 +7,9 @@ and ``warm_up`` (their compile at load). Options (``REWARD_BACKEND_OPTIONS``):
 ``attn_implementation``, ``reuse_image_encodings``, ``prefix_buckets``, ``preprocess_device``,
 ``compile`` (regional torch.compile; default on CUDA devices outside deterministic mode),
 ``vision_attention`` (``grouped`` by default on CUDA: images of one length in one attention call;
-``per_image``) and ``compile_backend`` (``inductor``).
+``per_image``), ``patch_embed`` (``linear`` by default on CUDA; ``conv``) and ``compile_backend``
+(``inductor``). A compile that fails at load leaves the layers running eagerly (logged, and named
+in the model's options).
 
 Deterministic mode (``REWARD_DETERMINISTIC``, the spec's ``deterministic``): every item's forward
 passes (vision encoder included) run on their own, with shapes that depend on that item alone,
@@ -19,6 +21,7 @@ throughput that batching items together would have bought (docs/PERFORMANCE.md).
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -42,6 +45,8 @@ from service_kit.models.oom import free_device_memory
 from service_kit.models.sources import ModelSource, parse_model_source
 
 __all__ = ["BUILTIN_SOURCES", "PreparedBatch", "TransformersJudgeBackend"]
+
+logger = logging.getLogger(__name__)
 
 
 def option_flag(options: dict[str, Any], name: str, default: bool) -> bool:
@@ -83,12 +88,16 @@ class TransformersJudgeBackend:
         )
         self._planner = Planner(self.processor, device, self.digit_ids, plan)
         self._passes = Passes(self.model, self.processor, device, self.digit_ids)
-        layers = layer_options(options, device, self.deterministic)
-        details = dict(loaded.info.details)
-        if install(self.model, layers, self.deterministic):
-            details.update(layers.describe())
-            if layers.compile:
+        chosen = layer_options(options, device, self.deterministic)
+        layers = install(self.model, chosen, self.deterministic)
+        if layers.replaced and layers.options.compile:
+            try:
                 warm_up(self)
+            except Exception as error:  # a judge that runs eagerly beats one that cannot start
+                logger.exception("compiling the judge's layers failed; they run eagerly")
+                layers.run_eagerly(type(error).__name__)
+                free_device_memory()
+        details = {**loaded.info.details, **layers.describe()}
         return replace(loaded.info, deterministic=self.deterministic, details=details)
 
     def release(self) -> None:

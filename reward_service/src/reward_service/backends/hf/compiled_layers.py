@@ -25,7 +25,8 @@ batch of one, or a one-token step (generate mode), is a graph of its own (torch 
 
 Vision attention (``vision_attention``): ``per_image`` is transformers' way for SDPA, one call per
 image; ``grouped`` runs consecutive images of one length (a batch of 1024x1024 images: all of
-them) as one batched call.
+them) as one batched call. The patch embedding (``patch_embed``): ``conv`` as transformers has it,
+``linear`` as the matrix product it is (``patch_embed_linear``).
 """
 
 from __future__ import annotations
@@ -39,28 +40,33 @@ from typing import Any, Literal
 logger = logging.getLogger(__name__)
 
 VisionAttention = Literal["per_image", "grouped"]
+PatchEmbed = Literal["conv", "linear"]
 DECODER_LAYERS = ("Qwen3VLMoeTextDecoderLayer", "Qwen3VLTextDecoderLayer")
 VISION_BLOCKS = ("Qwen3VLMoeVisionBlock", "Qwen3VLVisionBlock")
+PATCH_EMBEDS = ("Qwen3VLMoeVisionPatchEmbed", "Qwen3VLVisionPatchEmbed")
 RECOMPILE_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
 class LayerOptions:
-    """How the judge's layers run (REWARD_BACKEND_OPTIONS ``compile`` and ``vision_attention``)."""
+    """How the judge's layers run (REWARD_BACKEND_OPTIONS ``compile``, ``vision_attention``,
+    ``patch_embed`` and ``compile_backend``)."""
 
     compile: bool = False
     vision_attention: VisionAttention = "per_image"
     compile_backend: str = "inductor"
+    patch_embed: PatchEmbed = "conv"
 
     @property
     def replaces_layers(self) -> bool:
-        return self.compile or self.vision_attention != "per_image"
+        return self.compile or self.vision_attention != "per_image" or self.patch_embed != "conv"
 
     def describe(self) -> dict[str, str]:
         """For the loaded model's details (and so every answer's provenance)."""
         return {
             "compile": f"regional ({self.compile_backend})" if self.compile else "off",
             "vision_attention": self.vision_attention,
+            "patch_embed": self.patch_embed,
         }
 
 
@@ -71,25 +77,52 @@ def _flag(value: object) -> bool:
 
 
 def layer_options(options: dict[str, Any], device: str, deterministic: bool) -> LayerOptions:
-    """The options as set, or by default: compile and grouped vision attention on CUDA devices
-    and not elsewhere (CPU compile costs minutes and gains little); compile stays off by default
-    in deterministic mode (batch invariance under compile is shown on the CPU only)."""
+    """The options as set, or by default: compile, grouped vision attention and the linear patch
+    embedding on CUDA devices and not elsewhere (CPU compile costs minutes and gains little);
+    compile stays off by default in deterministic mode (batch invariance under compile is shown
+    on the CPU only)."""
     cuda = device.startswith("cuda")
     chosen = options.get("compile")
     compiled = _flag(chosen) if chosen is not None else cuda and not deterministic
     attention = str(options.get("vision_attention", "grouped" if cuda else "per_image"))
     if attention not in ("per_image", "grouped"):
         raise ValueError(f"vision_attention must be 'per_image' or 'grouped', not {attention!r}")
+    embed = str(options.get("patch_embed", "linear" if cuda else "conv"))
+    if embed not in ("conv", "linear"):
+        raise ValueError(f"patch_embed must be 'conv' or 'linear', not {embed!r}")
     backend = str(options.get("compile_backend", "inductor"))
     grouped: VisionAttention = "grouped" if attention == "grouped" else "per_image"
-    return LayerOptions(compiled, grouped, backend)
+    linear: PatchEmbed = "linear" if embed == "linear" else "conv"
+    return LayerOptions(compiled, grouped, backend, linear)
 
 
-def install(model: Any, options: LayerOptions, deterministic: bool = False) -> int:
-    """Give the model's decoder layers and vision blocks these forwards; returns how many were
-    replaced (none where the options keep transformers' own, or the model is not Qwen3-VL)."""
+@dataclass
+class InstalledLayers:
+    """What ``install`` did: the options in force and the layers it replaced."""
+
+    options: LayerOptions
+    replaced: int
+    regions: _Regions | None = None
+    failed: str | None = None  # why compiling failed (then the regions run eagerly)
+
+    def run_eagerly(self, reason: str) -> None:
+        """Keep the forwards, drop compile: the regions run as plain functions."""
+        if self.regions is not None:
+            self.regions.set_compiled(False)
+        self.failed = reason
+
+    def describe(self) -> dict[str, str]:
+        details = self.options.describe() if self.replaced else {}
+        if self.failed:
+            details["compile"] = f"off (failed at warm-up: {self.failed})"
+        return details
+
+
+def install(model: Any, options: LayerOptions, deterministic: bool = False) -> InstalledLayers:
+    """Give the model's decoder layers, vision blocks and patch embedding these forwards (none
+    where the options keep transformers' own, or the model is not Qwen3-VL)."""
     if not options.replaces_layers:
-        return 0
+        return InstalledLayers(options, 0)
     import torch
 
     regions = _Regions(options, torch)
@@ -103,17 +136,36 @@ def install(model: Any, options: LayerOptions, deterministic: bool = False) -> i
             # No on-device benchmarking picks a kernel: the same kernels in every process.
             torch._inductor.config.deterministic = True
     flash = "flash" in str(getattr(model.config, "_attn_implementation", ""))
+    grouped = options.vision_attention == "grouped"
     replaced = 0
     for module in model.modules():
         name = type(module).__name__
-        if name in DECODER_LAYERS:
-            module.forward = types.MethodType(regions.decoder_forward, module)
+        forward: Callable[..., Any] | None = None
+        if name in DECODER_LAYERS and options.compile:
+            forward = regions.decoder_forward
+        elif name in VISION_BLOCKS and not flash and (options.compile or grouped):
+            forward = regions.vision_forward  # (flash attention runs all images in one call)
+        elif name in PATCH_EMBEDS and options.patch_embed == "linear":
+            forward = patch_embed_linear
+        if forward is not None:
+            module.forward = types.MethodType(forward, module)
             replaced += 1
-        elif name in VISION_BLOCKS and not flash:  # flash attention runs all images in one call
-            module.forward = types.MethodType(regions.vision_forward, module)
-            replaced += 1
-    logger.info("judge layers: %s on %d layers and blocks", options.describe(), replaced)
-    return replaced
+    logger.info("judge layers: %s on %d modules", options.describe(), replaced)
+    return InstalledLayers(options, replaced, regions)
+
+
+def patch_embed_linear(embed: Any, hidden_states: Any) -> Any:
+    """The patch embedding as the matrix product it is (a Conv3d whose stride is its kernel),
+    [patches, channels * frames * size * size] @ [hidden, that]^T: one GEMM, where cuDNN ran an
+    implicit-GEMM convolution (21.6 ms a `single` batch of 32 images on the H100) for it: torch
+    2.9+ no longer sends this Conv3d to cuDNN. vLLM multiplies it out the same way on CUDA for
+    that reason (vllm-project/vllm vllm/model_executor/layers/conv.py, Conv3dLayer, commit
+    045d7575; pytorch/pytorch issue 166122); our code."""
+    import torch.nn.functional as F
+
+    weight = embed.proj.weight  # [hidden, channels, frames, size, size]
+    flat = hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype)
+    return F.linear(flat, weight.reshape(weight.shape[0], -1), embed.proj.bias)
 
 
 def _rotate_half(x: Any) -> Any:
@@ -181,18 +233,24 @@ class _Regions:
         self.options = options
         self._torch = torch
 
-        def region(fn: Callable[..., Any]) -> Callable[..., Any]:
-            if not options.compile:
-                return fn
-            compiled: Callable[..., Any] = torch.compile(fn, backend=options.compile_backend)
-            return compiled
+        self.set_compiled(options.compile)
+        # The images' lengths of the forward under way: every block gets the same cu_seqlens.
+        self._lengths_of: tuple[Any, list[int]] | None = None
 
+    def set_compiled(self, compiled: bool) -> None:
+        """The four region functions, compiled or plain."""
+
+        def region(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if not compiled:
+                return fn
+            made: Callable[..., Any] = self._torch.compile(fn, backend=self.options.compile_backend)
+            return made
+
+        self.compiled = compiled
         self.decoder_in = region(decoder_attention_inputs)
         self.decoder_out = region(decoder_attention_outputs)
         self.vision_in = region(vision_attention_inputs)
         self.vision_out = region(vision_attention_outputs)
-        # The images' lengths of the forward under way: every block gets the same cu_seqlens.
-        self._lengths_of: tuple[Any, list[int]] | None = None
 
     def decoder_forward(
         self,
@@ -248,7 +306,7 @@ class _Regions:
     def _dynamic(self, tensors: tuple[Any, ...], dims: tuple[int, ...]) -> None:
         """Batch and sequence sizes are symbolic from the first compile (the hidden sizes stay
         static, for the kernels' sake); a size of 1 is left to its own graph."""
-        if self.options.compile:
+        if self.compiled:
             for tensor in tensors:
                 for dim in dims:
                     self._torch._dynamo.maybe_mark_dynamic(tensor, dim)
