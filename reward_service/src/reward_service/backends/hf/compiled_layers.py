@@ -130,8 +130,9 @@ def install(model: Any, options: LayerOptions, deterministic: bool = False) -> I
         # Each region keeps up to four graphs (a batch of one, a one-token step) per model kind
         # and judge mode; a process that loads several (tests, hand-overs) must not fall back
         # to eager at torch's default of eight.
-        limit = torch._dynamo.config.recompile_limit
-        torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
         if deterministic and hasattr(torch._inductor.config, "deterministic"):
             # No on-device benchmarking picks a kernel: the same kernels in every process.
             torch._inductor.config.deterministic = True
