@@ -130,12 +130,17 @@ def install(model: Any, options: LayerOptions, deterministic: bool = False) -> I
         # Each region keeps up to four graphs (a batch of one, a one-token step) per model kind
         # and judge mode; a process that loads several (tests, hand-overs) must not fall back
         # to eager at torch's default of eight.
-        config = torch._dynamo.config
-        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-        setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
-        if deterministic and hasattr(torch._inductor.config, "deterministic"):
-            # No on-device benchmarking picks a kernel: the same kernels in every process.
-            torch._inductor.config.deterministic = True
+        import torch._dynamo.config as dynamo_config
+        import torch._inductor.config as inductor_config
+
+        limit = (
+            "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+        )
+        setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), RECOMPILE_LIMIT))
+        if deterministic and hasattr(inductor_config, "deterministic"):
+            # No on-device benchmarking picks a kernel: the same kernels in every process
+            # (process-wide, as torch's deterministic algorithms are).
+            inductor_config.deterministic = True
     flash = "flash" in str(getattr(model.config, "_attn_implementation", ""))
     grouped = options.vision_attention == "grouped"
     replaced = 0
