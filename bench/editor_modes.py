@@ -14,6 +14,7 @@ import base64
 import contextlib
 import io
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,8 +121,15 @@ class ServiceFailed(RuntimeError):
 
 
 @contextlib.contextmanager
-def editor(env: dict[str, str], log_path: Path, port: int, ready_timeout_s: float) -> Iterator[str]:
-    """A real editor process with ``env``; yields its URL once /ready answers 200."""
+def editor(
+    env: dict[str, str],
+    log_path: Path,
+    port: int,
+    ready_timeout_s: float,
+    stop_timeout_s: float = 120,
+) -> Iterator[str]:
+    """A real editor process with ``env``; yields its URL once /ready answers 200. Stopped with
+    SIGTERM (it drains), killed if still there after ``stop_timeout_s``."""
     import httpx
 
     with log_path.open("wb") as log:
@@ -131,6 +139,7 @@ def editor(env: dict[str, str], log_path: Path, port: int, ready_timeout_s: floa
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            start_new_session=True,  # its own group: a kill takes its worker processes too
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -154,9 +163,9 @@ def editor(env: dict[str, str], log_path: Path, port: int, ready_timeout_s: floa
         finally:
             process.terminate()
             try:
-                process.wait(120)
+                process.wait(stop_timeout_s)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait(30)
 
 
