@@ -7,6 +7,7 @@ real uvicorn process, and against our own editor's /v1/images/edits on the tiny 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import pytest
 from orchestrator.store import JsonlLog
 from tests.orchestrator.conftest import write_manifest
 from tests.orchestrator.harness import cli_env, editbench, finish, wait_for
+from tests.orchestrator.published_layouts import write_kris
 from tests.support.servers import REPO_ROOT, REUSE_FREED_MEMORY, ServiceProcess
 
 KEY = "sk-test-0123456789abcdef"
@@ -270,3 +272,23 @@ def test_our_own_images_edits_route_serves_the_sample_benchmark(
     assert {r["model"]["id"] for r in edits} == {"tiny"}
     assert all(r["response"]["sent"]["num_inference_steps"] == "2" for r in edits)
     assert all((r["response"]["width"], r["response"]["height"]) == (32, 32) for r in edits)
+
+
+def test_a_served_editor_is_sent_every_input_of_a_multi_input_item_as_image_parts(
+    tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    """The official SDK sends a list of images as ``image[]`` parts, in order; one as ``image``."""
+    root = write_kris(tmp_path / "data")
+    with fake(tmp_path, "vllm-omni") as server:
+        args = run_edit_only(server, root, tmp_path / "out", "--categories",
+                             "multi-element_composition,color_change")  # fmt: skip
+        code, _, stderr = finish(editbench_with(key_env, *args))
+        assert code == 0, stderr
+        sent = {r["fields"]["prompt"]: r["images"] for r in server.requests() if "images" in r}
+    folder = root / "multi-element_composition"
+    assert sent["multi-element_composition instruction 21"] == [
+        ["image[]", hashlib.sha256((folder / name).read_bytes()).hexdigest()]
+        for name in ("21-1.jpg", "21-2.jpg", "21-3.jpg")
+    ]
+    one = (root / "color_change" / "1.jpg").read_bytes()
+    assert sent["color_change instruction 1"] == [["image", hashlib.sha256(one).hexdigest()]]

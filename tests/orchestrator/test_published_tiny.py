@@ -71,10 +71,12 @@ def services(
         ("rise-dims", ["consistency", "reasoning"], ["plausibility"]),
     ):
         (protocols / f"{name}.yaml").write_text(_protocol(name, sc, pq), encoding="utf-8")
+    # The Edit Plus family: KRIS-Bench's multi-input items are edited with all their inputs (a
+    # single-input editor records them as not edited: test_multi_image_tiny.py).
     editor = ServiceProcess(
         "editor_service",
         {
-            "EDITOR_MODEL": "tiny",
+            "EDITOR_MODEL": "tiny-plus",
             "EDITOR_DEVICES": "cpu",
             "EDITOR_CACHE_DIR": str(model_cache),
             **REUSE_FREED_MEMORY,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import json
 import os
@@ -128,6 +129,15 @@ async def edits(request: Request) -> JSONResponse:
     fields = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
     images = [v for k, v in form.multi_items() if k in ("image", "image[]")]
     entry: dict[str, Any] = {"route": "edits", "fields": fields}
+    # Each image part: its field name and the sha256 of its bytes, in the order sent.
+    entry["images"] = [
+        [k, hashlib.sha256(await v.read()).hexdigest()]
+        for k, v in form.multi_items()
+        if k in ("image", "image[]") and isinstance(v, UploadFile)
+    ]
+    for _, part in form.multi_items():
+        if isinstance(part, UploadFile):
+            await part.seek(0)
     if not images or not isinstance(images[0], UploadFile):
         entry["status"] = 422
         _log(entry)

@@ -87,6 +87,6 @@ async def _note_inputs_over_limit(ctx: PhaseContext, editor: EditorClient) -> No
     over = sum(1 for item in ctx.items if ctx.benchmark.input_count(item) > limit)
     if over:
         ctx.progress.note(
-            f"{counted(over, 'item')} have more input images than {info.family.title} takes "
-            f"({limit}): they will be recorded as not edited, and the run goes on"
+            f"{counted(over, 'item')} with more input images than {info.family.title} takes "
+            f"({limit}): recorded as not edited, without sending them; the run goes on"
         )
