@@ -456,6 +456,26 @@ def test_rise_logical_puzzles_with_an_image_answer_are_judged_against_it() -> No
     }
 
 
+def test_rise_logical_image_answers_without_the_question_when_the_data_says_so() -> None:
+    # eval_vanilla with a reasoning_wo_ins column: prompt_rea = prompt_logical_img_wo_q, sent
+    # as it is (not formatted); the consistency call is unchanged.
+    sent = _sent(
+        "rise", "logical_reasoning", None, reference=True, variant="reference_image_wo_ins"
+    )
+    assert sent == {
+        "logical_consistency": [
+            RISE["prompt_logical_cons"].format(instruct=INSTRUCTION),
+            ImageSlot("reference"),
+            ImageSlot("edited"),
+        ],
+        "logical_reasoning": [
+            RISE["prompt_logical_img_wo_q"],
+            ImageSlot("reference"),
+            ImageSlot("edited"),
+        ],
+    }
+
+
 @pytest.mark.parametrize(
     ("category", "variant", "prompt"),
     [

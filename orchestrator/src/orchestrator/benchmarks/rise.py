@@ -95,13 +95,20 @@ def _image_root(index: Path, first_image: str) -> Path | None:
     return index.parent  # check_files names what is missing
 
 
-def judge_variant(category: str, extra: dict[str, Any]) -> str | None:
+def judge_variant(
+    category: str, extra: dict[str, Any], *, without_instruction: bool = False
+) -> str | None:
     """Which of the rise protocol's question variants the item is asked, as gpt_eval.py's
     eval_vanilla (@5f22651) branches: spatial and logical items with a reference image are judged
-    against it in place of their input (``reference_image``); temporal, causal and spatial items
-    with ``reasoning_img`` are shown their input for the reasoning check (``input``; spatial:
-    ``spatial_input``, its own prompt). None: the questions as written."""
+    against it in place of their input (``reference_image``; a logical one
+    ``reference_image_wo_ins`` when the data has a reasoning_wo_ins column: eval_vanilla tests
+    ``'reasoning_wo_ins' in item`` on a pandas row, true for every row once any has the key);
+    temporal, causal and spatial items with ``reasoning_img`` are shown their input for the
+    reasoning check (``input``; spatial: ``spatial_input``, its own prompt). None: the
+    questions as written."""
     with_image = extra.get("reference_kind") == "image"
+    if with_image and category == "logical_reasoning" and without_instruction:
+        return "reference_image_wo_ins"
     if with_image and category in ("spatial_reasoning", "logical_reasoning"):
         return "reference_image"
     if category != "logical_reasoning" and "reasoning_img" in extra:
@@ -114,6 +121,8 @@ def rise_items(data: Any, index: Path) -> list[Item]:
     if not isinstance(data, list) or not data:
         raise BenchmarkError(f"{index}: expected a list of items")
     items: list[Item] = []
+    # A column of the authors' DataFrame: present for every row once any row has the key.
+    without_instruction = any(isinstance(row, dict) and "reasoning_wo_ins" in row for row in data)
     for number, row in enumerate(data, 1):
         where = f"{index}: item {number}"
         if not isinstance(row, dict):
@@ -136,7 +145,7 @@ def rise_items(data: Any, index: Path) -> list[Item]:
             extra["reference_kind"] = "image"
         elif "reference" in extra:
             extra["reference_kind"] = "text"
-        variant = judge_variant(category, extra)
+        variant = judge_variant(category, extra, without_instruction=without_instruction)
         if variant is not None:
             extra[JUDGE_VARIANT] = variant
         reference = extra.get("reference") if extra.get("reference_kind") == "text" else None

@@ -394,20 +394,7 @@ def rise_statistics(
             )
         )
     accuracy = main_rows[0].values[2]
-    # The one branch of eval_vanilla the rise protocol does not reproduce (see rise.yaml).
-    unofficial = sum(
-        1
-        for i in items
-        if i.category == "logical_reasoning"
-        and i.extra.get(JUDGE_VARIANT) == "reference_image"
-        and _truthy(i.extra.get("reasoning_wo_ins"))
-    )
-    notes = []
-    if unofficial:
-        notes.append(
-            f"{unofficial} logical item(s) are checked with prompt_logical_img_wo_q by the "
-            "official judge (reasoning_wo_ins); the built-in protocol asks prompt_logical_img"
-        )
+    notes: list[str] = []
     return OfficialStatistics(
         name="rise",
         reference="RISEBench gpt_eval.py (calculate_score, calculate_completion, main)",
