@@ -150,6 +150,36 @@ def test_a_parameter_the_family_does_not_take_is_a_400_naming_it(editor: tuple[s
         assert ErrorResponse.model_validate(sized.json()).error.param == "size"
 
 
+def test_more_input_images_than_the_family_takes_is_a_400_naming_the_limit(
+    editor: tuple[str, str],
+) -> None:
+    model, url = editor
+    family = info(url).family
+    assert family is not None and family.max_images == 1  # FLUX.1 Kontext, LongCat: one image
+    payload = {
+        "image": b64(SOURCE),
+        "images": [b64(image_bytes(64, 48, seed=4))],
+        "instruction": "put the second in the first",
+        "num_inference_steps": 2,
+    }
+    response = httpx.post(f"{url}/v1/edits", json=payload, timeout=60)
+    assert response.status_code == 400
+    error = ErrorResponse.model_validate(response.json()).error
+    assert error.param == "images" and f"{model} takes 1" in error.message
+    form = httpx.post(
+        f"{url}/v1/images/edits",
+        data={"prompt": "put the second in the first"},
+        files=[
+            ("image[]", ("a.png", SOURCE, "image/png")),
+            ("image[]", ("b.png", image_bytes(64, 48, seed=4), "image/png")),
+        ],
+        timeout=60,
+    )
+    assert form.status_code == 400
+    refused = ErrorResponse.model_validate(form.json()).error
+    assert refused.param == "image" and "takes 1" in refused.message
+
+
 def test_editbench_run_benchmarks_the_family_end_to_end(
     editor: tuple[str, str], judge: str, tmp_path: Path
 ) -> None:
