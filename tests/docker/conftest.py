@@ -67,7 +67,8 @@ def cpu_stack(
 
     Taken down with its volume at the end, whatever the tests did to it.
     """
-    runs = tmp_path_factory.mktemp("runs")
+    runs = tmp_path_factory.mktemp("compose") / "runs"  # ./runs of the folder the CLI runs in
+    runs.mkdir()
     compose = Compose(
         project=f"editbench-test-{os.getpid()}",
         env={

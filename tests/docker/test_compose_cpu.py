@@ -18,7 +18,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.docker.compose import Compose, docker
+from tests.docker.compose import REPO_ROOT, Compose, docker
+from tests.docker.documented import bash_block, command, run_bash
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -51,26 +52,25 @@ def test_compose_up_wait_brings_both_services_to_healthy(running_stack: Compose)
 def test_compose_cpu_stack_runs_sample_benchmark_and_writes_report(
     running_stack: Compose, docker_logs: Path
 ) -> None:
-    """The README's command, through the orchestrator's container, into a host folder."""
-    running_stack(
-        "run",
-        "--rm",
-        "--user",
-        f"{os.getuid()}:{os.getgid()}",
-        "orchestrator",
-        "editbench",
-        "run",
-        "--benchmark",
-        "sample",
-        "--steps",
-        "2",
-        "--size",
-        "256x256",
-        "--out",
-        "runs/sample",
+    """DEPLOY.md's command as written (bash, from the page), through the orchestrator's
+    container, into ./runs of the folder it runs in: the files are the caller's and the printed
+    report path is the host's (EDITBENCH_PATH_MAP), not the container's."""
+    runs = Path(running_stack.env["EDITBENCH_RUNS_DIR"])
+    line = command(bash_block("docker compose run --rm"), "mkdir -p runs && docker compose run")
+    done = run_bash(
+        line,
+        cwd=runs.parent,  # so the page's $PWD/runs is the folder mounted as /workspace/runs
+        env={
+            **os.environ,
+            **running_stack.env,
+            "COMPOSE_PROJECT_NAME": running_stack.project,
+            "COMPOSE_FILE": str(REPO_ROOT / "docker-compose.yml"),
+        },
         timeout=1800,
         log=docker_logs / "benchmark.log",
     )
+    reported = [line for line in done.stdout.splitlines() if line.startswith("report: ")]
+    assert reported == [f"report: {runs / 'sample' / 'report.html'}"], done.stdout[-2000:]
     run_dir = Path(running_stack.env["EDITBENCH_RUNS_DIR"]) / "sample"
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     micro = summary["overall"]["micro"]
@@ -80,6 +80,7 @@ def test_compose_cpu_stack_runs_sample_benchmark_and_writes_report(
     report = (run_dir / "report.html").read_text(encoding="utf-8")
     assert report.lstrip().lower().startswith("<!doctype html") and "物理" in report
     assert len(list((run_dir / "edits").iterdir())) == 12
+    assert {p.stat().st_uid for p in run_dir.rglob("*")} == {os.getuid()}
 
 
 def test_tiny_models_are_built_into_the_model_cache_volume(running_stack: Compose) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.store import JsonlLog
+from orchestrator.store import JsonlLog, RunStore
 from tests.docker.compose import docker
+from tests.docker.documented import Renames, bash_block, command, run_bash
 from tests.docker.swarm import Stack, metric, single_node_swarm, swarm_state, wait_until
 from tests.orchestrator.conftest import write_manifest
 
@@ -178,3 +179,68 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
     assert any(line.startswith("reward replicas: ") for line in logs.splitlines())
     assert f"report: {out / 'report.html'}" in logs
     assert {p.stat().st_uid for p in out.rglob("*")} == {os.getuid()}
+
+
+def _exists(kind: str, name: str) -> bool:
+    listed = {
+        "service": ["service", "ls", "--format", "{{.Name}}"],
+        "volume": ["volume", "ls", "--format", "{{.Name}}"],
+        "container": ["ps", "--all", "--format", "{{.Names}}"],
+    }[kind]
+    return name in docker(*listed).split()
+
+
+def test_the_one_off_task_its_results_and_the_clean_up_run_as_deploy_md_writes_them(
+    stack: Stack, images: dict[str, str], tmp_path: Path, docker_logs: Path
+) -> None:
+    """DEPLOY.md's one-off task, its `docker cp` of the results and its clean-up, each taken
+    from the page and run by bash as written (the stack under this test's own name). Last in
+    this module: the clean-up removes the stack."""
+    assert images["orchestrator"] == "editbench/orchestrator:latest"  # the page's image
+    names = {"service": "editbench-run", "volume": "editbench-runs"}
+    names["container"] = "editbench-results"
+    taken = [f"{kind} {name}" for kind, name in names.items() if _exists(kind, name)]
+    assert not taken, f"this engine already has {taken}: the test would take them over"
+    rename = Renames(stack.name)
+    keys = Path(stack.env["EDITBENCH_EDITOR_KEYS_FILE"]).parent
+    env = {**os.environ, "keys": str(keys)}
+    one_off = rename(command(bash_block("--name editbench-run"), "docker service create"))
+    try:
+        # The CLI returns once the task has run a few seconds (the run takes minutes).
+        run_bash(one_off, cwd=tmp_path, env=env, timeout=900, log=docker_logs / "one-off.log")
+
+        def ended() -> bool:
+            state = docker("service", "ps", "--format", "{{.CurrentState}}", "editbench-run")
+            return state.split(" ", 1)[0] in ("Complete", "Failed", "Rejected", "Shutdown")
+
+        wait_until(ended, "end of the one-off task", timeout_s=1800)
+        logs = docker("service", "logs", "--raw", "editbench-run", timeout=120)
+        state = docker("service", "ps", "--format", "{{.CurrentState}}", "editbench-run")
+        assert state.startswith("Complete"), f"{state}\n{logs[-4000:]}"
+        # Its results out of the volume, as the page says, into ./runs of the caller.
+        results = rename(bash_block("docker cp editbench-results"))
+        run_bash(results, cwd=tmp_path, env=env, timeout=300, log=docker_logs / "results.log")
+        assert not _exists("container", "editbench-results")  # the page removes it again
+    finally:
+        (docker_logs / "one-off-task.log").write_text(
+            docker("service", "logs", "--raw", "editbench-run", timeout=120, check=False)
+        )
+
+    out = tmp_path / "runs" / "sample"
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    micro = summary["overall"]["micro"]
+    assert (micro["n_items"], micro["edited"], micro["scored"]) == (12, 12, 12)
+    assert (out / "report.html").is_file() and len(list((out / "edits").iterdir())) == 12
+    assert {p.stat().st_uid for p in out.rglob("*")} == {os.getuid()}  # docker cp: the caller's
+    provenance = RunStore(out).read_provenance()
+    assert provenance.services.editor is not None and provenance.services.reward is not None
+    for service in (provenance.services.editor, provenance.services.reward):
+        assert [e.jobs_ok > 0 for e in service.endpoints or []] == [True, True]
+    assert any(line.startswith("editor replicas: ") for line in logs.splitlines())
+
+    # The clean-up, in the page's order: nothing of the task, the stack or the keys is left.
+    clean_up = rename(bash_block("docker service rm editbench-run"))
+    run_bash(clean_up, cwd=tmp_path, env=env, timeout=600, log=docker_logs / "clean-up.log")
+    assert not _exists("service", "editbench-run") and not _exists("volume", "editbench-runs")
+    assert not keys.exists()
+    wait_until(lambda: stack.leftovers() == {}, "nothing left of the stack", timeout_s=300)

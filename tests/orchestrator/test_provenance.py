@@ -349,3 +349,19 @@ def test_an_old_run_folder_reports_resumes_and_compares_through_the_model(tmp_pa
     assert len(resumed["invocations"]) == 2
     assert resumed["invocations"][0] == old["invocations"][0] | {"score_wall_s": None}
     assert resumed["started_at"] == old["started_at"]
+
+
+def test_a_handover_is_kept_in_the_shape_summary_and_report_read(tmp_path: Path) -> None:
+    from orchestrator.handover import Handover
+    from orchestrator.provenance import HandoverRecord
+
+    handover = Handover("editor", "reward", 0.5, None, 1.25, "t0", "t1", True, None)
+    provenance = Provenance()
+    provenance.handovers.append(
+        HandoverRecord.model_validate({**handover.as_record(), "invocation": 0})
+    )
+    tmp_path.mkdir(exist_ok=True)
+    RunStore(tmp_path).write_provenance(provenance)
+    written = json.loads((tmp_path / "provenance.json").read_text(encoding="utf-8"))
+    assert written["handovers"] == [{**handover.as_record(), "invocation": 0}]  # "from", "to"
+    assert RunStore(tmp_path).read_provenance().handovers[0].source == "editor"
