@@ -7,9 +7,11 @@ and ``warm_up`` (their compile at load). Options (``REWARD_BACKEND_OPTIONS``):
 ``attn_implementation``, ``reuse_image_encodings``, ``prefix_buckets``, ``preprocess_device``,
 ``compile`` (regional torch.compile; default on CUDA devices outside deterministic mode),
 ``vision_attention`` (``grouped`` by default on CUDA: images of one length in one attention call;
-``per_image``), ``patch_embed`` (``linear`` by default on CUDA; ``conv``) and ``compile_backend``
-(``inductor``). A compile that fails at load leaves the layers running eagerly (logged, and named
-in the model's options).
+``per_image``), ``patch_embed`` (``linear`` by default on CUDA; ``conv``), ``compile_backend``
+(``inductor``) and ``prepare_stream`` (``side``, the default: a batch is prepared on a CUDA stream
+of its own, not queued behind the model's work; ``default``; see ``hf.prepare_stream``). A
+compile that fails at load leaves the layers running eagerly (logged, and named in the model's
+options).
 
 Deterministic mode (``REWARD_DETERMINISTIC``, the spec's ``deterministic``): every item's forward
 passes (vision encoder included) run on their own, with shapes that depend on that item alone,
@@ -39,6 +41,7 @@ from reward_service.backends.hf.compiled_layers import install, layer_options
 from reward_service.backends.hf.loading import BUILTIN_SOURCES, load_judge
 from reward_service.backends.hf.passes import Passes
 from reward_service.backends.hf.planning import Planner, PlanOptions, PreparedBatch
+from reward_service.backends.hf.prepare_stream import PrepareStreams, stream_choice
 from reward_service.backends.hf.warm_up import warm_up
 from reward_service.backends.score_tokens import digit_token_ids
 from service_kit.models.oom import free_device_memory
@@ -67,12 +70,14 @@ class TransformersJudgeBackend:
         self.digit_ids: list[int] = []
         self._planner: Planner | None = None
         self._passes: Passes | None = None
+        self._streams = PrepareStreams("cpu", "default")
 
     def load(self, device: str) -> LoadedModel:
         if self.deterministic:
             from service_kit.models.determinism import use_deterministic_torch
 
             use_deterministic_torch()
+        streams = PrepareStreams(device, stream_choice(self.spec.options))
         loaded = load_judge(self.spec, self.source, device)
         self.model, self.processor, self.device = loaded.model, loaded.processor, device
         self.digit_ids = digit_token_ids(self.processor.tokenizer)
@@ -88,6 +93,7 @@ class TransformersJudgeBackend:
         )
         self._planner = Planner(self.processor, device, self.digit_ids, plan)
         self._passes = Passes(self.model, self.processor, device, self.digit_ids)
+        self._streams = streams
         chosen = layer_options(options, device, self.deterministic)
         layers = install(self.model, chosen, self.deterministic)
         if layers.replaced and layers.options.compile:
@@ -113,7 +119,8 @@ class TransformersJudgeBackend:
 
     def prepare(self, items: Sequence[JudgeItem[Image]]) -> PreparedBatch:
         """Templates, images and tokens for the batch's passes (never touches the model)."""
-        return self.planner.plan(items)
+        with self._streams.preparing():
+            return self.planner.plan(items)
 
     def score(self, prepared: object) -> list[QuestionOutput]:
         import torch
@@ -122,6 +129,7 @@ class TransformersJudgeBackend:
             raise RuntimeError("score() before load()")
         if not isinstance(prepared, PreparedBatch):
             raise TypeError(f"expected a PreparedBatch, not {type(prepared).__name__}")
+        self._streams.hand_over(prepared)
         try:
             with torch.inference_mode():
                 return self._passes.run(prepared)
