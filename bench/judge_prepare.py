@@ -217,9 +217,8 @@ class Preparing:
     ) -> None:
         import copy
 
-        import torch
-
         from reward_service.backends.hf.planning import Planner, PlanOptions
+        from reward_service.backends.hf.prepare_stream import PrepareStreams, stream_choice
 
         self.processor = copy.deepcopy(processor)
         self.planner = Planner(
@@ -229,8 +228,8 @@ class Preparing:
             PlanOptions(encode_images_apart=True, preprocess_on_device=device != "cpu"),
         )
         self.images = chosen["images"]
-        side = device != "cpu" and chosen["stream"] == "side"
-        self.stream = torch.cuda.Stream(device) if side else None
+        # The backend's own streams (reward_service.backends.hf.prepare_stream).
+        self.streams = PrepareStreams(device, stream_choice({"prepare_stream": chosen["stream"]}))
 
     def items_of(self, batch: Any) -> Any:
         if self.images == "pil":
@@ -243,15 +242,9 @@ class Preparing:
         ]
 
     def prepare(self, batch: Any) -> Any:
-        import torch
-
         items = self.items_of(batch)
-        if self.stream is None:
+        with self.streams.preparing():
             return self.planner.plan(items)
-        with torch.cuda.stream(self.stream):
-            prepared = self.planner.plan(items)
-        self.stream.synchronize()
-        return prepared
 
 
 def _tensor(image: Any) -> Any:
