@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 
 from editor_service.families.base import EditorFamily, InvalidParameter
@@ -90,3 +93,51 @@ def test_builtin_names_and_pipeline_classes_are_unique_across_families() -> None
     assert {"tiny", "tiny-plus", "tiny-kontext", "tiny-longcat"} <= builtin_sources().keys()
     with pytest.raises(ValueError, match="not an editing pipeline"):
         family_of_pipeline("StableDiffusionPipeline")
+
+
+def pipeline_arguments(class_name: str) -> set[str]:
+    import diffusers
+
+    return set(inspect.signature(getattr(diffusers, class_name).__call__).parameters)
+
+
+# What the backend adds to a family's own keyword arguments (diffusers_backend.edit).
+BACKEND_ARGUMENTS = {"image", "prompt", "generator"}
+MASK_ARGUMENTS = {"mask_image", "strength"}
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_every_pipeline_of_a_family_takes_what_the_family_passes_it(family: EditorFamily) -> None:
+    """The edit and the inpainting pipeline are called with the family's keyword arguments
+    (every parameter set, a negative prompt in use, a size where the family takes one): each
+    must be a parameter of that pipeline class in the installed diffusers."""
+    strong = {p.name: p.maximum for p in family.parameters}
+    side = 64 if family.takes_size else None
+    settings = family.resolve(
+        num_inference_steps=None,
+        negative_prompt="blurry",
+        parameters=strong,
+        width=side,
+        height=side,
+    )
+    passed = set(family.call(settings)) | BACKEND_ARGUMENTS
+    if family.stops_between_steps:
+        passed.add("callback_on_step_end")
+    for pipeline in family.pipeline_classes:
+        assert passed <= pipeline_arguments(pipeline), pipeline
+    for pipeline, inpainting in family.inpaint_pipelines.items():
+        assert pipeline in family.pipeline_classes
+        # A masked edit is ~1 MP at the image's aspect (the route refuses a size with a mask).
+        unsized = family.call(dataclasses.replace(settings, width=None, height=None))
+        masked = set(unsized) | BACKEND_ARGUMENTS | MASK_ARGUMENTS
+        assert masked <= pipeline_arguments(inpainting), inpainting
+
+
+def test_kontext_masks_go_to_its_inpainting_pipeline_and_longcat_has_none() -> None:
+    import diffusers
+
+    kontext, longcat = family_of_builtin("kontext"), family_of_builtin("longcat-edit")
+    assert kontext.inpaint_pipelines == {"FluxKontextPipeline": "FluxKontextInpaintPipeline"}
+    # If diffusers gains a LongCat inpainting pipeline, this says it is time to wire it.
+    assert not [name for name in dir(diffusers) if "LongCat" in name and "Inpaint" in name]
+    assert not longcat.inpaint_pipelines

@@ -180,6 +180,60 @@ def test_more_input_images_than_the_family_takes_is_a_400_naming_the_limit(
     assert refused.param == "image" and "takes 1" in refused.message
 
 
+def left_half_mask_png(side: int) -> bytes:
+    """OpenAI's mask: fully transparent (edit here) on the left half, opaque (keep) elsewhere."""
+    mask = Image.new("RGBA", (side, side), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, side // 2, side))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_mask_runs_kontexts_inpainting_pipeline_and_is_a_400_on_longcat(
+    editor: tuple[str, str],
+) -> None:
+    model, url = editor
+    square = image_bytes(64, 64, seed=5)
+    form = {"prompt": "make the sky red", "num_inference_steps": "2", "seed": "5"}
+
+    def edit(changes: dict[str, str], *, mask: bool = True) -> httpx.Response:
+        files = {"image": ("source.png", square, "image/png")}
+        if mask:
+            files["mask"] = ("mask.png", left_half_mask_png(64), "image/png")
+        return httpx.post(
+            f"{url}/v1/images/edits", data={**form, **changes}, files=files, timeout=300
+        )
+
+    def refused(response: httpx.Response) -> tuple[str | None, str]:
+        assert response.status_code == 400, response.text
+        error = ErrorResponse.model_validate(response.json()).error
+        return error.param, error.message
+
+    family = info(url).family
+    assert family is not None
+    if model == "tiny-longcat":
+        assert not family.inpainting
+        param, message = refused(edit({"guidance_scale": "3"}))
+        assert param == "mask" and "no inpainting pipeline" in message
+        assert "FluxKontextInpaintPipeline" in message  # where masks do work
+        return
+    assert family.inpainting
+    masked = edit({"guidance_scale": "3"})
+    assert masked.status_code == 200, masked.text
+    image = decode_b64_image(OpenAIImagesResponse.model_validate(masked.json()).data[0].b64_json)
+    assert image.size == (1024, 1024)  # the inpainting pipeline's own ~1 MP: no size with a mask
+    assert np.asarray(image).std() > 0
+    plain = edit({"guidance_scale": "3"}, mask=False)
+    assert plain.status_code == 200, plain.text
+    unmasked = decode_b64_image(plain.json()["data"][0]["b64_json"])
+    # Same seed, prompt and guidance: the mask, not ignored, made another image.
+    assert not np.array_equal(np.asarray(image), np.asarray(unmasked))
+    # What the inpainting pipeline does not take is refused, naming it, before any work.
+    assert refused(edit({"size": "64x64"}))[0] == "size"
+    param, message = refused(edit({"image_guidance_scale": "1.5"}))
+    assert param == "image_guidance_scale" and "guidance_scale, true_cfg_scale" in message
+
+
 def test_editbench_run_benchmarks_the_family_end_to_end(
     editor: tuple[str, str], judge: str, tmp_path: Path
 ) -> None:

@@ -28,7 +28,11 @@ from starlette.datastructures import FormData, UploadFile
 
 from editor_service.backends.base import EditJob, LoadedModel, RGBImage
 from editor_service.codecs import SOURCE_PIXELS, encode_rgb
-from editor_service.families.wire import check_input_count, check_parameters
+from editor_service.families.wire import (
+    check_input_count,
+    check_parameters,
+    inpainting_families,
+)
 from editor_service.pool import EditResult, Reservation
 from editor_service.routes import PoolDep, SettingsDep
 from service_kit.app.state import DecodeGateDep
@@ -351,7 +355,7 @@ def _check_against_model(
         if not model.inpainting:
             raise InvalidInput(
                 f"mask: {model.id} ({model.model_class}) has no inpainting pipeline; masks work "
-                "with Qwen-Image-Edit checkpoints (QwenImageEditInpaintPipeline)",
+                f"with {inpainting_families()}",
                 param="mask",
             )
         if len(files.images) > 1:

@@ -3,7 +3,8 @@
 Its ``guidance_scale`` is an input of the transformer (distilled guidance, one pass a step); true
 CFG with a negative prompt is optional (``true_cfg_scale`` > 1, two passes a step). Defaults are
 the model card's (28 steps, guidance 2.5). The source is resized to Kontext's preferred ~1 MP
-resolution; an output size keeps its aspect at its own area (``max_area``).
+resolution; an output size keeps its aspect at its own area (``max_area``). A mask goes to
+``FluxKontextInpaintPipeline`` (same components).
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ FAMILY = EditorFamily(
         "tiny-kontext": ("tiny", "kontext"),
         "random-full-kontext": ("random-full", "kontext"),
     },
+    # Kontext's own inpainting: the source stays the context image, the unmasked latents are
+    # put back after every step, so outside the mask the result is the source's (its VAE
+    # reconstruction). It takes every parameter above; its output is its own ~1 MP (no size).
+    inpaint_pipelines={"FluxKontextPipeline": "FluxKontextInpaintPipeline"},
     fp8_layers=(
         r"transformer_blocks\.\d+\.(attn|ff|ff_context)\..+"
         r"|single_transformer_blocks\.\d+\.(attn\..+|proj_mlp|proj_out)"

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from editor_service.backends.base import LoadedModel
 from editor_service.families.base import EditorFamily, InvalidParameter, input_limit_message
-from editor_service.families.registry import family_named
+from editor_service.families.registry import FAMILIES, family_named
 from service_kit.errors import InvalidInput
 from shared_schemas import EditorFamilyInfo, FamilyParameterInfo
 
@@ -15,6 +15,15 @@ def loaded_family(model: LoadedModel | None) -> EditorFamily | None:
     if model is None or model.family is None:
         return None
     return family_named(model.family)
+
+
+def inpainting_families() -> str:
+    """The hosted families that take a mask, and their inpainting pipelines (for messages)."""
+    return ", ".join(
+        f"{f.title} ({', '.join(sorted(set(f.inpaint_pipelines.values())))})"
+        for f in FAMILIES
+        if f.inpaint_pipelines
+    )
 
 
 def family_info(model: LoadedModel | None) -> EditorFamilyInfo | None:
