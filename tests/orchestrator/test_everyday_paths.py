@@ -368,3 +368,32 @@ def test_a_path_inside_the_cli_container_is_printed_as_the_hosts(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert "report: /home/me/editbench/runs/sample/report.html" in done.stdout
+
+
+def test_a_kris_run_judged_with_viescore_is_warned_before_the_first_edit(tmp_path: Path) -> None:
+    from tests.orchestrator.published_layouts import write_kris
+
+    class Phases(Notes):
+        def start(self, phase: str, total: int) -> None:
+            self.notes.append(f"phase {phase}")
+
+    services = FakeServices()
+    notes = Phases()
+    out = tmp_path / "run"
+    run_with(
+        services,
+        services.transport(),
+        out,
+        notes,
+        benchmark=str(write_kris(tmp_path / "data")),
+        protocol="viescore",
+        categories=["color_change", "chemistry"],
+    )
+    [warning] = [n for n in notes.notes if n.startswith("warning: ")]
+    assert "judge protocol 'viescore' cannot produce KRIS-Bench's official statistics" in warning
+    assert "chemistry" in warning and "--protocol kris (every category in one run)" in warning
+    assert notes.notes.index(warning) < notes.notes.index("phase edit")  # before the first edit
+    # the run goes on (a warning, not a refusal), and its official tables say the same
+    assert services.count("editor POST /v1/edits") > 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert any("--protocol kris" in note for note in summary["official"]["notes"])

@@ -21,8 +21,10 @@ from orchestrator.benchmarks.statistics import (
     JudgedItem,
     imgedit_statistics,
     kris_statistics,
+    official_statistics,
     rise_statistics,
 )
+from orchestrator.preflight import unofficial_protocol
 from tests.orchestrator.hub_layouts import write_imgedit_lmms, write_kris_lmms, write_rise_hub
 from tests.orchestrator.published_layouts import (
     IMGEDIT_BASIC,
@@ -206,6 +208,12 @@ def test_imgedit_uge_headline_is_the_mean_over_items(tmp_path: Path) -> None:
     ]
     # get_average_score.py: each item's (rounded) mean, then their mean rounded to 2
     assert imgedit_statistics(judged).headline == round((2 + 3 + 4) / 3, 2)
+    # as the built-in imgedit-uge protocol answers: one score named overall
+    judged = [
+        JudgedItem(i.id, i.category, i.extra, {"overall": float(n + 3)})
+        for n, i in enumerate(bench.items)
+    ]
+    assert imgedit_statistics(judged).headline == round((3 + 4 + 5) / 3, 2)
 
 
 KRIS_TYPE = {
@@ -311,10 +319,23 @@ def test_kris_statistics_equal_bagels_summarize(tmp_path: Path, layout: str) -> 
     assert any(
         note.startswith("1 temporal_prediction item(s)") for note in kris_statistics(unlaid).notes
     )
+    # One run judged with the one `kris` protocol (knowledge only where its set asks it) needs no
+    # note; answers without a dimension the tables need (a protocol that is not KRIS's) get one.
+    assert not any("--protocol" in note for note in official_statistics("kris", judged).notes)
     without_kp = [
         JudgedItem(i.item_id, i.category, i.extra, {**i.metrics, "knowledge": None}) for i in judged
     ]
-    assert any("kris-knowledge" in note for note in kris_statistics(without_kp).notes)
+    assert not any("--protocol" in note for note in official_statistics("kris", without_kp).notes)
+    absent_kp = [
+        JudgedItem(i.item_id, i.category, i.extra, {k: v for k, v in i.metrics.items()
+                                                   if k != "knowledge"})
+        for i in judged
+    ]  # fmt: skip
+    [note] = [n for n in official_statistics("kris", absent_kp).notes if "--protocol" in n]
+    assert "no knowledge for " in note and "--protocol kris" in note
+    knowledge_tasks = {i.category for i in judged if i.extra["dimension"] in KRIS_WITH_KP}
+    assert all(task in note for task in knowledge_tasks)
+    assert "color_change" not in note
     # Every row the reference prints was compared above (the loops ran over all of them).
     shown = {row.label for table in (dims, types) for row in table.rows}
     assert shown | {"Overall"} == set(expected["summary"])
@@ -398,8 +419,11 @@ def rise_gpt_eval(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     return final
 
 
+@pytest.mark.parametrize("protocol", ["rise", "rise-logical"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_rise_statistics_equal_gpt_eval(tmp_path: Path, layout: str) -> None:
+def test_rise_statistics_equal_gpt_eval(tmp_path: Path, layout: str, protocol: str) -> None:
+    """One run judged with `rise` (logical puzzles answer logical_consistency and
+    logical_reasoning) or, as older runs did, with `rise-logical` (plain names)."""
     authors = write_rise(tmp_path)
     bench = load_benchmark(authors if layout == "authors" else write_rise_hub(tmp_path, authors))
     rng = random.Random(11)
@@ -420,6 +444,8 @@ def test_rise_statistics_equal_gpt_eval(tmp_path: Path, layout: str) -> None:
                 scores[0] = 0  # never read: the consistency judge is not asked
                 row["scores"] = [None, scores[1], scores[2]]
             names = ("consistency", "reasoning") if logical else RISE_NAMES
+            if logical and protocol == "rise":
+                names = ("logical_consistency", "logical_reasoning")
             metrics = {k: float(v) for k, v in zip(names, scores, strict=False)}
             if free:
                 metrics.pop("consistency")
@@ -446,3 +472,45 @@ def test_rise_statistics_equal_gpt_eval(tmp_path: Path, layout: str) -> None:
     assert not stats.notes
     assert main.rows and dims.rows  # the loops above compared something
     assert {row.label for row in main.rows} <= set(want)
+    assert [r.label for r in main.rows] == ["Overall", "Temporal", "Causal", "Spatial", "Logical"]
+
+
+def test_a_kris_or_rise_run_judged_with_another_protocol_is_told_so(tmp_path: Path) -> None:
+    """viescore on KRIS-Bench or RISEBench: the tables cannot be the official ones, and the
+    statistics' notes say why and what to run (the preflight says the same before any edit)."""
+    for name, bench in (
+        ("kris", load_benchmark(write_kris(tmp_path / "k"))),
+        ("rise", load_benchmark(write_rise(tmp_path / "r"))),
+    ):
+        judged = [
+            JudgedItem(i.id, i.category, i.extra, {"sc": 7.0, "pq": 6.0, "overall": 6.5})
+            for i in bench.items
+        ]
+        notes = official_statistics(name, judged).notes  # type: ignore[arg-type]
+        [note] = [n for n in notes if "--protocol" in n]
+        assert note.startswith("the run's judge protocol cannot produce ")
+        assert f"--protocol {name} (every category in one run)" in note
+        assert "official statistics" in note and "no consistency" in note
+
+
+def test_preflight_names_a_protocol_that_cannot_give_the_official_tables(tmp_path: Path) -> None:
+    """Against the protocols the judge lists: the one `kris` and `rise` protocols give every
+    dimension for every category of one run; the superseded split ones and viescore do not."""
+    from reward_service.protocols import ProtocolRegistry
+
+    registry = ProtocolRegistry.load()
+    for name, bench in (
+        ("kris", load_benchmark(write_kris(tmp_path / "k"))),
+        ("rise", load_benchmark(write_rise(tmp_path / "r"))),
+    ):
+        items = [(i.category, i.extra) for i in bench.items]
+        assert unofficial_protocol(registry.get(name).info(), name, items, {}) is None
+        said = unofficial_protocol(registry.get("viescore").info(), name, items, {})
+        assert said is not None and said.startswith("the judge protocol 'viescore' cannot")
+        assert f"--protocol {name} (every category in one run)" in said
+    kris_items = [(i.category, i.extra) for i in load_benchmark(tmp_path / "k").items]
+    split = unofficial_protocol(registry.get("kris-knowledge").info(), "kris", kris_items, {})
+    assert split is None  # it asks every task instruction and knowledge: nothing absent
+    rise_items = [(i.category, i.extra) for i in load_benchmark(tmp_path / "r").items]
+    logical = unofficial_protocol(registry.get("rise-logical").info(), "rise", rise_items, {})
+    assert logical is not None and "no plausibility for " in logical

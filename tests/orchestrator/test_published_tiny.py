@@ -34,7 +34,9 @@ pytestmark = pytest.mark.tiny
 
 # Judging protocols whose questions carry the dimension names the statistics read (the scale
 # and prompts do not matter to this test: it checks that what the judge said reaches the
-# official tables exactly as the authors' scripts would compute them).
+# official tables exactly as the authors' scripts would compute them). KRIS's and RISE's ask
+# each category its own questions (question_sets), as the built-in kris and rise do, so one run
+# covers every category; expected mode, so the tiny judge always answers.
 _PROTOCOL = """name: {name}
 description: dimensions of {name} (test)
 combine: viescore
@@ -43,6 +45,61 @@ answer:
   generate: 'End with "Score: N".'
 questions:
 {questions}
+"""
+
+KRIS_KNOWLEDGE_TASKS = [
+    "abstract_reasoning", "mathematics", "practical_knowledge", "medicine",
+    "rule-based_reasoning", "biology", "geography", "chemistry", "humanities", "physics",
+]  # fmt: skip
+
+_KRIS = """name: kris-dims
+description: KRIS-Bench's dimensions, knowledge on the knowledge tasks only (test)
+scale: {min: 1, max: 5}
+answer: {expected: Answer with one integer from 1 to 5 and nothing else.}
+questions:
+  - {name: consistency, images: [source, edited], prompt: "Consistency of {instruction}?"}
+  - {name: instruction, images: [source, edited], prompt: "Instruction: {instruction}?"}
+  - {name: knowledge, images: [source, edited], prompt: "Knowledge in {instruction}?"}
+  - {name: quality, images: [edited], prompt: "Quality?"}
+metrics:
+  - {name: consistency, label: VC, score: consistency}
+  - {name: instruction, label: IF, score: instruction}
+  - {name: knowledge, label: KP, score: knowledge}
+  - {name: quality, label: VQ, score: quality}
+  - {name: overall, label: Mean, mean: [consistency, instruction, knowledge, quality]}
+headline: overall
+question_sets:
+  knowledge:
+    categories: [TASKS]
+    questions: [consistency, instruction, knowledge, quality]
+  common:
+    questions: [consistency, instruction, quality]
+""".replace("TASKS", ", ".join(KRIS_KNOWLEDGE_TASKS))
+
+_RISE = """name: rise-dims
+description: RISEBench's dimensions, logical puzzles 0/1 without plausibility (test)
+scale: {min: 0, max: 5}
+answer: {expected: Answer with one integer and nothing else.}
+questions:
+  - {name: consistency, images: [source, edited], prompt: "C", scale: {min: 1, max: 5}}
+  - {name: reasoning, images: [edited], prompt: "R {instruction}", scale: {min: 1, max: 5}}
+  - {name: plausibility, images: [edited], prompt: "P", scale: {min: 1, max: 5}}
+  - {name: logical_consistency, images: [source, edited], prompt: "LC", scale: {min: 0, max: 1}}
+  - {name: logical_reasoning, images: [edited], prompt: "LR {instruction}", scale: {min: 0, max: 1}}
+metrics:
+  - {name: consistency, label: C, score: consistency}
+  - {name: reasoning, label: R, score: reasoning}
+  - {name: plausibility, label: P, score: plausibility}
+  - {name: weighted, label: W, weighted_mean: {consistency: 0.3, reasoning: 0.5, plausibility: 0.2}}
+  - {name: logical_consistency, label: LC, score: logical_consistency}
+  - {name: logical_reasoning, label: LR, score: logical_reasoning}
+headline: weighted
+question_sets:
+  logical:
+    categories: [logical_reasoning]
+    questions: [logical_consistency, logical_reasoning]
+  reasoning:
+    questions: [consistency, reasoning, plausibility]
 """
 
 
@@ -65,12 +122,10 @@ def services(
     folder = tmp_path_factory.mktemp("published-services")
     protocols = folder / "protocols"
     protocols.mkdir()
-    for name, sc, pq in (
-        ("kris-dims", ["consistency", "instruction"], ["quality", "knowledge"]),
-        ("imgedit-dims", ["adherence", "preservation"], ["quality"]),
-        ("rise-dims", ["consistency", "reasoning"], ["plausibility"]),
-    ):
-        (protocols / f"{name}.yaml").write_text(_protocol(name, sc, pq), encoding="utf-8")
+    imgedit = _protocol("imgedit-dims", ["adherence", "preservation"], ["quality"])
+    (protocols / "imgedit-dims.yaml").write_text(imgedit, encoding="utf-8")
+    (protocols / "kris-dims.yaml").write_text(_KRIS, encoding="utf-8")
+    (protocols / "rise-dims.yaml").write_text(_RISE, encoding="utf-8")
     # The Edit Plus family: KRIS-Bench's multi-input items are edited with all their inputs (a
     # single-input editor records them as not edited: test_multi_image_tiny.py).
     editor = ServiceProcess(
@@ -162,21 +217,35 @@ def _shown(out: Path, stdout: str, official: dict[str, Any], tmp_path: Path) -> 
 def test_kris_bench_runs_end_to_end_with_its_official_tables(
     services: tuple[str, str], tmp_path: Path
 ) -> None:
+    """Every task in one run: the knowledge tasks asked for knowledge, the others not (absent,
+    not zero), and the official tables over all of them."""
     bench = write_kris(tmp_path / "data")
     out = tmp_path / "kris-run"
     stdout = _run(services, bench, "kris-dims", out)
     rows = _scores(out)
     results: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    knowledge_items = 0
     for row in rows:
         extra = row["extra"]
         keys = ["consistency", "instruction", "quality"]
-        if extra["dimension"] in KRIS_WITH_KP:
+        knowledge = extra["dimension"] in KRIS_WITH_KP
+        assert (row["category"] in KRIS_KNOWLEDGE_TASKS) == knowledge
+        if knowledge:
             keys.append("knowledge")
+            knowledge_items += 1
+        # asked exactly its set's questions; a metric it was not asked for is absent
+        assert sorted(row["by_name"]) == sorted(keys)
+        assert ("knowledge" in row["metrics"]) == knowledge
         results[row["category"]][extra["image_id"]] = {
             f"{k}_score": row["by_name"][k] for k in keys
         }
+    assert 0 < knowledge_items < len(rows)
     want = kris_summarize(results)
     official = _official(out)
+    assert not any("--protocol" in note for note in official["notes"])
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["overall"]["micro"]["metrics"]["knowledge"]["n"] == knowledge_items
+    assert summary["overall"]["micro"]["metrics"]["consistency"]["n"] == len(rows)
     assert official["headline"] == pytest.approx(want["summary"]["Overall"]["AVG"])
     types = _table(official, "KRIS-Bench knowledge types")
     for label, values in types.items():
@@ -238,9 +307,12 @@ def test_risebench_runs_end_to_end_with_its_official_tables(
     for r in rows:
         s = r["by_name"]
         free = bool(r["extra"].get("consistency_free"))
-        if r["category"] == "logical_reasoning":
-            scores = [s["consistency"], s["reasoning"]]
+        if r["category"] == "logical_reasoning":  # its own 0/1 questions, no plausibility
+            assert sorted(s) == ["logical_consistency", "logical_reasoning"]
+            assert all(0 <= v <= 1 for v in s.values())
+            scores = [s["logical_consistency"], s["logical_reasoning"]]
         else:
+            assert sorted(s) == ["consistency", "plausibility", "reasoning"]
             scores = [None if free else s["consistency"], s["reasoning"], s["plausibility"]]
         row: dict[str, Any] = {"category": r["category"], "scores": scores}
         if free:
@@ -251,3 +323,7 @@ def test_risebench_runs_end_to_end_with_its_official_tables(
     for label, values in _table(official, "RISEBench").items():
         assert values == pytest.approx(want[label], nan_ok=True)
     assert official["headline"] == pytest.approx(100 * want["Overall"][2])
+    # one run: every category in the tables
+    assert set(_table(official, "RISEBench")) == {"Overall", "Temporal", "Causal", "Spatial",
+                                                   "Logical"}  # fmt: skip
+    assert not any("--protocol" in note for note in official["notes"])

@@ -5,18 +5,23 @@ A judge that is down, a ``--protocol`` it does not know, or a ``--mode expected`
 endpoint that returns no log-probabilities used to surface only after the whole edit phase
 (hours, on a real benchmark; the last as every score failing with a 400). The run now waits for
 each service it will need (saying what it waits for, one line per wait) and asks the judge for the
-protocol and its modes first.
+protocol and its modes first. A benchmark with official statistics judged with a protocol that
+cannot give the dimensions they read gets a warning here, before any edit.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from orchestrator.benchmarks.statistics import StatisticsName, describe_gaps, protocol_gaps
 from orchestrator.clients import EditorClient, RewardClient, ServiceCallError
 from orchestrator.phases import PhaseContext
 from orchestrator.phases.base import wait_until_ready
 from orchestrator.retry import call_with_retry
 from orchestrator.wording import counted
+from shared_schemas import ProtocolInfo
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +65,22 @@ async def check_services(
             f"Run with {offered}, or use a judge that returns log-probabilities",
             error_type="unsupported_mode",
         )
-    if mode is not None:
+    statistics = ctx.benchmark.reporting.statistics
+    if mode is not None or statistics is not None:
         listed = await call_with_retry(
             reward.protocols, policy=ctx.policy, label="reward /v1/protocols", sleep=ctx.sleep
         )
         spec = next((p for p in listed.protocols if p.name == protocol), None)
-        if spec is not None and spec.modes and mode not in spec.modes:
+        if spec is not None and spec.superseded_by:
+            message = (
+                f"judge protocol {spec.name!r} is superseded by {spec.superseded_by!r} (kept for "
+                f"runs made with it); for a new run use --protocol {spec.superseded_by}"
+            )
+            logger.warning("%s", message)
+            ctx.progress.note(f"warning: {message}")
+        if spec is not None and statistics is not None:
+            _warn_unofficial(ctx, spec, statistics)
+        if mode is not None and spec is not None and spec.modes and mode not in spec.modes:
             raise ServiceCallError(
                 "reward",
                 f"the judge protocol {protocol!r} reads scores in "
@@ -90,3 +105,33 @@ async def _note_inputs_over_limit(ctx: PhaseContext, editor: EditorClient) -> No
             f"{counted(over, 'item')} with more input images than {info.family.title} takes "
             f"({limit}): recorded as not edited, without sending them; the run goes on"
         )
+
+
+def _warn_unofficial(ctx: PhaseContext, spec: ProtocolInfo, statistics: StatisticsName) -> None:
+    """A benchmark with official statistics judged with a protocol that cannot give the
+    dimensions they read (viescore on KRIS-Bench, say): said now, before any edit, and again in
+    the statistics' notes. A warning, not a refusal: other protocols are legitimate to run."""
+    items = [(item.category, item.extra) for item in ctx.items]
+    message = unofficial_protocol(spec, statistics, items, ctx.benchmark.reporting.metric_names)
+    if message is not None:
+        logger.warning("%s", message)
+        ctx.progress.note(f"warning: {message}")
+
+
+def unofficial_protocol(
+    spec: ProtocolInfo,
+    statistics: StatisticsName,
+    items: Sequence[tuple[str, Mapping[str, Any]]],
+    names: Mapping[str, str],
+) -> str | None:
+    """Why ``spec`` cannot produce the benchmark's official statistics for these items (their
+    category and fields), or None: it gives, per category, every dimension they read."""
+    scores = {q.name: [q.name, *q.answers] for q in spec.questions}
+
+    def gives(category: str) -> set[str]:
+        entry = spec.question_set(category)
+        asked = entry.questions if entry is not None else list(scores)
+        return {n for q in asked for n in scores.get(q, [q])} | set(spec.metrics_for(category))
+
+    gaps = protocol_gaps(statistics, items, gives, names)
+    return describe_gaps(statistics, spec.name, gaps) if gaps else None

@@ -22,7 +22,14 @@ values by name) and returns typed tables and the headline number the benchmark p
   percent, the leaderboard's "Overall (%)".
 
 The metric names read are the official protocols' (``IMGEDIT_METRICS`` and so on); a reporting
-declaration may map them to other names (``Reporting.metric_names``).
+declaration may map them to other names (``Reporting.metric_names``). One run judged with the
+built-in ``kris`` or ``rise`` protocol carries every dimension each category is asked (knowledge
+only on KRIS's knowledge tasks; a RISE logical puzzle's 0/1 answers as ``logical_consistency``
+and ``logical_reasoning``), so the tables come from that one run. ``required_dimensions`` says
+what the tables read per item; where a run's answers lack one (absent, not unscored: a
+protocol that is not the benchmark's, such as viescore), ``official_statistics`` adds a note
+naming what is missing and the protocol to use, and the preflight says the same before any edit
+(``protocol_gaps``, ``describe_gaps``).
 """
 
 from __future__ import annotations
@@ -126,13 +133,23 @@ def imgedit_item_score(item: JudgedItem, names: Mapping[str, str]) -> float | No
     return _round2(_mean(scores))
 
 
+UGE_METRIC = "overall"  # the built-in imgedit-uge protocol's one score
+
+
+def uge_item_score(item: JudgedItem, names: Mapping[str, str]) -> float | None:
+    """get_average_score.py: the item's score (imgedit-uge's one ``overall``; a run judged with
+    the three Basic dimensions: their mean), rounded to 2."""
+    value = _value(item, UGE_METRIC, names)
+    return _round2(value) if value is not None else imgedit_item_score(item, names)
+
+
 def imgedit_statistics(
     items: Sequence[JudgedItem], names: Mapping[str, str] | None = None
 ) -> OfficialStatistics:
     names = names or {}
-    scored = [(i, s) for i in items if (s := imgedit_item_score(i, names)) is not None]
-    suites = {str(i.extra.get("suite", "basic")) for i, _ in scored} or {"basic"}
+    suites = {str(i.extra.get("suite", "basic")) for i in items} or {"basic"}
     if suites == {"uge"}:
+        scored = [(i, s) for i in items if (s := uge_item_score(i, names)) is not None]
         overall = _round2(_mean([s for _, s in scored]))
         table = StatTable(
             title="ImgEdit UGE",
@@ -146,6 +163,7 @@ def imgedit_statistics(
             headline=overall,
             tables=[table],
         )
+    scored = [(i, s) for i in items if (s := imgedit_item_score(i, names)) is not None]
     by_type: dict[str, list[float]] = {}
     for item, score in scored:
         by_type.setdefault(item.category, []).append(score)
@@ -239,15 +257,6 @@ def kris_statistics(
         if n:
             type_rows.append(StatRow(label=kind, values=[_mean(pooled)], n=n))
     notes = []
-    missing_kp = [
-        d
-        for d, metrics in KRIS_DIMENSION_METRICS.items()
-        if dim_items[d] and "knowledge" in metrics and not per_dim[d].get("knowledge")
-    ]
-    if missing_kp:
-        notes.append(
-            f"no knowledge score for {', '.join(missing_kp)}: judge those tasks with kris-knowledge"
-        )
     unlaid = sum(
         1 for i in items if i.category == "temporal_prediction" and not i.extra.get(JUDGE_VARIANT)
     )
@@ -405,6 +414,95 @@ def rise_statistics(
     )
 
 
+# --- What each benchmark's statistics need of a judge protocol ---------------------------------
+
+# The built-in protocol that gives every dimension the statistics read, for every category.
+OFFICIAL_PROTOCOLS: dict[StatisticsName, str] = {
+    "imgedit": "imgedit",
+    "kris": "kris",
+    "rise": "rise",
+}
+BENCHMARK_NAMES: dict[StatisticsName, str] = {
+    "imgedit": "ImgEdit",
+    "kris": "KRIS-Bench",
+    "rise": "RISEBench",
+}
+
+
+def required_dimensions(
+    name: StatisticsName, category: str, extra: Mapping[str, Any]
+) -> list[tuple[str, ...]]:
+    """The dimensions the official statistics read for one item, each as the names it may
+    carry (any one will do); ImgEdit's step1 averages whatever it finds, so it needs none."""
+    if name == "kris":
+        dimension = str(extra.get("dimension", ""))
+        return [(m,) for m in KRIS_DIMENSION_METRICS.get(dimension, ())]
+    if name == "rise":
+        free = _truthy(extra.get("consistency_free"))
+        needed: list[tuple[str, ...]]
+        if category == "logical_reasoning":
+            needed = [("logical_reasoning", "reasoning")]
+            return needed if free else [("logical_consistency", "consistency"), *needed]
+        needed = [("reasoning",), ("plausibility",)]
+        return needed if free else [("consistency",), *needed]
+    return []
+
+
+def protocol_gaps(
+    name: StatisticsName,
+    items: Sequence[tuple[str, Mapping[str, Any]]],
+    gives: Callable[[str], set[str]],
+    names: Mapping[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """Per category, the dimensions the statistics need that the judge gives none of
+    (``gives(category)``: the score and metric names it produces for that category; ``items``:
+    each item's category and benchmark fields). Empty: the statistics can be computed."""
+    names = names or {}
+    gaps: dict[str, list[str]] = {}
+    for category, extra in items:
+        have = gives(category)
+        for choices in required_dimensions(name, category, extra):
+            if not any(names.get(c, c) in have for c in choices):
+                missing = gaps.setdefault(category, [])
+                if choices[0] not in missing:
+                    missing.append(choices[0])
+    return gaps
+
+
+def describe_gaps(name: StatisticsName, protocol: str | None, gaps: Mapping[str, list[str]]) -> str:
+    """One sentence: which dimensions the judge protocol cannot give, and what to run instead."""
+    by_missing: dict[tuple[str, ...], list[str]] = {}
+    for category, missing in gaps.items():
+        by_missing.setdefault(tuple(missing), []).append(category)
+    parts = [
+        f"no {', '.join(missing)} for {', '.join(sorted(categories))}"
+        for missing, categories in by_missing.items()
+    ]
+    who = f"judge protocol {protocol!r}" if protocol else "run's judge protocol"
+    return (
+        f"the {who} cannot produce {BENCHMARK_NAMES[name]}'s official statistics ("
+        + "; ".join(parts)
+        + f"): those dimensions are left out of the tables; judge with --protocol "
+        f"{OFFICIAL_PROTOCOLS[name]} (every category in one run)"
+    )
+
+
+def _absent_notes(
+    name: StatisticsName, items: Sequence[JudgedItem], names: Mapping[str, str]
+) -> list[str]:
+    """A note where the run's answers lack (not: left unscored) a dimension the tables need."""
+    present: dict[str, set[str]] = {}
+    for item in items:
+        present.setdefault(item.category, set()).update(item.metrics)
+    gaps = protocol_gaps(
+        name,
+        [(i.category, i.extra) for i in items],
+        lambda category: present.get(category, set()),
+        names,
+    )
+    return [describe_gaps(name, None, gaps)] if gaps else []
+
+
 STATISTICS: dict[StatisticsName, Callable[..., OfficialStatistics]] = {
     "imgedit": imgedit_statistics,
     "kris": kris_statistics,
@@ -417,4 +515,8 @@ def official_statistics(
     items: Sequence[JudgedItem],
     names: Mapping[str, str] | None = None,
 ) -> OfficialStatistics:
-    return STATISTICS[name](items, names)
+    """The benchmark's tables over the judged items, with notes where the judge's answers lack
+    a dimension the tables need (a protocol that is not the benchmark's official one)."""
+    stats = STATISTICS[name](items, names)
+    notes = _absent_notes(name, items, names or {})
+    return stats.model_copy(update={"notes": [*notes, *stats.notes]}) if notes else stats

@@ -123,6 +123,8 @@ def _score_fields(score: ScoreRecord | None, metrics: MetricSet) -> dict[str, ob
         sources = record_values(score.metrics, result, legacy)
         values, dropped = bound(sources, metrics.names, metrics.scale)
         left_out = [LeftOutValue(item_id=score.item_id, **asdict(d)) for d in dropped]
+        if result.metrics:  # a metric the item's questions cannot make is absent, not unscored
+            values = {k: v for k, v in values.items() if k in result.metrics or k in score.metrics}
     return {
         "score_status": score.status,
         "score_job_id": score.job_id,
