@@ -17,7 +17,12 @@ import pytest
 import torch
 from PIL.Image import Image
 
-from reward_service.backends.base import BackendSpec, JudgeItem, JudgeQuestion
+from reward_service.backends.base import (
+    BackendSpec,
+    JudgeItem,
+    JudgeQuestion,
+    ScoreTokenLogprobs,
+)
 from reward_service.backends.hf.planning import ExpectedGroup, PreparedBatch
 from reward_service.backends.hf.prepare_stream import PrepareStreams, stream_choice, tensors_of
 from reward_service.backends.transformers_backend import TransformersJudgeBackend
@@ -124,7 +129,12 @@ def test_a_side_stream_prepares_the_same_batch_while_the_default_stream_is_busy(
     for one, two in zip(on_side, on_default, strict=True):
         tensors = list(zip(tensors_of(one), tensors_of(two), strict=True))
         assert tensors and all(torch.equal(a, b) for a, b in tensors)
-    answers = [side.score(p) for p in on_side]
-    assert answers == [default.score(p) for p in on_default]
+    # The model (on the default stream) reads what the side stream made: the same answers as
+    # from the default stream's tensors, within run-to-run noise of the GPU's kernels.
+    for one, two in zip(on_side, on_default, strict=True):
+        for a, b in zip(side.score(one), side.score(two), strict=True):
+            assert isinstance(a, ScoreTokenLogprobs) and isinstance(b, ScoreTokenLogprobs)
+            assert a.first == pytest.approx(b.first, abs=1e-4)
+            assert a.after_one == pytest.approx(b.after_one, abs=1e-4)
     side.release()
     default.release()
