@@ -351,6 +351,19 @@ async def test_protocols_are_listed_and_each_definition_hashes_to_its_hash(
         )
         assert hashlib.sha256(canonical.encode()).hexdigest() == definition.info.hash
     assert missing.status_code == 404
+    # Which metrics apply to which categories, on the wire: absent-by-design is not unscored.
+    by_name = {p.name: p for p in listed.protocols}
+    kris = by_name["kris"]
+    assert "knowledge" in kris.metrics_for("physics")
+    assert "knowledge" not in kris.metrics_for("color_change")
+    assert [s.categories is None for s in kris.question_sets].count(True) == 1
+    assert by_name["rise"].metrics_for("logical_reasoning")[:2] == [
+        "logical_consistency",
+        "logical_reasoning",
+    ]
+    assert by_name["kris-knowledge"].superseded_by == "kris"
+    assert by_name["rise-logical"].superseded_by == "rise"
+    assert by_name["viescore"].question_sets == [] and by_name["viescore"].superseded_by is None
 
 
 async def test_info_reports_the_model_limits_queue_and_protocols(tmp_path: Path) -> None:
