@@ -10,6 +10,7 @@ the defaults follow the device.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,7 +136,44 @@ def test_the_warm_up_compiles_every_graph_so_new_batch_shapes_never_recompile(
     for batch in shapes:
         answers(backend, batch)
     assert counters["stats"].get("unique_graphs", 0) == before.get("unique_graphs", 0)
+    assert backend._layers is not None and backend._layers.new_graphs() == 0
     assert counters["stats"].get("calls_captured", 0) == before.get("calls_captured", 0)
+
+
+def test_a_second_load_a_hand_over_compiles_nothing_and_answers_the_same(
+    compiled: tuple[TransformersJudgeBackend, Any, dict[str, int]], model_cache: Path
+) -> None:
+    from torch._dynamo.utils import counters
+
+    (batch,) = batches("viescore", "expected", [2])
+    first = answers(compiled[0], batch)
+    before = counters["stats"].get("unique_graphs", 0)
+    again, info = load(model_cache, CUDA_DEFAULTS)
+    try:
+        assert info.details["compile"] == "regional (inductor)"
+        assert counters["stats"].get("unique_graphs", 0) == before
+        assert answers(again, batch) == first
+    finally:
+        again.release()
+
+
+def test_a_graph_compiled_inside_a_request_is_logged(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from reward_service.backends.hf import warm_up
+
+    whole = warm_up.warm_up_batches
+    monkeypatch.setattr(warm_up, "warm_up_batches", lambda: whole()[:1])  # one prompt only
+    options = {**CUDA_DEFAULTS, "compile_backend": "aot_eager"}  # quick to compile
+    backend, _ = load(model_cache, options)
+    try:
+        with caplog.at_level(logging.WARNING):
+            answers(backend, whole()[0])  # the warm-up's own shape: nothing new
+            assert "new graph" not in caplog.text
+            answers(backend, whole()[1])  # two prompts: a batch size the warm-up did not see
+        assert "new graph(s) for a batch of 2 after the warm-up" in caplog.text
+    finally:
+        backend.release()
 
 
 def test_the_loaded_model_names_its_layer_options(

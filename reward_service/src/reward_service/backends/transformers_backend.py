@@ -37,7 +37,7 @@ from reward_service.backends.base import (
     LoadedModel,
     QuestionOutput,
 )
-from reward_service.backends.hf.compiled_layers import install, layer_options
+from reward_service.backends.hf.compiled_layers import InstalledLayers, install, layer_options
 from reward_service.backends.hf.loading import BUILTIN_SOURCES, load_judge
 from reward_service.backends.hf.passes import Passes
 from reward_service.backends.hf.planning import Planner, PlanOptions, PreparedBatch
@@ -71,6 +71,7 @@ class TransformersJudgeBackend:
         self._planner: Planner | None = None
         self._passes: Passes | None = None
         self._streams = PrepareStreams("cpu", "default")
+        self._layers: InstalledLayers | None = None
 
     def load(self, device: str) -> LoadedModel:
         if self.deterministic:
@@ -96,19 +97,22 @@ class TransformersJudgeBackend:
         self._streams = streams
         chosen = layer_options(options, device, self.deterministic)
         layers = install(self.model, chosen, self.deterministic)
-        if layers.replaced and layers.options.compile:
+        if layers.compiled:
             try:
                 warm_up(self)
             except Exception as error:  # a judge that runs eagerly beats one that cannot start
                 logger.exception("compiling the judge's layers failed; they run eagerly")
                 layers.run_eagerly(type(error).__name__)
                 free_device_memory()
+            layers.warmed_up()
+        self._layers = layers
         details = {**loaded.info.details, **layers.describe()}
         return replace(loaded.info, deterministic=self.deterministic, details=details)
 
     def release(self) -> None:
         self.model = None
         self._passes = None
+        self._layers = None
         free_device_memory()
 
     @property
@@ -132,7 +136,14 @@ class TransformersJudgeBackend:
         self._streams.hand_over(prepared)
         try:
             with torch.inference_mode():
-                return self._passes.run(prepared)
+                outputs = self._passes.run(prepared)
+            if self._layers is not None and (new := self._layers.new_graphs()):
+                logger.warning(
+                    "compiled %d new graph(s) for a batch of %d after the warm-up",
+                    new,
+                    prepared.size,
+                )
+            return outputs
         except torch.OutOfMemoryError:
             free_device_memory()
             raise DeviceOutOfMemory(

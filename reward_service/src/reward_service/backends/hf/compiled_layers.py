@@ -104,6 +104,24 @@ class InstalledLayers:
     replaced: int
     regions: _Regions | None = None
     failed: str | None = None  # why compiling failed (then the regions run eagerly)
+    graphs: int | None = None  # dynamo's graphs in this process once warmed up
+
+    @property
+    def compiled(self) -> bool:
+        return self.regions is not None and self.regions.compiled
+
+    def warmed_up(self) -> None:
+        """The warm-up is over: from now on, any new graph was compiled inside a request."""
+        self.graphs = _graphs_compiled()
+
+    def new_graphs(self) -> int:
+        """Graphs compiled since the warm-up (and since the last call that found some), so
+        the model thread can say so: each was a request that waited for the compiler."""
+        if not self.compiled or self.graphs is None:
+            return 0
+        now = _graphs_compiled()
+        found, self.graphs = now - self.graphs, now
+        return found
 
     def run_eagerly(self, reason: str) -> None:
         """Keep the forwards, drop compile: the regions run as plain functions."""
@@ -116,6 +134,27 @@ class InstalledLayers:
         if self.failed:
             details["compile"] = f"off (failed at warm-up: {self.failed})"
         return details
+
+
+_COMPILED: dict[tuple[Callable[..., Any], str], Callable[..., Any]] = {}
+
+
+def _compiled(fn: Callable[..., Any], backend: str) -> Callable[..., Any]:
+    """One compiled wrapper per function and backend in a process: a model loaded again (a
+    hand-over) finds its graphs already there (their guards are on shapes and values, not on
+    which model), where a new wrapper would compile them all again beside the old ones."""
+    import torch
+
+    key = (fn, backend)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(fn, backend=backend)
+    return _COMPILED[key]
+
+
+def _graphs_compiled() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"].get("unique_graphs", 0))
 
 
 def install(model: Any, options: LayerOptions, deterministic: bool = False) -> InstalledLayers:
@@ -247,10 +286,7 @@ class _Regions:
         """The four region functions, compiled or plain."""
 
         def region(fn: Callable[..., Any]) -> Callable[..., Any]:
-            if not compiled:
-                return fn
-            made: Callable[..., Any] = self._torch.compile(fn, backend=self.options.compile_backend)
-            return made
+            return _compiled(fn, self.options.compile_backend) if compiled else fn
 
         self.compiled = compiled
         self.decoder_in = region(decoder_attention_inputs)
