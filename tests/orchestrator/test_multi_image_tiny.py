@@ -298,3 +298,55 @@ def test_a_single_input_editor_refuses_a_multi_input_item_clearly_and_the_run_go
     assert any(n.startswith(left_out) for n in summary["official"]["notes"])
     # Said before the edit phase too (preflight reads the family's limit from /v1/info).
     assert "1 item with more input images than Qwen-Image-Edit takes (1)" in printed
+
+
+def test_the_single_edit_and_score_commands_take_further_inputs_and_a_reference(
+    plus_editor: tuple[str, Path],
+    judge: tuple[str, RecordingJudgeEndpoint],
+    tmp_path: Path,
+) -> None:
+    (editor, editor_log), (reward, endpoint) = plus_editor, judge
+    root = write_kris(tmp_path / "data")
+    folder = root / "multi-element_composition"
+    edited = tmp_path / "edited.png"
+    code, _, stderr = finish(
+        editbench(
+            "edit", str(folder / "21-1.jpg"), "compose the two", "-o", str(edited),
+            "--image", str(folder / "21-2.jpg"),
+            "--editor-url", editor, "--steps", "2", "--size", "32x32", "--seed", "3",
+        )
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert editor_log.read_text().count("2 input images to QwenImageEditPlusPipeline") == 1
+    view = root / "viewpoint_change"
+    code, printed, stderr = finish(
+        editbench(
+            "score", str(view / "3.jpg"), str(edited), "turn the camera left",
+            "--reference", str(view / "3-gt.jpg"), "--category", "viewpoint_change",
+            "--protocol", "kris", "--mode", "generate", "--reward-url", reward, "--json",
+        )
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads(printed)["scored"] is True
+    prompt = KRIS["prompt_view_instruction_following"].format(instruct="turn the camera left")
+    _same(
+        _turn(endpoint, prompt),
+        [
+            prompt,
+            "This is the original image:",
+            (view / "3.jpg").read_bytes(),
+            "This is the edited image:",
+            edited.read_bytes(),
+            "This is the ground truth image:",
+            (view / "3-gt.jpg").read_bytes(),
+        ],
+    )
+    # Without the reference the protocol's question cannot be asked: a clear error, no traceback.
+    code, _, stderr = finish(
+        editbench(
+            "score", str(view / "3.jpg"), str(edited), "turn the camera right",
+            "--category", "viewpoint_change", "--protocol", "kris", "--mode", "generate",
+            "--reward-url", reward,
+        )
+    )  # fmt: skip
+    assert code == 1 and "reference" in stderr and "Traceback" not in stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
@@ -761,6 +762,16 @@ def edit(
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Image to edit.")],
     instruction: Annotated[str, typer.Argument(help='The edit, e.g. "make the sky red".')],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the edit.")],
+    more: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--image",
+            exists=True,
+            dir_okay=False,
+            help="A further input image, after SOURCE (repeat, in order): for an editor that "
+            "takes several (Qwen-Image-Edit-2509: 3; /v1/info family.max_images).",
+        ),
+    ] = None,
     editor_url: EditorUrlOpt = None,
     steps: Annotated[
         int | None, typer.Option("--steps", help="Inference steps (the family's default).")
@@ -786,7 +797,12 @@ def edit(
     policy = "fixed" if seed is not None else "random"
     cli = {**given_settings(ctx), "seed_policy": policy, **_parse_size(size)}
     settings = _settings(cli, config)
-    request = settings.edit_settings().request("single", source.read_bytes(), instruction)
+    try:
+        request = settings.edit_settings().request(
+            "single", source.read_bytes(), instruction, [path.read_bytes() for path in more or []]
+        )
+    except ValidationError as exc:
+        raise _fail(_invalid(exc)) from None
 
     async def call() -> Any:
         async with make_http_client() as http:
@@ -805,6 +821,45 @@ def edit(
     )
     if not response.model.meaningful:
         err_console.print("[yellow]note:[/] a random-weight model made this edit: it means nothing")
+
+
+def _single_score_request(
+    settings: RunSettings,
+    source: Path,
+    edited: Path,
+    instruction: str,
+    category: str | None,
+    hints: str | None,
+    inputs: list[Path] | None,
+    reference: Path | None,
+    variant: str | None,
+) -> ScoreRequest:
+    """The request of ``editbench score``: one item, its images read from the given files."""
+    return ScoreRequest(
+        items=[
+            ScoreItem(
+                id="single",
+                source_image=source.read_bytes(),
+                edited_image=edited.read_bytes(),
+                instruction=instruction,
+                category=category,
+                hints=hints,
+                input_images=[path.read_bytes() for path in inputs or []],
+                reference_image=reference.read_bytes() if reference is not None else None,
+                variant=variant,
+            )
+        ],
+        protocol=settings.protocol,
+        mode=settings.mode,
+        max_new_tokens=settings.max_new_tokens,
+    )
+
+
+def _invalid(exc: ValidationError) -> str:
+    """A request the wire schema refuses, in one line naming the field."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 @app.command()
@@ -832,6 +887,31 @@ def score(
         str | None,
         typer.Option("--hints", help="Extra facts for the judge (a benchmark item's hints)."),
     ] = None,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--input",
+            exists=True,
+            dir_okay=False,
+            help="A further input image of the edit, after SOURCE (repeat, in order): shown "
+            "where the protocol's questions name input_2, input_3, ...",
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            exists=True,
+            dir_okay=False,
+            help="A reference (ground-truth) image, for protocols whose questions show one.",
+        ),
+    ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            "--variant", help="Which variant of the protocol's questions to ask (e.g. frame_2)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ItemScore as JSON.")] = False,
     config: ConfigOpt = None,
     verbose: VerboseOpt = 0,
@@ -839,21 +919,12 @@ def score(
     """Judge one edit: SC, PQ and overall, with each question's score."""
     _setup_logging(verbose)
     settings = _settings(given_settings(ctx), config)
-    request = ScoreRequest(
-        items=[
-            ScoreItem(
-                id="single",
-                source_image=source.read_bytes(),
-                edited_image=edited.read_bytes(),
-                instruction=instruction,
-                category=category,
-                hints=hints,
-            )
-        ],
-        protocol=settings.protocol,
-        mode=settings.mode,
-        max_new_tokens=settings.max_new_tokens,
-    )
+    try:
+        request = _single_score_request(
+            settings, source, edited, instruction, category, hints, inputs, reference, variant
+        )
+    except ValidationError as exc:
+        raise _fail(_invalid(exc)) from None
 
     async def call() -> Any:
         async with make_http_client() as http:
