@@ -339,3 +339,33 @@ def test_a_local_model_folder_loads_through_the_same_path(
     assert info.revision is not None and info.revision.startswith("sha256:")
     q = question(6)
     assert run(local, [q])[0].first == pytest.approx(run(judge, [q])[0].first, abs=1e-5)
+
+
+def test_a_question_on_five_images_reads_them_in_its_order_as_the_processor_does(
+    judge: TransformersJudgeBackend,
+) -> None:
+    """A multi-image item (source, edit, two further inputs, a reference; images named out of
+    their item order, as the kris temporal layout names them), batched beside a two-image item:
+    the answer is the processor's own chat template's, one full prefill, images in place."""
+    pictures = tuple(make_image(32 + 16 * (n % 3), 48, 60 + n) for n in range(5))
+    multi = JudgeQuestion(
+        key="test/multi",
+        system="You are a professional digital artist.",
+        content=(
+            "Frame 1 (Generated):", 1, "Frame 2 (Reference):", 0, "Frame 3 (Reference):", 2,
+            "Frame 4 (Reference):", 3, "Ground truth:", 4, "Rate it. " + EXPECTED_ANSWER,
+        ),
+        mode="expected",
+    )  # fmt: skip
+    item = JudgeItem(pictures, (multi,))
+    output, _ = run(judge, [item, question(3, words=2)])
+    assert isinstance(output, ScoreTokenLogprobs)
+    first = last_token_logprobs(judge, reference_inputs(judge, item, multi), [])
+    assert output.first == pytest.approx(first[judge.digit_ids].tolist(), abs=2e-4)
+    # The order matters: the same labels and images, the images in their item order, give
+    # another answer.
+    ordered = replace(
+        multi, content=tuple(multi.content[k] if k % 2 == 0 else k // 2 for k in range(11))
+    )
+    other = last_token_logprobs(judge, reference_inputs(judge, item, ordered), [])
+    assert not torch.allclose(first[judge.digit_ids], other[judge.digit_ids])
