@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure of docs/PERFORMANCE.md's third round (issue 30), in one go, on one GPU.
 #
-#     bash bench/gpu_round3.sh DEST            # H100: ~19 min
+#     bash bench/gpu_round3.sh DEST            # H100: ~21 min
 #     QUICK=1 bash bench/gpu_round3.sh DEST    # CPU smoke test on the tiny models (every step)
 #
 # Runs one step after another, each bounded by `timeout`, each writing its JSON record and logs
@@ -14,6 +14,9 @@
 #      default with the text encoder parked in host memory (peak memory vs a copy per edit)
 #   3. judge: in-process (one batch per protocol profiled) and through the service, 320 items,
 #      16 clients, single and viescore
+#   3b. judge-prepare: a judge batch's preparation alone (bench/judge_prepare.py: the random-full
+#      processor, 1024x1024 single items): decode, pipe, templates, image processor, tokens, on
+#      the default stream and on a side stream, with the GPU idle and busy (a stand-in model)
 #   4. whole-run: `editbench run --share-gpu`, 54 items, 8 steps no CFG, viescore, the services'
 #      defaults (the editor compiles by default now)
 # The device's time is short and a call is limited to 10 minutes, so this is meant to be started
@@ -47,12 +50,14 @@ if [ -n "${QUICK:-}" ]; then  # tiny models, tiny counts: every step's code path
   profile_args=(--side 64 --steps 3 --fast-steps 2 --repeats 1)
   modes_args=(--side 64 --steps 3 --fast-steps 2 --fewest-steps 2 --warmup-steps 2 --repeats 1)
   judge_args=(--side 64 --items 8 --in-process-items 4 --clients 2)
+  prepare_args=(--side 64 --items 8 --rounds 1 --threads 1)
   run_args=(--items 4 --side 64 --steps 2)
 else
   model=random-full
   profile_args=(--steps 20 --repeats 1)
   modes_args=(--budget-s 480 --mode-reserve-s 160)
   judge_args=(--items 320 --clients 16)
+  prepare_args=(--items 64 --rounds 1 --busy --threads 1 2)
   run_args=(--items 54)
 fi
 
@@ -63,6 +68,8 @@ step editor-modes 570 python3 bench/editor_bench.py --part modes --model "$model
 step judge 480 python3 bench/judge_bench.py --model "$model" --part in-process service \
   --runs single/expected viescore/expected --no-handover "${judge_args[@]}" \
   --profile-dir "$dest/judge-profile" --out "$dest/judge.json"
+step judge-prepare 240 python3 bench/judge_prepare.py "${prepare_args[@]}" \
+  --out "$dest/judge-prepare.json"
 step whole-run 480 python3 bench/whole_run.py --model "$model" "${run_args[@]}" \
   --out "$dest/whole-run.json"
 touch "$dest/done"

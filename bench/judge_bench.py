@@ -10,6 +10,9 @@
     # the judge's layer variants (issue 30) one after another on one machine, through the service:
     python bench/judge_bench.py --part service --variants eager compiled \
         --runs single/expected viescore/expected --no-handover --items 320 --clients 16
+    # preparation on a stream of its own (the default) vs on the model's stream, same machine:
+    python bench/judge_bench.py --part service --variants defaults default-stream \
+        --runs single/expected viescore/expected --no-handover --items 320 --clients 16
 
 Items carry two images (source, edited) of --side x --side. In-process, the service's own code
 builds the questions (reward_service.scorer) and the backend prepares and scores them batch by
@@ -59,6 +62,8 @@ CONTEXT: dict[str, Any] = {}  # fields every record carries (the variant being m
 # reward_service/backends/hf/compiled_layers.py says what each option does.
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},  # the device's defaults, whatever they are
+    # the defaults with each batch prepared on the model's own CUDA stream (before prepare_stream)
+    "default-stream": {"prepare_stream": "default"},
     # transformers' own layers, as before issue 30
     "eager": {"compile": False, "vision_attention": "per_image", "patch_embed": "conv"},
     # issue 30's changes without compile
