@@ -24,8 +24,9 @@ overlaps the model there. Every figure is a JSON line; a table is printed last.
 each on top of ``--backend-options``, one service start each; every figure names its variant and
 options, the summary gives each variant's speed-up against the first, and ``scores`` records how
 far each variant's scores moved from the first's on the same items (beside ``batch_noise``: the
-same variant's first request scored alone and again among concurrent ones, the noise floor of a
-non-deterministic judge).
+first --noise-items items each scored alone, in a request and so a batch of its own, against the
+same items among the concurrent requests: how far batching alone moves a non-deterministic
+judge's scores, the noise floor to read those moves against).
 
 ``--modes`` runs all of it once per judge mode (default, deterministic); each figure says which
 (``deterministic``), and the summary gives deterministic mode's cost in throughput per protocol.
@@ -306,7 +307,12 @@ async def through_service(
                 return result
 
             progress(f"service {protocol}/{mode}: {len(payloads)} requests of {per_request}")
-            alone = await send(payloads[0])  # warm-up for this shape
+            await send(payloads[0])  # warm-up for this shape
+            alone: list[dict[str, Any]] = []  # the noise floor's items, each in a batch of its own
+            for item in pool[: args.noise_items if mode == "expected" else 0]:
+                single = {**json.loads(payloads[0]), "items": [item]}
+                answer = await send(json.dumps(single).encode(), latencies=[])
+                alone += answer["results"]
             before = parse_metrics((await client.get(f"{url}/metrics")).text)
             began = time.perf_counter()
             answers = await asyncio.gather(*(send(p) for p in payloads))
@@ -315,9 +321,9 @@ async def through_service(
             results = [r for a in answers for r in a["results"]]
             tokens = [q for r in results for q in r["questions"]]
             SCORES[(protocol, mode)] = item_scores(results)
-            noise = score_differences(
-                item_scores(answers[0]["results"]), item_scores(alone["results"])
-            )
+            reference = item_scores(alone)
+            batched = {k: v for k, v in SCORES[(protocol, mode)].items() if k in reference}
+            noise = score_differences(batched, reference)
             record(
                 stage=protocol,
                 where="service",
@@ -417,7 +423,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 def run_service(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
     import httpx
 
-    port = 8722
+    port = args.port
     env = dict(
         os.environ,
         REWARD_MODEL=args.model,
@@ -500,6 +506,13 @@ def main() -> None:
         help=f"backend-option variants to run one after another: {', '.join(VARIANTS)}, or "
         'NAME={"json": "options"} (merged over --backend-options)',
     )
+    parser.add_argument(
+        "--noise-items",
+        type=int,
+        default=8,
+        help="expected-mode runs: items also scored alone, for the batch_noise figure",
+    )
+    parser.add_argument("--port", type=int, default=8722, help="the service's port (loopback)")
     parser.add_argument("--no-handover", action="store_true", help="skip release/load timing")
     parser.add_argument(
         "--modes",
