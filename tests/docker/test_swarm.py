@@ -206,7 +206,7 @@ def test_the_one_off_task_its_results_and_the_clean_up_run_as_deploy_md_writes_t
     env = {**os.environ, "keys": str(keys)}
     one_off = rename(command(bash_block("--name editbench-run"), "docker service create"))
     try:
-        # The CLI returns once the task has run a few seconds (the run takes minutes).
+        # Returns at once (--detach); the task's end is waited for below, as the page says.
         run_bash(one_off, cwd=tmp_path, env=env, timeout=900, log=docker_logs / "one-off.log")
 
         def ended() -> bool:
