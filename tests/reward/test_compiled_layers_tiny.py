@@ -221,15 +221,26 @@ def test_a_compile_that_fails_at_load_leaves_an_eager_judge_that_says_so(
         backend.release()
 
 
-def test_deterministic_mode_with_compile_stays_bit_identical_in_every_placement(
-    model_cache: Path,
+@pytest.mark.parametrize(
+    ("options", "compile_detail"),
+    [
+        (CUDA_DEFAULTS, "regional (inductor)"),  # compile asked for explicitly
+        ({"vision_attention": "grouped", "patch_embed": "linear"}, "off"),  # CUDA's defaults
+    ],
+    ids=["compiled", "uncompiled"],
+)
+def test_deterministic_mode_with_the_layer_options_stays_bit_identical_in_every_placement(
+    model_cache: Path, options: dict[str, Any], compile_detail: str
 ) -> None:
-    backend, info = load(model_cache, {"compile": True}, deterministic=True)
+    backend, info = load(model_cache, options, deterministic=True)
     try:
-        assert info.deterministic and info.details["compile"] == "regional (inductor)"
-        items = judge_items(score_items(range(6), size), "single", "expected")
+        assert info.deterministic and info.details["compile"] == compile_detail
+        assert info.details["vision_attention"] == "grouped"
+        items = judge_items(score_items(range(6), size), "viescore", "expected")[:3]
+        items += judge_items(score_items(range(6, 9), size), "single", "expected")
         partners = judge_items(score_items(range(100, 104), size), "single", "expected")
         found = placements(backend, items, partners)
+        assert len({len(item.questions) for item in items}) == 2  # both protocols' shapes
         assert differences(found) == {name: [] for name in found}
     finally:
         backend.release()
