@@ -80,3 +80,55 @@ def test_edits_after_the_warm_up_do_not_recompile(compiled: Any) -> None:
     ]:
         backend.edit(edit, lambda: False)
         assert counter.frame_count == warmed, f"{edit.width}x{edit.height} recompiled"
+
+
+@pytest.fixture(params=["tiny-kontext", "tiny-longcat"])
+def compiled_family(
+    request: pytest.FixtureRequest, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """FLUX.1 Kontext or LongCat loaded as on a GPU (bf16, compile on: fullgraph, so a graph
+    break in a block fails the load), its blocks compiled with a CompileCounter."""
+    counter = CompileCounter()
+    plain_tuning = diffusers_backend.apply_tuning
+
+    def tuning_compiling_on_the_cpu(
+        pipe: Any, options: dict[str, Any], device: str, **family: Any
+    ) -> Any:
+        applied = plain_tuning(pipe, {**options, "compile": False}, device, **family)
+        pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=counter)
+        return {**applied, "compile": "regional"}
+
+    monkeypatch.setattr(diffusers_backend, "apply_tuning", tuning_compiling_on_the_cpu)
+    torch._dynamo.reset()
+    spec = BackendSpec(
+        "diffusers", request.param, None, "bfloat16", str(model_cache), options={"compile": True}
+    )
+    backend = DiffusersEditBackend(spec)
+    backend.load("cpu")
+    yield backend, counter
+    torch._dynamo.reset()
+
+
+def test_other_families_edits_after_the_warm_up_do_not_recompile(compiled_family: Any) -> None:
+    backend, counter = compiled_family
+    warmed = counter.frame_count
+    assert warmed > 0
+    family = backend.family
+    for width, height, mask in [(64, 48, False), (48, 64, False), (48, 48, True)]:
+        if mask and not backend.inpaint_pipe:
+            continue
+        sized = family.takes_size and not mask
+        edit = EditJob(
+            job_id="1-compiled",
+            image=RGBImage.from_pil(make_image(width, height, seed=1)),
+            instruction="turn the sky into a starry night",
+            negative_prompt=" ",
+            num_inference_steps=2,
+            true_cfg_scale=None,
+            seed=3,
+            width=16 * width if sized else None,
+            height=16 * height if sized else None,
+            mask=RGBImage.from_pil(make_image(width, height, seed=2)) if mask else None,
+        )
+        backend.edit(edit, lambda: False)
+        assert counter.frame_count == warmed, f"{width}x{height} (mask: {mask}) recompiled"

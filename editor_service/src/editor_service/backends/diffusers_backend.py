@@ -41,6 +41,7 @@ from service_kit.text_safety import control_token_in
 
 logger = logging.getLogger(__name__)
 
+GREY = (120, 140, 160)  # the warm-up edits' source colour
 # Every family's built-in names (tiny, tiny-kontext, random-full...): name -> (kind, variant).
 BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = builtin_sources()
 
@@ -195,7 +196,8 @@ class DiffusersEditBackend:
 
     def _warm_up(self) -> None:
         """Compile now, not on a user's request: two edits that differ in prompt length and
-        output size, so the compiled blocks accept varying shapes without recompiling."""
+        output size (or the source's aspect, for a family that takes no size), so the compiled
+        blocks accept varying shapes without recompiling."""
         from PIL import Image
 
         started = time.perf_counter()
@@ -204,7 +206,6 @@ class DiffusersEditBackend:
             # Past the cache's warm-up into its extrapolated steps, so those compile now too.
             warmup = int(self.spec.options.get("step_cache_warmup") or 3)
             steps = warmup + int(self.spec.options["step_cache_interval"]) + 1
-        source = RGBImage.from_pil(Image.new("RGB", (512, 512), (120, 140, 160)))
         family = self.family
         assert family is not None
         cfg = 4.0 if family.parameter("true_cfg_scale") else None
@@ -213,7 +214,11 @@ class DiffusersEditBackend:
         ):
             warm = EditJob(
                 job_id=f"0-warmup{i}",
-                image=source,
+                # A family that takes no output size makes the source's aspect: the second
+                # source has another, so its image sequence length varies as well.
+                image=RGBImage.from_pil(
+                    Image.new("RGB", (512, 512 if family.takes_size or i == 0 else 384), GREY)
+                ),
                 instruction=instruction,
                 negative_prompt=" ",
                 num_inference_steps=steps,
