@@ -224,6 +224,14 @@ def test_a_kris_multi_input_item_is_edited_with_every_input_and_judged_as_its_sc
     for label, values in dims.items():
         assert values[-1] == pytest.approx(want["summary"][label]["AVG"])
     assert not official["notes"]
+    # report.html shows the further inputs and the reference by the source.
+    html = (out / "report.html").read_text(encoding="utf-8")
+    for shown in ("input 2 of " + multi, "input 3 of " + multi, "reference of " + view):
+        assert f'alt="{shown}"' in html
+    assert rows[multi]["more_thumbs"] == {
+        "input_2": "thumbs/input_2/multi-element_composition/21.jpg",
+        "input_3": "thumbs/input_3/multi-element_composition/21.jpg",
+    }
 
 
 def test_a_rise_reference_item_is_judged_against_its_reference_image(

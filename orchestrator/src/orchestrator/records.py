@@ -308,6 +308,11 @@ class ResultRow(RecordModel):
         default_factory=dict, description="The manifest's other columns (reporting reads them)."
     )
     source_thumb: str
+    more_thumbs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Thumbnails of the item's further inputs (input_2, ...) and reference image "
+        "(reference), by role, where the run made them (the report shows them by the source).",
+    )
     edit_status: Literal["ok", "failed", "pending"]
     edit_job_id: str | None = None
     edit_error: ErrorRecord | None = None

@@ -11,6 +11,9 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 THUMB_SIDE = 256
+# Thumbnail kinds (thumbs/<kind>/) of an item's further input images, in order, beside "source"
+# and "edited"; its reference image's kind is "reference".
+INPUT_ROLES = ("input_2", "input_3", "input_4", "input_5", "input_6")
 
 
 def make_thumbnail(data: bytes, side: int = THUMB_SIDE) -> bytes | None:

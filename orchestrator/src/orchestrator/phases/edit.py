@@ -28,6 +28,7 @@ from orchestrator.retry import (
     call_with_retry,
 )
 from orchestrator.store import latest_by_job
+from orchestrator.thumbs import INPUT_ROLES
 from shared_schemas import EditorInfo
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class EditPhase(Phase):
             async for item, image in stream_images(self.ctx.benchmark, self.ctx.items):
                 await self._ensure_thumb("source", item, image)
                 more = await asyncio.to_thread(self.ctx.benchmark.input_images, item)
+                for role, data in zip(INPUT_ROLES, more, strict=False):
+                    await self._ensure_thumb(role, item, data)
                 source_sha = sha256_hex(image)
                 job_id = edit_job_id(
                     item_id=item.id,

@@ -30,6 +30,7 @@ from orchestrator.retry import (
     call_with_retry,
 )
 from orchestrator.store import RecordLog, latest_by_job, latest_ok_by_item
+from orchestrator.thumbs import INPUT_ROLES
 from orchestrator.wording import counted
 from shared_schemas import (
     ItemScore,
@@ -233,6 +234,10 @@ class ScorePhase(Phase):
                 if self.edited_dir is not None:
                     await self._ensure_thumb("edited", item, edited_bytes)
                 inputs, reference = await asyncio.to_thread(self._judged_images, item)
+                for role, data in zip(INPUT_ROLES, inputs, strict=False):
+                    await self._ensure_thumb(role, item, data)
+                if reference is not None:
+                    await self._ensure_thumb("reference", item, reference)
                 job = _ScoreJob(
                     item=item,
                     job_id="",

@@ -58,7 +58,7 @@ def _images(store: RunStore, rows: list[ResultRow], self_contained: bool) -> dic
     thumbnails as data URIs, and no link to the full-size edits (they stay in the folder)."""
     found: dict[str, str] = {}
     for row in rows:
-        shown: list[str | None] = [row.source_thumb, row.edited_thumb]
+        shown: list[str | None] = [row.source_thumb, *row.more_thumbs.values(), row.edited_thumb]
         if not self_contained:
             shown.append(row.edited_image)
         for value in shown:

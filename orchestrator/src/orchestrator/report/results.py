@@ -23,6 +23,7 @@ from orchestrator.records import (
     model_name,
 )
 from orchestrator.store import RunStore
+from orchestrator.thumbs import INPUT_ROLES
 
 J = TypeVar("J", bound=JobRecord)
 
@@ -175,6 +176,11 @@ def build_rows(store: RunStore, records: RunRecords | None = None) -> list[Resul
                     "source": item.source,
                     "extra": item.extra,
                     "source_thumb": store.shown_thumb_relpath("source", item.id),
+                    "more_thumbs": {
+                        role: store.thumb_relpath(role, item.id)
+                        for role in (*INPUT_ROLES, "reference")
+                        if store.has_file(store.thumb_relpath(role, item.id))
+                    },
                     "edited_thumb": store.shown_thumb_relpath("edited", item.id),
                     **fields,
                 }
