@@ -19,9 +19,11 @@ peak device memory (its /metrics gauge), then the service is stopped before the 
 
 Every figure is one JSON line on stdout, appended to ``<out>.jsonl`` as it is made (a killed
 run keeps what it measured), and collected into ``--out`` at the end. Every step is bounded: the
-start by --ready-timeout-s, each request by --request-timeout-s, the stop by --stop-timeout-s,
-and the whole run by --budget-s (a family starts with its share of what is left; an edit that
-the last one's time says would not fit is recorded as skipped).
+start by --ready-timeout-s (and what is left of the budget), each request by
+--request-timeout-s, the stop by --stop-timeout-s, and the whole run by --budget-s (a family
+starts with its share of what is left; an edit that the last one's time says would not fit is
+recorded as skipped). A family that fails to load compiled is started once more eager
+(EDITOR_COMPILE=false) if --eager-retry-s are left; its row keeps the compiled error.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ JOURNAL: list[Path] = []
 # The backend's log lines (editor_service.backends.diffusers_backend) with its own timings.
 LOADED = re.compile(r"loaded \S+ \(\w+\) on \S+ as \S+ in ([0-9.]+)s")
 WARMED = re.compile(r"compiled and warmed up in ([0-9.]+)s")
+# An exception's line: ValueError: ..., torch.OutOfMemoryError: ...
+EXCEPTION_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception)\b:")
 NAN_WARNING = "invalid value encountered in cast"  # numpy, when a NaN image is made uint8
 
 
@@ -99,6 +103,13 @@ def from_log(log: Path) -> dict[str, Any]:
         found["backend_load_s"] = float(loaded.group(1))
     if warmed := WARMED.search(text):
         found["compile_warm_up_s"] = float(warmed.group(1))
+    lines = text.splitlines()
+    # The exception itself where there is one, else the last ERROR record.
+    errors = [line for line in lines if EXCEPTION_LINE.search(line)] or [
+        line for line in lines if " ERROR " in line
+    ]
+    if errors:
+        found["last_error_in_log"] = errors[-1].strip()[:400]
     return found
 
 
@@ -123,19 +134,26 @@ def edit_form(client: Any, url: str, args: argparse.Namespace, png: bytes, i: in
 
 
 def run_family(
-    name: str, index: int, args: argparse.Namespace, png: bytes, deadline: float
+    name: str,
+    port: int,
+    args: argparse.Namespace,
+    png: bytes,
+    deadline: float,
+    ready_timeout_s: float,
+    settings: dict[str, str],
 ) -> dict[str, Any]:
     """One family's service: start, edits, memory, stop. Returns its summary row."""
     import httpx
 
     image = base64.b64encode(png).decode()
-    log = args.out.with_suffix(f".{name}.log")
-    env = {"EDITOR_MODEL": name, "EDITOR_CACHE_DIR": str(args.cache_dir)}
-    row: dict[str, Any] = {"family_source": name}
+    tag = "".join(f".{k.removeprefix('EDITOR_').lower()}-{v}" for k, v in settings.items())
+    log = args.out.with_suffix(f".{re.sub(r'[^A-Za-z0-9_-]+', '_', name)}{tag}.log")
+    env = {"EDITOR_MODEL": name, "EDITOR_CACHE_DIR": str(args.cache_dir), **settings}
+    row: dict[str, Any] = {"family_source": name, **settings}
     progress(f"{name}: starting the editor (must be done in {deadline - time.monotonic():.0f} s)")
     started = time.perf_counter()
     try:
-        with editor(env, log, args.port + index, args.ready_timeout_s, args.stop_timeout_s) as url:
+        with editor(env, log, port, ready_timeout_s, args.stop_timeout_s) as url:
             row["load_s"] = round(time.perf_counter() - started, 2)
             timeout = httpx.Timeout(args.request_timeout_s, connect=10)
             with httpx.Client(timeout=timeout) as client:
@@ -144,6 +162,7 @@ def run_family(
                 record(
                     stage="family_load",
                     family_source=name,
+                    settings=settings,
                     load_s=row["load_s"],
                     family=family.get("name"),
                     default_steps=family.get("default_steps"),
@@ -206,8 +225,15 @@ def run_family(
                 record(stage="family_memory", family_source=name, peak_gib=row["peak_gib"])
         row.update(from_log(log))
     except (ServiceFailed, httpx.HTTPError, OSError) as exc:
-        record(stage="family_error", family_source=name, error=f"{type(exc).__name__}: {exc}")
-        row["error"] = str(exc)[:300]
+        found = from_log(log)
+        record(
+            stage="family_error",
+            family_source=name,
+            settings=settings,
+            error=f"{type(exc).__name__}: {exc}",
+            **found,
+        )
+        row["error"] = found.get("last_error_in_log") or str(exc)[:300]
     return row
 
 
@@ -227,6 +253,15 @@ def main() -> None:
     parser.add_argument("--ready-timeout-s", type=float, default=200)
     parser.add_argument("--request-timeout-s", type=float, default=180)
     parser.add_argument("--stop-timeout-s", type=float, default=30)
+    parser.add_argument(
+        "--no-eager-retry",
+        dest="eager_retry",
+        action="store_false",
+        help="a family that fails to load compiled is not started again eager",
+    )
+    parser.add_argument(
+        "--eager-retry-s", type=float, default=90, help="retry eager only with this much left"
+    )
     parser.add_argument("--port", type=int, default=8761)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "editbench")
     parser.add_argument("--out", type=Path, default=Path("families_bench.json"))
@@ -249,10 +284,25 @@ def main() -> None:
         )
     png = source_png(args.side)
     rows = []
+    end = began + args.budget_s
     for index, name in enumerate(args.families):
-        left = args.budget_s - (time.monotonic() - began)
-        share = left / (len(args.families) - index)  # what is left, shared by those not run
-        rows.append(run_family(name, index, args, png, time.monotonic() + share))
+        share = (end - time.monotonic()) / (len(args.families) - index)  # shared by those left
+        ready_s = min(args.ready_timeout_s, max(10.0, end - time.monotonic() - 10))
+        row = run_family(
+            name, 2 * index + args.port, args, png, time.monotonic() + share, ready_s, {}
+        )
+        if "load_s" not in row and args.eager_retry and end - time.monotonic() > args.eager_retry_s:
+            # It did not load as the service's default (compiled on CUDA): its edits eager
+            # are still worth having; the record says so.
+            progress(f"{name}: did not load compiled; once more with EDITOR_COMPILE=false")
+            share = (end - time.monotonic()) / (len(args.families) - index)
+            ready_s = min(args.ready_timeout_s, max(10.0, end - time.monotonic() - 10))
+            eager = {"EDITOR_COMPILE": "false"}
+            retried = run_family(
+                name, 2 * index + 1 + args.port, args, png, time.monotonic() + share, ready_s, eager
+            )
+            row = {**retried, "compiled_error": row.get("error")}
+        rows.append(row)
     summary = {"families": rows, "wall_s": round(time.monotonic() - began, 1)}
     record(stage="summary", **summary)
     args.out.write_text(json.dumps({"results": RESULTS, "summary": summary}, indent=1))
