@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from orchestrator.benchmarks.folder import EXTRA_IMAGE_KEYS, FolderBenchmark
+from orchestrator.benchmarks.folder import FolderBenchmark, image_paths
 from orchestrator.benchmarks.items import BenchmarkError, Item
 
 
@@ -115,11 +115,7 @@ def check_members(archive: Archive, prefix: str, items: Iterable[Item]) -> None:
     """Every image an item names is a member of ``archive``; all offenders named together."""
     problems: list[str] = []
     for item in items:
-        paths = [item.source]
-        for key in EXTRA_IMAGE_KEYS:
-            value = item.extra.get(key)
-            paths += [value] if isinstance(value, str) else [str(p) for p in value or []]
-        for relpath in paths:
+        for relpath in image_paths(item):
             member = member_name(prefix, relpath)
             if member is None:
                 problems.append(f"item {item.id!r}: image path {relpath!r} leaves the archive")

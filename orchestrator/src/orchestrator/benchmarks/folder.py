@@ -28,6 +28,19 @@ REFERENCE_IMAGE = "reference_image"
 EXTRA_IMAGE_KEYS = (INPUT_IMAGES, REFERENCE_IMAGE)
 
 
+def extra_image_paths(item: Item, key: str) -> list[str]:
+    """The paths an item holds under one of EXTRA_IMAGE_KEYS (one path or a list), in order."""
+    value = item.extra.get(key)
+    return [value] if isinstance(value, str) else [str(p) for p in value or []]
+
+
+def image_paths(item: Item) -> list[str]:
+    """Every image path an item names: its source, further inputs, then its reference."""
+    return [item.source] + [
+        path for key in EXTRA_IMAGE_KEYS for path in extra_image_paths(item, key)
+    ]
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
@@ -83,37 +96,27 @@ class FolderBenchmark(Benchmark):
         ``reference_image`` (one, when the benchmark has a reference answer image)."""
         found: dict[str, list[bytes]] = {}
         for key in EXTRA_IMAGE_KEYS:
-            value = item.extra.get(key)
-            paths = [value] if isinstance(value, str) else list(value or [])
+            paths = extra_image_paths(item, key)
             if paths:
-                found[key] = [self._read(item, str(p)) for p in paths]
+                found[key] = [self._read(item, p) for p in paths]
         return found
 
     def input_count(self, item: Item) -> int:
-        return 1 + len(_input_paths(item))
+        return 1 + len(extra_image_paths(item, INPUT_IMAGES))
 
     def input_images(self, item: Item) -> list[bytes]:
-        return [self._read(item, path) for path in _input_paths(item)]
+        return [self._read(item, path) for path in extra_image_paths(item, INPUT_IMAGES)]
 
     def reference_image(self, item: Item) -> bytes | None:
         value = item.extra.get(REFERENCE_IMAGE)
         return self._read(item, value) if isinstance(value, str) and value else None
 
 
-def _input_paths(item: Item) -> list[str]:
-    value = item.extra.get(INPUT_IMAGES)
-    return [value] if isinstance(value, str) else [str(p) for p in value or []]
-
-
 def check_files(root: Path, items: Sequence[Item], *, allow_outside: bool) -> None:
     """Every image an item names exists inside ``root``; all offenders are named together."""
     problems: list[str] = []
     for item in items:
-        paths = [item.source]
-        for key in EXTRA_IMAGE_KEYS:
-            value = item.extra.get(key)
-            paths += [value] if isinstance(value, str) else [str(p) for p in value or []]
-        for relpath in paths:
+        for relpath in image_paths(item):
             try:
                 path = resolve_inside(root, relpath, allow_outside=allow_outside)
             except ValueError as exc:
