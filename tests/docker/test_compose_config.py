@@ -58,6 +58,7 @@ def test_gpu_override_config_is_valid() -> None:
     for service in (editor, reward):
         assert service["image"].endswith(":cuda")
         assert "cu" in service["build"]["args"]["TORCH_INDEX_URL"].rsplit("/", 1)[-1]
+        assert service["build"]["args"]["C_COMPILER"] == "gcc"  # Triton's, for torch.compile
         assert service["environment"]["HF_HUB_OFFLINE"] == "0"
         assert int(service["shm_size"]) >= 8 * 2**30
         assert [(m["type"], m["source"], m["target"]) for m in service["volumes"]] == [

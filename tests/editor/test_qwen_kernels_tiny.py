@@ -134,13 +134,23 @@ def test_other_transformers_keep_their_processors() -> None:
     assert not qwen_kernels.install(torch.nn.Linear(2, 2))
 
 
-def test_compile_is_on_by_default_on_cuda_devices_only() -> None:
+def test_compile_is_on_by_default_on_cuda_devices_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "gcc")  # a C compiler for Triton (tests/service_kit/test_compiling.py)
     assert EditorSettings().backend_spec().options["compile"] is None
     assert compile_wanted({"compile": None}, "cuda:0")
     assert compile_wanted({}, "cuda:1")
     assert not compile_wanted({"compile": None}, "cpu")
     assert not compile_wanted({"compile": False}, "cuda:0")
     assert compile_wanted({"compile": True}, "cpu")  # asked for: apply_tuning says it can't
+
+
+def test_compile_is_off_by_default_without_a_c_compiler_for_triton(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", "")
+    assert not compile_wanted({}, "cuda:0")
+    assert compile_wanted({"compile": True}, "cuda:0")  # asked for: as set
 
 
 def edit_with(model_cache: Path, **options: Any) -> tuple[np.ndarray, Any]:

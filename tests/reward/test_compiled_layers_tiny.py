@@ -247,7 +247,8 @@ def test_deterministic_mode_with_the_layer_options_stays_bit_identical_in_every_
         torch.use_deterministic_algorithms(False)  # process-wide: leave later tests as they were
 
 
-def test_layer_options_default_by_device_and_mode() -> None:
+def test_layer_options_default_by_device_and_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "gcc")  # a C compiler for Triton (tests/service_kit/test_compiling.py)
     assert layer_options({}, "cuda:0", False) == LayerOptions(True, "grouped", "inductor", "linear")
     assert layer_options({}, "cpu", False) == LayerOptions(False, "per_image", "inductor", "conv")
     deterministic = layer_options({}, "cuda:1", True)
@@ -260,6 +261,16 @@ def test_layer_options_default_by_device_and_mode() -> None:
     assert chosen == LayerOptions(True, "per_image", "aot_eager", "linear")
     assert not LayerOptions(False, "per_image").replaces_layers
     assert LayerOptions(patch_embed="linear").replaces_layers
+
+
+def test_compile_is_off_by_default_without_a_c_compiler_for_triton(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", "")
+    without = LayerOptions(False, "grouped", "inductor", "linear")
+    assert layer_options({}, "cuda:0", False) == without
+    assert layer_options({"compile": True}, "cuda:0", False).compile  # asked for: as set
 
 
 def test_unknown_layer_options_are_refused_with_their_choices() -> None:

@@ -34,6 +34,7 @@ from editor_service.backends.speed_modes import (
 )
 from editor_service.families.base import EditorFamily, InvalidParameter, input_limit_message
 from editor_service.families.registry import builtin_sources, family_of_builtin, family_of_pipeline
+from service_kit.models.compiling import compile_by_default
 from service_kit.models.dtypes import resolve_dtype
 from service_kit.models.loading import RANDOM_REVISION, model_folder
 from service_kit.models.sources import ModelSource, SourceKind, parse_model_source
@@ -104,9 +105,10 @@ def apply_tuning(
 
 
 def compile_wanted(options: dict[str, Any], device: str) -> bool:
-    """The compile option: as set, or by default on CUDA devices and not elsewhere."""
+    """The compile option: as set, or by default on CUDA devices with a C compiler for Triton
+    (service_kit.models.compiling) and not elsewhere."""
     chosen = options.get("compile")
-    return device.startswith("cuda") if chosen is None else bool(chosen)
+    return compile_by_default(device) if chosen is None else bool(chosen)
 
 
 class DiffusersEditBackend:

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from service_kit.models.compiling import compile_by_default
+
 logger = logging.getLogger(__name__)
 
 VisionAttention = Literal["per_image", "grouped"]
@@ -80,10 +82,14 @@ def layer_options(options: dict[str, Any], device: str, deterministic: bool) -> 
     """The options as set, or by default: compile, grouped vision attention and the linear patch
     embedding on CUDA devices and not elsewhere (CPU compile costs minutes and gains little);
     compile stays off by default in deterministic mode (batch invariance under compile is shown
-    on the CPU only)."""
+    on the CPU only) and without a C compiler for Triton (service_kit.models.compiling)."""
     cuda = device.startswith("cuda")
     chosen = options.get("compile")
-    compiled = _flag(chosen) if chosen is not None else cuda and not deterministic
+    compiled = (
+        _flag(chosen)
+        if chosen is not None
+        else compile_by_default(device, deterministic=deterministic)
+    )
     attention = str(options.get("vision_attention", "grouped" if cuda else "per_image"))
     if attention not in ("per_image", "grouped"):
         raise ValueError(f"vision_attention must be 'per_image' or 'grouped', not {attention!r}")
