@@ -19,6 +19,13 @@
 #      the default stream and on a side stream, with the GPU idle and busy (a stand-in model)
 #   4. whole-run: `editbench run --share-gpu`, 54 items, 8 steps no CFG, viescore, the services'
 #      defaults (the editor compiles by default now)
+# and, by name only (STEPS below):
+#   judge-variants: the judge through the service, transformers' eager layers against the
+#      defaults (and any JUDGE_VARIANTS), one after the other on this machine, 320 items
+#   judge-profile: one compiled batch per protocol in-process under the torch profiler
+#   families: random-full FLUX.1 Kontext and LongCat through the service (bench/families_bench.py)
+#
+#     STEPS="whole-run judge-variants" bash bench/gpu_round3.sh DEST   # only these, in this order
 # The device's time is short and a call is limited to 10 minutes, so this is meant to be started
 # detached (`setsid bash bench/gpu_round3.sh DEST > DEST.log 2>&1 &`) and DEST collected by later
 # calls; DEST/done appears at the end.
@@ -52,6 +59,7 @@ if [ -n "${QUICK:-}" ]; then  # tiny models, tiny counts: every step's code path
   judge_args=(--side 64 --items 8 --in-process-items 4 --clients 2)
   prepare_args=(--side 64 --items 8 --rounds 1 --threads 1)
   run_args=(--items 4 --side 64 --steps 2)
+  families_args=(--families tiny-kontext tiny-longcat --side 64 --steps 2 --budget-s 120)
 else
   model=random-full
   profile_args=(--steps 20 --repeats 1)
@@ -59,17 +67,37 @@ else
   judge_args=(--items 320 --clients 16)
   prepare_args=(--items 64 --rounds 1 --busy --threads 1 2)
   run_args=(--items 54)
+  families_args=(--budget-s 280)
 fi
 
-step editor-profile 420 python3 bench/editor_profile.py --model "$model" "${profile_args[@]}" \
-  --out-dir "$dest/editor-profile"
-step editor-modes 570 python3 bench/editor_bench.py --part modes --model "$model" \
-  --modes lossless fused parked "${modes_args[@]}" --out "$dest/editor-modes.json"
-step judge 480 python3 bench/judge_bench.py --model "$model" --part in-process service \
-  --runs single/expected viescore/expected --no-handover "${judge_args[@]}" \
-  --profile-dir "$dest/judge-profile" --out "$dest/judge.json"
-step judge-prepare 240 python3 bench/judge_prepare.py "${prepare_args[@]}" \
-  --out "$dest/judge-prepare.json"
-step whole-run 480 python3 bench/whole_run.py --model "$model" "${run_args[@]}" \
-  --out "$dest/whole-run.json"
+run_step() {  # run_step NAME: one of the steps below
+  case $1 in
+    editor-profile) step editor-profile 420 python3 bench/editor_profile.py --model "$model" \
+      "${profile_args[@]}" --out-dir "$dest/editor-profile" ;;
+    editor-modes) step editor-modes 570 python3 bench/editor_bench.py --part modes --model "$model" \
+      --modes lossless fused parked "${modes_args[@]}" --out "$dest/editor-modes.json" ;;
+    judge) step judge 480 python3 bench/judge_bench.py --model "$model" --part in-process service \
+      --runs single/expected viescore/expected --no-handover "${judge_args[@]}" \
+      --profile-dir "$dest/judge-profile" --out "$dest/judge.json" ;;
+    judge-prepare) step judge-prepare 240 python3 bench/judge_prepare.py "${prepare_args[@]}" \
+      --out "$dest/judge-prepare.json" ;;
+    whole-run) step whole-run 480 python3 bench/whole_run.py --model "$model" "${run_args[@]}" \
+      --out "$dest/whole-run.json" ;;
+    judge-variants) step judge-variants 540 python3 bench/judge_bench.py --model "$model" \
+      --part service --variants ${JUDGE_VARIANTS:-eager defaults} \
+      --runs single/expected viescore/expected --no-handover "${judge_args[@]}" \
+      --out "$dest/judge-variants.json" ;;
+    judge-profile) step judge-profile 300 python3 bench/judge_bench.py --model "$model" \
+      --part in-process --runs single/expected viescore/expected --no-handover \
+      "${judge_args[@]}" --profile-dir "$dest/judge-profile" --out "$dest/judge-profile.json" ;;
+    families) step families 330 python3 bench/families_bench.py "${families_args[@]}" \
+      --out "$dest/families.json" ;;
+    *) echo "unknown step: $1" | tee -a "$log" ;;
+  esac
+}
+
+for name in ${STEPS:-editor-profile editor-modes judge judge-prepare whole-run}; do
+  run_step "$name"
+done
 touch "$dest/done"
+exit 0
