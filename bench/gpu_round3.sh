@@ -24,6 +24,8 @@
 #      defaults (and any JUDGE_VARIANTS), one after the other on this machine, 320 items
 #   judge-profile: one compiled batch per protocol in-process under the torch profiler
 #   families: random-full FLUX.1 Kontext and LongCat through the service (bench/families_bench.py)
+#   judge-deterministic-compiled: the GPU test of deterministic mode (every answer bit-identical
+#      however requests are grouped) with the judge compiled (REWARD_BACKEND_OPTIONS compile)
 #
 #     STEPS="whole-run judge-variants" bash bench/gpu_round3.sh DEST   # only these, in this order
 # The device's time is short and a call is limited to 10 minutes, so this is meant to be started
@@ -92,6 +94,9 @@ run_step() {  # run_step NAME: one of the steps below
       "${judge_args[@]}" --profile-dir "$dest/judge-profile" --out "$dest/judge-profile.json" ;;
     families) step families 330 python3 bench/families_bench.py "${families_args[@]}" \
       --out "$dest/families.json" ;;
+    judge-deterministic-compiled) step judge-deterministic-compiled 300 \
+      env REWARD_BACKEND_OPTIONS='{"compile": true}' python3 -m pytest -m gpu -q -p no:cacheprovider \
+      tests/reward/test_gpu_deterministic_service.py ;;
     *) echo "unknown step: $1" | tee -a "$log" ;;
   esac
 }
