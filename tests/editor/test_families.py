@@ -7,12 +7,18 @@ import inspect
 
 import pytest
 
+from editor_service.backends.base import LoadedModel
 from editor_service.families.base import EditorFamily, InvalidParameter
 from editor_service.families.registry import (
     FAMILIES,
     builtin_sources,
     family_of_builtin,
     family_of_pipeline,
+)
+from editor_service.families.wire import (
+    input_fidelity_refusal,
+    input_limit_message,
+    no_inpainting_message,
 )
 
 
@@ -141,3 +147,30 @@ def test_kontext_masks_go_to_its_inpainting_pipeline_and_longcat_has_none() -> N
     # If diffusers gains a LongCat inpainting pipeline, this says it is time to wire it.
     assert not [name for name in dir(diffusers) if "LongCat" in name and "Inpaint" in name]
     assert not longcat.inpaint_pipelines
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_refusals_that_depend_on_the_model_name_the_loaded_family_only(
+    family: EditorFamily,
+) -> None:
+    model = LoadedModel(
+        id="some/model",
+        source="local",
+        revision=None,
+        model_class=next(iter(family.pipeline_classes)),
+        dtype="bfloat16",
+        meaningful=True,
+        family=family.name,
+    )
+    others = [f.title for f in FAMILIES if f.title != family.title]
+    fidelity = input_fidelity_refusal(model)
+    assert f"{family.title} always conditions on the whole input image" in fidelity
+    assert family.image_conditioning in fidelity
+    assert not [title for title in others if title in fidelity]
+    more = input_limit_message(model.id, family, 1, 2)
+    assert more.startswith(f"2 input images given; some/model takes 1 ({family.title})")
+    mask = no_inpainting_message(model.id, family, model.model_class)
+    assert f"some/model ({family.title}, {model.model_class})" in mask
+    # Before a model has loaded no family is named (none is known).
+    unloaded = input_fidelity_refusal(None)
+    assert not [f.title for f in FAMILIES if f.title in unloaded]

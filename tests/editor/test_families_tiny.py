@@ -58,6 +58,9 @@ def judge(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield service.url
 
 
+TITLES = {"tiny-kontext": "FLUX.1 Kontext", "tiny-longcat": "LongCat-Image-Edit"}
+
+
 def info(url: str) -> EditorInfo:
     return EditorInfo.model_validate(httpx.get(f"{url}/v1/info", timeout=30).json())
 
@@ -165,7 +168,8 @@ def test_more_input_images_than_the_family_takes_is_a_400_naming_the_limit(
     response = httpx.post(f"{url}/v1/edits", json=payload, timeout=60)
     assert response.status_code == 400
     error = ErrorResponse.model_validate(response.json()).error
-    assert error.param == "images" and f"{model} takes 1" in error.message
+    assert error.param == "images" and f"{model} takes 1 ({TITLES[model]})" in error.message
+    assert "QwenImageEditPlusPipeline (up to 3)" in error.message  # what takes several
     form = httpx.post(
         f"{url}/v1/images/edits",
         data={"prompt": "put the second in the first"},
@@ -178,6 +182,22 @@ def test_more_input_images_than_the_family_takes_is_a_400_naming_the_limit(
     assert form.status_code == 400
     refused = ErrorResponse.model_validate(form.json()).error
     assert refused.param == "image" and "takes 1" in refused.message
+
+
+def test_input_fidelity_low_is_a_400_naming_the_loaded_family(editor: tuple[str, str]) -> None:
+    model, url = editor
+    response = httpx.post(
+        f"{url}/v1/images/edits",
+        data={"prompt": "make the sky red", "input_fidelity": "low"},
+        files={"image": ("source.png", SOURCE, "image/png")},
+        timeout=60,
+    )
+    assert response.status_code == 400, response.text
+    error = ErrorResponse.model_validate(response.json()).error
+    assert error.param == "input_fidelity"
+    title = TITLES[model]
+    assert f"only high: {title} always conditions on the whole input image" in error.message
+    assert "Qwen-Image-Edit" not in error.message  # not another family's words
 
 
 def left_half_mask_png(side: int) -> bytes:
@@ -215,6 +235,7 @@ def test_a_mask_runs_kontexts_inpainting_pipeline_and_is_a_400_on_longcat(
         assert not family.inpainting
         param, message = refused(edit({"guidance_scale": "3"}))
         assert param == "mask" and "no inpainting pipeline" in message
+        assert "(LongCat-Image-Edit, LongCatImageEditPipeline)" in message
         assert "FluxKontextInpaintPipeline" in message  # where masks do work
         return
     assert family.inpainting

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from editor_service import __version__
 from editor_service.config import EditorSettings
+from editor_service.families.registry import FAMILIES
 from editor_service.metrics import EditorMetrics
 from editor_service.openai_images import router as openai_router
 from editor_service.pool import PoolConfig, WorkerPool
@@ -14,7 +15,9 @@ from service_kit.app.factory import include_api, service_app
 from service_kit.app.state import ServiceState
 from service_kit.http.auth import ApiKeys
 
-SUMMARY = "Instruction-based image editing with Qwen-Image-Edit, one worker per GPU."
+SUMMARY = (
+    f"Instruction-based image editing ({', '.join(f.title for f in FAMILIES)}), one worker per GPU."
+)
 
 
 def create_app(settings: EditorSettings) -> FastAPI:

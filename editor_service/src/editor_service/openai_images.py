@@ -31,7 +31,9 @@ from editor_service.codecs import SOURCE_PIXELS, encode_rgb
 from editor_service.families.wire import (
     check_input_count,
     check_parameters,
-    inpainting_families,
+    input_fidelity_refusal,
+    loaded_family,
+    no_inpainting_message,
 )
 from editor_service.pool import EditResult, Reservation
 from editor_service.routes import PoolDep, SettingsDep
@@ -75,7 +77,6 @@ REFUSED_VALUE = {
     "background": "only auto or opaque: the model makes opaque images, never transparent ones",
     "quality": "only auto: there are no quality tiers here; num_inference_steps trades time "
     "for quality",
-    "input_fidelity": "only high: Qwen-Image-Edit always conditions on the whole input image",
     "partial_images": "only 0: partial images are not streamed (stream=true sends one "
     "image_edit.completed event per image)",
 }
@@ -125,9 +126,9 @@ async def create_openai_edit(
         fields, files = await _split(form)
     finally:
         await form.close()  # the uploads' spooled files, read by now
-    body, parameters = _validate(fields)
-    width, height = parse_size(body.size)
     model = pool.model
+    body, parameters = _validate(fields, model)
+    width, height = parse_size(body.size)
     _check_against_model(body, files, model, width)
     check_parameters(
         model,
@@ -281,9 +282,12 @@ async def _split(form: FormData) -> tuple[dict[str, str], _Files]:
     return fields, _Files(images, mask)
 
 
-def _validate(fields: dict[str, str]) -> tuple[OpenAIImageEditForm, dict[str, float]]:
+def _validate(
+    fields: dict[str, str], model: LoadedModel | None
+) -> tuple[OpenAIImageEditForm, dict[str, float]]:
     """The form, and the family parameters among its fields (any other numeric field, such as
-    guidance_scale; checked against the loaded family by the caller)."""
+    guidance_scale; checked against the loaded family by the caller). A refusal that depends
+    on the model names the loaded family."""
     known = {k: v for k, v in fields.items() if k in OpenAIImageEditForm.model_fields}
     parameters: dict[str, float] = {}
     for name, text in fields.items():
@@ -303,6 +307,8 @@ def _validate(fields: dict[str, str]) -> tuple[OpenAIImageEditForm, dict[str, fl
         message, param = validation_message(exc.errors())
         if param in REFUSED_VALUE:
             message = f"{param}: {REFUSED_VALUE[param]}"
+        elif param == "input_fidelity":
+            message = f"{param}: {input_fidelity_refusal(model)}"
         raise InvalidInput(message, param=param) from None
     if body.true_cfg_scale is not None:
         parameters["true_cfg_scale"] = body.true_cfg_scale
@@ -354,8 +360,7 @@ def _check_against_model(
     if files.mask is not None:
         if not model.inpainting:
             raise InvalidInput(
-                f"mask: {model.id} ({model.model_class}) has no inpainting pipeline; masks work "
-                f"with {inpainting_families()}",
+                no_inpainting_message(model.id, loaded_family(model), model.model_class),
                 param="mask",
             )
         if len(files.images) > 1:

@@ -54,7 +54,8 @@ class OpenAIImageEditForm(RequestModel):
     )
     input_fidelity: Literal["high"] = Field(
         default="high",
-        description="Only high: Qwen-Image-Edit always conditions on the whole input image.",
+        description="Only high: every hosted family conditions on the whole input image "
+        "(a 400 for low names the loaded one).",
     )
     stream: bool = Field(
         default=False,

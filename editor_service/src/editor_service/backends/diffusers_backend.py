@@ -32,8 +32,9 @@ from editor_service.backends.speed_modes import (
     enable_step_schedule,
     quantize_fp8,
 )
-from editor_service.families.base import EditorFamily, InvalidParameter, input_limit_message
+from editor_service.families.base import EditorFamily, InvalidParameter
 from editor_service.families.registry import builtin_sources, family_of_builtin, family_of_pipeline
+from editor_service.families.wire import input_limit_message, no_inpainting_message
 from service_kit.models.compiling import compile_by_default
 from service_kit.models.dtypes import resolve_dtype
 from service_kit.models.loading import RANDOM_REVISION, model_folder
@@ -243,7 +244,9 @@ class DiffusersEditBackend:
         takes = family.pipeline_classes[type(self.pipe).__name__]
         if 1 + len(job.more_images) > takes:  # the API process checks once a model is known
             given = 1 + len(job.more_images)
-            raise InvalidJob(input_limit_message(self.source.name, takes, given), param="image")
+            raise InvalidJob(
+                input_limit_message(self.source.name, family, takes, given), param="image"
+            )
         image: Any = job.image.to_pil()
         if job.more_images:
             image = [image, *(extra.to_pil() for extra in job.more_images)]
@@ -258,7 +261,10 @@ class DiffusersEditBackend:
         pipe = self.pipe
         if job.mask is not None:
             if self.inpaint_pipe is None:
-                raise InvalidJob("this model has no inpainting pipeline", param="mask")
+                raise InvalidJob(
+                    no_inpainting_message(self.source.name, family, type(self.pipe).__name__),
+                    param="mask",
+                )
             pipe = self.inpaint_pipe
 
         def on_step_end(

@@ -19,16 +19,6 @@ from typing import Any
 ONE_IMAGE = 1
 
 
-def input_limit_message(model_name: str, takes: int, given: int) -> str:
-    """Why an edit with ``given`` input images is refused by a model that takes ``takes``."""
-    if takes == 1:
-        return (
-            f"{given} input images given; {model_name} takes 1 (several need a multi-image "
-            "model, e.g. Qwen/Qwen-Image-Edit-2509)"
-        )
-    return f"{given} input images given; {model_name} takes at most {takes}"
-
-
 class InvalidParameter(ValueError):
     """A request parameter the loaded family does not take, or a value out of its range."""
 
@@ -87,6 +77,9 @@ class EditorFamily:
     # ``ensure_tiny_folder``) and the built-in sources it serves: name -> (kind, variant).
     builder: str
     builtins: Mapping[str, tuple[str, str]]
+    # How the pipeline sees the input image, for refusals that depend on it (OpenAI's
+    # input_fidelity): "conditions on the whole input image: <this>".
+    image_conditioning: str
     # Pipeline class name -> the inpainting pipeline class built from the same components.
     inpaint_pipelines: Mapping[str, str] = field(default_factory=dict)
     # Regular expression (fullmatch) over the transformer's module names that FP8 quantizes.

@@ -61,6 +61,7 @@ FAMILY = EditorFamily(
         "tiny-kontext": ("tiny", "kontext"),
         "random-full-kontext": ("random-full", "kontext"),
     },
+    image_conditioning="its latents join the transformer's sequence beside the ones being denoised",
     # Kontext's own inpainting: the source stays the context image, the unmasked latents are
     # put back after every step, so outside the mask the result is the source's (its VAE
     # reconstruction). It takes every parameter above; its output is its own ~1 MP (no size).

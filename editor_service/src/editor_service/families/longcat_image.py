@@ -48,6 +48,10 @@ FAMILY = EditorFamily(
         "tiny-longcat": ("tiny", "longcat-edit"),
         "random-full-longcat": ("random-full", "longcat-edit"),
     },
+    image_conditioning=(
+        "its latents join the transformer's sequence and Qwen2.5-VL reads it (at half size) "
+        "with the instruction"
+    ),
     fp8_layers=(
         r"transformer_blocks\.\d+\.(attn|ff|ff_context)\..+"
         r"|single_transformer_blocks\.\d+\.(attn\..+|proj_mlp|proj_out)"

@@ -54,6 +54,9 @@ FAMILY = EditorFamily(
         "random-full": ("random-full", "edit"),
         "random-full-plus": ("random-full", "edit-plus"),
     },
+    image_conditioning=(
+        "its latents join the transformer's sequence and Qwen2.5-VL reads it with the instruction"
+    ),
     inpaint_pipelines={"QwenImageEditPipeline": "QwenImageEditInpaintPipeline"},
     # The blocks' attention projections and MLPs: the bulk of the FLOPs. Left in bf16: the
     # per-block modulation, the input/output projections and embeddings.
