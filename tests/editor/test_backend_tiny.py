@@ -100,3 +100,44 @@ def test_the_backend_refuses_control_tokens_itself_and_reports_its_reserved_set(
         assert refused.value.param == field
     near_miss = backend.edit(job(instruction="add <|image_pad a hat |>"), never)
     assert (near_miss.image.width, near_miss.image.height) == (32, 48)
+
+
+@pytest.fixture(scope="module")
+def longcat(model_cache: Path) -> DiffusersEditBackend:
+    backend = DiffusersEditBackend(
+        BackendSpec("diffusers", "tiny-longcat", None, "auto", str(model_cache))
+    )
+    backend.load("cpu")
+    return backend
+
+
+def test_a_cancelled_longcat_edit_stops_before_its_last_step(
+    longcat: DiffusersEditBackend,
+) -> None:
+    """LongCat's pipeline takes no step callback: the backend's hook on its transformer sets
+    the interrupt flag, and the steps left are skipped (counted as transformer calls)."""
+    pipe = longcat.pipe
+    assert pipe is not None
+    calls: list[int] = []
+    counting = pipe.transformer.register_forward_hook(lambda *_: calls.append(1))
+    asked: list[int] = []
+
+    def stop_after_the_first_step() -> bool:  # CFG: two transformer calls a step
+        asked.append(1)
+        return len(asked) >= 2
+
+    longcat_job = job(
+        width=None, height=None, true_cfg_scale=None, num_inference_steps=4, negative_prompt="x"
+    )
+    try:
+        with pytest.raises(JobCancelled):
+            longcat.edit(longcat_job, stop_after_the_first_step)
+        assert len(calls) == 2  # one step of four ran
+        calls.clear()
+        finished = longcat.edit(longcat_job, never)
+        assert len(calls) == 8  # uncancelled: four steps, cond and uncond each
+        assert finished.num_inference_steps == 4
+    finally:
+        counting.remove()
+    # The stop hook lives for one edit only: none is left on the transformer.
+    assert not pipe.transformer._forward_hooks

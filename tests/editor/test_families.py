@@ -127,7 +127,7 @@ def test_every_pipeline_of_a_family_takes_what_the_family_passes_it(family: Edit
         height=side,
     )
     passed = set(family.call(settings)) | BACKEND_ARGUMENTS
-    if family.stops_between_steps:
+    if family.stop_signal == "callback":
         passed.add("callback_on_step_end")
     for pipeline in family.pipeline_classes:
         assert passed <= pipeline_arguments(pipeline), pipeline
@@ -174,3 +174,17 @@ def test_refusals_that_depend_on_the_model_name_the_loaded_family_only(
     # Before a model has loaded no family is named (none is known).
     unloaded = input_fidelity_refusal(None)
     assert not [f.title for f in FAMILIES if f.title in unloaded]
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_every_familys_pipelines_can_be_stopped_between_steps(family: EditorFamily) -> None:
+    """The backend stops a cancelled edit by setting the pipeline's interrupt flag: through
+    callback_on_step_end, or for a pipeline without it through a hook on its transformer; the
+    pipeline must read the flag (its ``interrupt`` property) either way."""
+    import diffusers
+
+    for name in [*family.pipeline_classes, *family.inpaint_pipelines.values()]:
+        pipeline = getattr(diffusers, name)
+        assert isinstance(inspect.getattr_static(pipeline, "interrupt"), property), name
+        takes_callback = "callback_on_step_end" in pipeline_arguments(name)
+        assert takes_callback == (family.stop_signal == "callback"), name

@@ -8,11 +8,12 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +294,7 @@ class DiffusersEditBackend:
             prompt=job.instruction,
             generator=torch.Generator(device=self.device).manual_seed(job.seed),
         )
-        if family.stops_between_steps:
+        if family.stop_signal == "callback":
             kwargs["callback_on_step_end"] = on_step_end
         if job.mask is not None:
             # The whole masked region is made anew (OpenAI's mask semantics), the rest kept.
@@ -305,7 +306,7 @@ class DiffusersEditBackend:
             self.pipe.maybe_free_model_hooks()
         started = time.perf_counter()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._stop_hook(pipe, family, should_stop):
                 result = pipe(**kwargs).images[0]
         except torch.OutOfMemoryError:
             self._free_cached_memory()
@@ -325,6 +326,28 @@ class DiffusersEditBackend:
                 torch.cuda.max_memory_allocated() if self.device.startswith("cuda") else None
             ),
         )
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _stop_hook(
+        pipe: Any, family: EditorFamily, should_stop: Callable[[], bool]
+    ) -> Iterator[None]:
+        """For a family whose pipeline takes no step callback: after each transformer call, set
+        the pipeline's interrupt flag if the job is to stop (the pipeline then skips the steps
+        left, as with callback_on_step_end). The hook lives for this one edit."""
+        if family.stop_signal != "transformer_hook":
+            yield
+            return
+
+        def after_forward(*_: Any) -> None:
+            if should_stop():
+                pipe._interrupt = True
+
+        handle = pipe.transformer.register_forward_hook(after_forward)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def _check_prompt_length(self, param: str, text: str) -> None:
         """Refuse a prompt longer than the model reads: the transformer's text positions are

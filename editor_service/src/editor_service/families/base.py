@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 # Images one edit may take unless a pipeline class says otherwise.
 ONE_IMAGE = 1
@@ -85,9 +85,13 @@ class EditorFamily:
     # Regular expression (fullmatch) over the transformer's module names that FP8 quantizes.
     fp8_layers: str = ""
     hub_ids: tuple[str, ...] = ()
-    # Whether the pipeline calls back after each step (callback_on_step_end): a cancelled job
-    # (its client went away) stops there. Without it, a started edit runs to its end.
-    stops_between_steps: bool = True
+    # How a cancelled job (its client went away, its deadline passed) is stopped between
+    # denoising steps; either way the backend sets the pipeline's interrupt flag and the pipeline
+    # skips the steps left. "callback": the pipeline calls callback_on_step_end after each step.
+    # "transformer_hook": the pipeline checks its ``interrupt`` property every step but takes no
+    # callback (diffusers 0.42.1's LongCatImageEditPipeline), so a forward hook on its
+    # transformer asks after each model call.
+    stop_signal: Literal["callback", "transformer_hook"] = "callback"
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)

@@ -57,6 +57,7 @@ FAMILY = EditorFamily(
         r"|single_transformer_blocks\.\d+\.(attn\..+|proj_mlp|proj_out)"
     ),
     hub_ids=("meituan-longcat/LongCat-Image-Edit",),
-    # diffusers 0.42.1's LongCatImageEditPipeline takes no callback_on_step_end.
-    stops_between_steps=False,
+    # diffusers 0.42.1's LongCatImageEditPipeline takes no callback_on_step_end, but skips the
+    # steps left once its interrupt flag is set (its `interrupt` property, read every step).
+    stop_signal="transformer_hook",
 )
