@@ -53,7 +53,7 @@ from orchestrator.records import ResultRow
 from orchestrator.report.breakdown import item_metrics, partitions, run_reporting
 from orchestrator.report.official import run_statistics
 from orchestrator.report.results import RunRecords, build_rows
-from orchestrator.store import RunStore, atomic_write_text
+from orchestrator.store import DamagedRunFile, RunStore, atomic_write_text
 
 INTERVALS = {
     "rows": "95% Student-t interval of the paired mean difference (run - baseline), n pairs; "
@@ -129,7 +129,10 @@ def load_run(path: Path, label: str | None = None, judge: str | None = None) -> 
     chosen = None if judge is None else select_judge(run_judges(store), judge)
     records = RunRecords.read(store, chosen)
     rows = build_rows(store, records)
-    summary = store.read_json("summary.json", damaged_ok=True) or {}
+    try:
+        summary = store.read_summary()
+    except DamagedRunFile as exc:
+        raise CompareError(str(exc)) from None
     return LoadedRun(
         label=label or path.resolve().name,
         path=path,
@@ -140,7 +143,7 @@ def load_run(path: Path, label: str | None = None, judge: str | None = None) -> 
         judges=sorted({r.judge_model for r in rows if r.judge_model}),
         protocol_hashes=sorted({r.protocol_hash for r in rows if r.protocol_hash}),
         editors=sorted({r.editor_model for r in rows if r.editor_model}),
-        warnings=[str(w) for w in summary.get("warnings") or []],
+        warnings=[] if summary is None else summary.warnings,
     )
 
 

@@ -29,6 +29,11 @@ from shared_schemas import ItemScore, ModelInfo, QuestionScore
 from shared_schemas.edits import EditTimings
 
 RECORD_SCHEMA = 1
+# summary.json's layout. 0: files written before the schema key (every older shape reads: the
+# flat sc/pq/overall statistics of files before the metric set, no jobs before 5e764a8);
+# 1: this layout, written by report/build.py, read by RunStore.read_summary.
+SUMMARY_SCHEMA = 1
+LEGACY_METRICS = ("sc", "pq", "overall")  # the metrics of every file before protocols named theirs
 Status = Literal["ok", "failed"]
 
 
@@ -50,6 +55,16 @@ def _with_metrics_flat(data: Any, metrics: dict[str, Any]) -> Any:
     if isinstance(data, dict):
         for name, value in metrics.items():
             data.setdefault(name, value)
+    return data
+
+
+def _legacy_into(data: Any, field: str) -> Any:
+    """A record written before protocols declared metrics: its flat sc, pq and overall gathered
+    into ``field`` (the shape files have had since)."""
+    if isinstance(data, dict) and field not in data:
+        legacy = {k: data[k] for k in LEGACY_METRICS if k in data}
+        if legacy:
+            data = {**data, field: legacy}
     return data
 
 
@@ -357,11 +372,7 @@ class ResultRow(RecordModel):
     @classmethod
     def _legacy_metrics(cls, data: Any) -> Any:
         """A row written before metrics existed: its sc, pq and overall."""
-        if isinstance(data, dict) and "metrics" not in data:
-            legacy = {k: data[k] for k in ("sc", "pq", "overall") if k in data}
-            if legacy:
-                data = {**data, "metrics": legacy}
-        return data
+        return _legacy_into(data, "metrics")
 
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -403,6 +414,11 @@ class GroupStats(RecordModel):
         default_factory=dict, description="Per metric of the run, in the protocol's order."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_metrics(cls, data: Any) -> Any:
+        return _legacy_into(data, "metrics")
+
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
@@ -418,6 +434,11 @@ class MacroStats(RecordModel):
     means: dict[str, float | None] = Field(default_factory=dict)
     categories_counted: int
     categories_without_scores: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_means(cls, data: Any) -> Any:
+        return _legacy_into(data, "means")
 
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -436,6 +457,11 @@ class TableRow(RecordModel):
     def __getitem__(self, metric: str) -> MetricStats:
         return self.metrics[metric]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_metrics(cls, data: Any) -> Any:
+        return _legacy_into(data, "metrics")
+
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
@@ -451,6 +477,11 @@ class TableAverage(RecordModel):
 
     def __getitem__(self, metric: str) -> float | None:
         return self.means[metric]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_means(cls, data: Any) -> Any:
+        return _legacy_into(data, "means")
 
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -476,6 +507,17 @@ class DeclaredTable(RecordModel):
     rows: dict[str, TableRow]
     average: TableAverage
     micro: dict[str, MetricStats]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_table(cls, data: Any) -> Any:
+        """A table written before 9570e44 (no row_label) or the metric set (no metrics list)."""
+        if isinstance(data, dict):
+            if "row_label" not in data and "row_key" in data:
+                data = {**data, "row_label": data["row_key"]}
+            if "metrics" not in data and isinstance(data.get("micro"), dict):
+                data = {**data, "metrics": list(data["micro"])}
+        return data
 
 
 class Aggregate(RecordModel):
@@ -542,8 +584,10 @@ class JudgeCost(RecordModel):
 
 
 class Summary(RecordModel):
-    """summary.json's body, without the run's provenance (which the report adds)."""
+    """summary.json's body, without the run's provenance (which the report adds). Written by
+    report/build.py (``dump``), read by RunStore.read_summary; every older shape reads."""
 
+    schema_version: int = Field(default=SUMMARY_SCHEMA, alias="schema")
     metric_set: MetricSet = Field(
         default_factory=MetricSet.legacy,
         description="The run's metrics (names, labels, rules), headline and scale: its protocol's.",
@@ -564,7 +608,9 @@ class Summary(RecordModel):
         "computes them (reporting.statistics; benchmarks/statistics.py).",
     )
     models: ModelsSeen
-    jobs: dict[str, JobCounts]
+    jobs: dict[str, JobCounts] = Field(
+        default_factory=dict, description="Per phase (files before 5e764a8 have none)."
+    )
     judge_usage: JudgeUsage | None = Field(
         default=None, description="None for a local judge (no endpoint reports tokens)."
     )
@@ -588,7 +634,10 @@ class Summary(RecordModel):
     )
 
     def dump(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json")
+        data = {
+            "schema": SUMMARY_SCHEMA,
+            **self.model_dump(mode="json", exclude={"schema_version"}),
+        }
         for key in ("languages", "integrity", "run", "official"):
             if data[key] is None:
                 del data[key]

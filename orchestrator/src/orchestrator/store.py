@@ -37,7 +37,14 @@ from pydantic import ValidationError
 from orchestrator.benchmarks import BenchmarkError, item_relpath
 from orchestrator.benchmarks.base import legacy_item_relpath
 from orchestrator.provenance import PROVENANCE_SCHEMA, Provenance
-from orchestrator.records import EditRecord, JobRecord, PlanRow, RecordModel, ScoreRecord
+from orchestrator.records import (
+    EditRecord,
+    JobRecord,
+    PlanRow,
+    RecordModel,
+    ScoreRecord,
+    Summary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -482,6 +489,21 @@ class RunStore:
         return Provenance.read(
             self.read_json("provenance.json", damaged_ok=True), self.root / "provenance.json"
         )
+
+    def read_summary(self) -> Summary | None:
+        """summary.json as a `Summary` (None if the run has no report yet): every shape editbench
+        wrote reads (one without ``schema`` as schema 0); a damaged file is a DamagedRunFile
+        naming the file and the field (``overall.micro.scored: ...``)."""
+        path = self.root / "summary.json"
+        data = self.read_json("summary.json")
+        if data is None:
+            return None
+        try:
+            return Summary.model_validate({"schema": 0, **data} if isinstance(data, dict) else data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"]) or "the file"
+            raise DamagedRunFile(f"{path}: {where}: {error['msg']}") from None
 
     def write_provenance(self, provenance: Provenance) -> None:
         self.write_json("provenance.json", {**provenance.dump(), "schema": PROVENANCE_SCHEMA})
