@@ -76,6 +76,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "vision_attention": "per_image",
         "patch_embed": "linear",
     },
+    # the defaults with each question on a copy of its prefix's KV cache (before prefix folding)
+    "copied": {"prefix_passes": "copied"},
 }
 
 
@@ -200,6 +202,20 @@ def in_process(args: argparse.Namespace, deterministic: bool) -> dict[str, Any]:
                 prepared = [backend.prepare(b) for b in batches]
                 extra[f"model_only_items_per_s_{name}"] = count / seconds(prepared)
             planner.options = configured
+            # The questions' pass as each prefix_passes runs it (backends.hf.folding), on the
+            # same prepared batches; the configured one is left in force.
+            passes = backend._passes
+            attention = str(backend.model.config._attn_implementation)
+            if passes is not None and "flash" not in attention:  # flash: copied only
+                kept = passes.prefix_passes
+                prepared = [backend.prepare(b) for b in batches]
+                for chosen in ("copied", "folded"):
+                    passes.prefix_passes = chosen
+                    backend.score(prepared[0])  # warm-up in this mode
+                    extra[f"model_only_items_per_s_prefix_passes_{chosen}"] = count / seconds(
+                        prepared
+                    )
+                passes.prefix_passes = kept
         if device != "cpu":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,7 @@ def test_the_loaded_model_names_its_layer_options(
     assert info.details["compile"] == "regional (inductor)"
     assert info.details["vision_attention"] == "grouped"
     assert info.details["patch_embed"] == "linear"
+    assert info.details["prefix_passes"] == "folded"
 
 
 @pytest.mark.parametrize(
@@ -284,3 +286,149 @@ def test_grouped_attention_runs_consecutive_images_of_one_length_together() -> N
     assert _runs([16, 16, 16]) == [(3, 16)]
     assert _runs([16, 12, 12, 16]) == [(1, 16), (2, 12), (1, 16)]
     assert _runs([]) == []
+
+
+# The questions of one prefix folded into one row (prefix_passes, backends.hf.folding).
+FOLD_TOLERANCE = 1e-4  # natural-log probability, float32
+
+
+def every_logprob(answer: QuestionOutput) -> list[float]:
+    assert isinstance(answer, ScoreTokenLogprobs)
+    return [*answer.first, *answer.after_one, *(v for _, row in answer.after_other for v in row)]
+
+
+def worst_of_all(a: list[QuestionOutput], b: list[QuestionOutput]) -> float:
+    """The largest difference over every digit log-probability, each lead's included."""
+    worst = 0.0
+    for x, y in zip(a, b, strict=True):
+        xs, ys = every_logprob(x), every_logprob(y)
+        assert len(xs) == len(ys)
+        worst = max(worst, *(abs(p - q) for p, q in zip(xs, ys, strict=True)))
+    return worst
+
+
+def with_passes(backend: TransformersJudgeBackend, passes: str, batch: list[Any]) -> Any:
+    assert backend._passes is not None
+    kept = backend._passes.prefix_passes
+    backend._passes.prefix_passes = passes  # type: ignore[assignment]
+    try:
+        return answers(backend, batch)
+    finally:
+        backend._passes.prefix_passes = kept
+
+
+def unshared(backend: TransformersJudgeBackend, batch: list[JudgeItem[Any]]) -> Any:
+    """Each question alone, as one whole prompt: no prefix shared with anything."""
+    return [
+        answers(backend, [JudgeItem(item.images, (q,))])[0]
+        for item in batch
+        for q in item.questions
+    ]
+
+
+def mixed_batch() -> list[JudgeItem[Any]]:
+    """viescore (two prefixes of two questions) beside single (one), a question on a 0..25
+    scale (two leads: a row per lead), and one with a far longer text than the rest."""
+    vie = judge_items(score_items(range(40, 42), size), "viescore", "expected")
+    one = judge_items(score_items(range(42, 44), size), "single", "expected")
+    first = vie[0].questions
+    scaled = replace(first[0], scale=(0, 25))
+    text = first[1].content[-1]
+    assert isinstance(text, str)
+    longer = replace(first[1], content=(*first[1].content[:-1], text + " Be strict." * 40))
+    return [JudgeItem(vie[0].images, (scaled, longer, *first[2:])), vie[1], *one]
+
+
+FOLD_CASES = {
+    "viescore": lambda: batches("viescore", "expected", [2])[0],
+    "one viescore item": lambda: batches("viescore", "expected", [1])[0],
+    "mixed": mixed_batch,
+}
+
+
+@pytest.mark.parametrize("case", FOLD_CASES)
+@pytest.mark.parametrize("layers", ["eager", "compiled"])
+def test_folded_questions_answer_as_copied_caches_and_as_unshared_prompts(
+    eager: TransformersJudgeBackend,
+    compiled: tuple[TransformersJudgeBackend, Any, dict[str, int]],
+    case: str,
+    layers: str,
+) -> None:
+    backend = eager if layers == "eager" else compiled[0]
+    batch = FOLD_CASES[case]()
+    prepared = backend.prepare(batch)
+    assert prepared.shared_prefixes > 0  # the questions do share prefixes
+    folded = with_passes(backend, "folded", batch)
+    copied = with_passes(backend, "copied", batch)
+    alone = unshared(backend, batch)
+    assert all(math.isfinite(v) for a in folded for v in every_logprob(a))
+    assert worst_of_all(folded, copied) < FOLD_TOLERANCE
+    assert worst_of_all(folded, alone) < FOLD_TOLERANCE
+    if case == "mixed":
+        assert any(isinstance(a, ScoreTokenLogprobs) and a.after_other for a in folded)
+
+
+def test_a_question_that_sees_another_questions_segment_answers_differently(
+    eager: TransformersJudgeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The proof above can fail: the same pass with the segments' mask opened to one long causal
+    # row (padding slots included) moves the answers.
+    from reward_service.backends.hf import folding, passes
+
+    def leaky(*args: Any, **kwargs: Any) -> folding.Folded:
+        made = folding.fold(*args, **kwargs)
+        mask = made.attention_mask.clone()
+        width = mask.shape[-1] - mask.shape[-2]
+        real = mask[..., :width].any(-1, keepdim=True)  # the real slots see their prefix
+        span = mask.shape[-2]
+        causal = torch.ones(span, span, dtype=torch.bool).tril()
+        mask[..., width:] |= causal & real
+        return replace(made, attention_mask=mask)
+
+    (batch,) = batches("viescore", "expected", [1])
+    right = with_passes(eager, "folded", batch)
+    monkeypatch.setattr(passes, "fold", leaky)
+    wrong = with_passes(eager, "folded", batch)
+    assert worst_of_all(right, with_passes(eager, "copied", batch)) < FOLD_TOLERANCE
+    assert worst_of_all(right[1:2], wrong[1:2]) > 1e-3  # the second sees the first's text
+
+
+def test_folding_places_each_question_at_the_end_of_its_own_segment() -> None:
+    from reward_service.backends.hf.folding import fold
+    from reward_service.backends.score_tokens import suffix_positions
+
+    suffix_ids = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10], [0, 11, 12, 13]])
+    suffix_mask = (suffix_ids != 0).long()
+    prefix_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    deltas = torch.tensor([[3], [-1]])
+    made = fold(suffix_ids, suffix_mask, [0, 1, 0], prefix_mask, deltas, pad_id=0)
+    # S = 4; row 0: questions 0 and 2; row 1: question 1 and a padding segment
+    assert made.input_ids.tolist() == [[0, 0, 5, 6, 0, 11, 12, 13], [7, 8, 9, 10, 0, 0, 0, 0]]
+    assert made.logits_to_keep.tolist() == [2, 3, 6, 7]
+    assert (made.rows, made.segments) == ([0, 1, 0], [0, 0, 1])
+    mask = made.attention_mask[:, 0]
+    assert mask.shape == (2, 8, 3 + 8)
+    assert mask[0, 6].tolist() == [False, True, True] + [False] * 5 + [True, True, False]
+    assert mask[1, 6].tolist() == [False] * 3 + [False] * 6 + [True, False]  # padding: itself
+    assert bool(mask.any(-1).all())  # no query sees nothing
+    # Each real token's position is the one it has continuing its prefix alone.
+    expected = suffix_positions(prefix_mask[[0, 1, 0]], suffix_mask, deltas[[0, 1, 0]])[0]
+    positions = made.position_ids[0]
+    for q, (row, segment) in enumerate(zip(made.rows, made.segments, strict=True)):
+        n = int(suffix_mask[q].sum())
+        end = 4 * (segment + 1)
+        assert positions[row, end - n : end].tolist() == expected[q, 4 - n :].tolist()
+    additive = fold(
+        suffix_ids, suffix_mask, [0, 1, 0], prefix_mask, deltas, 0, eager_dtype=torch.float32
+    ).attention_mask
+    assert bool(((additive == 0) == made.attention_mask).all())
+
+
+def test_prefix_passes_option_defaults_to_folded_and_copies_for_flash_attention() -> None:
+    from reward_service.backends.hf.folding import prefix_passes_option
+
+    assert prefix_passes_option({}, "sdpa") == "folded"
+    assert prefix_passes_option({"prefix_passes": "copied"}, "sdpa") == "copied"
+    assert prefix_passes_option({}, "flash_attention_2") == "copied"
+    with pytest.raises(ValueError, match="folded"):
+        prefix_passes_option({"prefix_passes": "stacked"}, "sdpa")

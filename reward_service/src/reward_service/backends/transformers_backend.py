@@ -9,7 +9,9 @@ and ``warm_up`` (their compile at load). Options (``REWARD_BACKEND_OPTIONS``):
 ``vision_attention`` (``grouped`` by default on CUDA: images of one length in one attention call;
 ``per_image``), ``patch_embed`` (``linear`` by default on CUDA; ``conv``), ``compile_backend``
 (``inductor``) and ``prepare_stream`` (``side``, the default: a batch is prepared on a CUDA stream
-of its own, not queued behind the model's work; ``default``; see ``hf.prepare_stream``). A
+of its own, not queued behind the model's work; ``default``; see ``hf.prepare_stream``),
+``prefix_passes`` (``folded``, the default: the questions of one prefix run as one row on its
+KV cache as it is; ``copied``: one row per question on a copy of it; see ``hf.folding``). A
 compile that fails at load leaves the layers running eagerly (logged, and named in the model's
 options).
 
@@ -38,6 +40,7 @@ from reward_service.backends.base import (
     QuestionOutput,
 )
 from reward_service.backends.hf.compiled_layers import InstalledLayers, install, layer_options
+from reward_service.backends.hf.folding import prefix_passes_option
 from reward_service.backends.hf.loading import BUILTIN_SOURCES, load_judge
 from reward_service.backends.hf.passes import Passes
 from reward_service.backends.hf.planning import Planner, PlanOptions, PreparedBatch
@@ -93,7 +96,8 @@ class TransformersJudgeBackend:
             isolate_items=self.deterministic,
         )
         self._planner = Planner(self.processor, device, self.digit_ids, plan)
-        self._passes = Passes(self.model, self.processor, device, self.digit_ids)
+        passes = prefix_passes_option(options, str(loaded.info.details["attn_implementation"]))
+        self._passes = Passes(self.model, self.processor, device, self.digit_ids, passes)
         self._streams = streams
         chosen = layer_options(options, device, self.deterministic)
         layers = install(self.model, chosen, self.deterministic)
@@ -106,7 +110,11 @@ class TransformersJudgeBackend:
                 free_device_memory()
             layers.warmed_up()
         self._layers = layers
-        details = {**loaded.info.details, **layers.describe()}
+        details = {
+            **loaded.info.details,
+            **layers.describe(),
+            "prefix_passes": passes,
+        }
         return replace(loaded.info, deterministic=self.deterministic, details=details)
 
     def release(self) -> None:

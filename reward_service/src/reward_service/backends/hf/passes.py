@@ -2,7 +2,9 @@
 
 Expected mode reads the last two positions of each prompt (see backends.score_tokens); where
 questions share a prefix, the vision encoder runs once over the distinct images, then per bucket
-one pass prefills the prefixes and one runs the questions' own text on copies of their KV cache.
+one pass prefills the prefixes and one runs the questions' own text on their KV cache: folded,
+one row per prefix with its questions side by side (``prefix_passes`` ``folded``, backends.hf.
+folding), or one row per question on a copy of its prefix's cache (``copied``).
 Generate mode decodes greedily.
 """
 
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reward_service.backends.base import GeneratedText, QuestionOutput, ScoreTokenLogprobs
+from reward_service.backends.hf.folding import PrefixPasses, fold, read_folded
 from reward_service.backends.hf.planning import (
     ONE,
     Bucket,
@@ -23,8 +26,16 @@ from reward_service.backends.score_tokens import score_token_logprobs, suffix_po
 
 
 class Passes:
-    def __init__(self, model: Any, processor: Any, device: str, digit_ids: list[int]) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        device: str,
+        digit_ids: list[int],
+        prefix_passes: PrefixPasses = "folded",
+    ) -> None:
         self.model = model
+        self.prefix_passes = prefix_passes
         self.processor = processor
         self.device = device
         self.digit_ids = digit_ids
@@ -86,6 +97,8 @@ class Passes:
                 "image": _pick(encoded, [image_of[i] for i in bucket.images])
             }
         prefill = self.model(**mine, use_cache=True, logits_to_keep=1)
+        if self.prefix_passes == "folded":
+            return self._folded_questions(group, bucket, mine["attention_mask"], prefill)
         owner = torch.tensor(bucket.owners, device=self.device)
         rope_deltas = self.model.model.rope_deltas[owner]
         cache = prefill.past_key_values
@@ -102,6 +115,35 @@ class Passes:
             logits_to_keep=2,
         ).logits
         return score_token_logprobs(logits[:, -2], logits[:, -1], self.digit_ids)
+
+    def _folded_questions(
+        self, group: ExpectedGroup, bucket: Bucket, prefix_mask: Any, prefill: Any
+    ) -> list[ScoreTokenLogprobs]:
+        """The bucket's questions on their prefixes' cache as it is: one row per prefix, its
+        questions side by side (backends.hf.folding)."""
+        import torch
+
+        questions = torch.tensor(bucket.questions)
+        eager = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
+        folded = fold(
+            group.suffix_ids[questions],
+            group.suffix_mask[questions],
+            bucket.owners,
+            prefix_mask,
+            self.model.model.rope_deltas,
+            int(self.processor.tokenizer.pad_token_id),
+            eager_dtype=self.model.dtype if eager else None,
+        )
+        logits = self.model(
+            input_ids=folded.input_ids,
+            attention_mask=folded.attention_mask,
+            position_ids=folded.position_ids,
+            past_key_values=prefill.past_key_values,
+            use_cache=False,
+            logits_to_keep=folded.logits_to_keep,
+        ).logits
+        first, after = read_folded(logits, folded)
+        return score_token_logprobs(first, after, self.digit_ids)
 
     def _encode_images(self, pixels: Any, group: ExpectedGroup) -> Any:
         """The vision encoder, once over the group's distinct images: what forward() takes as
