@@ -33,6 +33,10 @@ RECORD_SCHEMA = 1
 # flat sc/pq/overall statistics of files before the metric set, no jobs before 5e764a8);
 # 1: this layout, written by report/build.py, read by RunStore.read_summary.
 SUMMARY_SCHEMA = 1
+# run.json's layout. 0: files before the schema key: identity and created_at (bd8b994), then
+# selection (f3d194e), then services (02193cd); 1: this layout, written by the runner, read by
+# RunStore.read_run_file.
+RUN_FILE_SCHEMA = 1
 LEGACY_METRICS = ("sc", "pq", "overall")  # the metrics of every file before protocols named theirs
 Status = Literal["ok", "failed"]
 
@@ -56,6 +60,29 @@ def _with_metrics_flat(data: Any, metrics: dict[str, Any]) -> Any:
         for name, value in metrics.items():
             data.setdefault(name, value)
     return data
+
+
+class RunFile(RecordModel):
+    """run.json: the settings that define the run's jobs (a rerun must agree with them), the
+    latest selection, where the services were, and when the folder was made."""
+
+    schema_version: int = Field(default=RUN_FILE_SCHEMA, alias="schema")
+    identity: dict[str, Any]
+    selection: dict[str, Any] = Field(
+        default_factory=dict, description="The latest run's item selection (files since f3d194e)."
+    )
+    services: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Where the services were, for a printed --resume (files since 02193cd); "
+        "never an API key.",
+    )
+    created_at: str | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "schema": RUN_FILE_SCHEMA,
+            **self.model_dump(mode="json", exclude={"schema_version"}),
+        }
 
 
 def _legacy_into(data: Any, field: str) -> Any:

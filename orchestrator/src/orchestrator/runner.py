@@ -51,10 +51,10 @@ from orchestrator.provenance import (
     SettingsRecord,
     software,
 )
-from orchestrator.records import PlanRow, Summary
+from orchestrator.records import PlanRow, RunFile, Summary
 from orchestrator.report import ReportPaths, write_report
 from orchestrator.retry import RetryPolicy
-from orchestrator.store import DamagedRunFile, RunStore
+from orchestrator.store import RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +86,11 @@ SAVED_SERVICES = ("editor_url", "reward_url", "share_gpu", "allow_mixed_revision
 def read_saved_identity(out: Path) -> dict[str, Any] | None:
     """The settings saved in a run folder (identity, latest selection and services), or None
     if new. Flags, environment and config file override all but the identity."""
-    data = RunStore(out).read_json("run.json")
-    if not isinstance(data, dict) or "identity" not in data:
+    saved = RunStore(out).read_run_file()
+    if saved is None:
         return None
-    for section in ("identity", "selection", "services"):
-        if not isinstance(data.get(section) or {}, dict):
-            raise DamagedRunFile(f"{out / 'run.json'}: {section!r} is not an object")
-    services = {k: v for k, v in dict(data.get("services") or {}).items() if k in SAVED_SERVICES}
-    return {**dict(data.get("selection") or {}), **services, **dict(data["identity"])}
+    services = {k: v for k, v in saved.services.items() if k in SAVED_SERVICES}
+    return {**saved.selection, **services, **saved.identity}
 
 
 def _selection(settings: RunSettings, benchmark: Benchmark) -> list[Any]:
@@ -145,16 +142,15 @@ async def run_benchmark(
         raise BenchmarkError("no items selected: check --categories, --language and --limit")
 
     with RunStore(out) as store:
-        previous = store.read_json("run.json") or {}
-        store.write_json(
-            "run.json",
-            {
-                "identity": previous.get("identity", settings.identity()),
-                "selection": settings.selection(),
+        previous = store.read_run_file()
+        store.write_run_file(
+            RunFile(
+                identity=settings.identity() if previous is None else previous.identity,
+                selection=settings.selection(),
                 # Where the services were: a printed `--resume --out DIR` finds them again.
-                "services": {key: getattr(settings, key) for key in SAVED_SERVICES},
-                "created_at": previous.get("created_at", now_iso()),
-            },
+                services={key: getattr(settings, key) for key in SAVED_SERVICES},
+                created_at=(previous and previous.created_at) or now_iso(),
+            )
         )
         await asyncio.to_thread(store.write_plan, _plan_rows(items))
         store.write_json("reporting.json", benchmark.reporting.model_dump(mode="json"))

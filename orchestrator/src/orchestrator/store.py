@@ -42,6 +42,7 @@ from orchestrator.records import (
     JobRecord,
     PlanRow,
     RecordModel,
+    RunFile,
     ScoreRecord,
     Summary,
 )
@@ -494,16 +495,27 @@ class RunStore:
         """summary.json as a `Summary` (None if the run has no report yet): every shape editbench
         wrote reads (one without ``schema`` as schema 0); a damaged file is a DamagedRunFile
         naming the file and the field (``overall.micro.scored: ...``)."""
-        path = self.root / "summary.json"
-        data = self.read_json("summary.json")
+        return self._read_typed("summary.json", Summary)
+
+    def read_run_file(self) -> RunFile | None:
+        """run.json as a `RunFile` (None if absent): every shape editbench wrote reads (one
+        without ``schema`` as schema 0); a damaged file is a DamagedRunFile naming the file and
+        the field (``selection: ...``) or line and column."""
+        return self._read_typed("run.json", RunFile)
+
+    def write_run_file(self, run_file: RunFile) -> None:
+        self.write_json("run.json", run_file.dump())
+
+    def _read_typed(self, name: str, model: type[M]) -> M | None:
+        data = self.read_json(name)
         if data is None:
             return None
         try:
-            return Summary.model_validate({"schema": 0, **data} if isinstance(data, dict) else data)
+            return model.model_validate({"schema": 0, **data} if isinstance(data, dict) else data)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(p) for p in error["loc"]) or "the file"
-            raise DamagedRunFile(f"{path}: {where}: {error['msg']}") from None
+            raise DamagedRunFile(f"{self.root / name}: {where}: {error['msg']}") from None
 
     def write_provenance(self, provenance: Provenance) -> None:
         self.write_json("provenance.json", {**provenance.dump(), "schema": PROVENANCE_SCHEMA})

@@ -1,7 +1,7 @@
-"""summary.json is read through the model its writer uses (records.Summary, schema 1):
-RunStore.read_summary, which compare uses. Every shape editbench wrote reads (fixtures below
-are built from the writers at the commits named), a damaged file is an error naming the file
-and the field."""
+"""summary.json and run.json are read through the models their writers use (records.Summary,
+records.RunFile; schema 1): RunStore.read_summary (compare's warnings) and read_run_file (a
+resume's saved settings). Every shape editbench wrote reads (fixtures below are built from the
+writers at the commits named), a damaged file is an error naming the file and the field."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 
 from orchestrator.compare import CompareError, load_run
 from orchestrator.metrics import MetricSet
-from orchestrator.records import SUMMARY_SCHEMA
+from orchestrator.records import RUN_FILE_SCHEMA, SUMMARY_SCHEMA
+from orchestrator.runner import read_saved_identity
 from orchestrator.store import DamagedRunFile, RunStore
 from tests.orchestrator.fakes import FakeServices
 from tests.orchestrator.test_compare import run_sample
@@ -225,3 +226,67 @@ def test_a_damaged_summary_json_is_an_error_naming_the_file_and_the_field(run: P
     (run / "summary.json").write_text('{"warnings": ', encoding="utf-8")
     with pytest.raises(CompareError, match=r"summary\.json:1:\d+: not valid JSON"):
         load_run(run)
+
+
+def _run_json_shapes(written: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """run.json as runner.py wrote it at bd8b994 (identity, created_at), f3d194e (+ the latest
+    selection) and 02193cd (+ where the services were)."""
+    first = {"identity": written["identity"], "created_at": "2026-11-24T10:00:00+00:00"}
+    selection = {**first, "selection": written["selection"]}
+    return {
+        "bd8b994-identity": first,
+        "f3d194e-selection": selection,
+        "02193cd-services": {**selection, "services": written["services"]},
+    }
+
+
+def test_run_json_reads_back_as_the_run_file_it_was_written_from(finished_run: Path) -> None:
+    written = json.loads((finished_run / "run.json").read_text(encoding="utf-8"))
+    assert written["schema"] == RUN_FILE_SCHEMA
+    saved = RunStore(finished_run).read_run_file()
+    assert saved is not None and saved.dump() == written
+    assert read_saved_identity(finished_run) == {
+        **written["selection"],
+        **written["services"],
+        **written["identity"],
+    }
+
+
+@pytest.mark.parametrize("shape", ["bd8b994-identity", "f3d194e-selection", "02193cd-services"])
+def test_every_older_run_json_shape_reads_and_a_rerun_keeps_its_identity(
+    run: Path, shape: str
+) -> None:
+    current = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    old = _run_json_shapes(current)[shape]
+    (run / "run.json").write_text(json.dumps(old), encoding="utf-8")
+    saved = RunStore(run).read_run_file()
+    assert saved is not None and saved.schema_version == 0
+    assert saved.identity == current["identity"]
+    assert saved.selection == old.get("selection", {})
+    assert read_saved_identity(run) == {
+        **old.get("selection", {}),
+        **old.get("services", {}),
+        **current["identity"],
+    }
+    run_sample(run, FakeServices())  # a rerun into the folder rewrites it as schema 1
+    rewritten = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert rewritten["schema"] == RUN_FILE_SCHEMA
+    assert rewritten["identity"] == current["identity"]
+    assert rewritten["created_at"] == old["created_at"]  # the folder's, not the rerun's
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ({"created_at": "2026-12-06"}, r"run\.json: identity: Field required"),
+        ({"identity": [1, 2]}, r"run\.json: identity: "),
+        ({"identity": {}, "selection": 3}, r"run\.json: selection: "),
+        ([1, 2], r"run\.json: the file: "),
+    ],
+)
+def test_a_damaged_run_json_is_an_error_naming_the_file_and_the_field(
+    run: Path, damage: Any, named: str
+) -> None:
+    (run / "run.json").write_text(json.dumps(damage), encoding="utf-8")
+    with pytest.raises(DamagedRunFile, match=named):
+        read_saved_identity(run)
