@@ -78,6 +78,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     # the defaults with each question on a copy of its prefix's KV cache (before prefix folding)
     "copied": {"prefix_passes": "copied"},
+    # the defaults with the questions' common text left in each question (before it joined the
+    # prefix)
+    "common-off": {"prefix_common_text": False},
 }
 
 

@@ -369,3 +369,50 @@ def test_a_question_on_five_images_reads_them_in_its_order_as_the_processor_does
     )
     other = last_token_logprobs(judge, reference_inputs(judge, item, ordered), [])
     assert not torch.allclose(first[judge.digit_ids], other[judge.digit_ids])
+
+
+def real_ids(ids: Any, mask: Any) -> list[int]:
+    return [int(t) for t, m in zip(ids.tolist(), mask.tolist(), strict=True) if m]
+
+
+def test_the_text_a_prefixs_questions_begin_with_joins_the_prefix(
+    judge: TransformersJudgeBackend,
+) -> None:
+    from reward_service.backends.hf.planning import ExpectedGroup, common_run
+
+    batch = shared_prefix_batch(edited_alone=True)
+    planner = judge.planner
+    kept = planner.options
+    try:
+        planner.options = replace(kept, common_text=False)
+        (before,) = judge.prepare(batch).groups
+        planner.options = replace(kept, common_text=True)
+        (after,) = judge.prepare(batch).groups
+    finally:
+        planner.options = kept
+    assert isinstance(before, ExpectedGroup) and isinstance(after, ExpectedGroup)
+    assert before.prefix_of == after.prefix_of and after.prefix_of is not None
+    moved = 0
+    for row in range(len(after.prefixes["input_ids"])):
+        questions = [q for q, r in enumerate(after.prefix_of) if r == row]
+        old = [real_ids(before.suffix_ids[q], before.suffix_mask[q]) for q in questions]
+        new = [real_ids(after.suffix_ids[q], after.suffix_mask[q]) for q in questions]
+        common = old[0][: len(old[0]) - len(new[0])]
+        ids_before = real_ids(
+            before.prefixes["input_ids"][row], before.prefixes["attention_mask"][row]
+        )
+        ids_after, mask = after.prefixes["input_ids"][row], after.prefixes["attention_mask"][row]
+        types = real_ids(after.prefixes["mm_token_type_ids"][row], mask)
+        ids_after = real_ids(ids_after, mask)
+        assert ids_after == ids_before + common  # the prefix row carries the common ids
+        assert all(o == common + n for o, n in zip(old, new, strict=True))
+        assert all(len(n) >= 2 for n in new)  # each keeps its last two tokens
+        assert len(types) == len(ids_after) and not any(types[len(ids_before) :])  # text
+        if len(questions) == 1:
+            assert common == []  # a prefix with one question is untouched
+        else:
+            assert common_run(new) == 0  # nothing common is left behind
+            moved += len(common)
+    assert moved > 0
+    assert common_run([[1, 2, 3, 4], [1, 2, 3, 5]]) == 2  # at most len - 2
+    assert common_run([[1, 2, 3, 4, 5], [1, 2, 9, 4, 5]]) == 2

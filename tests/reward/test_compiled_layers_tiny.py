@@ -185,6 +185,7 @@ def test_the_loaded_model_names_its_layer_options(
     assert info.details["vision_attention"] == "grouped"
     assert info.details["patch_embed"] == "linear"
     assert info.details["prefix_passes"] == "folded"
+    assert info.details["prefix_common_text"] == "on"
 
 
 @pytest.mark.parametrize(

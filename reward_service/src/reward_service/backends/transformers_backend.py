@@ -11,7 +11,9 @@ and ``warm_up`` (their compile at load). Options (``REWARD_BACKEND_OPTIONS``):
 (``inductor``) and ``prepare_stream`` (``side``, the default: a batch is prepared on a CUDA stream
 of its own, not queued behind the model's work; ``default``; see ``hf.prepare_stream``),
 ``prefix_passes`` (``folded``, the default: the questions of one prefix run as one row on its
-KV cache as it is; ``copied``: one row per question on a copy of it; see ``hf.folding``). A
+KV cache as it is; ``copied``: one row per question on a copy of it; see ``hf.folding``),
+``prefix_common_text`` (on by default: the text a prefix's questions all begin with joins the
+prefix, so it runs once; see ``hf.planning``). A
 compile that fails at load leaves the layers running eagerly (logged, and named in the model's
 options).
 
@@ -94,6 +96,7 @@ class TransformersJudgeBackend:
             in inspect.signature(self.model.forward).parameters,
             preprocess_on_device=options.get("preprocess_device", "auto") in ("auto", "model"),
             isolate_items=self.deterministic,
+            common_text=option_flag(options, "prefix_common_text", True),
         )
         self._planner = Planner(self.processor, device, self.digit_ids, plan)
         passes = prefix_passes_option(options, str(loaded.info.details["attn_implementation"]))
@@ -114,6 +117,7 @@ class TransformersJudgeBackend:
             **loaded.info.details,
             **layers.describe(),
             "prefix_passes": passes,
+            "prefix_common_text": "on" if plan.common_text else "off",
         }
         return replace(loaded.info, deterministic=self.deterministic, details=details)
 

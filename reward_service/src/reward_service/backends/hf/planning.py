@@ -121,6 +121,7 @@ class PlanOptions:
     encode_images_apart: bool = False  # the model takes mm_encoder_outputs
     preprocess_on_device: bool = True  # image processing on the model's device (not the CPU)
     isolate_items: bool = False  # deterministic mode: every item's passes run on their own
+    common_text: bool = True  # the text a prefix's questions all begin with joins the prefix
 
 
 class Planner:
@@ -215,9 +216,6 @@ class Planner:
         prefixes = self._process([key[0] for key in distinct], [asks[i] for i in owners])
         image_of, image_grid = self._keep_distinct_images(prefixes, [asks[i] for i in owners])
         prefix_of = [row[key] for key in keys]
-        buckets = self._buckets(
-            prefixes, [len(key[1]) for key in distinct], prefix_of, image_of is not None
-        )
         tokenizer = self.processor.tokenizer
         suffixes = tokenizer(
             [
@@ -226,6 +224,11 @@ class Planner:
             ],
             add_special_tokens=False,
         )["input_ids"]
+        if self.options.common_text:
+            suffixes = _common_text_into_prefixes(prefixes, suffixes, prefix_of, tokenizer)
+        buckets = self._buckets(
+            prefixes, [len(key[1]) for key in distinct], prefix_of, image_of is not None
+        )
         width = max(len(ids) for ids in suffixes)
         pad = tokenizer.pad_token_id
         suffix_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in suffixes])
@@ -308,6 +311,62 @@ class Planner:
         wanted = torch.tensor([self.digit_ids[lead] for lead in leads], device=input_ids.device)
         if not bool((input_ids[:, -1] == wanted).all()):
             raise RuntimeError("an appended lead digit did not tokenize as its digit token")
+
+
+KEPT = 2  # a question keeps at least its last two tokens: the two positions read
+
+
+def common_run(suffixes: Sequence[Sequence[int]]) -> int:
+    """How many leading ids the suffixes all share, leaving each at least ``KEPT`` of its own."""
+    limit = min(len(ids) for ids in suffixes) - KEPT
+    count = 0
+    while count < limit and all(ids[count] == suffixes[0][count] for ids in suffixes):
+        count += 1
+    return count
+
+
+def _common_text_into_prefixes(
+    prefixes: Any, suffixes: list[list[int]], prefix_of: list[int], tokenizer: Any
+) -> list[list[int]]:
+    """Where a prefix has two or more questions, the ids they all begin with join the prefix
+    (their text is tokenized apart from it, after ``<|vision_end|>``, so appending the ids to
+    the prefix's row is exact); the rows are padded on the left again. Returns the suffixes
+    without those ids. Every per-token tensor (ids, mask, token types) grows with the row:
+    the ids, ones in the mask, zeros (text) elsewhere."""
+    import torch
+
+    common: dict[int, list[int]] = {}
+    for row in sorted(set(prefix_of)):
+        mine = [suffixes[q] for q, r in enumerate(prefix_of) if r == row]
+        if len(mine) > 1 and (count := common_run(mine)):
+            common[row] = mine[0][:count]
+    if not common:
+        return suffixes
+    ids = prefixes["input_ids"]
+    mask = prefixes["attention_mask"]
+    lengths = mask.sum(-1).tolist()
+    width = max(int(n) + len(common.get(r, [])) for r, n in enumerate(lengths))
+    pad = int(tokenizer.pad_token_id)
+    for key in [k for k, v in prefixes.items() if getattr(v, "shape", None) == ids.shape]:
+        value = prefixes[key]
+        rows = []
+        for r in range(value.shape[0]):
+            real = value[r, value.shape[1] - int(lengths[r]) :]
+            added = common.get(r, [])
+            if key == "input_ids":
+                extra = torch.tensor(added, dtype=value.dtype, device=value.device)
+                fill = pad
+            else:
+                extra = torch.full((len(added),), 1 if key == "attention_mask" else 0)
+                extra = extra.to(dtype=value.dtype, device=value.device)
+                fill = 0
+            grown = torch.cat([real, extra])
+            padding = torch.full(
+                (width - grown.shape[0],), fill, dtype=value.dtype, device=value.device
+            )
+            rows.append(torch.cat([padding, grown]))
+        prefixes[key] = torch.stack(rows)
+    return [ids[len(common.get(r, [])) :] for ids, r in zip(suffixes, prefix_of, strict=True)]
 
 
 def _shifted(group: Group, offset: int) -> Group:
