@@ -126,18 +126,16 @@ def test_a_cancelled_longcat_edit_stops_before_its_last_step(
         asked.append(1)
         return len(asked) >= 2
 
+    steps = 3
     longcat_job = job(
-        width=None, height=None, true_cfg_scale=None, num_inference_steps=4, negative_prompt="x"
+        width=None, height=None, true_cfg_scale=None, num_inference_steps=steps, negative_prompt="x"
     )
     try:
         with pytest.raises(JobCancelled):
             longcat.edit(longcat_job, stop_after_the_first_step)
-        assert len(calls) == 2  # one step of four ran
-        calls.clear()
-        finished = longcat.edit(longcat_job, never)
-        assert len(calls) == 8  # uncancelled: four steps, cond and uncond each
-        assert finished.num_inference_steps == 4
     finally:
         counting.remove()
+    assert len(calls) == 2 < 2 * steps  # one step's two calls ran, then none
+    assert len(asked) == 2  # asked after each call until the stop
     # The stop hook lives for one edit only: none is left on the transformer.
     assert not pipe.transformer._forward_hooks
