@@ -23,6 +23,9 @@
 #   judge-variants: the judge through the service, transformers' eager layers against the
 #      defaults (and any JUDGE_VARIANTS), one after the other on this machine, 320 items
 #   judge-profile: one compiled batch per protocol in-process under the torch profiler
+#   judge-prefix: viescore with the questions folded onto their prefixes' caches and their common
+#      text in the prefix (the defaults) against `copied` and `common-off`, through the service
+#      (320 items), then the model alone (its record has items/s per prefix_passes)
 #   families: random-full FLUX.1 Kontext and LongCat through the service (bench/families_bench.py)
 #   judge-deterministic-compiled: the GPU test of deterministic mode (every answer bit-identical
 #      however requests are grouped) with the judge compiled (REWARD_BACKEND_OPTIONS compile)
@@ -92,6 +95,13 @@ run_step() {  # run_step NAME: one of the steps below
     judge-profile) step judge-profile 300 python3 bench/judge_bench.py --model "$model" \
       --part in-process --runs single/expected viescore/expected --no-handover \
       "${judge_args[@]}" --profile-dir "$dest/judge-profile" --out "$dest/judge-profile.json" ;;
+    judge-prefix)
+      step judge-prefix 540 python3 bench/judge_bench.py --model "$model" --part service \
+        --variants defaults copied common-off --runs viescore/expected --no-handover \
+        "${judge_args[@]}" --out "$dest/judge-prefix.json"
+      step judge-prefix-model 300 python3 bench/judge_bench.py --model "$model" \
+        --part in-process --no-handover --in-process-items 40 "${judge_args[@]}" \
+        --out "$dest/judge-prefix-model.json" ;;
     families) step families 330 python3 bench/families_bench.py "${families_args[@]}" \
       --out "$dest/families.json" ;;
     judge-deterministic-compiled) step judge-deterministic-compiled 300 \
