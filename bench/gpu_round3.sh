@@ -21,7 +21,8 @@
 #      defaults (the editor compiles by default now)
 # and, by name only (STEPS below):
 #   judge-variants: the judge through the service, transformers' eager layers against the
-#      defaults (and any JUDGE_VARIANTS), one after the other on this machine, 320 items
+#      defaults, or the variants JUDGE_VARIANTS names (judge_bench.py's names or NAME=JSON without
+#      spaces), one after the other on this machine, 320 items
 #   judge-profile: one compiled batch per protocol in-process under the torch profiler
 #   judge-prefix: viescore with the questions folded onto their prefixes' caches and their common
 #      text in the prefix (the defaults) against `copied` and `common-off`, through the service
@@ -88,8 +89,10 @@ run_step() {  # run_step NAME: one of the steps below
       --out "$dest/judge-prepare.json" ;;
     whole-run) step whole-run 480 python3 bench/whole_run.py --model "$model" "${run_args[@]}" \
       --out "$dest/whole-run.json" ;;
-    judge-variants) step judge-variants 540 python3 bench/judge_bench.py --model "$model" \
-      --part service --variants ${JUDGE_VARIANTS:-eager defaults} \
+    judge-variants)  # ~3.5 min a variant on an H100 (a service start, both protocols)
+      local variants=(${JUDGE_VARIANTS:-eager defaults})
+      step judge-variants $((60 + 240 * ${#variants[@]})) python3 bench/judge_bench.py \
+      --model "$model" --part service --variants "${variants[@]}" \
       --runs single/expected viescore/expected --no-handover "${judge_args[@]}" \
       --out "$dest/judge-variants.json" ;;
     judge-profile) step judge-profile 300 python3 bench/judge_bench.py --model "$model" \
