@@ -9,10 +9,12 @@ import pytest
 
 from editor_service.backends.base import LoadedModel
 from editor_service.families.base import EditorFamily, InvalidParameter
+from editor_service.families.options import FAMILY_OPTIONS, option_refusal, unhonoured_options
 from editor_service.families.registry import (
     FAMILIES,
     builtin_sources,
     family_of_builtin,
+    family_of_model,
     family_of_pipeline,
 )
 from editor_service.families.wire import (
@@ -188,3 +190,46 @@ def test_every_familys_pipelines_can_be_stopped_between_steps(family: EditorFami
         assert isinstance(inspect.getattr_static(pipeline, "interrupt"), property), name
         takes_callback = "callback_on_step_end" in pipeline_arguments(name)
         assert takes_callback == (family.stop_signal == "callback"), name
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_the_lora_option_is_honoured_by_the_families_whose_pipelines_load_loras(
+    family: EditorFamily,
+) -> None:
+    """``honours`` says what diffusers does: the day LongCat's pipeline gains a LoRA loader,
+    this test says the family may honour EDITOR_LORA."""
+    import diffusers
+
+    for name in family.pipeline_classes:
+        loads_loras = hasattr(getattr(diffusers, name), "load_lora_weights")
+        assert loads_loras == ("lora" in family.honours), name
+
+
+def test_fused_attention_is_honoured_by_qwen_image_edit_only() -> None:
+    honour = [f.name for f in FAMILIES if "fused_attention" in f.honours]
+    assert honour == ["qwen-image-edit"]
+    assert set(FAMILY_OPTIONS) >= {o for f in FAMILIES for o in f.honours}
+
+
+def test_an_option_the_family_cannot_honour_is_named_with_the_family_and_who_does() -> None:
+    kontext = family_of_builtin("kontext")
+    options = {"fused_attention": True, "lora": None, "compile": True}
+    assert unhonoured_options(kontext, options) == ["fused_attention"]
+    message = option_refusal("fused_attention", kontext, "tiny-kontext")
+    assert "EDITOR_FUSED_ATTENTION" in message and "--fused-attention" in message
+    assert "tiny-kontext is FLUX.1 Kontext" in message
+    assert "Families that do: Qwen-Image-Edit." in message
+    longcat = family_of_builtin("longcat-edit")
+    assert unhonoured_options(longcat, {"lora": "some/lora", "fused_attention": False}) == ["lora"]
+    assert "Families that do: Qwen-Image-Edit, FLUX.1 Kontext." in option_refusal(
+        "lora", longcat, "tiny-longcat"
+    )
+
+
+def test_a_model_setting_names_its_family_by_builtin_name_or_hub_id() -> None:
+    assert family_of_model("tiny-kontext") == family_of_builtin("kontext")
+    longcat = family_of_builtin("longcat-edit")
+    assert family_of_model(" meituan-longcat/LongCat-Image-Edit") == longcat
+    assert family_of_model("qwen/qwen-image-edit-2509") == family_of_builtin("edit-plus")
+    assert family_of_model("/models/my-kontext") is None  # its model_index.json says, at load
+    assert family_of_model("someone/another-model") is None

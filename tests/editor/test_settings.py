@@ -7,6 +7,10 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
+from editor_service.config import EditorSettings
 from tests.support.servers import offline_env
 
 READ = (
@@ -102,3 +106,28 @@ def test_the_fixed_step_cache_is_configured_by_flags_and_excludes_the_other_cach
     )
     assert out.returncode != 0
     assert "two step caches" in out.stderr
+
+
+def test_a_qwen_only_option_on_a_kontext_model_is_refused_at_start_up_naming_both() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "editor_service", "--model", "tiny-kontext", "--port", "0"],
+        env=offline_env(EDITOR_FUSED_ATTENTION="1", EDITOR_LOAD_ON_START="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "cannot start" in out.stderr
+    assert "fused_attention (EDITOR_FUSED_ATTENTION" in out.stderr
+    assert "tiny-kontext is FLUX.1 Kontext" in out.stderr
+
+
+def test_a_lora_for_a_family_without_a_lora_loader_is_refused_in_the_settings() -> None:
+    with pytest.raises(ValidationError, match=r"lora .* tiny-longcat is LongCat-Image-Edit"):
+        EditorSettings(model="tiny-longcat", lora="some/lora")
+    with pytest.raises(ValidationError, match="LongCat-Image-Edit"):
+        EditorSettings(model="meituan-longcat/LongCat-Image-Edit", lora="some/lora")
+    # The same options where the family honours them, or a model whose family the folder says.
+    assert EditorSettings(model="tiny-kontext", lora="some/lora").lora == "some/lora"
+    assert EditorSettings(model="tiny", fused_attention=True).fused_attention
+    assert EditorSettings(model="/models/some-folder", fused_attention=True).fused_attention

@@ -13,6 +13,7 @@ from editor_service.backends.diffusers_backend import DiffusersEditBackend
 from editor_service.backends.speed_modes import UnsupportedOption
 from tests.support.images import make_image
 from tests.support.tiny_lora import make_tiny_lora
+from tiny_models.flux_kontext import ensure_tiny_folder as ensure_kontext_folder
 from tiny_models.qwen_image_edit import ensure_tiny_folder
 
 pytestmark = pytest.mark.tiny
@@ -183,3 +184,34 @@ def test_fp8_is_refused_on_the_cpu_with_a_clear_error(model_cache: Path, granula
 
 def _fields(job: EditJob) -> dict[str, Any]:
     return {name: getattr(job, name) for name in job.__slots__}
+
+
+def test_fused_attention_on_a_kontext_folder_is_refused_before_its_weights_load(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder names its family only through its pipeline class (model_index.json): the
+    backend refuses there, before from_pretrained reads a weight."""
+    import diffusers
+
+    folder = ensure_kontext_folder(model_cache, "kontext")
+
+    def no_weights(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the weights were read")
+
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", no_weights)
+    spec = BackendSpec(
+        "diffusers", str(folder), None, "auto", str(model_cache), {"fused_attention": True}
+    )
+    with pytest.raises(UnsupportedOption, match=r"fused_attention .* is FLUX\.1 Kontext"):
+        DiffusersEditBackend(spec).load("cpu")
+
+
+def test_a_builtin_kontext_model_with_fused_attention_is_refused_before_it_is_built(
+    tmp_path: Path,
+) -> None:
+    spec = BackendSpec(
+        "diffusers", "tiny-kontext", None, "auto", str(tmp_path), {"fused_attention": True}
+    )
+    with pytest.raises(UnsupportedOption, match=r"tiny-kontext is FLUX\.1 Kontext"):
+        DiffusersEditBackend(spec).load("cpu")
+    assert not list(tmp_path.iterdir())  # nothing built

@@ -8,6 +8,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from editor_service.backends.base import BackendSpec
+from editor_service.families.options import option_refusal, unhonoured_options
+from editor_service.families.registry import family_of_model
 from service_kit.settings import ModelServiceSettings
 
 
@@ -43,7 +45,8 @@ class EditorSettings(ModelServiceSettings):
         description="Qwen-Image's joint attention with qk-norm and RoPE fused into one pass "
         "that writes the attention kernel's own layout (editor_service.backends.qwen_kernels): "
         "the same images within rounding, but no faster than diffusers' processor compiled on "
-        "an H100 (docs/PERFORMANCE.md). Off by default.",
+        "an H100 (docs/PERFORMANCE.md). Off by default. Qwen-Image-Edit only: refused at start "
+        "for a model of another family.",
     )
     attention_backend: str | None = Field(
         default=None,
@@ -60,7 +63,8 @@ class EditorSettings(ModelServiceSettings):
     lora: str | None = Field(
         default=None,
         description="A LoRA to fuse into the transformer: a local folder or file, or a hub id "
-        "(e.g. lightx2v/Qwen-Image-Lightning for few-step editing).",
+        "(e.g. lightx2v/Qwen-Image-Lightning for few-step editing). Refused at start for a "
+        "family whose pipeline has no diffusers LoRA loader.",
     )
     lora_weight_name: str | None = Field(
         default=None, description="The .safetensors file inside the LoRA folder or repo."
@@ -96,6 +100,18 @@ class EditorSettings(ModelServiceSettings):
     def _one_step_cache(self) -> Self:
         if self.step_cache is not None and self.step_cache_interval is not None:
             raise ValueError("step_cache and step_cache_interval are two step caches: choose one")
+        return self
+
+    @model_validator(mode="after")
+    def _options_the_family_honours(self) -> Self:
+        """An option the model's family cannot honour (fused_attention on FLUX.1 Kontext) is
+        refused here when the model setting names its family; else the backend refuses it at
+        load, once the model folder names its pipeline."""
+        family = family_of_model(self.model)
+        if family is not None:
+            options = self.backend_spec().options
+            for option in unhonoured_options(family, options):
+                raise ValueError(option_refusal(option, family, self.model))
         return self
 
     def resolve_devices(self) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +35,13 @@ from editor_service.backends.speed_modes import (
     quantize_fp8,
 )
 from editor_service.families.base import EditorFamily, InvalidParameter
-from editor_service.families.registry import builtin_sources, family_of_builtin, family_of_pipeline
+from editor_service.families.options import option_refusal, unhonoured_options
+from editor_service.families.registry import (
+    builtin_sources,
+    family_of_builtin,
+    family_of_model,
+    family_of_pipeline,
+)
 from editor_service.families.wire import input_limit_message, no_inpainting_message
 from service_kit.models.compiling import compile_by_default
 from service_kit.models.dtypes import resolve_dtype
@@ -73,10 +80,14 @@ def apply_tuning(
         applied["transformer_fp8"] = str(options["transformer_fp8"])
     from editor_service.backends import qwen_kernels
 
-    if options.get("fused_attention"):
-        # The same function as diffusers' processor, rounding apart: not a new configuration,
-        # so not part of what was applied (the service's options still say it).
-        qwen_kernels.install(pipe.transformer)
+    # The same function as diffusers' processor, rounding apart: not a new configuration, so
+    # not part of what was applied (the service's options still say it). The backend refused it
+    # for another family before loading; this is a defence.
+    if options.get("fused_attention") and not qwen_kernels.install(pipe.transformer):
+        raise UnsupportedOption(
+            f"fused_attention is for QwenImageTransformer2DModel, not "
+            f"{type(pipe.transformer).__name__}"
+        )
     if options.get("attention_backend"):
         pipe.transformer.set_attention_backend(options["attention_backend"])
         applied["attention_backend"] = options["attention_backend"]
@@ -104,6 +115,12 @@ def apply_tuning(
             pipe.transformer.compile_repeated_blocks(fullgraph=not cached)
             applied["compile"] = "regional"
     return applied
+
+
+def pipeline_class_of(folder: Path) -> str:
+    """The pipeline class a diffusers model folder names (model_index.json's ``_class_name``)."""
+    index: dict[str, Any] = json.loads((folder / "model_index.json").read_text())
+    return str(index["_class_name"])
 
 
 def compile_wanted(options: dict[str, Any], device: str) -> bool:
@@ -139,6 +156,9 @@ class DiffusersEditBackend:
         dtype = resolve_dtype(self.spec.dtype, device)
         source = self.source
         started = time.perf_counter()
+        named = family_of_model(source.name)  # a built-in or a known hub id: before any build
+        if named is not None:
+            self._refuse_unhonoured(named)
         if source.kind == "random-full":
             builder = importlib.import_module(family_of_builtin(str(source.variant)).builder)
             pipe: Any = builder.build_pipeline("full", source.variant, device=device, dtype=dtype)
@@ -151,6 +171,8 @@ class DiffusersEditBackend:
                 return folder
 
             folder, revision = model_folder(source, self.spec.revision, build_tiny)
+            # Before the weights: the folder's pipeline class names the family.
+            self._refuse_unhonoured(family_of_pipeline(pipeline_class_of(folder)))
             pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype)
             pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
@@ -197,6 +219,12 @@ class DiffusersEditBackend:
             inpainting=self.inpaint_pipe is not None,
             family=family.name,
         )
+
+    def _refuse_unhonoured(self, family: EditorFamily) -> None:
+        """UnsupportedOption for an option set that ``family`` cannot honour (fused_attention
+        on FLUX.1 Kontext): refused, never silently ignored."""
+        for option in unhonoured_options(family, self.spec.options):
+            raise UnsupportedOption(option_refusal(option, family, self.source.name))
 
     def _warm_up(self) -> None:
         """Compile now, not on a user's request: two edits that differ in prompt length and

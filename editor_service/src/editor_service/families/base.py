@@ -3,10 +3,10 @@
 A family is chosen by the loaded pipeline's class. It says what its pipeline takes (its own
 parameters, their defaults and ranges; whether an output size or a negative prompt applies), how
 long a prompt it reads, which inpainting pipeline shares its components, which transformer
-layers FP8 may quantize, and which module of tiny_models builds its random-weight models. The
-wire stays family-neutral: common fields plus the family's own parameters by name, validated
-here against the loaded family. Nothing here imports torch or diffusers (the API process uses
-it to validate requests).
+layers FP8 may quantize, which family-dependent options it honours, and which module of
+tiny_models builds its random-weight models. The wire stays family-neutral: common fields plus
+the family's own parameters by name, validated here against the loaded family. Nothing here
+imports torch or diffusers (the API process uses it to validate requests).
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ class EditorFamily:
     # Regular expression (fullmatch) over the transformer's module names that FP8 quantizes.
     fp8_layers: str = ""
     hub_ids: tuple[str, ...] = ()
+    # The family-dependent editor options (families.options.FAMILY_OPTIONS) this family
+    # honours; one set for a family that cannot is refused at start.
+    honours: frozenset[str] = frozenset()
     # How a cancelled job (its client went away, its deadline passed) is stopped between
     # denoising steps; either way the backend sets the pipeline's interrupt flag and the pipeline
     # skips the steps left. "callback": the pipeline calls callback_on_step_end after each step.

@@ -71,4 +71,5 @@ FAMILY = EditorFamily(
         r"|single_transformer_blocks\.\d+\.(attn\..+|proj_mlp|proj_out)"
     ),
     hub_ids=("black-forest-labs/FLUX.1-Kontext-dev",),
+    honours=frozenset({"lora"}),  # FluxLoraLoaderMixin
 )

@@ -57,6 +57,9 @@ FAMILY = EditorFamily(
         r"|single_transformer_blocks\.\d+\.(attn\..+|proj_mlp|proj_out)"
     ),
     hub_ids=("meituan-longcat/LongCat-Image-Edit",),
+    # No fused attention (Qwen-Image's kernel), and no LoRA: diffusers 0.42.1's
+    # LongCatImageEditPipeline has no LoRA loader.
+    honours=frozenset(),
     # diffusers 0.42.1's LongCatImageEditPipeline takes no callback_on_step_end, but skips the
     # steps left once its interrupt flag is set (its `interrupt` property, read every step).
     stop_signal="transformer_hook",

@@ -62,4 +62,5 @@ FAMILY = EditorFamily(
     # per-block modulation, the input/output projections and embeddings.
     fp8_layers=r"transformer_blocks\.\d+\.(attn|img_mlp|txt_mlp)\..+",
     hub_ids=("Qwen/Qwen-Image-Edit", "Qwen/Qwen-Image-Edit-2509", "Qwen/Qwen-Image-Edit-2511"),
+    honours=frozenset({"fused_attention", "lora"}),
 )

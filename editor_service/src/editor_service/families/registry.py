@@ -26,6 +26,16 @@ def family_of_builtin(variant: str) -> EditorFamily:
     return next(f for f in FAMILIES if any(v == variant for _, v in f.builtins.values()))
 
 
+def family_of_model(model: str) -> EditorFamily | None:
+    """The family a model setting names before anything loads: a built-in name or a family's
+    hub id; None for a folder or another hub id (its pipeline class says, at load)."""
+    name = model.strip()
+    return next(
+        (f for f in FAMILIES if name in f.builtins or name.lower() in map(str.lower, f.hub_ids)),
+        None,
+    )
+
+
 def builtin_sources() -> dict[str, tuple[SourceKind, str]]:
     """Every family's built-in model names: name -> (kind, variant)."""
     sources: dict[str, tuple[SourceKind, str]] = {}
