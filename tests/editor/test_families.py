@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+import tomllib
+from pathlib import Path
 
 import pytest
 
+import editor_service
 from editor_service.backends.base import LoadedModel
 from editor_service.families.base import EditorFamily, InvalidParameter
 from editor_service.families.options import FAMILY_OPTIONS, option_refusal, unhonoured_options
@@ -233,3 +237,19 @@ def test_a_model_setting_names_its_family_by_builtin_name_or_hub_id() -> None:
     assert family_of_model("qwen/qwen-image-edit-2509") == family_of_builtin("edit-plus")
     assert family_of_model("/models/my-kontext") is None  # its model_index.json says, at load
     assert family_of_model("someone/another-model") is None
+
+
+def test_the_services_own_descriptions_name_every_hosted_family() -> None:
+    """The package, its backend and its distribution describe the service as what the registry
+    hosts, not as one family's (read as text: the backend module imports torch)."""
+    src = Path(editor_service.__file__).parent
+    backend = ast.parse((src / "backends" / "diffusers_backend.py").read_text())
+    project = tomllib.loads((src.parents[1] / "pyproject.toml").read_text())["project"]
+    described = {
+        "editor_service": editor_service.__doc__ or "",
+        "diffusers_backend": ast.get_docstring(backend) or "",
+        "pyproject.toml": project["description"],
+    }
+    for where, text in described.items():
+        missing = [f.title for f in FAMILIES if f.title not in text]
+        assert not missing, f"{where} does not name {missing}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from editor_service.config import EditorSettings
+from editor_service.families.registry import FAMILIES, builtin_sources
 from tests.support.servers import offline_env
 
 READ = (
@@ -131,3 +133,10 @@ def test_a_lora_for_a_family_without_a_lora_loader_is_refused_in_the_settings() 
     assert EditorSettings(model="tiny-kontext", lora="some/lora").lora == "some/lora"
     assert EditorSettings(model="tiny", fused_attention=True).fused_attention
     assert EditorSettings(model="/models/some-folder", fused_attention=True).fused_attention
+
+
+def test_the_model_setting_lists_every_hosted_familys_builtins_and_a_hub_id() -> None:
+    described = EditorSettings.model_fields["model"].description or ""
+    assert set(builtin_sources()) <= set(re.findall(r"[\w-]+", described))
+    for family in FAMILIES:
+        assert family.hub_ids[0] in described, family.name

@@ -1,4 +1,6 @@
-"""editbench's editor service: Qwen-Image-Edit over HTTP, one worker process per device."""
+"""editbench's editor service: instruction-based image editing over HTTP, one worker process per
+device, for every family in ``editor_service.families.registry`` (Qwen-Image-Edit, FLUX.1 Kontext,
+LongCat-Image-Edit), chosen by the loaded pipeline's class."""
 
 from importlib.metadata import PackageNotFoundError, version
 

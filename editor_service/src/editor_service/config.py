@@ -9,8 +9,15 @@ from pydantic_settings import SettingsConfigDict
 
 from editor_service.backends.base import BackendSpec
 from editor_service.families.options import option_refusal, unhonoured_options
-from editor_service.families.registry import family_of_model
+from editor_service.families.registry import FAMILIES, builtin_sources, family_of_model
 from service_kit.settings import ModelServiceSettings
+
+# What --help lists as models: the registry's families, so a new family appears there too.
+_HUB_EXAMPLES = ", ".join(f.hub_ids[0] for f in FAMILIES if f.hub_ids)
+
+
+def _builtins(kind: str) -> str:
+    return ", ".join(name for name, (k, _) in builtin_sources().items() if k == kind)
 
 
 class EditorSettings(ModelServiceSettings):
@@ -21,9 +28,12 @@ class EditorSettings(ModelServiceSettings):
     port: int = Field(default=8001, ge=0, le=65535)
     model: str = Field(
         default="tiny",
-        description="Hugging Face id (e.g. Qwen/Qwen-Image-Edit), a local folder, or a built-in: "
-        "tiny, tiny-plus (random tiny models for offline demos and tests: their edits mean "
-        "nothing), random-full, random-full-plus (full size, random weights: GPU timing only).",
+        description=(
+            f"Hugging Face id of a hosted family's model (e.g. {_HUB_EXAMPLES}), a local "
+            f"folder, or a built-in: {_builtins('tiny')} (random tiny models for offline demos "
+            f"and tests: their edits mean nothing), {_builtins('random-full')} (full size, "
+            "random weights: GPU timing only)."
+        ),
     )
     backend: str = Field(
         default="diffusers",

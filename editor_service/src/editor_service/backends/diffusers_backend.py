@@ -1,9 +1,10 @@
-"""Qwen-Image-Edit(-Plus) through diffusers: the one real editing backend.
+"""Every hosted family through diffusers: the one real editing backend.
 
 Runs inside a worker process only. The pipeline class comes from the model folder
-(``DiffusionPipeline.from_pretrained``), so Edit and Edit-Plus checkpoints both load; built-in
-sources (``tiny``, ``random-full``) are built by tiny_models.qwen_image_edit, imported only for
-them.
+(``DiffusionPipeline.from_pretrained``) and chooses the family (``editor_service.families``:
+Qwen-Image-Edit and Edit Plus, FLUX.1 Kontext, LongCat-Image-Edit), which says what the pipeline
+takes; nothing here branches on a family by name. Built-in sources (``tiny``, ``tiny-kontext``,
+``random-full``...) are built by the family's module of tiny_models, imported only for them.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = builtin_sources()
 def apply_tuning(
     pipe: Any, options: dict[str, Any], device: str, *, fp8_layers: str = QWEN_FP8_LAYERS
 ) -> dict[str, Any]:
-    """LoRA, FP8 (the family's layers), Qwen's joint-attention kernels, attention backend, step
-    cache and regional compilation, in that order.
+    """LoRA, FP8 (the family's layers), Qwen-Image's fused joint attention (Qwen-Image-Edit
+    only), attention backend, step cache and regional compilation, in that order.
 
     Returns what was applied, for the model's provenance: results made with any of these are a
     different configuration from the plain model and are labelled as such. An option the device
