@@ -112,6 +112,24 @@ def test_a_run_writes_every_result_and_the_reports(small_benchmark: Path, tmp_pa
     assert provenance["services"]["protocol"]["hash"] == "sha256:protocol-v1"
     assert provenance["settings"]["steps"] == 2
     assert provenance["invocations"][-1]["finished_at"]
+    # What the phases counted is what provenance.json keeps, key for key, in its usual shape.
+    edit_counts, score_counts = (provenance["invocations"][-1][p] for p in ("edit", "score"))
+    assert (
+        edit_counts
+        == outcome.edit.model_dump()
+        == {
+            "planned": 6,
+            "skipped": 0,
+            "ok": 6,
+            "failed": 0,
+            "unscored": 0,
+            "missing_edit": 0,
+            "retries": 0,
+            "requests": 6,
+        }
+    )
+    assert score_counts == outcome.score.model_dump()
+    assert (score_counts["ok"], score_counts["requests"]) == (6, 2)
     protocol = json.loads((out / "protocol.json").read_text(encoding="utf-8"))
     assert protocol["definition"] == {"system": "You judge."}
     assert summary["jobs"]["edit"] == {

@@ -96,7 +96,8 @@ class SettingsRecord(ProvenancePart):
 
 
 class PhaseCountsRecord(ProvenancePart):
-    """What one phase did in one invocation (orchestrator.phases.PhaseCounts)."""
+    """What one phase did in one invocation. The phases count in it as they run
+    (orchestrator.phases.PhaseCounts is this class): one declaration of the counts."""
 
     planned: int = 0
     skipped: int = 0

@@ -28,7 +28,7 @@ from orchestrator.judges import JudgeId, judges_in
 from orchestrator.phases import PhaseContext, PhaseCounts, ScorePhase, now_iso
 from orchestrator.preflight import check_services
 from orchestrator.progress import PhaseProgress
-from orchestrator.provenance import JudgeRecord, PhaseCountsRecord, RescoreEntry, ServiceRecord
+from orchestrator.provenance import JudgeRecord, RescoreEntry, ServiceRecord
 from orchestrator.records import Summary
 from orchestrator.report import ReportPaths, write_report
 from orchestrator.retry import RetryPolicy
@@ -157,7 +157,7 @@ async def rescore_run(
             finally:
                 await close_clients([reward])
                 entry.finished_at = now_iso()
-                entry.counts = PhaseCountsRecord(**counts.as_dict())
+                entry.counts = counts
                 store.write_provenance(provenance)
         judge = _judge_of_this_rescore(store, protocol, mode, entry)
         entry.judge = None if judge is None else JudgeRecord(**judge.describe())

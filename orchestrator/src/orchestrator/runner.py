@@ -45,7 +45,6 @@ from orchestrator.provenance import (
     BenchmarkInfo,
     HandoverRecord,
     Invocation,
-    PhaseCountsRecord,
     Provenance,
     ServiceRecord,
     SettingsRecord,
@@ -227,7 +226,7 @@ async def run_benchmark(
                         edit_counts = await edit_phase.run()
                     finally:
                         _record_endpoints(provenance.services.editor, editor)
-                    invocation.edit = PhaseCountsRecord(**edit_counts.as_dict())
+                    invocation.edit = edit_counts
                 if settings.phase in ("score", "all"):
                     score_phase = ScorePhase(
                         ctx,
@@ -257,7 +256,7 @@ async def run_benchmark(
                     finally:
                         _record_endpoints(provenance.services.reward, reward)
                         invocation.score_wall_s = round(time.monotonic() - started, 3)
-                    invocation.score = PhaseCountsRecord(**score_counts.as_dict())
+                    invocation.score = score_counts
         finally:
             await close_clients(pooled)
             invocation.finished_at = provenance.finished_at = now_iso()

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
@@ -23,6 +23,7 @@ from orchestrator.benchmarks import Benchmark, BenchmarkError, Item
 from orchestrator.clients import EditorClient, RewardClient, ServiceCallError, is_released
 from orchestrator.handover import GpuSharing
 from orchestrator.progress import PhaseProgress
+from orchestrator.provenance import PhaseCountsRecord
 from orchestrator.records import TOO_MANY_INPUTS, ErrorRecord, JobRecord
 from orchestrator.retry import (
     Retry,
@@ -72,21 +73,9 @@ def _model_name(model: ModelInfo | None) -> str:
     return "no model" if model is None else f"{model.id}@{model.revision}"
 
 
-@dataclass(slots=True)
-class PhaseCounts:
-    """What one phase did in this invocation."""
-
-    planned: int = 0
-    skipped: int = 0
-    ok: int = 0
-    failed: int = 0
-    unscored: int = 0
-    missing_edit: int = 0
-    retries: int = 0
-    requests: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+# What one phase did in this invocation: counted in place in the very record provenance.json
+# keeps for it (one declaration of the counts, on disk and at run time).
+PhaseCounts: TypeAlias = PhaseCountsRecord
 
 
 @dataclass(slots=True)
