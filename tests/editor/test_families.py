@@ -253,3 +253,15 @@ def test_the_services_own_descriptions_name_every_hosted_family() -> None:
     for where, text in described.items():
         missing = [f.title for f in FAMILIES if f.title not in text]
         assert not missing, f"{where} does not name {missing}"
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_a_family_parks_every_text_encoder_its_pipelines_have(family: EditorFamily) -> None:
+    """EDITOR_PARK_TEXT_ENCODER parks ``text_encoders``: on FLUX.1 Kontext that must include
+    T5 (text_encoder_2), the large one, not CLIP alone."""
+    import diffusers
+
+    for name in [*family.pipeline_classes, *family.inpaint_pipelines.values()]:
+        init = inspect.signature(getattr(diffusers, name).__init__).parameters
+        encoders = tuple(p for p in init if p.startswith("text_encoder"))
+        assert encoders == family.text_encoders, name

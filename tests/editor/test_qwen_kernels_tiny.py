@@ -194,8 +194,8 @@ def test_a_parked_text_encoder_waits_in_host_memory_and_the_edit_is_the_same(
     made: list[list[parking.ParkedModule]] = []
     original = parking.park_text_encoder
 
-    def recording(pipe: Any, device: str) -> list[parking.ParkedModule]:
-        made.append(original(pipe, device))
+    def recording(pipe: Any, device: str, *encoders: Any) -> list[parking.ParkedModule]:
+        made.append(original(pipe, device, *encoders))
         return made[-1]
 
     spec = BackendSpec(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from editor_service.backends.base import BackendSpec, EditJob, RGBImage
 from editor_service.backends.diffusers_backend import DiffusersEditBackend
@@ -215,3 +217,39 @@ def test_a_builtin_kontext_model_with_fused_attention_is_refused_before_it_is_bu
     with pytest.raises(UnsupportedOption, match=r"tiny-kontext is FLUX\.1 Kontext"):
         DiffusersEditBackend(spec).load("cpu")
     assert not list(tmp_path.iterdir())  # nothing built
+
+
+def test_kontexts_parked_text_encoders_are_clip_and_t5_and_the_edit_is_the_same(
+    model_cache: Path,
+) -> None:
+    from editor_service.backends import parking
+
+    job = dataclasses.replace(JOB, num_inference_steps=2, true_cfg_scale=None, parameters={})
+    images, made = [], []
+    original = parking.park_text_encoder
+
+    def recording(pipe: Any, device: str, *encoders: Any) -> list[parking.ParkedModule]:
+        made.append(original(pipe, device, *encoders))
+        return made[-1]
+
+    for park in (False, True):
+        spec = BackendSpec(
+            "diffusers",
+            "tiny-kontext",
+            None,
+            "float32",
+            str(model_cache),
+            {"park_text_encoder": park},
+        )
+        backend = DiffusersEditBackend(spec)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(parking, "park_text_encoder", recording)
+            backend.load("cpu")
+        images.append(np.asarray(backend.edit(job, lambda: False).image.to_pil()))
+    (parked,) = made
+    for name in ("text_encoder", "text_encoder_2"):  # CLIP and T5
+        encoder = getattr(backend.pipe, name)
+        linears = {id(m) for m in encoder.modules() if isinstance(m, torch.nn.Linear)}
+        assert linears & {id(p.module) for p in parked}, name
+    assert all(p.arrivals >= 1 and not p.on_device for p in parked)
+    assert np.array_equal(images[0], images[1])

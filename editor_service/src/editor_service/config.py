@@ -65,9 +65,10 @@ class EditorSettings(ModelServiceSettings):
     )
     park_text_encoder: bool = Field(
         default=False,
-        description="Keep the text encoder's linear layers in pinned host memory, each copied "
-        "to the GPU for its own calls only: peak GPU memory down by about the text encoder's "
-        "size (15.4 GiB for Qwen-Image-Edit), one host-to-device copy of it per edit added "
+        description="Keep the text encoders' linear layers (every one the family has: FLUX.1 "
+        "Kontext's CLIP and T5) in pinned host memory, each copied to the GPU for its own calls "
+        "only: peak GPU memory down by about the text encoders' size (15.4 GiB for "
+        "Qwen-Image-Edit), one host-to-device copy of them per edit added "
         "(docs/PERFORMANCE.md). The same images.",
     )
     lora: str | None = Field(

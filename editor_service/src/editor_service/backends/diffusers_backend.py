@@ -195,7 +195,7 @@ class DiffusersEditBackend:
             # Same weights, same kernels, same images: not part of what was applied.
             from editor_service.backends.parking import park_text_encoder
 
-            park_text_encoder(pipe, device)
+            park_text_encoder(pipe, device, family.text_encoders)
         if self.spec.options.get("deterministic"):
             applied["deterministic"] = True
         logger.info(

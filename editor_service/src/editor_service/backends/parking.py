@@ -64,21 +64,27 @@ class ParkedModule:
             handle.remove()
 
 
-def park_text_encoder(pipe: Any, device: str) -> list[ParkedModule]:
-    """Park each linear layer of ``pipe.text_encoder`` between its own calls: ~all of its weights
-    (norms, embeddings, convolutions and buffers stay resident, as does a linear layer whose
-    weight another module shares). One layer's weights are on the device at a time, so the peak
-    is the transformer plus the text encoder's small rest, not both whole models."""
-    encoder = pipe.text_encoder
-    shared = {
-        id(p)
-        for module in encoder.modules()
-        if not isinstance(module, torch.nn.Linear)
-        for p in module.parameters(recurse=False)
-    }
-    return [
-        ParkedModule(module, device, between_calls=True)
-        for module in encoder.modules()
-        if isinstance(module, torch.nn.Linear)
-        and not any(id(p) in shared for p in module.parameters(recurse=False))
-    ]
+def park_text_encoder(
+    pipe: Any, device: str, encoders: tuple[str, ...] = ("text_encoder",)
+) -> list[ParkedModule]:
+    """Park each linear layer of the pipeline's text encoders (``encoders``: component names, the
+    family's ``text_encoders``; FLUX.1 Kontext has CLIP and T5) between its own calls: ~all of
+    their weights (norms, embeddings, convolutions and buffers stay resident, as does a linear
+    layer whose weight another module shares). One layer's weights are on the device at a time,
+    so the peak is the transformer plus the text encoders' small rest, not the whole models."""
+    parked: list[ParkedModule] = []
+    for name in encoders:
+        encoder = getattr(pipe, name)
+        shared = {
+            id(p)
+            for module in encoder.modules()
+            if not isinstance(module, torch.nn.Linear)
+            for p in module.parameters(recurse=False)
+        }
+        parked += [
+            ParkedModule(module, device, between_calls=True)
+            for module in encoder.modules()
+            if isinstance(module, torch.nn.Linear)
+            and not any(id(p) in shared for p in module.parameters(recurse=False))
+        ]
+    return parked

@@ -88,6 +88,8 @@ class EditorFamily:
     # The family-dependent editor options (families.options.FAMILY_OPTIONS) this family
     # honours; one set for a family that cannot is refused at start.
     honours: frozenset[str] = frozenset()
+    # The pipeline's text encoders (component names): EDITOR_PARK_TEXT_ENCODER parks each.
+    text_encoders: tuple[str, ...] = ("text_encoder",)
     # How a cancelled job (its client went away, its deadline passed) is stopped between
     # denoising steps; either way the backend sets the pipeline's interrupt flag and the pipeline
     # skips the steps left. "callback": the pipeline calls callback_on_step_end after each step.

@@ -72,4 +72,6 @@ FAMILY = EditorFamily(
     ),
     hub_ids=("black-forest-labs/FLUX.1-Kontext-dev",),
     honours=frozenset({"lora"}),  # FluxLoraLoaderMixin
+    # CLIP and T5-XXL (9.5 GB in bf16 at full size: the one that matters for parking).
+    text_encoders=("text_encoder", "text_encoder_2"),
 )
