@@ -4,6 +4,8 @@ A worker SIGKILLed mid-job fails only the job(s) it held (503 ``worker_died``, r
 restarted with backoff, and the service then answers the next 50 requests. A worker that keeps
 dying is given up on: the service is not ready, and by default the process exits (75) so that
 Compose's restart policy starts it afresh (Docker never restarts an unhealthy container).
+A worker whose load is refused for its configuration is given up on at once (no restart) and the
+process exits 78 (EX_CONFIG: a restart will not help).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httpx
 import pytest
 
 from service_kit.app.server import EXIT_WORKERS_GAVE_UP
+from service_kit.models.refusals import EXIT_CONFIG_REFUSED
 from shared_schemas import EditorInfo
 from tests.reliability.services import (
     JOB_ROUTE,
@@ -207,6 +210,58 @@ async def test_with_exit_when_failed_off_a_service_that_gave_up_stays_up_and_not
             refused = await http.post(JOB_ROUTE[module], json=job_body(module))
             assert refused.status_code == 503 and "Retry-After" in refused.headers
             assert (await http.get("/health")).status_code == 200
+        assert service.process is not None and service.process.poll() is None
+    finally:
+        assert service.stop() == 0
+
+
+REFUSED = {"editor_service": "UnsupportedOption: ", "reward_service": "InvalidOption: "}
+
+
+@pytest.mark.parametrize("module", SERVICES)
+async def test_a_load_refused_for_its_configuration_is_given_up_at_once_and_exits_78(
+    module: str, tmp_path: Path
+) -> None:
+    # The default restart policy (5 restarts) would take about 20 s and exit 75.
+    service = service_process(module, tmp_path, options={"refuse_load": True})
+    service.start()
+    try:
+        assert service.process is not None
+        assert service.process.wait(120) == EXIT_CONFIG_REFUSED
+        log = service.log()
+        assert log.count("failed to load: " + REFUSED[module]) == 1  # one attempt, no restart
+        assert "restarting" not in log
+        assert "refused for its configuration" in log and "(refuse_load)" in log
+        assert "a restart will not help" in log
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("module", SERVICES)
+async def test_a_service_kept_up_after_a_refused_load_says_why_and_is_not_ready(
+    module: str, tmp_path: Path
+) -> None:
+    service = service_process(
+        module, tmp_path, options={"refuse_load": True}, EXIT_WHEN_FAILED="false"
+    )
+    service.start()
+    try:
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+
+            async def refused() -> bool:
+                try:
+                    ready = await http.get("/ready")
+                except httpx.TransportError:
+                    return False  # not listening yet
+                return "fix the configuration" in ready.text
+
+            await until(refused, timeout_s=120)
+            ready = await http.get("/ready")
+            assert ready.status_code == 503 and error_type(ready) == "not_ready"
+            message = ready.json()["error"]["message"]
+            assert REFUSED[module] in message and "(refuse_load)" in message
+            assert (await http.get("/health")).status_code == 200
+        assert service.log().count("failed to load: ") == 1
         assert service.process is not None and service.process.poll() is None
     finally:
         assert service.stop() == 0

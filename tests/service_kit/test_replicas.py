@@ -41,12 +41,16 @@ class FakeSupervisor:
         self.on_exit: Callable[[Replica, int | None], None] = kwargs["on_exit"]
         self.sent: list[tuple[int, Any]] = []
         self.fail_loads = False
+        self.refuse_loads = False
 
     def _later(self, handle: Replica, event: Any) -> None:
         asyncio.get_running_loop().call_soon(self.on_event, handle, event)
 
     def _loaded(self, handle: Replica) -> None:
-        if self.fail_loads:
+        if self.refuse_loads:
+            message = "UnsupportedOption: transformer_fp8 cannot run on cpu"
+            self._later(handle, ReplicaLoadFailed(1, message, final=True))
+        elif self.fail_loads:
             self._later(handle, ReplicaLoadFailed(1, "RuntimeError: no memory"))
         else:
             self._later(handle, ReplicaReady(1, "model", 0.01))
@@ -224,6 +228,35 @@ async def test_a_replica_that_cannot_load_says_why_and_a_given_up_set_is_failed(
         h.set.check_admission()
     assert refused.value.model_state == "failed" and h.set.given_up()
     assert "keep failing" in h.set.readiness().detail
+
+
+async def test_a_set_whose_every_load_was_refused_says_why_and_that_a_restart_will_not_help() -> (
+    None
+):
+    h = Harness(replicas=2)
+    h.supervisor.refuse_loads = True
+    await h.set.start()
+    await h.until(lambda: all(r.failure for r in h.replicas))
+    assert "fix the configuration" in h.set.readiness().detail
+    assert h.set.refusal() is None  # the workers have not exited yet
+    for replica in h.replicas:  # the supervisor saw each exit with EXIT_CONFIG_REFUSED
+        replica.state, replica.refused = "failed", True
+    assert h.set.refusal() == "UnsupportedOption: transformer_fp8 cannot run on cpu"
+    with pytest.raises(NotReady, match="transformer_fp8 cannot run on cpu") as refused:
+        h.set.check_admission()
+    assert refused.value.model_state == "failed" and h.set.given_up()
+    assert "replica(s) [0, 1] not restarted: fix the configuration" in h.set.readiness().detail
+
+
+async def test_a_set_given_up_for_a_transient_failure_too_has_no_configuration_refusal() -> None:
+    h = Harness(replicas=2)
+    h.supervisor.fail_loads = True
+    await h.set.start()
+    await h.until(lambda: all(r.failure for r in h.replicas))
+    for replica in h.replicas:
+        replica.state = "failed"
+    h.replicas[0].refused = True  # one refused, the other gave up after its restarts
+    assert h.set.given_up() and h.set.refusal() is None
 
 
 async def test_draining_is_not_ready_and_refuses_work_while_the_model_stays_loaded() -> None:

@@ -3,7 +3,8 @@
 Selected like any custom backend: ``EditorSettings(backend="tests.support.fake_editors:Class")``.
 Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s`` (an edit's time,
 whatever its steps), ``step_delay_s`` (added per step: a 2-step job is quick beside a 40-step
-one), ``fail_load``, ``start_log`` (a file each edit appends its instruction to as it starts).
+one), ``fail_load``, ``refuse_load`` (refused for its configuration: UnsupportedOption),
+``start_log`` (a file each edit appends its instruction to as it starts).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from editor_service.backends.base import (
     LoadedModel,
     RGBImage,
 )
+from editor_service.backends.speed_modes import UnsupportedOption
 
 
 class MirrorEditBackend:
@@ -36,6 +38,8 @@ class MirrorEditBackend:
         time.sleep(float(self.options.get("load_delay_s", 0)))
         if self.options.get("fail_load"):
             raise RuntimeError("configured to fail while loading")
+        if self.options.get("refuse_load"):
+            raise UnsupportedOption(f"transformer_fp8 cannot run on {device} (refuse_load)")
         return LoadedModel(
             id=f"fake:{self.model}",
             source="local",

@@ -8,7 +8,8 @@ The item's instruction steers the fake (it appears in every rendered question):
 "Score: N", or a JSON list of two where the prompt asks for GEdit's format); ``fake-junk``
 makes generate mode answer without a score; ``fake-crash`` raises inside the model; ``fake-oom``
 runs out of device memory; ``fake-short`` returns one output too few.
-Options (``backend_options``): ``load_delay_s``, ``batch_delay_s``, ``fail_load``; ``load_gate``
+Options (``backend_options``): ``load_delay_s``, ``batch_delay_s``, ``fail_load``, ``refuse_load``
+(refused for its configuration: InvalidOption); ``load_gate``
 and ``batch_gate``: paths of files the fake waits for (up to 30 s) before loading / scoring, so a
 test can hold the model; ``modes``: the score modes it says it offers (default both, as a
 local model; ``["generate"]`` as an endpoint without log-probabilities); ``journal``: a file where
@@ -34,6 +35,7 @@ from reward_service.backends.base import (
     BackendSpec,
     DeviceOutOfMemory,
     GeneratedText,
+    InvalidOption,
     JudgeItem,
     JudgeQuestion,
     LoadedModel,
@@ -101,6 +103,8 @@ class FakeJudge:
         time.sleep(float(self.options.get("load_delay_s", 0)))
         if self.options.get("fail_load"):
             raise RuntimeError("configured to fail while loading")
+        if self.options.get("refuse_load"):
+            raise InvalidOption("prefix_passes must be 'folded' or 'copied', not 'x' (refuse_load)")
         return LoadedModel(
             id=f"fake:{self.model}",
             source="local",

@@ -12,6 +12,8 @@ import logging
 import re
 from typing import Any
 
+from service_kit.models.refusals import ConfigurationRefused
+
 logger = logging.getLogger(__name__)
 
 FP8_GRANULARITIES = ("row", "tensor")
@@ -25,8 +27,9 @@ QWEN_FP8_LAYERS = r"transformer_blocks\.\d+\.(attn|img_mlp|txt_mlp)\..+"
 _FP8_MIN_CAPABILITY = (8, 9)
 
 
-class UnsupportedOption(ValueError):
-    """A configured model option cannot run on this device or software: refused at load."""
+class UnsupportedOption(ConfigurationRefused):
+    """A configured model option cannot run on this device or software: refused at load, and
+    final (the worker is not restarted; service_kit.models.refusals)."""
 
 
 def check_fp8_device(device: str, capability: tuple[int, int] | None) -> None:

@@ -22,6 +22,7 @@ from PIL.Image import Image
 
 import service_kit.models.backend_spec
 import service_kit.models.loaded_model
+from service_kit.models.refusals import ConfigurationRefused
 
 Mode = Literal["expected", "generate"]
 
@@ -177,6 +178,11 @@ class BackendSpec(service_kit.models.backend_spec.BackendSpec):
 
 class DeviceOutOfMemory(Exception):
     """The device ran out of memory for this batch; the backend has freed what it could."""
+
+
+class InvalidOption(ConfigurationRefused):
+    """A judge option set to a value it does not have: refused at load, and final (the replica is
+    not restarted; service_kit.models.refusals)."""
 
 
 class EndpointError(Exception):

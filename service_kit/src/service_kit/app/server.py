@@ -16,7 +16,9 @@ A second signal ends the wait at once; a third skips the rest of the shutdown.
 The same watcher ends a process whose workers have all been given up on (``exit_when_failed``):
 it exits with ``EXIT_WORKERS_GAVE_UP`` so that the container's restart policy starts it afresh.
 Docker never restarts a container for being unhealthy, and a service with no worker left would
-otherwise answer 503 forever.
+otherwise answer 503 forever. When every worker was given up because its model load was refused
+for its configuration (service_kit.models.refusals), it exits with ``EXIT_CONFIG_REFUSED`` (78,
+EX_CONFIG) instead, logging why: a restart with the same configuration will not help.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from fastapi import FastAPI
 from service_kit.app.state import Lifecycle, ServiceState
 from service_kit.errors import MAX_RETRY_AFTER_S
 from service_kit.http.stalled_connections import deadline_protocol
+from service_kit.models.refusals import EXIT_CONFIG_REFUSED
 from service_kit.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -109,14 +112,25 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
             return True
         if self.exit_when_failed and self.started and lifecycle and lifecycle.given_up():
-            logger.error(
-                "every worker has been given up on; exiting (code %d) so that the service is "
-                "restarted",
-                EXIT_WORKERS_GAVE_UP,
-            )
+            refusal = lifecycle.refusal()
+            if refusal is not None:
+                logger.error(
+                    "every worker's model load was refused for its configuration: %s; exiting "
+                    "(code %d, configuration error): a restart will not help, fix the "
+                    "configuration",
+                    refusal,
+                    EXIT_CONFIG_REFUSED,
+                )
+                self.exit_code = EXIT_CONFIG_REFUSED
+            else:
+                logger.error(
+                    "every worker has been given up on; exiting (code %d) so that the service is "
+                    "restarted",
+                    EXIT_WORKERS_GAVE_UP,
+                )
+                self.exit_code = EXIT_WORKERS_GAVE_UP
             lifecycle.start_draining()
             lifecycle.fail_remaining()
-            self.exit_code = EXIT_WORKERS_GAVE_UP
             self.should_exit = True
             return True
         return False

@@ -39,6 +39,10 @@ class Lifecycle(Protocol):
     def given_up(self) -> bool:
         """Whether every worker has been given up on (none will be restarted)."""
 
+    def refusal(self) -> str | None:
+        """Why, when every worker was given up because its model load was refused for its
+        configuration (a restart will not help); None otherwise."""
+
 
 class Hosted(Lifecycle, Protocol):
     """A service's dispatch over its replica set, as the lifespan and the server drive it."""

@@ -57,6 +57,11 @@ class ReplicaDispatch(Generic[R, M]):
         """Every replica was given up on (the restart policy will not start any again)."""
         return self.replica_set.given_up()
 
+    def refusal(self) -> str | None:
+        """Why, when every replica was given up because its load was refused for its
+        configuration; None otherwise."""
+        return self.replica_set.refusal()
+
     def model_state(self) -> ModelState:
         return self.replica_set.model_state()
 

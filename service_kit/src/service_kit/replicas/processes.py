@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from service_kit.models.refusals import EXIT_CONFIG_REFUSED
+
 logger = logging.getLogger(__name__)
 
 SPAWN = mp.get_context("spawn")
@@ -174,6 +176,7 @@ class WorkerHandle:
     pid: int | None = None
     restarts: int = 0
     restart_at: float | None = None
+    refused: bool = False  # its load was refused for its configuration: given up at once
 
 
 class Supervisor:
@@ -182,7 +185,9 @@ class Supervisor:
     ``target(*args(handle), jobs, events)`` runs in the child; ``jobs`` brings what ``send``
     sends (None means stop), ``events`` carries the child's messages to ``on_event(handle, m)``.
     When a child exits unasked, ``on_exit(handle, exitcode)`` runs first (fail what it held), then
-    the policy decides: restart later (state "restarting") or give up (state "failed").
+    the policy decides: restart later (state "restarting") or give up (state "failed"). A child
+    that exits with ``EXIT_CONFIG_REFUSED`` (its load was refused for its configuration) is given
+    up at once, whatever the policy.
     ``on_tick(now)`` runs on every monitor pass (deadlines, dispatch).
     """
 
@@ -319,13 +324,24 @@ class Supervisor:
             "%s %d (pid %s) exited with code %s", self._name, handle.index, handle.pid, exitcode
         )
         self._on_exit(handle, exitcode)
-        pipe = self._events.pop(handle.index, None)
-        if pipe is not None and self._reader is not None:
-            self._reader.remove(pipe)
         if handle.pipe is not None:
             with contextlib.suppress(OSError):
                 handle.pipe.close()
             handle.pipe = None
+        if exitcode == EXIT_CONFIG_REFUSED:
+            # Final: never spawned again, so its event pipe stays with the reader, which hands
+            # over what is left in it (why the load was refused) and then closes it.
+            handle.state, handle.refused = "failed", True
+            self.policy.after_exit(handle.index, now)  # counted, as every exit is
+            logger.error(
+                "%s %d refused its configuration; giving up on it at once (no restart can help)",
+                self._name,
+                handle.index,
+            )
+            return
+        pipe = self._events.pop(handle.index, None)
+        if pipe is not None and self._reader is not None:
+            self._reader.remove(pipe)
         delay = self.policy.after_exit(handle.index, now)
         if delay is None:
             handle.state = "failed"

@@ -65,6 +65,7 @@ class ReplicaReady:
 class ReplicaLoadFailed:
     pid: int
     message: str
+    final: bool = False  # refused for its configuration: the worker exits, never restarted
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,16 @@ class ReplicaSet(Generic[R]):
         """Every replica was given up on (the restart policy will not start any again)."""
         return all(r.state == "failed" for r in self.replicas)
 
+    def refusal(self) -> str | None:
+        """Why, when every replica was given up on because its load was refused for its
+        configuration (no restart can help); None otherwise."""
+        if not all(r.state == "failed" and r.refused for r in self.replicas):
+            return None
+        return next(
+            (r.failure for r in self.replicas if r.failure),
+            f"the {self.config.noun}'s configuration was refused (see the service log)",
+        )
+
     def serving(self) -> list[R]:
         return [r for r in self.replicas if r.state == "ready"]
 
@@ -269,8 +280,10 @@ class ReplicaSet(Generic[R]):
             )
         elif isinstance(event, ReplicaLoadFailed):
             replica.failure = event.message
+            replica.refused = replica.refused or event.final
             logger.error("%s %d failed to load: %s", self.config.name, replica.index, event.message)
-            # The process exits next; the supervisor restarts it with backoff.
+            # The process exits next; the supervisor restarts it with backoff, or, when the load
+            # was refused for its configuration (exit code EXIT_CONFIG_REFUSED), gives it up.
         elif isinstance(event, ReplicaReleased):
             replica.state = "released"
             if event.seconds:
@@ -347,10 +360,17 @@ class ReplicaSet(Generic[R]):
     def _detail(self) -> str:
         noun, total = self.config.noun, len(self.replicas)
         failed = [r for r in self.replicas if r.state == "failed"]
+        refused = [r for r in self.replicas if r.refused]
         loading = [r for r in self.replicas if not r.ever_ready]
         serving = len(self.serving())
         if self._wanted == "released":
             return f"the {noun} is released from its device(s); POST /v1/model/load first"
+        if refused:
+            first, which = refused[0], [r.index for r in refused]
+            return (
+                f"the {noun} was refused on {first.device}: {first.failure}; replica(s) {which} "
+                "not restarted: fix the configuration"
+            )
         if failed:
             first, which = failed[0], [r.index for r in failed]
             why = (

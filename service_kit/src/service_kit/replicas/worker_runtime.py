@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from service_kit.logs import configure_logging
 from service_kit.models.oom import free_device_memory, is_out_of_memory
+from service_kit.models.refusals import EXIT_CONFIG_REFUSED, ConfigurationRefused
 from service_kit.replicas.processes import limit_cpu_threads, pin_device
 from service_kit.replicas.replica_set import (
     LoadModel,
@@ -87,16 +88,26 @@ class ReplicaRuntime(Generic[B]):
 
     def start(self, load_on_start: bool) -> bool:
         """Load now, or report released and wait for LoadModel; False if the load failed (the
-        worker then exits and the API process restarts it with backoff)."""
+        worker then exits and the API process restarts it with backoff). A load refused for its
+        configuration ends the process at once (see ``load``)."""
         if load_on_start:
             return self.load()
         self.send(ReplicaReleased(0.0))
         return True
 
     def load(self) -> bool:
+        """Load the model and report it: True when ready, False when the load failed (the
+        worker exits; it is restarted with backoff). A `ConfigurationRefused` is reported as
+        final and ends the process with ``EXIT_CONFIG_REFUSED`` (SystemExit): the supervisor
+        gives the replica up at once, since no restart can fix it."""
         started = time.perf_counter()
         try:
             model = self.backend.load(self.device)
+        except ConfigurationRefused as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            logger.error("%s refused its configuration on %s: %s", self.name, self.device, message)
+            self.send(ReplicaLoadFailed(os.getpid(), message, final=True))
+            raise SystemExit(EXIT_CONFIG_REFUSED) from None
         except Exception as exc:
             logger.exception("%s could not load its model on %s", self.name, self.device)
             self.send(ReplicaLoadFailed(os.getpid(), f"{type(exc).__name__}: {exc}"))

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from reward_service.backends.base import InvalidOption
 from service_kit.models.compiling import compile_by_default
 
 logger = logging.getLogger(__name__)
@@ -92,10 +93,10 @@ def layer_options(options: dict[str, Any], device: str, deterministic: bool) -> 
     )
     attention = str(options.get("vision_attention", "grouped" if cuda else "per_image"))
     if attention not in ("per_image", "grouped"):
-        raise ValueError(f"vision_attention must be 'per_image' or 'grouped', not {attention!r}")
+        raise InvalidOption(f"vision_attention must be 'per_image' or 'grouped', not {attention!r}")
     embed = str(options.get("patch_embed", "linear" if cuda else "conv"))
     if embed not in ("conv", "linear"):
-        raise ValueError(f"patch_embed must be 'conv' or 'linear', not {embed!r}")
+        raise InvalidOption(f"patch_embed must be 'conv' or 'linear', not {embed!r}")
     backend = str(options.get("compile_backend", "inductor"))
     grouped: VisionAttention = "grouped" if attention == "grouped" else "per_image"
     linear: PatchEmbed = "linear" if embed == "linear" else "conv"

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from reward_service.backends.base import InvalidOption
+
 PrefixPasses = Literal["folded", "copied"]
 
 
@@ -29,7 +31,7 @@ def prefix_passes_option(options: dict[str, Any], attn_implementation: str) -> P
     4-D mask (flash attention)."""
     chosen = str(options.get("prefix_passes", "folded"))
     if chosen not in ("folded", "copied"):
-        raise ValueError(f"prefix_passes must be 'folded' or 'copied', not {chosen!r}")
+        raise InvalidOption(f"prefix_passes must be 'folded' or 'copied', not {chosen!r}")
     if chosen == "copied" or "flash" in attn_implementation:
         return "copied"
     return "folded"

@@ -23,17 +23,19 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from reward_service.backends.base import InvalidOption
+
 StreamChoice = Literal["side", "default"]
 CHOICES: tuple[StreamChoice, ...] = ("side", "default")
 
 
 def stream_choice(options: dict[str, Any]) -> StreamChoice:
-    """The ``prepare_stream`` option (``side`` unless set), or ValueError naming the choices."""
+    """The ``prepare_stream`` option (``side`` unless set), or InvalidOption naming the choices."""
     value = str(options.get("prepare_stream", "side")).strip().lower()
     for choice in CHOICES:
         if value == choice:
             return choice
-    raise ValueError(f"prepare_stream must be one of {', '.join(CHOICES)}, not {value!r}")
+    raise InvalidOption(f"prepare_stream must be one of {', '.join(CHOICES)}, not {value!r}")
 
 
 class PrepareStreams:
