@@ -24,9 +24,11 @@ from tests.support.images import make_image
 pytestmark = pytest.mark.tiny
 
 
-@pytest.fixture
-def compiled(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A bf16 tiny editor loaded with compile on, its blocks compiled with a CompileCounter."""
+def load_compiled(
+    model: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[DiffusersEditBackend, CompileCounter, Any]:
+    """``model`` loaded as on a GPU (bf16, compile on: fullgraph, so a graph break in a block
+    fails the load), its blocks compiled on the CPU with a CompileCounter."""
     counter = CompileCounter()
     plain_tuning = diffusers_backend.apply_tuning
 
@@ -40,10 +42,17 @@ def compiled(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any
     monkeypatch.setattr(diffusers_backend, "apply_tuning", tuning_compiling_on_the_cpu)
     torch._dynamo.reset()
     spec = BackendSpec(
-        "diffusers", "tiny", None, "bfloat16", str(model_cache), options={"compile": True}
+        "diffusers", model, None, "bfloat16", str(model_cache), options={"compile": True}
     )
     backend = DiffusersEditBackend(spec)
     loaded = backend.load("cpu")
+    return backend, counter, loaded
+
+
+@pytest.fixture
+def compiled(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A bf16 tiny editor loaded with compile on, its blocks compiled with a CompileCounter."""
+    backend, counter, loaded = load_compiled("tiny", model_cache, monkeypatch)
     assert loaded.details == {"compile": "regional"} and loaded.inpainting
     yield backend, counter
     torch._dynamo.reset()
@@ -88,23 +97,7 @@ def compiled_family(
 ) -> Iterator[Any]:
     """FLUX.1 Kontext or LongCat loaded as on a GPU (bf16, compile on: fullgraph, so a graph
     break in a block fails the load), its blocks compiled with a CompileCounter."""
-    counter = CompileCounter()
-    plain_tuning = diffusers_backend.apply_tuning
-
-    def tuning_compiling_on_the_cpu(
-        pipe: Any, options: dict[str, Any], device: str, **family: Any
-    ) -> Any:
-        applied = plain_tuning(pipe, {**options, "compile": False}, device, **family)
-        pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=counter)
-        return {**applied, "compile": "regional"}
-
-    monkeypatch.setattr(diffusers_backend, "apply_tuning", tuning_compiling_on_the_cpu)
-    torch._dynamo.reset()
-    spec = BackendSpec(
-        "diffusers", request.param, None, "bfloat16", str(model_cache), options={"compile": True}
-    )
-    backend = DiffusersEditBackend(spec)
-    backend.load("cpu")
+    backend, counter, _ = load_compiled(request.param, model_cache, monkeypatch)
     yield backend, counter
     torch._dynamo.reset()
 
