@@ -57,15 +57,18 @@ def test_editor_admits_and_starts_a_teammate_s_edit_while_one_client_holds_every
 
                 running = asyncio.create_task(http.post("/v1/edits", json=edit("slow"), headers=A))
                 await until(busy, "A's first edit never started")
-                queued = [
-                    asyncio.create_task(http.post("/v1/edits", json=edit(f"a{i}"), headers=A))
-                    for i in (1, 2)
-                ]
+                # One after the other, so that a1 is queued ahead of a2 (sent at once, the two
+                # requests could arrive in either order).
+                queued: list[asyncio.Task[httpx.Response]] = []
+                for i in (1, 2):
+                    queued.append(
+                        asyncio.create_task(http.post("/v1/edits", json=edit(f"a{i}"), headers=A))
+                    )
 
-                async def two_waiting() -> bool:
-                    return (await info()).queue_depth == 2
+                    async def waiting(depth: int = i) -> bool:
+                        return (await info()).queue_depth == depth
 
-                await until(two_waiting, "A's edits never queued")
+                    await until(waiting, f"A's edit a{i} never queued")
                 # A alone holds the worker and every queue slot: its next edit is refused.
                 refused = await http.post("/v1/edits", json=edit("a3"), headers=A)
                 assert refused.status_code == 429, refused.text
