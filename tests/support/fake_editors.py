@@ -4,7 +4,9 @@ Selected like any custom backend: ``EditorSettings(backend="tests.support.fake_e
 Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s`` (an edit's time,
 whatever its steps), ``step_delay_s`` (added per step: a 2-step job is quick beside a 40-step
 one), ``fail_load``, ``refuse_load`` (refused for its configuration: UnsupportedOption),
-``start_log`` (a file each edit appends its instruction to as it starts).
+``start_log`` (a file each edit appends its instruction to as it starts), ``edit_gate`` (the
+path of a file each edit waits for, up to 60 s, after it started: a test holds the worker busy
+until it creates the file).
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class MirrorEditBackend:
         if log := self.options.get("start_log"):  # the order jobs start in, for fairness tests
             with open(log, "a") as starts:
                 starts.write(job.instruction + "\n")
+        if gate := self.options.get("edit_gate"):
+            deadline = time.monotonic() + 60
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                if should_stop():
+                    raise JobCancelled(job.job_id)
+                time.sleep(0.01)
         steps = max(1, job.num_inference_steps or 50)  # None: the family default (Qwen: 50)
         per_step = float(self.options.get("step_delay_s", 0))
         delay = float(self.options.get("edit_delay_s", 0)) + per_step * steps
