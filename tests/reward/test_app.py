@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,8 +70,25 @@ async def client_for(
             yield client
 
 
+# The judge replica is a process of its own: spawning and loading it (again, after a kill: with
+# restart backoff) took 3-4 s of an idle 2-core machine, so waits for it are bounded by time, well
+# past what a loaded machine needs, not by a count of short polls (300 of 0.02 s was 6 s).
+READY_TIMEOUT_S = 60.0
+
+
+async def ready_text(client: httpx.AsyncClient, done: str) -> httpx.Response:
+    """Poll /ready until ``done`` is in its answer (bounded by READY_TIMEOUT_S)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        response = await client.get("/ready")
+        if done in response.text or time.monotonic() > deadline:
+            return response
+        await asyncio.sleep(0.02)
+
+
 async def wait_ready(client: httpx.AsyncClient) -> None:
-    for _ in range(300):
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
         if (await client.get("/ready")).status_code == 200:
             return
         await asyncio.sleep(0.02)
@@ -108,11 +126,7 @@ async def test_a_judge_that_fails_to_load_keeps_the_service_up_and_says_why(
     async with client_for(
         settings(tmp_path, backend_options={"fail_load": True}), ready=False
     ) as client:
-        for _ in range(300):
-            detail = error_of(await client.get("/ready")).error.message
-            if "failed" in detail:
-                break
-            await asyncio.sleep(0.02)
+        detail = error_of(await ready_text(client, "failed")).error.message
         assert "failed to load: RuntimeError: configured to fail while loading" in detail
         refused = await client.post("/v1/scores", json={"items": [item()]})
         assert refused.status_code == 503
@@ -453,11 +467,7 @@ async def test_release_and_load_hand_the_device_over_and_back(tmp_path: Path) ->
 
 async def test_a_service_started_without_its_model_loads_on_request(tmp_path: Path) -> None:
     async with client_for(settings(tmp_path, load_on_start=False), ready=False) as client:
-        for _ in range(100):
-            ready = await client.get("/ready")
-            if "released" in ready.text:
-                break
-            await asyncio.sleep(0.05)
+        ready = await ready_text(client, "released")
         assert ready.status_code == 503 and "released" in ready.text
         assert (await client.post("/v1/model/load")).status_code == 200
         await wait_ready(client)
