@@ -330,12 +330,25 @@ async def test_a_failed_batch_answers_its_request_and_the_service_keeps_serving(
 
 
 async def test_the_model_is_only_ever_touched_from_one_thread(tmp_path: Path) -> None:
-    journal = tmp_path / "journal"
-    config = settings(tmp_path, max_batch_images=9, backend_options={"journal": str(journal)})
+    gate, journal = new_gate(tmp_path), tmp_path / "journal"
+    options = {"batch_gate": str(gate), "journal": str(journal)}
+    config = settings(tmp_path, max_batch_images=9, backend_options=options)
     async with client_for(config) as client:
-        requests = (
-            client.post("/v1/scores", json={"items": [item(f"score={i % 11}")]}) for i in range(12)
-        )
+        requests = [
+            asyncio.create_task(
+                client.post("/v1/scores", json={"items": [item(f"score={i % 11}")]})
+            )
+            for i in range(12)
+        ]
+        # The first batch holds the model until a full one waits beside it (sent at once, the
+        # items could trickle in more than max_wait_s apart on a loaded machine and leave in
+        # smaller batches).
+        queue = service_state(client.app).dispatch().queue  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while queue._in_flight < 2:
+            assert time.monotonic() < deadline, "no full batch was taken while the model was held"
+            await asyncio.sleep(0.01)
+        gate.touch()
         responses = await asyncio.gather(*requests)
     assert all(r.status_code == 200 for r in responses)
     batches = [e for e in read_journal(journal) if e["event"] == "batch"]
