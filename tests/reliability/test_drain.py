@@ -66,8 +66,10 @@ def exit_code(service: ServiceProcess, timeout_s: float) -> int:
 async def test_sigterm_makes_ready_503_finishes_admitted_jobs_and_exits_0(
     module: str, tmp_path: Path
 ) -> None:
-    journal = tmp_path / "journal"
-    options = {"slow_s": 5, "journal": str(journal)}
+    journal, gate = tmp_path / "journal", tmp_path / "open"
+    # The slow job runs until the test opens the gate (a timed one, 5 s, could end before the
+    # drain was checked on a loaded machine: the job answered, nothing left to drain).
+    options = {"slow_s": 120, "slow_gate": str(gate), "journal": str(journal)}
     service = service_process(module, tmp_path, options=options, DRAIN_TIMEOUT_S="60")
     route = JOB_ROUTE[module]
     service.start()
@@ -103,7 +105,9 @@ async def test_sigterm_makes_ready_503_finishes_admitted_jobs_and_exits_0(
             assert refused.status_code == 503 and error_type(refused) == "not_ready"
             assert int(refused.headers["Retry-After"]) >= 1
             assert (await http.get("/health")).status_code == 200  # alive, only not ready
+            assert not running.done()
 
+            gate.touch()
             finished = await running
             assert finished.status_code == 200, finished.text
             if queued is not None:

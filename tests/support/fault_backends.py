@@ -6,6 +6,8 @@ They extend the fakes in fake_editors / fake_judges and are selected the same wa
 
 - ``slow`` (editor) / ``fake-slow`` (judge): the job, or the batch holding it, takes ``slow_s``
   seconds (option, default 5), so a test can act while it runs; every other job runs at once.
+  With the option ``slow_gate`` (a file's path) it ends as soon as that file exists: a test
+  holds it for as long as its steps take and then lets it finish (``slow_s`` is then a bound).
 - ``torch-oom``: the backend raises torch's own ``OutOfMemoryError``, as a backend that does not
   translate it would: the worker must still answer 507 and keep serving.
 - ``endpoint-refused`` / ``endpoint-down`` (judge): the backend fails the batch as a remote judge
@@ -34,13 +36,18 @@ def raise_torch_out_of_memory() -> None:
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB (fake)")
 
 
+def _gate_open(options: dict[str, object]) -> bool:
+    gate = options.get("slow_gate")
+    return bool(gate) and os.path.exists(str(gate))
+
+
 class FaultEditor(MirrorEditBackend):
     def edit(self, job: EditJob, should_stop: Callable[[], bool]) -> EditOutput:
         if job.instruction == "torch-oom":
             raise_torch_out_of_memory()
         if job.instruction == "slow":
             deadline = time.monotonic() + float(self.options.get("slow_s", 5))
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not _gate_open(self.options):
                 time.sleep(0.05)
                 if should_stop():
                     raise JobCancelled(job.job_id)
@@ -62,7 +69,9 @@ class FaultJudge(FakeJudge):
         if any("endpoint-down" in t for t in texts):
             raise EndpointError("the judge endpoint answered 503 after 5 tries", retryable=True)
         if any("fake-slow" in t for t in texts):
-            time.sleep(float(self.options.get("slow_s", 5)))
+            deadline = time.monotonic() + float(self.options.get("slow_s", 5))
+            while time.monotonic() < deadline and not _gate_open(self.options):
+                time.sleep(0.05)
         return super()._score(prepared)
 
 
