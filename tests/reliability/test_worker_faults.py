@@ -64,7 +64,11 @@ async def next_50_succeed(module: str, http: httpx.AsyncClient) -> None:
 async def test_a_killed_editor_worker_fails_only_its_job_and_the_next_50_requests_succeed(
     tmp_path: Path,
 ) -> None:
-    service = service_process("editor_service", tmp_path, options={"slow_s": 4}, DEVICES="cpu,cpu")
+    # The slow jobs run until the gate opens after the kill (timed ones, 4 s, could end before
+    # the kill on a loaded machine: no job of the victim's left to fail).
+    gate = tmp_path / "open"
+    options = {"slow_s": 120, "slow_gate": str(gate)}
+    service = service_process("editor_service", tmp_path, options=options, DEVICES="cpu,cpu")
     with service.running(ready_timeout_s=120):
         async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
             slow = slow_job_body("editor_service")
@@ -83,6 +87,9 @@ async def test_a_killed_editor_worker_fails_only_its_job_and_the_next_50_request
             victim = (await editor_info(http)).workers[0].pid
             assert victim is not None
             os.kill(victim, signal.SIGKILL)
+            died = await next(asyncio.as_completed(running))  # the victim's, while one holds
+            assert died.status_code == 503, died.text
+            gate.touch()
 
             answers = await asyncio.gather(*running)
             assert sorted(r.status_code for r in answers) == [200, 503]
@@ -106,11 +113,13 @@ async def test_a_killed_editor_worker_fails_only_its_job_and_the_next_50_request
 async def test_a_killed_judge_worker_fails_only_the_batches_it_held_and_the_next_50_succeed(
     tmp_path: Path,
 ) -> None:
-    journal = tmp_path / "journal"
+    journal, gate = tmp_path / "journal", tmp_path / "open"
     service = service_process(
         "reward_service",
         tmp_path,
-        options={"slow_s": 4, "journal": str(journal)},
+        # The slow batch holds until the gate opens, after the kill (a timed one, 4 s, could end
+        # first on a loaded machine, and be answered 200).
+        options={"slow_s": 120, "slow_gate": str(gate), "journal": str(journal)},
         MAX_BATCH_IMAGES="2",  # one item per batch
     )
     with service.running(ready_timeout_s=120):
