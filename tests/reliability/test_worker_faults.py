@@ -246,6 +246,26 @@ async def test_a_load_refused_for_its_configuration_is_given_up_at_once_and_exit
         service.stop()
 
 
+@pytest.mark.parametrize(
+    ("module", "backend"), [("editor_service", "diffusers"), ("reward_service", "transformers")]
+)
+async def test_a_real_backend_refusing_its_model_setting_when_built_exits_78_at_once(
+    module: str, backend: str, tmp_path: Path
+) -> None:
+    """The built-in backend, not a fake: its constructor refuses a model that is no folder, hub
+    id or built-in, before the runtime's load; given up at once, not restarted as a crash."""
+    service = service_process(module, tmp_path, BACKEND=backend, MODEL="./models/missing")
+    service.start()
+    try:
+        assert service.process is not None
+        assert service.process.wait(120) == EXIT_CONFIG_REFUSED
+        log = service.log()
+        assert log.count("failed to load: ConfigurationRefused: model './models/missing'") == 1
+        assert "restarting" not in log and "a restart will not help" in log
+    finally:
+        service.stop()
+
+
 @pytest.mark.parametrize("module", SERVICES)
 async def test_a_service_kept_up_after_a_refused_load_says_why_and_is_not_ready(
     module: str, tmp_path: Path

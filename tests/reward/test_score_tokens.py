@@ -11,6 +11,7 @@ from reward_service.backends.score_tokens import (
     suffix_positions,
 )
 from reward_service.scoring import expected_score
+from service_kit.models.refusals import ConfigurationRefused
 
 VOCAB = 40
 DIGITS = list(range(15, 25))  # where Qwen's vocabularies put "0".."9"
@@ -93,6 +94,6 @@ def test_digit_ids_are_one_token_per_digit() -> None:
     assert digit_token_ids(_Tokenizer(split=False)) == DIGITS
 
 
-def test_a_tokenizer_that_splits_digits_is_refused() -> None:
-    with pytest.raises(ValueError, match="one token per digit"):
+def test_a_tokenizer_that_splits_digits_is_refused_for_its_configuration() -> None:
+    with pytest.raises(ConfigurationRefused, match=r"one token per digit.*REWARD_MODEL"):
         digit_token_ids(_Tokenizer(split=True))

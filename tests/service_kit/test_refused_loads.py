@@ -28,6 +28,17 @@ class RefusingBackend:
     def release(self) -> None: ...
 
 
+class UnbuildableBackend:
+    """Refuses its settings when it is built, before any load (a missing endpoint URL)."""
+
+    def __init__(self) -> None:
+        raise ConfigurationRefused("the endpoint needs a base URL")
+
+    def load(self, device: str) -> Any: ...
+
+    def release(self) -> None: ...
+
+
 class CrashingBackend:
     def load(self, device: str) -> Any:
         raise RuntimeError(f"out of memory on {device}")
@@ -35,13 +46,19 @@ class CrashingBackend:
     def release(self) -> None: ...
 
 
-def _worker(refuse: bool, _jobs: Connection, events: Connection) -> None:
-    backend = RefusingBackend if refuse else CrashingBackend
-    runtime = ReplicaRuntime("test worker", "cpu", 1, "warning", events, backend)
+BACKENDS: dict[str, type[Any]] = {
+    "refusing": RefusingBackend,
+    "unbuildable": UnbuildableBackend,
+    "crashing": CrashingBackend,
+}
+
+
+def _worker(backend: str, _jobs: Connection, events: Connection) -> None:
+    runtime = ReplicaRuntime("test worker", "cpu", 1, "warning", events, BACKENDS[backend])
     runtime.start(load_on_start=True)
 
 
-async def _supervise(refuse: bool, max_restarts: int) -> tuple[WorkerHandle, list[Any], list[Any]]:
+async def _supervise(backend: str, max_restarts: int) -> tuple[WorkerHandle, list[Any], list[Any]]:
     """Run one worker until it is given up on; returns it, its events and its exit codes."""
     handle = WorkerHandle(0, "cpu")
     events: list[Any] = []
@@ -49,7 +66,7 @@ async def _supervise(refuse: bool, max_restarts: int) -> tuple[WorkerHandle, lis
     supervisor = Supervisor(
         [handle],
         target=_worker,
-        args=lambda _h: (refuse,),
+        args=lambda _h: (backend,),
         name="test-worker",
         policy=RestartPolicy(max_restarts=max_restarts, backoff_s=(0.05,)),
         on_event=lambda _h, event: events.append(event),
@@ -68,7 +85,7 @@ async def _supervise(refuse: bool, max_restarts: int) -> tuple[WorkerHandle, lis
 
 
 async def test_a_load_refused_for_its_configuration_is_given_up_after_one_attempt() -> None:
-    handle, events, exits = await _supervise(refuse=True, max_restarts=5)
+    handle, events, exits = await _supervise("refusing", max_restarts=5)
     assert handle.state == "stopped" and handle.refused  # failed, then stopped with the rest
     assert exits == [EXIT_CONFIG_REFUSED] and handle.restarts == 0
     assert events == [
@@ -78,8 +95,18 @@ async def test_a_load_refused_for_its_configuration_is_given_up_after_one_attemp
     ]
 
 
+async def test_a_backend_that_refuses_its_configuration_when_built_is_given_up_at_once() -> None:
+    handle, events, exits = await _supervise("unbuildable", max_restarts=5)
+    assert handle.refused and exits == [EXIT_CONFIG_REFUSED] and handle.restarts == 0
+    assert events == [
+        ReplicaLoadFailed(
+            events[0].pid, "ConfigurationRefused: the endpoint needs a base URL", final=True
+        )
+    ]
+
+
 async def test_any_other_load_failure_is_restarted_until_the_policy_gives_up() -> None:
-    handle, events, exits = await _supervise(refuse=False, max_restarts=1)
+    handle, events, exits = await _supervise("crashing", max_restarts=1)
     assert not handle.refused and handle.restarts == 1
     assert len(exits) == 2 and EXIT_CONFIG_REFUSED not in exits
     assert all(isinstance(e, ReplicaLoadFailed) and not e.final for e in events)

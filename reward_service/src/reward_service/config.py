@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from reward_service.backends.base import BackendSpec
 from reward_service.backends.openai_endpoint import OPTION as OPENAI_OPTION
-from reward_service.backends.openai_endpoint import EndpointConfig
+from reward_service.backends.openai_endpoint import EndpointConfig, url_refusal
 from service_kit.settings import ModelServiceSettings
 
 
@@ -120,8 +120,18 @@ class RewardSettings(ModelServiceSettings):
 
     @model_validator(mode="after")
     def _endpoint_named(self) -> RewardSettings:
-        if self.backend == "openai" and not self.openai_base_url:
+        if self.backend != "openai":
+            return self
+        if not self.openai_base_url:
             raise ValueError("REWARD_BACKEND=openai needs REWARD_OPENAI_BASE_URL")
+        refusal = url_refusal(self.openai_base_url)
+        if refusal is not None:
+            raise ValueError(refusal)
+        if "model" not in self.model_fields_set:  # the default (tiny) is no endpoint's model
+            raise ValueError(
+                "REWARD_BACKEND=openai needs REWARD_MODEL: the name of the model the endpoint "
+                "serves (e.g. gpt-4.1)"
+            )
         return self
 
     def resolve_devices(self) -> list[str]:

@@ -29,6 +29,7 @@ from editor_service.backends.base import (
     LoadedModel,
     RGBImage,
 )
+from editor_service.backends.option_checks import check_options
 from editor_service.backends.speed_modes import (
     QWEN_FP8_LAYERS,
     UnsupportedOption,
@@ -119,8 +120,17 @@ def apply_tuning(
 
 
 def pipeline_class_of(folder: Path) -> str:
-    """The pipeline class a diffusers model folder names (model_index.json's ``_class_name``)."""
-    index: dict[str, Any] = json.loads((folder / "model_index.json").read_text())
+    """The pipeline class a diffusers model folder names (model_index.json's ``_class_name``);
+    a folder that names none is refused (UnsupportedOption: the model setting is wrong)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = None
+    if not isinstance(index, dict) or not isinstance(index.get("_class_name"), str):
+        raise UnsupportedOption(
+            f"model {folder} is not a diffusers pipeline folder (no model_index.json naming its "
+            "_class_name): set EDITOR_MODEL to a model of a hosted family"
+        )
     return str(index["_class_name"])
 
 
@@ -154,6 +164,7 @@ class DiffusersEditBackend:
         # Progress bars are noise in a service log; the worker logs each job instead.
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
+        check_options(self.spec.options)  # a value the backend cannot take: refused, final
         dtype = resolve_dtype(self.spec.dtype, device)
         source = self.source
         started = time.perf_counter()

@@ -28,8 +28,9 @@ _FP8_MIN_CAPABILITY = (8, 9)
 
 
 class UnsupportedOption(ConfigurationRefused):
-    """A configured model option cannot run on this device or software: refused at load, and
-    final (the worker is not restarted; service_kit.models.refusals)."""
+    """A configured model option cannot be honoured (a value it does not take, or one this
+    device or software cannot run): refused at load, and final (the worker is not restarted;
+    service_kit.models.refusals)."""
 
 
 def check_fp8_device(device: str, capability: tuple[int, int] | None) -> None:

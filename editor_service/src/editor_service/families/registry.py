@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from editor_service.families import flux_kontext, longcat_image, qwen_image
 from editor_service.families.base import EditorFamily
+from service_kit.models.refusals import ConfigurationRefused
 from service_kit.models.sources import SourceKind
 
 FAMILIES: tuple[EditorFamily, ...] = (qwen_image.FAMILY, flux_kontext.FAMILY, longcat_image.FAMILY)
@@ -14,12 +15,16 @@ def family_named(name: str) -> EditorFamily:
 
 
 def family_of_pipeline(class_name: str) -> EditorFamily:
-    """The family whose pipeline this is; ValueError naming the ones hosted if none."""
+    """The family whose pipeline this is; refused (ConfigurationRefused: final) naming the ones
+    hosted if none."""
     for family in FAMILIES:
         if class_name in family.pipeline_classes:
             return family
     known = ", ".join(c for f in FAMILIES for c in f.pipeline_classes)
-    raise ValueError(f"{class_name} is not an editing pipeline this service hosts ({known})")
+    raise ConfigurationRefused(
+        f"{class_name} is not an editing pipeline this service hosts ({known}): set "
+        "EDITOR_MODEL to a model of a hosted family"
+    )
 
 
 def family_of_builtin(variant: str) -> EditorFamily:

@@ -185,6 +185,22 @@ class InvalidOption(ConfigurationRefused):
     not restarted; service_kit.models.refusals)."""
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def option_flag(options: dict[str, Any], name: str, default: bool) -> bool:
+    """An on/off option (``REWARD_BACKEND_OPTIONS``): a JSON boolean, 0/1, or one of the words
+    true/false, yes/no, on/off; anything else is refused (InvalidOption), never read as off."""
+    value = options.get(name, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise InvalidOption(f"{name} must be true or false, not {value!r}")
+
+
 class EndpointError(Exception):
     """A remote judge failed the whole batch. ``message`` is safe to show a client (it never
     holds credentials or the endpoint's raw body); ``retryable``: the endpoint is overloaded or

@@ -34,6 +34,7 @@ from reward_service.backends.base import (
     BackendSpec,
     EndpointError,
     GeneratedText,
+    InvalidOption,
     JudgeItem,
     JudgeQuestion,
     LoadedModel,
@@ -85,9 +86,18 @@ class OpenAIJudgeBackend:
     """JudgeBackend over an OpenAI-compatible endpoint (``REWARD_BACKEND=openai``)."""
 
     def __init__(self, spec: BackendSpec) -> None:
+        # Refused for its configuration (InvalidOption): final, no restart can fix a setting.
         config = spec.options.get(OPTION)
         if not isinstance(config, EndpointConfig):
-            raise ValueError("the openai backend needs REWARD_OPENAI_BASE_URL")
+            raise InvalidOption(
+                "the openai backend needs REWARD_OPENAI_BASE_URL (the endpoint's base URL, e.g. "
+                "http://vllm:8000/v1)"
+            )
+        if not isinstance(spec.model, str) or not spec.model.strip():
+            raise InvalidOption(
+                "the openai backend needs REWARD_MODEL: the name of the model the endpoint serves"
+            )
+        config.check()
         self.spec = spec
         self.config = config
         self.transport: httpx.AsyncBaseTransport | None = None  # tests: httpx.MockTransport

@@ -11,20 +11,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from reward_service.backends.base import SCORE_DIGITS, ScoreTokenLogprobs
+from service_kit.models.refusals import ConfigurationRefused
 
 if TYPE_CHECKING:
     import torch
 
 
 def digit_token_ids(tokenizer: Any) -> list[int]:
-    """The ids of "0".."9"; raises if the tokenizer does not spell each digit as one token."""
+    """The ids of "0".."9"; a tokenizer that does not spell each digit as one token is refused
+    (ConfigurationRefused: the model setting names a judge this backend cannot read)."""
     ids: list[int] = []
     for digit in range(SCORE_DIGITS):
         encoded = tokenizer.encode(str(digit), add_special_tokens=False)
         if len(encoded) != 1:
-            raise ValueError(
-                f"the tokenizer spells {digit!r} as {len(encoded)} tokens; expected mode needs "
-                "one token per digit (as Qwen's tokenizers have)"
+            raise ConfigurationRefused(
+                f"the model's tokenizer spells {digit!r} as {len(encoded)} tokens; expected mode "
+                "needs one token per digit (as Qwen's tokenizers have): set REWARD_MODEL to "
+                "such a judge"
             )
         ids.append(int(encoded[0]))
     return ids

@@ -37,9 +37,11 @@ from PIL.Image import Image
 from reward_service.backends.base import (
     BackendSpec,
     DeviceOutOfMemory,
+    InvalidOption,
     JudgeItem,
     LoadedModel,
     QuestionOutput,
+    option_flag,
 )
 from reward_service.backends.hf.compiled_layers import InstalledLayers, install, layer_options
 from reward_service.backends.hf.folding import prefix_passes_option
@@ -57,11 +59,12 @@ __all__ = ["BUILTIN_SOURCES", "PreparedBatch", "TransformersJudgeBackend"]
 logger = logging.getLogger(__name__)
 
 
-def option_flag(options: dict[str, Any], name: str, default: bool) -> bool:
-    value = options.get(name, default)
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+def preprocess_device_option(options: dict[str, Any]) -> str:
+    """``preprocess_device``: ``auto`` (or ``model``: the model's device) or ``cpu``."""
+    value = options.get("preprocess_device", "auto")
+    if value not in ("auto", "model", "cpu"):
+        raise InvalidOption(f"preprocess_device must be 'auto' or 'cpu', not {value!r}")
+    return str(value)
 
 
 class TransformersJudgeBackend:
@@ -83,26 +86,30 @@ class TransformersJudgeBackend:
             from service_kit.models.determinism import use_deterministic_torch
 
             use_deterministic_torch()
-        streams = PrepareStreams(device, stream_choice(self.spec.options))
-        loaded = load_judge(self.spec, self.source, device)
-        self.model, self.processor, self.device = loaded.model, loaded.processor, device
-        self.digit_ids = digit_token_ids(self.processor.tokenizer)
+        # Every option is read (an invalid one refused) before the weights load.
         options = self.spec.options
+        streams = PrepareStreams(device, stream_choice(options))
+        chosen = layer_options(options, device, self.deterministic)
         plan = PlanOptions(
             reuse_images=option_flag(options, "reuse_image_encodings", True),
             split_prefixes=option_flag(options, "prefix_buckets", True),
-            # Encoded images can be handed to forward() only by models that take them.
-            encode_images_apart="mm_encoder_outputs"
-            in inspect.signature(self.model.forward).parameters,
-            preprocess_on_device=options.get("preprocess_device", "auto") in ("auto", "model"),
+            preprocess_on_device=preprocess_device_option(options) != "cpu",
             isolate_items=self.deterministic,
             common_text=option_flag(options, "prefix_common_text", True),
+        )
+        loaded = load_judge(self.spec, self.source, device)
+        self.model, self.processor, self.device = loaded.model, loaded.processor, device
+        self.digit_ids = digit_token_ids(self.processor.tokenizer)
+        # Encoded images can be handed to forward() only by models that take them.
+        plan = replace(
+            plan,
+            encode_images_apart="mm_encoder_outputs"
+            in inspect.signature(self.model.forward).parameters,
         )
         self._planner = Planner(self.processor, device, self.digit_ids, plan)
         passes = prefix_passes_option(options, str(loaded.info.details["attn_implementation"]))
         self._passes = Passes(self.model, self.processor, device, self.digit_ids, passes)
         self._streams = streams
-        chosen = layer_options(options, device, self.deterministic)
         layers = install(self.model, chosen, self.deterministic)
         if layers.compiled:
             try:

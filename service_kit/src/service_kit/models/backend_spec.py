@@ -10,6 +10,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from service_kit.models.refusals import ConfigurationRefused
+
 
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
@@ -29,8 +31,22 @@ class BackendSpec:
 
 def custom_backend_class(spec: BackendSpec, builtins: str) -> Any:
     """The class ``module:Class`` in ``spec.backend`` names (imported now); ``builtins`` says
-    what else the setting may be, for the error."""
+    what else the setting may be, for the error. A setting that names no importable class is
+    refused (ConfigurationRefused): no restart imports it."""
     module_name, sep, class_name = spec.backend.partition(":")
     if not sep:
-        raise ValueError(f"backend must be {builtins} or 'module:Class', not {spec.backend!r}")
-    return getattr(importlib.import_module(module_name), class_name)
+        raise ConfigurationRefused(
+            f"backend must be {builtins} or 'module:Class', not {spec.backend!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationRefused(
+            f"backend {spec.backend!r}: module {module_name!r} cannot be imported ({exc})"
+        ) from None
+    found = getattr(module, class_name, None)
+    if not isinstance(found, type):
+        raise ConfigurationRefused(
+            f"backend {spec.backend!r}: {module_name} has no class {class_name!r}"
+        )
+    return found

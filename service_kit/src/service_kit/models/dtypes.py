@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from service_kit.models.refusals import ConfigurationRefused
+
 if TYPE_CHECKING:
     import torch
 
@@ -16,5 +18,5 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
         return torch.float32 if device == "cpu" else torch.bfloat16
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unknown dtype {name!r}")
+        raise ConfigurationRefused(f"dtype must be auto or a torch dtype (bfloat16), not {name!r}")
     return dtype

@@ -1,8 +1,11 @@
 """A model load refused for its configuration: no restart can fix it.
 
 A backend raises a `ConfigurationRefused` (or a subclass: the editor's ``UnsupportedOption``, the
-judge's ``InvalidOption``) from ``load`` when an option cannot be honoured as set: a value that is
-not one of its choices, FP8 on a CPU worker, an option the model's family does not have. The
+judge's ``InvalidOption``) from its constructor or ``load`` when a setting cannot be honoured as
+set: a value that is not one of its choices or of the wrong type, FP8 on a CPU worker, an option
+the model's family does not have, a model that is no folder or hub id, a backend class that
+cannot be imported, a judge endpoint URL that is not http(s). Every configuration error is one
+of these, never a plain ValueError or RuntimeError (which would be restarted as transient). The
 worker runtime reports it as final and exits with ``EXIT_CONFIG_REFUSED``; the supervisor then
 gives the replica up at once instead of restarting it with back-off, and a service whose every
 replica was refused so exits with the same code (service_kit.app.server).

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from service_kit.models.refusals import ConfigurationRefused
+
 SourceKind = Literal["hub", "local", "tiny", "random-full"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -41,7 +43,7 @@ def parse_model_source(value: str, builtins: dict[str, tuple[SourceKind, str]]) 
         return ModelSource("local", str(path.resolve()))
     if value.startswith((".", "/", "~")) or not _HUB_ID.match(value):
         names = ", ".join(sorted(builtins))
-        raise ValueError(
+        raise ConfigurationRefused(
             f"model {value!r} is not a folder, a Hugging Face id (org/name) or one of: {names}"
         )
     return ModelSource("hub", value)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, Protocol, TypeVar
 
 from service_kit.logs import configure_logging
 from service_kit.models.oom import free_device_memory, is_out_of_memory
@@ -80,7 +80,10 @@ class ReplicaRuntime(Generic[B]):
         limit_cpu_threads(cpu_threads)
         self._events = events
         self._lock = threading.Lock()
-        self.backend = make_backend()
+        try:
+            self.backend = make_backend()
+        except ConfigurationRefused as exc:  # a setting the backend cannot take: as in load
+            self._refuse(exc)
 
     def send(self, event: object) -> None:
         with self._lock:
@@ -97,17 +100,15 @@ class ReplicaRuntime(Generic[B]):
 
     def load(self) -> bool:
         """Load the model and report it: True when ready, False when the load failed (the
-        worker exits; it is restarted with backoff). A `ConfigurationRefused` is reported as
-        final and ends the process with ``EXIT_CONFIG_REFUSED`` (SystemExit): the supervisor
-        gives the replica up at once, since no restart can fix it."""
+        worker exits; it is restarted with backoff). A `ConfigurationRefused` (here, or from
+        building the backend) is reported as final and ends the process with
+        ``EXIT_CONFIG_REFUSED`` (SystemExit): the supervisor gives the replica up at once, since
+        no restart can fix it."""
         started = time.perf_counter()
         try:
             model = self.backend.load(self.device)
         except ConfigurationRefused as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            logger.error("%s refused its configuration on %s: %s", self.name, self.device, message)
-            self.send(ReplicaLoadFailed(os.getpid(), message, final=True))
-            raise SystemExit(EXIT_CONFIG_REFUSED) from None
+            self._refuse(exc)
         except Exception as exc:
             logger.exception("%s could not load its model on %s", self.name, self.device)
             self.send(ReplicaLoadFailed(os.getpid(), f"{type(exc).__name__}: {exc}"))
@@ -115,6 +116,13 @@ class ReplicaRuntime(Generic[B]):
         self.send(ReplicaReady(os.getpid(), model, time.perf_counter() - started))
         logger.info("%s ready on %s", self.name, self.device)
         return True
+
+    def _refuse(self, exc: ConfigurationRefused) -> NoReturn:
+        """Report a refusal as final and end the process with ``EXIT_CONFIG_REFUSED``."""
+        message = f"{type(exc).__name__}: {exc}"
+        logger.error("%s refused its configuration on %s: %s", self.name, self.device, message)
+        self.send(ReplicaLoadFailed(os.getpid(), message, final=True))
+        raise SystemExit(EXIT_CONFIG_REFUSED) from None
 
     def release(self) -> None:
         started = time.perf_counter()

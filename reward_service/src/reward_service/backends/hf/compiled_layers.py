@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reward_service.backends.base import InvalidOption
+from reward_service.backends.base import InvalidOption, option_flag
 from service_kit.models.compiling import compile_by_default
 
 logger = logging.getLogger(__name__)
@@ -73,22 +73,15 @@ class LayerOptions:
         }
 
 
-def _flag(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
 def layer_options(options: dict[str, Any], device: str, deterministic: bool) -> LayerOptions:
     """The options as set, or by default: compile, grouped vision attention and the linear patch
     embedding on CUDA devices and not elsewhere (CPU compile costs minutes and gains little);
     compile stays off by default in deterministic mode (batch invariance under compile is shown
     on the CPU only) and without a C compiler for Triton (service_kit.models.compiling)."""
     cuda = device.startswith("cuda")
-    chosen = options.get("compile")
     compiled = (
-        _flag(chosen)
-        if chosen is not None
+        option_flag(options, "compile", False)
+        if options.get("compile") is not None
         else compile_by_default(device, deterministic=deterministic)
     )
     attention = str(options.get("vision_attention", "grouped" if cuda else "per_image"))
