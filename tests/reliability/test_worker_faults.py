@@ -5,7 +5,8 @@ restarted with backoff, and the service then answers the next 50 requests. A wor
 dying is given up on: the service is not ready, and by default the process exits (75) so that
 Compose's restart policy starts it afresh (Docker never restarts an unhealthy container).
 A worker whose load is refused for its configuration is given up on at once (no restart) and the
-process exits 78 (EX_CONFIG: a restart will not help).
+process exits 78 (EX_CONFIG: a restart will not help), also when its fellow workers were given up
+after failures (78 wins over 75).
 """
 
 from __future__ import annotations
@@ -242,6 +243,33 @@ async def test_a_load_refused_for_its_configuration_is_given_up_at_once_and_exit
         assert "restarting" not in log
         assert "refused for its configuration" in log and "(refuse_load)" in log
         assert "a restart will not help" in log
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("module", SERVICES)
+async def test_a_service_with_one_worker_refused_and_the_other_given_up_exits_78(
+    module: str, tmp_path: Path
+) -> None:
+    """A restart of the service could bring the failing worker back, never the refused one: the
+    configuration must be fixed, so 78 (EX_CONFIG) wins over 75 (EX_TEMPFAIL)."""
+    service = service_process(
+        module,
+        tmp_path,
+        options={"refuse_load_once": str(tmp_path / "refused")},
+        DEVICES="cpu,cpu",
+        MAX_WORKER_RESTARTS="1",
+    )
+    service.start()
+    try:
+        assert service.process is not None
+        assert service.process.wait(120) == EXIT_CONFIG_REFUSED
+        log = service.log()
+        assert log.count("failed to load: " + REFUSED[module]) == 1
+        assert log.count("refused its configuration; giving up on it at once") == 1
+        assert re.search(r"worker \d exited 2 times in \S+; giving up on it", log)  # the other
+        assert "no worker is left and a model load was refused for its configuration" in log
+        assert "(refuse_load_once); replica(s) [" in log and "given up on after repeated" in log
     finally:
         service.stop()
 

@@ -248,14 +248,28 @@ async def test_a_set_whose_every_load_was_refused_says_why_and_that_a_restart_wi
     assert "replica(s) [0, 1] not restarted: fix the configuration" in h.set.readiness().detail
 
 
-async def test_a_set_given_up_for_a_transient_failure_too_has_no_configuration_refusal() -> None:
+async def test_a_refusal_on_one_replica_wins_once_the_others_are_given_up_for_failures() -> None:
+    h = Harness(replicas=2)
+    h.supervisor.fail_loads = True
+    await h.set.start()
+    await h.until(lambda: all(r.failure for r in h.replicas))
+    h.replicas[0].state, h.replicas[0].refused = "failed", True  # refused: given up at once
+    h.replicas[0].failure = "UnsupportedOption: transformer_fp8 cannot run on cpu"
+    assert h.set.refusal() is None  # replica 1 is still being restarted: it may serve
+    h.replicas[1].state = "failed"  # ... until the restart policy gives up on it
+    assert h.set.given_up() and h.set.refusal() == (
+        "UnsupportedOption: transformer_fp8 cannot run on cpu; replica(s) [1] were given up on "
+        "after repeated failures"
+    )
+
+
+async def test_a_set_given_up_for_failures_alone_has_no_configuration_refusal() -> None:
     h = Harness(replicas=2)
     h.supervisor.fail_loads = True
     await h.set.start()
     await h.until(lambda: all(r.failure for r in h.replicas))
     for replica in h.replicas:
         replica.state = "failed"
-    h.replicas[0].refused = True  # one refused, the other gave up after its restarts
     assert h.set.given_up() and h.set.refusal() is None
 
 

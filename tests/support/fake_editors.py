@@ -4,6 +4,7 @@ Selected like any custom backend: ``EditorSettings(backend="tests.support.fake_e
 Options come from ``backend_options``: ``load_delay_s``, ``edit_delay_s`` (an edit's time,
 whatever its steps), ``step_delay_s`` (added per step: a 2-step job is quick beside a 40-step
 one), ``fail_load``, ``refuse_load`` (refused for its configuration: UnsupportedOption),
+``refuse_load_once`` (a file's path: the first load to create it is refused, every other fails),
 ``start_log`` (a file each edit appends its instruction to as it starts), ``edit_gate`` (the
 path of a file each edit waits for, up to 60 s, after it started: a test holds the worker busy
 until it creates the file).
@@ -42,6 +43,12 @@ class MirrorEditBackend:
             raise RuntimeError("configured to fail while loading")
         if self.options.get("refuse_load"):
             raise UnsupportedOption(f"transformer_fp8 cannot run on {device} (refuse_load)")
+        if once := self.options.get("refuse_load_once"):  # one worker refused, the rest fail
+            try:
+                os.close(os.open(str(once), os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                raise RuntimeError("configured to fail while loading (refuse_load_once)") from None
+            raise UnsupportedOption(f"transformer_fp8 cannot run on {device} (refuse_load_once)")
         return LoadedModel(
             id=f"fake:{self.model}",
             source="local",

@@ -9,7 +9,8 @@ The item's instruction steers the fake (it appears in every rendered question):
 makes generate mode answer without a score; ``fake-crash`` raises inside the model; ``fake-oom``
 runs out of device memory; ``fake-short`` returns one output too few.
 Options (``backend_options``): ``load_delay_s``, ``batch_delay_s``, ``fail_load``, ``refuse_load``
-(refused for its configuration: InvalidOption); ``load_gate``
+(refused for its configuration: InvalidOption), ``refuse_load_once`` (a file's path: the first
+load to create it is refused, every other fails); ``load_gate``
 and ``batch_gate``: paths of files the fake waits for (up to 30 s) before loading / scoring, so a
 test can hold the model; ``modes``: the score modes it says it offers (default both, as a
 local model; ``["generate"]`` as an endpoint without log-probabilities); ``journal``: a file where
@@ -105,6 +106,14 @@ class FakeJudge:
             raise RuntimeError("configured to fail while loading")
         if self.options.get("refuse_load"):
             raise InvalidOption("prefix_passes must be 'folded' or 'copied', not 'x' (refuse_load)")
+        if once := self.options.get("refuse_load_once"):  # one worker refused, the rest fail
+            try:
+                os.close(os.open(str(once), os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                raise RuntimeError("configured to fail while loading (refuse_load_once)") from None
+            raise InvalidOption(
+                "prefix_passes must be 'folded' or 'copied', not 'x' (refuse_load_once)"
+            )
         return LoadedModel(
             id=f"fake:{self.model}",
             source="local",

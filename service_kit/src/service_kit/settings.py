@@ -107,8 +107,8 @@ class ServiceSettings(BaseSettings):
         default=True,
         description="Exit (code 75) once every worker has been given up on, so that a restart "
         "policy (Compose's restart: unless-stopped) starts the service afresh; code 78 "
-        "(EX_CONFIG) when every worker's model load was refused for its configuration (a "
-        "restart will not help). Off: stay up, not ready.",
+        "(EX_CONFIG) instead when at least one of them was given up because its model load was "
+        "refused for its configuration (a restart will not help). Off: stay up, not ready.",
     )
 
     @field_validator("api_keys", mode="before")

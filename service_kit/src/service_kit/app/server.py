@@ -16,9 +16,10 @@ A second signal ends the wait at once; a third skips the rest of the shutdown.
 The same watcher ends a process whose workers have all been given up on (``exit_when_failed``):
 it exits with ``EXIT_WORKERS_GAVE_UP`` so that the container's restart policy starts it afresh.
 Docker never restarts a container for being unhealthy, and a service with no worker left would
-otherwise answer 503 forever. When every worker was given up because its model load was refused
-for its configuration (service_kit.models.refusals), it exits with ``EXIT_CONFIG_REFUSED`` (78,
-EX_CONFIG) instead, logging why: a restart with the same configuration will not help.
+otherwise answer 503 forever. When the workers were given up and at least one because its model
+load was refused for its configuration (service_kit.models.refusals), it exits with
+``EXIT_CONFIG_REFUSED`` (78, EX_CONFIG) instead, logging why: the refused worker fails the same
+way after any restart, whatever the others' failures were.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ class DrainingServer(uvicorn.Server):
             refusal = lifecycle.refusal()
             if refusal is not None:
                 logger.error(
-                    "every worker's model load was refused for its configuration: %s; exiting "
-                    "(code %d, configuration error): a restart will not help, fix the "
+                    "no worker is left and a model load was refused for its configuration: %s; "
+                    "exiting (code %d, configuration error): a restart will not help, fix the "
                     "configuration",
                     refusal,
                     EXIT_CONFIG_REFUSED,

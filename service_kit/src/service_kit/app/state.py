@@ -40,8 +40,8 @@ class Lifecycle(Protocol):
         """Whether every worker has been given up on (none will be restarted)."""
 
     def refusal(self) -> str | None:
-        """Why, when every worker was given up because its model load was refused for its
-        configuration (a restart will not help); None otherwise."""
+        """Why, when every worker was given up and at least one because its model load was
+        refused for its configuration (a restart will not help); None otherwise."""
 
 
 class Hosted(Lifecycle, Protocol):

@@ -7,8 +7,8 @@ the model's family does not have, a model that is no folder or hub id, a backend
 cannot be imported, a judge endpoint URL that is not http(s). Every configuration error is one
 of these, never a plain ValueError or RuntimeError (which would be restarted as transient). The
 worker runtime reports it as final and exits with ``EXIT_CONFIG_REFUSED``; the supervisor then
-gives the replica up at once instead of restarting it with back-off, and a service whose every
-replica was refused so exits with the same code (service_kit.app.server).
+gives the replica up at once instead of restarting it with back-off, and a service left with no
+replica, at least one of them refused so, exits with the same code (service_kit.app.server).
 """
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ class ReplicaDispatch(Generic[R, M]):
         return self.replica_set.given_up()
 
     def refusal(self) -> str | None:
-        """Why, when every replica was given up because its load was refused for its
-        configuration; None otherwise."""
+        """Why, when every replica was given up and at least one because its load was refused
+        for its configuration; None otherwise (ReplicaSet.refusal)."""
         return self.replica_set.refusal()
 
     def model_state(self) -> ModelState:

@@ -197,14 +197,21 @@ class ReplicaSet(Generic[R]):
         return all(r.state == "failed" for r in self.replicas)
 
     def refusal(self) -> str | None:
-        """Why, when every replica was given up on because its load was refused for its
-        configuration (no restart can help); None otherwise."""
-        if not all(r.state == "failed" and r.refused for r in self.replicas):
+        """Why, when every replica was given up on and at least one of them because its load was
+        refused for its configuration; None otherwise. The refusal wins over the others'
+        failures: whatever a restart of the service does for those, the refused replica will
+        not serve until the configuration is fixed (exit 78, not 75; docs/DEPLOY.md)."""
+        refused = [r for r in self.replicas if r.refused]
+        if not refused or not self.given_up():
             return None
-        return next(
-            (r.failure for r in self.replicas if r.failure),
+        why = next(
+            (r.failure for r in refused if r.failure),
             f"the {self.config.noun}'s configuration was refused (see the service log)",
         )
+        others = [r.index for r in self.replicas if not r.refused]
+        if others:
+            why += f"; replica(s) {others} were given up on after repeated failures"
+        return why
 
     def serving(self) -> list[R]:
         return [r for r in self.replicas if r.state == "ready"]
