@@ -57,8 +57,11 @@ async def assert_consistent(module: str, http: httpx.AsyncClient) -> str:
 async def test_a_load_sent_while_a_release_waits_for_a_job_leaves_the_model_loaded(
     module: str, tmp_path: Path
 ) -> None:
-    journal = tmp_path / "journal"
-    service = service_process(module, tmp_path, options={"slow_s": 2, "journal": str(journal)})
+    journal, gate = tmp_path / "journal", tmp_path / "open"
+    # The slow job holds until the load has been sent (a timed one, 2 s, could end first on a
+    # loaded machine: the release done, and the load no longer sent while it waits).
+    options = {"slow_s": 120, "slow_gate": str(gate), "journal": str(journal)}
+    service = service_process(module, tmp_path, options=options)
     with service.running(ready_timeout_s=120):
         async with httpx.AsyncClient(base_url=service.url, timeout=HANG) as http:
             route = JOB_ROUTE[module]
@@ -72,7 +75,16 @@ async def test_a_load_sent_while_a_release_waits_for_a_job_leaves_the_model_load
             refused = await http.post(route, json=job_body(module))  # a job in between
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["model_state"] == "released"
-            load = asyncio.create_task(http.post("/v1/model/load"))
+            sent = asyncio.Event()
+
+            async def trace(name: str, _: object) -> None:
+                if name == "http11.send_request_body.complete":
+                    sent.set()
+
+            load = asyncio.create_task(http.post("/v1/model/load", extensions={"trace": trace}))
+            await asyncio.wait_for(sent.wait(), 60)
+            assert not slow.done() and not release.done()  # the release still waits for the job
+            gate.touch()
 
             assert (await slow).status_code == 200
             released, loaded = await release, await load
