@@ -20,7 +20,10 @@ from service_kit.http.json_body import document_json_bodies
 from service_kit.replicas.admission import BatchPolicy
 from shared_schemas import ScoreRequest
 
-SUMMARY = "A Qwen3-VL judge for image edits: expected or generated 0-10 scores, batched."
+SUMMARY = (
+    "A vision-language judge for image edits (a Qwen-VL model through transformers, or any model "
+    "behind an OpenAI-compatible endpoint): expected or generated scores under a protocol, batched."
+)
 
 
 def batch_key(item: ItemWork) -> tuple[str, int]:

@@ -57,15 +57,18 @@ class ModelChanged(ServiceCallError):
 
 class TooManyInputs(Exception):
     """An item with more input images than the editor's family takes (GET /v1/info): recorded
-    as failed permanently before anything is sent; the run goes on."""
+    as failed permanently before anything is sent; the run goes on. The message names the model
+    and family the editor reports, and no other: which model takes more is the user's choice."""
 
     def __init__(self, item_id: str, given: int, limit: int, info: EditorInfo | None) -> None:
-        family = info.family.title if info is not None and info.family is not None else "editor"
         model = info.model.id if info is not None and info.model is not None else "the editor"
+        family = info.family if info is not None else None
+        served = f"{model} ({family.title})" if family is not None else model
         takes = "1" if limit == 1 else f"at most {limit}"
         super().__init__(
-            f"item {item_id!r} has {given} input images; {model} ({family}) takes {takes}: "
-            "not edited (a multi-image model such as Qwen-Image-Edit-2509 takes several)"
+            f"item {item_id!r} has {given} input images; {served} takes {takes}: not edited "
+            f"(an editor whose family takes {given} or more, /v1/info family.max_images, "
+            "edits it)"
         )
 
 

@@ -209,8 +209,8 @@ def warnings_for(
     if too_many:
         notes.append(
             f"{counted(len(too_many), 'item')} with more input images than the editor takes "
-            "were not edited and are left out (an editor that takes several, such as "
-            "Qwen-Image-Edit-2509, edits them)"
+            "were not edited and are left out (an editor whose family takes several input "
+            "images, /v1/info family.max_images, edits them)"
         )
     if micro.judge_failed or micro.unscored:
         notes.append(
