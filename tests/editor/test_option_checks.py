@@ -86,3 +86,12 @@ def test_a_backend_setting_that_names_no_backend_is_refused(backend: str, messag
 def test_a_model_that_is_no_folder_hub_id_or_builtin_is_refused_when_the_backend_is_built() -> None:
     with pytest.raises(ConfigurationRefused, match="is not a folder, a Hugging Face id"):
         make_backend(BackendSpec("diffusers", "./editors/missing", None, "auto", "/tmp"))
+
+
+def test_fp8_on_a_cpu_worker_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """Default devices are resolved at start (no GPU: the CPU): the worker refuses FP8 there
+    before building or loading the model, not after its weights have loaded."""
+    spec = BackendSpec("diffusers", "tiny", None, "auto", str(tmp_path), {"transformer_fp8": "row"})
+    with pytest.raises(UnsupportedOption, match=r"needs a CUDA GPU .* device is cpu"):
+        DiffusersEditBackend(spec).load("cpu")
+    assert not list(tmp_path.iterdir())  # nothing built

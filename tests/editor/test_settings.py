@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from editor_service.config import EditorSettings
 from editor_service.families.registry import FAMILIES, builtin_sources
+from service_kit.models.refusals import EXIT_CONFIG_REFUSED
 from tests.support.servers import offline_env
 
 READ = (
@@ -81,7 +82,7 @@ def test_a_bad_setting_is_refused_with_a_message() -> None:
         capture_output=True,
         text=True,
     )
-    assert out.returncode != 0
+    assert out.returncode == EXIT_CONFIG_REFUSED
     assert "queue_capacity" in out.stderr.lower() or "queue-capacity" in out.stderr
 
 
@@ -93,8 +94,9 @@ def test_fp8_on_cpu_workers_is_refused_at_start_up_with_a_clear_error() -> None:
         text=True,
         timeout=120,
     )
-    assert out.returncode != 0
-    assert "transformer_fp8 needs CUDA GPUs" in out.stderr + out.stdout
+    assert out.returncode == EXIT_CONFIG_REFUSED  # a configuration error, not a crash (was 3)
+    assert "cannot start, invalid settings" in out.stderr and "Traceback" not in out.stderr
+    assert "transformer_fp8 needs CUDA GPUs" in out.stderr
 
 
 def test_the_fixed_step_cache_is_configured_by_flags_and_excludes_the_other_cache() -> None:

@@ -4,6 +4,8 @@ restart would retry. Each names the setting to fix and never echoes a secret."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from reward_service.backends.factory import make_backend
 from reward_service.backends.openai_endpoint import OPTION, EndpointConfig
 from reward_service.backends.transformers_backend import preprocess_device_option
 from reward_service.config import RewardSettings
-from service_kit.models.refusals import ConfigurationRefused
+from service_kit.models.refusals import EXIT_CONFIG_REFUSED, ConfigurationRefused
+from tests.support.servers import offline_env
 
 PASSWORD = "pw-9f8e7d6c5b4a"
 
@@ -124,3 +127,31 @@ def test_a_dtype_that_torch_does_not_have_is_refused_before_the_weights_load() -
     spec = BackendSpec("transformers", "tiny", None, "float65", "/nonexistent-cache")
     with pytest.raises(ConfigurationRefused, match="dtype must be auto or a torch dtype"):
         make_backend(spec).load("cpu")
+
+
+def _start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reward_service", "--port", "0"],
+        env=offline_env(REWARD_CACHE_DIR=str(tmp_path / "cache"), **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_an_openai_judge_without_a_base_url_stops_the_service_at_once_with_78(
+    tmp_path: Path,
+) -> None:
+    out = _start(tmp_path, REWARD_BACKEND="openai", REWARD_MODEL="gpt-4.1")
+    assert out.returncode == EXIT_CONFIG_REFUSED  # not 1, and no worker restarted
+    assert "cannot start, invalid settings" in out.stderr
+    assert "REWARD_OPENAI_BASE_URL" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_protocol_file_that_does_not_load_stops_the_service_with_78(tmp_path: Path) -> None:
+    protocols = tmp_path / "protocols"
+    protocols.mkdir()
+    (protocols / "mine.yaml").write_text("name: [\n")
+    out = _start(tmp_path, REWARD_PROTOCOLS_DIR=str(protocols), REWARD_LOAD_ON_START="false")
+    assert out.returncode == EXIT_CONFIG_REFUSED
+    assert "mine.yaml" in out.stderr and "Traceback" not in out.stderr

@@ -46,10 +46,10 @@ def test_the_replica_config_carries_the_services_restart_and_load_settings(
     assert (config.policy.max_restarts, config.policy.window_s) == (2, 9.0)
 
 
-def test_editor_options_its_devices_cannot_run_are_refused_when_devices_resolve() -> None:
-    settings = EditorSettings(devices="cpu", transformer_fp8="row")
+def test_editor_options_the_devices_named_cannot_run_are_refused_with_the_settings() -> None:
     with pytest.raises(ValueError, match="transformer_fp8 needs CUDA GPUs"):
-        settings.resolve_devices()
+        EditorSettings(devices="cuda:0,cpu", transformer_fp8="row")
+    assert EditorSettings(devices="0", transformer_fp8="row").devices == ["cuda:0"]
 
 
 @pytest.mark.parametrize(

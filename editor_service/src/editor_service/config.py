@@ -125,16 +125,17 @@ class EditorSettings(ModelServiceSettings):
                 raise ValueError(option_refusal(option, family, self.model))
         return self
 
-    def resolve_devices(self) -> list[str]:
-        """The workers' devices (every visible GPU by default); options those devices cannot run
-        are refused here, before any worker starts."""
-        devices = super().resolve_devices()
-        if self.transformer_fp8 and any(not d.startswith("cuda") for d in devices):
+    @model_validator(mode="after")
+    def _fp8_on_the_devices_named(self) -> Self:
+        """FP8 on devices named as not CUDA GPUs is refused here, before anything starts; on the
+        default devices (every visible GPU, else the CPU) each worker refuses it before its
+        weights load (a GPU older than 8.9 too): final, exit 78 either way."""
+        if self.transformer_fp8 and any(not d.startswith("cuda") for d in self.devices):
             raise ValueError(
                 "transformer_fp8 needs CUDA GPUs (compute capability 8.9+); the editor's devices "
-                f"are {', '.join(devices)}. Unset EDITOR_TRANSFORMER_FP8 to run there."
+                f"are {', '.join(self.devices)}. Unset EDITOR_TRANSFORMER_FP8 to run there."
             )
-        return devices
+        return self
 
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(

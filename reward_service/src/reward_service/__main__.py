@@ -13,6 +13,7 @@ from reward_service.config import RewardSettings
 from reward_service.protocols import ProtocolFileError
 from service_kit.app.server import serve
 from service_kit.logs import configure_logging
+from service_kit.models.refusals import refused_at_start
 from service_kit.settings import load_settings
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app = create_app(settings)
     except ProtocolFileError as exc:  # a user's protocol file: say which and why, no traceback
-        sys.exit(f"reward_service: {exc}")
+        raise refused_at_start(f"reward_service: {exc}") from None
     sys.exit(serve(app, settings))
 
 

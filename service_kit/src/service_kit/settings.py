@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from service_kit.models.devices import normalize_device, resolve_devices
+from service_kit.models.refusals import refused_at_start
 from service_kit.replicas.processes import RestartPolicy
 from service_kit.replicas.replica_set import ReplicaConfig
 
@@ -212,4 +213,5 @@ def load_settings(
             f"  {prefix}{'.'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
             for error in exc.errors()
         ]
-        raise SystemExit(f"{prog}: cannot start, invalid settings:\n" + "\n".join(lines)) from None
+        message = f"{prog}: cannot start, invalid settings:\n" + "\n".join(lines)
+        raise refused_at_start(message) from None

@@ -33,6 +33,7 @@ from editor_service.backends.option_checks import check_options
 from editor_service.backends.speed_modes import (
     QWEN_FP8_LAYERS,
     UnsupportedOption,
+    check_fp8_device,
     enable_step_schedule,
     quantize_fp8,
 )
@@ -152,6 +153,7 @@ class DiffusersEditBackend:
 
     def load(self, device: str) -> LoadedModel:
         import diffusers
+        import torch
         import transformers
         from diffusers import DiffusionPipeline
 
@@ -165,6 +167,9 @@ class DiffusersEditBackend:
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
         check_options(self.spec.options)  # a value the backend cannot take: refused, final
+        if self.spec.options.get("transformer_fp8"):  # before the weights, not after them
+            cuda = device.startswith("cuda")
+            check_fp8_device(device, torch.cuda.get_device_capability(device) if cuda else None)
         dtype = resolve_dtype(self.spec.dtype, device)
         source = self.source
         started = time.perf_counter()

@@ -13,9 +13,22 @@ replica, at least one of them refused so, exits with the same code (service_kit.
 
 from __future__ import annotations
 
+import sys
+
 # sysexits.h EX_CONFIG: a configuration error; a restart with the same configuration will not help.
 EXIT_CONFIG_REFUSED = 78
 
 
 class ConfigurationRefused(ValueError):
     """A model load refused for how it is configured (see the module docstring)."""
+
+
+def refused_at_start(message: str) -> SystemExit:
+    """The exit of a service refused before it serves (invalid settings, a protocol file that
+    does not load): ``message`` is written to stderr now and the process exits
+    ``EXIT_CONFIG_REFUSED``, like a service whose model loads were refused. ``str()`` of the
+    exit is the message."""
+    sys.stderr.write(message + "\n")
+    refused = SystemExit(message)
+    refused.code = EXIT_CONFIG_REFUSED
+    return refused
