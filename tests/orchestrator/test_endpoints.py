@@ -31,7 +31,7 @@ from orchestrator.store import JsonlLog
 from orchestrator.wording import counted
 from shared_schemas import EditRequest, ModelInfo
 from tests.orchestrator.conftest import write_manifest
-from tests.orchestrator.harness import answered, editbench, finish, wait_for
+from tests.orchestrator.harness import answered, editbench, editor_idle, finish, wait_for
 from tests.support.images import b64, image_bytes
 from tests.support.servers import ServiceProcess, free_port
 
@@ -196,8 +196,16 @@ def test_editor_killed_mid_run_leaves_exactly_one_record_per_item(tmp_path: Path
         (judge,) = started(stack, Service("reward_service", tmp_path, "judge"))
         out = tmp_path / "run"
         run = editbench(*run_args(benchmark(tmp_path, 16), out, [doomed, survivor], [judge]))
-        wait_for(lambda: answered(doomed.url, "/v1/edits") >= 2, "edits on the doomed", run)
-        doomed.kill()  # with an edit of this run in flight on it
+        # Killed with an edit of this run in flight on it: seen busy (or with one queued) just
+        # before the kill, each edit taking 0.5 s. (Waiting only for two answered edits left the
+        # rest of the run - about 3 s - as the window for the kill: on a loaded machine the run
+        # could be done with the doomed editor first, and nothing would be set aside.)
+        wait_for(
+            lambda: answered(doomed.url, "/v1/edits") >= 2 and not editor_idle(doomed.url),
+            "edits on the doomed, one in flight",
+            run,
+        )
+        doomed.kill()
         code, _, err = finish(run)
 
         assert code == 0, err
