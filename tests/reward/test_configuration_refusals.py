@@ -4,6 +4,7 @@ restart would retry. Each names the setting to fix and never echoes a secret."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from reward_service.backends.base import BackendSpec, InvalidOption, option_flag
 from reward_service.backends.factory import make_backend
+from reward_service.backends.hf.loading import attention_option
 from reward_service.backends.openai_endpoint import OPTION, EndpointConfig
 from reward_service.backends.transformers_backend import preprocess_device_option
 from reward_service.config import RewardSettings
@@ -155,3 +157,25 @@ def test_a_protocol_file_that_does_not_load_stops_the_service_with_78(tmp_path: 
     out = _start(tmp_path, REWARD_PROTOCOLS_DIR=str(protocols), REWARD_LOAD_ON_START="false")
     assert out.returncode == EXIT_CONFIG_REFUSED
     assert "mine.yaml" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("value", ["flash", "flash-attention-2", 2])
+def test_an_attention_transformers_does_not_have_is_refused_before_the_model_is_built(
+    value: object,
+) -> None:
+    assert attention_option({}) == "sdpa"
+    assert attention_option({"attn_implementation": "kernels-community/flash-attn3"})
+    with pytest.raises(InvalidOption, match="attn_implementation must be one of eager, "):
+        attention_option({"attn_implementation": value})
+
+
+@pytest.mark.tiny
+def test_an_attention_whose_package_is_missing_is_refused_for_its_configuration(
+    model_cache: Path,
+) -> None:
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here: nothing is missing")
+    options = {"attn_implementation": "flash_attention_2"}
+    spec = BackendSpec("transformers", "tiny", None, "auto", str(model_cache), options)
+    with pytest.raises(InvalidOption, match="needs a package this environment lacks"):
+        make_backend(spec).load("cpu")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from reward_service.backends.base import BackendSpec, LoadedModel
+from reward_service.backends.base import BackendSpec, InvalidOption, LoadedModel
 from service_kit.models.dtypes import resolve_dtype
 from service_kit.models.loading import RANDOM_REVISION, model_folder
 from service_kit.models.sources import ModelSource, SourceKind
@@ -25,6 +25,18 @@ BUILTIN_SOURCES: dict[str, tuple[SourceKind, str]] = {
     "tiny-moe": ("tiny", "moe"),
     "random-full": ("random-full", "moe"),
 }
+
+
+def attention_option(options: dict[str, Any]) -> str:
+    """``attn_implementation`` (default ``sdpa``): one transformers has, or a hub kernel
+    (``org/repo``); anything else is refused before the model is built."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    value = options.get("attn_implementation", "sdpa")
+    known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    if not isinstance(value, str) or (value not in known and "/" not in value):
+        raise InvalidOption(f"attn_implementation must be one of {', '.join(known)}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +53,7 @@ def load_judge(spec: BackendSpec, source: ModelSource, device: str) -> Loaded:
 
     transformers.utils.logging.disable_progress_bar()
     dtype = resolve_dtype(spec.dtype, device)
-    attn = str(spec.options.get("attn_implementation", "sdpa"))
+    attn = attention_option(spec.options)
     variant: Literal["dense", "moe"] = "moe" if source.variant == "moe" else "dense"
     model: Any
     processor: Any
@@ -60,9 +72,15 @@ def load_judge(spec: BackendSpec, source: ModelSource, device: str) -> Loaded:
             return ensure_tiny_folder(Path(spec.cache_dir), variant)
 
         folder, revision = model_folder(source, spec.revision, build_tiny)
-        model = AutoModelForImageTextToText.from_pretrained(
-            folder, dtype=dtype, attn_implementation=attn
-        )
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(
+                folder, dtype=dtype, attn_implementation=attn
+            )
+        except ImportError as exc:  # flash_attention_2 without flash-attn: no restart installs it
+            raise InvalidOption(
+                f"{source.name} with attn_implementation={attn!r} needs a package this "
+                f"environment lacks: {exc}"
+            ) from None
         model.to(device)
         processor = AutoProcessor.from_pretrained(folder)
     model.eval()
