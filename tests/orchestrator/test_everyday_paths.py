@@ -233,13 +233,27 @@ def slow_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
 def test_the_resume_command_printed_on_ctrl_c_works_as_printed(
     slow_services: tuple[Service, Service], tmp_path: Path
 ) -> None:
-    editor, judge = slow_services
+    _, judge = slow_services
+    # An editor that answers the first edit and holds every later one until the gate opens: the
+    # Ctrl-C comes with one edit done and the rest left, whatever the machine's speed (with a
+    # timed editor, 0.3 s an edit, the edits left were the window for the signal).
+    gate = tmp_path / "open"
+    options = {"edit_gate": str(gate), "edit_gate_after": 1}
+    with ExitStack() as stack:
+        [editor] = started(stack, Service("editor_service", tmp_path, "held", options=options))
+        run_interrupted_then_resumed(editor, judge, tmp_path, gate)
+
+
+def run_interrupted_then_resumed(
+    editor: Service, judge: Service, tmp_path: Path, gate: Path
+) -> None:
     out = tmp_path / "run"
     first = editbench(
         "run", "-b", "sample", "--limit", "6", "--steps", "2", "--protocol", "single",
         "--editor-url", editor.url, "--reward-url", judge.url, "--out", str(out),
     )  # fmt: skip
     wait_for(lambda: len(JsonlLog(out / "edits.jsonl").read()) >= 1, "a first edit", first)
+    assert len(JsonlLog(out / "edits.jsonl").read()) == 1  # the second is held
     first.send_signal(signal.SIGINT)
     code, _, err = finish(first, 120)
     assert code == 130, err
@@ -251,6 +265,7 @@ def test_the_resume_command_printed_on_ctrl_c_works_as_printed(
     # The way this test started it (python -m orchestrator), by the same interpreter's path.
     assert argv[:4] == [sys.executable, "-m", "orchestrator", "run"]
     assert argv[4:] == ["--resume", "--out", str(out)]
+    gate.touch()
 
     # Exactly the printed command, as pasted (no URL flags): the run folder knows the services.
     second = subprocess.Popen(

@@ -7,7 +7,8 @@ one), ``fail_load``, ``refuse_load`` (refused for its configuration: Unsupported
 ``refuse_load_once`` (a file's path: the first load to create it is refused, every other fails),
 ``start_log`` (a file each edit appends its instruction to as it starts), ``edit_gate`` (the
 path of a file each edit waits for, up to 60 s, after it started: a test holds the worker busy
-until it creates the file).
+until it creates the file), ``edit_gate_after`` (how many of a worker's edits pass before the
+gate applies; default 0).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class MirrorEditBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.options = spec.options
         self.model = spec.model
+        self.edits_started = 0
 
     def load(self, device: str) -> LoadedModel:
         time.sleep(float(self.options.get("load_delay_s", 0)))
@@ -67,7 +69,9 @@ class MirrorEditBackend:
         if log := self.options.get("start_log"):  # the order jobs start in, for fairness tests
             with open(log, "a") as starts:
                 starts.write(job.instruction + "\n")
-        if gate := self.options.get("edit_gate"):
+        self.edits_started += 1
+        gate = self.options.get("edit_gate")
+        if gate and self.edits_started > int(self.options.get("edit_gate_after", 0)):
             deadline = time.monotonic() + 60
             while not os.path.exists(gate) and time.monotonic() < deadline:
                 if should_stop():
