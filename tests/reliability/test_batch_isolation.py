@@ -1,6 +1,6 @@
 """A judge batch never fails an innocent item: real service, the fault judge at the seam.
 
-Two clients' items share one batch (the batch waits long enough to gather both); one client's
+Two clients' items share one batch (the batch waits until it is full: all of them); one client's
 item makes the model fail. The other client's items are scored (200), and only the culprit's
 request fails, with an error that says whether a retry can help: an error the item causes (500,
 retryable false) or out of memory even on its own (507, retryable true).
@@ -40,8 +40,15 @@ async def test_one_clients_bad_item_fails_only_its_request_and_the_batch_mates_a
     tmp_path: Path, culprit: str, status: int, kind: str, retryable: bool
 ) -> None:
     journal = tmp_path / "journal"
+    # The four items (two images each: 8) fill a batch, which leaves as soon as the last one
+    # comes; 10 s is only a bound. (A batch that waited 1 s needed the three requests to reach
+    # the queue within 1 s of each other, which a loaded machine does not promise.)
     service = service_process(
-        "reward_service", tmp_path, options={"journal": str(journal)}, MAX_WAIT_S="1.0"
+        "reward_service",
+        tmp_path,
+        options={"journal": str(journal)},
+        MAX_WAIT_S="10",  # the most it takes
+        MAX_BATCH_IMAGES="8",
     )
     with service.running(ready_timeout_s=120):
         async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
