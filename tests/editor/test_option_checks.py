@@ -29,6 +29,7 @@ from service_kit.models.refusals import ConfigurationRefused
         ({"step_cache_warmup": True}, "step_cache_warmup .* must be a whole number"),
         ({"compile": "false"}, r"compile \(EDITOR_COMPILE\) must be true or false"),
         ({"lora": 7}, "lora .* must be text"),
+        ({"lora": "/nonexistent/editbench/lora.safetensors"}, "lora .*: /nonexistent/.* not exist"),
         ({"transformer_fp8": "block"}, "transformer_fp8 .* must be one of row, tensor"),
         ({"attention_backend": "flash-attn"}, "attention_backend .* diffusers' attention back"),
         ({"step_cache": 0.1, "step_cache_interval": 2}, "two step caches"),

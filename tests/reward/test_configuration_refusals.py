@@ -179,3 +179,14 @@ def test_an_attention_whose_package_is_missing_is_refused_for_its_configuration(
     spec = BackendSpec("transformers", "tiny", None, "auto", str(model_cache), options)
     with pytest.raises(InvalidOption, match="needs a package this environment lacks"):
         make_backend(spec).load("cpu")
+
+
+def test_a_hub_model_missing_from_the_cache_while_offline_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Offline as every test runs (tests/conftest.py), said here; an empty cache.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec = BackendSpec("transformers", "nobody-editbench/absent-judge", None, "auto", "/tmp")
+    with pytest.raises(ConfigurationRefused, match=r"not in the model cache .* HF_HUB_OFFLINE"):
+        make_backend(spec).load("cpu")

@@ -10,6 +10,7 @@ of loading weights and being restarted as if it were transient.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from editor_service.backends.speed_modes import FP8_GRANULARITIES, UnsupportedOption
@@ -49,6 +50,9 @@ def check_options(options: dict[str, Any]) -> None:
         value = options.get(option)
         if value is not None and not isinstance(value, str):
             raise UnsupportedOption(f"{_named(option)} must be text, not {value!r}")
+    lora = options.get("lora")
+    if lora and lora.startswith((".", "/", "~")) and not Path(lora).expanduser().exists():
+        raise UnsupportedOption(f"{_named('lora')}: {lora} does not exist")  # a hub id may
     fp8 = options.get("transformer_fp8")
     if fp8 and fp8 not in FP8_GRANULARITIES:
         raise UnsupportedOption(

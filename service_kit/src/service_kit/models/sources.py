@@ -50,10 +50,38 @@ def parse_model_source(value: str, builtins: dict[str, tuple[SourceKind, str]]) 
 
 
 def hub_snapshot(repo_id: str, revision: str | None) -> Path:
-    """Download (or find in HF_HOME) a hub snapshot; the folder is named by its commit."""
-    from huggingface_hub import snapshot_download
+    """Download (or find in HF_HOME) a hub snapshot; the folder is named by its commit.
 
-    return Path(snapshot_download(repo_id, revision=revision))
+    A repo or revision the hub does not have (or will not show this token), or one missing from
+    the cache while HF_HUB_OFFLINE is set, is refused (ConfigurationRefused): no restart fetches
+    it. A hub that cannot be reached is not refused: a later try may reach it."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision))
+    except RevisionNotFoundError:
+        raise ConfigurationRefused(
+            f"model {repo_id!r} has no revision {revision!r} on the Hugging Face hub: set the "
+            "revision setting to a branch, tag or commit it has"
+        ) from None
+    except RepositoryNotFoundError:  # gated ones too (GatedRepoError)
+        raise ConfigurationRefused(
+            f"model {repo_id!r} is not on the Hugging Face hub, or is private or gated and the "
+            "token (HF_TOKEN) may not read it"
+        ) from None
+    except LocalEntryNotFoundError as exc:
+        if not isinstance(exc.__cause__, OfflineModeIsEnabled):
+            raise  # the hub could not be reached: a later try may
+        raise ConfigurationRefused(
+            f"model {repo_id!r} is not in the model cache (HF_HOME) and HF_HUB_OFFLINE is set: "
+            "download it first, or unset HF_HUB_OFFLINE"
+        ) from None
 
 
 def folder_revision(folder: Path, *, include_weights: bool = False) -> str:
