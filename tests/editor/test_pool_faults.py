@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,20 @@ async def test_edit_returns_429_with_retry_after_when_queue_is_full(tmp_path: Pa
         assert 'editor_rejected_total{reason="queue_full"} 2.0' in metrics
 
 
+async def info_when(
+    client: httpx.AsyncClient, done: Callable[[EditorInfo], bool], timeout_s: float = 60
+) -> EditorInfo:
+    """/v1/info once ``done`` holds for it, or the last one after ``timeout_s`` (the caller
+    asserts). The workers are processes of their own: spawning one, and restarting it with
+    backoff, took 1-2 s of an idle machine; the old bounds (100 polls of 0.1 s) were 10 s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = EditorInfo.model_validate((await client.get("/v1/info")).json())
+        if done(info) or time.monotonic() > deadline:
+            return info
+        await asyncio.sleep(0.1)
+
+
 async def wait_settled(client: httpx.AsyncClient, timeout_s: float = 60) -> EditorInfo:
     """Until nothing is queued or running: a job started late would show as busy first."""
     for _ in range(int(timeout_s / 0.1)):
@@ -121,34 +136,30 @@ async def test_job_that_waits_past_its_deadline_gets_504_and_never_runs(tmp_path
 
 
 async def test_killed_worker_fails_only_its_job_and_comes_back(tmp_path: Path) -> None:
+    gate = tmp_path / "open"
     app = create_app(
-        settings(tmp_path, devices=["cpu", "cpu"], backend_options={"step_delay_s": 0.2})
+        settings(tmp_path, devices=["cpu", "cpu"], backend_options={"edit_gate": str(gate)})
     )
     async for client in client_for(app):
         await wait_ready(client)
         info = EditorInfo.model_validate((await client.get("/v1/info")).json())
         victim = info.workers[0].pid
         assert victim is not None
-        # Two 4 s jobs (20 steps of 0.2 s), one per worker; the kill lands once both run.
-        slow = payload(steps=20)
-        jobs = [asyncio.create_task(client.post("/v1/edits", json=slow)) for _ in range(2)]
-        for _ in range(300):
-            info = EditorInfo.model_validate((await client.get("/v1/info")).json())
-            if [w.state for w in info.workers] == ["busy", "busy"]:
-                break
-            await asyncio.sleep(0.02)
+        # Two jobs held at the gate, one per worker; the kill lands once both run, and the
+        # survivor's job ends only after it (timed jobs, 4 s, could both end before a late kill).
+        jobs = [asyncio.create_task(client.post("/v1/edits", json=payload())) for _ in range(2)]
+        info = await info_when(client, lambda info: [w.state for w in info.workers] == ["busy"] * 2)
         assert [w.state for w in info.workers] == ["busy", "busy"]
         os.kill(victim, signal.SIGKILL)
+        died = await next(asyncio.as_completed(jobs))  # the victim's, while the other is held
+        assert died.status_code == 503, died.text
+        gate.touch()
         responses = await asyncio.gather(*jobs)
         assert sorted(r.status_code for r in responses) == [200, 503]
         died = next(r for r in responses if r.status_code == 503)
         assert ErrorResponse.model_validate(died.json()).error.type == "worker_died"
         await wait_ready(client)
-        for _ in range(60):
-            info = EditorInfo.model_validate((await client.get("/v1/info")).json())
-            if info.workers[0].state == "ready":
-                break
-            await asyncio.sleep(0.2)
+        info = await info_when(client, lambda info: info.workers[0].state == "ready")
         assert info.workers[0].restarts == 1 and info.workers[0].pid != victim
         fast = await asyncio.gather(
             *(client.post("/v1/edits", json=payload(steps=2)) for _ in range(4))
@@ -177,11 +188,7 @@ async def test_out_of_memory_and_model_errors_fail_the_job_and_the_worker_keeps_
 async def test_worker_that_cannot_load_makes_the_service_not_ready(tmp_path: Path) -> None:
     app = create_app(settings(tmp_path, max_worker_restarts=1, backend_options={"fail_load": True}))
     async for client in client_for(app):
-        for _ in range(100):
-            info = EditorInfo.model_validate((await client.get("/v1/info")).json())
-            if info.workers[0].state == "failed":
-                break
-            await asyncio.sleep(0.1)
+        info = await info_when(client, lambda info: info.workers[0].state == "failed")
         assert info.workers[0].state == "failed"
         ready = await client.get("/ready")
         assert ready.status_code == 503
@@ -211,11 +218,7 @@ async def test_release_and_load_hand_the_device_over_and_back(tmp_path: Path) ->
 async def test_service_started_without_loading_waits_for_a_load_request(tmp_path: Path) -> None:
     app = create_app(settings(tmp_path, load_on_start=False))
     async for client in client_for(app):
-        for _ in range(100):
-            info = EditorInfo.model_validate((await client.get("/v1/info")).json())
-            if info.workers[0].state == "released":
-                break
-            await asyncio.sleep(0.1)
+        info = await info_when(client, lambda info: info.workers[0].state == "released")
         assert info.workers[0].state == "released" and info.model is None
         assert (await client.get("/ready")).status_code == 503
         assert (await client.post("/v1/model/load")).status_code == 200
