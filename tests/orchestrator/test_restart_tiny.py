@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,71 +14,77 @@ from orchestrator.store import JsonlLog
 from tests.orchestrator.conftest import write_manifest
 from tests.orchestrator.harness import editbench, finish, held_env, wait_for
 from tests.orchestrator.held_backends import hold_tag, holding, item_tag, read_journal
-from tests.support.servers import REPO_ROOT, REUSE_FREED_MEMORY, ServiceProcess, free_port
+from tests.support.servers import ServiceProcess, free_port
 
 pytestmark = pytest.mark.tiny
 
 
 def test_an_editor_restart_mid_run_fails_no_item(model_cache: Path, tmp_path: Path) -> None:
-    env = {
-        "EDITOR_MODEL": "tiny",
-        "EDITOR_DEVICES": "cpu",
-        "EDITOR_CACHE_DIR": str(model_cache),
-        **REUSE_FREED_MEMORY,
-    }
+    """`docker compose restart` of the editor in the middle of the edit phase.
+
+    Item 1's edit is held at the editor: the restart begins while it runs (it is let through once
+    the drain has begun) and the new process holds item 2 until it is ready, so the restart lands
+    mid-phase whatever the speed (before, the test stopped the editor once a first edit was
+    recorded: a slow stop found the three edits done, and no restart was tested)."""
+    gates, journal = tmp_path / "gates", tmp_path / "journal.jsonl"
+    gates.mkdir()
+    rows = [
+        {"id": f"item-{i}", "category": "color", "instruction": f"edit {i} {item_tag(f'{i}')}"}
+        for i in range(3)
+    ]
+    rows[1]["instruction"] += " " + hold_tag("edit", "during-drain")
+    rows[2]["instruction"] += " " + hold_tag("edit", "after-restart")
+    manifest = write_manifest(tmp_path / "bench", rows)
+    env = held_env("editor_service", model_cache, gates, journal)
     port = free_port()
     first = ServiceProcess("editor_service", env, tmp_path / "editor-1.log", port=port)
+    second = ServiceProcess("editor_service", env, tmp_path / "editor-2.log", port=port)
     first.start()
     first.wait_ready()
     out = tmp_path / "run"
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "run",
-            "--benchmark",
-            "sample",
-            "--limit-per-category",
-            "1",
-            "--phase",
-            "edit",
-            "--edit-concurrency",
-            "1",
-            "--steps",
-            "2",
-            "--size",
-            "32x32",
-            "--out",
-            str(out),
-            "--editor-url",
-            first.url,
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("EDITBENCH_")},
+    run = editbench(
+        "run",
+        "--benchmark",
+        str(manifest),
+        "--phase",
+        "edit",
+        "--edit-concurrency",
+        "1",
+        "--steps",
+        "2",
+        "--size",
+        "32x32",
+        "--out",
+        str(out),
+        "--editor-url",
+        first.url,
     )
-    second = ServiceProcess("editor_service", env, tmp_path / "editor-2.log", port=port)
     try:
-        deadline = time.monotonic() + 600
-        while not JsonlLog(out / "edits.jsonl").read():
-            assert run.poll() is None and time.monotonic() < deadline, run.stderr
-            time.sleep(0.1)
-        first.stop()  # SIGTERM, as `docker compose restart` does
+        wait_for(lambda: bool(holding(journal, gates)), "an edit held", run)
+        assert holding(journal, gates) == {"during-drain"}
+        stopping = threading.Thread(target=first.stop)  # SIGTERM, as `docker compose restart`
+        stopping.start()
+        wait_for(lambda: not is_ready(first.url), "the editor draining", run)
+        (gates / "during-drain").touch()
+        stopping.join()
         second.start()
         second.wait_ready()
-        _, stderr = run.communicate(timeout=600)
+        (gates / "after-restart").touch()
+        code, _, stderr = finish(run)
     finally:
         if run.poll() is None:
             run.kill()
+        for gate in ("during-drain", "after-restart"):
+            (gates / gate).touch()
         first.stop()
         second.stop()
-    assert run.returncode == 0, stderr
+    assert code == 0, stderr
     edits = JsonlLog(out / "edits.jsonl").read()
-    assert [r["status"] for r in edits] == ["ok", "ok", "ok"]
+    assert sorted(r["item_id"] for r in edits) == [f"item-{i}" for i in range(3)]
+    assert all(r["status"] == "ok" for r in edits)
     assert len({r["job_id"] for r in edits}) == 3
+    done = Counter(i for e in read_journal(journal) if e["event"] == "done" for i in e["items"])
+    assert done == {f"{i}": 1 for i in range(3)}
 
 
 def is_ready(url: str) -> bool:
