@@ -210,17 +210,26 @@ def test_a_refused_key_stops_the_run_at_once_instead_of_waiting_for_readiness(
 def test_a_killed_run_resumes_to_exactly_one_record_per_item(
     tmp_path: Path, key_env: dict[str, str]
 ) -> None:
-    with fake(tmp_path, "vllm-omni", FAKE_EDIT_DELAY_S="0.3") as server:
+    # The endpoint answers three edits and holds every later one until the gate opens: the kill
+    # lands mid-phase whatever the machine's speed (with timed edits, 0.3 s each, a late kill
+    # could find the run over and test no resume at all).
+    gate = tmp_path / "open"
+    with fake(tmp_path, "vllm-omni", FAKE_EDIT_GATE=str(gate), FAKE_EDIT_GATE_AFTER="3") as server:
         out = tmp_path / "run"
         args = run_edit_only(server, bench(tmp_path, 10), out, "--steps", "4")
         first = editbench_with(key_env, *args)
         wait_for(
-            lambda: sum(r["status"] == 200 for r in server.requests()) >= 3,
-            "three edits answered",
+            lambda: (
+                len(ok_items(out)) == 3 and any(r["status"] == "held" for r in server.requests())
+            ),
+            "three edits recorded and a fourth held",
             first,
         )
         os.kill(first.pid, signal.SIGKILL)
         first.communicate(timeout=30)  # reaped, its pipes closed
+        # Killed mid-phase: three items done, seven not (one or more of them sent and held).
+        assert len(ok_items(out)) == 3
+        gate.touch()
         code, _, err = finish(editbench_with(key_env, *args, "--resume"))
 
     assert code == 0, err
@@ -228,6 +237,10 @@ def test_a_killed_run_resumes_to_exactly_one_record_per_item(
     ok = Counter(r["item_id"] for r in edits if r["status"] == "ok")
     assert ok == {f"i{k:02d}": 1 for k in range(10)}
     assert len({r["job_id"] for r in edits}) == 10
+
+
+def ok_items(out: Path) -> list[str]:
+    return [r["item_id"] for r in records(out / "edits.jsonl") if r["status"] == "ok"]
 
 
 @pytest.mark.tiny

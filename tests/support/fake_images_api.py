@@ -21,6 +21,9 @@ environment variables:
 - FAKE_REFUSE: a word; a prompt containing it is refused (400, content policy).
 - FAKE_THROTTLE_FIRST=1: the first request of each prompt answers 429 with Retry-After: 0.
 - FAKE_EDIT_DELAY_S: how long an edit takes.
+- FAKE_EDIT_GATE: a file; every edit past the first FAKE_EDIT_GATE_AFTER (default 0) is logged
+  with status "held" and waits for the file to exist (up to 60 s) before it is done, so that a
+  test can act while edits are certainly in flight.
 - FAKE_MODEL: the served model's id.
 """
 
@@ -33,6 +36,7 @@ import io
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,9 @@ REFUSE = os.environ.get("FAKE_REFUSE")
 THROTTLE_FIRST = os.environ.get("FAKE_THROTTLE_FIRST") == "1"
 EDIT_DELAY_S = float(os.environ.get("FAKE_EDIT_DELAY_S", "0"))
 MODEL = os.environ.get("FAKE_MODEL", "Qwen/Qwen-Image-Edit-2511")
+EDIT_GATE = Path(os.environ["FAKE_EDIT_GATE"]) if os.environ.get("FAKE_EDIT_GATE") else None
+EDIT_GATE_AFTER = int(os.environ.get("FAKE_EDIT_GATE_AFTER", "0"))
+GATE_BOUND_S = 60.0
 # The form fields each engine takes besides the image(s) and the mask.
 FIELDS = {
     "sglang": {
@@ -81,6 +88,7 @@ FIELDS = {
 
 _lock = threading.Lock()
 _seen: set[str] = set()
+_let_pass = 0  # edits let through before the gate applies (one event loop: no lock needed)
 
 
 def _log(entry: dict[str, Any]) -> None:
@@ -162,6 +170,7 @@ async def edits(request: Request) -> JSONResponse:
     if "size" in fields:
         width, height = (int(side) for side in str(fields["size"]).split("x"))
         source = source.resize((width, height))
+    await _pass_the_gate(entry)
     await asyncio.sleep(EDIT_DELAY_S)
     out = io.BytesIO()
     ImageOps.invert(source).save(out, format="PNG")
@@ -174,6 +183,20 @@ async def edits(request: Request) -> JSONResponse:
     entry["status"] = 200
     _log(entry)
     return JSONResponse(answer)
+
+
+async def _pass_the_gate(entry: dict[str, Any]) -> None:
+    """Hold this edit until FAKE_EDIT_GATE exists, once FAKE_EDIT_GATE_AFTER edits have passed."""
+    global _let_pass
+    if EDIT_GATE is None:
+        return
+    if _let_pass < EDIT_GATE_AFTER:
+        _let_pass += 1
+        return
+    _log({**entry, "status": "held"})
+    deadline = time.monotonic() + GATE_BOUND_S
+    while not EDIT_GATE.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 app = Starlette(
