@@ -11,7 +11,10 @@ import pytest
 from PIL import Image
 
 from shared_schemas import EditorInfo, EditResponse, ErrorResponse, OpenAIImagesResponse
+from tests.editor.conftest import EditorHolds
+from tests.orchestrator.held_backends import hold_tag, holding
 from tests.support.images import b64, decode_b64_image, image_bytes
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.tiny
 
@@ -69,21 +72,35 @@ def test_edit_without_seed_reports_the_seed_it_used(tiny_editor: str) -> None:
     assert seeded.json()["image"] == response.json()["image"]
 
 
-def test_two_concurrent_edits_run_on_different_workers(tiny_editor: str) -> None:
+def test_two_concurrent_edits_run_on_different_workers(
+    tiny_editor: str, editor_holds: EditorHolds
+) -> None:
+    # The first edit holds its worker until the second is answered, so the second can only have
+    # run on the other worker (sent without a hold, a second request arriving after the first
+    # edit was done would rightly run on worker 0 too, and the test failed on a slow machine).
+    name = "two-concurrent-first"
+    held = edit_payload(seed=1, instruction=f"make the sky red {hold_tag('edit', name)}")
+
     async def both() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=120) as client:
-            return list(
-                await asyncio.gather(
-                    *(
-                        client.post(f"{tiny_editor}/v1/edits", json=edit_payload(seed=s))
-                        for s in (1, 2)
-                    )
+            first = asyncio.create_task(client.post(f"{tiny_editor}/v1/edits", json=held))
+            try:
+                await until(
+                    lambda: name in holding(editor_holds.journal, editor_holds.gate_dir),
+                    "the first edit held on a worker",
                 )
-            )
+                sent = client.post(f"{tiny_editor}/v1/edits", json=edit_payload(seed=2))
+                try:
+                    second = await asyncio.wait_for(sent, 60)
+                except TimeoutError:
+                    raise AssertionError("the second edit waited for the held first one") from None
+            finally:
+                (editor_holds.gate_dir / name).touch()
+            return [await first, second]
 
     responses = asyncio.run(both())
     assert [r.status_code for r in responses] == [200, 200]
-    assert {r.json()["worker"] for r in responses} == {0, 1}
+    assert [r.json()["worker"] for r in responses] in ([0, 1], [1, 0])
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "webp"])
