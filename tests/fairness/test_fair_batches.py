@@ -11,6 +11,7 @@ import pytest
 from service_kit.http.client_identity import client_context
 from service_kit.replicas.admission import AdmissionQueue
 from tests.service_kit.test_admission import ScriptedModel, batcher_for, occupy, submit
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -26,11 +27,9 @@ async def test_while_a_floods_the_judge_b_s_item_goes_into_the_next_batch() -> N
         first = await occupy(model, batcher)
         flood = [asyncio.create_task(submit_as("A", batcher, [i, i + 1])) for i in range(1, 20, 2)]
         # One full batch of A's leaves the queue at once to be packed while the model is busy.
-        while batcher.depth != 16:
-            await asyncio.sleep(0.01)
+        await until(lambda: batcher.depth == 16, "A's flood queued (16 items waiting)")
         single = asyncio.create_task(submit_as("B", batcher, [1000]))
-        while batcher.depth != 17:
-            await asyncio.sleep(0.01)
+        await until(lambda: batcher.depth == 17, "B's item queued behind A's flood")
         model.gate.set()
         assert await single == [2000]
         await first
@@ -46,8 +45,7 @@ async def test_one_client_alone_is_batched_first_come_first_served() -> None:
     async with batcher_for(model, max_batch_cost=4) as batcher:
         first = await occupy(model, batcher)
         waiting = asyncio.create_task(submit_as("A", batcher, list(range(1, 7))))
-        while batcher.depth != 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: batcher.depth == 2, "A's last two items waiting")
         model.gate.set()
         assert await waiting == [2 * i for i in range(1, 7)]
         await first

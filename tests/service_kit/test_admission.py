@@ -18,6 +18,7 @@ from service_kit.errors import (
     QueueFull,
 )
 from service_kit.replicas.admission import AdmissionQueue, BatchPolicy
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -86,7 +87,7 @@ async def occupy(
     """Start a one-item request that holds the model until ``model.gate`` is set."""
     await model.hold()
     task = asyncio.create_task(submit(batcher, [0]))
-    await model.started.wait()
+    await until(model.started.is_set, "the model started the occupying request")
     return task
 
 
@@ -116,8 +117,7 @@ async def test_requests_that_wait_while_the_model_is_busy_go_together() -> None:
     async with batcher_for(model, max_batch_cost=16) as batcher:
         first = await occupy(model, batcher)
         waiting = [asyncio.create_task(submit(batcher, [i])) for i in range(1, 6)]
-        while batcher.depth < 5:
-            await asyncio.sleep(0.01)
+        await until(lambda: batcher.depth >= 5, "five requests waiting while the model is busy")
         model.gate.set()
         assert await first == [0]
         assert [await t for t in waiting] == [[2], [4], [6], [8], [10]]
@@ -137,8 +137,7 @@ async def test_a_batch_holds_one_kind_of_question() -> None:
     async with batcher_for(model, max_batch_cost=8, key=lambda item: item % 2) as batcher:
         first = await occupy(model, batcher)
         mixed = asyncio.create_task(submit(batcher, [1, 2, 3, 4]))
-        while batcher.depth < 4:
-            await asyncio.sleep(0.01)
+        await until(lambda: batcher.depth >= 4, "four items waiting while the model is busy")
         model.gate.set()
         await first
         assert await mixed == [2, 4, 6, 8]
@@ -150,8 +149,7 @@ async def test_a_full_queue_refuses_with_retry_after_before_any_work() -> None:
     async with batcher_for(model, capacity=3) as batcher:
         first = await occupy(model, batcher)  # running: not counted as waiting
         queued = asyncio.create_task(submit(batcher, [1, 2, 3]))
-        while batcher.depth < 3:
-            await asyncio.sleep(0.01)
+        await until(lambda: batcher.depth >= 3, "the queue full with three items")
         with pytest.raises(QueueFull, match=r"the queue \(3\) is full") as refused:
             async with batcher.reserve(1):
                 pytest.fail("a full queue must refuse before the body runs")
@@ -188,8 +186,7 @@ async def test_every_request_of_a_failed_batch_gets_the_error() -> None:
     async with batcher_for(model, max_batch_cost=8) as batcher:
         first = await occupy(model, batcher)
         doomed = [asyncio.create_task(submit(batcher, items)) for items in ([1], ["boom"], [3])]
-        while batcher.depth < 3:
-            await asyncio.sleep(0.01)
+        await until(lambda: batcher.depth >= 3, "three requests waiting for the failing batch")
         model.gate.set()
         await first
         outcomes = await asyncio.gather(*doomed, return_exceptions=True)
@@ -211,8 +208,7 @@ async def test_a_cancelled_request_never_reaches_the_model() -> None:
     async with batcher_for(model) as batcher:
         first = await occupy(model, batcher)
         gone = asyncio.create_task(submit(batcher, [41, 42]))
-        while batcher.depth < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: batcher.depth >= 2, "the doomed request waiting")
         gone.cancel()
         model.gate.set()
         await first
@@ -243,8 +239,7 @@ async def test_stopping_answers_queued_requests_with_not_ready() -> None:
     batcher.start()
     first = await occupy(model, batcher)
     queued = asyncio.create_task(submit(batcher, [1]))
-    while batcher.depth < 1:
-        await asyncio.sleep(0.01)
+    await until(lambda: batcher.depth >= 1, "a request waiting when the batcher stops")
     await batcher.stop(drain_timeout_s=0.05)
     with pytest.raises(NotReady, match="the service is shutting down"):
         await queued
@@ -284,8 +279,7 @@ async def test_the_next_full_batch_is_prepared_while_the_model_runs() -> None:
     async with batcher_for(model, max_batch_cost=2, pack=prepare) as batcher:
         first = await occupy(model, batcher)
         full = asyncio.create_task(submit(batcher, [1, 2]))
-        while prepare.calls < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: prepare.calls >= 2, "the full batch prepared while the model runs")
         assert prepare.during_model_run == 1  # prepared while batch 1 was on the model
         assert len(model.batches) == 1 and model.overlaps == 0  # but not run beside it
         model.gate.set()
@@ -298,8 +292,7 @@ async def test_with_two_replicas_two_batches_run_at_once() -> None:
     async with batcher_for(model, max_batch_cost=1, batches_out=2) as batcher:
         await model.hold()
         tasks = [asyncio.create_task(submit(batcher, [i])) for i in (1, 2)]
-        while model.running < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: model.running >= 2, "two batches on the model at once")
         model.gate.set()
         assert [await t for t in tasks] == [[2], [4]]
     assert model.overlaps == 1
@@ -311,8 +304,8 @@ async def test_a_prepared_batch_whose_clients_left_never_runs() -> None:
     async with batcher_for(model, max_batch_cost=1, pack=prepare) as batcher:
         first = await occupy(model, batcher)
         gone = asyncio.create_task(submit(batcher, [7]))
-        while prepare.calls < 2:  # [7] was taken and prepared; it waits for the model
-            await asyncio.sleep(0.01)
+        # [7] was taken and prepared; it waits for the model.
+        await until(lambda: prepare.calls >= 2, "the abandoned request's batch prepared")
         gone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gone
