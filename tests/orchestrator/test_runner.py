@@ -23,6 +23,7 @@ from orchestrator.runner import RunOutcome, run_benchmark
 from orchestrator.store import JsonlLog, RunStore
 from shared_schemas import TokenUsage
 from tests.orchestrator.fakes import EDITOR, REWARD, FakeServices, error, instruction_of
+from tests.support.waiting import until
 
 POLICY = RetryPolicy(job_deadline_s=600, probe_interval_s=0.01)
 
@@ -431,8 +432,7 @@ def test_images_are_read_only_as_requests_can_be_sent(tmp_path: Path) -> None:
                 )
                 phase = EditPhase(ctx, EditorClient(http, EDITOR), EditSettings(steps=2))
                 task = asyncio.create_task(phase.run())
-                while services.in_flight < 2:
-                    await asyncio.sleep(0.01)
+                await until(lambda: services.in_flight >= 2, "two edits in flight")
                 await asyncio.sleep(0.05)
                 assert bench.reads <= 3  # two in flight, at most one waiting for a slot
                 release.set()

@@ -34,6 +34,7 @@ from shared_schemas import (
 from tests.reward.metrics_text import sample
 from tests.support.fake_judges import read_journal
 from tests.support.images import b64, image_bytes
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -84,6 +85,10 @@ async def ready_text(client: httpx.AsyncClient, done: str) -> httpx.Response:
         if done in response.text or time.monotonic() > deadline:
             return response
         await asyncio.sleep(0.02)
+
+
+def batch_started(journal: Path) -> bool:
+    return any(e["event"] == "batch" for e in read_journal(journal))
 
 
 async def wait_ready(client: httpx.AsyncClient) -> None:
@@ -283,15 +288,13 @@ async def test_scores_return_429_with_retry_after_when_the_queue_is_full(tmp_pat
     config = settings(tmp_path, queue_capacity=1, backend_options=options)
     async with client_for(config) as client:
         running = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while not [e for e in read_journal(journal) if e["event"] == "batch"]:
-            await asyncio.sleep(0.01)
+        await until(lambda: batch_started(journal), "a first batch on the judge")
         # The replica takes a second batch (prepared while the first runs); the third waits.
         prepared = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while service_state(client.app).dispatch().queue._in_flight < 2:  # type: ignore[attr-defined]
-            await asyncio.sleep(0.01)
+        queue = service_state(client.app).dispatch().queue  # type: ignore[attr-defined]
+        await until(lambda: queue._in_flight >= 2, "a second batch taken beside the first")
         queued = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while service_state(client.app).dispatch().queue.depth < 1:  # type: ignore[attr-defined]
-            await asyncio.sleep(0.01)
+        await until(lambda: queue.depth >= 1, "a third request waiting in the queue")
         refused = await client.post("/v1/scores", json={"items": [item()]})
         assert refused.status_code == 429
         assert error_of(refused).error.type == "queue_full"
@@ -495,8 +498,7 @@ async def test_a_killed_judge_worker_fails_its_batch_and_comes_back(tmp_path: Pa
     options = {"batch_delay_s": 3, "journal": str(journal)}
     async with client_for(settings(tmp_path, backend_options=options)) as client:
         running = asyncio.create_task(client.post("/v1/scores", json={"items": [item()]}))
-        while not [e for e in read_journal(journal) if e["event"] == "batch"]:
-            await asyncio.sleep(0.01)
+        await until(lambda: batch_started(journal), "a first batch on the judge")
         victim = service_state(client.app).dispatch().replicas[0].pid  # type: ignore[attr-defined]
         os.kill(victim, signal.SIGKILL)
         died = await running
