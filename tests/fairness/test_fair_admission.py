@@ -16,6 +16,7 @@ from service_kit.http.client_identity import CLIENT_HEADER
 from shared_schemas import EditorInfo, RewardInfo
 from tests.reliability.services import EDITED, SOURCE, service_process
 from tests.support.fake_judges import read_journal
+from tests.support.waiting import until
 
 A = {CLIENT_HEADER: "alice/run-a"}
 B = {CLIENT_HEADER: "bob/run-b"}
@@ -28,14 +29,6 @@ def edit(instruction: str) -> dict[str, Any]:
 def score(instruction: str) -> dict[str, Any]:
     item = {"source_image": SOURCE, "edited_image": EDITED, "instruction": instruction}
     return {"items": [item], "protocol": "single"}
-
-
-async def until(check: Any, what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
 
 
 def test_editor_admits_and_starts_a_teammate_s_edit_while_one_client_holds_every_slot(
@@ -56,7 +49,7 @@ def test_editor_admits_and_starts_a_teammate_s_edit_while_one_client_holds_every
                     return (await info()).workers[0].state == "busy"
 
                 running = asyncio.create_task(http.post("/v1/edits", json=edit("slow"), headers=A))
-                await until(busy, "A's first edit never started")
+                await until(busy, "A's first edit started")
                 # One after the other, so that a1 is queued ahead of a2 (sent at once, the two
                 # requests could arrive in either order).
                 queued: list[asyncio.Task[httpx.Response]] = []
@@ -68,7 +61,7 @@ def test_editor_admits_and_starts_a_teammate_s_edit_while_one_client_holds_every
                     async def waiting(depth: int = i) -> bool:
                         return (await info()).queue_depth == depth
 
-                    await until(waiting, f"A's edit a{i} never queued")
+                    await until(waiting, f"A's edit a{i} queued")
                 # A alone holds the worker and every queue slot: its next edit is refused.
                 refused = await http.post("/v1/edits", json=edit("a3"), headers=A)
                 assert refused.status_code == 429, refused.text
@@ -81,7 +74,7 @@ def test_editor_admits_and_starts_a_teammate_s_edit_while_one_client_holds_every
                     assert not teammate.done(), teammate.result().text
                     return (await info()).queue_depth == 3
 
-                await until(three_waiting, "B's edit was not queued")
+                await until(three_waiting, "B's edit queued")
                 # While B waits, A is held to its share: refused again.
                 held = await http.post("/v1/edits", json=edit("a4"), headers=A)
                 assert held.status_code == 429, held.text
@@ -141,7 +134,7 @@ def test_judge_admits_and_batches_a_teammate_s_item_while_one_client_holds_every
                     assert not teammate.done(), teammate.result().text
                     return await depth() == 2
 
-                await until(two_waiting, "B's item was not queued")
+                await until(two_waiting, "B's item queued")
                 held_to_share = await http.post(
                     "/v1/scores", json=score("a-more score=7"), headers=A
                 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,20 +13,13 @@ import httpx
 from shared_schemas import EditorInfo
 from tests.support.images import b64, image_bytes
 from tests.support.servers import ServiceProcess
+from tests.support.waiting import until
 
 FAKE = "tests.support.fake_editors:MirrorEditBackend"
 
 
 def starts(log: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.02)
 
 
 def test_b_s_single_edit_starts_within_one_job_while_a_keeps_the_queue_full(
@@ -66,11 +58,11 @@ def test_b_s_single_edit_starts_within_one_job_while_a_keeps_the_queue_full(
                     for i in range(8)
                 ]
                 # One of A's edits holds the worker, the other seven wait.
-                await until(waiting(7), "A's edits never filled the queue")
+                await until(waiting(7), "A's edits filling the queue")
                 assert len(starts(log)) == 1, starts(log)
                 b = {"X-Editbench-Client": "bob/run-b"}
                 single = asyncio.create_task(http.post("/v1/edits", json=body("b0"), headers=b))
-                await until(waiting(8), "B's edit was never queued")
+                await until(waiting(8), "B's edit queued")
                 gate.touch()
                 statuses = [r.status_code for r in await asyncio.gather(single, *flood)]
                 return statuses
