@@ -167,7 +167,8 @@ async def _interrupt_after(
     task = asyncio.create_task(
         run_benchmark(settings, NullProgress(), transport=transport, policy=POLICY, sleep=no_sleep)
     )
-    await answered.wait()
+    await until(lambda: answered.is_set() or task.done(), f"{finished} requests to {path} answered")
+    assert answered.is_set(), f"the run ended before {finished} requests to {path}: {task}"
     for _ in range(600):  # until the answered ones are written (bounded: 30 s)
         if written.exists() and len(lines(written)) >= finished:
             break
