@@ -14,6 +14,7 @@
 #    and hard-linked in; EDITBENCH_TORCH_INDEX_URL=none makes the build take torch from there only (the
 #    air-gapped route)
 # 5. docker/certs/: this machine's CA bundle, which holds the proxy's CA (the proxy route)
+# 6. disk: BuildKit's build cache bounded (EDITBENCH_BUILD_CACHE_KEEP, default 10GB)
 #
 # Logs go to stderr; stdout carries only the export line.
 set -euo pipefail
@@ -141,5 +142,15 @@ log "wheelhouse: $(find docker/wheelhouse -name '*.whl' | wc -l) wheels ($torch_
 # 5. Proxy CA ---------------------------------------------------------------------------------
 cp /etc/ssl/certs/ca-certificates.crt docker/certs/host-ca-bundle.crt
 log "docker/certs: this machine's CA bundle"
+
+# 6. Disk --------------------------------------------------------------------------------------
+# BuildKit keeps every layer it ever built: each change above the torch step leaves another
+# 5.8 GB torch layer behind, and a run killed before its teardown leaves its copy of the build
+# context (3 GB with this wheelhouse). Drop those copies, then bound the rest, least recently used
+# first, to what one set of this project's layers needs (the torch layer, 5.8 GB, and the rest).
+keep=${EDITBENCH_BUILD_CACHE_KEEP:-10GB}
+docker builder prune --force --filter type=source.local >/dev/null 2>&1
+reclaimed=$(docker builder prune --force --keep-storage "$keep" 2>/dev/null | tail -1)
+log "build cache bounded to $keep (${reclaimed:-nothing to reclaim})"
 
 echo "export EDITBENCH_BASE_IMAGE=$BASE_IMAGE EDITBENCH_TORCH_INDEX_URL=none"

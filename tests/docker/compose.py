@@ -52,6 +52,32 @@ def docker(*args: str, timeout: float = 600, check: bool = True) -> str:
     return run(["docker", *args], timeout=timeout, check=check).stdout
 
 
+SIZE_UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def size_bytes(value: str) -> int:
+    """A size as the docker CLI prints it (``3.05GB``, ``6kB``, ``0B``: decimal units), in bytes."""
+    number = value.rstrip("kBMGT")
+    return round(float(number) * SIZE_UNITS[value[len(number) :]])
+
+
+def build_context_copies() -> list[int]:
+    """Sizes of BuildKit's copies of build contexts (``source.local`` cache records), in bytes."""
+    records = json.loads(docker("system", "df", "--verbose", "--format", "{{json .BuildCache}}"))
+    return [size_bytes(r["Size"]) for r in records or () if r["CacheType"] == "source.local"]
+
+
+def reclaim_build_space() -> None:
+    """Drop what image builds leave beside the images: this project's dangling images and
+    BuildKit's copies of build contexts (gigabytes each with CI's wheelhouse). The layer cache
+    stays, so a rebuild builds nothing; scripts/docker-env.sh bounds that cache.
+    """
+    docker(
+        "image", "prune", "--force", "--filter", "label=org.opencontainers.image.vendor=editbench"
+    )
+    docker("builder", "prune", "--force", "--filter", "type=source.local")
+
+
 def engine_problem() -> str | None:
     """Why the Docker tests cannot run here, or None when an engine and Compose v2 answer."""
     if shutil.which("docker") is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker.compose import Compose, docker, engine_problem
+from tests.docker.compose import Compose, engine_problem, reclaim_build_space
 from tests.support.servers import free_port
 
 SERVICES = ("editor", "reward")
@@ -45,18 +45,21 @@ def docker_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def images(docker_engine: None, docker_logs: Path) -> Iterator[dict[str, str]]:
     """The three images, built as the README says (``docker compose --profile cli build``).
 
-    Afterwards: this project's dangling images go, and so do BuildKit's copies of the build
-    context (with CI's wheelhouse, gigabytes per checkout); the layer cache stays, so a rerun
-    builds nothing.
+    One image at a time (COMPOSE_PARALLEL_LIMIT=1): the later builds reuse the first one's copy
+    of the build context, where parallel builds each made their own (with CI's wheelhouse, 3 GB
+    each). What builds leave beside the images goes before (a run killed before its teardown
+    left it) and after; the layer cache stays, so a rerun builds nothing.
     """
-    compose = Compose(project="editbench-build")
-    compose("--progress", "plain", "build", cli=True, timeout=3600, log=docker_logs / "build.log")
-    services = compose.config()["services"]
-    yield {name: services[name]["image"] for name in (*SERVICES, "orchestrator")}
-    docker(
-        "image", "prune", "--force", "--filter", "label=org.opencontainers.image.vendor=editbench"
-    )
-    docker("builder", "prune", "--force", "--filter", "type=source.local")
+    compose = Compose(project="editbench-build", env={"COMPOSE_PARALLEL_LIMIT": "1"})
+    reclaim_build_space()
+    try:
+        compose(
+            "--progress", "plain", "build", cli=True, timeout=3600, log=docker_logs / "build.log"
+        )
+        services = compose.config()["services"]
+        yield {name: services[name]["image"] for name in (*SERVICES, "orchestrator")}
+    finally:
+        reclaim_build_space()
 
 
 @pytest.fixture(scope="module")

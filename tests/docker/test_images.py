@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.docker.compose import docker
+from tests.docker.compose import build_context_copies, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -20,6 +20,15 @@ PROBE = (
 
 def probe(image: str) -> dict[str, object]:
     return dict(json.loads(docker("run", "--rm", image, "python", "-c", PROBE)))
+
+
+def test_the_build_keeps_one_copy_of_its_build_context(images: dict[str, str]) -> None:
+    """The images build one after another and share BuildKit's copy of the context; built in
+    parallel, each made its own (with CI's wheelhouse 3 GB apiece: CI's disk filled on 2026-12-06).
+    """
+    copies = build_context_copies()
+    assert copies, "the build left no copy of its context to measure"
+    assert sum(copies) <= max(copies) * 1.05 + 10**6, sorted(copies)
 
 
 def test_images_run_as_non_root(images: dict[str, str]) -> None:
