@@ -101,9 +101,12 @@ def test_on_off_options_read_json_booleans_numbers_and_words(value: object, read
 
 def test_a_preprocess_device_that_is_not_one_of_its_choices_is_refused() -> None:
     assert preprocess_device_option({}) == "auto"
-    assert preprocess_device_option({"preprocess_device": "cpu"}) == "cpu"
-    with pytest.raises(InvalidOption, match="preprocess_device must be 'auto' or 'cpu'"):
+    for choice in ("auto", "model", "cpu"):
+        assert preprocess_device_option({"preprocess_device": choice}) == choice
+    with pytest.raises(InvalidOption) as refused:
         preprocess_device_option({"preprocess_device": "gpu"})
+    for choice in ("'auto'", "'model'", "'cpu'", "not 'gpu'"):
+        assert choice in str(refused.value)
 
 
 @pytest.mark.parametrize(

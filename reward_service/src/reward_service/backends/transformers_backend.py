@@ -63,7 +63,9 @@ def preprocess_device_option(options: dict[str, Any]) -> str:
     """``preprocess_device``: ``auto`` (or ``model``: the model's device) or ``cpu``."""
     value = options.get("preprocess_device", "auto")
     if value not in ("auto", "model", "cpu"):
-        raise InvalidOption(f"preprocess_device must be 'auto' or 'cpu', not {value!r}")
+        raise InvalidOption(
+            f"preprocess_device must be 'auto' (or its other name 'model') or 'cpu', not {value!r}"
+        )
     return str(value)
 
 
