@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker.compose import Compose, engine_problem, reclaim_build_space
+from tests.docker.leftovers import remove_leftovers
 from tests.support.servers import free_port
 
 SERVICES = ("editor", "reward")
@@ -48,9 +49,12 @@ def images(docker_engine: None, docker_logs: Path) -> Iterator[dict[str, str]]:
     One image at a time (COMPOSE_PARALLEL_LIMIT=1): the later builds reuse the first one's copy
     of the build context, where parallel builds each made their own (with CI's wheelhouse, 3 GB
     each). What builds leave beside the images goes before (a run killed before its teardown
-    left it) and after; the layer cache stays, so a rerun builds nothing.
+    left it) and after; the layer cache stays, so a rerun builds nothing. First, what killed runs
+    left running goes (tests/docker/leftovers.py): it holds images, names and CPU.
     """
     compose = Compose(project="editbench-build", env={"COMPOSE_PARALLEL_LIMIT": "1"})
+    removed = remove_leftovers(docker_logs)
+    (docker_logs / "leftovers.log").write_text("".join(f"removed {r}\n" for r in removed))
     reclaim_build_space()
     try:
         compose(

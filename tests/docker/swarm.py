@@ -20,12 +20,19 @@ def swarm_state() -> str:
     return docker("info", "--format", "{{.Swarm.LocalNodeState}}").strip()
 
 
+def this_node() -> str:
+    """This engine's node id in its swarm (``node update`` does not take ``self``)."""
+    return docker("info", "--format", "{{.Swarm.NodeID}}").strip()
+
+
 @contextmanager
 def single_node_swarm() -> Iterator[None]:
     """A swarm on this engine for the duration; left as found (left only if made here)."""
     made = swarm_state() == "inactive"
     if made:
         docker("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=120)
+        # Marked as this run's: a later run removes it if this one is killed before leaving.
+        docker("node", "update", "--label-add", f"editbench.test-pid={os.getpid()}", this_node())
     try:
         yield
     finally:

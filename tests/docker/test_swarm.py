@@ -100,6 +100,8 @@ def test_run_spreads_over_all_replicas_and_survives_one_killed(
     cli = docker(
         "run",
         "--detach",
+        "--label",  # removed by a later run if this one is killed (tests/docker/leftovers.py)
+        f"editbench.test-pid={os.getpid()}",
         "--network",
         f"{stack.name}_editbench",
         "--user",  # as docs/DEPLOY.md: the run folder belongs to whoever ran it
