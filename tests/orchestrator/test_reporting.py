@@ -231,6 +231,10 @@ def test_a_yaml_manifest_declares_its_own_tables(tmp_path: Path) -> None:
     write_manifest(folder, _team_rows())
     items = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
     (folder / "manifest.jsonl").unlink()
+    # b-1 goes unscored: easy's rows have 2 and 1 scored items, so the mean over its items (the
+    # declared headline) is not the Average of its row means.
+    [b1] = [item for item in items if item["id"] == "b-1"]
+    b1["instruction"] += " unparseable"
     reporting = {
         "group_by": ["difficulty", "category"],
         "subsets": {"reasoning": "reasoning"},
@@ -252,7 +256,11 @@ def test_a_yaml_manifest_declares_its_own_tables(tmp_path: Path) -> None:
     assert set(easy["rows"]) == {"object", "scene"}
     assert easy["items"] == 4
     assert summary["tables"][1]["items"] == 2  # a-0 and b-0
-    assert easy["headline"]["overall"] == easy["micro"]["overall"]["mean"]
+    assert (easy["items"], easy["scored"]) == (4, 3)
+    results = {r["item_id"]: r for r in JsonlLog(out / "results.jsonl").read()}
+    easy_scores = [results[i]["overall"] for i in ("a-0", "a-1", "b-0")]
+    assert easy["headline"]["overall"] == pytest.approx(sum(easy_scores) / 3)
+    assert easy["headline"]["overall"] != pytest.approx(easy["average"]["overall"])
 
 
 def test_a_sidecar_declaration_works_for_a_csv_manifest(tmp_path: Path) -> None:
