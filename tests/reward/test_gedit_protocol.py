@@ -137,16 +137,24 @@ ACCEPTED = [
 ]
 
 
+# The quality call's answer, another accepted shape: SC and PQ differ, so O = sqrt(SC * PQ) is
+# told apart from any other mean of the two, and an answer read for the wrong call shows.
+QUALITY = '{\n"score" : [9, 4],\n"reasoning" : "Natural, a faint halo."\n}'
+
+
 @pytest.mark.parametrize("answer", ACCEPTED)
 def test_answers_gedit_accepts_are_read_as_gedit_reads_them(answer: str) -> None:
-    theirs = original_parser().mllm_output_to_dict(answer, give_up_parsing=False)
+    parser = original_parser()
+    theirs = parser.mllm_output_to_dict(answer, give_up_parsing=False)
     assert isinstance(theirs, dict), "GEdit's own parser accepts this shape"
-    [result] = score_answers(answer, answer)
+    [result] = score_answers(answer, QUALITY)
     a, b = theirs["score"]
-    assert [q.score for q in result.questions] == [a, b, a, b]
-    assert result.scored and result.metrics["sc"] == result.metrics["pq"] == min(a, b)
+    naturalness, artifacts = parser.mllm_output_to_dict(QUALITY, give_up_parsing=False)["score"]
+    assert [q.score for q in result.questions] == [a, b, naturalness, artifacts]
+    sc, pq = min(a, b), min(naturalness, artifacts)
+    assert result.scored and (result.metrics["sc"], result.metrics["pq"]) == (sc, pq) != (pq, sc)
     # GEdit-Bench's evaluate(): O = math.sqrt(SC * PQ).
-    assert result.metrics["overall"] == math.sqrt(min(a, b) * min(a, b))
+    assert result.metrics["overall"] == math.sqrt(sc * pq)
     assert result.overall == result.metrics["overall"]
 
 
