@@ -102,7 +102,7 @@ def test_paths_that_stay_inside_the_folder_load(layout: dict[str, Path], inside:
 
 
 def test_a_symlink_swapped_in_after_loading_is_not_read(layout: dict[str, Path]) -> None:
-    (layout["bench"] / "images" / "later.png").write_bytes(b"x")
+    (layout["bench"] / "images" / "later.png").write_bytes(image_bytes(16, 16, seed=3))
     benchmark = load_benchmark(_manifest(layout["bench"], ["images/later.png"]))
     (layout["bench"] / "images" / "later.png").unlink()
     (layout["bench"] / "images" / "later.png").symlink_to(layout["secret"])

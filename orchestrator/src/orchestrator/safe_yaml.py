@@ -54,5 +54,7 @@ def safe_load(text: str) -> Any:
     loader = _NoAliasLoader(text)
     try:
         return loader.get_single_data()
+    except ValueError as exc:  # a value the constructor cannot build (a 5000-digit integer)
+        raise yaml.YAMLError(f"a value cannot be read: {exc}") from None
     finally:
         loader.dispose()

@@ -15,8 +15,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from orchestrator.benchmarks.items import BenchmarkError, Item
+from orchestrator.benchmarks.items import BenchmarkError, Item, Problems
 from orchestrator.benchmarks.reporting import Reporting
+from shared_schemas.images import sniff_format
 
 
 def normalize_text(value: str) -> str:
@@ -72,20 +73,26 @@ class Benchmark(ABC):
 
 def _check_unique_ids(items: Sequence[Item], path: Path) -> None:
     """Every id once, and every id's file name its own (item_relpath makes them distinct by
-    construction; this is the guard that says so, naming both ids, if that ever breaks)."""
-    seen: set[str] = set()
+    construction; this is the guard that says so, naming both ids, if that ever breaks).
+    Every repeated id is named, in one error."""
+    problems = Problems()
+    counts: dict[str, int] = {}
     names: dict[str, str] = {}
     for item in items:
-        if item.id in seen:
-            raise BenchmarkError(f"{path}: item id {item.id!r} appears more than once")
-        seen.add(item.id)
+        counts[item.id] = counts.get(item.id, 0) + 1
+        if counts[item.id] > 1:
+            continue
         name = item_relpath(item.id)
         if name in names:
-            raise BenchmarkError(
+            problems.add(
                 f"{path}: items {names[name]!r} and {item.id!r} would share the file name "
                 f"{name!r}; rename one of them"
             )
         names[name] = item.id
+    for item_id, count in counts.items():
+        if count > 1:
+            problems.add(f"{path}: item id {item_id!r} appears more than once ({count} times)")
+    problems.raise_if_any(path, "every item needs an id of its own")
 
 
 OUTSIDE_HINT = "use --allow-outside-paths to allow images outside the benchmark's folder"
@@ -113,6 +120,23 @@ def resolve_inside(root: Path, raw: str | Path, *, allow_outside: bool = False) 
         how = "through '..'" if ".." in candidate.parts else "through a symlink"
         raise ValueError(f"image path {str(raw)!r} leads outside {base} ({how})")
     return resolved
+
+
+def image_problem(image: Path) -> str | None:
+    """Why ``image`` cannot be sent (missing, unreadable, empty, not PNG/JPEG/WebP), or None.
+    Only its first bytes are read."""
+    if not image.is_file():
+        return f"image not found: {image}"
+    try:
+        with image.open("rb") as file:
+            head = file.read(16)
+    except OSError as exc:
+        return f"cannot read image {image}: {exc.strerror or exc}"
+    if not head:
+        return f"image is empty (0 bytes): {image}"
+    if sniff_format(head) is None:
+        return f"not a PNG, JPEG or WebP image: {image}"
+    return None
 
 
 _HUB_REPO_KINDS = ("datasets--", "models--", "spaces--")

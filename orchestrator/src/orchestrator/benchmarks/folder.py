@@ -17,6 +17,7 @@ from typing import Any
 from orchestrator.benchmarks.base import (
     OUTSIDE_HINT,
     Benchmark,
+    image_problem,
     resolve_inside,
 )
 from orchestrator.benchmarks.items import BenchmarkError, Item
@@ -122,8 +123,9 @@ def check_files(root: Path, items: Sequence[Item], *, allow_outside: bool) -> No
             except ValueError as exc:
                 problems.append(f"item {item.id!r}: {exc}")
                 continue
-            if not path.is_file():
-                problems.append(f"item {item.id!r}: image not found: {path}")
+            problem = image_problem(path)
+            if problem is not None:
+                problems.append(f"item {item.id!r}: {problem}")
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from orchestrator.benchmarks.base import (
     normalize_text,
     resolve_inside,
 )
-from orchestrator.benchmarks.items import BenchmarkError, Item
+from orchestrator.benchmarks.items import BenchmarkError, Item, Problems
 from orchestrator.benchmarks.reporting import GEDIT_REPORTING
 
 if TYPE_CHECKING:  # pyarrow takes a second to import: only GEdit-Bench runs pay for it
@@ -106,6 +107,23 @@ class _Source:
         self.kind = kind
 
     def schema(self) -> pa.Schema:
+        with self._readable():
+            return self._schema()
+
+    @contextmanager
+    def _readable(self) -> Iterator[None]:
+        """pyarrow's errors on a missing, truncated or foreign file as one BenchmarkError."""
+        try:
+            yield
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError, ArrowIOError an OS
+            if isinstance(exc, BenchmarkError):
+                raise
+            kind = "parquet" if self.kind == "parquet" else "Arrow stream (save_to_disk)"
+            raise BenchmarkError(
+                f"{self.path}: not a readable {kind} file ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _schema(self) -> pa.Schema:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -118,12 +136,17 @@ class _Source:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if self.kind == "parquet":
-            return pq.read_table(self.path, columns=columns)
-        with pa.memory_map(str(self.path)) as source:
-            return pa.ipc.open_stream(source).read_all().select(columns)
+        with self._readable():
+            if self.kind == "parquet":
+                return pq.read_table(self.path, columns=columns)
+            with pa.memory_map(str(self.path)) as source:
+                return pa.ipc.open_stream(source).read_all().select(columns)
 
     def image_batches(self) -> Iterator[pa.Array]:
+        with self._readable():
+            yield from self._image_batches()
+
+    def _image_batches(self) -> Iterator[pa.Array]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -137,6 +160,47 @@ class _Source:
             reader = pa.ipc.open_stream(source)
             for batch in reader:
                 yield batch.column(batch.schema.get_field_index("input_image"))
+
+
+def _flag(value: Any) -> bool:
+    """A yes/no cell: a bool, a number, or its text ("false" is no, not a non-empty string)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _cell_text(value: Any) -> str:
+    """A metadata cell as text: a string, or a whole number; anything else (null, a list) is
+    no text (never the string "None")."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    return str(value).strip()
+
+
+def _check_image_column(source: _Source, schema: pa.Schema) -> None:
+    """``input_image`` is an Image feature (``{bytes, path}``) or raw bytes, and no row lacks
+    it: found at loading, before any edit, instead of at that row's turn mid-run."""
+    import pyarrow as pa
+
+    kind = schema.field("input_image").type
+    fields = (
+        {kind.field(i).name for i in range(kind.num_fields)} if pa.types.is_struct(kind) else set()
+    )
+    is_image = "bytes" in fields
+    if not (is_image or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        raise BenchmarkError(
+            f"{source.path}: column input_image holds {kind}, not images ({{bytes, path}})"
+        )
+    missing: list[int] = []
+    row = 0
+    for column in source.image_batches():
+        missing += [row + n for n, valid in enumerate(column.is_valid().to_pylist()) if not valid]
+        row += len(column)
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        raise BenchmarkError(
+            f"{source.path}: {len(missing)} row(s) without an input_image (rows {shown})"
+        )
 
 
 class GEditBenchmark(Benchmark):
@@ -209,28 +273,39 @@ def load_gedit(
         raise BenchmarkError(f"{path}: no parquet or arrow files found")
     items: list[Item] = []
     rows: dict[str, tuple[int, int]] = {}
+    problems = Problems()
     for index, source in enumerate(sources):
-        names = set(source.schema().names)
-        missing = [c for c in REQUIRED if c not in names]
-        if missing:
-            raise BenchmarkError(
-                f"{source.path}: not GEdit-Bench: missing column(s) {', '.join(missing)}"
-            )
-        intersection = next((c for c in _INTERSECTION_NAMES if c in names), None)
-        columns = [c for c in (*_META, intersection) if c and c in names]
-        table = source.metadata(columns).to_pylist()
+        try:
+            schema = source.schema()
+            missing = [c for c in REQUIRED if c not in schema.names]
+            if missing:
+                raise BenchmarkError(
+                    f"{source.path}: not GEdit-Bench: missing column(s) {', '.join(missing)}"
+                )
+            _check_image_column(source, schema)
+            intersection = next((c for c in _INTERSECTION_NAMES if c in schema.names), None)
+            columns = [c for c in (*_META, intersection) if c and c in schema.names]
+            table = source.metadata(columns).to_pylist()
+        except BenchmarkError as exc:
+            problems.add(str(exc))
+            continue
         for row_index, row in enumerate(table):
+            where = f"{source.path.name}: row {row_index}"
+            blank = [c for c in REQUIRED[:3] if not _cell_text(row.get(c))]
+            if blank:
+                problems.add(f"{where}: no text in column(s) {', '.join(blank)}")
+                continue
             language = (
-                normalize_text(str(row["instruction_language"]))
-                if row.get("instruction_language")
+                normalize_text(_cell_text(row.get("instruction_language")))
+                if _cell_text(row.get("instruction_language"))
                 else None
             )
-            category = normalize_text(str(row["task_type"]))
-            key = str(row["key"])
+            category = normalize_text(_cell_text(row["task_type"]))
+            key = _cell_text(row["key"])
             item_id = "/".join(part for part in (category, language, key) if part)
             extra: dict[str, Any] = {"key": key}
             if intersection is not None:
-                extra[INTERSECTION] = bool(row[intersection])
+                extra[INTERSECTION] = _flag(row[intersection])
             items.append(
                 Item(
                     id=item_id,
@@ -242,6 +317,7 @@ def load_gedit(
                 )
             )
             rows[item_id] = (index, row_index)
+    problems.raise_if_any(path, "the files are not GEdit-Bench as published; download them again")
     if not items:
         raise BenchmarkError(f"{path}: no rows")
     benchmark = GEditBenchmark(path, items, rows, sources, allow_outside_paths=allow_outside_paths)

@@ -26,7 +26,7 @@ from typing import Any
 from orchestrator.benchmarks.archive import Archive, ArchiveBenchmark, check_members
 from orchestrator.benchmarks.base import normalize_text
 from orchestrator.benchmarks.folder import FolderBenchmark, check_files, read_json, text_field
-from orchestrator.benchmarks.items import BenchmarkError, Item
+from orchestrator.benchmarks.items import BenchmarkError, Item, Problems
 from orchestrator.benchmarks.reporting import IMGEDIT_REPORTING, IMGEDIT_UGE_REPORTING
 
 BASIC_FILE = "basic_edit.json"
@@ -85,26 +85,30 @@ def imgedit_items(data: Any, index: str, suite: str) -> list[Item]:
     if not isinstance(data, dict) or not data:
         raise BenchmarkError(f"{index}: expected an object of items keyed by their id")
     items: list[Item] = []
+    problems = Problems()
     for key, row in data.items():
-        where = f"{index}: item {key!r}"
-        if not isinstance(row, dict):
-            raise BenchmarkError(f"{where}: not an object")
-        image = text_field(row, ("id",), where)
-        if suite == "basic":
-            category = normalize_text(text_field(row, ("edit_type",), where))
-        else:
-            category = UGE_CATEGORY
-        extra: dict[str, Any] = {"key": str(key), "suite": suite, "image": image}
-        items.append(
-            Item(
-                id=normalize_text(str(key)),
-                category=category,
-                instruction=text_field(row, ("prompt",), where),
-                source=image,
-                extra=extra,
-            )
-        )
+        with problems.collect():
+            items.append(_imgedit_item(key, row, f"{index}: item {key!r}", suite))
+    problems.raise_if_any(index)
     return items
+
+
+def _imgedit_item(key: str, row: Any, where: str, suite: str) -> Item:
+    if not isinstance(row, dict):
+        raise BenchmarkError(f"{where}: not an object")
+    image = text_field(row, ("id",), where)
+    if suite == "basic":
+        category = normalize_text(text_field(row, ("edit_type",), where))
+    else:
+        category = UGE_CATEGORY
+    extra: dict[str, Any] = {"key": str(key), "suite": suite, "image": image}
+    return Item(
+        id=normalize_text(str(key)),
+        category=category,
+        instruction=text_field(row, ("prompt",), where),
+        source=image,
+        extra=extra,
+    )
 
 
 def find_imgedit_archive(path: Path) -> Path | None:

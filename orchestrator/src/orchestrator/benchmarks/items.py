@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,3 +27,38 @@ class Item:
     language: str | None = None
     hints: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+SHOWN_PROBLEMS = 20
+
+
+class Problems:
+    """Every problem found while reading a benchmark, reported together in one BenchmarkError:
+    a user fixing a damaged file learns of all its bad lines in one go, not one per attempt."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.found.append(message)
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record a BenchmarkError raised inside (one row's problem) and go on."""
+        try:
+            yield
+        except BenchmarkError as exc:
+            self.add(str(exc))
+
+    def raise_if_any(self, where: object, hint: str = "") -> None:
+        """One BenchmarkError listing every problem (the first 20, then a count); one problem
+        alone is raised as it is."""
+        if not self.found:
+            return
+        if len(self.found) == 1:
+            raise BenchmarkError(self.found[0] + (f" ({hint})" if hint else ""))
+        shown = "\n  ".join(self.found[:SHOWN_PROBLEMS])
+        more = len(self.found) - SHOWN_PROBLEMS
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        how = f" ({hint})" if hint else ""
+        raise BenchmarkError(f"{len(self.found)} problems in {where}{how}:\n  {shown}{tail}")

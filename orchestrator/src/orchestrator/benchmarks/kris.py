@@ -26,7 +26,7 @@ from orchestrator.benchmarks.folder import (
     read_json,
     text_field,
 )
-from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item
+from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item, Problems
 from orchestrator.benchmarks.reporting import KRIS_REPORTING
 
 ANNOTATION = "annotation.json"
@@ -122,42 +122,21 @@ def load_kris(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
     if root is None:
         raise BenchmarkError(f"{path}: no <task>/{ANNOTATION} (KRIS-Bench's layout)")
     items: list[Item] = []
+    problems = Problems()
     for annotation in sorted(root.glob(f"*/{ANNOTATION}")):
         folder = annotation.parent.name
-        task_fields(folder, "", str(annotation))  # an unknown task folder fails before reading
-        data = read_json(annotation)
+        data: Any = None
+        with problems.collect():
+            task_fields(folder, "", str(annotation))  # an unknown task folder: before reading
+            data = read_json(annotation)
+            if not isinstance(data, dict):
+                raise BenchmarkError(f"{annotation}: expected an object keyed by image id")
         if not isinstance(data, dict):
-            raise BenchmarkError(f"{annotation}: expected an object keyed by image id")
+            continue
         for image_id, row in data.items():
-            where = f"{annotation}: item {image_id!r}"
-            if not isinstance(row, dict):
-                raise BenchmarkError(f"{where}: not an object")
-            inputs = [f"{folder}/{name}" for name in _images(row.get("ori_img"), where)]
-            extra = task_fields(folder, str(image_id), where)
-            task = extra["task"]
-            explanation = row.get("explain_en", row.get("explain"))
-            if isinstance(explanation, str) and explanation.strip():
-                extra["explanation"] = explanation.strip()
-            if len(inputs) > 1:
-                extra[INPUT_IMAGES] = inputs[1:]
-            variant = temporal_variant(inputs) if task == "temporal_prediction" else None
-            if variant is not None:
-                extra[JUDGE_VARIANT] = variant
-            gt = row.get("gt_img")
-            if isinstance(gt, str) and gt.strip():
-                extra[REFERENCE_IMAGE] = f"{folder}/{gt.strip()}"
-            items.append(
-                Item(
-                    id=f"{task}/{normalize_text(str(image_id))}",
-                    category=task,
-                    instruction=text_field(row, ("ins_en", "instruction"), where),
-                    source=inputs[0],
-                    # The official judge reads the explanation (knowledge and anomaly tasks):
-                    # the kris protocols put the item's hints where KRIS-Bench's {explanation} is.
-                    hints=extra.get("explanation"),
-                    extra=extra,
-                )
-            )
+            with problems.collect():
+                items.append(_kris_item(folder, image_id, row, f"{annotation}: item {image_id!r}"))
+    problems.raise_if_any(root)
     if not items:
         raise BenchmarkError(f"{root}: no items")
     check_files(root, items, allow_outside=allow_outside_paths)
@@ -167,3 +146,32 @@ def load_kris(path: Path, *, allow_outside_paths: bool = False) -> FolderBenchma
     benchmark.format = "kris"
     benchmark.reporting = KRIS_REPORTING
     return benchmark
+
+
+def _kris_item(folder: str, image_id: str, row: Any, where: str) -> Item:
+    if not isinstance(row, dict):
+        raise BenchmarkError(f"{where}: not an object")
+    inputs = [f"{folder}/{name}" for name in _images(row.get("ori_img"), where)]
+    extra = task_fields(folder, str(image_id), where)
+    task = extra["task"]
+    explanation = row.get("explain_en", row.get("explain"))
+    if isinstance(explanation, str) and explanation.strip():
+        extra["explanation"] = explanation.strip()
+    if len(inputs) > 1:
+        extra[INPUT_IMAGES] = inputs[1:]
+    variant = temporal_variant(inputs) if task == "temporal_prediction" else None
+    if variant is not None:
+        extra[JUDGE_VARIANT] = variant
+    gt = row.get("gt_img")
+    if isinstance(gt, str) and gt.strip():
+        extra[REFERENCE_IMAGE] = f"{folder}/{gt.strip()}"
+    return Item(
+        id=f"{task}/{normalize_text(str(image_id))}",
+        category=task,
+        instruction=text_field(row, ("ins_en", "instruction"), where),
+        source=inputs[0],
+        # The official judge reads the explanation (knowledge and anomaly tasks):
+        # the kris protocols put the item's hints where KRIS-Bench's {explanation} is.
+        hints=extra.get("explanation"),
+        extra=extra,
+    )

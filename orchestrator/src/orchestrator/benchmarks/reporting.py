@@ -221,10 +221,11 @@ def manifest_reporting(path: Path) -> tuple[Reporting, str] | None:
         sidecar = path.parent / name
         if not sidecar.is_file():
             continue
-        text = sidecar.read_text(encoding="utf-8-sig")
         try:
+            text = sidecar.read_text(encoding="utf-8-sig")
             data = json.loads(text) if name.endswith(".json") else safe_yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:
+            # ValueError: not UTF-8, or JSON that does not parse (both are ValueErrors)
             raise BenchmarkError(f"{sidecar}: does not parse: {exc}") from None
         if isinstance(data, dict) and "reporting" in data:
             data = data["reporting"]

@@ -30,7 +30,7 @@ from orchestrator.benchmarks.folder import (
     read_json,
     text_field,
 )
-from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item
+from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item, Problems
 from orchestrator.benchmarks.reporting import RISE_REPORTING
 
 # The repository's RISEBench-64, and the 360-item release on the hub (PhoenixZ/RISEBench).
@@ -123,42 +123,49 @@ def rise_items(data: Any, index: Path) -> list[Item]:
     items: list[Item] = []
     # A column of the authors' DataFrame: present for every row once any row has the key.
     without_instruction = any(isinstance(row, dict) and "reasoning_wo_ins" in row for row in data)
+    problems = Problems()
     for number, row in enumerate(data, 1):
-        where = f"{index}: item {number}"
-        if not isinstance(row, dict):
-            raise BenchmarkError(f"{where}: not an object")
-        category = normalize_text(text_field(row, ("category",), where))
-        if category not in CATEGORIES:
-            raise BenchmarkError(f"{where}: category {category!r} is not one of {CATEGORIES}")
-        name = normalize_text(str(row.get("index", "")))
-        if not name:
-            raise BenchmarkError(f"{where}: missing 'index'")
-        extra: dict[str, Any] = {"index": name}
-        for key in _KEPT:
-            if _present(row.get(key)):
-                extra[key] = row[key]
-        if _present(row.get("reference_txt")):
-            extra["reference"] = str(row["reference_txt"])
-            extra["reference_kind"] = "text"
-        elif _present(row.get("reference_img")):
-            extra[REFERENCE_IMAGE] = str(row["reference_img"])
-            extra["reference_kind"] = "image"
-        elif "reference" in extra:
-            extra["reference_kind"] = "text"
-        variant = judge_variant(category, extra, without_instruction=without_instruction)
-        if variant is not None:
-            extra[JUDGE_VARIANT] = variant
-        reference = extra.get("reference") if extra.get("reference_kind") == "text" else None
-        items.append(
-            Item(
-                id=f"{category}/{name}",
-                category=category,
-                instruction=text_field(row, ("instruction",), where),
-                source=text_field(row, ("image",), where),
-                # The official judge reads the text reference: the rise protocols put the
-                # item's hints where RISEBench's {reference} is.
-                hints=str(reference) if reference else None,
-                extra=extra,
-            )
-        )
+        with problems.collect():
+            items.append(_rise_item(row, f"{index}: item {number}", without_instruction))
+    problems.raise_if_any(index)
     return items
+
+
+def _rise_item(row: Any, where: str, without_instruction: bool) -> Item:
+    if not isinstance(row, dict):
+        raise BenchmarkError(f"{where}: not an object")
+    category = normalize_text(text_field(row, ("category",), where))
+    if category not in CATEGORIES:
+        raise BenchmarkError(f"{where}: category {category!r} is not one of {CATEGORIES}")
+    index = row.get("index")
+    # A string or a whole number; never the text of a null or a list ("None", "[1]").
+    valid = isinstance(index, str | int) and not isinstance(index, bool)
+    name = normalize_text(str(index)) if valid else ""
+    if not name:
+        raise BenchmarkError(f"{where}: missing 'index' (a text or a number)")
+    extra: dict[str, Any] = {"index": name}
+    for key in _KEPT:
+        if _present(row.get(key)):
+            extra[key] = row[key]
+    if _present(row.get("reference_txt")):
+        extra["reference"] = str(row["reference_txt"])
+        extra["reference_kind"] = "text"
+    elif _present(row.get("reference_img")):
+        extra[REFERENCE_IMAGE] = str(row["reference_img"])
+        extra["reference_kind"] = "image"
+    elif "reference" in extra:
+        extra["reference_kind"] = "text"
+    variant = judge_variant(category, extra, without_instruction=without_instruction)
+    if variant is not None:
+        extra[JUDGE_VARIANT] = variant
+    reference = extra.get("reference") if extra.get("reference_kind") == "text" else None
+    return Item(
+        id=f"{category}/{name}",
+        category=category,
+        instruction=text_field(row, ("instruction",), where),
+        source=text_field(row, ("image",), where),
+        # The official judge reads the text reference: the rise protocols put the
+        # item's hints where RISEBench's {reference} is.
+        hints=str(reference) if reference else None,
+        extra=extra,
+    )

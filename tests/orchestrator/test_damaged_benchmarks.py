@@ -1,0 +1,324 @@
+"""A damaged or hostile benchmark: one error that names every bad line, item or row (not only
+the first), raised while loading, before any request is sent; never a traceback, never a value
+silently turned into the text "None" or "[1, 2]"."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.benchmarks import BenchmarkError, load_benchmark
+from tests.orchestrator.harness import editbench, finish
+from tests.support.images import image_bytes
+
+GOOD = {"id": "good", "category": "c", "instruction": "make it red", "image": "ok.png"}
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "ok.png").write_bytes(image_bytes(8, 8, seed=1))
+    return folder
+
+
+def _write(folder: Path, suffix: str, rows: list[dict[str, object]]) -> Path:
+    """The rows as a manifest of one format (a row's None: the field left out or empty)."""
+    path = folder / f"manifest{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif suffix == ".csv":
+        keys = ["id", "category", "instruction", "image"]
+        lines = [",".join(keys)] + [",".join(str(r.get(k) or "") for k in keys) for r in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        path.write_text(json.dumps({"items": rows}), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+def _refusal(path: Path) -> str:
+    with pytest.raises(BenchmarkError) as refused:
+        load_benchmark(path)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".yaml"])
+def test_every_bad_item_of_a_manifest_is_named_in_one_error(tmp_path: Path, suffix: str) -> None:
+    folder = _folder(tmp_path)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image", encoding="utf-8")
+    rows: list[dict[str, object]] = [
+        GOOD,
+        {**GOOD, "id": "no-category", "category": None},
+        {**GOOD, "id": "missing", "image": "gone.png"},
+        {**GOOD, "id": "empty", "image": "empty.png"},
+        {**GOOD, "id": "text", "image": "text.png"},
+        {**GOOD, "id": "no-instruction", "instruction": None},
+    ]
+    message = _refusal(_write(folder, suffix, rows))
+    assert message.startswith("5 problems in")
+    for named in ("category", "'missing'", "gone.png", "'empty'", "0 bytes", "'text'", "PNG"):
+        assert named in message
+    assert "instruction" in message and "'good'" not in message
+
+
+def test_every_line_of_a_jsonl_manifest_that_is_no_item_is_named(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    manifest = folder / "manifest.jsonl"
+    lines = [json.dumps(GOOD), "[1, 2]", "", "{not json", json.dumps({**GOOD, "id": "b"}), "7"]
+    manifest.write_text("\n".join(lines) + "\ntrailing garbage", encoding="utf-8")
+    message = _refusal(manifest)
+    for line in (2, 4, 6, 7):
+        assert f"manifest.jsonl:{line}:" in message
+    assert "manifest.jsonl:1:" not in message and "manifest.jsonl:5:" not in message
+
+
+def test_every_repeated_id_is_named_in_one_error(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    rows: list[dict[str, object]] = [GOOD, GOOD, {**GOOD, "id": "b"}, {**GOOD, "id": "b"}, GOOD]
+    message = _refusal(_write(folder, ".jsonl", rows))
+    assert "'good' appears more than once (3 times)" in message
+    assert "'b' appears more than once (2 times)" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id", [1, 2]),
+        ("id", {"a": 1}),
+        ("id", 1.5),
+        ("id", True),
+        ("category", False),
+        ("category", ["a"]),
+        ("instruction", ["make", "it red"]),
+        ("instruction", 7),
+        ("image", ["ok.png"]),
+        ("language", ["en"]),
+        ("hints", {"a": 1}),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_not_turned_into_text(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    folder = _folder(tmp_path)
+    for suffix in (".jsonl", ".yaml"):
+        message = _refusal(_write(folder, suffix, [{**GOOD, field: value}]))
+        assert f"field {field!r} must be text" in message
+        (folder / f"manifest{suffix}").unlink()
+
+
+def test_a_whole_number_id_is_text(tmp_path: Path) -> None:
+    benchmark = load_benchmark(_write(_folder(tmp_path), ".jsonl", [{**GOOD, "id": 7}]))
+    assert [item.id for item in benchmark.items] == ["7"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("manifest.jsonl", '{"id": 1' + "0" * 5000 + ', "category": "c"}\n'),
+        ("manifest.yaml", "- {id: 1" + "0" * 5000 + ", category: c}\n"),
+        (
+            "manifest.jsonl",
+            '{"id": "a", "id": "b", "category": "c", "instruction": "i", "image": "ok.png"}\n',
+        ),
+    ],
+)
+def test_a_value_python_cannot_read_is_a_clear_error(tmp_path: Path, name: str, text: str) -> None:
+    folder = _folder(tmp_path)
+    (folder / name).write_text(text, encoding="utf-8")
+    assert name in _refusal(folder / name)
+
+
+def test_text_that_json_and_csv_allow_inside_a_value_is_kept(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    odd = "first\u2028second\x85third\x1cfourth"
+    (folder / "manifest.jsonl").write_text(
+        json.dumps({**GOOD, "instruction": odd}, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    assert load_benchmark(folder / "manifest.jsonl").items[0].instruction == odd
+    (folder / "manifest.jsonl").unlink()
+    (folder / "manifest.csv").write_text(
+        '\ufeffid,category,instruction,image\r\ngood,c,"say ""hi""\nthen, go",ok.png\r\n',
+        encoding="utf-8",
+    )
+    assert load_benchmark(folder / "manifest.csv").items[0].instruction == 'say "hi"\nthen, go'
+
+
+@pytest.mark.parametrize(
+    ("header", "said"),
+    [
+        ("ID,Category,Instruction,Image", "lacks column(s) id, category, instruction, image"),
+        ("id;category;instruction;image", "lacks column(s) id"),
+        ("id,id,category,instruction,image", "names column(s) id more than once"),
+    ],
+)
+def test_a_csv_header_without_the_columns_is_one_error_saying_so(
+    tmp_path: Path, header: str, said: str
+) -> None:
+    folder = _folder(tmp_path)
+    (folder / "manifest.csv").write_text(f"{header}\na,c,i,ok.png\nb,c,i,ok.png\n", "utf-8")
+    message = _refusal(folder / "manifest.csv")
+    assert said in message and "manifest.csv:1:" in message and "manifest.csv:2" not in message
+
+
+def test_a_csv_row_with_more_cells_than_columns_is_refused(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    body = "id,category,instruction,image\na,c,make it red, then blue,ok.png\nb,c,i,ok.png\n"
+    (folder / "manifest.csv").write_text(body, encoding="utf-8")
+    assert "manifest.csv:2: 5 cells" in _refusal(folder / "manifest.csv")
+
+
+def test_every_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    good = json.dumps(GOOD).encode()
+    (folder / "manifest.jsonl").write_bytes(good + b'\n{"id": "caf\xe9"}\n' + good + b"\n\xff\n")
+    message = _refusal(folder / "manifest.jsonl")
+    assert "manifest.jsonl:2: not UTF-8" in message and "manifest.jsonl:4: not UTF-8" in message
+
+
+def test_a_reporting_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    _write(folder, ".jsonl", [GOOD])
+    (folder / "reporting.yaml").write_bytes(b"groups: \xff\xfe\n")
+    assert "reporting.yaml" in _refusal(folder)
+
+
+# --- the authors' layouts -------------------------------------------------------------------
+
+
+def test_every_bad_item_of_a_kris_annotation_is_named(tmp_path: Path) -> None:
+    task = tmp_path / "KRIS_Bench" / "color_change"
+    task.mkdir(parents=True)
+    (task / "ok.png").write_bytes(image_bytes(8, 8, seed=1))
+    (task / "empty.png").write_bytes(b"")
+    rows = {
+        "1": {"ori_img": "ok.png", "ins_en": "make it red"},
+        "2": "not an object",
+        "3": {"ori_img": 5, "ins_en": "x"},
+        "4": {"ori_img": "ok.png", "ins_en": None},
+    }
+    (task / "annotation.json").write_text(json.dumps(rows), encoding="utf-8")
+    message = _refusal(tmp_path)
+    assert message.startswith("3 problems") and all(f"item '{n}'" in message for n in "234")
+    rows = {"1": rows["1"], "5": {"ori_img": "empty.png", "ins_en": "x"}}
+    (task / "annotation.json").write_text(json.dumps(rows), encoding="utf-8")
+    assert "'color_change/5': image is empty" in _refusal(tmp_path)
+
+
+def test_every_bad_item_of_an_imgedit_index_is_named(tmp_path: Path) -> None:
+    rows = {
+        "a": {"id": "a.png", "prompt": "p", "edit_type": "add"},
+        "b": 5,
+        "c": {"id": "a.png", "prompt": ["p"], "edit_type": "add"},
+    }
+    (tmp_path / "basic_edit.json").write_text(json.dumps(rows), encoding="utf-8")
+    message = _refusal(tmp_path)
+    assert message.startswith("2 problems") and "item 'b'" in message and "item 'c'" in message
+
+
+def test_every_bad_item_of_a_rise_index_is_named_and_a_null_index_is_no_id(
+    tmp_path: Path,
+) -> None:
+    row = {"category": "temporal_reasoning", "instruction": "i", "image": "a.png"}
+    rows = [{**row, "index": 1}, {**row, "index": None}, "x", {**row, "index": [2]}]
+    (tmp_path / "data_total.json").write_text(json.dumps(rows), encoding="utf-8")
+    message = _refusal(tmp_path)
+    assert message.startswith("3 problems") and all(f"item {n}:" in message for n in (2, 3, 4))
+    assert "missing 'index'" in message
+
+
+# --- GEdit-Bench as published -------------------------------------------------------------------
+
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def _gedit_table(**columns: object) -> pa.Table:
+    png = image_bytes(8, 8, seed=1)
+    base: dict[str, object] = {
+        "key": ["k1", "k2"],
+        "task_type": ["color_alter", "color_alter"],
+        "instruction": ["make it red", "make it blue"],
+        "instruction_language": ["en", "en"],
+        "input_image": pa.array([{"bytes": png, "path": None}] * 2, IMAGE),
+    }
+    return pa.table({**base, **columns})
+
+
+@pytest.mark.parametrize(
+    ("columns", "said"),
+    [
+        ({"key": [None, None]}, "row 0: no text in column(s) key"),
+        ({"task_type": [None, "t"], "instruction": [None, None]}, "row 1: no text"),
+        ({"key": [["a"], ["b"]]}, "row 1: no text in column(s) key"),
+        ({"input_image": ["a.png", "b.png"]}, "input_image holds string"),
+        ({"input_image": pa.array([None, None], IMAGE)}, "2 row(s) without an input_image"),
+    ],
+)
+def test_a_gedit_parquet_with_empty_or_foreign_cells_is_refused_at_loading(
+    tmp_path: Path, columns: dict[str, object], said: str
+) -> None:
+    pq.write_table(_gedit_table(**columns), tmp_path / "train-00000-of-00001.parquet")
+    assert said in _refusal(tmp_path)
+
+
+@pytest.mark.parametrize("data", [None, b"", b"garbage, not an Arrow stream"])
+def test_a_damaged_save_to_disk_folder_is_a_clear_error(tmp_path: Path, data: bytes | None) -> None:
+    (tmp_path / "dataset_info.json").write_text("{}", encoding="utf-8")
+    state = {"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}
+    (tmp_path / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    if data is not None:
+        (tmp_path / "data-00000-of-00001.arrow").write_bytes(data)
+    assert "data-00000-of-00001.arrow: not a readable Arrow stream" in _refusal(tmp_path)
+
+
+def test_a_gedit_intersection_flag_written_as_text_is_read_as_its_word(tmp_path: Path) -> None:
+    table = _gedit_table(Intersection_exist=["false", "True"])
+    pq.write_table(table, tmp_path / "train-00000-of-00001.parquet")
+    items = load_benchmark(tmp_path).items
+    assert [item.extra["Intersection_exist"] for item in items] == [False, True]
+
+
+# --- through the CLI ------------------------------------------------------------------------
+
+
+def test_a_damaged_manifest_stops_the_run_before_any_request_and_keeps_the_run_folder(
+    tmp_path: Path,
+) -> None:
+    folder = _folder(tmp_path)
+    manifest = _write(
+        folder, ".jsonl", [GOOD, {**GOOD, "id": "b", "image": "gone.png"}, {**GOOD, "id": 1.5}]
+    )
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "edits.jsonl").write_text('{"earlier": "run"}\n', encoding="utf-8")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        code, _, stderr = finish(
+            editbench(
+                "run",
+                "-b",
+                str(manifest),
+                "-o",
+                str(out),
+                "--editor-url",
+                url,
+                "--reward-url",
+                url,
+                "--ready-timeout-s",
+                "5",
+            ),
+            timeout_s=120,
+        )
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody called
+    finally:
+        listener.close()
+    assert code == 1 and "Traceback" not in stderr
+    assert "manifest.jsonl:2" in stderr and "manifest.jsonl:3" in stderr
+    assert (out / "edits.jsonl").read_text(encoding="utf-8") == '{"earlier": "run"}\n'
