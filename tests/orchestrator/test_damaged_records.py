@@ -158,17 +158,29 @@ def test_records_read_back_as_models_with_their_fields(finished_run: Path) -> No
     assert all(r.response is not None and r.response.timings is not None for r in records)
 
 
-@pytest.mark.parametrize("damage", ['{"started_at": ', '{"handovers": "x", "invocations": 3}'])
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        # Broken JSON: the file with its line and column.
+        ('{"started_at": ', ["provenance.json:1:"]),
+        # Parts of the wrong shape: each part left out, with the file.
+        (
+            '{"handovers": "x", "invocations": 3}',
+            ["provenance.json: leaving out handovers", "provenance.json: leaving out invocations"],
+        ),
+    ],
+)
 def test_a_damaged_provenance_file_is_named_and_the_report_still_written(
-    finished_run: Path, damage: str
+    finished_run: Path, damage: str, named: list[str]
 ) -> None:
     (finished_run / "provenance.json").write_text(damage, encoding="utf-8")
     (finished_run / "report.html").unlink()
     code, _, stderr = finish(editbench("report", str(finished_run)), timeout_s=120)
     assert code == 0, stderr
     assert "Traceback" not in stderr
-    if damage.endswith(": "):
-        assert f"{finished_run / 'provenance.json'}:1" in "".join(stderr.split())
+    said = "".join(stderr.split())  # the terminal wraps long lines
+    for part in named:
+        assert "".join(f"{finished_run}/{part}".split()) in said, stderr
     assert (finished_run / "report.html").is_file()
 
 
