@@ -243,23 +243,31 @@ async def test_unparseable_generate_answers_are_unscored_never_guessed(tmp_path:
     [
         ({"items": [item()], "protocol": "nope"}, 400, "unknown_protocol", "protocol"),
         ({"items": [item()], "protocol": "gedit"}, 400, "invalid_input", "mode"),
-        ({"items": [item(), item(edited_image=b64(b"GIF89a...."))]}, 422, "invalid_request", None),
-        ({"items": [item(source_image=b64(image_bytes()[:60]))]}, 400, "invalid_image", None),
+        (
+            {"items": [item(), item(edited_image=b64(b"GIF89a...."))]},
+            422,
+            "invalid_request",
+            "items.1.edited_image",
+        ),
+        (
+            {"items": [item(source_image=b64(image_bytes()[:60]))]},
+            400,
+            "invalid_image",
+            "items[0].source_image",
+        ),
         ({"items": []}, 422, "invalid_request", "items"),
         ({"items": [item()], "mode": "sample"}, 422, "invalid_request", "mode"),
-        ({"items": [item(instruction="")]}, 422, "invalid_request", None),
+        ({"items": [item(instruction="")]}, 422, "invalid_request", "items.0.instruction"),
     ],
 )
 async def test_bad_input_is_a_4xx_in_the_shared_envelope(
-    tmp_path: Path, body: dict[str, Any], status: int, error_type: str, param: str | None
+    tmp_path: Path, body: dict[str, Any], status: int, error_type: str, param: str
 ) -> None:
     async with client_for(settings(tmp_path)) as client:
         response = await client.post("/v1/scores", json=body)
         assert response.status_code == status, response.text
         error = error_of(response).error
-        assert error.type == error_type
-        if param is not None:
-            assert error.param == param
+        assert (error.type, error.param) == (error_type, param)
         assert (await client.post("/v1/scores", json={"items": [item()]})).status_code == 200
 
 
