@@ -322,3 +322,38 @@ def test_a_damaged_manifest_stops_the_run_before_any_request_and_keeps_the_run_f
     assert code == 1 and "Traceback" not in stderr
     assert "manifest.jsonl:2" in stderr and "manifest.jsonl:3" in stderr
     assert (out / "edits.jsonl").read_text(encoding="utf-8") == '{"earlier": "run"}\n'
+
+
+# --- the lmms-eval parquet tables -------------------------------------------------------------
+
+
+def _imgedit_table(folder: Path, **columns: object) -> Path:
+    png = {"bytes": image_bytes(8, 8, seed=1), "path": None}
+    base: dict[str, object] = {
+        "key": ["a", "b", "c"],
+        "prompt": ["add a hat", "add a cat", "add a dog"],
+        "edit_type": ["add", "add", "add"],
+        "image": pa.array([png] * 3, IMAGE),
+    }
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(pa.table({**base, **columns}), folder / "data" / "test-00000-of-00001.parquet")
+    return folder
+
+
+def test_every_bad_row_of_a_hub_table_is_named(tmp_path: Path) -> None:
+    message = _refusal(_imgedit_table(tmp_path, key=["a", None, "c"], prompt=["p", "p", None]))
+    assert message.startswith("2 problems") and "row 1:" in message and "row 2:" in message
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        pa.array([{"bytes": b"\x89PNG", "path": None}, None, None], IMAGE),
+        pa.array(["a.png", "b.png", "c.png"]),
+    ],
+)
+def test_a_hub_table_row_without_an_image_is_refused_at_loading(
+    tmp_path: Path, image: pa.Array
+) -> None:
+    message = _refusal(_imgedit_table(tmp_path, image=image))
+    assert "row 1: no image in column 'image'" in message

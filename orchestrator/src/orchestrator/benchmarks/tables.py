@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.benchmarks.base import OUTSIDE_HINT, Benchmark, normalize_text, resolve_inside
 from orchestrator.benchmarks.folder import INPUT_IMAGES, REFERENCE_IMAGE
-from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item
+from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item, Problems
 from orchestrator.benchmarks.kris import task_fields, temporal_variant
 from orchestrator.benchmarks.reporting import IMGEDIT_REPORTING, KRIS_REPORTING, Reporting
 
@@ -106,7 +106,7 @@ def _kris_row(row: dict[str, Any], lengths: dict[str, int], where: str) -> tuple
     if variant is not None:  # the kris protocol's frame layout (benchmarks/kris.py)
         extra[JUDGE_VARIANT] = variant
     reference = None
-    if row.get("gt_image") is not None:
+    if row.get("gt_image") is True:  # an image there (_metadata), not a null or a string
         extra[REFERENCE_IMAGE] = f"{folder}/{_text(row, 'gt_img') or 'gt_image'}"
         reference = Cell("gt_image")
     task = extra["task"]
@@ -130,6 +130,8 @@ def _imgedit_row(
     key, prompt, edit_type = _text(row, "key"), _text(row, "prompt"), _text(row, "edit_type")
     if not key or not prompt or not edit_type:
         raise BenchmarkError(f"{where}: needs 'key', 'prompt' and 'edit_type'")
+    if row.get("image") is not True:  # _metadata: True where the row has an image
+        raise BenchmarkError(f"{where}: no image in column 'image'")
     extra: dict[str, Any] = {"key": key, "suite": "basic"}
     image = _text(row, "id")  # the original's path, where a table keeps basic_edit.json's id
     if image:
@@ -410,6 +412,7 @@ def load_table(
 ) -> TableBenchmark:
     items: list[Item] = []
     rows: dict[str, tuple[int, int, RowImages]] = {}
+    problems = Problems()
     for file_index, file in enumerate(files):
         names = set(column_names(file))
         missing = [c for c in layout.required if c not in names]
@@ -417,21 +420,29 @@ def load_table(
             raise BenchmarkError(
                 f"{file}: not {layout.name}: missing column(s) {', '.join(missing)}"
             )
-        metadata = _metadata(file)
-        lengths: dict[str, list[int]] = {}
-        for column, named_by in layout.list_columns.items():
-            counted = [row.get(named_by) for row in metadata]
-            if all(isinstance(n, list) for n in counted):
-                lengths[column] = [len(n) for n in counted if isinstance(n, list)]
-        lengths |= _list_lengths(file, [c for c in layout.list_columns if c not in lengths])
+        try:
+            metadata = _metadata(file)
+            lengths: dict[str, list[int]] = {}
+            for column, named_by in layout.list_columns.items():
+                counted = [row.get(named_by) for row in metadata]
+                if all(isinstance(n, list) for n in counted):
+                    lengths[column] = [len(n) for n in counted if isinstance(n, list)]
+            lengths |= _list_lengths(file, [c for c in layout.list_columns if c not in lengths])
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+            raise BenchmarkError(
+                f"{file}: not a readable parquet file ({type(exc).__name__}: {exc}); "
+                "download it again"
+            ) from None
         for row_index, row in enumerate(metadata):
             where = f"{file.name}: row {row_index}"
             counts = {c: values[row_index] for c, values in lengths.items()}
-            item, images = layout.build(row, counts, where)
-            if not item.source:
-                item = replace(item, source=f"{file.name}#{row_index}")
-            items.append(item)
-            rows[item.id] = (file_index, row_index, images)
+            with problems.collect():
+                item, images = layout.build(row, counts, where)
+                if not item.source:
+                    item = replace(item, source=f"{file.name}#{row_index}")
+                items.append(item)
+                rows[item.id] = (file_index, row_index, images)
+    problems.raise_if_any(path)
     if not items:
         raise BenchmarkError(f"{path}: no rows")
     benchmark = TableBenchmark(
