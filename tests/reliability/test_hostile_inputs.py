@@ -32,9 +32,12 @@ from tests.support.hostile import (
     HostileRequest,
     edit_body,
     editor_requests,
+    form_fields,
     image_cases,
+    multipart,
     reward_requests,
     score_body,
+    valid_png,
 )
 from tests.support.proctree import descendants, peak_rss_bytes, tree_rss_bytes
 from tests.support.servers import ServiceProcess
@@ -246,4 +249,20 @@ def test_an_instruction_beyond_the_models_text_positions_is_refused_not_failed(
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == "instruction"
+    assert "at most 1024" in error["message"]
+
+
+@pytest.mark.tiny
+def test_a_form_prompt_beyond_the_models_text_positions_is_refused_not_failed_whatever_n(
+    tiny_editor: ServiceProcess,
+) -> None:
+    # The same refusal, from the worker, on the form route, whose n images run as concurrent
+    # tasks: their failure must reach the client as the refusal (400), never a 500.
+    body, headers = multipart(form_fields(valid_png(), prompt="0" * 4000, n="2"))
+    response = httpx.post(
+        f"{tiny_editor.url}/v1/images/edits", content=body, headers=headers, timeout=300
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_input"
     assert "at most 1024" in error["message"]

@@ -251,6 +251,18 @@ _HTTP_ERROR_TYPES = {
 }
 
 
+def first_service_error(group: BaseExceptionGroup[BaseException]) -> ServiceError | None:
+    """The first ServiceError in an exception group, however deeply nested, or None."""
+    for exc in group.exceptions:
+        if isinstance(exc, ServiceError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = first_service_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
 def install_exception_handlers(app: FastAPI) -> None:
     """Map every error to the shared envelope; call once in each app factory."""
 
@@ -265,6 +277,15 @@ def install_exception_handlers(app: FastAPI) -> None:
             model_state=getattr(exc, "model_state", None),
             retryable=exc.retryable,
         )
+
+    @app.exception_handler(ExceptionGroup)
+    async def _error_group(request: Request, exc: ExceptionGroup[Exception]) -> JSONResponse:
+        # Work run as concurrent tasks (a TaskGroup: n images of one edit) fails as a group;
+        # the client gets the error of the task that failed, mapped as any other, never a 500.
+        first = first_service_error(exc)
+        if first is None:
+            return await _unexpected(request, exc)
+        return await _service_error(request, first)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
