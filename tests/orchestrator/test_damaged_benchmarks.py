@@ -4,6 +4,8 @@ silently turned into the text "None" or "[1, 2]"."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import socket
 from pathlib import Path
@@ -13,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.benchmarks import BenchmarkError, load_benchmark
+from orchestrator.leaderboard import leaderboard_csv
 from tests.orchestrator.harness import editbench, finish
 from tests.support.images import image_bytes
 
@@ -357,3 +360,26 @@ def test_a_hub_table_row_without_an_image_is_refused_at_loading(
 ) -> None:
     message = _refusal(_imgedit_table(tmp_path, image=image))
     assert "row 1: no image in column 'image'" in message
+
+
+# --- what reports make of hostile names -------------------------------------------------------
+
+
+def test_leaderboard_csv_never_writes_a_cell_a_spreadsheet_runs_as_a_formula() -> None:
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "@SUM(A1)", "-2", " =1", "\uff1dcmd"]
+    model = {
+        "rank": 1,
+        "label": "=label()",
+        "run": {"editor": ["@editor"]},
+        "headline": {"estimate": 1.0, "low": 0.5, "high": 1.5, "n": 3},
+        "rank_interval": [1, 1],
+        "official_headline": None,
+        "vs_next": None,
+        "rows": {name: {"mean": -1.0, "n": 2} for name in hostile},
+        "report": "+report.html",
+    }
+    text = leaderboard_csv({"rows": hostile, "models": [model]})
+    cells = [value for row in csv.reader(io.StringIO(text)) for value in row]
+    formula = tuple("=+-@\uff1d")
+    assert not [c for c in cells if c.lstrip().startswith(formula) and c != "-1.0"]
+    assert '\'=HYPERLINK("http://x") mean' in cells and "'=label()" in cells

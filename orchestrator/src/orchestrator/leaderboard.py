@@ -34,6 +34,7 @@ from orchestrator.benchmarks.statistics import JudgedItem, official_statistics
 from orchestrator.compare import LoadedRun, check_judges, load_run
 from orchestrator.judges import JudgeNotFound, run_judges, select_judge
 from orchestrator.report.breakdown import item_metrics, partitions
+from orchestrator.report.tables import cell
 from orchestrator.store import RunStore, atomic_write_text
 
 
@@ -346,7 +347,9 @@ def build_leaderboard(
 
 def leaderboard_csv(result: dict[str, Any]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # Every cell through `cell`: labels, editors and the benchmark's category names (the
+    # column headers) come from files others write, and must not become spreadsheet formulas.
+    writer = _TextCells(csv.writer(buffer, lineterminator="\n"))
     rows = result["rows"]
     writer.writerow(
         [
@@ -397,6 +400,16 @@ def leaderboard_csv(result: dict[str, Any]) -> str:
             ]
         )
     return buffer.getvalue()
+
+
+class _TextCells:
+    """A csv writer whose every cell is written as `report.tables.cell` makes it safe."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Sequence[Any]) -> None:
+        self._writer.writerow([cell(value) for value in row])
 
 
 def write_leaderboard(result: dict[str, Any], out: Path) -> tuple[Path, Path, Path]:
