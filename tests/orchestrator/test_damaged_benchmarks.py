@@ -190,6 +190,22 @@ def test_a_reporting_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> N
     assert "reporting.yaml" in _refusal(folder)
 
 
+def test_every_mistake_of_a_reporting_declaration_is_named(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    rows: list[dict[str, object]] = [
+        {**GOOD, "hard": "yes"},
+        {**GOOD, "id": "b", "hard": "maybe"},
+        {**GOOD, "id": "c", "hard": "sort of"},
+    ]
+    _write(folder, ".jsonl", rows)
+    (folder / "reporting.yaml").write_text("headline: best\ngroup_by: []\n", "utf-8")
+    message = _refusal(folder)
+    assert "reporting.headline" in message and "reporting.group_by" in message
+    (folder / "reporting.yaml").write_text("subsets: {hard: hard}\n", "utf-8")
+    message = _refusal(folder)
+    assert "item 'b'" in message and "item 'c'" in message and "item 'good'" not in message
+
+
 # --- the authors' layouts -------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator import safe_yaml
-from orchestrator.benchmarks.items import BenchmarkError, Item
+from orchestrator.benchmarks.items import BenchmarkError, Item, Problems
 from orchestrator.benchmarks.statistics import StatisticsName
 
 ITEM_FIELDS = ("category", "language")
@@ -185,9 +185,12 @@ def parse_reporting(data: Any, where: str) -> Reporting:
     try:
         return Reporting.model_validate(dict(data))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "reporting"
-        raise BenchmarkError(f"{where}: reporting.{field}: {first['msg']}") from None
+        problems = Problems()
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "reporting"
+            problems.add(f"{where}: reporting.{field}: {error['msg']}")
+        problems.raise_if_any(where)
+        raise  # unreachable: a ValidationError has at least one error
 
 
 def check_reporting(reporting: Reporting, items: Sequence[Item], where: str) -> None:
@@ -198,14 +201,14 @@ def check_reporting(reporting: Reporting, items: Sequence[Item], where: str) -> 
         raise BenchmarkError(
             f"{where}: reporting names column(s) no item has: {', '.join(missing)}"
         )
+    problems = Problems()
     for name, column in reporting.subsets.items():
         for item in items:
             try:
                 truthy(item.extra.get(column))
             except ValueError as exc:
-                raise BenchmarkError(
-                    f"{where}: item {item.id!r}: subset {name!r} column {column!r}: {exc}"
-                ) from None
+                problems.add(f"{where}: item {item.id!r}: subset {name!r} column {column!r}: {exc}")
+    problems.raise_if_any(where)
 
 
 def manifest_reporting(path: Path) -> tuple[Reporting, str] | None:
