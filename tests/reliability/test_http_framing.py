@@ -79,6 +79,48 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
             assert http.post("/v1/info", content=b"").status_code in (200, 405)
 
 
+POST = b"POST /v1/info HTTP/1.1\r\nHost: x\r\n"
+MALFORMED = {
+    "method-with-odd-characters": b"G@T /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    "http-1.1-without-host": b"GET /health HTTP/1.1\r\n\r\n",
+    "target-not-ascii": "GET /\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "space-before-colon": b"GET /health HTTP/1.1\r\nHost : x\r\n\r\n",
+    "nul-in-a-header": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    "content-length-not-a-number": POST + b"Content-Length: ab\r\n\r\n",
+    "content-length-negative": POST + b"Content-Length: -1\r\n\r\n",
+    "two-content-lengths-that-differ": (POST + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}"),
+    "transfer-encoding-gzip": POST + b"Transfer-Encoding: gzip\r\n\r\n",
+    "chunk-size-not-hex": (POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n"),
+    "tls-hello-on-the-plain-port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,
+}
+
+
+@pytest.mark.parametrize("module", SERVICES)
+def test_a_request_http_cannot_parse_gets_a_400_in_the_error_envelope_and_is_closed(
+    module: str, tmp_path: Path
+) -> None:
+    """uvicorn answers what h11 cannot parse with a plain-text 400; ours is the envelope."""
+    with service_process(module, tmp_path).running(ready_timeout_s=120) as service:
+        wrong = []
+        for name, request in MALFORMED.items():
+            with connect(service.url) as sock:
+                sock.sendall(request)
+                answer = read_until_closed(sock)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            try:
+                error = json.loads(body)["error"]
+            except (ValueError, KeyError, TypeError):
+                wrong.append(f"{name}: not the error envelope: {answer[:200]!r}")
+                continue
+            if not head.startswith(b"HTTP/1.1 400") or error["type"] != "invalid_request":
+                wrong.append(f"{name}: {answer[:200]!r}")
+            elif b"connection: close" not in head.lower():
+                wrong.append(f"{name}: the connection is not closed: {head!r}")
+        assert not wrong, "\n".join(wrong)
+        with httpx.Client(base_url=service.url) as http:  # and it serves on
+            assert http.get("/v1/info").status_code == 200
+
+
 def big_png(side: int) -> str:
     pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     path = Image.fromarray(pixels)

@@ -21,6 +21,10 @@ Both are deadlines, not idle timers: a client that trickles a byte now and then 
 On expiry the client gets ``408 request_timeout`` in the error envelope (when no answer has
 started) and the connection is closed; a handler waiting for the body sees the client gone.
 Other connections are not touched. The idle wait between requests stays uvicorn's keep-alive.
+
+A request h11 cannot parse (a malformed request line or header, a Content-Length that is no
+number or two that differ, an unknown Transfer-Encoding, a broken chunk) is answered ``400
+invalid_request`` in the error envelope and its connection closed, as uvicorn closes it.
 """
 
 from __future__ import annotations
@@ -39,20 +43,32 @@ logger = logging.getLogger(__name__)
 Phase = Literal["headers", "body"]
 
 
-def _timeout_answer(phase: Phase, seconds: float) -> bytes:
-    body = ErrorResponse(
-        error=ErrorInfo(
-            type="request_timeout",
-            message=f"the request's {phase} did not arrive within {seconds:g} s",
-        )
-    ).model_dump_json()
+def _closing_answer(status: str, error_type: str, message: str) -> bytes:
+    """A whole answer in the error envelope, for a connection about to be closed."""
+    body = ErrorResponse(error=ErrorInfo(type=error_type, message=message)).model_dump_json()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\n"
+        f"HTTP/1.1 {status}\r\n"
         "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\n"
         "connection: close\r\n\r\n"
     )
     return (head + body).encode("ascii")
+
+
+def _timeout_answer(phase: Phase, seconds: float) -> bytes:
+    return _closing_answer(
+        "408 Request Timeout",
+        "request_timeout",
+        f"the request's {phase} did not arrive within {seconds:g} s",
+    )
+
+
+MALFORMED_REQUEST = _closing_answer(
+    "400 Bad Request",
+    "invalid_request",
+    "malformed HTTP/1.1 request (its request line, a header, its Content-Length or its chunked "
+    "body is not valid HTTP); this connection is closed",
+)
 
 
 class DeadlineH11Protocol(H11Protocol):
@@ -123,6 +139,16 @@ class DeadlineH11Protocol(H11Protocol):
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         logger.warning("aborting the connection of %s: %s", client, why)
         self.transport.abort()
+
+    def send_400_response(self, msg: str) -> None:  # noqa: ARG002
+        """h11 could not parse the request: answered in the error envelope like every other
+        refusal (uvicorn's own answer is plain text), unless the app's answer has started,
+        then the connection is closed."""
+        self._cancel()
+        if not self.transport.is_closing():
+            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # nothing answered yet
+                self.transport.write(MALFORMED_REQUEST)
+            self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
