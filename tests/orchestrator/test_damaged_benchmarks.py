@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import socket
+import zipfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +18,8 @@ import pytest
 from orchestrator.benchmarks import BenchmarkError, load_benchmark
 from orchestrator.leaderboard import leaderboard_csv
 from tests.orchestrator.harness import editbench, finish
+from tests.orchestrator.hub_layouts import write_rise_hub
+from tests.orchestrator.published_layouts import write_rise
 from tests.support.images import image_bytes
 
 GOOD = {"id": "good", "category": "c", "instruction": "make it red", "image": "ok.png"}
@@ -399,3 +402,19 @@ def test_leaderboard_csv_never_writes_a_cell_a_spreadsheet_runs_as_a_formula() -
     formula = tuple("=+-@\uff1d")
     assert not [c for c in cells if c.lstrip().startswith(formula) and c != "-1.0"]
     assert '\'=HYPERLINK("http://x") mean' in cells and "'=label()" in cells
+
+
+def test_empty_and_damaged_images_in_a_hub_archive_are_named_at_loading(tmp_path: Path) -> None:
+    authors = write_rise(tmp_path / "authors")
+    (authors / "data" / "causal_reasoning_images" / "2.png").write_bytes(b"")
+    folder = write_rise_hub(tmp_path / "cache", authors)
+    # Damage one member's compressed bytes: the zip's directory still lists it.
+    with zipfile.ZipFile(folder / "data.zip") as archive:
+        info = archive.getinfo("data/temporal_reasoning_images/1.png")
+    raw = bytearray((folder / "data.zip").read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start : start + 8] = b"\xff" * 8
+    (folder / "data.zip").write_bytes(bytes(raw))
+    message = _refusal(folder)
+    assert "causal_reasoning_images/2.png'" in message and "image is empty" in message
+    assert "temporal_reasoning_images/1.png" in message and "damaged" in message

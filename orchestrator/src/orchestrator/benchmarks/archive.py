@@ -17,9 +17,11 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from orchestrator.benchmarks.base import head_problem
 from orchestrator.benchmarks.folder import FolderBenchmark, image_paths
 from orchestrator.benchmarks.items import BenchmarkError, Item
 
@@ -45,16 +47,21 @@ class Archive:
         except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
             raise BenchmarkError(f"{path}: not a readable zip or tar archive: {exc}") from None
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, limit: int | None = None) -> bytes:
+        """A member's bytes (its first ``limit`` bytes when given). KeyError: no such member;
+        a member the archive cannot give back (a bad CRC, a cut stream) is an OSError."""
         if name not in self.names:
             raise KeyError(name)
-        if self._tar is None:
-            with zipfile.ZipFile(self.path) as opened:
-                return opened.read(name)
-        offset, size = self._tar[name]
-        with self.path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read(size)
+        try:
+            if self._tar is None:
+                with zipfile.ZipFile(self.path) as opened, opened.open(name) as member:
+                    return member.read(-1 if limit is None else limit)
+            offset, size = self._tar[name]
+            with self.path.open("rb") as handle:
+                handle.seek(offset)
+                return handle.read(size if limit is None else min(size, limit))
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise OSError(f"member {name!r} is damaged ({type(exc).__name__}: {exc})") from None
 
     def find(self, relpath: str, under: str = "") -> str | None:
         """The folder (``''`` or ``'x/y/'``) holding ``relpath``, among those starting with
@@ -121,6 +128,13 @@ def check_members(archive: Archive, prefix: str, items: Iterable[Item]) -> None:
                 problems.append(f"item {item.id!r}: image path {relpath!r} leaves the archive")
             elif member not in archive.names:
                 problems.append(f"item {item.id!r}: {member!r} is not in the archive")
+            else:
+                try:
+                    problem = head_problem(archive.read(member, 16), repr(member))
+                except OSError as exc:
+                    problem = f"cannot read {member!r}: {exc}"
+                if problem is not None:
+                    problems.append(f"item {item.id!r}: {problem}")
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""

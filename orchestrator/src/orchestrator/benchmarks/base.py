@@ -132,10 +132,16 @@ def image_problem(image: Path) -> str | None:
             head = file.read(16)
     except OSError as exc:
         return f"cannot read image {image}: {exc.strerror or exc}"
+    return head_problem(head, str(image))
+
+
+def head_problem(head: bytes, where: str) -> str | None:
+    """Why an image whose first bytes are ``head`` cannot be sent (empty, or not PNG, JPEG or
+    WebP, the formats the services take), or None."""
     if not head:
-        return f"image is empty (0 bytes): {image}"
+        return f"image is empty (0 bytes): {where}"
     if sniff_format(head) is None:
-        return f"not a PNG, JPEG or WebP image: {image}"
+        return f"not a PNG, JPEG or WebP image: {where}"
     return None
 
 

@@ -137,7 +137,7 @@ def load_imgedit_archive(path: Path, suite: str | None = None) -> FolderBenchmar
     where = f"{found}:{members[0]}"
     try:
         data = json.loads(archive.read(members[0]).decode("utf-8-sig"))
-    except (ValueError, RecursionError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise BenchmarkError(f"{where}: not valid JSON ({type(exc).__name__}: {exc})") from None
     items = imgedit_items(data, where, chosen)
     folder = posixpath.dirname(members[0])
