@@ -737,6 +737,11 @@ def editor_requests() -> list[HostileRequest]:
         ("output-format-jpeg", edit_body(output_format="jpeg"), "ok"),
         ("compress-level-10", edit_body(compress_level=10), "refused"),
         ("compress-level-negative", edit_body(compress_level=-1), "refused"),
+        ("parameters-name-65-chars", edit_body(parameters={"g" * 65: 1.0}), "refused"),
+        ("parameters-name-64k", edit_body(parameters={"g" * 65536: 1.0}), "refused"),
+        ("parameters-name-empty", edit_body(parameters={"": 1.0}), "refused"),
+        ("parameters-value-string", edit_body(parameters={"true_cfg_scale": "x"}), "refused"),
+        ("parameters-17", edit_body(parameters={f"p{i}": 1.0 for i in range(17)}), "refused"),
         ("extra-field", edit_body(strength=0.8), "refused"),
         ("extra-field-image-url", edit_body(image_url="http://127.0.0.1:9/x.png"), "refused"),
         ("extra-field-model-path", edit_body(model="/etc/passwd"), "refused"),
@@ -750,6 +755,22 @@ def editor_requests() -> list[HostileRequest]:
             as_json(edit_body())[:-1] + b', "true_cfg_scale": Infinity}',
         ),
         _raw("edits-json-nan-cfg", route, as_json(edit_body())[:-1] + b', "true_cfg_scale": NaN}'),
+        # Family parameters are finite numbers by short names: NaN passes every range check.
+        _raw(
+            "edits-parameters-nan",
+            route,
+            as_json(edit_body())[:-1] + b', "parameters": {"true_cfg_scale": NaN}}',
+        ),
+        _raw(
+            "edits-parameters-infinity",
+            route,
+            as_json(edit_body())[:-1] + b', "parameters": {"true_cfg_scale": Infinity}}',
+        ),
+        _raw(
+            "edits-parameters-negative-infinity",
+            route,
+            as_json(edit_body())[:-1] + b', "parameters": {"guidance_scale": -Infinity}}',
+        ),
         _raw(
             "edits-json-duplicate-keys-last-wins",
             route,

@@ -53,7 +53,7 @@ from shared_schemas import (
     OpenAIModel,
     OpenAIModelList,
 )
-from shared_schemas.edits import MAX_SEED, MAX_SIDE, SIZE_MULTIPLE
+from shared_schemas.edits import MAX_PARAMETER_NAME, MAX_SEED, MAX_SIDE, SIZE_MULTIPLE
 from shared_schemas.images import encode_image_b64
 from shared_schemas.openai_images import OpenAIImageEditCompleted, OpenAIImageEditForm
 
@@ -294,9 +294,10 @@ def _validate(
         if name in known:
             continue
         value = _number(text)
-        if value is None or len(name) > 64:
+        if value is None or len(name) > MAX_PARAMETER_NAME:
+            short = name[:MAX_PARAMETER_NAME]
             raise InvalidInput(
-                f"{name[:64]}: not a parameter of this service's images/edits", param=name[:64]
+                f"{short}: not a parameter of this service's images/edits", param=short
             )
         parameters[name] = value
     if len(parameters) > 16:

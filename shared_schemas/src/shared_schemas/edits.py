@@ -7,9 +7,9 @@ loaded (GET /v1/info lists them with their defaults). ``true_cfg_scale`` keeps i
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, FiniteFloat, StringConstraints, model_validator
 
 from shared_schemas.common import ModelInfo, ModelState, RequestModel, WireModel
 from shared_schemas.images import ImageData, ImageFormat
@@ -23,8 +23,13 @@ MAX_SIDE = 4096
 MAX_EDIT_INPUTS = 6
 
 
-# A family parameter's value: a number (guidance scales and the like).
-FamilyParameters = dict[str, float]
+# A family parameter's value: a finite number (guidance scales and the like), by a name of at
+# most 64 characters (the form route's bound too). NaN and infinities are no values: JSON's
+# NaN/Infinity literals would otherwise pass, and NaN passes every range check.
+MAX_PARAMETER_NAME = 64
+FamilyParameters = dict[
+    Annotated[str, StringConstraints(min_length=1, max_length=MAX_PARAMETER_NAME)], FiniteFloat
+]
 
 
 class EditParameters(RequestModel):
