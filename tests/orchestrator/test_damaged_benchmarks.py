@@ -7,7 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -17,7 +22,7 @@ import pytest
 
 from orchestrator.benchmarks import BenchmarkError, load_benchmark
 from orchestrator.leaderboard import leaderboard_csv
-from tests.orchestrator.harness import editbench, finish
+from tests.orchestrator.harness import REPO_ROOT, cli_env, editbench, finish
 from tests.orchestrator.hub_layouts import write_rise_hub
 from tests.orchestrator.published_layouts import write_rise
 from tests.support.images import image_bytes
@@ -418,3 +423,53 @@ def test_empty_and_damaged_images_in_a_hub_archive_are_named_at_loading(tmp_path
     message = _refusal(folder)
     assert "causal_reasoning_images/2.png'" in message and "image is empty" in message
     assert "temporal_reasoning_images/1.png" in message and "damaged" in message
+
+
+# --- a benchmark this user may not read ---------------------------------------------------------
+
+_LOAD = (
+    "import sys\n"
+    "from orchestrator.benchmarks import BenchmarkError, load_benchmark\n"
+    "try:\n"
+    "    load_benchmark(sys.argv[1])\n"
+    "except BenchmarkError as exc:\n"
+    "    print('refused:', exc)\n"
+)
+
+
+def _load_as_another_user(target: Path) -> subprocess.CompletedProcess[str]:
+    """Load ``target`` in a process that file permissions apply to (root ignores them: as
+    root, the process runs as 'nobody' through setpriv)."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "the permission tests need setpriv when run as root"
+        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", _LOAD, str(target)],
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("locked", ["folder", "manifest", "image"])
+def test_a_benchmark_this_user_may_not_read_is_one_clear_error(locked: str) -> None:
+    top = Path(tempfile.mkdtemp(prefix="editbench-perm-"))  # not under pytest's 0700 folder
+    folder = top / "bench"
+    try:
+        top.chmod(0o755)
+        folder = _folder(top)
+        _write(folder, ".jsonl", [GOOD])
+        target = {"folder": folder, "manifest": folder / "manifest.jsonl"}
+        target.get(locked, folder / "ok.png").chmod(0)
+        done = _load_as_another_user(folder)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert done.stdout.startswith("refused:") and "Permission denied" in done.stdout
+    finally:
+        for path in (folder, folder / "manifest.jsonl", folder / "ok.png"):
+            path.chmod(0o755)
+        shutil.rmtree(top)

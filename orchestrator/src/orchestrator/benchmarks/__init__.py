@@ -63,13 +63,22 @@ def load_benchmark(
     """A manifest file or a folder holding one, GEdit-Bench (parquet / save_to_disk), or a hub
     dataset id found in the local Hugging Face cache.
     Image paths must stay inside the benchmark's folder unless ``allow_outside_paths``."""
-    path = resolve_benchmark_path(spec)
-    if str(spec) == "sample":
-        sample = load_manifest(path)
-        sample.name = "sample"
-        return sample
-    hub_name = str(spec).split("@")[0].split("/")[-1] if is_hub_id(spec) else None
-    benchmark = _load_path(path, split=split, allow_outside_paths=allow_outside_paths)
+    try:
+        path = resolve_benchmark_path(spec)
+        if str(spec) == "sample":
+            sample = load_manifest(path)
+            sample.name = "sample"
+            return sample
+        hub_name = str(spec).split("@")[0].split("/")[-1] if is_hub_id(spec) else None
+        benchmark = _load_path(path, split=split, allow_outside_paths=allow_outside_paths)
+    except OSError as exc:
+        # Whatever a loader did not turn into its own message (a folder this user may not
+        # list, a file it may not open): one line naming the file, never a traceback.
+        where = exc.filename or spec
+        raise BenchmarkError(
+            f"{where}: cannot read the benchmark ({exc.strerror or exc}); check that this user "
+            "may read the benchmark's folder and every file in it"
+        ) from None
     if hub_name is not None:
         benchmark.name = hub_name
     return benchmark
