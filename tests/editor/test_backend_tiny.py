@@ -82,8 +82,19 @@ def test_default_size_follows_the_source_aspect_at_about_a_megapixel(
 
 
 def test_a_stop_request_cancels_the_job(backend: DiffusersEditBackend) -> None:
-    with pytest.raises(JobCancelled):
-        backend.edit(job(), lambda: True)
+    """The stop is asked after each step and the steps left are skipped (counted as transformer
+    calls): not a whole edit computed and then called cancelled."""
+    pipe = backend.pipe
+    assert pipe is not None
+    calls: list[int] = []
+    counting = pipe.transformer.register_forward_hook(lambda *_: calls.append(1))
+    steps = 4
+    try:
+        with pytest.raises(JobCancelled):
+            backend.edit(job(num_inference_steps=steps), lambda: True)
+    finally:
+        counting.remove()
+    assert len(calls) == 2 < 2 * steps  # the first step's two calls (true CFG), then none
 
 
 def test_the_backend_refuses_control_tokens_itself_and_reports_its_reserved_set(
