@@ -11,6 +11,7 @@ waiting and record that it stalled the loop. No timing decides the outcome.
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from asgi_lifespan import LifespanManager
 import editor_service.openai_images
 from editor_service.app import create_app
 from editor_service.config import EditorSettings
+from shared_schemas import EditRequest
 from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +104,32 @@ async def test_health_answers_while_the_largest_answer_is_encoded(
         assert answer.text.count("event: image_edit.completed") == 4
     else:
         assert len(answer.json()["data"]) == 4
+
+
+async def test_health_answers_while_an_edit_request_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON edit carries megabytes of base64 (up to six images): reading it into an
+    EditRequest (JSON, base64 decoding) runs off the loop, as the judge's requests do."""
+    held = HeldEncoder(EditRequest.model_validate_json)
+    monkeypatch.setattr(EditRequest, "model_validate_json", held)
+    image = base64.b64encode(image_bytes(64, 64, seed=4)).decode()
+    body = {"image": image, "instruction": "mirror", "num_inference_steps": 2}
+    async for http in client_for(tmp_path):
+        for _ in range(600):  # ready: bounded wait
+            if (await http.get("/ready")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        edit = asyncio.create_task(http.post("/v1/edits", json=body))
+        for _ in range(1200):  # until the parse holds the request (bounded)
+            if held.entered.is_set() or edit.done():
+                break
+            await asyncio.sleep(0.05)
+        assert held.entered.is_set(), f"the body was parsed elsewhere: {(await edit).text}"
+        health = await http.get("/health")  # runs only if the loop is free
+        held.release.set()
+        assert health.status_code == 200
+        answer = await edit
+    assert answer.status_code == 200, answer.text
+    assert held.stalled is False
+    assert held.on_loop and not any(held.on_loop)

@@ -87,3 +87,8 @@ def test_the_openapi_document_names_the_body_schema_and_its_parts() -> None:
     schemas = document["components"]["schemas"]
     assert schemas["Order"]["properties"]["parts"]["items"] == {"$ref": "#/components/schemas/Part"}
     assert "Part" in schemas
+
+
+async def test_a_utf8_byte_order_mark_before_the_json_is_ignored() -> None:
+    response = await post(b'\xef\xbb\xbf{"parts": [{"name": "a"}], "count": 1}')
+    assert response.status_code == 200, response.text

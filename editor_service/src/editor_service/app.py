@@ -14,6 +14,8 @@ from editor_service.routes import router
 from service_kit.app.factory import include_api, service_app
 from service_kit.app.state import ServiceState
 from service_kit.http.auth import ApiKeys
+from service_kit.http.json_body import document_json_bodies
+from shared_schemas import EditRequest
 
 SUMMARY = (
     f"Instruction-based image editing ({', '.join(f.title for f in FAMILIES)}), one worker per GPU."
@@ -31,4 +33,5 @@ def create_app(settings: EditorSettings) -> FastAPI:
     state: ServiceState[WorkerPool] = ServiceState(settings, metrics, ApiKeys(settings.api_keys))
     app = service_app(state, router, build, version=__version__, summary=SUMMARY)
     include_api(app, openai_router)
+    document_json_bodies(app, EditRequest)
     return app

@@ -18,6 +18,7 @@ from editor_service.pool import EditResult, WorkerPool
 from service_kit.app.state import DecodeGateDep, hosted_dep, state_dep
 from service_kit.errors import InvalidInput
 from service_kit.http.disconnect import cancel_on_disconnect
+from service_kit.http.json_body import json_body, json_body_openapi
 from service_kit.http.json_response import json_answer
 from service_kit.images.decode_gate import DecodeGate
 from service_kit.models.loaded_model import model_info
@@ -104,9 +105,19 @@ def _input_params(body: EditRequest) -> list[str]:
     return ["image", *(f"images[{i}]" for i in range(len(body.images)))]
 
 
-@router.post("/edits", response_model=EditResponse, responses=ERRORS)
+@router.post(
+    "/edits",
+    response_model=EditResponse,
+    responses=ERRORS,
+    openapi_extra=json_body_openapi(EditRequest),
+)
 async def create_edit(
-    body: EditRequest, request: Request, pool: PoolDep, settings: SettingsDep, gate: DecodeGateDep
+    # Parsed and validated (base64 of up to six images) off the event loop, as the judge's.
+    body: Annotated[EditRequest, json_body(EditRequest)],
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    gate: DecodeGateDep,
 ) -> Response:
     """Edit one image with one instruction."""
     job, result, encoded = await _edit(request, pool, settings, gate, body)

@@ -46,7 +46,9 @@ def parse_json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
             raise UnsupportedMediaType(
                 "the request body must be JSON (Content-Type: application/json)"
             )
-        raw = await request.body()
+        # A UTF-8 byte order mark is not JSON, but RFC 8259 8.1 lets a parser ignore it (and
+        # json.loads, FastAPI's parser, does).
+        raw = (await request.body()).removeprefix(b"\xef\xbb\xbf")
         try:
             return await asyncio.to_thread(model.model_validate_json, raw)
         except ValidationError as exc:
