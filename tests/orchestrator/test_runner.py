@@ -338,8 +338,10 @@ def test_unscored_answers_are_counted_not_averaged(tmp_path: Path) -> None:
     from tests.orchestrator.conftest import write_manifest
 
     rows = [
-        {"id": f"x{i}", "category": "c", "instruction": text}
-        for i, text in enumerate(["fine", "unparseable answer", "also fine"])
+        {"id": f"x{i}", "category": category, "instruction": text}
+        for i, (category, text) in enumerate(
+            [("c", "fine"), ("c", "unparseable answer"), ("c", "also fine"), ("d", "fine too")]
+        )
     ]
     bench = write_manifest(tmp_path / "b", rows)
     run(settings_for(bench, tmp_path / "run", mode="generate"), FakeServices())
@@ -347,6 +349,20 @@ def test_unscored_answers_are_counted_not_averaged(tmp_path: Path) -> None:
     category = summary["categories"]["c"]
     assert (category["scored"], category["unscored"], category["overall"]["n"]) == (2, 1, 2)
     assert category["judge_error_rate"] == pytest.approx(1 / 3, abs=1e-3)
+    # No mean takes the unscored item: not the category's, the items' (micro) nor the mean of
+    # the category means (macro; c has two scored items and d one, so the two differ).
+    overall = {r["item_id"]: r["overall"] for r in lines(tmp_path / "run" / "results.jsonl")}
+    assert overall["x1"] is None
+    c_mean = (overall["x0"] + overall["x2"]) / 2
+    assert category["overall"]["mean"] == pytest.approx(c_mean, abs=1e-4)
+    micro = summary["overall"]["micro"]["overall"]
+    assert micro["n"] == 3
+    assert micro["mean"] == pytest.approx(
+        (overall["x0"] + overall["x2"] + overall["x3"]) / 3, abs=1e-4
+    )
+    macro = summary["overall"]["macro"]["overall"]
+    assert macro == pytest.approx((c_mean + overall["x3"]) / 2, abs=1e-4)
+    assert macro != pytest.approx(micro["mean"], abs=1e-3)
 
 
 def test_score_only_judges_a_folder_of_outside_edits(small_benchmark: Path, tmp_path: Path) -> None:
