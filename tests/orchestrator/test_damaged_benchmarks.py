@@ -8,6 +8,7 @@ import codecs
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -20,7 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.benchmarks import BenchmarkError, load_benchmark
+from orchestrator.benchmarks.reporting import Reporting
 from orchestrator.leaderboard import leaderboard_csv
+from orchestrator.report.breakdown import run_reporting
 from tests.orchestrator.harness import editbench, finish
 from tests.orchestrator.hub_layouts import write_rise_hub
 from tests.orchestrator.published_layouts import write_rise
@@ -478,3 +481,19 @@ def test_a_benchmark_this_user_may_not_read_is_one_clear_error(locked: str) -> N
         for path in (folder, folder / "manifest.jsonl", folder / "ok.png"):
             path.chmod(0o755)
         shutil.rmtree(top)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"group_by": [], "headline": "best"}', "group_by: List should have at least 1 item"),
+        ("[1, 2]", "not a reporting declaration (a JSON list"),
+    ],
+)
+def test_a_damaged_reporting_json_in_a_run_folder_is_said_not_silently_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str, said: str
+) -> None:
+    (tmp_path / "reporting.json").write_text(text, encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert run_reporting(tmp_path) == Reporting()
+    assert said in caplog.text and "reporting.json" in caplog.text

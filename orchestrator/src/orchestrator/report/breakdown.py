@@ -12,6 +12,7 @@ CSVs. Nothing here recomputes a protocol's rule.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from orchestrator.records import (
 from orchestrator.stats import mean_interval
 from orchestrator.store import RunStore
 
+logger = logging.getLogger(__name__)
+
 MISSING = "(none)"
 
 
@@ -39,6 +42,12 @@ def run_reporting(store: RunStore | Path) -> Reporting:
     """The declaration a run folder was made with (reporting.json), or the default."""
     store = store if isinstance(store, RunStore) else RunStore(store)
     data = store.read_json("reporting.json", damaged_ok=True)
+    if data is not None and not isinstance(data, dict):
+        logger.warning(
+            "%s: not a reporting declaration (a JSON %s, not an object); going on without it",
+            store.root / "reporting.json",
+            type(data).__name__,
+        )
     if not isinstance(data, dict):
         # A run folder from before reporting.json: GEdit-Bench is still reported its way.
         benchmark = store.read_provenance().benchmark
@@ -47,7 +56,16 @@ def run_reporting(store: RunStore | Path) -> Reporting:
         return Reporting()
     try:
         return Reporting.model_validate(data)
-    except ValidationError:
+    except ValidationError as exc:
+        # Said, not silent: the tables are then grouped by category alone, not as declared.
+        wrong = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'reporting'}: {e['msg']}" for e in exc.errors()
+        )
+        logger.warning(
+            "%s: %s; reported with the default declaration (by category)",
+            store.root / "reporting.json",
+            wrong,
+        )
         return Reporting()
 
 
