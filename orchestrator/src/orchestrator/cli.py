@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -44,7 +45,42 @@ from orchestrator.terminal import LogLineFormatter, SafeConsole
 from orchestrator.wording import counted
 from shared_schemas import ScoreItem, ScoreRequest
 
-app = typer.Typer(
+_OS_ERROR_HINTS = {
+    errno.EACCES: "you may not write (or read) there: choose another place (--out, -o, or the "
+    "folder argument) or fix the permissions",
+    errno.EPERM: "you may not write (or read) there: choose another place (--out, -o, or the "
+    "folder argument) or fix the permissions",
+    errno.EROFS: "that file system is read-only: choose another place (--out, -o, or the folder "
+    "argument)",
+    errno.EEXIST: "a file is where a folder is needed: choose another path, or move the file",
+    errno.ENOTDIR: "a file is where a folder is needed: choose another path, or move the file",
+    errno.EISDIR: "a folder is where a file is needed: choose another path",
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is used up: free some space",
+}
+
+
+class _Editbench(typer.Typer):
+    """The app, whose file-system errors (an --out that is a file, a read-only folder, a full
+    disk) end in one paragraph naming the path and what to do, never a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except OSError as exc:
+            where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name)
+            hint = _OS_ERROR_HINTS.get(exc.errno or 0, "fix that")
+            err_console.print(
+                f"[red]error:[/] {escape(where or 'a file')}: {escape(exc.strerror or str(exc))}; "
+                f"{escape(hint)}, then run the same command again (a run folder keeps every "
+                "finished job).",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(1)
+
+
+app = _Editbench(
     name="editbench",
     help="Benchmark instruction-based image editing: edit with the editor service, judge with "
     "the reward service, report per category.",
@@ -985,6 +1021,8 @@ def status(
                 try:
                     entry["info"] = (await client.info()).model_dump(mode="json")
                 except ServiceCallError as exc:
+                    # Ready, but not this service (the other one, another server): not usable.
+                    entry["ready"] = None
                     entry.setdefault("error", exc.message)
                 found[client.service] = entry
                 if (records := endpoint_records(client)) is not None:

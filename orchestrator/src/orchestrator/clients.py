@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import email.utils
 import getpass
+import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -110,7 +112,7 @@ def error_from_response(service: str, response: httpx.Response) -> ServiceCallEr
     try:
         envelope = ErrorResponse.model_validate_json(response.content)
     except ValidationError:
-        text = response.text.strip().replace("\n", " ")[:300] or response.reason_phrase
+        text = _readable(response.text)[:300] or response.reason_phrase
         return ServiceCallError(
             service,
             f"HTTP {response.status_code}: {text}",
@@ -128,6 +130,25 @@ def error_from_response(service: str, response: httpx.Response) -> ServiceCallEr
         model_state=envelope.error.model_state,
         retryable=envelope.error.retryable,
     )
+
+
+def _readable(body: str) -> str:
+    """A body that is not our envelope, as one line: an HTML error page (a web server or proxy
+    at the URL) as its text without tags."""
+    if re.search(r"(?i)<(!doctype|html|body|head)\b", body):
+        body = re.sub(r"(?is)<(script|style)\b.*?</\1>|<[^>]*>", " ", body)
+    return " ".join(body.split())
+
+
+def answering_service(body: bytes) -> str | None:
+    """The service an editbench answer names in its ``service`` field (/v1/info): ``editor`` or
+    ``reward``; None for anything else."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return None
+    name = found.get("service") if isinstance(found, dict) else None
+    return name if name in ("editor", "reward") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +238,22 @@ class _ServiceClient:
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
+            other = answering_service(response.content)
+            if other is not None and other != self.service:  # the URLs mixed up
+                message = (
+                    f"{self.base_url} is the {other} service, not the {self.service} service: "
+                    f"point --{self.service}-url at the {self.service} service (are --editor-url "
+                    "and --reward-url swapped?)"
+                )
+            else:
+                message = (
+                    f"answer to {method} {path} does not match the shared schema: "
+                    f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']} (is "
+                    f"{self.base_url} an editbench {self.service} service of this version?)"
+                )
             raise InvalidResponse(
                 self.service,
-                f"answer to {method} {path} does not match the shared schema: "
-                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}",
+                message,
                 status=response.status_code,
                 error_type="invalid_response",
             ) from exc

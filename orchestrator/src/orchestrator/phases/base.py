@@ -155,6 +155,21 @@ async def wait_until_ready(
                     f"the {client.service} at {client.base_url} refused this client's key "
                     f"(HTTP {exc.status}: {exc.message}): check the API key given for it"
                 ) from None
+            if exc.status in (404, 405):
+                # No such route: nothing at this URL serves the service's API, and waiting out
+                # --ready-timeout-s will not make one (a wrong port, another server).
+                raise ServiceNotReady(
+                    f"the {client.service} at {client.base_url} answers HTTP {exc.status} to "
+                    f"its readiness check: no editbench {client.service} service is there; "
+                    f"check --{client.service}-url (the address the "
+                    "service prints when it starts"
+                    + (
+                        "; an OpenAI-compatible images endpoint: --editor-api openai and its "
+                        "URL ending in /v1)"
+                        if client.service == "editor"
+                        else ")"
+                    )
+                ) from None
             now = time.monotonic()
             # One line per wait: when it starts, when the reason changes, then every 30 s.
             if said is None or said[0] != exc.message or now - said[1] >= NOTE_EVERY_S:
