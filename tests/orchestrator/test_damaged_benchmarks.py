@@ -25,8 +25,8 @@ from orchestrator.benchmarks.reporting import Reporting
 from orchestrator.leaderboard import leaderboard_csv
 from orchestrator.report.breakdown import run_reporting
 from tests.orchestrator.harness import editbench, finish
-from tests.orchestrator.hub_layouts import write_rise_hub
-from tests.orchestrator.published_layouts import write_rise
+from tests.orchestrator.hub_layouts import write_kris_lmms, write_rise_hub
+from tests.orchestrator.published_layouts import write_kris, write_rise
 from tests.support.images import image_bytes
 
 GOOD = {"id": "good", "category": "c", "instruction": "make it red", "image": "ok.png"}
@@ -497,3 +497,27 @@ def test_a_damaged_reporting_json_in_a_run_folder_is_said_not_silently_replaced(
     with caplog.at_level(logging.WARNING):
         assert run_reporting(tmp_path) == Reporting()
     assert said in caplog.text and "reporting.json" in caplog.text
+
+
+def test_a_hub_table_whose_image_pages_are_damaged_stops_with_a_message_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # KRIS's lmms-eval table names its images (ori_img), so loading reads no image page: the
+    # damage is met when the images are streamed.
+    folder = write_kris_lmms(tmp_path / "cache", write_kris(tmp_path / "authors"))
+    file = folder / "data" / "test-00000-of-00001.parquet"
+    benchmark = load_benchmark(folder)
+    metadata = pq.ParquetFile(file).metadata
+    raw = bytearray(file.read_bytes())
+    for group in range(metadata.num_row_groups):
+        for index in range(metadata.num_columns):
+            chunk = metadata.row_group(group).column(index)
+            if chunk.path_in_schema.startswith("ori_images"):
+                start = chunk.data_page_offset
+                raw[start : start + 32] = bytes(b ^ 0x5A for b in raw[start : start + 32])
+    file.write_bytes(bytes(raw))
+    with pytest.raises(BenchmarkError, match="cannot read the images"):
+        list(benchmark.iter_images(benchmark.items))
+    several = next(i for i in benchmark.items if benchmark.input_count(i) > 1)
+    with pytest.raises(BenchmarkError, match="cannot read the images"):
+        benchmark.input_images(several)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -288,6 +289,10 @@ class TableBenchmark(Benchmark):
         return image_bytes(value, self._root, where, allow_outside=self._allow_outside)
 
     def iter_images(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes]]:
+        with _readable(self._files):
+            yield from self._iter_images(items)
+
+    def _iter_images(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes]]:
         import pyarrow.parquet as pq
 
         wanted: dict[tuple[int, int], Item] = {}
@@ -312,6 +317,10 @@ class TableBenchmark(Benchmark):
 
     def _row(self, file_index: int, row: int, columns: list[str]) -> dict[str, Any]:
         """One row's cells, reading only the row group that holds it."""
+        with _readable(self._files[file_index : file_index + 1]):
+            return self._read_row(file_index, row, columns)
+
+    def _read_row(self, file_index: int, row: int, columns: list[str]) -> dict[str, Any]:
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(self._files[file_index])
@@ -352,6 +361,22 @@ class TableBenchmark(Benchmark):
             cell = images.reference
             found[REFERENCE_IMAGE] = [self._cell_bytes(item, values[cell.column], cell)]
         return found
+
+
+@contextmanager
+def _readable(files: Sequence[Path]) -> Iterator[None]:
+    """pyarrow's errors on a damaged file (ArrowInvalid is a ValueError, its IO errors are
+    OSErrors) and a file gone since loading, as a BenchmarkError: a message, not a traceback."""
+    try:
+        yield
+    except BenchmarkError:
+        raise
+    except (OSError, ValueError) as exc:
+        names = ", ".join(str(f) for f in files)
+        raise BenchmarkError(
+            f"{names}: cannot read the images ({type(exc).__name__}: {exc}); "
+            "the file is damaged: download it again"
+        ) from None
 
 
 def _list_lengths(file: Path, columns: Sequence[str]) -> dict[str, list[int]]:
