@@ -53,6 +53,19 @@ def macro(values: dict[str, tuple[str, float]]) -> float:
     return statistics.fmean(statistics.fmean(v) for v in by.values())
 
 
+def macro_interval(values: dict[str, tuple[str, float]]) -> tuple[float, float]:
+    """95% interval of the mean of category means: Var = sum(s_c^2 / n_c) / K^2, with
+    Satterthwaite's degrees of freedom."""
+    by: dict[str, list[float]] = {}
+    for category, value in values.values():
+        by.setdefault(category, []).append(value)
+    parts = [np.var(v, ddof=1) / len(v) for v in by.values()]
+    df = sum(parts) ** 2 / sum(p**2 / (len(v) - 1) for p, v in zip(parts, by.values(), strict=True))
+    half = sp.t.ppf(0.975, df) * math.sqrt(sum(parts)) / len(by)
+    centre = float(np.mean([np.mean(v) for v in by.values()]))
+    return centre - half, centre + half
+
+
 def test_leaderboard_ranks_by_the_headline_with_intervals(
     three_runs: list[Path], tmp_path: Path
 ) -> None:
@@ -69,7 +82,10 @@ def test_leaderboard_ranks_by_the_headline_with_intervals(
         h = m["headline"]
         assert h["estimate"] == pytest.approx(headline[m["label"]], abs=1e-6)
         assert h["n"] == 12 and h["method"] == "welch-t"
-        assert h["low"] < h["estimate"] < h["high"]
+        # Welch-Satterthwaite over the categories (written out with scipy's t): the spread
+        # of each category's mean, not of the twelve items taken as one sample.
+        low, high = macro_interval(values[m["label"]])
+        assert (h["low"], h["high"]) == pytest.approx((low, high), abs=1e-6)
         assert set(m["rows"]) == {"color", "removal", "物理"}
         assert m["rows"]["color"]["n"] == 4
         assert Path(out / m["report"]).resolve() == (tmp_path / m["label"] / "report.html")
