@@ -185,6 +185,14 @@ def test_a_csv_row_with_more_cells_than_columns_is_refused(tmp_path: Path) -> No
     assert "manifest.csv:2: 5 cells" in _refusal(folder / "manifest.csv")
 
 
+def test_a_spreadsheets_trailing_empty_columns_are_not_a_problem(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    body = "id,category,instruction,image,,\r\ngood,c,make it red,ok.png,,\r\nb,c,i,ok.png,,,\r\n"
+    (folder / "manifest.csv").write_text(body, encoding="utf-8")
+    items = load_benchmark(folder / "manifest.csv").items
+    assert [i.id for i in items] == ["good", "b"] and all(not i.extra for i in items)
+
+
 def test_every_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     good = json.dumps(GOOD).encode()

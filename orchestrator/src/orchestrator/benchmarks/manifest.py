@@ -142,13 +142,13 @@ def _rows(path: Path, problems: Problems) -> Iterator[tuple[str, dict[str, Any]]
             where = f"{path}:{reader.line_num}"
             if not any(cell.strip() for cell in cells):
                 continue
-            if len(cells) > len(header):
+            if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
                 problems.add(
                     f"{where}: {len(cells)} cells, but the header names {len(header)} columns "
                     "(quote a cell that holds a comma)"
                 )
                 continue
-            yield where, {k: v for k, v in zip(header, cells, strict=False) if v != ""}
+            yield where, {k: v for k, v in zip(header, cells, strict=False) if k and v != ""}
     else:
         try:
             data = safe_yaml.safe_load(text)
@@ -168,7 +168,8 @@ def _rows(path: Path, problems: Problems) -> Iterator[tuple[str, dict[str, Any]]
 def _check_header(path: Path, header: list[str]) -> None:
     """The CSV header names each column once and has the required ones."""
     names = [name.strip() for name in header]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    # Blank names (a spreadsheet's trailing empty columns) name nothing: never a repeat.
+    repeated = sorted({name for name in names if name and names.count(name) > 1})
     missing = [key for key in ("id", "category", "instruction") if key not in names]
     if not any(key in names for key in _IMAGE_KEYS):
         missing.append("image")
