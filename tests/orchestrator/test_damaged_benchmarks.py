@@ -124,9 +124,12 @@ def test_a_field_of_the_wrong_type_is_refused_not_turned_into_text(
         (folder / f"manifest{suffix}").unlink()
 
 
-def test_a_whole_number_id_is_text(tmp_path: Path) -> None:
-    benchmark = load_benchmark(_write(_folder(tmp_path), ".jsonl", [{**GOOD, "id": 7}]))
-    assert [item.id for item in benchmark.items] == ["7"]
+def test_a_whole_number_id_is_text_and_a_blank_image_field_gives_way_to_the_next(
+    tmp_path: Path,
+) -> None:
+    row = {**GOOD, "id": 7, "image": "", "source_image": "ok.png"}
+    benchmark = load_benchmark(_write(_folder(tmp_path), ".jsonl", [row]))
+    assert [(item.id, item.source) for item in benchmark.items] == [("7", "ok.png")]
 
 
 @pytest.mark.parametrize(

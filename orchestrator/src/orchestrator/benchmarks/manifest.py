@@ -202,6 +202,10 @@ def _text(row: dict[str, Any], key: str, where: str, *, required: bool = True) -
     return str(value)
 
 
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -228,7 +232,8 @@ def load_manifest(path: Path, *, allow_outside_paths: bool = False) -> ManifestB
             instruction = _instruction(row, where)
             language = _text(row, "language", where, required=False)
             hints = _text(row, "hints", where, required=False)
-            image_key = next((k for k in _IMAGE_KEYS if row.get(k) is not None), None)
+            # The first of image / source_image / source that is given (not null, not blank).
+            image_key = next((k for k in _IMAGE_KEYS if _given(row.get(k))), None)
             if image_key is None:
                 raise BenchmarkError(f"{where}: missing the image path (field 'image')")
             raw_image = _required(row, image_key, where)
