@@ -66,6 +66,8 @@ def test_agreement_report_matches_scipy_per_category_and_overall(two_judges: Pat
             if got[key]["low"] is not None:
                 assert got[key]["low"] <= got[key]["estimate"] <= got[key]["high"]
     assert result["overall"]["spearman"]["low"] is not None  # 12 items: an interval exists
+    # Every category, least agreeing first (a list of one or none would be sorted too).
+    assert sorted(result["disagree_most"]) == sorted(categories)
     taus = [result["categories"][c]["kendall_tau_b"]["estimate"] for c in result["disagree_most"]]
     assert taus == sorted(taus)
 
