@@ -32,6 +32,7 @@ from orchestrator.benchmarks.reporting import check_reporting, manifest_reportin
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
 _IMAGE_KEYS = ("image", "source_image", "source")
 _KNOWN = {"id", "category", "instruction", "language", "hints", *_IMAGE_KEYS}
+_FIELDS_HINT = 'with "id", "category", "instruction" and "image"'
 
 
 class ManifestBenchmark(Benchmark):
@@ -120,7 +121,7 @@ def _rows(path: Path, problems: Problems) -> Iterator[tuple[str, dict[str, Any]]
                 problems.add(f"{path}:{number}: not valid JSON ({why})")
                 continue
             if not isinstance(row, dict):
-                problems.add(f"{path}:{number}: each line must be a JSON object")
+                problems.add(f"{path}:{number}: each line must be a JSON object ({_FIELDS_HINT})")
                 continue
             yield f"{path}:{number}", row
     elif suffix == ".csv":
@@ -160,7 +161,7 @@ def _rows(path: Path, problems: Problems) -> Iterator[tuple[str, dict[str, Any]]
             raise BenchmarkError(f"{path}: expected a list of items (or a mapping with 'items')")
         for number, row in enumerate(data, 1):
             if not isinstance(row, dict):
-                problems.add(f"{path} item {number}: not a mapping")
+                problems.add(f"{path} item {number}: not a mapping ({_FIELDS_HINT})")
                 continue
             yield f"{path} item {number}", row
 
