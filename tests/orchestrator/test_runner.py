@@ -307,6 +307,33 @@ def test_a_refused_item_is_recorded_and_the_run_goes_on(
     assert again.count("editor POST /v1/edits") == 1
 
 
+def test_an_item_whose_retries_ran_out_is_redone_on_resume(
+    small_benchmark: Path, tmp_path: Path
+) -> None:
+    # The counterpart of a permanent failure (not retried on resume unless asked to): a server
+    # error that outlasted its retries is worth trying again on the next run, without asking.
+    async def broken(request: httpx.Request) -> httpx.Response | None:
+        if instruction_of(request) == "color edit number 1":
+            return error(500, "server_error", "the editor broke")
+        return None
+
+    out = tmp_path / "run"
+    first = FakeServices(before_edit=broken)
+    run(settings_for(small_benchmark, out), first)
+    assert first.count("editor POST /v1/edits") == 5 + 3  # three tries for the broken item
+    [failed] = [r for r in lines(out / "edits.jsonl") if r["status"] == "failed"]
+    assert failed["retryable"] is True
+    jobs = json.loads((out / "summary.json").read_text(encoding="utf-8"))["jobs"]["edit"]
+    assert (jobs["failed_transient_exhausted"], jobs["failed_permanent"]) == (1, 0)
+
+    again = FakeServices()
+    run(settings_for(small_benchmark, out), again)
+    assert again.count("editor POST /v1/edits") == 1  # that item only
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["jobs"]["edit"]["ok"] == 6
+    assert summary["overall"]["micro"]["scored"] == 6
+
+
 def test_transient_failures_are_retried_not_recorded(small_benchmark: Path, tmp_path: Path) -> None:
     answers = iter([error(429, "queue_full", "full", "1"), error(503, "worker_died", "died")])
 
