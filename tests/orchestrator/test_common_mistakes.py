@@ -1,16 +1,18 @@
 """A new user's common mistakes end in one paragraph naming what to do, a non-zero exit and no
 traceback, with nothing done lost: service URLs that point at the wrong thing (the two swapped,
-a port where no editbench service answers), and output paths the file system refuses (an --out
-that is a file, or lies under one)."""
+a port where no editbench service answers, a service not started), and output paths the file
+system refuses (an --out that is a file, or lies under one)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from orchestrator.clients import ServiceCallError
 from orchestrator.phases import ServiceNotReady
@@ -119,3 +121,46 @@ def test_an_output_path_the_file_system_refuses_is_one_paragraph_not_a_traceback
     assert "a file is where a folder is needed" in error
     assert "run the same command again" in error
     assert taken.read_text(encoding="utf-8") == "mine\n"  # the file in the way is untouched
+
+
+def nobody_listening() -> str:
+    with socket.socket() as sock:  # a free port, closed again: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("command", "service"),
+    [
+        (["edit", "{image}", "make it red", "-o", "{out}/edited.png", "--editor-url"], "editor"),
+        (["score", "{image}", "{image}", "make it red", "--reward-url"], "reward"),
+        (["run", "--benchmark", "sample", "--out", "{out}/run", "--ready-timeout-s", "0",
+          "--reward-url", "http://127.0.0.1:9", "--editor-url"], "editor"),
+    ],
+    ids=["edit", "score", "run"],
+)  # fmt: skip
+def test_a_service_that_is_not_running_is_named_with_how_to_start_it(
+    tmp_path: Path, command: list[str], service: str
+) -> None:
+    image = tmp_path / "source.png"
+    Image.new("RGB", (32, 32), "white").save(image)
+    url = nobody_listening()
+    done = editbench(*[part.format(image=image, out=tmp_path) for part in command], url)
+    assert done.returncode == 1, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    error = " ".join(done.stderr.split())
+    assert f"Is the {service} service running there?" in error, error
+    assert f"`python -m {service}_service`" in error and f"--{service}-url" in error
+    assert not (tmp_path / "edited.png").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_route_the_url_does_not_have_names_the_flag(
+    slow_services: tuple[Service, Service], tmp_path: Path
+) -> None:
+    _, judge = slow_services
+    image = tmp_path / "source.png"
+    Image.new("RGB", (32, 32), "white").save(image)
+    done = editbench("edit", str(image), "make it red", "-o", str(tmp_path / "e.png"),
+                     "--editor-url", judge.url)  # fmt: skip
+    assert done.returncode == 1, done.stdout
+    assert "No editbench editor service answers at that URL: check --editor-url" in done.stderr

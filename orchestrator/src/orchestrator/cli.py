@@ -28,6 +28,7 @@ from orchestrator.clients import (
     RewardClient,
     ServiceCallError,
     make_http_client,
+    what_to_do,
 )
 from orchestrator.config import ConfigError, RunSettings, resolve_settings
 from orchestrator.endpoints.opening import open_editor, open_reward
@@ -231,6 +232,13 @@ def _every_score_failed(summary: Summary, out: Path) -> str | None:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _explained(exc: Exception) -> str:
+    """A failure as printed: a service call that found no service of its kind at the URL says
+    what to do about it."""
+    hint = what_to_do(exc) if isinstance(exc, ServiceCallError) else ""
+    return f"{exc}. {hint[0].upper()}{hint[1:]}" if hint else str(exc)
 
 
 def _parse_size(size: str | None) -> dict[str, int]:
@@ -492,7 +500,7 @@ def run(
     except (BenchmarkError, ServiceNotReady, ServiceCallError, RunFolderBusy) as exc:
         if made_folder and not isinstance(exc, RunFolderBusy):
             _remove_if_unused(settings.out, log_handler)
-        raise _fail(str(exc)) from None
+        raise _fail(_explained(exc)) from None
     if outcome.summary is not None:
         for table in summary_tables(outcome.summary, title=_title(outcome.summary, outcome.out)):
             out_console.print(table)
@@ -666,7 +674,7 @@ def rescore(
         )
         raise typer.Exit(130) from None
     except (BenchmarkError, ServiceNotReady, ServiceCallError, RunFolderBusy) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_explained(exc)) from None
     counts = outcome.counts
     out_console.print(
         f"rescore: {counts.ok} scored, {counts.skipped} already done, {counts.failed} failed, "
@@ -847,7 +855,7 @@ def edit(
     try:
         response = asyncio.run(call())
     except ServiceCallError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_explained(exc)) from None
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(response.image)
     out_console.print(
@@ -969,7 +977,7 @@ def score(
     try:
         response = asyncio.run(call())
     except ServiceCallError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_explained(exc)) from None
     result = response.results[0]
     if as_json:
         out_console.print_json(result.model_dump_json())

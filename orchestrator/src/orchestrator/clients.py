@@ -132,6 +132,21 @@ def error_from_response(service: str, response: httpx.Response) -> ServiceCallEr
     )
 
 
+def what_to_do(exc: ServiceCallError) -> str:
+    """What a user can do about a call that found no service of its kind at the URL (nothing
+    answering, or a 404 for the route itself); "" for any other failure."""
+    flag = f"--{exc.service}-url"
+    if isinstance(exc, ServiceUnreachable):
+        return (
+            f"is the {exc.service} service running there? Start it (`python -m "
+            f"{exc.service}_service`, or `docker compose up -d --wait`) or point {flag} at "
+            "where it runs; `editbench status` checks both"
+        )
+    if exc.status == 404 and (exc.error_type == "http_error" or exc.message == "Not Found"):
+        return f"no editbench {exc.service} service answers at that URL: check {flag}"
+    return ""
+
+
 def _readable(body: str) -> str:
     """A body that is not our envelope, as one line: an HTML error page (a web server or proxy
     at the URL) as its text without tags."""

@@ -20,7 +20,13 @@ from typing import Any, TypeAlias
 from pydantic import ValidationError
 
 from orchestrator.benchmarks import Benchmark, BenchmarkError, Item
-from orchestrator.clients import EditorClient, RewardClient, ServiceCallError, is_released
+from orchestrator.clients import (
+    EditorClient,
+    RewardClient,
+    ServiceCallError,
+    is_released,
+    what_to_do,
+)
 from orchestrator.handover import GpuSharing
 from orchestrator.progress import PhaseProgress
 from orchestrator.provenance import PhaseCountsRecord
@@ -179,9 +185,11 @@ async def wait_until_ready(
                 )
                 said = (exc.message, now)
             if now >= deadline:
+                hint = what_to_do(exc)
                 raise ServiceNotReady(
                     f"the {client.service} at {client.base_url} is not ready after "
                     f"{timeout_s:.0f} s: {exc.message}"
+                    + (f". {hint[0].upper()}{hint[1:]}" if hint else "")
                 ) from None
         await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
