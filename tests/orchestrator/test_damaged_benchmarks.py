@@ -296,6 +296,10 @@ def _gedit_table(**columns: object) -> pa.Table:
         ({"key": [["a"], ["b"]]}, "row 1: no text in column(s) key"),
         ({"input_image": ["a.png", "b.png"]}, "input_image holds string"),
         ({"input_image": pa.array([None, None], IMAGE)}, "2 row(s) without an input_image"),
+        (
+            {"input_image": pa.array([{"bytes": b"", "path": None}, {}], IMAGE)},
+            "2 row(s) without an input_image (rows 0, 1)",
+        ),
     ],
 )
 def test_a_gedit_parquet_with_empty_or_foreign_cells_is_refused_at_loading(
