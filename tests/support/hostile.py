@@ -783,6 +783,8 @@ def editor_requests() -> list[HostileRequest]:
     ]
     requests += [_rename(r, "edits-") for r in _body_cases(route, edit_body())]
     requests += _form_cases(form_route)
+    requests += path_cases("edits", route, as_json(edit_body()))
+    requests += path_cases("form", form_route, multipart(form_fields(valid_png()))[0])
     return _unique(requests)
 
 
@@ -971,6 +973,7 @@ def reward_requests() -> list[HostileRequest]:
     ]
     requests += [_json_request(f"scores-{n}", route, b, e) for n, b, e in payloads]
     requests += [_rename(r, "scores-") for r in _body_cases(route, score_body())]
+    requests += path_cases("scores", route, as_json(score_body()))
     requests += [
         HostileRequest(f"protocols-{name}", f"/v1/protocols/{path}", b"", {}, "refused", 404, "GET")
         for name, path in [
@@ -979,9 +982,30 @@ def reward_requests() -> list[HostileRequest]:
             ("encoded-nul", "single%00"),
             ("long-name", "p" * 4000),
             ("builtin-file-name", "single.yaml"),
+            ("list-with-a-trailing-slash", ""),
         ]
     ]
     return _unique(requests)
+
+
+def path_cases(prefix: str, route: str, body: bytes) -> list[HostileRequest]:
+    """A route's path written otherwise, with a Host header of someone else's: a 4xx in the
+    envelope (never a redirect, whose Location would be built from that Host)."""
+    host = {**JSON, "host": "evil.example"}
+    return [
+        HostileRequest(f"{prefix}-path-trailing-slash", route + "/", body, host, "refused", 404),
+        HostileRequest(f"{prefix}-path-two-trailing-slashes", route + "//", body, host, "refused"),
+        HostileRequest(f"{prefix}-path-double-leading-slash", "/" + route, body, host, "refused"),
+        HostileRequest(f"{prefix}-path-upper-case", route.upper(), body, host, "refused"),
+        HostileRequest(
+            f"{prefix}-path-get-with-trailing-slash",
+            route + "/",
+            b"",
+            host,
+            "refused",
+            method="GET",
+        ),
+    ]
 
 
 def _rename(request: HostileRequest, prefix: str) -> HostileRequest:

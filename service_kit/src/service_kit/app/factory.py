@@ -61,7 +61,15 @@ def service_app(
     hand-over routes."""
     service = state.metrics.prefix
     lifespan = replica_lifespan(state.settings, service, build)
-    app = FastAPI(title=f"editbench {service}", version=version, summary=summary, lifespan=lifespan)
+    # No redirect from "/v1/edits/" to "/v1/edits": its Location is built from the client's Host
+    # header (a redirect anywhere, carrying the body with it on a 307); a 404 in the envelope.
+    app = FastAPI(
+        title=f"editbench {service}",
+        version=version,
+        summary=summary,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
     install_common(app, state)
     include_api(app, router)
     include_api(app, model_router())
