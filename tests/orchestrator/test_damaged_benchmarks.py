@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from orchestrator.benchmarks import BenchmarkError, load_benchmark
 from orchestrator.benchmarks.reporting import Reporting
@@ -247,6 +248,27 @@ def test_every_bad_item_of_a_kris_annotation_is_named(tmp_path: Path) -> None:
     rows = {"1": rows["1"], "5": {"ori_img": "empty.png", "ins_en": "x"}}
     (task / "annotation.json").write_text(json.dumps(rows), encoding="utf-8")
     assert "'color_change/5': image is empty" in _refusal(tmp_path)
+
+
+def test_a_published_benchmarks_odd_image_format_fails_that_item_not_the_whole_load(
+    tmp_path: Path,
+) -> None:
+    # The authors' data cannot be fixed by the user: a GIF there loads (the services refuse it,
+    # failing that one item); in a user's own manifest it is refused at loading.
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, "GIF")
+    task = tmp_path / "KRIS_Bench" / "color_change"
+    task.mkdir(parents=True)
+    (task / "a.gif").write_bytes(gif.getvalue())
+    rows = {"1": {"ori_img": "a.gif", "ins_en": "make it red"}}
+    (task / "annotation.json").write_text(json.dumps(rows), encoding="utf-8")
+    assert [item.id for item in load_benchmark(tmp_path).items] == ["color_change/1"]
+    (tmp_path / "own").mkdir()
+    folder = _folder(tmp_path / "own")
+    (folder / "a.gif").write_bytes(gif.getvalue())
+    assert "not a PNG, JPEG or WebP" in _refusal(
+        _write(folder, ".jsonl", [{**GOOD, "image": "a.gif"}])
+    )
 
 
 def test_every_bad_item_of_an_imgedit_index_is_named(tmp_path: Path) -> None:

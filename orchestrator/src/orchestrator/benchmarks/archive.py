@@ -130,7 +130,8 @@ def check_members(archive: Archive, prefix: str, items: Iterable[Item]) -> None:
                 problems.append(f"item {item.id!r}: {member!r} is not in the archive")
             else:
                 try:
-                    problem = head_problem(archive.read(member, 16), repr(member))
+                    head = archive.read(member, 16)
+                    problem = head_problem(head, repr(member), formats=False)
                 except OSError as exc:
                     problem = f"cannot read {member!r}: {exc}"
                 if problem is not None:

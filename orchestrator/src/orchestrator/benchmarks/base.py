@@ -122,9 +122,9 @@ def resolve_inside(root: Path, raw: str | Path, *, allow_outside: bool = False) 
     return resolved
 
 
-def image_problem(image: Path) -> str | None:
-    """Why ``image`` cannot be sent (missing, unreadable, empty, not PNG/JPEG/WebP), or None.
-    Only its first bytes are read."""
+def image_problem(image: Path, *, formats: bool = True) -> str | None:
+    """Why ``image`` cannot be sent (missing, unreadable, empty, and with ``formats`` not
+    PNG/JPEG/WebP), or None. Only its first bytes are read."""
     if not image.is_file():
         return f"image not found: {image}"
     try:
@@ -132,15 +132,19 @@ def image_problem(image: Path) -> str | None:
             head = file.read(16)
     except OSError as exc:
         return f"cannot read image {image}: {exc.strerror or exc}"
-    return head_problem(head, str(image))
+    return head_problem(head, str(image), formats=formats)
 
 
-def head_problem(head: bytes, where: str) -> str | None:
-    """Why an image whose first bytes are ``head`` cannot be sent (empty, or not PNG, JPEG or
-    WebP, the formats the services take), or None."""
+def head_problem(head: bytes, where: str, *, formats: bool = True) -> str | None:
+    """Why an image whose first bytes are ``head`` cannot be sent (empty, or with ``formats``
+    not PNG, JPEG or WebP, the formats the services take), or None.
+
+    A user's manifest is checked for formats (its author can convert the file); a published
+    benchmark is not: one odd file there (which the services refuse, failing that item) must not
+    make the whole benchmark unloadable. An empty file is a damaged download either way."""
     if not head:
         return f"image is empty (0 bytes): {where}"
-    if sniff_format(head) is None:
+    if formats and sniff_format(head) is None:
         return f"not a PNG, JPEG or WebP image: {where}"
     return None
 
