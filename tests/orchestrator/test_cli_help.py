@@ -66,3 +66,11 @@ def test_every_option_and_argument_has_help_text() -> None:
         if not getattr(param, "help", None)
     ]
     assert missing == []
+    # A help text says what the option does; a default alone in parentheses does not.
+    unexplained = [
+        f"{name} {param.name}: {param.help!r}"
+        for name, command in group.commands.items()  # type: ignore[attr-defined]
+        for param in command.get_params(ctx)
+        if (param.help or "").lstrip().startswith("(")
+    ]
+    assert unexplained == []

@@ -826,7 +826,12 @@ def edit(
     params: Annotated[
         list[str] | None, typer.Option("--param", help="A family parameter, NAME=VALUE.")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="(random)")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Seed, to make the same edit again (default: random; printed after)."
+        ),
+    ] = None,
     size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT (auto).")] = None,
     negative_prompt: Annotated[
         str | None,
