@@ -164,3 +164,13 @@ def test_a_route_the_url_does_not_have_names_the_flag(
                      "--editor-url", judge.url)  # fmt: skip
     assert done.returncode == 1, done.stdout
     assert "No editbench editor service answers at that URL: check --editor-url" in done.stderr
+
+
+def test_a_benchmark_that_is_not_there_says_what_benchmark_takes(tmp_path: Path) -> None:
+    done = editbench("run", "--benchmark", "smaple", *NOWHERE, "--out", str(tmp_path / "run"))
+    assert done.returncode == 1, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    error = " ".join(done.stderr.split())
+    assert "benchmark not found:" in error and "smaple" in error
+    assert "--benchmark takes a manifest" in error and "'sample'" in error
+    assert not (tmp_path / "run").exists()  # a refused run leaves no folder

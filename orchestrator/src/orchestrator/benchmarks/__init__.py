@@ -86,7 +86,11 @@ def load_benchmark(
 
 def _load_path(path: Path, *, split: str | None, allow_outside_paths: bool) -> Benchmark:
     if not path.exists():
-        raise BenchmarkError(f"benchmark not found: {path}")
+        raise BenchmarkError(
+            f"benchmark not found: {path}; --benchmark takes a manifest (.jsonl, .csv, .yaml), "
+            "a folder holding one or a published benchmark's files (GEdit-Bench, KRIS-Bench, "
+            "ImgEdit, RISEBench), 'sample', or a hub dataset id (owner/name) in the local cache"
+        )
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         return load_manifest(path, allow_outside_paths=allow_outside_paths)
     if path.is_dir():
