@@ -359,6 +359,11 @@ def test_one_bad_item_does_not_fail_its_batch(small_benchmark: Path, tmp_path: P
     scores = lines(tmp_path / "run" / "scores.jsonl")
     assert sorted(r["status"] for r in scores) == ["failed"] + ["ok"] * 5
     assert [r["item_id"] for r in scores if r["status"] == "failed"] == ["removal-0"]
+    # The summary counts it as its category's one judge failure, beside its scored batch mate.
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    removal = summary["categories"]["removal"]
+    assert (removal["scored"], removal["judge_failed"], removal["overall"]["n"]) == (1, 1, 1)
+    assert removal["judge_error_rate"] == 0.5
 
 
 def test_unscored_answers_are_counted_not_averaged(tmp_path: Path) -> None:
