@@ -236,7 +236,7 @@ KRIS_META = {
 
 
 def kris_summarize(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """BAGEL eval/gen/kris/summarize.py over {task: metrics.json contents}."""
+    """BAGEL eval/gen/kris/summarize.py (ByteDance-Seed/Bagel@a53eea0) over {task: metrics.json}."""
     base = ["consistency_score", "quality_score", "instruction_score"]
     type_scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     flat: dict[str, list[float]] = defaultdict(list)
@@ -268,6 +268,27 @@ def kris_summarize(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, A
     everything = [v for b in KRIS_TYPE for v in flat[b]]
     summary["Overall"] = {"AVG": sum(everything) / len(everything)}
     return {"summary": summary, "subitems": subitems}
+
+
+def test_kris_statistics_give_bagels_published_figure_after_its_normalization_fix() -> None:
+    """ByteDance-Seed/Bagel@a53eea0 ("fix KRIS normalization") changed summarize.py from
+    s / 5 * 100 to (s - 1) * 25 and re-made EVAL.md: BAGEL's Attribute Perception VC went from
+    81.31 to 76.64, the same answers (mean 4.0655) on either scale. 2000 answers of that mean
+    must give the published 76.64, not 81.31."""
+    answers = [5] * 131 + [4] * 1869  # mean 8131 / 2000 = 4.0655
+    judged = [
+        JudgedItem(
+            f"c{n}",
+            "color_change",
+            {"dimension": "Attribute Perception"},
+            {"consistency": score, "quality": 3, "instruction": 3},
+        )
+        for n, score in enumerate(answers)
+    ]
+    dims = kris_statistics(judged).table("KRIS-Bench reasoning dimensions")
+    row = dims.row("Attribute Perception")
+    vc = row.values[dims.columns.index("VC")]
+    assert vc is not None and round(vc, 2) == 76.64
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

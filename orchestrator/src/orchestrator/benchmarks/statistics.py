@@ -8,11 +8,11 @@ values by name) and returns typed tables and the headline number the benchmark p
   three 1-5 dimensions rounded to 2 places; an edit type's, the mean of its items rounded to 2;
   Basic's "Overall" (the leaderboard's) is the mean of the nine edit types (Qwen-Image's report:
   38.47 / 9 = 4.27); UGE's is the mean over all items, rounded to 2.
-- ``kris`` (BAGEL eval/gen/kris/summarize.py, read at yinyuanzhang/Bagel@f8819fc, the script
-  that produces KRIS-Bench's tables): every 1-5 score becomes (s - 1) * 25; per reasoning
-  dimension the mean of each metric (VC, VQ, IF, KP where the dimension has it) and AVG, the
-  mean of all its scores pooled; per task the same metrics; per knowledge type and Overall,
-  the pooled AVG. The headline is Overall AVG.
+- ``kris`` (BAGEL eval/gen/kris/summarize.py, read at ByteDance-Seed/Bagel@a53eea0, "fix KRIS
+  normalization", which replaced f8819fc's s / 5 * 100 and re-made EVAL.md's KRIS-Bench tables):
+  every 1-5 score becomes (s - 1) * 25; per reasoning dimension the mean of each metric (VC, VQ,
+  IF, KP where the dimension has it) and AVG, the mean of all its scores pooled; per task the
+  same metrics; per knowledge type and Overall, the pooled AVG. The headline is Overall AVG.
 - ``rise`` (PhoenixZ810/RISEBench@5f22651, gpt_eval.py): logical items' 0/1 answers become
   4 * min(s, 1) + 1; an item's score is 0.3 C + 0.5 R + 0.2 P (temporal, causal, spatial;
   0.2 P + 0.8 R when consistency-free), 0.3 C + 0.7 R (logical), halved (at least 1) when R is
@@ -271,7 +271,10 @@ def kris_statistics(
     type_rows.append(StatRow(label="Overall", values=[overall], n=sum(dim_items.values())))
     return OfficialStatistics(
         name="kris",
-        reference="BAGEL eval/gen/kris/summarize.py (KRIS-Bench's tables): (s-1)*25, pooled AVG",
+        reference=(
+            "BAGEL eval/gen/kris/summarize.py (Bagel@a53eea0, KRIS-Bench's tables): "
+            "(s-1)*25, pooled AVG"
+        ),
         headline_label="Overall AVG (0-100)",
         headline=overall,
         tables=[
