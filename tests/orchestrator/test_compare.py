@@ -102,6 +102,12 @@ def test_compare_pairs_items_and_finds_the_better_category(tmp_path: Path) -> No
     average = table["average"]["diffs"][0]
     assert average["mean_diff"] == round(expected / 3, 6)
     assert average["method"] == "welch-t" and average["n"] == 12
+    # Its interval, Welch-Satterthwaite over the three rows (written out): only colour's
+    # differences vary, so var = s_color^2 / 4 / 3^2 with 3 degrees of freedom; not the t
+    # interval of the twelve differences taken as one sample.
+    spread = statistics.variance(score_b[i] - score_a[i] for i in color) / len(color)
+    half = scipy_stats.t.ppf(0.975, len(color) - 1) * spread**0.5 / 3
+    assert average["ci95"] == pytest.approx([expected / 3 - half, expected / 3 + half], abs=2e-6)
     assert table["micro"]["diffs"][0]["pairs"] == 12
     # The terminal shows the table and where the files are.
     assert "color" in shown.output and "Average" in shown.output
