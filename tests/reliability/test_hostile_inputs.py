@@ -253,7 +253,7 @@ def test_an_instruction_beyond_the_models_text_positions_is_refused_not_failed(
 
 
 @pytest.mark.tiny
-def test_a_form_prompt_beyond_the_models_text_positions_is_refused_not_failed_whatever_n(
+def test_a_form_prompt_beyond_the_models_text_positions_is_refused_naming_it_whatever_n(
     tiny_editor: ServiceProcess,
 ) -> None:
     # The same refusal, from the worker, on the form route, whose n images run as concurrent
@@ -265,4 +265,7 @@ def test_a_form_prompt_beyond_the_models_text_positions_is_refused_not_failed_wh
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_input"
+    # Named as the form names it (the JSON route's field is instruction).
+    assert error["param"] == "prompt"
+    assert error["message"].startswith("prompt is 4000 tokens long")
     assert "at most 1024" in error["message"]

@@ -163,6 +163,7 @@ async def create_openai_edit(
             more_images=tuple(decoded.images[1:]),
             mask=decoded.mask,
             parameters=parameters,
+            instruction_param="prompt",
         )
         return await cancel_on_disconnect(request, slot.run(job))
 

@@ -46,6 +46,8 @@ class EditJob:
     mask: RGBImage | None = None
     # The family's own parameters by name (guidance_scale...), checked against the loaded family.
     parameters: Mapping[str, float] = field(default_factory=dict)
+    # The request field the instruction came in (the form calls it prompt): refusals name it.
+    instruction_param: str = "instruction"
 
     def family_parameters(self) -> dict[str, float]:
         """``parameters`` with ``true_cfg_scale`` when it was given by its own field."""

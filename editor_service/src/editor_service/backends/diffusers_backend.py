@@ -331,7 +331,7 @@ class DiffusersEditBackend:
         except InvalidParameter as exc:
             raise InvalidJob(str(exc), param=exc.param) from None
         kwargs: dict[str, Any] = family.call(settings)
-        self._check_prompt_length("instruction", job.instruction)
+        self._check_prompt_length(job.instruction_param, job.instruction)
         if kwargs.get("negative_prompt"):
             self._check_prompt_length("negative_prompt", kwargs["negative_prompt"])
         kwargs.update(
