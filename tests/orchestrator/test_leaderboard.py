@@ -100,6 +100,9 @@ def test_leaderboard_ranks_by_the_headline_with_intervals(
         assert diff["estimate"] == pytest.approx(
             statistics.fmean(statistics.fmean(v) for v in by.values()), abs=1e-6
         )
+        # Its interval: Welch-Satterthwaite over the categories' differences, as the headline's.
+        differences = {i: (category, b[i][1] - value) for i, (category, value) in a.items()}
+        assert (diff["low"], diff["high"]) == pytest.approx(macro_interval(differences), abs=1e-6)
     assert result["models"][-1]["vs_next"] is None
     # Rank ranges: the headline is macro, so each pair is tested as Welch's t on the category
     # mean differences (written out with scipy's t), then Holm over the three pairs.
