@@ -387,9 +387,13 @@ def rise_gpt_eval(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
             VisualPlausibility=nan if p is None else p,
         )
         data.append(out)
+    columns = {key for row in rows for key, value in row.items() if value is not None}
     for row in data:  # calculate_score
+        # `'consistency_free' in row and row['consistency_free']` on a DataFrame row: the
+        # column exists once any row has a value; a missing or null cell is NaN, and NaN is true.
+        cell = nan if row.get("consistency_free") is None else row["consistency_free"]
         if row["category"] in ("temporal_reasoning", "causal_reasoning", "spatial_reasoning"):
-            if row.get("consistency_free"):
+            if "consistency_free" in columns and cell:
                 s = 0.2 * row["VisualPlausibility"] + 0.8 * row["Reasoning"]
             else:
                 s = (

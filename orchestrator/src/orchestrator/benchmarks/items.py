@@ -10,6 +10,9 @@ from typing import Any
 # Item.extra key: which variant of a protocol's questions the judge asks of the item
 # (ScoreItem.variant), where its benchmark's official judging shows its images otherwise.
 JUDGE_VARIANT = "judge_variant"
+# Item.extra key: a RISEBench item its official script scores as consistency-free though it is
+# not (benchmarks/rise.py says why); its consistency is judged and its completion needs it.
+SCORED_AS_FREE = "scored_as_consistency_free"
 
 
 class BenchmarkError(ValueError):

@@ -30,7 +30,13 @@ from orchestrator.benchmarks.folder import (
     read_json,
     text_field,
 )
-from orchestrator.benchmarks.items import JUDGE_VARIANT, BenchmarkError, Item, Problems
+from orchestrator.benchmarks.items import (
+    JUDGE_VARIANT,
+    SCORED_AS_FREE,
+    BenchmarkError,
+    Item,
+    Problems,
+)
 from orchestrator.benchmarks.reporting import RISE_REPORTING
 
 # The repository's RISEBench-64, and the 360-item release on the hub (PhoenixZ/RISEBench).
@@ -51,6 +57,14 @@ def find_rise_index(path: Path) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+FREE = "consistency_free"
+# gpt_eval.py's calculate_score (@5f22651) tests ``'consistency_free' in row and
+# row['consistency_free']`` on a row of pd.DataFrame(data): once any row has a value, every other
+# row holds NaN there, and NaN is true. So where the data has the column, a temporal, causal or
+# spatial item without a value is SCORED 0.2 P + 0.8 R like a consistency-free one, though its
+# consistency is judged and its completion needs it (calculate_completion tests pd.isna).
 
 
 def _present(value: Any) -> bool:
@@ -123,15 +137,18 @@ def rise_items(data: Any, index: Path) -> list[Item]:
     items: list[Item] = []
     # A column of the authors' DataFrame: present for every row once any row has the key.
     without_instruction = any(isinstance(row, dict) and "reasoning_wo_ins" in row for row in data)
+    free_column = any(isinstance(row, dict) and _present(row.get(FREE)) for row in data)
     problems = Problems()
     for number, row in enumerate(data, 1):
         with problems.collect():
-            items.append(_rise_item(row, f"{index}: item {number}", without_instruction))
+            items.append(
+                _rise_item(row, f"{index}: item {number}", without_instruction, free_column)
+            )
     problems.raise_if_any(index)
     return items
 
 
-def _rise_item(row: Any, where: str, without_instruction: bool) -> Item:
+def _rise_item(row: Any, where: str, without_instruction: bool, free_column: bool) -> Item:
     if not isinstance(row, dict):
         raise BenchmarkError(f"{where}: not an object")
     category = normalize_text(text_field(row, ("category",), where))
@@ -155,6 +172,8 @@ def _rise_item(row: Any, where: str, without_instruction: bool) -> Item:
         extra["reference_kind"] = "image"
     elif "reference" in extra:
         extra["reference_kind"] = "text"
+    if free_column and FREE not in extra and category != "logical_reasoning":
+        extra[SCORED_AS_FREE] = True
     variant = judge_variant(category, extra, without_instruction=without_instruction)
     if variant is not None:
         extra[JUDGE_VARIANT] = variant

@@ -15,7 +15,9 @@ values by name) and returns typed tables and the headline number the benchmark p
   same metrics; per knowledge type and Overall, the pooled AVG. The headline is Overall AVG.
 - ``rise`` (PhoenixZ810/RISEBench@5f22651, gpt_eval.py): logical items' 0/1 answers become
   4 * min(s, 1) + 1; an item's score is 0.3 C + 0.5 R + 0.2 P (temporal, causal, spatial;
-  0.2 P + 0.8 R when consistency-free), 0.3 C + 0.7 R (logical), halved (at least 1) when R is
+  0.2 P + 0.8 R when consistency-free, and, as the script's pandas reads a missing value, for
+  every such item without a consistency_free value where the data has that column: its
+  completion still needs C), 0.3 C + 0.7 R (logical), halved (at least 1) when R is
   1; an item is complete when every dimension it has is 5. Per category and Overall: the mean
   score, 25 * (score - 1), and accuracy (share complete; an item the judge could not score
   counts as not complete, as the script's NaN == 5 does). The headline is Overall accuracy in
@@ -41,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.benchmarks.items import JUDGE_VARIANT
+from orchestrator.benchmarks.items import JUDGE_VARIANT, SCORED_AS_FREE
 
 StatisticsName = Literal["imgedit", "kris", "rise"]
 
@@ -344,7 +346,9 @@ def rise_item(item: JudgedItem, names: Mapping[str, str]) -> RiseScores:
         complete = int(r == 5 and p == 5)
     else:
         assert c is not None and p is not None
-        score = 0.3 * c + 0.5 * r + 0.2 * p
+        # SCORED_AS_FREE: the script's calculate_score reads a missing value as true.
+        as_free = bool(item.extra.get(SCORED_AS_FREE))
+        score = 0.2 * p + 0.8 * r if as_free else 0.3 * c + 0.5 * r + 0.2 * p
         complete = int(c == 5 and r == 5 and p == 5)
     if r == 1:
         score = max(score * 0.5, 1)
