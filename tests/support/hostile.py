@@ -16,6 +16,7 @@ stay cheap).
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import struct
@@ -599,6 +600,38 @@ def _body_cases(path: str, valid: dict[str, Any]) -> list[HostileRequest]:
             content_type="application/x-www-form-urlencoded",
         ),
         _raw("body-xml", path, b"<edit><image/></edit>", content_type="application/xml"),
+        # A content coding no route decodes: 415 naming it (RFC 9110 15.5.16).
+        HostileRequest(
+            "body-gzip-encoded",
+            path,
+            gzip.compress(valid_json),
+            {**JSON, "content-encoding": "gzip"},
+            "refused",
+            415,
+        ),
+        HostileRequest(
+            "body-deflate-encoded",
+            path,
+            zlib.compress(valid_json),
+            {**JSON, "content-encoding": "deflate"},
+            "refused",
+            415,
+        ),
+        HostileRequest(
+            "body-gzip-declared-not-compressed",
+            path,
+            valid_json,
+            {**JSON, "content-encoding": "gzip, br"},
+            "refused",
+            415,
+        ),
+        HostileRequest(
+            "body-content-encoding-identity",
+            path,
+            valid_json,
+            {**JSON, "content-encoding": "identity"},
+            "ok",
+        ),
         _raw("body-over-limit", path, b" " * (limit + 1), status=413),
         HostileRequest(
             "body-over-limit-chunked-without-length",
@@ -890,6 +923,14 @@ def _form_cases(route: str) -> list[HostileRequest]:
             "refused",
         ),
         HostileRequest("form-json-body", route, as_json(edit_body()), dict(JSON), "refused"),
+        HostileRequest(
+            "form-gzip-encoded",
+            route,
+            gzip.compress(body),
+            {"content-type": "multipart/form-data; boundary=hostile0b", "content-encoding": "gzip"},
+            "refused",
+            415,
+        ),
         HostileRequest(
             "form-urlencoded",
             route,
