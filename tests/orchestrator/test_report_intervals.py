@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import pytest
 from scipy import stats as scipy_stats
 
+import orchestrator.report
 from orchestrator.report.breakdown import describe as describe_row
 from orchestrator.report.summary import describe
 
@@ -34,3 +36,11 @@ def test_the_interval_of_a_mean_at_n_4_is_students_t() -> None:
 def test_no_interval_from_one_value() -> None:
     assert describe([5.0]).ci95 is None and describe([5.0]).n == 1
     assert describe_row([5.0]).ci95 is None
+
+
+def test_the_reports_legend_names_the_interval_it_shows() -> None:
+    """report.html's legend said mean +/- 1.96 std/sqrt(n) after the interval became Student's t."""
+    template = Path(orchestrator.report.__file__).parent / "templates" / "report.html.j2"
+    legend = template.read_text(encoding="utf-8")
+    assert "Student's t" in legend and "t<sub>0.975, n\u22121</sub>" in legend
+    assert "1.96" not in legend
