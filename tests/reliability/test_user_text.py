@@ -156,9 +156,11 @@ def test_near_misses_in_judge_fields_are_scored_as_plain_text(
 
 
 @pytest.mark.tiny
-def test_a_refused_request_never_fails_the_requests_sharing_its_batch(
+def test_requests_refused_for_control_tokens_never_fail_the_clean_ones_sent_beside_them(
     tiny_judge: ServiceProcess,
 ) -> None:
+    """The refusal is the route's, before any batch: the clean requests sent at the same time
+    are all scored. (An item that fails inside a shared batch: test_batch_isolation.py.)"""
     clean = score_body(protocol="single")
     hostile = [
         score_body({"instruction": f"describe {t}"}, protocol="single")
