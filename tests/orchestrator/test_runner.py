@@ -372,7 +372,13 @@ def test_unscored_answers_are_counted_not_averaged(tmp_path: Path) -> None:
     rows = [
         {"id": f"x{i}", "category": category, "instruction": text}
         for i, (category, text) in enumerate(
-            [("c", "fine"), ("c", "unparseable answer"), ("c", "also fine"), ("d", "fine too")]
+            [
+                ("c", "fine"),
+                ("c", "unparseable answer"),
+                ("c", "also fine"),
+                ("d", "fine too"),
+                ("e", "unparseable answer"),
+            ]
         )
     ]
     bench = write_manifest(tmp_path / "b", rows)
@@ -395,6 +401,11 @@ def test_unscored_answers_are_counted_not_averaged(tmp_path: Path) -> None:
     macro = summary["overall"]["macro"]["overall"]
     assert macro == pytest.approx((c_mean + overall["x3"]) / 2, abs=1e-4)
     assert macro != pytest.approx(micro["mean"], abs=1e-3)
+    # e's only answer is unscored: e is named, counted in no mean, and not a 0 in the macro.
+    assert summary["categories"]["e"]["overall"]["n"] == 0
+    assert summary["categories"]["e"]["overall"]["mean"] is None
+    assert summary["overall"]["macro"]["categories_counted"] == 2
+    assert summary["overall"]["macro"]["categories_without_scores"] == ["e"]
 
 
 def test_score_only_judges_a_folder_of_outside_edits(small_benchmark: Path, tmp_path: Path) -> None:
