@@ -73,6 +73,32 @@ def test_invalid_values_name_the_setting() -> None:
         resolve_settings({}, environ={"EDITBENCH_STEPS": "many"})
 
 
+def test_an_unknown_config_key_close_to_a_setting_is_named_with_it(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[editbench]\nstep = 3\nreward_ur = 'http://j:1'\nzzz = 1\n")
+    with pytest.raises(ConfigError) as refused:
+        resolve_settings({}, environ={}, config_file=config)
+    assert "reward_ur (did you mean reward_url?), step (did you mean steps?), zzz" in str(
+        refused.value
+    )
+
+
+def test_an_invalid_value_says_where_it_was_given(tmp_path: Path) -> None:
+    """A value the user gave long ago (an exported variable, a config file) is found at once."""
+    config = tmp_path / "c.toml"
+    config.write_text("[editbench]\nsteps = 'two'\n")
+    cases = [
+        ({"steps": "x"}, {}, None, "invalid setting steps (--steps): "),
+        ({"width": 100, "height": 96}, {}, None, "invalid setting width (--size): "),
+        ({}, {"EDITBENCH_STEPS": "many"}, None, "invalid setting steps (EDITBENCH_STEPS): "),
+        ({}, {}, config, f"invalid setting steps (config file {config}): "),
+    ]
+    for cli, environ, config_file, message in cases:
+        with pytest.raises(ConfigError) as refused:
+            resolve_settings(cli, environ=environ, config_file=config_file)
+        assert str(refused.value).startswith(message), str(refused.value)
+
+
 def test_a_run_folder_supplies_its_settings_and_refuses_others() -> None:
     saved = resolve_settings({"benchmark": "sample", "steps": 2}, environ={}).identity()
     resumed = resolve_settings({}, environ={}, saved_identity=saved)

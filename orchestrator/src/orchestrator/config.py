@@ -13,6 +13,7 @@ categories, limits) may change from one invocation to the next.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -252,6 +253,10 @@ def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     return found
 
 
+# Settings whose flag has another name: --size sets width and height.
+_FLAG_OF = {"width": "size", "height": "size"}
+
+
 def resolve_settings(
     cli: Mapping[str, Any],
     *,
@@ -270,15 +275,34 @@ def resolve_settings(
     from_file = read_config_file(config_path) if config_path else {}
     unknown = sorted(set(from_file) - set(RunSettings.model_fields))
     if unknown:
-        raise ConfigError(f"config file {config_path}: unknown setting(s) {', '.join(unknown)}")
-    explicit: dict[str, Any] = {**from_file, **env_settings(environ), **dict(cli)}
+        named = []
+        for name in unknown:  # a typo is named with the setting it is closest to
+            close = difflib.get_close_matches(name, list(RunSettings.model_fields), n=1)
+            named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise ConfigError(f"config file {config_path}: unknown setting(s) {', '.join(named)}")
+    from_env = env_settings(environ)
+    explicit: dict[str, Any] = {**from_file, **from_env, **dict(cli)}
     merged: dict[str, Any] = {**dict(saved_identity or {}), **explicit}
+
+    def given_by(key: str) -> str:
+        """Where a setting's value came from, so a refused one can be found and fixed."""
+        if key in cli:
+            return f" (--{_FLAG_OF.get(key, key).replace('_', '-')})"
+        if key in from_env:
+            return f" ({ENV_PREFIX}{key.upper()})"
+        if key in from_file:
+            return f" (config file {config_path})"
+        if key in (saved_identity or {}):
+            return " (the run folder's run.json)"
+        return ""
+
     try:
         settings = RunSettings.model_validate(merged)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        source = given_by(str(first["loc"][0])) if first["loc"] else ""
+        raise ConfigError(f"invalid setting {where}{source}: {first['msg']}") from None
     try:
         settings.edit_settings().check()
     except ValidationError as exc:
