@@ -352,8 +352,12 @@ def test_resuming_with_another_judge_mode_points_at_rescore(tmp_path: Path) -> N
     refused = CliRunner().invoke(app, ["run", "--resume", "--out", str(out), "--mode", "generate"])
     assert refused.exit_code == 2, refused.output
     assert "mode: the run folder has 'expected', you asked for 'generate'" in refused.output
-    assert "editbench rescore RUN_FOLDER --reward-url URL --mode generate" in refused.output
-    assert "--phase score --edited-dir RUN_FOLDER/edits" in refused.output
+    # Commands to paste as they are: this run's folder, its judge URL and benchmark.
+    output = " ".join(refused.output.split())  # the terminal may wrap long lines
+    rescore = f"editbench rescore {out} --reward-url {REWARD} --mode generate"
+    assert rescore in output, output
+    assert f"--phase score --edited-dir {out}/edits --benchmark sample --mode generate" in output
+    assert "RUN_FOLDER" not in output and " URL " not in output
 
 
 def test_status_shows_each_url_whole_in_a_narrow_terminal(

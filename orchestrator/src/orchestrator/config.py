@@ -14,6 +14,7 @@ categories, limits) may change from one invocation to the next.
 from __future__ import annotations
 
 import difflib
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -328,13 +329,20 @@ def resolve_settings(
                 for key in _JUDGE_IDENTITY
                 if key in explicit and any(c.startswith(f"{key}:") for c in conflicts)
             ]
+            # Commands to paste: this run's folder, judge URL and benchmark, the new values.
+            folder = shlex.quote(str(settings.out))
+            changed = " ".join(
+                f"--{k.replace('_', '-')} {shlex.quote(str(explicit[k]))}" for k in judged
+            )
+            benchmark = shlex.quote(settings.benchmark or "BENCHMARK")
             hint = (
                 "\nTo score this run's edits again in another --"
                 + "/--".join(k.replace("_", "-") for k in judged)
-                + ", keeping the run's own scores: editbench rescore RUN_FOLDER --reward-url URL "
-                + " ".join(f"--{k.replace('_', '-')} {explicit[k]}" for k in judged)
+                + f", keeping the run's own scores: editbench rescore {folder} --reward-url "
+                + f"{shlex.quote(settings.reward_url)} {changed}"
                 + "; or a new run on these edits: editbench run --phase score --edited-dir "
-                "RUN_FOLDER/edits --benchmark ... --out NEW_FOLDER"
+                + f"{shlex.quote(str(settings.out) + '/edits')} --benchmark {benchmark} "
+                + f"{changed} --out NEW_FOLDER"
                 if judged
                 else ""
             )
