@@ -73,17 +73,29 @@ async def test_ready_is_503_until_every_worker_has_loaded(tmp_path: Path) -> Non
 
 
 async def test_edit_returns_429_with_retry_after_when_queue_is_full(tmp_path: Path) -> None:
-    app = create_app(settings(tmp_path, queue_capacity=1, backend_options={"edit_delay_s": 2.0}))
+    gate = tmp_path / "open"
+    app = create_app(settings(tmp_path, queue_capacity=1, backend_options={"edit_gate": str(gate)}))
     async for client in client_for(app):
         await wait_ready(client)
-        responses = await asyncio.gather(
-            *(client.post("/v1/edits", json=payload()) for _ in range(4))
+        # The one worker holds the first edit at the gate and the queue holds the second, so the
+        # queue is full however long each request takes to arrive (four at once, with a timed
+        # edit, let a late one in after the first had ended: CI saw 200, 200, 200, 429).
+        running = asyncio.create_task(client.post("/v1/edits", json=payload("first")))
+        info = await info_when(client, lambda info: info.workers[0].state == "busy")
+        assert info.workers[0].state == "busy"
+        queued = asyncio.create_task(client.post("/v1/edits", json=payload("second")))
+        info = await info_when(client, lambda info: info.queue_depth == 1)
+        assert info.queue_depth == 1
+        refused = await asyncio.gather(
+            *(client.post("/v1/edits", json=payload(f"late {n}")) for n in range(2))
         )
-        statuses = sorted(r.status_code for r in responses)
-        assert statuses == [200, 200, 429, 429]
-        refused = next(r for r in responses if r.status_code == 429)
-        assert int(refused.headers["Retry-After"]) >= 1
-        assert ErrorResponse.model_validate(refused.json()).error.type == "queue_full"
+        gate.touch()
+        accepted = await asyncio.gather(running, queued)
+        assert [r.status_code for r in refused] == [429, 429]
+        assert [r.status_code for r in accepted] == [200, 200]
+        for answer in refused:
+            assert int(answer.headers["Retry-After"]) >= 1
+            assert ErrorResponse.model_validate(answer.json()).error.type == "queue_full"
         metrics = (await client.get("/metrics")).text
         assert 'editor_rejected_total{reason="queue_full"} 2.0' in metrics
 
